@@ -1,0 +1,90 @@
+"""The tenant (Firm), its staff, their sessions and the sign-in throttle."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class StaffRole(StrEnum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    EMPLOYEE = "EMPLOYEE"
+
+
+class Firm(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    slug = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "firm"
+
+
+class StaffMember(Model):
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="staff", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    email = fields.CharField(max_length=254)
+    email_normalized = fields.CharField(max_length=254)
+    name = fields.CharField(max_length=200)
+    role = fields.CharEnumField(StaffRole, max_length=16, default=StaffRole.EMPLOYEE)
+    can_manage_accounts = fields.BooleanField(default=False)
+    can_use_inbox = fields.BooleanField(default=False)
+    active = fields.BooleanField(default=True)
+    password_hash = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "staff_member"
+        unique_together = (("firm", "email_normalized"),)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in (StaffRole.OWNER, StaffRole.ADMIN)
+
+    @property
+    def manages_accounts(self) -> bool:
+        return self.is_admin or self.can_manage_accounts
+
+    @property
+    def uses_inbox(self) -> bool:
+        return self.is_admin or self.can_use_inbox
+
+
+class Session(Model):
+    """A signed-in browser or API client. Only the SHA-256 of the token is stored."""
+
+    id = fields.IntField(primary_key=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="sessions", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    staff_member: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
+        "portico.StaffMember", related_name="sessions", null=True, on_delete=fields.CASCADE
+    )
+    staff_member_id: int | None
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "session"
+
+
+class SignInThrottle(Model):
+    """Failed sign-ins per (firm, email), known or not, so throttling reveals nothing."""
+
+    key = fields.CharField(max_length=64, primary_key=True)
+    failures = fields.IntField(default=0)
+    locked_until = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "signin_throttle"

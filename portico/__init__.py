@@ -1,0 +1,1 @@
+"""Portico: the wiring (settings, database, the ASGI app, the CLI)."""

@@ -1,0 +1,66 @@
+"""The Starlette application: routes, middleware, and the database lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from portico import db
+from portico.graphiql import graphiql_routes
+from portico.graphql_view import PorticoGraphQL
+from portico.logs import configure_logging
+from portico.middleware import AccessLog, BodyLimit
+from portico.settings import Settings
+from schema.root import build_schema
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    try:
+        pending = await db.pending_migrations()
+    except Exception as exc:  # any database failure means "not ready"
+        return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, 503)
+    if pending:
+        return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
+    """The ASGI app. With manage_db the lifespan opens and closes the database."""
+    settings = settings or Settings()
+    configure_logging()
+    graphql = PorticoGraphQL(build_schema(settings), settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_db:
+            await db.init_db(settings.resolved_database_url)
+        try:
+            yield
+        finally:
+            if manage_db:
+                await db.close_db()
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            *graphiql_routes(),
+        ],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
+        lifespan=lifespan,
+    )

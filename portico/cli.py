@@ -1,0 +1,170 @@
+"""The `portico` console script: serve, migrate, and the operator commands of runtime.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from portico import db
+from portico.settings import Settings
+from services.errors import InputError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        sys.exit(2)
+    args.run(args, Settings())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portico", description=__doc__)
+    sub = parser.add_subparsers(title="commands")
+
+    serve = sub.add_parser("serve", help="check migrations and serve the API with uvicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
+
+    create = sub.add_parser("create-firm", help="create a firm and its owner")
+    create.add_argument("--name", required=True)
+    create.add_argument("--slug", required=True)
+    create.add_argument("--owner-email", required=True)
+    create.add_argument("--owner-name", default="")
+    create.add_argument("--owner-password")
+    create.set_defaults(run=_create_firm)
+
+    password = sub.add_parser("set-password", help="set a staff member's password")
+    password.add_argument("--firm", required=True, help="the firm's slug")
+    password.add_argument("--email", required=True)
+    password.add_argument("--password")
+    password.set_defaults(run=_set_password)
+
+    sub.add_parser("seed-demo", help="create the demo firm").set_defaults(run=_seed_demo)
+    sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(run=_export_schema)
+
+    importer = sub.add_parser("import-contacts", help="import contacts from a CSV file")
+    importer.add_argument("--firm", required=True, help="the firm's slug")
+    importer.add_argument("file", type=Path)
+    importer.set_defaults(run=_import_contacts)
+    return parser
+
+
+def _with_db(settings: Settings, work: Callable[[], Awaitable[None]]) -> None:
+    async def run() -> None:
+        await db.init_db(settings.resolved_database_url)
+        try:
+            await work()
+        finally:
+            await db.close_db()
+
+    try:
+        asyncio.run(run())
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def _secret(given: str | None, env_name: str, prompt: str) -> str:
+    value = given or os.environ.get(env_name)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        sys.exit(f"error: give the password with --password-style option or {env_name}")
+    return getpass.getpass(prompt)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> None:
+    asyncio.run(db.migrate(settings.resolved_database_url))
+    print("migrations applied")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    if settings.production:
+        _require_migrated(settings)
+    else:
+        # The embedded default: migrate, and give a new database the demo firm.
+        asyncio.run(db.migrate(settings.resolved_database_url))
+        _seed_demo(args, settings, quiet=True)
+    uvicorn.run(
+        "portico.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        access_log=False,  # portico.access logs one structured line per request
+        log_level="info",
+    )
+
+
+def _require_migrated(settings: Settings) -> None:
+    async def check() -> None:
+        await db.init_db(settings.resolved_database_url)
+        try:
+            pending = await db.pending_migrations()
+        finally:
+            await db.close_db()
+        if pending:
+            sys.exit(f"error: migrations pending ({', '.join(pending)}): run `portico migrate`")
+
+    asyncio.run(check())
+
+
+def _create_firm(args: argparse.Namespace, settings: Settings) -> None:
+    from services.firms import create_firm
+
+    password = _secret(args.owner_password, "PORTICO_OWNER_PASSWORD", "Owner password: ")
+
+    async def work() -> None:
+        firm, owner = await create_firm(
+            args.name, args.slug, args.owner_email, args.owner_name, password
+        )
+        print(f"created firm {firm.slug} with owner {owner.email}")
+
+    _with_db(settings, work)
+
+
+def _set_password(args: argparse.Namespace, settings: Settings) -> None:
+    from services.firms import set_staff_password
+
+    password = _secret(args.password, "PORTICO_PASSWORD", "New password: ")
+
+    async def work() -> None:
+        staff = await set_staff_password(args.firm, args.email, password)
+        print(f"password set for {staff.email}")
+
+    _with_db(settings, work)
+
+
+def _seed_demo(args: argparse.Namespace, settings: Settings, quiet: bool = False) -> None:
+    from services import demo
+
+    async def work() -> None:
+        created = await demo.seed_demo()
+        if created:
+            print(f"demo firm '{demo.DEMO_SLUG}': sign in as {demo.DEMO_OWNER_EMAIL}")
+        elif not quiet:
+            print(f"demo firm '{demo.DEMO_SLUG}' exists already")
+
+    _with_db(settings, work)
+
+
+def _export_schema(args: argparse.Namespace, settings: Settings) -> None:
+    from schema.root import build_schema
+
+    print(build_schema(settings).as_str())
+
+
+def _import_contacts(args: argparse.Namespace, settings: Settings) -> None:
+    sys.exit("error: the CSV import is not available yet")

@@ -1,0 +1,71 @@
+"""Tortoise ORM configuration and the migration runner used by the CLI, the app and tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.connection import get_connection
+from tortoise.migrations.api import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor
+
+MODEL_MODULES = ["models.firms", "models.crm"]
+APP_LABEL = "portico"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": MODEL_MODULES,
+                "migrations": "models.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _default_url() -> str:
+    from portico.settings import Settings
+
+    return Settings().resolved_database_url
+
+
+# Read by `tortoise makemigrations` through [tool.tortoise] in pyproject.toml.
+TORTOISE_ORM = tortoise_config(os.environ.get("PORTICO_DATABASE_URL") or _default_url())
+
+
+def ensure_sqlite_folder(database_url: str) -> None:
+    if database_url.startswith("sqlite://") and ":memory:" not in database_url:
+        Path(database_url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def init_db(database_url: str) -> None:
+    ensure_sqlite_folder(database_url)
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(database_url: str) -> None:
+    """Apply every pending migration (the only way Portico creates or changes tables)."""
+    ensure_sqlite_folder(database_url)
+    try:
+        await tortoise_migrate(config=tortoise_config(database_url))
+    finally:
+        await Tortoise.close_connections()
+
+
+async def pending_migrations() -> list[str]:
+    """Names of migrations not yet applied on the initialised connection."""
+    config = tortoise_config("")["apps"]
+    executor = MigrationExecutor(get_connection("default"), config)
+    plan = await executor.plan(None)
+    return [f"{step.migration.app_label}.{step.migration.name}" for step in plan]

@@ -1,0 +1,36 @@
+"""The strawberry ASGI view: builds each request's Context and serves Portico's GraphiQL."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from portico.graphiql import graphiql_page
+from portico.settings import Settings
+from resolvers.context import Context, token_from_request
+from services.sessions import resolve_session
+
+
+class PorticoGraphQL(GraphQL):
+    def __init__(self, schema: object, settings: Settings) -> None:
+        super().__init__(
+            schema,  # type: ignore[arg-type]
+            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            allow_queries_via_get=True,  # strawberry refuses mutations over GET itself
+            multipart_uploads_enabled=False,
+        )
+        self.settings = settings
+
+    async def get_context(  # type: ignore[override]
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        token = token_from_request(request)
+        session = await resolve_session(token)
+        return Context(
+            request=request, response=response, settings=self.settings, session=session, token=token
+        )
+
+    async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
+        return HTMLResponse(graphiql_page())

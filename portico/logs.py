@@ -1,0 +1,17 @@
+"""Logging set-up: plain lines to stderr; the access log's lines are JSON objects."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if any(getattr(h, "portico", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.portico = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("tortoise").setLevel(logging.WARNING)

@@ -1,0 +1,50 @@
+"""Runtime settings, read from PORTICO_* environment variables and a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PORTICO_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    graphiql: bool | None = None
+    introspection: bool | None = None
+
+    session_ttl_hours: int = Field(default=24 * 14, gt=0)
+    signin_max_failures: int = Field(default=5, gt=0)
+    signin_lockout_seconds: int = Field(default=900, gt=0)
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_query_depth: int = 10
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    max_page_size: int = 100
+    max_import_rows: int = 10_000
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite://{self.var_dir / 'portico.sqlite3'}"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.production

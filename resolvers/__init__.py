@@ -1,0 +1,1 @@
+"""Thin resolvers: authorize, call a service, return schema types. DataLoaders per request."""

@@ -1,0 +1,18 @@
+"""Run a service call and turn its InputError into payload errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from schema.errors import UserError
+from services.errors import InputError
+
+T = TypeVar("T")
+
+
+async def attempt(action: Awaitable[T]) -> tuple[T | None, list[UserError]]:
+    try:
+        return await action, []
+    except InputError as exc:
+        return None, UserError.from_input_error(exc)

@@ -1,0 +1,152 @@
+"""The CRM mutations (staff with the manage-accounts right)."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from resolvers.attempt import attempt
+from resolvers.permissions import ManagesAccounts
+from schema import ids
+from schema.inputs import (
+    CreateAccountInput,
+    CreateContactInput,
+    EmailAddressInput,
+    UpdateAccountInput,
+)
+from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
+from schema.types import Account, Contact, EmailAddress
+from services import crm
+
+manages_accounts = [ManagesAccounts]
+
+
+def _account_payload(account: object, errors: list) -> AccountPayload:
+    return AccountPayload(errors=errors, account=Account.from_model(account) if account else None)
+
+
+def _email_payload(email: object, errors: list) -> EmailAddressPayload:
+    return EmailAddressPayload(
+        errors=errors, email_address=EmailAddress.from_model(email) if email else None
+    )
+
+
+@strawberry.type
+class CrmMutations:
+    @strawberry.mutation(permission_classes=manages_accounts)
+    async def create_account(self, info: Info, input: CreateAccountInput) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                crm.create_account(
+                    info.context.scope, input.name, input.type, bool(input.auto_save_attachments)
+                )
+            )
+        )
+
+    @strawberry.mutation(permission_classes=manages_accounts)
+    async def update_account(
+        self, info: Info, id: strawberry.ID, input: UpdateAccountInput
+    ) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                crm.update_account(
+                    info.context.scope,
+                    ids.decode(id, "Account"),
+                    name=input.name,
+                    type=input.type,
+                    auto_save_attachments=input.auto_save_attachments,
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        description="Creates a contact with its addresses, linked to the given accounts.",
+        permission_classes=manages_accounts,
+    )
+    async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
+        contact, errors = await attempt(
+            crm.create_contact(
+                info.context.scope,
+                input.first_name,
+                input.last_name,
+                emails=[crm.NewAddress(e.address, e.label) for e in input.emails or []],
+                account_ids=[ids.decode(i, "Account") for i in input.account_ids or []],
+            )
+        )
+        return ContactPayload(
+            errors=errors, contact=Contact.from_model(contact) if contact else None
+        )
+
+    @strawberry.mutation(
+        description="Links a contact to an account; its addresses appear in the account's emails.",
+        permission_classes=manages_accounts,
+    )
+    async def link_contact(
+        self, info: Info, account_id: strawberry.ID, contact_id: strawberry.ID
+    ) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                crm.link_contact(
+                    info.context.scope,
+                    ids.decode(account_id, "Account"),
+                    ids.decode(contact_id, "Contact"),
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        description="Unlinks a contact; its addresses leave the account's emails.",
+        permission_classes=manages_accounts,
+    )
+    async def unlink_contact(
+        self, info: Info, account_id: strawberry.ID, contact_id: strawberry.ID
+    ) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                crm.unlink_contact(
+                    info.context.scope,
+                    ids.decode(account_id, "Account"),
+                    ids.decode(contact_id, "Contact"),
+                )
+            )
+        )
+
+    @strawberry.mutation(permission_classes=manages_accounts)
+    async def add_email_address(
+        self, info: Info, contact_id: strawberry.ID, email: EmailAddressInput
+    ) -> EmailAddressPayload:
+        return _email_payload(
+            *await attempt(
+                crm.add_email_address(
+                    info.context.scope,
+                    ids.decode(contact_id, "Contact"),
+                    email.address,
+                    email.label,
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        description="Changes an address (and optionally its label).",
+        permission_classes=manages_accounts,
+    )
+    async def update_email_address(
+        self, info: Info, id: strawberry.ID, address: str, label: str | None = None
+    ) -> EmailAddressPayload:
+        return _email_payload(
+            *await attempt(
+                crm.update_email_address(
+                    info.context.scope, ids.decode(id, "EmailAddress"), address, label
+                )
+            )
+        )
+
+    @strawberry.mutation(
+        description="Removes an address; returns it as it was.", permission_classes=manages_accounts
+    )
+    async def remove_email_address(self, info: Info, id: strawberry.ID) -> EmailAddressPayload:
+        return _email_payload(
+            *await attempt(
+                crm.remove_email_address(info.context.scope, ids.decode(id, "EmailAddress"))
+            )
+        )

@@ -1,0 +1,61 @@
+"""addStaffMember and updateStaffMember (owners and admins)."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from models import StaffRole
+from resolvers.attempt import attempt
+from resolvers.permissions import ManagesStaff
+from schema import ids
+from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
+from schema.payloads import StaffMemberPayload
+from schema.types import StaffMember
+from services import staff
+
+
+@strawberry.type
+class StaffMutations:
+    @strawberry.mutation(
+        description="Adds a staff member; their first password is set with `portico set-password`.",
+        permission_classes=[ManagesStaff],
+    )
+    async def add_staff_member(self, info: Info, input: StaffMemberInput) -> StaffMemberPayload:
+        member, errors = await attempt(
+            staff.add_staff_member(
+                info.context.scope,
+                info.context.staff,
+                email=input.email,
+                name=input.name,
+                role=input.role or StaffRole.EMPLOYEE,
+                can_manage_accounts=bool(input.can_manage_accounts),
+                can_use_inbox=bool(input.can_use_inbox),
+            )
+        )
+        return StaffMemberPayload(
+            errors=errors, staff_member=StaffMember.from_model(member) if member else None
+        )
+
+    @strawberry.mutation(
+        description="Changes a member; deactivating one ends their sessions at once.",
+        permission_classes=[ManagesStaff],
+    )
+    async def update_staff_member(
+        self, info: Info, id: strawberry.ID, input: UpdateStaffMemberInput
+    ) -> StaffMemberPayload:
+        changes = staff.StaffChanges(
+            name=input.name,
+            role=input.role,
+            can_manage_accounts=input.can_manage_accounts,
+            can_use_inbox=input.can_use_inbox,
+            active=input.active,
+        )
+        member, errors = await attempt(
+            staff.update_staff_member(
+                info.context.scope, info.context.staff, ids.decode(id, "StaffMember"), changes
+            )
+        )
+        return StaffMemberPayload(
+            errors=errors, staff_member=StaffMember.from_model(member) if member else None
+        )

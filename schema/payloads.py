@@ -1,0 +1,58 @@
+"""Mutation payloads: `errors` plus the object, which is null whenever errors is not empty."""
+
+from __future__ import annotations
+
+import strawberry
+
+from schema.errors import UserError
+from schema.types import Account, AccountEmail, Contact, EmailAddress, StaffMember, Viewer
+
+
+@strawberry.type
+class SignInPayload:
+    errors: list[UserError]
+    token: str | None = None
+    viewer: Viewer | None = None
+    accounts: list[Account] = strawberry.field(
+        default_factory=list,
+        description="For clients: the accounts they may enter; several mean they must choose.",
+    )
+    current_account: Account | None = None
+
+
+@strawberry.type
+class StaffMemberPayload:
+    errors: list[UserError]
+    staff_member: StaffMember | None = None
+
+
+@strawberry.type
+class AccountPayload:
+    errors: list[UserError]
+    account: Account | None = None
+
+
+@strawberry.type
+class ContactPayload:
+    errors: list[UserError]
+    contact: Contact | None = None
+
+
+@strawberry.type
+class EmailAddressPayload:
+    errors: list[UserError]
+    email_address: EmailAddress | None = None
+
+
+@strawberry.type
+class AccountEmailPayload:
+    errors: list[UserError]
+    account_email: AccountEmail | None = None
+
+
+@strawberry.type
+class ImportContactsPayload:
+    errors: list[UserError]
+    created: int
+    updated: int
+    rejected_rows: list[int]

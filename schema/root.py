@@ -1,0 +1,66 @@
+"""Composes the Schema: roots, limits and extensions."""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError, ValidationRule
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+
+from portico.settings import Settings
+from resolvers.mutations.crm import CrmMutations
+from resolvers.mutations.imports import ImportMutations
+from resolvers.mutations.sessions import SessionMutations
+from resolvers.mutations.staff import StaffMutations
+from resolvers.query import Query
+from schema.extensions import ErrorCodes, OperationName, is_expected
+from schema.types import NODE_TYPES
+
+Mutation = merge_types(
+    "Mutation", (SessionMutations, StaffMutations, CrmMutations, ImportMutations)
+)
+
+
+class PorticoSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Logs unexpected errors with their traceback; expected ones are the client's."""
+        unexpected = [e for e in errors if not is_expected(e)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    rules: list[type[ValidationRule]] = []
+    if not settings.introspection_enabled:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return PorticoSchema(
+        query=Query,
+        mutation=Mutation,
+        types=list(NODE_TYPES.values()),
+        config=StrawberryConfig(
+            relay_max_results=settings.max_page_size,
+            disable_field_suggestions=settings.production,
+        ),
+        extensions=[
+            ErrorCodes,
+            OperationName,
+            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            lambda: AddValidationRules(rules),
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+        ],
+    )

@@ -1,0 +1,91 @@
+"""Managing a firm's staff: add, change role and rights, deactivate (ends sessions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tortoise.transactions import in_transaction
+
+from models import StaffMember, StaffRole
+from services import sessions
+from services.emails import clean_address
+from services.errors import input_error
+from services.permissions import require_may_touch_role, require_staff_admin
+from services.scope import FirmScope
+
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class StaffChanges:
+    name: str | None = None
+    role: StaffRole | None = None
+    can_manage_accounts: bool | None = None
+    can_use_inbox: bool | None = None
+    active: bool | None = None
+
+
+def _clean_name(name: str, *field: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_NAME_LENGTH:
+        raise input_error("INVALID_NAME", "A name is 1-200 characters.", *field)
+    return cleaned
+
+
+async def add_staff_member(
+    scope: FirmScope,
+    actor: StaffMember,
+    email: str,
+    name: str,
+    role: StaffRole,
+    can_manage_accounts: bool,
+    can_use_inbox: bool,
+) -> StaffMember:
+    require_staff_admin(actor)
+    require_may_touch_role(actor, role)
+    typed, normalized = clean_address(email, "input", "email")
+    cleaned_name = _clean_name(name, "input", "name")
+    if await scope.query(StaffMember).filter(email_normalized=normalized).exists():
+        raise input_error("EMAIL_TAKEN", f"{typed} is already a staff member.", "input", "email")
+    # The first password is set with `portico set-password` (a mailed link comes later).
+    return await StaffMember.create(
+        firm_id=scope.firm_id,
+        email=typed,
+        email_normalized=normalized,
+        name=cleaned_name,
+        role=role,
+        can_manage_accounts=can_manage_accounts,
+        can_use_inbox=can_use_inbox,
+    )
+
+
+async def update_staff_member(
+    scope: FirmScope, actor: StaffMember, staff_id: int | None, changes: StaffChanges
+) -> StaffMember:
+    require_staff_admin(actor)
+    async with in_transaction():
+        member = await scope.get(StaffMember, staff_id, "id")
+        require_may_touch_role(actor, member.role)
+        if changes.role is not None:
+            require_may_touch_role(actor, changes.role)
+        if changes.name is not None:
+            member.name = _clean_name(changes.name, "input", "name")
+        demotes = changes.role is not None and changes.role != StaffRole.OWNER
+        if member.role == StaffRole.OWNER and (demotes or changes.active is False):
+            await _keep_one_owner(scope, member)
+        for attr in ("role", "can_manage_accounts", "can_use_inbox", "active"):
+            value = getattr(changes, attr)
+            if value is not None:
+                setattr(member, attr, value)
+        await member.save()
+        if changes.active is False:
+            await sessions.revoke_all_for_staff(member.pk)
+    return member
+
+
+async def _keep_one_owner(scope: FirmScope, leaving: StaffMember) -> None:
+    others = (
+        scope.query(StaffMember).filter(role=StaffRole.OWNER, active=True).exclude(pk=leaving.pk)
+    )
+    if not await others.exists():
+        raise input_error("LAST_OWNER", "A firm keeps at least one active owner.", "input", "role")
