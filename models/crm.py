@@ -32,7 +32,7 @@ class Account(Model):
 
     class Meta:
         table = "account"
-        indexes = (("firm", "name"),)
+        indexes = (("firm_id", "name"),)
 
 
 class Contact(Model):
@@ -47,7 +47,7 @@ class Contact(Model):
 
     class Meta:
         table = "contact"
-        indexes = (("firm", "last_name", "first_name"),)
+        indexes = (("firm_id", "last_name", "first_name"),)
 
 
 class AccountContact(Model):

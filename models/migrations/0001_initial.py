@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
                 ('auto_save_attachments', fields.BooleanField(default=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
-            options={'table': 'account', 'app': 'portico', 'indexes': [Index(fields=['firm', 'name'])], 'pk_attr': 'id'},
+            options={'table': 'account', 'app': 'portico', 'indexes': [Index(fields=['firm_id', 'name'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -45,7 +45,7 @@ class Migration(migrations.Migration):
                 ('last_name', fields.CharField(max_length=100)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
-            options={'table': 'contact', 'app': 'portico', 'indexes': [Index(fields=['firm', 'last_name', 'first_name'])], 'pk_attr': 'id'},
+            options={'table': 'contact', 'app': 'portico', 'indexes': [Index(fields=['firm_id', 'last_name', 'first_name'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

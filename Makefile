@@ -1,0 +1,40 @@
+# The two commands: `make run` and `make test`. Everything else is their plumbing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+JS_STAMP := node_modules/.installed
+
+.PHONY: run test install lint format schema bench
+
+run: install
+	$(BIN)/portico serve
+
+test: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	PORTICO_TEST_DATABASE=sqlite $(BIN)/pytest
+	PORTICO_TEST_DATABASE=postgres $(BIN)/pytest
+
+install: $(PY_STAMP) $(JS_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+# GraphiQL's pinned scripts and styles, served by Portico itself (never from a CDN).
+$(JS_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+format: $(PY_STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schema: $(PY_STAMP)
+	$(BIN)/portico export-schema > schema.graphql
+
+bench: install
+	$(BIN)/python -m bench
