@@ -7,10 +7,9 @@ import logging
 
 def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    if any(getattr(h, "portico", False) for h in root.handlers):
+    if root.handlers:  # already configured (by a test runner or an embedding app)
         return
     handler = logging.StreamHandler()
-    handler.portico = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
+from tortoise.functions import Lower
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -38,7 +39,7 @@ def accounts(scope: FirmScope, search: str | None = None) -> QuerySet[Account]:
     query = scope.query(Account)
     if term := _search_term(search):
         query = query.filter(name__icontains=term)
-    return query.order_by("name", "id")
+    return query.annotate(sort_name=Lower("name")).order_by("sort_name", "id")
 
 
 def contacts(scope: FirmScope, search: str | None = None) -> QuerySet[Contact]:
@@ -48,9 +49,11 @@ def contacts(scope: FirmScope, search: str | None = None) -> QuerySet[Contact]:
         query = query.filter(
             Q(first_name__icontains=term)
             | Q(last_name__icontains=term)
-            | Q(id__in=matches_address.values_list("contact_id", flat=True))
+            | Q(id__in=Subquery(matches_address.values("contact_id")))
         )
-    return query.order_by("last_name", "first_name", "id")
+    return query.annotate(sort_last=Lower("last_name"), sort_first=Lower("first_name")).order_by(
+        "sort_last", "sort_first", "id"
+    )
 
 
 def _search_term(search: str | None) -> str:

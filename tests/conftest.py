@@ -146,6 +146,8 @@ class Api:
             json={"query": query, "variables": variables or {}},
             headers=headers,
         )
+        # Each call stands alone: a cookie set by one response is not sent with the next.
+        self.http.cookies.clear()
         assert response.status_code == 200, response.text
         return response.json()
 

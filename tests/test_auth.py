@@ -1,0 +1,175 @@
+"""Staff sign-in, sessions (Bearer and cookie), sign-out, throttling."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from models import Session, SignInThrottle
+from resolvers.context import SESSION_COOKIE
+from services import sessions
+from tests.conftest import PASSWORD, Api, add_staff
+
+SIGN_IN = """
+mutation($firm: String!, $email: String!, $password: String!) {
+  staffSignIn(firm: $firm, email: $email, password: $password) {
+    errors { code field message }
+    token
+    viewer { __typename ... on StaffMember { email role } }
+    accounts { id }
+    currentAccount { id }
+  }
+}
+"""
+VIEWER = "{ viewer { ... on StaffMember { email } } firm { slug } }"
+
+
+async def sign_in(api: Api, firm: str, email: str, password: str) -> dict:
+    data = await api.data(SIGN_IN, {"firm": firm, "email": email, "password": password})
+    return data["staffSignIn"]
+
+
+async def test_sign_in_returns_token_and_sets_cookie(acme, client):
+    response = await client.post(
+        "/graphql",
+        json={
+            "query": SIGN_IN,
+            "variables": {"firm": "ACME", "email": "Owner@Acme.example", "password": PASSWORD},
+        },
+    )
+    payload = response.json()["data"]["staffSignIn"]
+    assert payload["errors"] == []
+    assert payload["viewer"] == {
+        "__typename": "StaffMember",
+        "email": "owner@acme.example",
+        "role": "OWNER",
+    }
+    assert payload["accounts"] == [] and payload["currentAccount"] is None
+    token = payload["token"]
+    assert len(token) >= 43  # 32 random bytes, base64url
+
+    cookie = response.headers["set-cookie"]
+    assert f"{SESSION_COOKIE}={token}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+
+    # Only the hash of the token is stored.
+    stored = await Session.get(token_hash=sessions.hash_token(token))
+    assert token not in stored.token_hash
+
+    # The cookie alone authenticates (browsers), as does the Bearer header (scripts).
+    client.cookies.set(SESSION_COOKIE, token)
+    by_cookie = await client.post("/graphql", json={"query": VIEWER})
+    client.cookies.clear()
+    assert by_cookie.json()["data"]["viewer"] == {"email": "owner@acme.example"}
+    assert (await Api(client, token).data(VIEWER))["firm"] == {"slug": "acme"}
+
+
+async def test_wrong_firm_email_or_password_give_one_answer(acme, globex, anon):
+    attempts = [
+        ("nosuchfirm", "owner@acme.example", PASSWORD),
+        ("acme", "nobody@acme.example", PASSWORD),
+        ("acme", "owner@acme.example", "wrong-password-1"),
+        ("globex", "owner@acme.example", PASSWORD),  # right person, other firm
+    ]
+    answers = []
+    for firm, email, password in attempts:
+        payload = await sign_in(anon, firm, email, password)
+        assert payload["token"] is None and payload["viewer"] is None
+        answers.append(payload["errors"])
+    assert all(a == answers[0] for a in answers)
+    assert answers[0][0]["code"] == "INVALID_CREDENTIALS"
+
+
+async def test_failures_take_about_as_long_as_a_wrong_password(acme, anon):
+    """An unknown firm or email still spends one argon2 verification (no timing oracle)."""
+
+    async def fastest(firm: str, email: str) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await sign_in(anon, firm, email, "wrong-password-1")
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    wrong_password = await fastest("acme", "owner@acme.example")
+    # A fresh email each time for the unknown cases would be throttle-free too.
+    for firm, email in [("nosuch", "x@y.example"), ("acme", "ghost@acme.example")]:
+        ratio = await fastest(firm, email) / wrong_password
+        assert ratio > 0.5, (firm, email, ratio)
+    await SignInThrottle.all().delete()
+
+
+async def test_repeated_failures_are_throttled_even_with_the_right_password(acme, anon, settings):
+    for _ in range(settings.signin_max_failures):
+        payload = await sign_in(anon, "acme", "owner@acme.example", "wrong-password-1")
+        assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+    payload = await sign_in(anon, "acme", "owner@acme.example", PASSWORD)
+    assert payload["errors"][0]["code"] == "TOO_MANY_ATTEMPTS"
+    assert payload["token"] is None
+
+    # Unknown accounts are throttled alike, so throttling reveals nothing.
+    for _ in range(settings.signin_max_failures):
+        await sign_in(anon, "acme", "ghost@acme.example", "wrong-password-1")
+    payload = await sign_in(anon, "acme", "ghost@acme.example", "wrong-password-1")
+    assert payload["errors"][0]["code"] == "TOO_MANY_ATTEMPTS"
+
+    # Other members are unaffected; once the lock has passed the owner gets in.
+    await add_staff(acme, "erin@acme.example")
+    assert (await sign_in(anon, "acme", "erin@acme.example", PASSWORD))["token"]
+    await SignInThrottle.all().update(locked_until=sessions.now() - timedelta(seconds=1))
+    assert (await sign_in(anon, "acme", "owner@acme.example", PASSWORD))["token"]
+
+
+async def test_sign_out_revokes_the_session(acme, client):
+    token = (await sign_in(Api(client), "acme", "owner@acme.example", PASSWORD))["token"]
+    api = Api(client, token)
+    assert (await api.data(VIEWER))["viewer"] is not None
+    response = await client.post(
+        "/graphql",
+        json={"query": "mutation { signOut }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.json()["data"] == {"signOut": True}
+    assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
+    assert (await api.data(VIEWER)) == {"viewer": None, "firm": None}
+    assert (await Api(client).data("mutation { signOut }")) == {"signOut": False}
+
+
+async def test_expired_revoked_and_garbage_tokens_are_anonymous(acme, client):
+    token, session = await sessions.start_staff_session(acme.owner, timedelta(hours=1))
+    await Session.filter(pk=session.pk).update(expires_at=sessions.now() - timedelta(seconds=1))
+    assert (await Api(client, token).data(VIEWER))["viewer"] is None
+    for garbage in ["x", "a" * 5000, "Bearer", "%00"]:
+        body = await Api(client, garbage).post("{ accounts { totalCount } }")
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_anonymous_reads(anon):
+    assert await anon.data("{ viewer { __typename } firm { name } }") == {
+        "viewer": None,
+        "firm": None,
+    }
+    for query in [
+        "{ accounts { totalCount } }",
+        "{ contacts { totalCount } }",
+        "{ staffMembers { id } }",
+    ]:
+        body = await anon.post(query)
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    body = await anon.post(
+        'mutation { createAccount(input: {name: "X", type: FAMILY}) { errors { code } } }'
+    )
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_sign_in_rejects_members_without_password_or_inactive(acme, anon):
+    erin = await add_staff(acme, "erin@acme.example")
+    erin.password_hash = None
+    await erin.save()
+    assert (await sign_in(anon, "acme", "erin@acme.example", ""))["errors"][0]["code"] == (
+        "INVALID_CREDENTIALS"
+    )
+    ivan = await add_staff(acme, "ivan@acme.example", active=False)
+    payload = await sign_in(anon, "acme", ivan.email, PASSWORD)
+    assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"

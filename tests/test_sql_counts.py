@@ -1,0 +1,71 @@
+"""No N+1: a nested query costs the same number of statements for 5 and for 50 accounts."""
+
+from __future__ import annotations
+
+from services import crm
+from services.scope import FirmScope
+from tests.sqlcount import count_sql
+
+NESTED = """
+{ accounts(first: 50) { edges { node {
+    contacts { emailAddresses { address } }
+    emails { login emailAddress { address } }
+} } } }
+"""
+
+CONTACT_SIDE = """
+{ contacts(first: 50) { totalCount edges { node {
+    accounts { name emails { notify emailAddress { label contact { lastName } } } }
+    emailAddresses { address contact { firstName } }
+} } } }
+"""
+
+
+async def _populate(firm_id: int, count: int, start: int = 0) -> None:
+    scope = FirmScope(firm_id)
+    for i in range(start, start + count):
+        account = await crm.create_account(scope, f"Account {i:03}", "FAMILY")
+        for j in range(2):
+            await crm.create_contact(
+                scope,
+                f"First{i}",
+                f"Last{j}",
+                emails=[
+                    crm.NewAddress(f"p{i}-{j}@example.com"),
+                    crm.NewAddress(f"w{i}-{j}@example.com", "Work Email"),
+                ],
+                account_ids=[account.pk],
+            )
+
+
+async def _statements(api, query: str) -> tuple[int, dict]:
+    with count_sql() as statements:
+        data = await api.data(query)
+    return len(statements), data
+
+
+async def test_nested_accounts_query_is_constant(acme):
+    firm_id = acme.owner.firm_id
+    await _populate(firm_id, 5)
+    small, data = await _statements(acme.api, NESTED)
+    assert len(data["accounts"]["edges"]) == 5
+    first = data["accounts"]["edges"][0]["node"]
+    assert len(first["contacts"]) == 2 and len(first["emails"]) == 4
+
+    await _populate(firm_id, 45, start=5)
+    large, data = await _statements(acme.api, NESTED)
+    assert len(data["accounts"]["edges"]) == 50
+    assert all(len(edge["node"]["emails"]) == 4 for edge in data["accounts"]["edges"])
+    assert small == large
+    # session, count, page, contacts, their addresses, account emails
+    assert large <= 6, large
+
+
+async def test_nested_contacts_query_is_constant(acme):
+    firm_id = acme.owner.firm_id
+    await _populate(firm_id, 3)
+    small, _ = await _statements(acme.api, CONTACT_SIDE)
+    await _populate(firm_id, 22, start=3)
+    large, data = await _statements(acme.api, CONTACT_SIDE)
+    assert data["contacts"]["totalCount"] == 50
+    assert small == large
