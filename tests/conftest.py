@@ -173,7 +173,7 @@ class Firm:
 
 
 async def make_firm(http: httpx.AsyncClient, slug: str) -> Firm:
-    firm, owner = await firms.create_firm(
+    _, owner = await firms.create_firm(
         f"{slug.title()} LLP", slug, f"owner@{slug}.example", "Owner", PASSWORD
     )
     return Firm(slug, owner, await api_for(http, owner))

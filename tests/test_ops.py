@@ -45,16 +45,16 @@ async def test_readyz_reports_pending_migrations(database, tmp_path):
 
 
 async def _check_readyz_during_migration(app: Starlette, url: str) -> None:
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://p"
-        ) as http:
-            response = await http.get("/readyz")
-            assert response.status_code == 503
-            assert response.json()["status"] == "migrations pending"
-            await db.migrate(url)
-            await db.init_db(url)
-            assert (await http.get("/readyz")).status_code == 200
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as http,
+    ):
+        response = await http.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["status"] == "migrations pending"
+        await db.migrate(url)
+        await db.init_db(url)
+        assert (await http.get("/readyz")).status_code == 200
 
 
 async def test_one_access_log_line_per_request(acme, caplog):

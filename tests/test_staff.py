@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models import Session, StaffRole
-from tests.conftest import api_for, add_staff
+from tests.conftest import add_staff, api_for
 
 MEMBER_FIELDS = "id email name role canManageAccounts canUseInbox active"
 ADD = f"""
@@ -65,7 +65,8 @@ async def test_admins_manage_employees_but_not_owners(acme, client):
     assert promoted["staffMember"]["role"] == "ADMIN"
     assert promoted["staffMember"]["canManageAccounts"]  # admins always have both rights
 
-    owner_id = [m for m in (await api.data(LIST))["staffMembers"] if m["role"] == "OWNER"][0]["id"]
+    members = (await api.data(LIST))["staffMembers"]
+    owner_id = next(m["id"] for m in members if m["role"] == "OWNER")
     for variables in [
         {"id": owner_id, "input": {"active": False}},
         {"id": emp["id"], "input": {"role": "OWNER"}},
@@ -82,9 +83,9 @@ async def test_deactivating_ends_sessions_at_once(acme, client):
     erin = await add_staff(acme, "erin@acme.example")
     erin_api = await api_for(client, erin)
     assert (await erin_api.data("{ viewer { __typename } }"))["viewer"] is not None
-    erin_id = [m for m in (await acme.api.data(LIST))["staffMembers"] if m["email"] == erin.email][
-        0
-    ]["id"]
+    erin_id = next(
+        m for m in (await acme.api.data(LIST))["staffMembers"] if m["email"] == erin.email
+    )["id"]
 
     payload = await acme.api.ok(UPDATE, {"id": erin_id, "input": {"active": False}})
     assert payload["staffMember"]["active"] is False
