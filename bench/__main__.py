@@ -1,0 +1,118 @@
+"""The nested accounts query through the whole stack, against a hand-written baseline.
+
+Both run in this process on the same SQLite data: the baseline fetches the same rows with
+three plain SQL statements and serialises them with orjson, the least work any server could
+do for this answer. The ratio (Portico time / baseline time) is what to watch over time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+from tortoise import Tortoise
+
+from portico import db
+from portico.app import create_app
+from portico.settings import Settings
+from services import crm, firms, sessions
+from services.scope import FirmScope
+
+ACCOUNTS = 50
+ROUNDS = 30
+QUERY = """{ accounts(first: 50) { edges { node {
+  contacts { emailAddresses { address } } emails { login emailAddress { address } } } } } }"""
+
+
+async def seed(scope: FirmScope) -> None:
+    for i in range(ACCOUNTS):
+        account = await crm.create_account(scope, f"Account {i:03}", "FAMILY")
+        for j in range(2):
+            await crm.create_contact(
+                scope,
+                f"First{i}",
+                f"Last{j}",
+                emails=[
+                    crm.NewAddress(f"a{i}-{j}@x.example"),
+                    crm.NewAddress(f"b{i}-{j}@x.example", "Work"),
+                ],
+                account_ids=[account.pk],
+            )
+
+
+async def baseline(firm_id: int) -> bytes:
+    conn = Tortoise.get_connection("default")
+    _, accounts = await conn.execute_query(
+        "SELECT id FROM account WHERE firm_id = ? ORDER BY lower(name), id LIMIT 50", [firm_id]
+    )
+    ids = [row["id"] for row in accounts]
+    marks = ",".join("?" * len(ids))
+    _, links = await conn.execute_query(
+        f"SELECT ac.account_id, e.address FROM account_contact ac JOIN email_address e "
+        f"ON e.contact_id = ac.contact_id WHERE ac.account_id IN ({marks})",
+        ids,
+    )
+    _, emails = await conn.execute_query(
+        f"SELECT ae.account_id, ae.login, e.address FROM account_email ae JOIN email_address e "
+        f"ON e.id = ae.email_address_id WHERE ae.account_id IN ({marks})",
+        ids,
+    )
+    by_account: dict[int, dict[str, list]] = defaultdict(lambda: {"contacts": [], "emails": []})
+    for row in links:
+        by_account[row["account_id"]]["contacts"].append({"address": row["address"]})
+    for row in emails:
+        by_account[row["account_id"]]["emails"].append(
+            {"login": bool(row["login"]), "emailAddress": {"address": row["address"]}}
+        )
+    return orjson.dumps({"data": [by_account[i] for i in ids]})
+
+
+async def timed(action: Callable[[], Awaitable[object]]) -> float:
+    for _ in range(3):
+        await action()  # warm caches
+    samples = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        await action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite://{Path(folder) / 'bench.sqlite3'}"
+        await db.migrate(url)
+        await db.init_db(url)
+        firm, owner = await firms.create_firm(
+            "Bench", "bench", "o@bench.example", "O", "bench-password-1"
+        )
+        await seed(FirmScope(firm.id))
+        token, _ = await sessions.start_staff_session(owner, timedelta(hours=1))
+        app = create_app(Settings(database_url=url, _env_file=None), manage_db=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            headers = {"Authorization": f"Bearer {token}"}
+
+            async def portico() -> None:
+                response = await http.post("/graphql", json={"query": QUERY}, headers=headers)
+                assert "errors" not in response.json()
+
+            portico_time = await timed(portico)
+            baseline_time = await timed(lambda: baseline(firm.id))
+        await db.close_db()
+    print(f"nested accounts query, {ACCOUNTS} accounts x 2 contacts x 2 addresses")
+    print(f"  portico   {portico_time * 1000:8.2f} ms (median of {ROUNDS})")
+    print(f"  baseline  {baseline_time * 1000:8.2f} ms (3 SQL statements + orjson)")
+    print(f"  ratio     {portico_time / baseline_time:8.1f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
