@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.base import BaseRequestProtocol
 
 from portico.graphiql import graphiql_page
 from portico.settings import Settings
@@ -30,6 +31,14 @@ class PorticoGraphQL(GraphQL):
         session = await resolve_session(token)
         return Context(
             request=request, response=response, settings=self.settings, session=session, token=token
+        )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A browser opening a link (Accept: text/html) gets GraphiQL, even with ?query=...
+        return (
+            self.graphql_ide is not None
+            and request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
