@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            *graphiql_routes(),
+            *(graphiql_routes() if settings.graphiql_enabled else []),
         ],
         middleware=[
             Middleware(AccessLog),
