@@ -61,7 +61,7 @@ class AccountContact(Model):
     )
     account_id: int
     contact: fields.ForeignKeyRelation[Contact] = fields.ForeignKeyField(
-        "portico.Contact", related_name="account_links", on_delete=fields.CASCADE
+        "portico.Contact", related_name="account_links", on_delete=fields.CASCADE, db_index=True
     )
     contact_id: int
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -78,7 +78,7 @@ class EmailAddress(Model):
     )
     firm_id: int
     contact: fields.ForeignKeyRelation[Contact] = fields.ForeignKeyField(
-        "portico.Contact", related_name="email_addresses", on_delete=fields.CASCADE
+        "portico.Contact", related_name="email_addresses", on_delete=fields.CASCADE, db_index=True
     )
     contact_id: int
     address = fields.CharField(max_length=254, description="as typed, for display")
@@ -104,7 +104,10 @@ class AccountEmail(Model):
     )
     account_id: int
     email_address: fields.ForeignKeyRelation[EmailAddress] = fields.ForeignKeyField(
-        "portico.EmailAddress", related_name="account_emails", on_delete=fields.CASCADE
+        "portico.EmailAddress",
+        related_name="account_emails",
+        on_delete=fields.CASCADE,
+        db_index=True,
     )
     email_address_id: int
     login = fields.BooleanField(default=False)

@@ -67,7 +67,11 @@ class Session(Model):
     )
     firm_id: int
     staff_member: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
-        "portico.StaffMember", related_name="sessions", null=True, on_delete=fields.CASCADE
+        "portico.StaffMember",
+        related_name="sessions",
+        null=True,
+        on_delete=fields.CASCADE,
+        db_index=True,
     )
     staff_member_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)

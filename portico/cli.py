@@ -167,4 +167,53 @@ def _export_schema(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _import_contacts(args: argparse.Namespace, settings: Settings) -> None:
-    sys.exit("error: the CSV import is not available yet")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from services import importer
+    from services.scope import FirmScope
+
+    try:
+        # Bytes: the importer decodes them (UTF-8, BOM tolerated) by the same rules as the API.
+        data = args.file.read_bytes()
+    except OSError as exc:
+        sys.exit(f"error: cannot read {args.file}: {exc.strerror or exc}")
+    failed: list[importer.ImportFileError] = []
+
+    async def work() -> None:
+        scope = await FirmScope.for_slug(args.firm)
+        # The bar goes to stderr, and only to a terminal: stdout carries just the summary.
+        console = Console(stderr=True)
+        bar = Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        task = bar.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        with bar:
+            try:
+                result = await importer.import_contacts(
+                    scope, data, settings.max_import_rows, progress=advance
+                )
+            except importer.ImportFileError as exc:
+                failed.append(exc)  # reported below, one error a line
+                return
+        print(
+            f"created {result.created}, updated {result.updated}, "
+            f"rejected {len(result.rejected_rows)}"
+        )
+        for error in result.errors:
+            print(f"  {error.message}")
+
+    _with_db(settings, work)
+    if failed:
+        for error in failed[0].errors:
+            print(f"error: {error.message}", file=sys.stderr)
+        sys.exit("nothing imported")

@@ -1,10 +1,44 @@
-"""importContacts (placeholder until the CSV import lands)."""
+"""importContacts: the CSV import (staff with the manage-accounts right)."""
 
 from __future__ import annotations
 
 import strawberry
+from strawberry.types import Info
+
+from resolvers.permissions import ManagesAccounts
+from schema.errors import UserError
+from schema.payloads import ImportContactsPayload
+from services import importer
 
 
 @strawberry.type
 class ImportMutations:
-    pass
+    @strawberry.mutation(
+        description=(
+            "CSV with a header row. Headers match case-insensitively, spaces and underscores "
+            "alike: first_name, last_name, email, account (optional: an account name to link, "
+            "created if missing); every other column whose header contains 'email' is a "
+            "further address labelled with that header. rejectedRows holds the 1-based line "
+            "numbers (header = line 1) of rows not imported."
+        ),
+        permission_classes=[ManagesAccounts],
+    )
+    async def import_contacts(self, info: Info, csv: str) -> ImportContactsPayload:
+        try:
+            result = await importer.import_contacts(
+                info.context.scope, csv, max_rows=info.context.settings.max_import_rows
+            )
+        except importer.ImportFileError as exc:
+            # Nothing was written: every row of the file counts as rejected.
+            return ImportContactsPayload(
+                errors=UserError.from_input_error(exc),
+                created=0,
+                updated=0,
+                rejected_rows=exc.rejected_rows,
+            )
+        return ImportContactsPayload(
+            errors=[UserError.from_service(e) for e in result.errors],
+            created=result.created,
+            updated=result.updated,
+            rejected_rows=result.rejected_rows,
+        )
