@@ -74,12 +74,13 @@ def _with_db(settings: Settings, work: Callable[[], Awaitable[None]]) -> None:
         sys.exit(f"error: {exc}")
 
 
-def _secret(given: str | None, env_name: str, prompt: str) -> str:
+def _secret(given: str | None, option: str, env_name: str, prompt: str) -> str:
+    """A password from its option, its environment variable, or (on a terminal) a prompt."""
     value = given or os.environ.get(env_name)
     if value:
         return value
     if not sys.stdin.isatty():
-        sys.exit(f"error: give the password with --password-style option or {env_name}")
+        sys.exit(f"error: give the password with {option} or {env_name}")
     return getpass.getpass(prompt)
 
 
@@ -94,9 +95,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     if settings.production:
         _require_migrated(settings)
     else:
-        # The embedded default: migrate, and give a new database the demo firm.
+        # The embedded default: migrate, and give a new (firm-less) database the demo firm.
         asyncio.run(db.migrate(settings.resolved_database_url))
-        _seed_demo(args, settings, quiet=True)
+        _seed_demo(args, settings, only_into_empty=True)
     uvicorn.run(
         "portico.app:create_app",
         factory=True,
@@ -124,7 +125,9 @@ def _require_migrated(settings: Settings) -> None:
 def _create_firm(args: argparse.Namespace, settings: Settings) -> None:
     from services.firms import create_firm
 
-    password = _secret(args.owner_password, "PORTICO_OWNER_PASSWORD", "Owner password: ")
+    password = _secret(
+        args.owner_password, "--owner-password", "PORTICO_OWNER_PASSWORD", "Owner password: "
+    )
 
     async def work() -> None:
         firm, owner = await create_firm(
@@ -138,7 +141,7 @@ def _create_firm(args: argparse.Namespace, settings: Settings) -> None:
 def _set_password(args: argparse.Namespace, settings: Settings) -> None:
     from services.firms import set_staff_password
 
-    password = _secret(args.password, "PORTICO_PASSWORD", "New password: ")
+    password = _secret(args.password, "--password", "PORTICO_PASSWORD", "New password: ")
 
     async def work() -> None:
         staff = await set_staff_password(args.firm, args.email, password)
@@ -147,14 +150,16 @@ def _set_password(args: argparse.Namespace, settings: Settings) -> None:
     _with_db(settings, work)
 
 
-def _seed_demo(args: argparse.Namespace, settings: Settings, quiet: bool = False) -> None:
+def _seed_demo(args: argparse.Namespace, settings: Settings, only_into_empty: bool = False) -> None:
+    from models import Firm
     from services import demo
 
     async def work() -> None:
-        created = await demo.seed_demo()
-        if created:
+        if only_into_empty and await Firm.exists():
+            return
+        if await demo.seed_demo():
             print(f"demo firm '{demo.DEMO_SLUG}': sign in as {demo.DEMO_OWNER_EMAIL}")
-        elif not quiet:
+        else:
             print(f"demo firm '{demo.DEMO_SLUG}' exists already")
 
     _with_db(settings, work)
