@@ -2,6 +2,7 @@
 
 from models.crm import Account, AccountContact, AccountEmail, AccountType, Contact, EmailAddress
 from models.firms import Firm, Session, SignInThrottle, StaffMember, StaffRole
+from models.outbox import DeliveryStatus, OutboundEmail
 
 __all__ = [
     "Account",
@@ -9,8 +10,10 @@ __all__ = [
     "AccountEmail",
     "AccountType",
     "Contact",
+    "DeliveryStatus",
     "EmailAddress",
     "Firm",
+    "OutboundEmail",
     "Session",
     "SignInThrottle",
     "StaffMember",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
 from portico.middleware import AccessLog, BodyLimit
 from portico.settings import Settings
+from portico.worker import run_worker
 from schema.root import build_schema
 
 
@@ -44,9 +46,19 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_db:
             await db.init_db(settings.resolved_database_url)
+        stop = asyncio.Event()
+        # The embedded default delivers mail in this process; separate workers turn it off.
+        worker = (
+            asyncio.create_task(run_worker(settings, stop))
+            if manage_db and settings.inprocess_worker
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             if manage_db:
                 await db.close_db()
 

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
+    sub.add_parser("worker", help="deliver outgoing mail until stopped").set_defaults(run=_worker)
 
     create = sub.add_parser("create-firm", help="create a firm and its owner")
     create.add_argument("--name", required=True)
@@ -87,6 +88,24 @@ def _secret(given: str | None, option: str, env_name: str, prompt: str) -> str:
 def _migrate(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(db.migrate(settings.resolved_database_url))
     print("migrations applied")
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> None:
+    import signal
+
+    from portico.logs import configure_logging
+    from portico.worker import run_worker
+
+    configure_logging()
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(settings, stop)
+
+    _with_db(settings, work)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:

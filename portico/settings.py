@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     database_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    portal_url: str | None = None
+    secret_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -23,6 +25,17 @@ class Settings(BaseSettings):
     introspection: bool | None = None
 
     session_ttl_hours: int = Field(default=24 * 14, gt=0)
+    invitation_ttl_hours: int = Field(default=168, gt=0)
+    password_link_ttl_hours: int = Field(default=72, gt=0)
+
+    smtp_url: str | None = None
+    mail_from: str = "Portico <no-reply@localhost>"
+    mail_retry_base_seconds: float = Field(default=30, gt=0)
+    mail_retry_max_seconds: float = Field(default=3600, gt=0)
+    mail_max_attempts: int = Field(default=12, gt=0)
+    mail_lease_seconds: float = Field(default=300, gt=0)
+    inprocess_worker: bool = True
+    worker_poll_seconds: float = Field(default=2, gt=0)
     signin_max_failures: int = Field(default=5, gt=0)
     signin_lockout_seconds: int = Field(default=900, gt=0)
 
@@ -36,6 +49,14 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def resolved_portal_url(self) -> str:
+        return (self.portal_url or self.public_url).rstrip("/")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
 
     @property
     def resolved_database_url(self) -> str:

@@ -94,6 +94,7 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "outbound_email",
     "account_email",
     "account_contact",
     "email_address",

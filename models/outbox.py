@@ -1,0 +1,57 @@
+"""Outgoing mail: the transactional outbox that workers deliver from."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.crm import Account
+from models.firms import Firm
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "QUEUED"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
+class OutboundEmail(Model):
+    """One message to one recipient, written in the transaction of the change that caused it.
+
+    The bodies are rendered when the row is written and stored encrypted (they may carry a
+    single-use link); workers claim QUEUED rows whose next_attempt_at has come, under a lease.
+    """
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="outbound_emails", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    account: fields.ForeignKeyNullableRelation[Account] = fields.ForeignKeyField(
+        "portico.Account",
+        related_name="outbound_emails",
+        null=True,
+        on_delete=fields.SET_NULL,
+        db_index=True,
+    )
+    account_id: int | None
+    kind = fields.CharField(max_length=32)
+    category = fields.CharField(max_length=32, null=True)
+    to_address = fields.CharField(max_length=254)
+    from_name = fields.CharField(max_length=200)
+    subject = fields.CharField(max_length=998)
+    body_encrypted = fields.TextField()
+    message_id = fields.CharField(max_length=255, unique=True)
+    status = fields.CharEnumField(DeliveryStatus, max_length=16, default=DeliveryStatus.QUEUED)
+    attempts = fields.IntField(default=0)
+    last_error = fields.TextField(null=True)
+    next_attempt_at = fields.DatetimeField()
+    lease_until = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "outbound_email"
+        indexes = (("status", "next_attempt_at"),)
