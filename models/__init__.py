@@ -1,5 +1,6 @@
 """Tortoise models, one module per domain; migrations/ holds Tortoise's own migrations."""
 
+from models.access import AuditEntry, Invitation, PortalAccess, PortalUser
 from models.crm import Account, AccountContact, AccountEmail, AccountType, Contact, EmailAddress
 from models.firms import Firm, Session, SignInThrottle, StaffMember, StaffRole
 from models.outbox import DeliveryStatus, OutboundEmail
@@ -9,11 +10,15 @@ __all__ = [
     "AccountContact",
     "AccountEmail",
     "AccountType",
+    "AuditEntry",
     "Contact",
     "DeliveryStatus",
     "EmailAddress",
     "Firm",
+    "Invitation",
     "OutboundEmail",
+    "PortalAccess",
+    "PortalUser",
     "Session",
     "SignInThrottle",
     "StaffMember",

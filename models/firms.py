@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.access import PortalUser
+    from models.crm import Account
 
 
 class StaffRole(StrEnum):
@@ -58,7 +63,7 @@ class StaffMember(Model):
 
 
 class Session(Model):
-    """A signed-in browser or API client. Only the SHA-256 of the token is stored."""
+    """A signed-in staff member or client. Only the SHA-256 of the token is stored."""
 
     id = fields.IntField(primary_key=True)
     token_hash = fields.CharField(max_length=64, unique=True)
@@ -74,6 +79,20 @@ class Session(Model):
         db_index=True,
     )
     staff_member_id: int | None
+    portal_user: fields.ForeignKeyNullableRelation[PortalUser] = fields.ForeignKeyField(
+        "portico.PortalUser",
+        related_name="sessions",
+        null=True,
+        on_delete=fields.CASCADE,
+        db_index=True,
+    )
+    portal_user_id: int | None
+    # A client's chosen account (null until chosen when several) and the dismissed notice.
+    current_account: fields.ForeignKeyNullableRelation[Account] = fields.ForeignKeyField(
+        "portico.Account", related_name="+", null=True, on_delete=fields.SET_NULL
+    )
+    current_account_id: int | None
+    notice_dismissed = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)

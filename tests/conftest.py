@@ -94,6 +94,9 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "audit_entry",
+    "invitation",
+    "portal_access",
     "outbound_email",
     "account_email",
     "account_contact",
@@ -101,6 +104,7 @@ TABLES = [
     "contact",
     "account",
     "session",
+    "portal_user",
     "staff_member",
     "signin_throttle",
     "firm",
