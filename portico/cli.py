@@ -14,6 +14,8 @@ from portico import db
 from portico.settings import Settings
 from services.errors import InputError
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
@@ -114,9 +116,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     if settings.production:
         _require_migrated(settings)
     else:
-        # The embedded default: migrate, and give a new (firm-less) database the demo firm.
+        # The embedded default: migrate, and give a new (firm-less) database the demo firm,
+        # but only on a loopback address: its password is published in the README.
         asyncio.run(db.migrate(settings.resolved_database_url))
-        _seed_demo(args, settings, only_into_empty=True)
+        if (args.host or settings.host) in LOOPBACK:
+            _seed_demo(args, settings, only_into_empty=True)
     uvicorn.run(
         "portico.app:create_app",
         factory=True,

@@ -9,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from models import Session, StaffMember
+from models import PortalUser, Session, StaffMember
 from portico.settings import Settings
 from resolvers.loaders import Loaders
-from services.errors import Unauthenticated
+from services import access
+from services.errors import Forbidden, Unauthenticated
 from services.scope import FirmScope
 
 SESSION_COOKIE = "portico_session"
@@ -26,23 +27,57 @@ class Context:
     session: Session | None = None
     token: str | None = field(default=None, repr=False)
 
+    connection_params: dict | None = field(default=None, repr=False)  # WebSocket init payload
+    _client_accounts: list[int] | None = field(default=None, repr=False)
+
     @property
     def staff(self) -> StaffMember | None:
         return self.session.staff_member if self.session else None
 
+    @property
+    def portal_user(self) -> PortalUser | None:
+        return self.session.portal_user if self.session else None
+
     def require_staff(self) -> StaffMember:
         if self.staff is None:
-            raise Unauthenticated()
+            raise Forbidden("Staff only.") if self.portal_user else Unauthenticated()
         return self.staff
+
+    def require_client(self) -> PortalUser:
+        if self.portal_user is None:
+            raise Forbidden("Clients only.") if self.staff else Unauthenticated()
+        return self.portal_user
+
+    async def client_account_ids(self) -> list[int]:
+        """The accounts this client may enter, checked once per request (never cached in
+        the token: LOGIN off takes effect on the next request)."""
+        if self._client_accounts is None:
+            self._client_accounts = await access.client_account_ids(self.require_client().pk)
+        return self._client_accounts
+
+    async def current_account_id(self) -> int | None:
+        """The client's current account, if they may still enter it."""
+        current = self.session.current_account_id if self.session else None
+        return current if current in await self.client_account_ids() else None
 
     @property
     def scope(self) -> FirmScope:
-        """The viewer's firm; the only way resolvers reach tenant data."""
+        """The staff viewer's firm; the only way staff resolvers reach tenant data."""
         return FirmScope(self.require_staff().firm_id)
 
     @cached_property
     def loaders(self) -> Loaders:
         return Loaders(self.scope)
+
+    def reset_loaders(self) -> None:
+        """Forget what the loaders cached (after a write)."""
+        self.__dict__.pop("loaders", None)
+
+    def renew(self, session: Session | None) -> None:
+        """A fresh start for the next operation of a long-lived (WebSocket) context."""
+        self.session = session
+        self._client_accounts = None
+        self.reset_loaders()
 
 
 def token_from_request(request: Request | WebSocket) -> str | None:

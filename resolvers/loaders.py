@@ -12,7 +12,18 @@ from typing import TypeVar
 from strawberry.dataloader import DataLoader
 from tortoise.models import Model
 
-from models import Account, AccountContact, AccountEmail, Contact, EmailAddress
+from models import (
+    Account,
+    AccountContact,
+    AccountEmail,
+    AuditEntry,
+    Contact,
+    EmailAddress,
+    Invitation,
+    PortalAccess,
+)
+from services import access
+from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
 M = TypeVar("M", bound=Model)
@@ -26,6 +37,11 @@ class Loaders:
         self.accounts_by_contact = DataLoader(self._accounts_by_contact)
         self.emails_by_contact = DataLoader(self._emails_by_contact)
         self.account_emails_by_account = DataLoader(self._account_emails_by_account)
+        self.activated = DataLoader(self._activated)
+        self.invitations_by_account = DataLoader(self._invitations_by_account)
+        self.latest_invitation = DataLoader(self._latest_invitation)
+        self.accesses_by_account = DataLoader(self._accesses_by_account)
+        self.audit_by_account = DataLoader(self._audit_by_account)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -41,31 +57,30 @@ class Loaders:
     async def _contacts_by_account(self, keys: Sequence[int]) -> list[list[Contact]]:
         links = (
             await self.scope.query(AccountContact)
-            .filter(account_id__in=keys)
+            .filter(account_id__in=keys, contact__firm_id=self.scope.firm_id)
             .select_related("contact")
-            .order_by("contact__last_name", "contact__first_name", "contact_id")
         )
         grouped: dict[int, list[Contact]] = defaultdict(list)
-        for link in links:
+        for link in sorted(links, key=lambda k: _person_order(k.contact)):
             grouped[link.account_id].append(link.contact)
         return [grouped[key] for key in keys]
 
     async def _accounts_by_contact(self, keys: Sequence[int]) -> list[list[Account]]:
         links = (
             await self.scope.query(AccountContact)
-            .filter(contact_id__in=keys)
+            .filter(contact_id__in=keys, account__firm_id=self.scope.firm_id)
             .select_related("account")
-            .order_by("account__name", "account_id")
         )
         grouped: dict[int, list[Account]] = defaultdict(list)
-        for link in links:
+        for link in sorted(links, key=lambda k: (k.account.name.casefold(), k.account_id)):
             grouped[link.contact_id].append(link.account)
         return [grouped[key] for key in keys]
 
     async def _emails_by_contact(self, keys: Sequence[int]) -> list[list[EmailAddress]]:
-        rows = await self.scope.query(EmailAddress).filter(contact_id__in=keys).order_by("id")
+        rows = await self.scope.query(EmailAddress).filter(contact_id__in=keys)
         grouped: dict[int, list[EmailAddress]] = defaultdict(list)
-        for row in rows:
+        # The default field ("Email") first, then the custom ones in the order added.
+        for row in sorted(rows, key=lambda r: (r.label != DEFAULT_LABEL, r.id)):
             grouped[row.contact_id].append(row)
         return [grouped[key] for key in keys]
 
@@ -80,3 +95,41 @@ class Loaders:
         for row in rows:
             grouped[row.account_id].append(row)
         return [grouped[key] for key in keys]
+
+    async def _activated(self, keys: Sequence[tuple[int, str]]) -> list[bool]:
+        active = await access.activated_pairs(self.scope, keys)
+        return [key in active for key in keys]
+
+    async def _invitations_by_account(self, keys: Sequence[int]) -> list[list[Invitation]]:
+        rows = await self.scope.query(Invitation).filter(account_id__in=keys).order_by("-id")
+        grouped: dict[int, list[Invitation]] = defaultdict(list)
+        for row in rows:
+            grouped[row.account_id].append(row)
+        return [grouped[key] for key in keys]
+
+    async def _latest_invitation(self, keys: Sequence[int]) -> list[Invitation | None]:
+        rows = await self.scope.query(Invitation).filter(account_email_id__in=keys).order_by("id")
+        latest = {row.account_email_id: row for row in rows}  # later rows win
+        return [latest.get(key) for key in keys]
+
+    async def _accesses_by_account(
+        self, keys: Sequence[int]
+    ) -> list[list[tuple[PortalAccess, bool]]]:
+        found = await access.accesses_by_account(self.scope, keys)
+        return [found[key] for key in keys]
+
+    async def _audit_by_account(self, keys: Sequence[int]) -> list[list[AuditEntry]]:
+        rows = (
+            await self.scope.query(AuditEntry)
+            .filter(account_id__in=keys)
+            .select_related("staff_member", "portal_user")
+            .order_by("-id")
+        )
+        grouped: dict[int, list[AuditEntry]] = defaultdict(list)
+        for row in rows:
+            grouped[row.account_id].append(row)
+        return [grouped[key] for key in keys]
+
+
+def _person_order(contact: Contact) -> tuple[str, str, int]:
+    return (contact.last_name.casefold(), contact.first_name.casefold(), contact.id)

@@ -12,9 +12,13 @@ from models import Firm as FirmModel
 from models import StaffMember as StaffMemberModel
 from resolvers.permissions import IsStaff
 from schema import ids
+from schema.delivery import Delivery
 from schema.pagination import Connection, paginate
-from schema.types import NODE_TYPES, Account, Contact, Firm, StaffMember, Viewer
+from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from services import crm
+
+# Every type `node(id:)` resolves (Delivery lives apart: it imports schema.types).
+NODES = {**NODE_TYPES, "Delivery": Delivery}
 
 
 @strawberry.type
@@ -24,7 +28,7 @@ class Query:
     )
     async def node(self, info: Info, id: strawberry.ID) -> relay.Node | None:
         parsed = ids.parse(id)
-        node_type = NODE_TYPES.get(parsed[0]) if parsed else None
+        node_type = NODES.get(parsed[0]) if parsed else None
         if parsed is None or node_type is None:
             return None
         [found] = await node_type.resolve_nodes(info=info, node_ids=[str(parsed[1])])
@@ -32,13 +36,41 @@ class Query:
 
     @strawberry.field(description="Who is signed in; null when nobody is.")
     def viewer(self, info: Info) -> Viewer | None:
-        staff = info.context.staff
-        return StaffMember.from_model(staff) if staff else None
+        context = info.context
+        if context.staff:
+            return StaffMember.from_model(context.staff)
+        return PortalUser.from_model(context.portal_user) if context.portal_user else None
 
     @strawberry.field(description="The signed-in viewer's firm.")
     async def firm(self, info: Info) -> Firm | None:
-        staff = info.context.staff
-        return Firm.from_model(await FirmModel.get(pk=staff.firm_id)) if staff else None
+        viewer = info.context.staff or info.context.portal_user
+        return Firm.from_model(await FirmModel.get(pk=viewer.firm_id)) if viewer else None
+
+    @strawberry.field(
+        description="For a signed-in client: the accounts they may switch between, by name."
+    )
+    async def portal_accounts(self, info: Info) -> list[Account]:
+        account_ids = await info.context.client_account_ids()
+        rows = {row.pk: row for row in await AccountModel.filter(pk__in=account_ids)}
+        return [Account.from_model(rows[i]) for i in account_ids]
+
+    @strawberry.field(
+        description="For a signed-in client: the account they are in; null until they choose."
+    )
+    async def current_account(self, info: Info) -> Account | None:
+        current = await info.context.current_account_id()
+        return Account.from_model(await AccountModel.get(pk=current)) if current else None
+
+    @strawberry.field(
+        description="For a signed-in client: the notice naming the account they are in; null "
+        "once dismissed (until the next sign-in) or while no account is chosen."
+    )
+    async def account_notice(self, info: Info) -> str | None:
+        current = await info.context.current_account_id()
+        if current is None or info.context.session.notice_dismissed:
+            return None
+        account = await AccountModel.get(pk=current)
+        return f"You are in the portal of {account.name}."
 
     @strawberry.field(description="The firm's staff.", permission_classes=[IsStaff])
     async def staff_members(self, info: Info) -> list[StaffMember]:
@@ -59,9 +91,15 @@ class Query:
             query, first if first is not None else 20, after, Account.from_model, max_page
         )
 
-    @strawberry.field(description="One account; null when not found.", permission_classes=[IsStaff])
+    @strawberry.field(
+        description="One account; null when not found (for clients: unless they may enter it)."
+    )
     async def account(self, info: Info, id: strawberry.ID) -> Account | None:
-        row = await info.context.scope.find(AccountModel, ids.decode(id, "Account"))
+        pk = ids.decode(id, "Account")
+        if info.context.staff is None:
+            [found] = await Account.resolve_client_nodes(info, [str(pk or 0)])
+            return found
+        row = await info.context.scope.find(AccountModel, pk)
         return Account.from_model(row) if row else None
 
     @strawberry.field(

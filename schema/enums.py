@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import strawberry
 
 from models import AccountType as _AccountType
@@ -9,3 +11,29 @@ from models import StaffRole as _StaffRole
 
 AccountType = strawberry.enum(_AccountType, description="The kind of client entity.")
 StaffRole = strawberry.enum(_StaffRole, description="A staff member's role in the firm.")
+
+
+@strawberry.enum(description="Whether an address's owner can use the account's portal.")
+class PortalStatus(Enum):
+    NO_ACCESS = "NO_ACCESS"
+    PENDING_ACTIVATION = "PENDING_ACTIVATION"
+    ACTIVE = "ACTIVE"
+
+
+@strawberry.enum(description="Where an invitation stands (EXPIRED and the rest are derived).")
+class InvitationStatus(Enum):
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+
+
+@strawberry.enum(description="The kinds of system notification an address may choose.")
+class NotificationCategory(Enum):
+    DOCUMENT_UPLOADS = "DOCUMENT_UPLOADS"
+    SIGNATURE_REQUESTS = "SIGNATURE_REQUESTS"
+    APPROVALS = "APPROVALS"
+    CHATS_AND_TASKS = "CHATS_AND_TASKS"
+    PROPOSALS = "PROPOSALS"
+    ORGANIZERS = "ORGANIZERS"
+    INVOICES_AND_PAYMENTS = "INVOICES_AND_PAYMENTS"

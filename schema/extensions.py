@@ -1,13 +1,15 @@
-"""Schema extensions of Portico's own: error codes and masking, operation names for logs."""
+"""Error shaping (codes, masking) and Portico's schema extensions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
 from services.errors import AccessError
+from services.sessions import resolve_session
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -32,14 +34,6 @@ def shape_error(error: GraphQLError) -> GraphQLError:
     )
 
 
-class ErrorCodes(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
-            result.errors = [shape_error(e) for e in result.errors]
-
-
 class OperationName(SchemaExtension):
     """Leaves the operation name on the request for the access log."""
 
@@ -47,4 +41,17 @@ class OperationName(SchemaExtension):
         request = getattr(self.execution_context.context, "request", None)
         if request is not None:
             request.state.graphql_operation = self.execution_context.operation_name
+        yield
+
+
+class SessionPerOperation(SchemaExtension):
+    """A WebSocket's context lives as long as the connection: re-check its session for
+    every operation, so sign-out, deactivation and lost access apply at once there too."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        if isinstance(getattr(context, "request", None), WebSocket):
+            params = context.connection_params or {}
+            token = params.get("token") if isinstance(params.get("token"), str) else None
+            context.renew(await resolve_session(token or context.token))
         yield

@@ -16,6 +16,7 @@ NodeT = TypeVar("NodeT")
 M = TypeVar("M", bound=Model)
 
 CURSOR_PREFIX = "arrayconnection:"
+MAX_OFFSET = 2**31  # beyond any real list; keeps OFFSET within the databases' integer range
 
 
 @strawberry.type
@@ -43,7 +44,7 @@ def decode_cursor(cursor: str | None) -> int:
         text = base64.b64decode(cursor, validate=True).decode()
         if text.startswith(CURSOR_PREFIX):
             offset = int(text.removeprefix(CURSOR_PREFIX))
-            if offset >= 0:
+            if 0 <= offset < MAX_OFFSET:
                 return offset
     except ValueError:
         pass

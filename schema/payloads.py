@@ -5,7 +5,15 @@ from __future__ import annotations
 import strawberry
 
 from schema.errors import UserError
-from schema.types import Account, AccountEmail, Contact, EmailAddress, StaffMember, Viewer
+from schema.types import (
+    Account,
+    AccountEmail,
+    Contact,
+    EmailAddress,
+    Invitation,
+    StaffMember,
+    Viewer,
+)
 
 
 @strawberry.type
@@ -56,3 +64,15 @@ class ImportContactsPayload:
     created: int
     updated: int
     rejected_rows: list[int]
+
+
+@strawberry.type
+class SwitchAccountPayload:
+    errors: list[UserError]
+    current_account: Account | None = None
+
+
+@strawberry.type
+class InvitationPayload:
+    errors: list[UserError]
+    invitation: Invitation | None = None

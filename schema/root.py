@@ -18,16 +18,18 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from portico.settings import Settings
+from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
 from resolvers.mutations.imports import ImportMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
-from schema.extensions import ErrorCodes, OperationName, is_expected
+from schema.extensions import OperationName, SessionPerOperation, is_expected, shape_error
 from schema.types import NODE_TYPES
 
 Mutation = merge_types(
-    "Mutation", (SessionMutations, StaffMutations, CrmMutations, ImportMutations)
+    "Mutation",
+    (SessionMutations, StaffMutations, CrmMutations, ImportMutations, AccessMutations),
 )
 
 
@@ -35,10 +37,13 @@ class PorticoSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Logs unexpected errors with their traceback; expected ones are the client's."""
+        """Logs unexpected errors with their traceback, then shapes every error in place
+        (codes, masking): strawberry calls this on each path, HTTP and WebSocket alike, and
+        returns the same list to the client."""
         unexpected = [e for e in errors if not is_expected(e)]
         if unexpected:
             super().process_errors(unexpected, execution_context)
+        errors[:] = [shape_error(e) for e in errors]
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -54,7 +59,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             disable_field_suggestions=settings.production,
         ),
         extensions=[
-            ErrorCodes,
+            SessionPerOperation,
             OperationName,
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),

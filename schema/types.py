@@ -4,20 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 import strawberry
 from strawberry import relay
+from strawberry.scalars import JSON
 from strawberry.types import Info
 from tortoise.models import Model
 
 from models import Account as AccountModel
 from models import AccountEmail as AccountEmailModel
+from models import AuditEntry as AuditEntryModel
 from models import Contact as ContactModel
 from models import EmailAddress as EmailAddressModel
 from models import Firm as FirmModel
+from models import Invitation as InvitationModel
+from models import PortalAccess as PortalAccessModel
+from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
-from schema.enums import AccountType, StaffRole
+from resolvers.permissions import IsStaff
+from schema.enums import (
+    AccountType,
+    InvitationStatus,
+    NotificationCategory,
+    PortalStatus,
+    StaffRole,
+)
+from schema.pagination import Connection
+from services import access, invitations
+
+if TYPE_CHECKING:
+    from schema.delivery import Delivery
+
+staff = [IsStaff]
 
 
 class ScopedNode(relay.Node):
@@ -30,11 +49,16 @@ class ScopedNode(relay.Node):
         raise NotImplementedError
 
     @classmethod
+    async def resolve_client_nodes(cls, info: Info, node_ids: Iterable[str]) -> list[Self | None]:
+        """What a client (or nobody) may see by id: nothing, unless a type says otherwise."""
+        return [None for _ in node_ids]
+
+    @classmethod
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Self | None]:
         if info.context.staff is None:
-            return [None for _ in node_ids]
+            return await cls.resolve_client_nodes(info, node_ids)
         loader = info.context.loaders.by_id(cls.model)
         rows = await loader.load_many([int(pk) for pk in node_ids])
         return [cls.from_model(row) if row is not None else None for row in rows]
@@ -89,16 +113,15 @@ class StaffMember(ScopedNode):
 
 
 @strawberry.type(description="A client's portal sign-in (created when an invitation is accepted).")
-class PortalUser(relay.Node):
+class PortalUser(ScopedNode):
+    model = PortalUserModel
     id: relay.NodeID[int]
     email: str
     activated_at: datetime | None
 
     @classmethod
-    async def resolve_nodes(  # type: ignore[override]
-        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
-    ) -> list[PortalUser | None]:
-        return [None for _ in node_ids]
+    def from_model(cls, row: PortalUserModel) -> PortalUser:
+        return cls(id=row.pk, email=row.email, activated_at=row.activated_at)
 
 
 Viewer = Annotated[StaffMember | PortalUser, strawberry.union("Viewer")]
@@ -120,17 +143,69 @@ class Account(ScopedNode):
             id=row.pk, name=row.name, type=row.type, auto_save_attachments=row.auto_save_attachments
         )
 
-    @strawberry.field(description="The contacts linked to this account.")
+    @classmethod
+    async def resolve_client_nodes(
+        cls, info: Info, node_ids: Iterable[str]
+    ) -> list[Account | None]:
+        """A client sees the accounts they may enter now, and no other."""
+        if info.context.portal_user is None:
+            return [None for _ in node_ids]
+        allowed = set(await info.context.client_account_ids())
+        wanted = [int(i) for i in node_ids]
+        rows = {row.pk: row for row in await AccountModel.filter(pk__in=allowed & set(wanted))}
+        return [cls.from_model(rows[i]) if i in rows else None for i in wanted]
+
+    @strawberry.field(description="The contacts linked to this account.", permission_classes=staff)
     async def contacts(self, info: Info) -> list[Contact]:
         rows = await info.context.loaders.contacts_by_account.load(self.id)
         return [Contact.from_model(row) for row in rows]
 
     @strawberry.field(
-        description="Every address of every linked contact, with this account's toggles."
+        description="Every address of every linked contact, with this account's toggles.",
+        permission_classes=staff,
     )
     async def emails(self, info: Info) -> list[AccountEmail]:
         rows = await info.context.loaders.account_emails_by_account.load(self.id)
         return [AccountEmail.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="Portal users who still have access but whose address is on no linked "
+        "contact any more. removePortalAccess ends their access.",
+        permission_classes=staff,
+    )
+    async def unlinked_emails(self, info: Info) -> list[PortalAccess]:
+        rows = await info.context.loaders.accesses_by_account.load(self.id)
+        return [PortalAccess.from_model(row, linked) for row, linked in rows if not linked]
+
+    @strawberry.field(
+        description="Invitations to this account's portal, newest first.",
+        permission_classes=staff,
+    )
+    async def invitations(
+        self, info: Info, status: InvitationStatus | None = None
+    ) -> list[Invitation]:
+        rows = await info.context.loaders.invitations_by_account.load(self.id)
+        found = [Invitation.from_model(row) for row in rows]
+        return [i for i in found if status is None or i.status == status]
+
+    @strawberry.field(
+        description="The account's outgoing mail and how its delivery stands, newest first.",
+        permission_classes=staff,
+    )
+    async def deliveries(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[Annotated[Delivery, strawberry.lazy("schema.delivery")]]:
+        from schema.delivery import account_deliveries  # schema.delivery imports this module
+
+        return await account_deliveries(info, self.id, first, after)
+
+    @strawberry.field(
+        description="Every change of access in this account, newest first.",
+        permission_classes=staff,
+    )
+    async def audit_entries(self, info: Info) -> list[AuditEntry]:
+        rows = await info.context.loaders.audit_by_account.load(self.id)
+        return [AuditEntry.from_model(row) for row in rows]
 
 
 @strawberry.type(description="A person; may be linked to several accounts.")
@@ -191,7 +266,9 @@ class AccountEmail(ScopedNode):
         description="EMAIL SYNC: mail with this address shows in the shared inbox."
     )
     email_address: EmailAddress
+    notification_preferences: NotificationPreferences
     account_id: strawberry.Private[int]
+    address_normalized: strawberry.Private[str]
 
     @classmethod
     def from_model(cls, row: AccountEmailModel) -> AccountEmail:
@@ -201,8 +278,25 @@ class AccountEmail(ScopedNode):
             notify=row.notify,
             email_sync=row.email_sync,
             email_address=EmailAddress.from_model(row.email_address),
+            notification_preferences=NotificationPreferences(
+                all=row.notify_all,
+                enabled=[NotificationCategory(c) for c in row.notify_categories],
+            ),
             account_id=row.account_id,
+            address_normalized=row.email_address.address_normalized,
         )
+
+    @strawberry.field(description="NO_ACCESS, PENDING_ACTIVATION until accepted, or ACTIVE.")
+    async def portal_status(self, info: Info) -> PortalStatus:
+        activated = self.login and await info.context.loaders.activated.load(
+            (self.account_id, self.address_normalized)
+        )
+        return PortalStatus(access.portal_status(self.login, activated))
+
+    @strawberry.field(description="The newest invitation for this address in this account.")
+    async def latest_invitation(self, info: Info) -> Invitation | None:
+        row = await info.context.loaders.latest_invitation.load(self.id)
+        return Invitation.from_model(row) if row else None
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]
@@ -225,7 +319,118 @@ class AccountEmail(ScopedNode):
         return Account.from_model(row)
 
 
+@strawberry.type
+class NotificationPreferences:
+    all: bool = strawberry.field(
+        description="All system notifications, or only the categories listed in `enabled`."
+    )
+    enabled: list[NotificationCategory]
+
+
+@strawberry.type(description="A single-use link that activates LOGIN for one address.")
+class Invitation(ScopedNode):
+    model = InvitationModel
+    id: relay.NodeID[int]
+    email: str = strawberry.field(description="The address it was sent to.")
+    status: InvitationStatus
+    sent_at: datetime | None
+    expires_at: datetime
+    accepted_at: datetime | None
+    account_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, row: InvitationModel) -> Invitation:
+        return cls(
+            id=row.pk,
+            email=row.email,
+            status=InvitationStatus(invitations.status_of(row)),
+            sent_at=row.sent_at,
+            expires_at=row.expires_at,
+            accepted_at=row.accepted_at,
+            account_id=row.account_id,
+        )
+
+    @strawberry.field
+    async def account(self, info: Info) -> Account:
+        row = await info.context.loaders.by_id(AccountModel).load(self.account_id)
+        return Account.from_model(row)
+
+
+@strawberry.type(description="A portal user's access to one account.")
+class PortalAccess(ScopedNode):
+    model = PortalAccessModel
+    id: relay.NodeID[int]
+    portal_user: PortalUser
+    linked: bool = strawberry.field(
+        description="False when the user's address is no longer on any contact linked to "
+        "the account."
+    )
+    account_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, row: PortalAccessModel, linked: bool = True) -> PortalAccess:
+        return cls(
+            id=row.pk,
+            portal_user=PortalUser.from_model(row.portal_user),
+            linked=linked,
+            account_id=row.account_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[PortalAccess | None]:
+        if info.context.staff is None:
+            return [None for _ in node_ids]
+        ids = [int(pk) for pk in node_ids]
+        rows = await info.context.scope.query(PortalAccessModel).filter(pk__in=ids)
+        by_account = await access.accesses_by_account(
+            info.context.scope, {row.account_id for row in rows}
+        )
+        found = {
+            row.pk: cls.from_model(row, linked) for v in by_account.values() for row, linked in v
+        }
+        return [found.get(i) for i in ids]
+
+    @strawberry.field
+    async def account(self, info: Info) -> Account:
+        row = await info.context.loaders.by_id(AccountModel).load(self.account_id)
+        return Account.from_model(row)
+
+
+@strawberry.type(description="One change of access: who did what, when, before and after.")
+class AuditEntry:
+    action: str
+    email: str | None
+    actor: str = strawberry.field(description="The staff member's or portal user's email.")
+    before: JSON | None
+    after: JSON | None
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, row: AuditEntryModel) -> AuditEntry:
+        who = row.staff_member or row.portal_user
+        return cls(
+            action=row.action,
+            email=row.email,
+            actor=who.email if who else "system",
+            before=row.before,
+            after=row.after,
+            created_at=row.created_at,
+        )
+
+
 NODE_TYPES: dict[str, type[relay.Node]] = {
     cls.__name__: cls
-    for cls in (Firm, StaffMember, PortalUser, Account, Contact, EmailAddress, AccountEmail)
+    for cls in (
+        Firm,
+        StaffMember,
+        PortalUser,
+        Account,
+        Contact,
+        EmailAddress,
+        AccountEmail,
+        Invitation,
+        PortalAccess,
+    )
 }

@@ -16,7 +16,17 @@ from tortoise.functions import Lower
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Account, AccountContact, AccountEmail, AccountType, Contact, EmailAddress
+from models import (
+    Account,
+    AccountContact,
+    AccountEmail,
+    AccountType,
+    Contact,
+    EmailAddress,
+    StaffMember,
+)
+from portico.settings import Settings
+from services import access
 from services.emails import clean_address, clean_label
 from services.errors import InputError, input_error
 from services.scope import FirmScope
@@ -24,6 +34,8 @@ from services.scope import FirmScope
 MAX_NAME_LENGTH = 100
 MAX_ACCOUNT_NAME_LENGTH = 200
 MAX_SEARCH_LENGTH = 200
+MAX_ADDRESSES_PER_CONTACT = 20
+MAX_ACCOUNTS_PER_CONTACT = 100
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,10 @@ async def create_contact(
     account_ids: Sequence[int | None] = (),
 ) -> Contact:
     first, last = _person_names(first_name, last_name)
+    if len(emails) > MAX_ADDRESSES_PER_CONTACT:
+        raise input_error("TOO_MANY", "A contact has at most 20 addresses.", "input", "emails")
+    if len(account_ids) > MAX_ACCOUNTS_PER_CONTACT:
+        raise input_error("TOO_MANY", "Link at most 100 accounts at once.", "input", "accountIds")
     cleaned = [
         (
             *clean_address(e.address, "input", "emails", str(i), "address"),
@@ -161,8 +177,13 @@ async def link_contact(scope: FirmScope, account_id: int | None, contact_id: int
 
 
 async def unlink_contact(
-    scope: FirmScope, account_id: int | None, contact_id: int | None
+    scope: FirmScope,
+    account_id: int | None,
+    contact_id: int | None,
+    staff: StaffMember | None = None,
 ) -> Account:
+    """Unlinks a contact: its toggles in this account go, pending invitations are revoked;
+    activated users keep their access (it shows under the account's unlinked emails)."""
     account = await scope.get(Account, account_id, "accountId")
     contact = await scope.get(Contact, contact_id, "contactId")
     async with in_transaction():
@@ -175,11 +196,12 @@ async def unlink_contact(
             raise input_error(
                 "NOT_LINKED", "That contact is not linked to the account.", "contactId"
             )
-        await (
-            scope.query(AccountEmail)
-            .filter(account_id=account.pk, email_address__contact_id=contact.pk)
-            .delete()
+        rows = scope.query(AccountEmail).filter(
+            account_id=account.pk, email_address__contact_id=contact.pk
         )
+        leaving = await rows.values_list("id", flat=True)
+        await access.rows_leaving(scope, leaving, staff, reason="contact unlinked")
+        await scope.query(AccountEmail).filter(id__in=list(leaving)).delete()
     return account
 
 
@@ -200,25 +222,45 @@ async def add_email_address(
 
 
 async def update_email_address(
-    scope: FirmScope, email_id: int | None, address: str, label: str | None = None
+    scope: FirmScope,
+    email_id: int | None,
+    address: str,
+    settings: Settings,
+    label: str | None = None,
+    staff: StaffMember | None = None,
 ) -> EmailAddress:
+    """Changes an address. A different address (not only its case) revokes its pending
+    invitations, and where LOGIN is on a new invitation goes to the new address."""
     email = await scope.get(EmailAddress, email_id, "id")
     typed, normalized = clean_address(address, "address")
-    if normalized != email.address_normalized:
+    readdressed = normalized != email.address_normalized
+    if readdressed:
         await _check_addresses_free(scope, {normalized: ("address",)})
     email.address, email.address_normalized = typed, normalized
     if label is not None:
         email.label = clean_label(label, "label")
-    try:
-        await email.save()
-    except IntegrityError:
-        raise _taken(typed, "address") from None
+    async with in_transaction():
+        try:
+            await email.save()
+        except IntegrityError:
+            raise _taken(typed, "address") from None
+        if readdressed:
+            await access.address_changed(scope, email, staff, settings)
     return email
 
 
-async def remove_email_address(scope: FirmScope, email_id: int | None) -> EmailAddress:
+async def remove_email_address(
+    scope: FirmScope, email_id: int | None, staff: StaffMember | None = None
+) -> EmailAddress:
     email = await scope.get(EmailAddress, email_id, "id")
-    await email.delete()  # its AccountEmail rows go with it (ON DELETE CASCADE)
+    async with in_transaction():
+        leaving = (
+            await scope.query(AccountEmail)
+            .filter(email_address_id=email.pk)
+            .values_list("id", flat=True)
+        )
+        await access.rows_leaving(scope, leaving, staff, reason="address removed")
+        await email.delete()  # its AccountEmail rows go with it (ON DELETE CASCADE)
     return email
 
 

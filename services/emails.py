@@ -7,6 +7,7 @@ from email_validator import EmailNotValidError, validate_email
 from services.errors import input_error
 
 MAX_LABEL_LENGTH = 100
+DEFAULT_LABEL = "Email"
 
 
 def clean_address(address: str, *field: str) -> tuple[str, str]:
@@ -26,7 +27,7 @@ def normalize(address: str) -> str:
 
 
 def clean_label(label: str | None, *field: str) -> str:
-    cleaned = (label or "").strip() or "Email"
+    cleaned = (label or "").strip() or DEFAULT_LABEL
     if len(cleaned) > MAX_LABEL_LENGTH:
         raise input_error("INVALID_LABEL", "A label has at most 100 characters.", *field)
     return cleaned

@@ -28,6 +28,7 @@ async def create_firm(
     passwords.check_strength(owner_password, "owner_password")
     if await Firm.exists(slug=slug):
         raise input_error("SLUG_TAKEN", f"A firm with slug '{slug}' exists.", "slug")
+    password_hash = await passwords.hash_password(owner_password)  # before: keep the write short
     async with in_transaction():
         firm = await Firm.create(name=name.strip(), slug=slug)
         owner = await StaffMember.create(
@@ -38,7 +39,7 @@ async def create_firm(
             role=StaffRole.OWNER,
             can_manage_accounts=True,
             can_use_inbox=True,
-            password_hash=passwords.hash_password(owner_password),
+            password_hash=password_hash,
         )
     return firm, owner
 
@@ -50,6 +51,6 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
     )
     if staff is None:
         raise input_error("NOT_FOUND", "No such staff member in that firm.", "email")
-    staff.password_hash = passwords.hash_password(password)
+    staff.password_hash = await passwords.hash_password(password)
     await staff.save(update_fields=["password_hash"])
     return staff

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -11,6 +13,8 @@ MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 
 _hasher = PasswordHasher()
+# At most this many argon2 computations at once per process (each takes 64 MiB and a core).
+_argon2_slots = asyncio.Semaphore(4)
 # Verified when no such user exists, so a miss costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("portico-timing-equaliser")
 
@@ -28,18 +32,24 @@ def check_strength(password: str, *field: str) -> None:
         raise input_error("WEAK_PASSWORD", "Use more different characters.", *field)
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    # argon2 is ~0.1 s of CPU; in a thread (cffi releases the GIL) the event loop keeps serving.
+    async with _argon2_slots:
+        return await asyncio.to_thread(_hasher.hash, password)
 
 
-def verify_password(password_hash: str | None, password: str) -> bool:
+async def verify_password(password_hash: str | None, password: str) -> bool:
     """True when the password matches; always spends one argon2 verification."""
+    async with _argon2_slots:
+        return await asyncio.to_thread(_verify, password_hash, password)
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password[:MAX_PASSWORD_LENGTH]) and (
-            password_hash is not None
-        )
+        matched = _hasher.verify(password_hash or _DUMMY_HASH, password[:MAX_PASSWORD_LENGTH])
     except (VerificationError, InvalidHashError):
         return False
+    return matched and password_hash is not None
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import UTC, datetime, timedelta
 
-from models import Session, StaffMember
+from tortoise.expressions import Q
 
+from models import PortalUser, Session, StaffMember
+from services.tokens import hash_token, new_token
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+__all__ = ["hash_token", "now"]
 
 
 def now() -> datetime:
@@ -18,31 +17,41 @@ def now() -> datetime:
 
 
 async def start_staff_session(staff: StaffMember, ttl: timedelta) -> tuple[str, Session]:
-    token = secrets.token_urlsafe(32)
+    token, token_hash = new_token()
     session = await Session.create(
-        token_hash=hash_token(token),
-        firm_id=staff.firm_id,
-        staff_member=staff,
+        token_hash=token_hash, firm_id=staff.firm_id, staff_member=staff, expires_at=now() + ttl
+    )
+    return token, session
+
+
+async def start_client_session(
+    user: PortalUser, ttl: timedelta, current_account_id: int | None
+) -> tuple[str, Session]:
+    token, token_hash = new_token()
+    session = await Session.create(
+        token_hash=token_hash,
+        firm_id=user.firm_id,
+        portal_user=user,
+        current_account_id=current_account_id,
         expires_at=now() + ttl,
     )
     return token, session
 
 
 async def resolve_session(token: str | None) -> Session | None:
-    """The live session for a token, with its staff member loaded; one query."""
+    """The live session for a token, with its staff member or portal user; one query."""
     if not token or len(token) > 256:
         return None
-    session = (
+    return (
         await Session.filter(
+            Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
             token_hash=hash_token(token),
             revoked_at=None,
             expires_at__gt=now(),
-            staff_member__active=True,
         )
-        .select_related("staff_member")
+        .select_related("staff_member", "portal_user")
         .first()
     )
-    return session
 
 
 async def revoke(session: Session) -> None:

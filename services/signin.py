@@ -1,16 +1,24 @@
-"""Staff sign-in: one answer for wrong firm, email or password, and a throttle per account."""
+"""Sign-in for staff and clients: one answer for a wrong firm, email or password, and a
+throttle per (kind, firm, email), known or not."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
-from models import Session, SignInThrottle, StaffMember
-from services import passwords, sessions
-from services.errors import input_error
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+from tortoise.queryset import QuerySet
+
+from models import PortalUser, Session, SignInThrottle, StaffMember
+from services import access, invitations, passwords, sessions
+from services.errors import InputError, input_error
 
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
+
+U = TypeVar("U", StaffMember, PortalUser)
 
 
 @dataclass(frozen=True)
@@ -24,51 +32,107 @@ class SignInPolicy:
 class SignedIn:
     token: str
     session: Session
-    staff: StaffMember
-
-
-def _throttle_key(firm_slug: str, email: str) -> str:
-    raw = f"{firm_slug.strip().lower()}\0{email.strip().lower()}"
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 async def staff_sign_in(
     firm_slug: str, email: str, password: str, policy: SignInPolicy
-) -> SignedIn:
-    key = _throttle_key(firm_slug, email)
-    throttle = await SignInThrottle.get_or_none(key=key)
-    if throttle and throttle.locked_until and throttle.locked_until > sessions.now():
-        raise input_error(
-            "TOO_MANY_ATTEMPTS", "Too many failed sign-ins. Try again in a few minutes."
-        )
-
-    staff = await StaffMember.filter(
-        firm__slug=firm_slug.strip().lower(),
-        email_normalized=email.strip().lower(),
-        active=True,
-    ).first()
-    # verify_password always runs argon2, also when there is no such member.
-    if not passwords.verify_password(staff.password_hash if staff else None, password):
-        await _record_failure(key, throttle, policy)
-        raise input_error("INVALID_CREDENTIALS", INVALID_CREDENTIALS)
-    assert staff is not None and staff.password_hash is not None
-
-    if throttle:
-        await throttle.delete()
-    if passwords.needs_rehash(staff.password_hash):
-        staff.password_hash = passwords.hash_password(password)
-        await staff.save(update_fields=["password_hash"])
+) -> tuple[SignedIn, StaffMember]:
+    members = StaffMember.filter(active=True)
+    staff = await _authenticate("staff", members, firm_slug, email, password, policy)
     token, session = await sessions.start_staff_session(staff, policy.session_ttl)
-    return SignedIn(token, session, staff)
+    return SignedIn(token, session), staff
 
 
-async def _record_failure(key: str, throttle: SignInThrottle | None, policy: SignInPolicy) -> None:
-    if throttle is None:
-        throttle, _ = await SignInThrottle.get_or_create(key=key)
-    throttle.failures += 1
+async def client_sign_in(
+    firm_slug: str, email: str, password: str, policy: SignInPolicy
+) -> tuple[SignedIn, PortalUser]:
+    """A client lands in their account when they have exactly one; otherwise they choose."""
+    user = await _authenticate("client", PortalUser.all(), firm_slug, email, password, policy)
+    account_ids = await access.client_account_ids(user.pk)
+    current = account_ids[0] if len(account_ids) == 1 else None
+    token, session = await sessions.start_client_session(user, policy.session_ttl, current)
+    return SignedIn(token, session), user
+
+
+async def _authenticate(
+    kind: str,
+    candidates: QuerySet[U],
+    firm_slug: str,
+    email: str,
+    password: str,
+    policy: SignInPolicy,
+) -> U:
+    key = _throttle_key(kind, firm_slug, email)
+    attempts = await _reserve_attempt(key, policy)
+    user = await candidates.filter(
+        firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
+    ).first()
+    # verify_password always runs argon2, also when there is no such user.
+    if not await passwords.verify_password(user.password_hash if user else None, password):
+        if attempts >= policy.max_failures:
+            await _lock(key, _delay(attempts - policy.max_failures, policy))
+        raise input_error("INVALID_CREDENTIALS", INVALID_CREDENTIALS)
+    assert user is not None and user.password_hash is not None
+    await SignInThrottle.filter(key=key).delete()
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = await passwords.hash_password(password)
+        await user.save(update_fields=["password_hash"])
+    return user
+
+
+async def _reserve_attempt(key: str, policy: SignInPolicy) -> int:
+    """Counts the attempt before the password is checked (the count it returns), so
+    parallel guesses cannot slip past the limit: beyond it, each attempt must first win
+    the lock for the next window."""
+    throttle = await _count_attempt(key)
+    if throttle.locked_until is not None and throttle.locked_until > sessions.now():
+        raise _too_many()
     over = throttle.failures - policy.max_failures
-    if over >= 0:
-        # 30 s after the limit, doubling with each further failure, up to the lockout ceiling.
-        delay = min(30 * 2**over, policy.lockout_seconds)
-        throttle.locked_until = sessions.now() + timedelta(seconds=delay)
-    await throttle.save()
+    if over > 0:
+        claimed = await SignInThrottle.filter(key=key, locked_until=throttle.locked_until).update(
+            locked_until=sessions.now() + _delay(over, policy)
+        )
+        if not claimed:  # a parallel attempt took this window
+            raise _too_many()
+    return throttle.failures
+
+
+def _delay(over: int, policy: SignInPolicy) -> timedelta:
+    """30 s at the limit, doubling with each further failure, up to the ceiling."""
+    return timedelta(seconds=min(30 * 2**over, policy.lockout_seconds))
+
+
+async def _lock(key: str, delay: timedelta) -> None:
+    await SignInThrottle.filter(key=key).update(locked_until=sessions.now() + delay)
+
+
+async def _count_attempt(key: str) -> SignInThrottle:
+    """Adds one attempt in a single UPDATE (no lost updates under concurrency)."""
+    for _ in range(2):
+        if await SignInThrottle.filter(key=key).update(failures=F("failures") + 1):
+            return await SignInThrottle.get(key=key)
+        try:
+            return await SignInThrottle.create(key=key, failures=1)
+        except IntegrityError:
+            continue  # created by a parallel attempt: count on it
+    return await SignInThrottle.get(key=key)
+
+
+def _too_many() -> InputError:
+    return input_error("TOO_MANY_ATTEMPTS", "Too many failed sign-ins. Try again in a few minutes.")
+
+
+def _throttle_key(kind: str, firm_slug: str, email: str) -> str:
+    raw = f"{kind}\0{firm_slug.strip().lower()}\0{email.strip().lower()}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def accept_invitation(
+    token: str, password: str | None, policy: SignInPolicy
+) -> tuple[SignedIn, PortalUser]:
+    """Activates the invitation and signs the client in, inside the invitation's account."""
+    accepted = await invitations.accept(token, password)
+    token, session = await sessions.start_client_session(
+        accepted.portal_user, policy.session_ttl, accepted.account_id
+    )
+    return SignedIn(token, session), accepted.portal_user

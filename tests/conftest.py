@@ -15,17 +15,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from tortoise import Tortoise
 
 from models import StaffMember, StaffRole
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
-from services import firms, passwords, sessions
+from services import firms, sessions
 from tests.services import POSTGRES_URL, need_postgres
 
 PASSWORD = "correct-horse-battery"
-_PASSWORD_HASH = passwords.hash_password(PASSWORD)
+_PASSWORD_HASH = PasswordHasher().hash(PASSWORD)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -173,3 +174,14 @@ async def test_sign_in_rejects_members_without_password_or_inactive(acme, anon):
     ivan = await add_staff(acme, "ivan@acme.example", active=False)
     payload = await sign_in(anon, "acme", ivan.email, PASSWORD)
     assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+
+
+async def test_parallel_guesses_cannot_outrun_the_throttle(acme, anon, settings):
+    attempts = 20
+    payloads = await asyncio.gather(
+        *(sign_in(anon, "acme", "owner@acme.example", f"guess-{i}-wrong") for i in range(attempts))
+    )
+    codes = [p["errors"][0]["code"] for p in payloads]
+    assert codes.count("INVALID_CREDENTIALS") <= settings.signin_max_failures + 1, codes
+    assert codes.count("TOO_MANY_ATTEMPTS") >= attempts - settings.signin_max_failures - 1
+    assert all(p["token"] is None for p in payloads)

@@ -37,9 +37,10 @@ class CrmMutations:
     async def create_account(self, info: Info, input: CreateAccountInput) -> AccountPayload:
         return _account_payload(
             *await attempt(
+                info.context,
                 crm.create_account(
                     info.context.scope, input.name, input.type, bool(input.auto_save_attachments)
-                )
+                ),
             )
         )
 
@@ -49,13 +50,14 @@ class CrmMutations:
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
+                info.context,
                 crm.update_account(
                     info.context.scope,
                     ids.decode(id, "Account"),
                     name=input.name,
                     type=input.type,
                     auto_save_attachments=input.auto_save_attachments,
-                )
+                ),
             )
         )
 
@@ -65,13 +67,14 @@ class CrmMutations:
     )
     async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
         contact, errors = await attempt(
+            info.context,
             crm.create_contact(
                 info.context.scope,
                 input.first_name,
                 input.last_name,
                 emails=[crm.NewAddress(e.address, e.label) for e in input.emails or []],
                 account_ids=[ids.decode(i, "Account") for i in input.account_ids or []],
-            )
+            ),
         )
         return ContactPayload(
             errors=errors, contact=Contact.from_model(contact) if contact else None
@@ -86,11 +89,12 @@ class CrmMutations:
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
+                info.context,
                 crm.link_contact(
                     info.context.scope,
                     ids.decode(account_id, "Account"),
                     ids.decode(contact_id, "Contact"),
-                )
+                ),
             )
         )
 
@@ -103,11 +107,13 @@ class CrmMutations:
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
+                info.context,
                 crm.unlink_contact(
                     info.context.scope,
                     ids.decode(account_id, "Account"),
                     ids.decode(contact_id, "Contact"),
-                )
+                    staff=info.context.staff,
+                ),
             )
         )
 
@@ -117,12 +123,13 @@ class CrmMutations:
     ) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
+                info.context,
                 crm.add_email_address(
                     info.context.scope,
                     ids.decode(contact_id, "Contact"),
                     email.address,
                     email.label,
-                )
+                ),
             )
         )
 
@@ -135,9 +142,15 @@ class CrmMutations:
     ) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
+                info.context,
                 crm.update_email_address(
-                    info.context.scope, ids.decode(id, "EmailAddress"), address, label
-                )
+                    info.context.scope,
+                    ids.decode(id, "EmailAddress"),
+                    address,
+                    info.context.settings,
+                    label=label,
+                    staff=info.context.staff,
+                ),
             )
         )
 
@@ -147,6 +160,9 @@ class CrmMutations:
     async def remove_email_address(self, info: Info, id: strawberry.ID) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
-                crm.remove_email_address(info.context.scope, ids.decode(id, "EmailAddress"))
+                info.context,
+                crm.remove_email_address(
+                    info.context.scope, ids.decode(id, "EmailAddress"), staff=info.context.staff
+                ),
             )
         )

@@ -1,4 +1,5 @@
-"""staffSignIn and signOut."""
+"""Signing in and out: staffSignIn, signIn (clients), acceptInvitation, signOut, and the
+client's account switching."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import strawberry
 from starlette.responses import Response
 from strawberry.types import Info
 
+from models import Account as AccountModel
+from models import PortalUser as PortalUserModel
 from resolvers.attempt import attempt
 from resolvers.context import SESSION_COOKIE, Context
-from schema.payloads import SignInPayload
-from schema.types import StaffMember
-from services import sessions, signin
+from schema import ids
+from schema.payloads import SignInPayload, SwitchAccountPayload
+from schema.types import Account, PortalUser, StaffMember
+from services import access, portal, sessions, signin
 
 
-def _policy(context: Context) -> signin.SignInPolicy:
+def policy(context: Context) -> signin.SignInPolicy:
     settings = context.settings
     return signin.SignInPolicy(
         session_ttl=timedelta(hours=settings.session_ttl_hours),
@@ -24,7 +28,7 @@ def _policy(context: Context) -> signin.SignInPolicy:
     )
 
 
-def _set_cookie(context: Context, token: str) -> None:
+def set_session_cookie(context: Context, token: str) -> None:
     if isinstance(context.response, Response):
         context.response.set_cookie(
             SESSION_COOKIE,
@@ -37,6 +41,25 @@ def _set_cookie(context: Context, token: str) -> None:
         )
 
 
+async def _client_payload(
+    context: Context, result: tuple[signin.SignedIn, PortalUserModel] | None, errors: list
+) -> SignInPayload:
+    if result is None:
+        return SignInPayload(errors=errors)
+    signed_in, user = result
+    set_session_cookie(context, signed_in.token)
+    account_ids = await access.client_account_ids(user.pk)
+    rows = {row.pk: row for row in await AccountModel.filter(pk__in=account_ids)}
+    current = signed_in.session.current_account_id
+    return SignInPayload(
+        errors=[],
+        token=signed_in.token,
+        viewer=PortalUser.from_model(user),
+        accounts=[Account.from_model(rows[i]) for i in account_ids],
+        current_account=Account.from_model(rows[current]) if current in rows else None,
+    )
+
+
 @strawberry.type
 class SessionMutations:
     @strawberry.mutation(
@@ -45,16 +68,59 @@ class SessionMutations:
     async def staff_sign_in(
         self, info: Info, firm: str, email: str, password: str
     ) -> SignInPayload:
-        context: Context = info.context
-        signed_in, errors = await attempt(
-            signin.staff_sign_in(firm, email, password, _policy(context))
+        result, errors = await attempt(
+            info.context, signin.staff_sign_in(firm, email, password, policy(info.context))
         )
-        if signed_in is None:
+        if result is None:
             return SignInPayload(errors=errors)
-        _set_cookie(context, signed_in.token)
-        return SignInPayload(
-            errors=[], token=signed_in.token, viewer=StaffMember.from_model(signed_in.staff)
+        signed_in, staff = result
+        set_session_cookie(info.context, signed_in.token)
+        return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
+
+    @strawberry.mutation(
+        description="Client sign-in. With one account the client lands in it; with several, "
+        "currentAccount stays null until they choose (switchAccount)."
+    )
+    async def sign_in(self, info: Info, firm: str, email: str, password: str) -> SignInPayload:
+        result, errors = await attempt(
+            info.context, signin.client_sign_in(firm, email, password, policy(info.context))
         )
+        return await _client_payload(info.context, result, errors)
+
+    @strawberry.mutation(
+        description="Activates an invitation and signs the client in. A new portal user "
+        "sets a password; someone who already has one in this firm needs none."
+    )
+    async def accept_invitation(
+        self, info: Info, token: str, password: str | None = None
+    ) -> SignInPayload:
+        result, errors = await attempt(
+            info.context, signin.accept_invitation(token, password, policy(info.context))
+        )
+        return await _client_payload(info.context, result, errors)
+
+    @strawberry.mutation(description="A client enters another of their accounts.")
+    async def switch_account(self, info: Info, account_id: strawberry.ID) -> SwitchAccountPayload:
+        context: Context = info.context
+        context.require_client()
+        assert context.session is not None
+        chosen, errors = await attempt(
+            info.context, portal.switch_account(context.session, ids.decode(account_id, "Account"))
+        )
+        if chosen is None:
+            return SwitchAccountPayload(errors=errors)
+        row = await AccountModel.get(pk=chosen)
+        return SwitchAccountPayload(errors=[], current_account=Account.from_model(row))
+
+    @strawberry.mutation(
+        description="Hides the notice naming the current account until the next sign-in."
+    )
+    async def dismiss_account_notice(self, info: Info) -> bool:
+        context: Context = info.context
+        context.require_client()
+        assert context.session is not None
+        await portal.dismiss_notice(context.session)
+        return True
 
     @strawberry.mutation(description="Ends this session (token and cookie alike).")
     async def sign_out(self, info: Info) -> bool:

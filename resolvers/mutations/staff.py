@@ -23,6 +23,7 @@ class StaffMutations:
     )
     async def add_staff_member(self, info: Info, input: StaffMemberInput) -> StaffMemberPayload:
         member, errors = await attempt(
+            info.context,
             staff.add_staff_member(
                 info.context.scope,
                 info.context.staff,
@@ -31,7 +32,7 @@ class StaffMutations:
                 role=input.role or StaffRole.EMPLOYEE,
                 can_manage_accounts=bool(input.can_manage_accounts),
                 can_use_inbox=bool(input.can_use_inbox),
-            )
+            ),
         )
         return StaffMemberPayload(
             errors=errors, staff_member=StaffMember.from_model(member) if member else None
@@ -52,9 +53,10 @@ class StaffMutations:
             active=input.active,
         )
         member, errors = await attempt(
+            info.context,
             staff.update_staff_member(
                 info.context.scope, info.context.staff, ids.decode(id, "StaffMember"), changes
-            )
+            ),
         )
         return StaffMemberPayload(
             errors=errors, staff_member=StaffMember.from_model(member) if member else None

@@ -1,0 +1,121 @@
+"""The toggles and portal access (staff with the manage-accounts right)."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from models import AccountEmail as AccountEmailModel
+from resolvers.attempt import attempt
+from resolvers.permissions import ManagesAccounts
+from schema import ids
+from schema.enums import NotificationCategory
+from schema.payloads import AccountEmailPayload, AccountPayload, InvitationPayload
+from schema.types import Account, AccountEmail, Invitation
+from services import access
+
+manages_accounts = [ManagesAccounts]
+
+
+@strawberry.input
+class SetEmailFlagsInput:
+    account_email_id: strawberry.ID
+    login: bool | None = None
+    notify: bool | None = None
+    email_sync: bool | None = None
+    send_invitation: bool | None = strawberry.field(
+        default=True,
+        description="When LOGIN goes on: send the invitation email now (true) or later (false).",
+    )
+
+
+@strawberry.input
+class NotificationPreferencesInput:
+    account_email_id: strawberry.ID
+    all: bool
+    enabled: list[NotificationCategory] | None = strawberry.field(default_factory=list)
+
+
+def _account_email_payload(row: AccountEmailModel | None, errors: list) -> AccountEmailPayload:
+    return AccountEmailPayload(
+        errors=errors, account_email=AccountEmail.from_model(row) if row else None
+    )
+
+
+@strawberry.type
+class AccessMutations:
+    @strawberry.mutation(
+        description="Flips an address's toggles in one account. LOGIN on creates an "
+        "invitation (emailed unless sendInvitation is false); LOGIN off ends that person's "
+        "access to this account at once.",
+        permission_classes=manages_accounts,
+    )
+    async def set_email_flags(self, info: Info, input: SetEmailFlagsInput) -> AccountEmailPayload:
+        row, errors = await attempt(
+            info.context,
+            access.set_email_flags(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(input.account_email_id, "AccountEmail"),
+                access.FlagChanges(input.login, input.notify, input.email_sync),
+                info.context.settings,
+                send_invitation=input.send_invitation is not False,
+            ),
+        )
+        return _account_email_payload(row, errors)
+
+    @strawberry.mutation(
+        description="Sends a new invitation; older pending ones stop working.",
+        permission_classes=manages_accounts,
+    )
+    async def resend_invitation(
+        self, info: Info, account_email_id: strawberry.ID
+    ) -> InvitationPayload:
+        row, errors = await attempt(
+            info.context,
+            access.resend_invitation(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(account_email_id, "AccountEmail"),
+                info.context.settings,
+            ),
+        )
+        return InvitationPayload(
+            errors=errors, invitation=Invitation.from_model(row) if row else None
+        )
+
+    @strawberry.mutation(
+        description="LOGIN off for an unlinked email: the user loses access to the account.",
+        permission_classes=manages_accounts,
+    )
+    async def remove_portal_access(
+        self, info: Info, portal_access_id: strawberry.ID
+    ) -> AccountPayload:
+        row, errors = await attempt(
+            info.context,
+            access.remove_portal_access(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(portal_access_id, "PortalAccess"),
+            ),
+        )
+        return AccountPayload(errors=errors, account=Account.from_model(row) if row else None)
+
+    @strawberry.mutation(
+        description="Which system notifications an address receives in one account.",
+        permission_classes=manages_accounts,
+    )
+    async def set_notification_preferences(
+        self, info: Info, input: NotificationPreferencesInput
+    ) -> AccountEmailPayload:
+        row, errors = await attempt(
+            info.context,
+            access.set_notification_preferences(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(input.account_email_id, "AccountEmail"),
+                notify_all=input.all,
+                categories=[c.value for c in input.enabled or []],
+            ),
+        )
+        return _account_email_payload(row, errors)

@@ -1,0 +1,84 @@
+"""Delivery: one outgoing message as staff see it on the account (Account.deliveries)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from models import DeliveryStatus as _DeliveryStatus
+from models import OutboundEmail
+from schema.enums import NotificationCategory
+from schema.pagination import Connection, paginate
+from schema.types import ScopedNode
+
+DEFAULT_PAGE = 20
+
+DeliveryStatus = strawberry.enum(
+    _DeliveryStatus,
+    description="QUEUED: waiting or retrying; SENT: accepted by the mail server; "
+    "FAILED: refused for good or out of attempts.",
+)
+
+
+def _category(value: str | None) -> NotificationCategory | None:
+    """The stored category; null for system mail (and for a value this version lacks)."""
+    try:
+        return NotificationCategory(value) if value else None
+    except ValueError:
+        return None
+
+
+@strawberry.type(description="One outgoing email: to whom, what, and how its delivery went.")
+class Delivery(ScopedNode):
+    model = OutboundEmail
+    id: relay.NodeID[int]
+    to: str
+    subject: str
+    category: NotificationCategory | None = strawberry.field(
+        description="The notification category; null for system mail such as invitations."
+    )
+    kind: str = strawberry.field(description="What the mail is, e.g. INVITATION.")
+    status: DeliveryStatus
+    attempts: int = strawberry.field(description="Sending attempts made so far.")
+    last_error: str | None = strawberry.field(
+        description="The latest failure's reason as the mail server gave it (kept after a "
+        "later success)."
+    )
+    created_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: OutboundEmail) -> Delivery:
+        return cls(
+            id=row.pk,
+            to=row.to_address,
+            subject=row.subject,
+            category=_category(row.category),
+            kind=row.kind,
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            created_at=row.created_at,
+            sent_at=row.sent_at,
+        )
+
+
+async def account_deliveries(
+    info: Info, account_id: int, first: int | None, after: str | None
+) -> Connection[Delivery]:
+    """The account's outgoing mail, newest first (for Account.deliveries)."""
+    query = (
+        info.context.scope.query(OutboundEmail)
+        .filter(account_id=account_id)
+        .order_by("-created_at", "-id")
+    )
+    return await paginate(
+        query,
+        first if first is not None else DEFAULT_PAGE,
+        after,
+        Delivery.from_model,
+        info.context.settings.max_page_size,
+    )

@@ -1,0 +1,249 @@
+"""Turning an outbox row into a message, and the two ways of sending it.
+
+Both transports have one method, `async send(message)`, and raise TemporaryFailure (try again
+later) or PermanentFailure (never will work) with the server's reason, so the delivery loop
+needs to know nothing about SMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import ssl
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from models import OutboundEmail
+from portico.settings import Settings
+from services.outbox import Bodies, header_text, sender_address
+
+SMTP_TIMEOUT_SECONDS = 60.0
+
+
+class DeliveryFailure(Exception):
+    """A send that did not happen; the message is the reason shown as lastError."""
+
+
+class TemporaryFailure(DeliveryFailure):
+    """4xx replies, refused connections, timeouts: the same message may work later."""
+
+
+class PermanentFailure(DeliveryFailure):
+    """5xx replies: the server will not take this message, retrying cannot help."""
+
+
+class OutboxMessage(EmailMessage):
+    """An EmailMessage that remembers its outbox row (for the file transport's file name)."""
+
+    row_id: int | None = None
+
+
+class Transport(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+def build_message(
+    row: OutboundEmail, bodies: Bodies, settings: Settings, date: datetime | None = None
+) -> OutboxMessage:
+    """multipart/alternative (text, then HTML) with From, To, Subject, Message-ID and Date.
+
+    The header values were cleaned when the row was written; the email policy refuses any
+    CR or LF left in a header value, a second guard against header injection.
+    """
+    message = OutboxMessage()
+    message.row_id = row.pk
+    message["From"] = Address(
+        display_name=header_text(row.from_name), addr_spec=sender_address(settings)
+    )
+    try:
+        message["To"] = Address(addr_spec=_ascii_address(row.to_address))
+    except (ValueError, HeaderParseError) as exc:  # the parser's defects are ValueErrors
+        raise PermanentFailure(f"{row.to_address} is not a valid address: {exc}") from exc
+    message["Subject"] = header_text(row.subject)
+    message["Message-ID"] = row.message_id
+    message["Date"] = format_datetime(date or datetime.now(UTC))
+    message.set_content(bodies.text)
+    message.add_alternative(bodies.html, subtype="html")
+    return message
+
+
+def _ascii_address(address: str) -> str:
+    """The address as SMTP without the SMTPUTF8 extension carries it: an IDNA domain.
+
+    A non-ASCII local part (jörg@…) has no ASCII form: the mail fails with that reason
+    rather than leaving with a mangled address.
+    """
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise PermanentFailure(
+            f"{address} has non-ASCII characters before the @, which needs SMTPUTF8; "
+            "Portico does not send such mail yet"
+        )
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise PermanentFailure(f"{address}: the domain has no ASCII form ({exc})") from exc
+
+
+def transport_for(settings: Settings) -> Transport:
+    """SMTP when PORTICO_SMTP_URL is set, else .eml files under the var folder."""
+    if settings.smtp_url:
+        config = SmtpConfig.from_url(settings.smtp_url)
+        # A send must end well inside the lease that protects it (services/delivery.py).
+        timeout = min(config.timeout, settings.mail_lease_seconds / 4)
+        return SmtpTransport(replace(config, timeout=timeout))
+    return FileTransport(settings.outbox_dir)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    hostname: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False  # smtps://: TLS from the first byte
+    start_tls: bool | None = None  # True: required, False: never, None: when offered
+    validate_certs: bool = True
+    timeout: float = SMTP_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        """`smtp://user:pass@host:port?starttls=1`, `smtps://…` for implicit TLS.
+
+        Credentials are URL-decoded (a password with '@' is written %40). Query options:
+        starttls=1|0 (default: upgrade when the server offers it), verify=0 (accept any
+        certificate: development only), timeout=SECONDS.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"PORTICO_SMTP_URL must start with smtp:// or smtps://, not {url!r}")
+        if not parts.hostname:
+            raise ValueError("PORTICO_SMTP_URL has no host")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        use_tls = parts.scheme == "smtps"
+        start_tls = _flag(query["starttls"]) if "starttls" in query else None
+        if use_tls and start_tls:
+            raise ValueError("smtps:// is TLS already; starttls=1 does not apply")
+        return cls(
+            hostname=parts.hostname,
+            port=parts.port or (465 if use_tls else 587 if start_tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            use_tls=use_tls,
+            start_tls=False if use_tls else start_tls,
+            validate_certs=_flag(query.get("verify", "1")),
+            timeout=float(query.get("timeout", SMTP_TIMEOUT_SECONDS)),
+        )
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value in PORTICO_SMTP_URL: {value!r}")
+
+
+class SmtpTransport:
+    """One SMTP connection per message: simple, and no stale connection to recover from."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+
+    def __str__(self) -> str:  # for the log: never the credentials
+        tls = " (TLS)" if self.config.use_tls else " (STARTTLS)" if self.config.start_tls else ""
+        return f"SMTP to {self.config.hostname}:{self.config.port}{tls}"
+
+    async def send(self, message: EmailMessage) -> None:
+        config = self.config
+        try:
+            # aiosmtplib's timeout is per command; this one bounds the whole conversation.
+            async with asyncio.timeout(config.timeout):
+                await aiosmtplib.send(
+                    message,
+                    hostname=config.hostname,
+                    port=config.port,
+                    username=config.username,
+                    password=config.password,
+                    use_tls=config.use_tls,
+                    start_tls=config.start_tls,
+                    validate_certs=config.validate_certs,
+                    timeout=config.timeout,
+                )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # One recipient per message, so this is that recipient's answer.
+            raise _classify(exc.recipients[0]) from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not this message: keep it queued while the operator fixes them.
+            raise TemporaryFailure(f"authentication failed: {_reply(exc)}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify(exc) from exc
+        except TimeoutError as exc:  # ours or aiosmtplib's (SMTPTimeoutError)
+            raise TemporaryFailure(f"the SMTP server did not answer in time: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            # Refused or dropped connections, timeouts, TLS trouble, STARTTLS not offered.
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
+    return f"{exc.code} {exc.message}".strip()
+
+
+def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
+    if 500 <= exc.code < 600:
+        return PermanentFailure(_reply(exc))
+    return TemporaryFailure(_reply(exc))
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._@-]+")
+
+
+class FileTransport:
+    """The embedded default: each message as `{row id}-{message id}.eml` in one folder.
+
+    Written to a temporary file and renamed, so a reader never sees half a message; a retry
+    of the same row replaces its file instead of adding a second one.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return f".eml files in {self.folder}"
+
+    def path_for(self, message: EmailMessage) -> Path:
+        safe_id = _UNSAFE_FILENAME.sub("_", str(message["Message-ID"] or "")).strip("_.")
+        row_id = getattr(message, "row_id", None)
+        name = f"{row_id}-{safe_id}" if row_id is not None else safe_id or secrets.token_hex(8)
+        return self.folder / f"{name}.eml"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            # A thread: fsync may block, and this loop may be serving requests too.
+            await asyncio.to_thread(self._write, self.path_for(message), message.as_bytes())
+        except OSError as exc:  # a full disk or a missing permission may be fixed later
+            raise TemporaryFailure(f"cannot write the .eml file: {exc}") from exc
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)

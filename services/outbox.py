@@ -1,0 +1,187 @@
+"""The transactional outbox: mail is rendered and queued in the caller's transaction.
+
+`enqueue` writes one OutboundEmail row through the current connection, so inside the caller's
+`in_transaction()` the mail commits with the change that caused it, or not at all; nothing is
+sent from a request. A worker (services/delivery.py) sends the row later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from models import OutboundEmail
+from portico.settings import Settings
+from services import crypto
+
+TEMPLATES = Path(__file__).parent / "templates"
+CRYPTO_PURPOSE = "outbox-body"
+MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
+MAX_NAME = 200
+MAX_KIND = 32
+
+
+class NotificationCategory(StrEnum):
+    """The NOTIFY categories of the contract; a row stores the value (or none: system mail)."""
+
+    DOCUMENT_UPLOADS = "DOCUMENT_UPLOADS"
+    SIGNATURE_REQUESTS = "SIGNATURE_REQUESTS"
+    APPROVALS = "APPROVALS"
+    CHATS_AND_TASKS = "CHATS_AND_TASKS"
+    PROPOSALS = "PROPOSALS"
+    ORGANIZERS = "ORGANIZERS"
+    INVOICES_AND_PAYMENTS = "INVOICES_AND_PAYMENTS"
+
+
+@dataclass(frozen=True)
+class Bodies:
+    text: str
+    html: str
+
+
+def _when(value: datetime) -> str:
+    """A date people read the same anywhere: '3 March 2026, 14:05 UTC'."""
+    value = value.astimezone(UTC)
+    return f"{value.day} {value:%B %Y, %H:%M} UTC"
+
+
+_templates = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    # HTML escapes every value (names are user input); subject and text are plain text.
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,  # a missing context key is a bug, never an empty link
+    keep_trailing_newline=True,
+)
+_templates.filters["when"] = _when
+
+# CR and LF start a new header line; the other line breaks and controls have no place there.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_SPECIALS = frozenset('<>,;:"()[]\\')
+
+
+def header_text(value: str, limit: int = MAX_SUBJECT) -> str:
+    """`value` as one safe header line: line breaks and controls become spaces."""
+    return " ".join(_UNSAFE.sub(" ", value).split())[:limit]
+
+
+def clean_address(value: str) -> str:
+    """One bare address (local@domain); a second address, a name or a line break is refused.
+
+    Stricter than RFC 5322 on purpose (no quoted local parts, comments or IP literals, as
+    the CRM's validation has none): nothing in it can end a header or start another.
+    """
+    address = value.strip()
+    local, _, domain = address.rpartition("@")
+    if (
+        not local
+        or not domain
+        or "@" in local
+        or _UNSAFE.search(address)
+        or any(c.isspace() or c in _SPECIALS for c in address)
+    ):
+        raise ValueError(f"not a single email address: {value!r}")
+    return address
+
+
+def sender_address(settings: Settings) -> str:
+    """The address part of PORTICO_MAIL_FROM (its display name gives way to the firm's)."""
+    _, address = parseaddr(settings.mail_from)
+    return clean_address(address)
+
+
+def render(template: str, context: dict[str, Any]) -> tuple[str, Bodies]:
+    """Subject (one safe line), text and HTML of `template` with `context`."""
+    subject = _templates.get_template(f"{template}.subject.txt").render(context)
+    text = _templates.get_template(f"{template}.txt").render(context)
+    html = _templates.get_template(f"{template}.html").render(context)
+    return header_text(subject), Bodies(text=text, html=html)
+
+
+def encrypt_bodies(settings: Settings, bodies: Bodies) -> str:
+    payload = json.dumps({"text": bodies.text, "html": bodies.html}).encode()
+    return crypto.fernet(settings, CRYPTO_PURPOSE).encrypt(payload).decode()
+
+
+def decrypt_bodies(settings: Settings, row: OutboundEmail) -> Bodies:
+    payload = json.loads(crypto.fernet(settings, CRYPTO_PURPOSE).decrypt(row.body_encrypted))
+    return Bodies(text=payload["text"], html=payload["html"])
+
+
+def new_message_id(settings: Settings) -> str:
+    """Unique per row and kept across retries, so a recipient can spot a repeated delivery."""
+    domain = sender_address(settings).rpartition("@")[2]
+    return f"<outbox.{secrets.token_hex(16)}@{domain}>"
+
+
+async def enqueue(
+    *,
+    firm_id: int,
+    firm_name: str,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    kind: str,
+    settings: Settings,
+    account_id: int | None = None,
+    category: str | None = None,
+) -> OutboundEmail:
+    """Render `template` and queue it for `to`, in the caller's transaction if there is one.
+
+    Raises ValueError for a malformed address, kind or category (a bug in the caller: the
+    caller's transaction then rolls back with it).
+    """
+    if not 0 < len(kind) <= MAX_KIND:
+        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {kind!r}")
+    if category is not None:
+        category = NotificationCategory(category).value
+    address = clean_address(to)
+    from_name = header_text(firm_name, MAX_NAME)
+    subject, bodies = render(template, context)
+    row = await OutboundEmail.create(
+        firm_id=firm_id,
+        account_id=account_id,
+        kind=kind,
+        category=category,
+        to_address=address,
+        from_name=from_name,
+        subject=subject,
+        body_encrypted=encrypt_bodies(settings, bodies),
+        message_id=new_message_id(settings),
+        next_attempt_at=datetime.now(UTC),
+    )
+    # The row may not be committed yet; a woken worker that finds nothing looks again shortly.
+    notify()
+    return row
+
+
+# In-process wake-ups: the embedded worker waits on one of these instead of a full poll.
+_listeners: set[asyncio.Event] = set()
+
+
+def notify() -> None:
+    """Wake the workers of this process (if any) to look for due mail now."""
+    for event in _listeners:
+        event.set()
+
+
+@contextmanager
+def wakeups() -> Iterator[asyncio.Event]:
+    """An event that `notify()` sets, for as long as the block runs."""
+    event = asyncio.Event()
+    _listeners.add(event)
+    try:
+        yield event
+    finally:
+        _listeners.discard(event)

@@ -1,0 +1,102 @@
+"""A real SMTP server for tests: aiosmtpd in a thread of the test process.
+
+Use the `smtp` fixture (import `smtp_fixture` into the test module). It records every
+message it accepts, parsed, and can be told to refuse: `fail_data("451 4.3.0 try later")`
+answers the next DATA command with that reply, `refuse_rcpt("550 5.1.1 no such user")`
+refuses every recipient.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound once and released: fine for tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SmtpServer:
+    """The aiosmtpd handler and what it received; thread-safe (the server has its own loop)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[EmailMessage] = []
+        self._data_replies: list[str] = []
+        self._rcpt_reply: str | None = None
+        self.data_commands = 0
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self._lock:
+            return list(self._messages)
+
+    def fail_data(self, reply: str, times: int = 1) -> None:
+        """Answer the next `times` DATA commands with `reply` instead of accepting."""
+        with self._lock:
+            self._data_replies.extend([reply] * times)
+
+    def refuse_rcpt(self, reply: str | None) -> None:
+        """Answer every RCPT TO with `reply` (None: accept again)."""
+        with self._lock:
+            self._rcpt_reply = reply
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.messages
+
+    # aiosmtpd handler hooks (called on the server's thread).
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        with self._lock:
+            reply = self._rcpt_reply
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.data_commands += 1
+            reply = self._data_replies.pop(0) if self._data_replies else None
+        if reply:
+            return reply
+        raw = envelope.original_content or envelope.content
+        message = message_from_bytes(raw, policy=policy.default)
+        with self._lock:
+            self._messages.append(message)  # type: ignore[arg-type]
+        return "250 2.0.0 OK: queued"
+
+
+@pytest.fixture(name="smtp")
+def smtp_fixture() -> Iterator[SmtpServer]:
+    """A running SMTP server on 127.0.0.1, stopped after the test."""
+    server = SmtpServer()
+    server.port = free_port()
+    controller = Controller(server, hostname=server.host, port=server.port)
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
