@@ -2,7 +2,7 @@
 
 from models.access import AuditEntry, Invitation, PortalAccess, PortalUser
 from models.crm import Account, AccountContact, AccountEmail, AccountType, Contact, EmailAddress
-from models.firms import Firm, Session, SignInThrottle, StaffMember, StaffRole
+from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
 from models.outbox import DeliveryStatus, OutboundEmail
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Firm",
     "Invitation",
     "OutboundEmail",
+    "PasswordLink",
     "PortalAccess",
     "PortalUser",
     "Session",

@@ -111,3 +111,25 @@ class SignInThrottle(Model):
 
     class Meta:
         table = "signin_throttle"
+
+
+class PasswordLink(Model):
+    """A single-use link that lets a new staff member set their first password."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="password_links", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    staff_member: fields.ForeignKeyRelation[StaffMember] = fields.ForeignKeyField(
+        "portico.StaffMember", related_name="password_links", on_delete=fields.CASCADE
+    )
+    staff_member_id: int
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "password_link"

@@ -17,6 +17,7 @@ from portico.graphiql import graphiql_routes
 from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
 from portico.middleware import AccessLog, BodyLimit
+from portico.pages import link_pages
 from portico.settings import Settings
 from portico.worker import run_worker
 from schema.root import build_schema
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *link_pages(settings),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *(graphiql_routes() if settings.graphiql_enabled else []),

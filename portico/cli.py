@@ -121,11 +121,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(db.migrate(settings.resolved_database_url))
         if (args.host or settings.host) in LOOPBACK:
             _seed_demo(args, settings, only_into_empty=True)
+    host, port = args.host or settings.host, args.port or settings.port
+    # The app (built by uvicorn, in this or a worker process) reads its settings anew:
+    # pass the address on, so links in mail point here unless PORTICO_PUBLIC_URL says else.
+    os.environ.update(PORTICO_HOST=host, PORTICO_PORT=str(port))
     uvicorn.run(
         "portico.app:create_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=host,
+        port=port,
         workers=args.workers,
         access_log=False,  # portico.access logs one structured line per request
         log_level="info",

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     var_dir: Path = Path("var")
     database_url: str | None = None
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str | None = None  # default: http://{host}:{port}
     portal_url: str | None = None
     secret_key: str | None = None
     host: str = "127.0.0.1"
@@ -51,8 +51,12 @@ class Settings(BaseSettings):
         return self.env == "production"
 
     @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
     def resolved_portal_url(self) -> str:
-        return (self.portal_url or self.public_url).rstrip("/")
+        return (self.portal_url or self.resolved_public_url).rstrip("/")
 
     @property
     def outbox_dir(self) -> Path:

@@ -80,6 +80,20 @@ class Context:
         self.reset_loaders()
 
 
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    """The browser's session: HttpOnly (no script reads it), SameSite=Lax, Secure in
+    production."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=settings.production,
+        path="/",
+    )
+
+
 def token_from_request(request: Request | WebSocket) -> str | None:
     """`Authorization: Bearer` first (mobile, scripts), then the browser's session cookie."""
     header = request.headers.get("authorization", "")

@@ -28,13 +28,10 @@ class Status:
 
 
 def status_of(invitation: Invitation, at: datetime | None = None) -> str:
-    if invitation.accepted_at is not None:
-        return Status.ACCEPTED
-    if invitation.revoked_at is not None:
-        return Status.REVOKED
-    if invitation.expires_at <= (at or now()):
-        return Status.EXPIRED
-    return Status.PENDING
+    status = tokens.link_status(
+        invitation.accepted_at, invitation.revoked_at, invitation.expires_at, at or now()
+    )
+    return Status.ACCEPTED if status == tokens.USED else status
 
 
 def link(settings: Settings, token: str) -> str:

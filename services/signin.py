@@ -13,7 +13,8 @@ from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 
 from models import PortalUser, Session, SignInThrottle, StaffMember
-from services import access, invitations, passwords, sessions
+from portico.settings import Settings
+from services import access, invitations, password_links, passwords, sessions
 from services.errors import InputError, input_error
 
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
@@ -26,6 +27,14 @@ class SignInPolicy:
     session_ttl: timedelta
     max_failures: int
     lockout_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignInPolicy:
+        return cls(
+            session_ttl=timedelta(hours=settings.session_ttl_hours),
+            max_failures=settings.signin_max_failures,
+            lockout_seconds=settings.signin_lockout_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,3 +145,12 @@ async def accept_invitation(
         accepted.portal_user, policy.session_ttl, accepted.account_id
     )
     return SignedIn(token, session), accepted.portal_user
+
+
+async def set_first_password(
+    token: str, password: str, policy: SignInPolicy
+) -> tuple[SignedIn, StaffMember]:
+    """Redeems a staff password link and signs the member in."""
+    member = await password_links.redeem(token, password)
+    token, session = await sessions.start_staff_session(member, policy.session_ttl)
+    return SignedIn(token, session), member

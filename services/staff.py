@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models import StaffMember, StaffRole
-from services import sessions
+from portico.settings import Settings
+from services import password_links, sessions
 from services.emails import clean_address
-from services.errors import input_error
+from services.errors import InputError, input_error
 from services.permissions import require_may_touch_role, require_staff_admin
 from services.scope import FirmScope
 
@@ -40,23 +42,36 @@ async def add_staff_member(
     role: StaffRole,
     can_manage_accounts: bool,
     can_use_inbox: bool,
+    settings: Settings | None = None,
 ) -> StaffMember:
+    """Adds a member; with `settings`, mails them a link to set their password."""
     require_staff_admin(actor)
     require_may_touch_role(actor, role)
     typed, normalized = clean_address(email, "input", "email")
     cleaned_name = _clean_name(name, "input", "name")
     if await scope.query(StaffMember).filter(email_normalized=normalized).exists():
-        raise input_error("EMAIL_TAKEN", f"{typed} is already a staff member.", "input", "email")
-    # The first password is set with `portico set-password` (a mailed link comes later).
-    return await StaffMember.create(
-        firm_id=scope.firm_id,
-        email=typed,
-        email_normalized=normalized,
-        name=cleaned_name,
-        role=role,
-        can_manage_accounts=can_manage_accounts,
-        can_use_inbox=can_use_inbox,
-    )
+        raise _taken(typed)
+    try:
+        async with in_transaction():
+            member = await StaffMember.create(
+                firm_id=scope.firm_id,
+                email=typed,
+                email_normalized=normalized,
+                name=cleaned_name,
+                role=role,
+                can_manage_accounts=can_manage_accounts,
+                can_use_inbox=can_use_inbox,
+            )
+            # The first password: a single-use link by mail (or `portico set-password`).
+            if settings is not None:
+                await password_links.issue(member, settings)
+    except IntegrityError:  # added twice at once
+        raise _taken(typed) from None
+    return member
+
+
+def _taken(address: str) -> InputError:
+    return input_error("EMAIL_TAKEN", f"{address} is already a staff member.", "input", "email")
 
 
 async def update_staff_member(

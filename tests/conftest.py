@@ -105,6 +105,7 @@ TABLES = [
     "contact",
     "account",
     "session",
+    "password_link",
     "portal_user",
     "staff_member",
     "signin_throttle",

@@ -57,6 +57,11 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     log_path: Path
 
+    @property
+    def outbox(self) -> Path:
+        """Where the server's embedded mail transport writes .eml files."""
+        return self.log_path.parent / "var" / "outbox"
+
     def log(self, start: int = 0) -> str:
         """The process's output (stdout and stderr) from byte offset `start`."""
         with self.log_path.open("rb") as log:

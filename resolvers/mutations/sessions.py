@@ -3,16 +3,15 @@ client's account switching."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import strawberry
 from starlette.responses import Response
 from strawberry.types import Info
 
 from models import Account as AccountModel
 from models import PortalUser as PortalUserModel
+from models import StaffMember as StaffMemberModel
 from resolvers.attempt import attempt
-from resolvers.context import SESSION_COOKIE, Context
+from resolvers.context import SESSION_COOKIE, Context, set_session_cookie
 from schema import ids
 from schema.payloads import SignInPayload, SwitchAccountPayload
 from schema.types import Account, PortalUser, StaffMember
@@ -20,25 +19,22 @@ from services import access, portal, sessions, signin
 
 
 def policy(context: Context) -> signin.SignInPolicy:
-    settings = context.settings
-    return signin.SignInPolicy(
-        session_ttl=timedelta(hours=settings.session_ttl_hours),
-        max_failures=settings.signin_max_failures,
-        lockout_seconds=settings.signin_lockout_seconds,
-    )
+    return signin.SignInPolicy.from_settings(context.settings)
 
 
-def set_session_cookie(context: Context, token: str) -> None:
+def _cookie(context: Context, token: str) -> None:
     if isinstance(context.response, Response):
-        context.response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=context.settings.session_ttl_hours * 3600,
-            httponly=True,
-            samesite="lax",
-            secure=context.settings.production,
-            path="/",
-        )
+        set_session_cookie(context.response, token, context.settings)
+
+
+def _staff_payload(
+    context: Context, result: tuple[signin.SignedIn, StaffMemberModel] | None, errors: list
+) -> SignInPayload:
+    if result is None:
+        return SignInPayload(errors=errors)
+    signed_in, staff = result
+    _cookie(context, signed_in.token)
+    return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
 
 
 async def _client_payload(
@@ -47,7 +43,7 @@ async def _client_payload(
     if result is None:
         return SignInPayload(errors=errors)
     signed_in, user = result
-    set_session_cookie(context, signed_in.token)
+    _cookie(context, signed_in.token)
     account_ids = await access.client_account_ids(user.pk)
     rows = {row.pk: row for row in await AccountModel.filter(pk__in=account_ids)}
     current = signed_in.session.current_account_id
@@ -71,11 +67,17 @@ class SessionMutations:
         result, errors = await attempt(
             info.context, signin.staff_sign_in(firm, email, password, policy(info.context))
         )
-        if result is None:
-            return SignInPayload(errors=errors)
-        signed_in, staff = result
-        set_session_cookie(info.context, signed_in.token)
-        return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
+        return _staff_payload(info.context, result, errors)
+
+    @strawberry.mutation(
+        description="A new staff member sets their first password from the mailed link, "
+        "and is signed in."
+    )
+    async def set_staff_password(self, info: Info, token: str, password: str) -> SignInPayload:
+        result, errors = await attempt(
+            info.context, signin.set_first_password(token, password, policy(info.context))
+        )
+        return _staff_payload(info.context, result, errors)
 
     @strawberry.mutation(
         description="Client sign-in. With one account the client lands in it; with several, "

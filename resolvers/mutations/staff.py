@@ -18,7 +18,7 @@ from services import staff
 @strawberry.type
 class StaffMutations:
     @strawberry.mutation(
-        description="Adds a staff member; their first password is set with `portico set-password`.",
+        description="Adds a staff member and mails them a single-use link to set a password.",
         permission_classes=[ManagesStaff],
     )
     async def add_staff_member(self, info: Info, input: StaffMemberInput) -> StaffMemberPayload:
@@ -32,6 +32,7 @@ class StaffMutations:
                 role=input.role or StaffRole.EMPLOYEE,
                 can_manage_accounts=bool(input.can_manage_accounts),
                 can_use_inbox=bool(input.can_use_inbox),
+                settings=info.context.settings,
             ),
         )
         return StaffMemberPayload(

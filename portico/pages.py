@@ -1,0 +1,125 @@
+"""Portico's own small pages for mailed links: accepting an invitation (clients) and setting
+a first password (staff). They work before any portal front end exists, without JavaScript,
+and call the same services as acceptInvitation and setStaffPassword."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from models import Account, PortalUser
+from portico.settings import Settings
+from resolvers.context import set_session_cookie
+from services import invitations, password_links, signin
+from services.errors import InputError
+
+_templates = Environment(
+    loader=PackageLoader("portico", "templates"), autoescape=select_autoescape(["html"])
+)
+# The token sits in the URL: never send it on as a referrer, never cache, never frame.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+
+
+def _page(status_code: int = 200, **values: Any) -> HTMLResponse:
+    values.setdefault("errors", [])
+    html = _templates.get_template("link_page.html").render(**values)
+    return HTMLResponse(html, status_code=status_code, headers=HEADERS)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return {key: values[0] for key, values in parse_qs(body).items()}
+
+
+def _password_mismatch(form: dict[str, str]) -> list[str]:
+    if form.get("password", "") != form.get("confirm", ""):
+        return ["The two passwords differ."]
+    return []
+
+
+def link_pages(settings: Settings) -> list[Route]:
+    async def invitation(request: Request) -> HTMLResponse:
+        form = await _form(request) if request.method == "POST" else {}
+        token = form.get("token") or request.query_params.get("token", "")
+        status, found = await invitations.check(token)
+        if status != invitations.Status.PENDING or found is None:
+            code = 404 if found is None else 410
+            return _page(code, title="Invitation", errors=[invitations.refusal(status)])
+        account = await Account.get(pk=found.account_id)
+        known = await PortalUser.exists(
+            firm_id=found.firm_id, email_normalized=found.email_normalized
+        )
+        values = {
+            "title": f"Your portal access: {account.name}",
+            "lead": f"This invitation is for {found.email}."
+            + (" You already have a password: continue to add this account." if known else ""),
+            "form": True,
+            "action": "/invitation",
+            "token": token,
+            "ask_password": not known,
+            "button": "Continue" if known else "Set password and enter",
+        }
+        if request.method == "GET":
+            return _page(**values)
+        errors = [] if known else _password_mismatch(form)
+        if errors:
+            return _page(400, errors=errors, **values)
+        try:
+            signed_in, _ = await signin.accept_invitation(
+                token, form.get("password"), signin.SignInPolicy.from_settings(settings)
+            )
+        except InputError as exc:
+            return _page(400, errors=[e.message for e in exc.errors], **values)
+        response = _page(
+            title=f"Welcome to {account.name}",
+            done=f"You are signed in to the portal of {account.name}.",
+        )
+        set_session_cookie(response, signed_in.token, settings)
+        return response
+
+    async def password(request: Request) -> HTMLResponse:
+        form = await _form(request) if request.method == "POST" else {}
+        token = form.get("token") or request.query_params.get("token", "")
+        status = await password_links.check(token)
+        if status != "PENDING":
+            code = 404 if status == "INVALID" else 410
+            return _page(
+                code, title="Set your password", errors=[password_links.REFUSALS[status][1]]
+            )
+        values = {
+            "title": "Set your password",
+            "form": True,
+            "action": "/password",
+            "token": token,
+            "ask_password": True,
+            "button": "Set password",
+        }
+        if request.method == "GET":
+            return _page(**values)
+        errors = _password_mismatch(form)
+        if errors:
+            return _page(400, errors=errors, **values)
+        try:
+            signed_in, member = await signin.set_first_password(
+                token, form.get("password", ""), signin.SignInPolicy.from_settings(settings)
+            )
+        except InputError as exc:
+            return _page(400, errors=[e.message for e in exc.errors], **values)
+        response = _page(title="Password set", done=f"Welcome, {member.name}: you are signed in.")
+        set_session_cookie(response, signed_in.token, settings)
+        return response
+
+    return [
+        Route("/invitation", invitation, methods=["GET", "POST"]),
+        Route("/password", password, methods=["GET", "POST"]),
+    ]
