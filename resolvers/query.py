@@ -97,6 +97,7 @@ class Query:
     async def account(self, info: Info, id: strawberry.ID) -> Account | None:
         pk = ids.decode(id, "Account")
         if info.context.staff is None:
+            info.context.require_client()
             [found] = await Account.resolve_client_nodes(info, [str(pk or 0)])
             return found
         row = await info.context.scope.find(AccountModel, pk)

@@ -1,0 +1,174 @@
+"""Who may call what, checked for every root field of the schema: a new mutation or query
+without an entry here fails, so none can ship without its access rule being stated."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from models import PortalAccess, PortalUser
+from portico.settings import Settings
+from schema import ids
+from schema.root import build_schema
+from services import sessions
+from services.sessions import now
+from tests.conftest import Api, add_staff, api_for
+from tests.login_helpers import invitee
+
+ID = "QWNjb3VudDox"  # an id that resolves to nothing in particular
+MUTATIONS = {
+    # name: (document, who may call it: "anyone", "client", "staff", "manager", "admin")
+    "staffSignIn": (
+        'mutation { staffSignIn(firm: "x", email: "a@b.example", password: "p") { errors { code } } }',
+        "anyone",
+    ),
+    "signIn": (
+        'mutation { signIn(firm: "x", email: "a@b.example", password: "p") { errors { code } } }',
+        "anyone",
+    ),
+    "acceptInvitation": ('mutation { acceptInvitation(token: "t") { errors { code } } }', "anyone"),
+    "setStaffPassword": (
+        'mutation { setStaffPassword(token: "t", password: "p") { errors { code } } }',
+        "anyone",
+    ),
+    "switchAccount": (
+        f'mutation {{ switchAccount(accountId: "{ID}") {{ errors {{ code }} }} }}',
+        "client",
+    ),
+    "dismissAccountNotice": ("mutation { dismissAccountNotice }", "client"),
+    "addStaffMember": (
+        'mutation { addStaffMember(input: {email: "n@x.example", name: "N"}) { errors { code } } }',
+        "admin",
+    ),
+    "updateStaffMember": (
+        f'mutation {{ updateStaffMember(id: "{ID}", input: {{name: "N"}}) {{ errors {{ code }} }} }}',
+        "admin",
+    ),
+    "createAccount": (
+        'mutation { createAccount(input: {name: "A", type: FAMILY}) { errors { code } } }',
+        "manager",
+    ),
+    "updateAccount": (
+        f'mutation {{ updateAccount(id: "{ID}", input: {{name: "B"}}) {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "createContact": (
+        'mutation { createContact(input: {firstName: "A", lastName: "B"}) { errors { code } } }',
+        "manager",
+    ),
+    "linkContact": (
+        f'mutation {{ linkContact(accountId: "{ID}", contactId: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "unlinkContact": (
+        f'mutation {{ unlinkContact(accountId: "{ID}", contactId: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "addEmailAddress": (
+        f'mutation {{ addEmailAddress(contactId: "{ID}", email: {{address: "a@b.example"}}) {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "updateEmailAddress": (
+        f'mutation {{ updateEmailAddress(id: "{ID}", address: "a@b.example") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "removeEmailAddress": (
+        f'mutation {{ removeEmailAddress(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "importContacts": (
+        'mutation { importContacts(csv: "first_name,last_name,email") { errors { code } } }',
+        "manager",
+    ),
+    "setEmailFlags": (
+        f'mutation {{ setEmailFlags(input: {{accountEmailId: "{ID}", notify: true}}) {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "resendInvitation": (
+        f'mutation {{ resendInvitation(accountEmailId: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "removePortalAccess": (
+        f'mutation {{ removePortalAccess(portalAccessId: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "signOut": ("mutation { signOut }", "anyone"),
+    "setNotificationPreferences": (
+        f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+}
+QUERIES = {
+    "node": (f'{{ node(id: "{ID}") {{ id }} }}', "anyone"),
+    "viewer": ("{ viewer { __typename } }", "anyone"),
+    "firm": ("{ firm { id } }", "anyone"),
+    "portalAccounts": ("{ portalAccounts { id } }", "client"),
+    "currentAccount": ("{ currentAccount { id } }", "client"),
+    "accountNotice": ("{ accountNotice }", "client"),
+    "account": (f'{{ account(id: "{ID}") {{ id }} }}', "signed-in"),
+    "staffMembers": ("{ staffMembers { id } }", "staff"),
+    "accounts": ("{ accounts { totalCount } }", "staff"),
+    "contacts": ("{ contacts { totalCount } }", "staff"),
+    "contact": (f'{{ contact(id: "{ID}") {{ id }} }}', "staff"),
+}
+ALLOWED = {
+    # rule: the viewers it lets through
+    "anyone": {"anonymous", "client", "reader", "manager", "admin"},
+    "signed-in": {"client", "reader", "manager", "admin"},
+    "client": {"client"},
+    "staff": {"reader", "manager", "admin"},
+    "manager": {"manager", "admin"},
+    "admin": {"admin"},
+}
+
+
+def test_every_root_field_has_a_stated_rule():
+    schema = build_schema(Settings(_env_file=None))._schema
+    assert set(schema.mutation_type.fields) == set(MUTATIONS)
+    assert set(schema.query_type.fields) == set(QUERIES)
+
+
+async def _viewers(acme, client) -> dict[str, Api]:
+    """One API client per kind of viewer, the client with access to one account."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    user = await PortalUser.create(
+        firm_id=acme.owner.firm_id,
+        email="anna@miller.example",
+        email_normalized="anna@miller.example",
+        password_hash="unused",
+        activated_at=now(),
+    )
+    account_id = ids.decode(anna.account_id, "Account")
+    await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=account_id, portal_user=user)
+    client_token, _ = await sessions.start_client_session(user, timedelta(hours=1), None)
+    return {
+        "anonymous": Api(client),
+        "client": Api(client, client_token),
+        "reader": await api_for(client, await add_staff(acme, "reader@acme.example")),
+        "manager": await api_for(
+            client, await add_staff(acme, "m@acme.example", can_manage_accounts=True)
+        ),
+        "admin": acme.api,
+    }
+
+
+def _refused(body: dict) -> str | None:
+    codes = [e.get("extensions", {}).get("code") for e in body.get("errors", [])]
+    return next((c for c in codes if c in ("UNAUTHENTICATED", "FORBIDDEN")), None)
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+async def test_each_viewer_gets_exactly_what_the_rule_allows(acme, client, kind):
+    viewers = await _viewers(acme, client)
+    table = QUERIES if kind == "query" else MUTATIONS
+    # signOut last: it ends each viewer's session.
+    for name, (document, rule) in sorted(table.items(), key=lambda item: item[0] == "signOut"):
+        for who, api in viewers.items():
+            body = await api.post(document)
+            refused = _refused(body)
+            if who in ALLOWED[rule]:
+                assert refused is None, (name, who, body)
+            else:
+                expected = "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"
+                assert refused == expected, (name, who, body)
