@@ -20,9 +20,10 @@ from models import (
     Contact,
     EmailAddress,
     Invitation,
+    OutboundEmail,
     PortalAccess,
 )
-from services import access
+from services import access, deliveries
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -42,6 +43,7 @@ class Loaders:
         self.latest_invitation = DataLoader(self._latest_invitation)
         self.accesses_by_account = DataLoader(self._accesses_by_account)
         self.audit_by_account = DataLoader(self._audit_by_account)
+        self.deliveries_page = DataLoader(self._deliveries_page)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -129,6 +131,17 @@ class Loaders:
         for row in rows:
             grouped[row.account_id].append(row)
         return [grouped[key] for key in keys]
+
+    async def _deliveries_page(
+        self, keys: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, list[OutboundEmail]]]:
+        """Keys are (account id, offset, size); one statement per distinct window."""
+        found: dict[tuple[int, int, int], tuple[int, list[OutboundEmail]]] = {}
+        for start, size in {(k[1], k[2]) for k in keys}:
+            accounts = [k[0] for k in keys if (k[1], k[2]) == (start, size)]
+            pages = await deliveries.pages_by_account(self.scope, accounts, start, size)
+            found.update({(a, start, size): pages[a] for a in accounts})
+        return [found[key] for key in keys]
 
 
 def _person_order(contact: Contact) -> tuple[str, str, int]:

@@ -11,7 +11,7 @@ from strawberry.types import Info
 from models import DeliveryStatus as _DeliveryStatus
 from models import OutboundEmail
 from schema.enums import NotificationCategory
-from schema.pagination import Connection, paginate
+from schema.pagination import Connection, connection, window
 from schema.types import ScopedNode
 
 DEFAULT_PAGE = 20
@@ -69,16 +69,10 @@ class Delivery(ScopedNode):
 async def account_deliveries(
     info: Info, account_id: int, first: int | None, after: str | None
 ) -> Connection[Delivery]:
-    """The account's outgoing mail, newest first (for Account.deliveries)."""
-    query = (
-        info.context.scope.query(OutboundEmail)
-        .filter(account_id=account_id)
-        .order_by("-created_at", "-id")
+    """The account's outgoing mail, newest first (for Account.deliveries); pages of many
+    accounts load together."""
+    start, size = window(
+        first if first is not None else DEFAULT_PAGE, after, info.context.settings.max_page_size
     )
-    return await paginate(
-        query,
-        first if first is not None else DEFAULT_PAGE,
-        after,
-        Delivery.from_model,
-        info.context.settings.max_page_size,
-    )
+    total, rows = await info.context.loaders.deliveries_page.load((account_id, start, size))
+    return connection(rows, start, total, Delivery.from_model)

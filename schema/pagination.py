@@ -60,6 +60,12 @@ def check_page_size(first: int, max_page_size: int) -> None:
         raise bad_input(f"first must be between 0 and {max_page_size}.", "first")
 
 
+def window(first: int, after: str | None, max_page_size: int) -> tuple[int, int]:
+    """The checked (offset, size) a page asks for."""
+    check_page_size(first, max_page_size)
+    return decode_cursor(after) + 1, first
+
+
 async def paginate(
     query: QuerySet[M],
     first: int,
@@ -68,10 +74,16 @@ async def paginate(
     max_page_size: int,
 ) -> Connection[NodeT]:
     """One COUNT and one page query, whatever the page size."""
-    check_page_size(first, max_page_size)
-    start = decode_cursor(after) + 1
+    start, first = window(first, after, max_page_size)
     total = await query.count()
     rows: Sequence[M] = await query.offset(start).limit(first) if first else []
+    return connection(rows, start, total, convert)
+
+
+def connection(
+    rows: Sequence[M], start: int, total: int, convert: Callable[[M], NodeT]
+) -> Connection[NodeT]:
+    """The Relay shape of one page: `rows` from offset `start` of `total`."""
     edges = [Edge(node=convert(row), cursor=encode_cursor(start + i)) for i, row in enumerate(rows)]
     return Connection(
         edges=edges,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from models import AccountEmail
 from services import crm
 from services.scope import FirmScope
 from tests.sqlcount import count_sql
@@ -69,3 +70,24 @@ async def test_nested_contacts_query_is_constant(acme):
     large, data = await _statements(acme.api, CONTACT_SIDE)
     assert data["contacts"]["totalCount"] == 50
     assert small == large
+
+
+ACCESS_SIDE = """
+{ accounts(first: 50) { edges { node {
+    emails { portalStatus latestInvitation { status } notificationPreferences { all } }
+    unlinkedEmails { linked portalUser { email } }
+    invitations { status }
+    deliveries(first: 5) { totalCount }
+} } } }
+"""
+
+
+async def test_access_fields_are_constant(acme):
+    firm_id = acme.owner.firm_id
+    await _populate(firm_id, 5)
+    await AccountEmail.all().update(login=True)
+    small, _ = await _statements(acme.api, ACCESS_SIDE)
+    await _populate(firm_id, 45, start=5)
+    large, data = await _statements(acme.api, ACCESS_SIDE)
+    assert len(data["accounts"]["edges"]) == 50
+    assert small == large, (small, large)

@@ -1,0 +1,70 @@
+"""Account.deliveries: each account's outgoing mail, paged, newest first, staff only."""
+
+from __future__ import annotations
+
+from schema import ids
+from services import outbox
+from services.sessions import now
+from tests.test_crm import new_account
+
+PAGE = """query($first: Int, $after: String) { accounts { edges { node { name
+  deliveries(first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } edges { node { to subject status } }
+  } } } } }"""
+
+
+async def _queue(settings, firm_id: int, account_gid: str, to: str, subject: str) -> None:
+    await outbox.enqueue(
+        firm_id=firm_id,
+        firm_name="Acme LLP",
+        to=to,
+        template="invitation",
+        context={
+            "firm_name": "Acme",
+            "account_name": subject,
+            "link": "http://x/",
+            "expires_at": now(),
+        },
+        kind="TEST",
+        settings=settings,
+        account_id=ids.decode(account_gid, "Account"),
+    )
+
+
+async def test_pages_of_several_accounts(acme, settings):
+    first = await new_account(acme.api, "A first")
+    second = await new_account(acme.api, "B second")
+    await new_account(acme.api, "C empty")
+    for n in range(3):
+        await _queue(settings, acme.owner.firm_id, first["id"], f"a{n}@x.example", f"A{n}")
+    await _queue(settings, acme.owner.firm_id, second["id"], "b0@x.example", "B0")
+
+    data = await acme.api.data(PAGE, {"first": 2})
+    pages = {e["node"]["name"]: e["node"]["deliveries"] for e in data["accounts"]["edges"]}
+    assert pages["A first"]["totalCount"] == 3
+    assert [d["node"]["to"] for d in pages["A first"]["edges"]] == ["a2@x.example", "a1@x.example"]
+    assert pages["A first"]["pageInfo"]["hasNextPage"] is True
+    assert pages["B second"]["totalCount"] == 1 and not pages["B second"]["pageInfo"]["hasNextPage"]
+    assert pages["C empty"] == {
+        "totalCount": 0,
+        "pageInfo": {"hasNextPage": False, "endCursor": None},
+        "edges": [],
+    }
+
+    after = await acme.api.data(
+        PAGE, {"first": 2, "after": pages["A first"]["pageInfo"]["endCursor"]}
+    )
+    rest = {e["node"]["name"]: e["node"]["deliveries"] for e in after["accounts"]["edges"]}
+    assert [d["node"]["to"] for d in rest["A first"]["edges"]] == ["a0@x.example"]
+    assert rest["B second"]["totalCount"] == 1 and rest["B second"]["edges"] == []
+    assert all(d["node"]["status"] == "QUEUED" for d in pages["A first"]["edges"])
+
+
+async def test_other_firms_mail_is_not_counted(acme, globex, settings):
+    mine = await new_account(acme.api, "Mine")
+    theirs = await new_account(globex.api, "Theirs")
+    await _queue(settings, globex.owner.firm_id, theirs["id"], "t@x.example", "T")
+    data = await acme.api.data(
+        "query($id: ID!) { account(id: $id) { deliveries { totalCount } } }", {"id": mine["id"]}
+    )
+    assert data["account"]["deliveries"]["totalCount"] == 0
