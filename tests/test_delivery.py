@@ -6,14 +6,12 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from types import SimpleNamespace
 
 import pytest
 
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
 from portico.worker import run_worker
-from schema.pagination import decode_cursor
 from services import outbox
 from services.delivery import claim_due, deliver_due, retry_delay
 from services.mail_transport import (
@@ -22,7 +20,6 @@ from services.mail_transport import (
     SmtpTransport,
     transport_for,
 )
-from services.scope import FirmScope
 from tests.smtp import SmtpServer, free_port, smtp_fixture  # noqa: F401
 
 LINK = "https://portal.example/invitation?token=abc"
@@ -326,34 +323,6 @@ async def test_a_silent_server_times_out_and_is_retried(settings, firm):
     retrying = await OutboundEmail.get(pk=row.pk)
     assert retrying.status == DeliveryStatus.QUEUED and retrying.attempts == 1
     assert "in time" in retrying.last_error
-
-
-async def test_account_deliveries_newest_first_and_scoped(settings, firm):
-    from models import Account, AccountType
-    from schema.delivery import account_deliveries
-
-    other = await Firm.create(name="Globex", slug="globex")
-    account = await Account.create(firm_id=firm.pk, name="Miller", type=AccountType.FAMILY)
-    foreign = await Account.create(firm_id=other.pk, name="Other", type=AccountType.FAMILY)
-    rows = []
-    for i in range(3):
-        row = await queue(settings, firm, f"c{i}@example.com")
-        await OutboundEmail.filter(pk=row.pk).update(account_id=account.pk)
-        rows.append(row)
-    stray = await queue(settings, other)
-    await OutboundEmail.filter(pk=stray.pk).update(account_id=foreign.pk)
-
-    def info(firm_id: int) -> SimpleNamespace:
-        return SimpleNamespace(context=SimpleNamespace(scope=FirmScope(firm_id), settings=settings))
-
-    page = await account_deliveries(info(firm.pk), account.pk, 2, None)
-    assert page.total_count == 3 and page.page_info.has_next_page
-    assert [e.node.to for e in page.edges] == ["c2@example.com", "c1@example.com"]
-    rest = await account_deliveries(info(firm.pk), account.pk, None, page.page_info.end_cursor)
-    assert [e.node.to for e in rest.edges] == ["c0@example.com"]
-    assert decode_cursor(rest.edges[0].cursor) == 2
-    # Another firm's staff see nothing of this account, even with its id.
-    assert (await account_deliveries(info(other.pk), account.pk, 10, None)).total_count == 0
 
 
 @pytest.mark.parametrize(
