@@ -21,6 +21,8 @@ from portico.pages import link_pages
 from portico.settings import Settings
 from portico.worker import run_worker
 from schema.root import build_schema
+from services import crypto
+from services.mail_transport import transport_for
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -41,6 +43,9 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     """The ASGI app. With manage_db the lifespan opens and closes the database."""
     settings = settings or Settings()
     configure_logging()
+    # Fail at start, not at the first mail: a bad SMTP URL, or production without a key.
+    transport_for(settings)
+    crypto.secret_key(settings)
     graphql = PorticoGraphQL(build_schema(settings), settings)
 
     @contextlib.asynccontextmanager

@@ -115,7 +115,11 @@ async def test_unexpected_errors_are_masked_and_logged(acme, monkeypatch, caplog
 
 async def test_production_hides_introspection_and_suggestions(clean_db, tmp_path):
     settings = Settings(
-        env="production", database_url=clean_db.url, var_dir=tmp_path, _env_file=None
+        env="production",
+        database_url=clean_db.url,
+        var_dir=tmp_path,
+        secret_key="test-secret-key-of-enough-length",
+        _env_file=None,
     )
     app = create_app(settings, manage_db=False)
     async with httpx.AsyncClient(

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from starlette.applications import Starlette
 
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
+from services.crypto import MissingSecretKey
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +67,10 @@ async def test_one_access_log_line_per_request(acme, caplog):
     assert line["operation"] == "ListAccounts"
     assert (line["method"], line["path"], line["status"]) == ("POST", "/graphql", 200)
     assert line["duration_ms"] >= 0
+
+
+def test_misconfiguration_stops_the_start(tmp_path):
+    with pytest.raises(ValueError):
+        create_app(Settings(smtp_url="ftp://nowhere", var_dir=tmp_path, _env_file=None))
+    with pytest.raises(MissingSecretKey):
+        create_app(Settings(env="production", var_dir=tmp_path, _env_file=None))

@@ -20,9 +20,11 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
     assert len(blocks) >= 5
     answers = []
     for block in blocks:
+        first_account = answers[1]["accounts"]["edges"][0]["node"] if len(answers) > 1 else {}
+        if "ACCOUNT_EMAIL_ID" in block:
+            block = block.replace("ACCOUNT_EMAIL_ID", first_account["emails"][0]["id"])
         if "ACCOUNT_ID" in block:
-            account_id = answers[1]["accounts"]["edges"][0]["node"]["id"]
-            block = block.replace("ACCOUNT_ID", account_id)
+            block = block.replace("ACCOUNT_ID", first_account["id"])
         # Like GraphiQL in a browser: the session cookie from sign-in rides along.
         response = await client.post("/graphql", json={"query": block})
         body = response.json()
@@ -41,3 +43,13 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
         "updated": 0,
         "rejectedRows": [],
     }
+    flags, trail = answers[6:8]
+    row = flags["setEmailFlags"]["accountEmail"]
+    assert row["login"] and row["portalStatus"] == "PENDING_ACTIVATION"
+    assert row["latestInvitation"]["status"] == "PENDING"
+    [edge] = trail["accounts"]["edges"]
+    assert [e["action"] for e in edge["node"]["auditEntries"]][:2] == [
+        "INVITATION_SENT",
+        "FLAGS_CHANGED",
+    ]
+    assert edge["node"]["deliveries"]["edges"][0]["node"]["kind"] == "INVITATION"
