@@ -169,8 +169,10 @@ async def link_contact(scope: FirmScope, account_id: int | None, contact_id: int
     account = await scope.get(Account, account_id, "accountId")
     contact = await scope.get(Contact, contact_id, "contactId")
     async with in_transaction():
-        await AccountContact.get_or_create(
-            firm_id=scope.firm_id, account_id=account.pk, contact_id=contact.pk
+        # Idempotent even when two requests link at once (the pair is unique).
+        await AccountContact.bulk_create(
+            [AccountContact(firm_id=scope.firm_id, account_id=account.pk, contact_id=contact.pk)],
+            ignore_conflicts=True,
         )
         await sync_account_emails(scope, contact_ids=[contact.pk])
     return account
@@ -331,5 +333,6 @@ async def sync_account_emails(scope: FirmScope, contact_ids: Sequence[int]) -> N
         [
             AccountEmail(firm_id=scope.firm_id, account_id=a, email_address_id=e)
             for a, e in sorted(wanted - existing)
-        ]
+        ],
+        ignore_conflicts=True,  # a parallel request may have created some meanwhile
     )

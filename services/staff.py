@@ -99,8 +99,9 @@ async def update_staff_member(
 
 
 async def _keep_one_owner(scope: FirmScope, leaving: StaffMember) -> None:
-    others = (
-        scope.query(StaffMember).filter(role=StaffRole.OWNER, active=True).exclude(pk=leaving.pk)
+    # Lock the active owners (PostgreSQL), so two owners cannot demote each other at once.
+    owners = await (
+        scope.query(StaffMember).filter(role=StaffRole.OWNER, active=True).select_for_update()
     )
-    if not await others.exists():
+    if not any(owner.pk != leaving.pk for owner in owners):
         raise input_error("LAST_OWNER", "A firm keeps at least one active owner.", "input", "role")

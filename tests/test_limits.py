@@ -18,17 +18,22 @@ def _codes(body: dict) -> list[str | None]:
     return [e.get("extensions", {}).get("code") for e in body["errors"]]
 
 
-async def test_depth_over_ten_is_refused(acme):
-    nested = "id"
-    for level in range(8):  # 3 levels of connection + 8 + the leaf: depth 12
-        field = "accounts" if level % 2 == 0 else "contacts"
-        nested = f"{field} {{ {nested} }}"
-    deep = f"{{ accounts {{ edges {{ node {{ {nested} }} }} }} }}"
-    body = await acme.api.post(deep)
-    assert body.get("data") is None
-    assert "exceeds maximum operation depth" in body["errors"][0]["message"]
-    shallow = "{ accounts { edges { node { contacts { accounts { contacts { id } } } } } } }"
-    assert "errors" not in await acme.api.post(shallow)
+def _nested(levels: int) -> str:
+    """accounts > edges > node, then `levels` of contacts/accounts, then id: depth levels + 3."""
+    inner = "id"
+    for level in reversed(range(levels)):  # from the outside: contacts, accounts, contacts...
+        field = "contacts" if level % 2 == 0 else "accounts"
+        inner = f"{field} {{ {inner} }}"
+    return f"{{ accounts {{ edges {{ node {{ {inner} }} }} }} }}"
+
+
+async def test_depth_over_ten_is_refused(acme, settings):
+    assert settings.max_query_depth == 10
+    at_limit = await acme.api.post(_nested(7))  # depth 10
+    assert "errors" not in at_limit, at_limit
+    over = await acme.api.post(_nested(8))  # depth 11
+    assert over.get("data") is None
+    assert "exceeds maximum operation depth" in over["errors"][0]["message"]
 
 
 async def test_introspection_is_not_counted_as_depth(acme):
