@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
@@ -10,11 +11,15 @@ from tortoise.models import Model
 from models.crm import Account
 from models.firms import Firm
 
+if TYPE_CHECKING:
+    from models.access import Invitation
+
 
 class DeliveryStatus(StrEnum):
     QUEUED = "QUEUED"
     SENT = "SENT"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # withdrawn before a worker sent it (a revoked invitation)
 
 
 class OutboundEmail(Model):
@@ -37,6 +42,14 @@ class OutboundEmail(Model):
         db_index=True,
     )
     account_id: int | None
+    invitation: fields.ForeignKeyNullableRelation[Invitation] = fields.ForeignKeyField(
+        "portico.Invitation",
+        related_name="outbound_emails",
+        null=True,
+        on_delete=fields.SET_NULL,
+        db_index=True,
+    )
+    invitation_id: int | None
     kind = fields.CharField(max_length=32)
     category = fields.CharField(max_length=32, null=True)
     to_address = fields.CharField(max_length=254)

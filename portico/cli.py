@@ -113,6 +113,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    if args.workers > 1 and settings.resolved_database_url.startswith("sqlite"):
+        sys.exit("error: SQLite serves one process; use PostgreSQL for --workers above 1")
     if settings.production:
         _require_migrated(settings)
     else:

@@ -30,10 +30,23 @@ HEADERS = {
 }
 
 
+CROSS_SITE = "This form can only be sent from Portico's own page."
+
+
 def _page(status_code: int = 200, **values: Any) -> HTMLResponse:
     values.setdefault("errors", [])
     html = _templates.get_template("link_page.html").render(**values)
     return HTMLResponse(html, status_code=status_code, headers=HEADERS)
+
+
+def _from_this_site(request: Request) -> bool:
+    """A form post from our own page, not another site's (which could sign a victim's
+    browser in as someone else): browsers send Origin, or at least Sec-Fetch-Site."""
+    origin = request.headers.get("origin")
+    # Under our no-referrer policy a browser's form post says "Origin: null".
+    if origin not in (None, "null"):
+        return origin == f"{request.url.scheme}://{request.url.netloc}"
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -49,6 +62,8 @@ def _password_mismatch(form: dict[str, str]) -> list[str]:
 
 def link_pages(settings: Settings) -> list[Route]:
     async def invitation(request: Request) -> HTMLResponse:
+        if request.method == "POST" and not _from_this_site(request):
+            return _page(403, title="Invitation", errors=[CROSS_SITE])
         form = await _form(request) if request.method == "POST" else {}
         token = form.get("token") or request.query_params.get("token", "")
         status, found = await invitations.check(token)
@@ -88,6 +103,8 @@ def link_pages(settings: Settings) -> list[Route]:
         return response
 
     async def password(request: Request) -> HTMLResponse:
+        if request.method == "POST" and not _from_this_site(request):
+            return _page(403, title="Set your password", errors=[CROSS_SITE])
         form = await _form(request) if request.method == "POST" else {}
         token = form.get("token") or request.query_params.get("token", "")
         status = await password_links.check(token)

@@ -62,7 +62,7 @@ async def set_email_flags(
             before=before,
             after=after,
         )
-        if row.login and not before["login"]:
+        if row.login and not before["login"] and not await _activated(scope, row):
             await invitations.invite(scope, row, settings, send=send_invitation, staff=staff)
         elif before["login"] and not row.login:
             await _end_login(scope, row, staff)
@@ -119,8 +119,17 @@ async def _end_login(scope: FirmScope, row: AccountEmail, staff: StaffMember | N
         )
 
 
+async def _activated(scope: FirmScope, row: AccountEmail) -> bool:
+    """Whether the address's owner already has access (no invitation is needed then)."""
+    pair = (row.account_id, row.email_address.address_normalized)
+    return pair in await activated_pairs(scope, [pair])
+
+
 async def _account_email(scope: FirmScope, pk: int | None, *field: str) -> AccountEmail:
-    row = await scope.query(AccountEmail).filter(pk=pk).select_related("email_address").first()
+    # Locked (PostgreSQL) for the transaction: two LOGIN-on requests cannot both invite.
+    row = await scope.query(AccountEmail).filter(pk=pk).select_for_update().first()
+    if row is not None:
+        await row.fetch_related("email_address")
     if pk is None or row is None:
         raise input_error("NOT_FOUND", "No such account email.", *field)
     return row
@@ -138,8 +147,8 @@ async def address_changed(
         scope, [r.pk for r in rows], staff=staff, reason="address changed"
     )
     for row in rows:
-        if row.login:
-            row.email_address = email
+        row.email_address = email
+        if row.login and not await _activated(scope, row):
             await invitations.invite(scope, row, settings, send=True, staff=staff)
 
 

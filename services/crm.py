@@ -305,21 +305,25 @@ async def _insert_addresses(
 
 
 async def sync_account_emails(scope: FirmScope, contact_ids: Sequence[int]) -> None:
-    """Create the missing AccountEmail rows for these contacts' links and addresses."""
-    links = (
-        await scope.query(AccountContact)
+    """Create the missing AccountEmail rows for these contacts' links and addresses.
+
+    A row for an address whose owner still has portal access to the account (relinked, or
+    the address added again) starts with LOGIN on: the firm sees the access and can end it.
+    """
+    links = await (
+        scope.query(AccountContact)
         .filter(contact_id__in=contact_ids)
         .values_list("account_id", "contact_id")
     )
-    emails = (
-        await scope.query(EmailAddress)
+    emails = await (
+        scope.query(EmailAddress)
         .filter(contact_id__in=contact_ids)
-        .values_list("id", "contact_id")
+        .values_list("id", "contact_id", "address_normalized")
     )
     wanted = {
-        (account_id, email_id)
+        (account_id, email_id): normalized
         for account_id, link_contact_id in links
-        for email_id, email_contact_id in emails
+        for email_id, email_contact_id, normalized in emails
         if email_contact_id == link_contact_id
     }
     if not wanted:
@@ -329,10 +333,17 @@ async def sync_account_emails(scope: FirmScope, contact_ids: Sequence[int]) -> N
         .filter(email_address_id__in=[e for _, e in wanted])
         .values_list("account_id", "email_address_id")
     )
+    missing = sorted(set(wanted) - existing)
+    activated = await access.activated_pairs(scope, [(a, wanted[(a, e)]) for a, e in missing])
     await AccountEmail.bulk_create(
         [
-            AccountEmail(firm_id=scope.firm_id, account_id=a, email_address_id=e)
-            for a, e in sorted(wanted - existing)
+            AccountEmail(
+                firm_id=scope.firm_id,
+                account_id=a,
+                email_address_id=e,
+                login=(a, wanted[(a, e)]) in activated,
+            )
+            for a, e in missing
         ],
         ignore_conflicts=True,  # a parallel request may have created some meanwhile
     )

@@ -90,6 +90,7 @@ async def _send(scope: FirmScope, invitation: Invitation, token: str, settings: 
         kind="INVITATION",
         settings=settings,
         account_id=account.pk,
+        invitation_id=invitation.pk,
     )
     invitation.sent_at = now()
     await invitation.save(update_fields=["sent_at"])
@@ -109,6 +110,8 @@ async def revoke_pending(
         revoked_at=None,
         expires_at__gt=now(),
     )
+    # The link dies, and so does its mail if no worker has taken it yet.
+    await outbox.cancel_invitation_mail([i.pk for i in pending])
     for invitation in pending:
         invitation.revoked_at = now()
         await invitation.save(update_fields=["revoked_at"])
@@ -152,12 +155,15 @@ async def accept(token: str, password: str | None) -> Accepted:
         if not claimed:
             raise input_error(*_REFUSALS[Status.ACCEPTED], "token")
         if user is None:
-            user = await PortalUser.create(
+            # get_or_create: two invitations of a new user accepted at the same moment.
+            user, _ = await PortalUser.get_or_create(
                 firm_id=invitation.firm_id,
-                email=invitation.email,
                 email_normalized=invitation.email_normalized,
-                password_hash=password_hash,
-                activated_at=now(),
+                defaults={
+                    "email": invitation.email,
+                    "password_hash": password_hash,
+                    "activated_at": now(),
+                },
             )
         await PortalAccess.get_or_create(
             firm_id=invitation.firm_id, account_id=invitation.account_id, portal_user=user

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from tortoise.expressions import Q
 
-from models import OutboundEmail
+from models import DeliveryStatus, OutboundEmail
 from portico.settings import Settings
 from services import crypto
 
@@ -136,8 +137,11 @@ async def enqueue(
     settings: Settings,
     account_id: int | None = None,
     category: str | None = None,
+    invitation_id: int | None = None,
 ) -> OutboundEmail:
     """Render `template` and queue it for `to`, in the caller's transaction if there is one.
+
+    Mail for an invitation names it, so revoking the invitation cancels mail not yet sent.
 
     Raises ValueError for a malformed address, kind or category (a bug in the caller: the
     caller's transaction then rolls back with it).
@@ -152,6 +156,7 @@ async def enqueue(
     row = await OutboundEmail.create(
         firm_id=firm_id,
         account_id=account_id,
+        invitation_id=invitation_id,
         kind=kind,
         category=category,
         to_address=address,
@@ -185,3 +190,13 @@ def wakeups() -> Iterator[asyncio.Event]:
         yield event
     finally:
         _listeners.discard(event)
+
+
+async def cancel_invitation_mail(invitation_ids: list[int]) -> int:
+    """Withdraws queued (not yet claimed) mail of revoked invitations; how many."""
+    if not invitation_ids:
+        return 0
+    unclaimed = Q(lease_until=None) | Q(lease_until__lt=datetime.now(UTC))
+    return await OutboundEmail.filter(
+        unclaimed, invitation_id__in=invitation_ids, status=DeliveryStatus.QUEUED
+    ).update(status=DeliveryStatus.CANCELLED)

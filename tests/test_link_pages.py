@@ -116,3 +116,18 @@ async def test_password_page_and_expired_link(acme, client, settings, smtp):
         "setStaffPassword"
     ]
     assert expired["errors"][0]["code"] == "LINK_EXPIRED"
+
+
+async def test_forms_posted_from_another_site_are_refused(acme, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await login_on(acme.api, anna.account_email_id)
+    token = token_in((await deliver(settings, smtp))[0])
+    form = {"token": token, "password": "long-password-1", "confirm": "long-password-1"}
+    for headers in [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}]:
+        refused = await client.post("/invitation", data=form, headers=headers)
+        assert refused.status_code == 403 and SESSION_COOKIE not in refused.cookies
+        assert (await client.post("/password", data=form, headers=headers)).status_code == 403
+    assert await Invitation.filter(accepted_at__not_isnull=True).count() == 0
+    # Our own page's post: Origin "null" (no-referrer policy) with Sec-Fetch-Site same-origin.
+    same = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert (await client.post("/invitation", data=form, headers=same)).status_code == 200

@@ -7,8 +7,8 @@ from datetime import timedelta
 from models import Invitation, OutboundEmail
 from services.sessions import now
 from tests.conftest import Api, add_staff, api_for
+from tests.crm_ops import ADD_EMAIL, REMOVE_EMAIL, UNLINK, UPDATE_EMAIL
 from tests.crm_ops import LINK as LINK_CONTACT
-from tests.crm_ops import REMOVE_EMAIL, UNLINK, UPDATE_EMAIL
 from tests.login_helpers import (
     CLIENT_PASSWORD,
     CLIENT_VIEW,
@@ -103,9 +103,10 @@ async def test_invite_later_then_resend_supersedes(acme, client, settings, smtp)
     assert await deliver(settings, smtp) == []
 
     first = (await acme.api.ok(RESEND, {"id": anna.account_email_id}))["invitation"]
+    [old_mail] = await deliver(settings, smtp)
     second = (await acme.api.ok(RESEND, {"id": anna.account_email_id}))["invitation"]
     assert first["id"] != second["id"]
-    old_mail, new_mail = await deliver(settings, smtp)
+    _, new_mail = await deliver(settings, smtp)
     refused = await accept(Api(client), token_in(old_mail))
     assert refused["errors"][0]["code"] == "INVITATION_REVOKED"
     assert (await accept(Api(client), token_in(new_mail)))["errors"] == []
@@ -265,14 +266,14 @@ async def test_unlinked_email_kept_then_removed(acme, client, settings, smtp):
 async def test_unlinking_or_removing_revokes_pending_invitations(acme, client, settings, smtp):
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
     await login_on(acme.api, anna.account_email_id)
-    await acme.api.ok(UNLINK, {"a": anna.account_id, "c": anna.contact_id})
     [mail] = await deliver(settings, smtp)
+    await acme.api.ok(UNLINK, {"a": anna.account_id, "c": anna.contact_id})
     assert (await accept(Api(client), token_in(mail)))["errors"][0]["code"] == "INVITATION_REVOKED"
 
     ben = await invitee(acme.api, "Ben Family", "ben@miller.example", first="Ben")
     await login_on(acme.api, ben.account_email_id)
-    await acme.api.ok(REMOVE_EMAIL, {"id": ben.email_id})
     _, ben_mail = await deliver(settings, smtp)
+    await acme.api.ok(REMOVE_EMAIL, {"id": ben.email_id})
     assert (await accept(Api(client), token_in(ben_mail)))["errors"][0][
         "code"
     ] == "INVITATION_REVOKED"
@@ -392,3 +393,74 @@ async def test_toggles_are_stored_and_audited(acme):
     assert entries[0]["action"] == "NOTIFICATION_PREFERENCES_CHANGED"
     bad = await acme.api.data(FLAGS, {"input": {"accountEmailId": "QWNjb3VudDox", "login": True}})
     assert bad["setEmailFlags"]["errors"][0]["code"] == "NOT_FOUND"
+
+
+async def test_a_withdrawn_invitation_is_never_mailed(acme, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@old.example")
+    await login_on(acme.api, anna.account_email_id)
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "login": False}})
+    ben = await invitee(acme.api, "Ben Family", "ben@old.example", first="Ben")
+    await login_on(acme.api, ben.account_email_id)
+    await acme.api.ok(UPDATE_EMAIL, {"id": ben.email_id, "address": "ben@new.example"})
+    # Only the invitation to Ben's new address goes out: the old address learns nothing.
+    assert [m["To"] for m in await deliver(settings, smtp)] == ["ben@new.example"]
+    query = "query($id: ID!) { account(id: $id) { deliveries { edges { node { to status } } } } }"
+    anna_mail = (await acme.api.data(query, {"id": anna.account_id}))["account"]["deliveries"]
+    assert anna_mail["edges"] == [{"node": {"to": "anna@old.example", "status": "CANCELLED"}}]
+
+
+async def test_activated_address_relinked_or_re_added_keeps_visible_access(
+    acme, client, settings, smtp
+):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+
+    # Unlinked: her access stays and shows as an unlinked email.
+    await acme.api.ok(UNLINK, {"a": anna.account_id, "c": anna.contact_id})
+    status = (await acme.api.data(STATUS, {"id": anna.account_id}))["account"]
+    assert [u["portalUser"]["email"] for u in status["unlinkedEmails"]] == ["anna@miller.example"]
+    # Linked again: the row shows LOGIN on and ACTIVE (no new invitation); LOGIN off ends it.
+    await acme.api.ok(LINK_CONTACT, {"a": anna.account_id, "c": anna.contact_id})
+    status = (await acme.api.data(STATUS, {"id": anna.account_id}))["account"]
+    [row] = status["emails"]
+    assert (row["login"], row["portalStatus"], status["unlinkedEmails"]) == (True, "ACTIVE", [])
+    assert len(await deliver(settings, smtp)) == 1
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": row["id"], "login": False}})
+    assert (await api.data(CLIENT_VIEW))["portalAccounts"] == []
+
+    # Removed and added again: the same holds for the address itself.
+    ben = await invitee(acme.api, "Ben Family", "ben@miller.example", first="Ben")
+    await login_on(acme.api, ben.account_email_id)
+    _, ben_mail = await deliver(settings, smtp)
+    ben_api = Api(client, (await accept(Api(client), token_in(ben_mail)))["token"])
+    await acme.api.ok(REMOVE_EMAIL, {"id": ben.email_id})
+    assert (await ben_api.data(CLIENT_VIEW))["currentAccount"]["name"] == "Ben Family"
+    await acme.api.ok(ADD_EMAIL, {"c": ben.contact_id, "email": {"address": "ben@miller.example"}})
+    [row] = (await acme.api.data(STATUS, {"id": ben.account_id}))["account"]["emails"]
+    assert (row["login"], row["portalStatus"]) == (True, "ACTIVE")
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": row["id"], "login": False}})
+    assert (await ben_api.data(CLIENT_VIEW))["portalAccounts"] == []
+
+
+async def test_login_off_in_one_account_leaves_the_other(acme, client, settings, smtp):
+    family = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    bakery = await new_account(acme.api, "Anna's Bakery", "COMPANY")
+    await acme.api.ok(LINK_CONTACT, {"a": bakery["id"], "c": family.contact_id})
+    bakery_row = (await acme.api.data(STATUS, {"id": bakery["id"]}))["account"]["emails"][0]
+    await login_on(acme.api, family.account_email_id)
+    await login_on(acme.api, bakery_row["id"])
+    first, second = await deliver(settings, smtp)
+    await accept(Api(client), token_in(first))
+    api = Api(client, (await accept(Api(client), token_in(second), password=None))["token"])
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": family.account_email_id, "login": False}})
+    view = await api.data(CLIENT_VIEW)
+    assert [a["name"] for a in view["portalAccounts"]] == ["Anna's Bakery"]
+    audit = await acme.api.data(
+        "query($id: ID!) { account(id: $id) { auditEntries { action before after } } }",
+        {"id": family.account_id},
+    )
+    actions = [e["action"] for e in audit["account"]["auditEntries"]]
+    assert actions[:2] == ["PORTAL_ACCESS_REMOVED", "FLAGS_CHANGED"]
+    assert audit["account"]["auditEntries"][1]["after"]["login"] is False
