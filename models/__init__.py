@@ -1,7 +1,15 @@
 """Tortoise models, one module per domain; migrations/ holds Tortoise's own migrations."""
 
 from models.access import AuditEntry, Invitation, PortalAccess, PortalUser
-from models.crm import Account, AccountContact, AccountEmail, AccountType, Contact, EmailAddress
+from models.crm import (
+    Account,
+    AccountContact,
+    AccountEmail,
+    AccountType,
+    Contact,
+    EmailAddress,
+    NotificationCategory,
+)
 from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
 from models.outbox import DeliveryStatus, OutboundEmail
 
@@ -16,6 +24,7 @@ __all__ = [
     "EmailAddress",
     "Firm",
     "Invitation",
+    "NotificationCategory",
     "OutboundEmail",
     "PasswordLink",
     "PortalAccess",

@@ -19,6 +19,18 @@ class AccountType(StrEnum):
     COMPANY = "COMPANY"
 
 
+class NotificationCategory(StrEnum):
+    """The kinds of system notification an address may choose (domain.md, NOTIFY)."""
+
+    DOCUMENT_UPLOADS = "DOCUMENT_UPLOADS"
+    SIGNATURE_REQUESTS = "SIGNATURE_REQUESTS"
+    APPROVALS = "APPROVALS"
+    CHATS_AND_TASKS = "CHATS_AND_TASKS"
+    PROPOSALS = "PROPOSALS"
+    ORGANIZERS = "ORGANIZERS"
+    INVOICES_AND_PAYMENTS = "INVOICES_AND_PAYMENTS"
+
+
 class Account(Model):
     id = fields.IntField(primary_key=True)
     firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(

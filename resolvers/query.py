@@ -15,7 +15,7 @@ from schema import ids
 from schema.delivery import Delivery
 from schema.pagination import Connection, paginate
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
-from services import crm
+from services import crm, portal
 
 # Every type `node(id:)` resolves (Delivery lives apart: it imports schema.types).
 NODES = {**NODE_TYPES, "Delivery": Delivery}
@@ -50,9 +50,8 @@ class Query:
         description="For a signed-in client: the accounts they may switch between, by name."
     )
     async def portal_accounts(self, info: Info) -> list[Account]:
-        account_ids = await info.context.client_account_ids()
-        rows = {row.pk: row for row in await AccountModel.filter(pk__in=account_ids)}
-        return [Account.from_model(rows[i]) for i in account_ids]
+        rows = await portal.accounts_in_order(await info.context.client_account_ids())
+        return [Account.from_model(row) for row in rows]
 
     @strawberry.field(
         description="For a signed-in client: the account they are in; null until they choose."
@@ -67,10 +66,8 @@ class Query:
     )
     async def account_notice(self, info: Info) -> str | None:
         current = await info.context.current_account_id()
-        if current is None or info.context.session.notice_dismissed:
-            return None
-        account = await AccountModel.get(pk=current)
-        return f"You are in the portal of {account.name}."
+        account = await AccountModel.get(pk=current) if current else None
+        return portal.notice(account, info.context.session.notice_dismissed)
 
     @strawberry.field(description="The firm's staff.", permission_classes=[IsStaff])
     async def staff_members(self, info: Info) -> list[StaffMember]:

@@ -7,6 +7,7 @@ from enum import Enum
 import strawberry
 
 from models import AccountType as _AccountType
+from models import NotificationCategory as _NotificationCategory
 from models import StaffRole as _StaffRole
 
 AccountType = strawberry.enum(_AccountType, description="The kind of client entity.")
@@ -28,12 +29,6 @@ class InvitationStatus(Enum):
     EXPIRED = "EXPIRED"
 
 
-@strawberry.enum(description="The kinds of system notification an address may choose.")
-class NotificationCategory(Enum):
-    DOCUMENT_UPLOADS = "DOCUMENT_UPLOADS"
-    SIGNATURE_REQUESTS = "SIGNATURE_REQUESTS"
-    APPROVALS = "APPROVALS"
-    CHATS_AND_TASKS = "CHATS_AND_TASKS"
-    PROPOSALS = "PROPOSALS"
-    ORGANIZERS = "ORGANIZERS"
-    INVOICES_AND_PAYMENTS = "INVOICES_AND_PAYMENTS"
+NotificationCategory = strawberry.enum(
+    _NotificationCategory, description="The kinds of system notification an address may choose."
+)

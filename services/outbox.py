@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from tortoise.expressions import Q
 
-from models import DeliveryStatus, OutboundEmail
+from models import DeliveryStatus, NotificationCategory, OutboundEmail
 from portico.settings import Settings
 from services import crypto
 
@@ -32,18 +31,6 @@ CRYPTO_PURPOSE = "outbox-body"
 MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
 MAX_NAME = 200
 MAX_KIND = 32
-
-
-class NotificationCategory(StrEnum):
-    """The NOTIFY categories of the contract; a row stores the value (or none: system mail)."""
-
-    DOCUMENT_UPLOADS = "DOCUMENT_UPLOADS"
-    SIGNATURE_REQUESTS = "SIGNATURE_REQUESTS"
-    APPROVALS = "APPROVALS"
-    CHATS_AND_TASKS = "CHATS_AND_TASKS"
-    PROPOSALS = "PROPOSALS"
-    ORGANIZERS = "ORGANIZERS"
-    INVOICES_AND_PAYMENTS = "INVOICES_AND_PAYMENTS"
 
 
 @dataclass(frozen=True)

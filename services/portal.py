@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models import Session
+from collections.abc import Sequence
+
+from models import Account, Session
 from services import access
 from services.errors import input_error
 
@@ -21,3 +23,16 @@ async def dismiss_notice(session: Session) -> None:
     """Hides the notice naming the current account until the next sign-in."""
     session.notice_dismissed = True
     await session.save(update_fields=["notice_dismissed"])
+
+
+async def accounts_in_order(account_ids: Sequence[int]) -> list[Account]:
+    """The accounts of these ids, in the order given (one query)."""
+    rows = {row.pk: row for row in await Account.filter(pk__in=list(account_ids))}
+    return [rows[i] for i in account_ids if i in rows]
+
+
+def notice(account: Account | None, dismissed: bool) -> str | None:
+    """The line naming the account a client is in, until they dismiss it."""
+    if account is None or dismissed:
+        return None
+    return f"You are in the portal of {account.name}."

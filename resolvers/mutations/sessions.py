@@ -44,15 +44,14 @@ async def _client_payload(
         return SignInPayload(errors=errors)
     signed_in, user = result
     _cookie(context, signed_in.token)
-    account_ids = await access.client_account_ids(user.pk)
-    rows = {row.pk: row for row in await AccountModel.filter(pk__in=account_ids)}
+    rows = await portal.accounts_in_order(await access.client_account_ids(user.pk))
     current = signed_in.session.current_account_id
     return SignInPayload(
         errors=[],
         token=signed_in.token,
         viewer=PortalUser.from_model(user),
-        accounts=[Account.from_model(rows[i]) for i in account_ids],
-        current_account=Account.from_model(rows[current]) if current in rows else None,
+        accounts=[Account.from_model(row) for row in rows],
+        current_account=next((Account.from_model(row) for row in rows if row.pk == current), None),
     )
 
 
