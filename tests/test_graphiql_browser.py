@@ -8,7 +8,6 @@ asserts there was none: the page works without the internet.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -18,31 +17,21 @@ from playwright.async_api import (
     Request,
     Route,
     WebSocket,
-    async_playwright,
     expect,
 )
 
-from tests import server
+from tests import browser, server
 from tests.server import DEMO_ACCOUNTS, DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_OWNER_NAME, DEMO_PASSWORD
-from tests.services import need_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 # conftest.py does not provide these: the module gets its own server.
+chromium = browser.chromium
+context = browser.context
 live_server = server.live_server
 live_server_process = server.live_server_process
 
 # The flags Chromium needs to run headless as root without reaching for the internet.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
 
 SIGN_IN = """mutation SignIn($firm: String!, $email: String!, $password: String!) {
   staffSignIn(firm: $firm, email: $email, password: $password) {
@@ -62,30 +51,13 @@ def graphiql_link(base: str, query: str, variables: dict[str, str] | None = None
     return f"{base}/graphql?{urlencode(params)}"
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Chromium's path; module-scoped so a missing browser skips before the server starts."""
-    return need_chromium()
-
-
-@pytest.fixture
-async def context(chromium: str) -> AsyncIterator[BrowserContext]:
-    """A fresh browser (new temporary profile) and context: no cookies, no local storage."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context()
-            context.set_default_timeout(TIMEOUT_MS)
-            yield context
-        finally:
-            await browser.close()
-
-
 async def run_in_graphiql(page: Page, url: str, expected: str) -> None:
     """Opens the link, presses GraphiQL's run button, and waits for `expected` in the result."""
     await page.goto(url)
     await page.locator(".graphiql-execute-button").click()
-    await expect(page.locator(".result-window")).to_contain_text(expected, timeout=TIMEOUT_MS)
+    await expect(page.locator(".result-window")).to_contain_text(
+        expected, timeout=browser.TIMEOUT_MS
+    )
 
 
 async def test_sign_in_then_query_with_the_session_cookie(

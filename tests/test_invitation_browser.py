@@ -5,51 +5,25 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, async_playwright, expect
+from playwright.async_api import BrowserContext, expect
 
-from tests import server
+from tests import browser, server
 from tests.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD, LiveServer
-from tests.services import need_chromium
 
+chromium = browser.chromium
+context = browser.context
 live_server = server.live_server
 live_server_process = server.live_server_process
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LINK = re.compile(r"(http://\S+/invitation\?token=[A-Za-z0-9_\-]+)")
 NEW_PASSWORD = "browser-chosen-pw-1"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    return need_chromium()
-
-
-@pytest.fixture
-async def context(chromium: str) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context()
-            context.set_default_timeout(15_000)
-            yield context
-        finally:
-            await browser.close()
 
 
 def gql(http: httpx.Client, query: str, variables: dict | None = None, token: str = "") -> dict:
