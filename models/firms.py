@@ -23,6 +23,9 @@ class Firm(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
     slug = fields.CharField(max_length=64, unique=True)
+    copy_address = fields.CharField(
+        max_length=254, null=True, description="receives a copy of every email to clients"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -32,3 +32,10 @@ class InvitationStatus(Enum):
 NotificationCategory = strawberry.enum(
     _NotificationCategory, description="The kinds of system notification an address may choose."
 )
+
+
+@strawberry.enum(description="What kind of firm email: one-off, mass mailing, or automation.")
+class FirmEmailKind(Enum):
+    DIRECT = "DIRECT"
+    MASS = "MASS"
+    AUTOMATION = "AUTOMATION"

@@ -10,6 +10,7 @@ from schema.types import (
     AccountEmail,
     Contact,
     EmailAddress,
+    Firm,
     Invitation,
     StaffMember,
     Viewer,
@@ -76,3 +77,15 @@ class SwitchAccountPayload:
 class InvitationPayload:
     errors: list[UserError]
     invitation: Invitation | None = None
+
+
+@strawberry.type
+class SendPayload:
+    errors: list[UserError]
+    queued: int = strawberry.field(default=0, description="Messages queued for clients.")
+
+
+@strawberry.type
+class FirmPayload:
+    errors: list[UserError]
+    firm: Firm | None = None

@@ -21,6 +21,7 @@ from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
 from resolvers.mutations.imports import ImportMutations
+from resolvers.mutations.notify import NotifyMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
@@ -29,7 +30,14 @@ from schema.types import NODE_TYPES
 
 Mutation = merge_types(
     "Mutation",
-    (SessionMutations, StaffMutations, CrmMutations, ImportMutations, AccessMutations),
+    (
+        SessionMutations,
+        StaffMutations,
+        CrmMutations,
+        ImportMutations,
+        AccessMutations,
+        NotifyMutations,
+    ),
 )
 
 

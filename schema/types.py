@@ -70,10 +70,14 @@ class Firm(ScopedNode):
     id: relay.NodeID[int]
     name: str
     slug: str
+    copy_address: str | None = strawberry.field(
+        description="Receives a copy of every email Portico sends to clients (staff only).",
+        permission_classes=staff,
+    )
 
     @classmethod
     def from_model(cls, row: FirmModel) -> Firm:
-        return cls(id=row.pk, name=row.name, slug=row.slug)
+        return cls(id=row.pk, name=row.name, slug=row.slug, copy_address=row.copy_address)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -15,6 +15,7 @@ from models import Account, AccountEmail, EmailAddress, PortalAccess, PortalUser
 from portico.settings import Settings
 from services import audit, invitations
 from services.errors import input_error
+from services.permissions import require_manage_accounts
 from services.scope import FirmScope
 
 NO_ACCESS = "NO_ACCESS"
@@ -222,14 +223,24 @@ async def accesses_by_account(
 
 async def set_notification_preferences(
     scope: FirmScope,
-    staff: StaffMember,
     account_email_id: int | None,
     *,
     notify_all: bool,
     categories: list[str],
+    staff: StaffMember | None = None,
+    client: tuple[PortalUser, int | None] | None = None,
 ) -> AccountEmail:
+    """Staff with the manage-accounts right, or a client for their own address in the
+    account they are in (given as (portal user, current account id))."""
+    if staff is not None:
+        require_manage_accounts(staff)
     async with in_transaction():
         row = await _account_email(scope, account_email_id, "input", "accountEmailId")
+        if client is not None:
+            user, current = client
+            own = row.email_address.address_normalized == user.email_normalized
+            if row.account_id != current or not own:
+                raise input_error("NOT_FOUND", "No such account email.", "input", "accountEmailId")
         before = {"all": row.notify_all, "enabled": row.notify_categories}
         row.notify_all = notify_all
         row.notify_categories = sorted(set(categories))
@@ -240,6 +251,7 @@ async def set_notification_preferences(
             account_id=row.account_id,
             email=row.email_address.address,
             staff=staff,
+            portal_user=client[0] if client else None,
             before=before,
             after={"all": row.notify_all, "enabled": row.notify_categories},
         )

@@ -10,6 +10,8 @@ from models import Firm, StaffMember, StaffRole
 from services import passwords
 from services.emails import clean_address
 from services.errors import input_error
+from services.permissions import require_staff_admin
+from services.scope import FirmScope
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
@@ -54,3 +56,19 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
     staff.password_hash = await passwords.hash_password(password)
     await staff.save(update_fields=["password_hash"])
     return staff
+
+
+async def update_firm_settings(
+    scope: FirmScope, actor: StaffMember, copy_address: str | None
+) -> Firm:
+    """Owners and admins set the address that gets a copy of every email to clients
+    (empty or null: no copies)."""
+    require_staff_admin(actor)
+    firm = await Firm.get(pk=scope.firm_id)
+    firm.copy_address = (
+        clean_address(copy_address, "input", "copyAddress")[0]
+        if copy_address and copy_address.strip()
+        else None
+    )
+    await firm.save(update_fields=["copy_address"])
+    return firm

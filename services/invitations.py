@@ -50,16 +50,7 @@ async def invite(
     transaction. With `send`, the email is queued in the same transaction."""
     address = account_email.email_address
     await revoke_pending(scope, [account_email.pk], staff=staff, reason="superseded")
-    token, token_hash = tokens.new_token()
-    invitation = await Invitation.create(
-        firm_id=scope.firm_id,
-        account_id=account_email.account_id,
-        account_email=account_email,
-        email=address.address,
-        email_normalized=address.address_normalized,
-        token_hash=token_hash,
-        expires_at=now() + timedelta(hours=settings.invitation_ttl_hours),
-    )
+    invitation, token = await _create(scope, account_email, settings)
     if send:
         await _send(scope, invitation, token, settings)
     await audit.record(
@@ -71,6 +62,30 @@ async def invite(
         after={"invitation": invitation.pk, "expiresAt": invitation.expires_at.isoformat()},
     )
     return invitation
+
+
+async def banner_link(scope: FirmScope, account_email: AccountEmail, settings: Settings) -> str:
+    """A working activation link for a notification's banner. It does not supersede the
+    mailed invitation (both stay usable), but every revocation rule applies to it."""
+    _, token = await _create(scope, account_email, settings)
+    return link(settings, token)
+
+
+async def _create(
+    scope: FirmScope, account_email: AccountEmail, settings: Settings
+) -> tuple[Invitation, str]:
+    address = account_email.email_address
+    token, token_hash = tokens.new_token()
+    invitation = await Invitation.create(
+        firm_id=scope.firm_id,
+        account_id=account_email.account_id,
+        account_email=account_email,
+        email=address.address,
+        email_normalized=address.address_normalized,
+        token_hash=token_hash,
+        expires_at=now() + timedelta(hours=settings.invitation_ttl_hours),
+    )
+    return invitation, token
 
 
 async def _send(scope: FirmScope, invitation: Invitation, token: str, settings: Settings) -> None:

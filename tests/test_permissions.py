@@ -93,10 +93,22 @@ MUTATIONS = {
         f'mutation {{ removePortalAccess(portalAccessId: "{ID}") {{ errors {{ code }} }} }}',
         "manager",
     ),
+    "sendFirmEmail": (
+        f'mutation {{ sendFirmEmail(input: {{accountIds: ["{ID}"], subject: "S", body: "B"}}) {{ errors {{ code }} }} }}',
+        "staff",
+    ),
+    "notifyClientEvent": (
+        f'mutation {{ notifyClientEvent(input: {{accountId: "{ID}", category: APPROVALS, title: "T"}}) {{ errors {{ code }} }} }}',
+        "staff",
+    ),
+    "updateFirmSettings": (
+        'mutation { updateFirmSettings(input: {copyAddress: ""}) { errors { code } } }',
+        "admin",
+    ),
     "signOut": ("mutation { signOut }", "anyone"),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
-        "manager",
+        "manager-or-client",
     ),
 }
 QUERIES = {
@@ -118,6 +130,7 @@ ALLOWED = {
     "signed-in": {"client", "reader", "manager", "admin"},
     "client": {"client"},
     "staff": {"reader", "manager", "admin"},
+    "manager-or-client": {"client", "manager", "admin"},
     "manager": {"manager", "admin"},
     "admin": {"admin"},
 }

@@ -13,6 +13,7 @@ from schema.enums import NotificationCategory
 from schema.payloads import AccountEmailPayload, AccountPayload, InvitationPayload
 from schema.types import Account, AccountEmail, Invitation
 from services import access
+from services.scope import FirmScope
 
 manages_accounts = [ManagesAccounts]
 
@@ -102,20 +103,27 @@ class AccessMutations:
         return AccountPayload(errors=errors, account=Account.from_model(row) if row else None)
 
     @strawberry.mutation(
-        description="Which system notifications an address receives in one account.",
-        permission_classes=manages_accounts,
+        description="Which system notifications an address receives in one account: staff "
+        "with the manage-accounts right, or a client for their own address in the account "
+        "they are in."
     )
     async def set_notification_preferences(
         self, info: Info, input: NotificationPreferencesInput
     ) -> AccountEmailPayload:
+        context = info.context
+        client = None
+        if context.staff is None:
+            user = context.require_client()
+            client = (user, await context.current_account_id())
         row, errors = await attempt(
-            info.context,
+            context,
             access.set_notification_preferences(
-                info.context.scope,
-                info.context.staff,
+                FirmScope((context.staff or context.portal_user).firm_id),
                 ids.decode(input.account_email_id, "AccountEmail"),
                 notify_all=input.all,
                 categories=[c.value for c in input.enabled or []],
+                staff=context.staff,
+                client=client,
             ),
         )
         return _account_email_payload(row, errors)

@@ -1,0 +1,312 @@
+"""NOTIFY through the API, with the mail read back from a real SMTP server."""
+
+from __future__ import annotations
+
+from models import OutboundEmail
+from tests.conftest import Api
+from tests.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL
+from tests.crm_ops import LINK as LINK_CONTACT
+from tests.login_helpers import (
+    FLAGS,
+    accept,
+    deliver,
+    invitee,
+    login_on,
+    text_of,
+    token_in,
+)
+from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.test_crm import new_account
+
+SEND = """mutation($input: SendFirmEmailInput!) { sendFirmEmail(input: $input) { errors { code field } queued } }"""
+EVENT = """mutation($input: ClientEventInput!) { notifyClientEvent(input: $input) { errors { code field } queued } }"""
+PREFS = """mutation($input: NotificationPreferencesInput!) { setNotificationPreferences(input: $input) {
+  errors { code } accountEmail { notificationPreferences { all enabled } } } }"""
+
+
+async def _flags(api: Api, account_email_id: str, **flags: bool) -> None:
+    await api.ok(FLAGS, {"input": {"accountEmailId": account_email_id, **flags}})
+
+
+async def _emails(api: Api, account_id: str) -> dict[str, str]:
+    """address -> AccountEmail id in the account."""
+    rows = (await api.data(ACCOUNT, {"id": account_id}))["account"]["emails"]
+    return {r["emailAddress"]["address"]: r["id"] for r in rows}
+
+
+def _to(messages) -> list[str]:
+    return sorted(m["To"] for m in messages)
+
+
+async def test_firm_email_goes_to_every_notify_address_only(acme, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await acme.api.ok(
+        ADD_EMAIL,
+        {"c": anna.contact_id, "email": {"address": "anna@work.example", "label": "Work Email"}},
+    )
+    ben = await invitee(acme.api, "Other Family", "ben@other.example", first="Ben")
+    await acme.api.ok(LINK_CONTACT, {"a": anna.account_id, "c": ben.contact_id})
+    emails = await _emails(acme.api, anna.account_id)
+    await _flags(acme.api, emails["anna@miller.example"], notify=True)
+    await _flags(acme.api, emails["anna@work.example"], notify=True)
+
+    for kind in ["DIRECT", "MASS", "AUTOMATION"]:
+        variables = {
+            "input": {
+                "accountIds": [anna.account_id],
+                "subject": f"Tax return {kind}",
+                "body": "Line one\nLine two",
+                "kind": kind,
+            }
+        }
+        assert (await acme.api.ok(SEND, variables))["queued"] == 2
+    messages = await deliver(settings, smtp)
+    assert len(messages) == 6
+    assert _to(messages[:2]) == ["anna@miller.example", "anna@work.example"]
+    assert "ben@other.example" not in {m["To"] for m in messages}
+    assert messages[0]["Subject"] == "Tax return DIRECT"
+    assert "Line one" in text_of(messages[0]) and "Acme LLP" in text_of(messages[0])
+    kinds = await OutboundEmail.all().order_by("id").values_list("kind", flat=True)
+    assert kinds == ["DIRECT", "DIRECT", "MASS", "MASS", "AUTOMATION", "AUTOMATION"]
+
+
+async def test_notifications_follow_each_address_preferences(acme, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await acme.api.ok(
+        ADD_EMAIL,
+        {"c": anna.contact_id, "email": {"address": "anna@work.example", "label": "Work Email"}},
+    )
+    emails = await _emails(acme.api, anna.account_id)
+    for row_id in emails.values():
+        await _flags(acme.api, row_id, notify=True)
+    changed = await acme.api.ok(
+        PREFS,
+        {
+            "input": {
+                "accountEmailId": emails["anna@work.example"],
+                "all": False,
+                "enabled": ["INVOICES_AND_PAYMENTS"],
+            }
+        },
+    )
+    assert changed["accountEmail"]["notificationPreferences"] == {
+        "all": False,
+        "enabled": ["INVOICES_AND_PAYMENTS"],
+    }
+
+    approval = {
+        "input": {
+            "accountId": anna.account_id,
+            "category": "APPROVALS",
+            "title": "Please approve",
+            "body": "The draft is ready.",
+            "link": "https://portal.example/approve/1",
+        }
+    }
+    assert (await acme.api.ok(EVENT, approval))["queued"] == 1
+    invoice = {
+        "input": {
+            "accountId": anna.account_id,
+            "category": "INVOICES_AND_PAYMENTS",
+            "title": "New invoice",
+        }
+    }
+    assert (await acme.api.ok(EVENT, invoice))["queued"] == 2
+    first, *rest = await deliver(settings, smtp)
+    assert first["To"] == "anna@miller.example" and first["Subject"] == "Please approve"
+    assert "https://portal.example/approve/1" in text_of(first)
+    assert _to(rest) == ["anna@miller.example", "anna@work.example"]
+    categories = await OutboundEmail.all().values_list("category", flat=True)
+    assert sorted(categories) == ["APPROVALS", "INVOICES_AND_PAYMENTS", "INVOICES_AND_PAYMENTS"]
+
+
+async def test_pending_activation_gets_a_working_banner(acme, client, settings, smtp):
+    carl = await invitee(acme.api, "Carl Family", "carl@old.example", first="Carl")
+    await login_on(acme.api, carl.account_email_id)
+    await _flags(acme.api, carl.account_email_id, notify=True)
+    event = {
+        "input": {
+            "accountId": carl.account_id,
+            "category": "DOCUMENT_UPLOADS",
+            "title": "New document",
+        }
+    }
+    await acme.api.ok(EVENT, event)
+    await acme.api.ok(
+        SEND,
+        {
+            "input": {
+                "accountIds": [carl.account_id],
+                "subject": "Hello",
+                "body": "A plain firm email.",
+            }
+        },
+    )
+    invitation, notification, firm_email = await deliver(settings, smtp)
+    assert "not active yet" in text_of(notification)
+    assert "not active yet" not in text_of(firm_email)  # regular firm email: no banner
+    banner_token = token_in(notification)
+    assert banner_token != token_in(invitation)  # the mailed invitation still works too
+
+    # The banner's link activates the portal user.
+    accepted = await accept(Api(client), banner_token)
+    assert accepted["errors"] == [] and accepted["currentAccount"]["name"] == "Carl Family"
+    await acme.api.ok(EVENT, event)
+    *_, after = await deliver(settings, smtp)
+    assert "not active yet" not in text_of(after)
+
+
+async def test_an_address_change_kills_older_banner_links(acme, client, settings, smtp):
+    carl = await invitee(acme.api, "Carl Family", "carl@old.example", first="Carl")
+    await login_on(acme.api, carl.account_email_id)
+    await _flags(acme.api, carl.account_email_id, notify=True)
+    await acme.api.ok(
+        EVENT,
+        {
+            "input": {
+                "accountId": carl.account_id,
+                "category": "CHATS_AND_TASKS",
+                "title": "New task",
+            }
+        },
+    )
+    _, notification = await deliver(settings, smtp)
+    await acme.api.ok(UPDATE_EMAIL, {"id": carl.email_id, "address": "carl@new.example"})
+    refused = await accept(Api(client), token_in(notification))
+    assert refused["errors"][0]["code"] == "INVITATION_REVOKED"
+
+
+async def test_firm_copies_say_whom_they_went_to(acme, settings, smtp):
+    settings_payload = await acme.api.ok(
+        'mutation { updateFirmSettings(input: {copyAddress: "archive@acme.example"}) { errors { code } firm { copyAddress } } }'
+    )
+    assert settings_payload["firm"]["copyAddress"] == "archive@acme.example"
+    carl = await invitee(acme.api, "Carl Family", "carl@client.example", first="Carl")
+    await login_on(acme.api, carl.account_email_id)
+    await _flags(acme.api, carl.account_email_id, notify=True)
+    await acme.api.ok(
+        EVENT,
+        {
+            "input": {
+                "accountId": carl.account_id,
+                "category": "PROPOSALS",
+                "title": "Engagement letter",
+            }
+        },
+    )
+    _, to_client, copy = await deliver(settings, smtp)
+    assert to_client["To"] == "carl@client.example" and copy["To"] == "archive@acme.example"
+    assert "sent to carl@client.example" in text_of(copy)
+    assert "/invitation?token=" in text_of(to_client)
+    assert "/invitation?token=" not in text_of(copy)  # the copy never carries the link
+    bad = await acme.api.data(
+        'mutation { updateFirmSettings(input: {copyAddress: "nope"}) { errors { code } } }'
+    )
+    assert bad["updateFirmSettings"]["errors"][0]["code"] == "INVALID_EMAIL"
+
+
+async def test_subject_names_the_account_when_the_contact_has_several(acme, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    bakery = await new_account(acme.api, "Anna's Bakery", "COMPANY")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+    await acme.api.ok(
+        SEND, {"input": {"accountIds": [anna.account_id], "subject": "Before", "body": "x"}}
+    )
+    await acme.api.ok(LINK_CONTACT, {"a": bakery["id"], "c": anna.contact_id})
+    await acme.api.ok(
+        SEND, {"input": {"accountIds": [anna.account_id], "subject": "After", "body": "x"}}
+    )
+    before, after = await deliver(settings, smtp)
+    assert before["Subject"] == "Before"
+    assert after["Subject"] == "[Miller Family] After"
+
+
+async def test_odd_input_renders_safely(acme, settings, smtp):
+    anna = await invitee(acme.api, "Müller & Söhne <GmbH>", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+    title = "<b>Überweisung</b> " + "lang " * 200
+    await acme.api.ok(
+        EVENT,
+        {
+            "input": {
+                "accountId": anna.account_id,
+                "category": "INVOICES_AND_PAYMENTS",
+                "title": title[:290],
+                "body": "<script>alert(1)</script>",
+            }
+        },
+    )
+    [mail] = await deliver(settings, smtp)
+    assert mail["Subject"].startswith("<b>Überweisung</b>")  # text, decoded from RFC 2047
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "&lt;b&gt;Überweisung" in html
+
+
+async def test_bad_input_queues_nothing(acme, globex):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+    theirs = await new_account(globex.api, "Theirs")
+    cases = [
+        (
+            SEND,
+            {"input": {"accountIds": [anna.account_id], "subject": " ", "body": "x"}},
+            "INVALID_TEXT",
+        ),
+        (SEND, {"input": {"accountIds": [], "subject": "s", "body": "x"}}, "NO_ACCOUNTS"),
+        (
+            SEND,
+            {"input": {"accountIds": [anna.account_id, theirs["id"]], "subject": "s", "body": "x"}},
+            "NOT_FOUND",
+        ),
+        (
+            EVENT,
+            {
+                "input": {
+                    "accountId": anna.account_id,
+                    "category": "APPROVALS",
+                    "title": "t",
+                    "link": "javascript:alert(1)",
+                }
+            },
+            "INVALID_LINK",
+        ),
+        (
+            EVENT,
+            {"input": {"accountId": theirs["id"], "category": "APPROVALS", "title": "t"}},
+            "NOT_FOUND",
+        ),
+    ]
+    for document, variables, code in cases:
+        data = await acme.api.data(document, variables)
+        [payload] = data.values()
+        assert payload["queued"] == 0 and payload["errors"][0]["code"] == code, (variables, payload)
+    assert await OutboundEmail.all().count() == 0
+
+
+async def test_a_client_chooses_for_their_own_address_only(acme, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    ben = await invitee(acme.api, "Ben Family", "ben@miller.example", first="Ben")
+    await acme.api.ok(LINK_CONTACT, {"a": anna.account_id, "c": ben.contact_id})
+    emails = await _emails(acme.api, anna.account_id)
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    own = {
+        "input": {
+            "accountEmailId": emails["anna@miller.example"],
+            "all": False,
+            "enabled": ["APPROVALS"],
+        }
+    }
+    assert (await api.ok(PREFS, own))["accountEmail"]["notificationPreferences"]["enabled"] == [
+        "APPROVALS"
+    ]
+    others = {"input": {"accountEmailId": emails["ben@miller.example"], "all": False}}
+    assert (await api.data(PREFS, others))["setNotificationPreferences"]["errors"][0][
+        "code"
+    ] == "NOT_FOUND"
+    elsewhere = {"input": {"accountEmailId": ben.account_email_id, "all": False}}
+    assert (await api.data(PREFS, elsewhere))["setNotificationPreferences"]["errors"][0][
+        "code"
+    ] == "NOT_FOUND"
