@@ -84,9 +84,9 @@ async def send_firm_email(
     firm = await Firm.get(pk=scope.firm_id)
     async with in_transaction():
         found = await recipients(scope, [a.pk for a in accounts])
-        for recipient in found:
-            context = {"subject": subject, "body": body}
-            await _queue(firm, recipient, "firm_email", context, kind, None, settings)
+        context = {"subject": subject, "body": body}
+        mails = [m for r in found for m in _mails(firm, r, "firm_email", context, kind, None)]
+        await outbox.enqueue_many(firm.pk, firm.name, mails, settings)
     return len(found)
 
 
@@ -107,29 +107,30 @@ async def notify_client_event(
     firm = await Firm.get(pk=scope.firm_id)
     async with in_transaction():
         found = await recipients(scope, [account.pk], category)
+        mails = []
         for recipient in found:
             banner = None
             if recipient.pending_activation:
                 banner = await invitations.banner_link(scope, recipient.row, settings)
             context = {"title": title, "body": body, "link": link, "banner_link": banner}
-            await _queue(
-                firm, recipient, "notification", context, "NOTIFICATION", category, settings
-            )
+            mails += _mails(firm, recipient, "notification", context, "NOTIFICATION", category)
+        await outbox.enqueue_many(firm.pk, firm.name, mails, settings)
     return len(found)
 
 
-async def _queue(
+def _mails(
     firm: Firm,
     recipient: Recipient,
     template: str,
     context: dict[str, Any],
     kind: str,
     category: str | None,
-    settings: Settings,
-) -> None:
+) -> list[outbox.Mail]:
     """The recipient's message and, where the firm asks for it, the firm's copy."""
     row = recipient.row
     common = {
+        "banner_link": None,
+        "banner_pending": False,
         **context,
         "firm_name": firm.name,
         "account_name": row.account.name,
@@ -137,22 +138,13 @@ async def _queue(
     }
     targets = [(row.email_address.address, {**common, "copy_to": None})]
     if firm.copy_address:
-        # The copy never carries the recipient's activation link.
+        # The copy never carries the recipient's activation link, only says there was one.
         copy = {**common, "copy_to": row.email_address.address, "banner_link": None}
-        copy["banner_pending"] = bool(context.get("banner_link"))
+        copy["banner_pending"] = bool(common["banner_link"])
         targets.append((firm.copy_address, copy))
-    for to, values in targets:
-        await outbox.enqueue(
-            firm_id=firm.pk,
-            firm_name=firm.name,
-            to=to,
-            template=template,
-            context={"banner_pending": False, **values},
-            kind=kind,
-            settings=settings,
-            account_id=row.account_id,
-            category=category,
-        )
+    return [
+        outbox.Mail(to, template, values, kind, row.account_id, category) for to, values in targets
+    ]
 
 
 async def _accounts(

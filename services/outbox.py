@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 CRYPTO_PURPOSE = "outbox-body"
 MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
 MAX_NAME = 200
+BATCH = 500  # rows per INSERT when queuing in bulk
 MAX_KIND = 32
 
 
@@ -113,6 +114,19 @@ def new_message_id(settings: Settings) -> str:
     return f"<outbox.{secrets.token_hex(16)}@{domain}>"
 
 
+@dataclass(frozen=True)
+class Mail:
+    """One message to queue: `template` rendered with `context` for `to`."""
+
+    to: str
+    template: str
+    context: dict[str, Any]
+    kind: str
+    account_id: int | None = None
+    category: str | None = None
+    invitation_id: int | None = None  # revoking the invitation cancels the unsent mail
+
+
 async def enqueue(
     *,
     firm_id: int,
@@ -128,34 +142,47 @@ async def enqueue(
 ) -> OutboundEmail:
     """Render `template` and queue it for `to`, in the caller's transaction if there is one.
 
-    Mail for an invitation names it, so revoking the invitation cancels mail not yet sent.
-
     Raises ValueError for a malformed address, kind or category (a bug in the caller: the
     caller's transaction then rolls back with it).
     """
-    if not 0 < len(kind) <= MAX_KIND:
-        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {kind!r}")
-    if category is not None:
-        category = NotificationCategory(category).value
-    address = clean_address(to)
+    mail = Mail(to, template, context, kind, account_id, category, invitation_id)
+    [row] = await enqueue_many(firm_id, firm_name, [mail], settings)
+    return row
+
+
+async def enqueue_many(
+    firm_id: int, firm_name: str, mails: Sequence[Mail], settings: Settings
+) -> list[OutboundEmail]:
+    """Queues many messages with few INSERTs (a mass mailing to thousands of clients)."""
     from_name = header_text(firm_name, MAX_NAME)
-    subject, bodies = render(template, context)
-    row = await OutboundEmail.create(
+    rows = [_row(firm_id, from_name, mail, settings) for mail in mails]
+    if len(rows) == 1:
+        await rows[0].save()  # keeps the id on the row
+    elif rows:
+        await OutboundEmail.bulk_create(rows, batch_size=BATCH)
+    # The rows may not be committed yet; a woken worker that finds nothing looks again soon.
+    notify()
+    return rows
+
+
+def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> OutboundEmail:
+    if not 0 < len(mail.kind) <= MAX_KIND:
+        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {mail.kind!r}")
+    category = NotificationCategory(mail.category).value if mail.category else None
+    subject, bodies = render(mail.template, mail.context)
+    return OutboundEmail(
         firm_id=firm_id,
-        account_id=account_id,
-        invitation_id=invitation_id,
-        kind=kind,
+        account_id=mail.account_id,
+        invitation_id=mail.invitation_id,
+        kind=mail.kind,
         category=category,
-        to_address=address,
+        to_address=clean_address(mail.to),
         from_name=from_name,
         subject=subject,
         body_encrypted=encrypt_bodies(settings, bodies),
         message_id=new_message_id(settings),
         next_attempt_at=datetime.now(UTC),
     )
-    # The row may not be committed yet; a woken worker that finds nothing looks again shortly.
-    notify()
-    return row
 
 
 # In-process wake-ups: the embedded worker waits on one of these instead of a full poll.

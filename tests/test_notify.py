@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models import OutboundEmail
+from models import Account as AccountModel
+from models import AccountContact, AccountEmail, Contact, EmailAddress, OutboundEmail
+from schema import ids
 from tests.conftest import Api
 from tests.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL
 from tests.crm_ops import LINK as LINK_CONTACT
@@ -16,6 +18,7 @@ from tests.login_helpers import (
     token_in,
 )
 from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.sqlcount import count_sql
 from tests.test_crm import new_account
 
 SEND = """mutation($input: SendFirmEmailInput!) { sendFirmEmail(input: $input) { errors { code field } queued } }"""
@@ -310,3 +313,68 @@ async def test_a_client_chooses_for_their_own_address_only(acme, client, setting
     assert (await api.data(PREFS, elsewhere))["setNotificationPreferences"]["errors"][0][
         "code"
     ] == "NOT_FOUND"
+
+
+async def _bulk_accounts(firm_id: int, start: int, count: int) -> list[str]:
+    """`count` accounts, each with one contact whose address has NOTIFY on (set up in bulk)."""
+    accounts = [
+        AccountModel(firm_id=firm_id, name=f"Bulk {i:04}", type="FAMILY")
+        for i in range(start, start + count)
+    ]
+    await AccountModel.bulk_create(accounts)
+    accounts = await AccountModel.filter(name__in=[a.name for a in accounts]).order_by("id")
+    contacts = [
+        Contact(firm_id=firm_id, first_name="C", last_name=str(i))
+        for i in range(start, start + count)
+    ]
+    await Contact.bulk_create(contacts)
+    contacts = await Contact.filter(
+        firm_id=firm_id, last_name__in=[str(i) for i in range(start, start + count)]
+    ).order_by("id")
+    emails = [
+        EmailAddress(
+            firm_id=firm_id,
+            contact_id=c.pk,
+            address=f"c{c.last_name}@bulk.example",
+            address_normalized=f"c{c.last_name}@bulk.example",
+        )
+        for c in contacts
+    ]
+    await EmailAddress.bulk_create(emails)
+    emails = await EmailAddress.filter(
+        address_normalized__in=[e.address_normalized for e in emails]
+    ).order_by("id")
+    await AccountContact.bulk_create(
+        [
+            AccountContact(firm_id=firm_id, account_id=a.pk, contact_id=c.pk)
+            for a, c in zip(accounts, contacts, strict=True)
+        ]
+    )
+    await AccountEmail.bulk_create(
+        [
+            AccountEmail(firm_id=firm_id, account_id=a.pk, email_address_id=e.pk, notify=True)
+            for a, e in zip(accounts, emails, strict=True)
+        ]
+    )
+    return [ids.encode("Account", a.pk) for a in accounts]
+
+
+async def test_mass_mail_is_written_in_bulk(acme):
+    small = await _bulk_accounts(acme.owner.firm_id, 0, 10)
+    large = await _bulk_accounts(acme.owner.firm_id, 10, 600)
+    counts = []
+    for account_ids in (small, large):
+        variables = {
+            "input": {
+                "accountIds": account_ids,
+                "subject": "Newsletter",
+                "body": "Hello",
+                "kind": "MASS",
+            }
+        }
+        with count_sql() as statements:
+            assert (await acme.api.ok(SEND, variables))["queued"] == len(account_ids)
+        counts.append(len(statements))
+    # A few more INSERT batches of 500 rows for the large mailing; no statement per recipient.
+    assert counts[1] - counts[0] <= 2, counts
+    assert await OutboundEmail.filter(kind="MASS").count() == 610
