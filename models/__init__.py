@@ -10,6 +10,7 @@ from models.crm import (
     EmailAddress,
     NotificationCategory,
 )
+from models.documents import Document
 from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
 from models.outbox import DeliveryStatus, OutboundEmail
 
@@ -21,6 +22,7 @@ __all__ = [
     "AuditEntry",
     "Contact",
     "DeliveryStatus",
+    "Document",
     "EmailAddress",
     "Firm",
     "Invitation",

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from portico import db
+from portico.downloads import download_document
 from portico.graphiql import graphiql_routes
 from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
@@ -73,13 +74,18 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *link_pages(settings),
+            Route("/documents/{id}", download_document(settings)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *(graphiql_routes() if settings.graphiql_enabled else []),
         ],
         middleware=[
             Middleware(AccessLog),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                max_upload_bytes=settings.max_upload_bytes,
+            ),
         ],
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
@@ -20,7 +21,7 @@ class PorticoGraphQL(GraphQL):
             schema,  # type: ignore[arg-type]
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             allow_queries_via_get=True,  # strawberry refuses mutations over GET itself
-            multipart_uploads_enabled=False,
+            multipart_uploads_enabled=True,  # uploadDocument; see parse_multipart
         )
         self.settings = settings
 
@@ -40,6 +41,16 @@ class PorticoGraphQL(GraphQL):
             and request.method == "GET"
             and "text/html" in request.headers.get("accept", "")
         )
+
+    async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, str]:
+        # A multipart POST is a "simple" request another site's form could send with the
+        # visitor's cookie: demand what only our own clients send (CSRF guard).
+        headers = request.headers
+        if "authorization" not in headers and "graphql-require-preflight" not in headers:
+            raise HTTPException(
+                400, "Uploads need an Authorization or a GraphQL-Require-Preflight header"
+            )
+        return await super().parse_multipart(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
         return HTMLResponse(graphiql_page())

@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     max_import_rows: int = 10_000
 
+    files_dir: Path | None = None  # default: {var_dir}/files
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    upload_types: list[str] = [
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "text/plain",
+        "text/csv",
+        "application/zip",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/msword",
+        "application/vnd.ms-excel",
+    ]
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -57,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def resolved_portal_url(self) -> str:
         return (self.portal_url or self.resolved_public_url).rstrip("/")
+
+    @property
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir or self.var_dir / "files"
 
     @property
     def outbox_dir(self) -> Path:

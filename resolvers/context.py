@@ -65,9 +65,18 @@ class Context:
         """The staff viewer's firm; the only way staff resolvers reach tenant data."""
         return FirmScope(self.require_staff().firm_id)
 
+    @property
+    def viewer_scope(self) -> FirmScope:
+        """The signed-in viewer's firm, staff or client. Client-facing fields only: what a
+        client may see within it is decided by the field (staff-only ones carry IsStaff)."""
+        viewer = self.staff or self.portal_user
+        if viewer is None:
+            raise Unauthenticated()
+        return FirmScope(viewer.firm_id)
+
     @cached_property
     def loaders(self) -> Loaders:
-        return Loaders(self.scope)
+        return Loaders(self.viewer_scope)
 
     def reset_loaders(self) -> None:
         """Forget what the loaders cached (after a write)."""

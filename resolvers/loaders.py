@@ -18,12 +18,13 @@ from models import (
     AccountEmail,
     AuditEntry,
     Contact,
+    Document,
     EmailAddress,
     Invitation,
     OutboundEmail,
     PortalAccess,
 )
-from services import access, deliveries
+from services import access, pages
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -44,6 +45,7 @@ class Loaders:
         self.accesses_by_account = DataLoader(self._accesses_by_account)
         self.audit_by_account = DataLoader(self._audit_by_account)
         self.deliveries_page = DataLoader(self._deliveries_page)
+        self.documents_page = DataLoader(self._documents_page)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -135,12 +137,22 @@ class Loaders:
     async def _deliveries_page(
         self, keys: Sequence[tuple[int, int, int]]
     ) -> list[tuple[int, list[OutboundEmail]]]:
+        return await self._pages(OutboundEmail, keys)
+
+    async def _documents_page(
+        self, keys: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, list[Document]]]:
+        return await self._pages(Document, keys)
+
+    async def _pages(
+        self, model: type[M], keys: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, list[M]]]:
         """Keys are (account id, offset, size); one statement per distinct window."""
-        found: dict[tuple[int, int, int], tuple[int, list[OutboundEmail]]] = {}
+        found: dict[tuple[int, int, int], tuple[int, list[M]]] = {}
         for start, size in {(k[1], k[2]) for k in keys}:
             accounts = [k[0] for k in keys if (k[1], k[2]) == (start, size)]
-            pages = await deliveries.pages_by_account(self.scope, accounts, start, size)
-            found.update({(a, start, size): pages[a] for a in accounts})
+            found_pages = await pages.pages_by_account(self.scope, model, accounts, start, size)
+            found.update({(a, start, size): found_pages[a] for a in accounts})
         return [found[key] for key in keys]
 
 

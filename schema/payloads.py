@@ -9,6 +9,7 @@ from schema.types import (
     Account,
     AccountEmail,
     Contact,
+    Document,
     EmailAddress,
     Firm,
     Invitation,
@@ -89,3 +90,9 @@ class SendPayload:
 class FirmPayload:
     errors: list[UserError]
     firm: Firm | None = None
+
+
+@strawberry.type
+class DocumentPayload:
+    errors: list[UserError]
+    document: Document | None = None

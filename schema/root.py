@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext
 from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
+from resolvers.mutations.documents import DocumentMutations
 from resolvers.mutations.imports import ImportMutations
 from resolvers.mutations.notify import NotifyMutations
 from resolvers.mutations.sessions import SessionMutations
@@ -37,6 +38,7 @@ Mutation = merge_types(
         ImportMutations,
         AccessMutations,
         NotifyMutations,
+        DocumentMutations,
     ),
 )
 

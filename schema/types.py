@@ -16,6 +16,7 @@ from models import Account as AccountModel
 from models import AccountEmail as AccountEmailModel
 from models import AuditEntry as AuditEntryModel
 from models import Contact as ContactModel
+from models import Document as DocumentModel
 from models import EmailAddress as EmailAddressModel
 from models import Firm as FirmModel
 from models import Invitation as InvitationModel
@@ -23,6 +24,7 @@ from models import PortalAccess as PortalAccessModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
 from resolvers.permissions import IsStaff
+from schema import ids
 from schema.enums import (
     AccountType,
     InvitationStatus,
@@ -30,7 +32,7 @@ from schema.enums import (
     PortalStatus,
     StaffRole,
 )
-from schema.pagination import Connection
+from schema.pagination import Connection, connection, window
 from services import access, invitations
 
 if TYPE_CHECKING:
@@ -191,6 +193,16 @@ class Account(ScopedNode):
         rows = await info.context.loaders.invitations_by_account.load(self.id)
         found = [Invitation.from_model(row) for row in rows]
         return [i for i in found if status is None or i.status == status]
+
+    @strawberry.field(description="The account's documents, newest first (staff and its clients).")
+    async def documents(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[Document]:
+        start, size = window(
+            first if first is not None else 20, after, info.context.settings.max_page_size
+        )
+        total, rows = await info.context.loaders.documents_page.load((self.id, start, size))
+        return connection(rows, start, total, Document.from_model)
 
     @strawberry.field(
         description="The account's outgoing mail and how its delivery stands, newest first.",
@@ -402,6 +414,36 @@ class PortalAccess(ScopedNode):
         return Account.from_model(row)
 
 
+@strawberry.type(description="A file of an account.")
+class Document(ScopedNode):
+    model = DocumentModel
+    id: relay.NodeID[int]
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, row: DocumentModel) -> Document:
+        return cls(
+            id=row.pk,
+            filename=row.filename,
+            content_type=row.content_type,
+            size=row.size,
+            sha256=row.sha256,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field(
+        description="GET it with the session cookie or Bearer token of a viewer allowed to "
+        "see the account."
+    )
+    def download_url(self, info: Info) -> str:
+        base = info.context.settings.resolved_public_url
+        return f"{base}/documents/{ids.encode('Document', self.id)}"
+
+
 @strawberry.type(description="One change of access: who did what, when, before and after.")
 class AuditEntry:
     action: str
@@ -436,5 +478,6 @@ NODE_TYPES: dict[str, type[relay.Node]] = {
         AccountEmail,
         Invitation,
         PortalAccess,
+        Document,
     )
 }

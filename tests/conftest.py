@@ -95,6 +95,7 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "document",
     "audit_entry",
     "invitation",
     "portal_access",

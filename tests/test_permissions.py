@@ -105,6 +105,10 @@ MUTATIONS = {
         'mutation { updateFirmSettings(input: {copyAddress: ""}) { errors { code } } }',
         "admin",
     ),
+    "uploadDocument": (
+        f'mutation {{ uploadDocument(accountId: "{ID}", file: "not-a-file") {{ errors {{ code }} }} }}',
+        "staff",
+    ),
     "signOut": ("mutation { signOut }", "anyone"),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',

@@ -1,0 +1,39 @@
+"""GET /documents/{id}: a document's bytes, for a viewer allowed to see its account."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+
+from portico.settings import Settings
+from resolvers.context import token_from_request
+from schema import ids
+from services import documents
+from services.sessions import resolve_session
+
+
+def download_document(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        session = await resolve_session(token_from_request(request))
+        document = await documents.readable(
+            session, ids.decode(request.path_params["id"], "Document")
+        )
+        path = documents.path_for(settings, document.sha256) if document else None
+        if document is None or path is None or not path.is_file():
+            # Missing, another firm's, or not yours: the same answer.
+            return PlainTextResponse("Not found", status_code=404)
+        return FileResponse(
+            path,
+            media_type=document.content_type,
+            headers={
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(document.filename)}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+                "Cache-Control": "private, no-store",
+            },
+        )
+
+    return endpoint

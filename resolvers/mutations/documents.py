@@ -1,0 +1,47 @@
+"""uploadDocument (GraphQL multipart request; staff)."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.file_uploads import Upload
+from strawberry.types import Info
+
+from resolvers.attempt import attempt
+from resolvers.permissions import IsStaff
+from schema import ids
+from schema.errors import UserError
+from schema.payloads import DocumentPayload
+from schema.types import Document
+from services import documents
+
+
+@strawberry.type
+class DocumentMutations:
+    @strawberry.mutation(
+        description="Adds a file to the account's documents (multipart request) and notifies "
+        "the recipients who chose document uploads.",
+        permission_classes=[IsStaff],
+    )
+    async def upload_document(
+        self, info: Info, account_id: strawberry.ID, file: Upload
+    ) -> DocumentPayload:
+        if not callable(getattr(file, "read", None)):  # a value, not a part of a multipart body
+            message = "Send the file as a part of a multipart request."
+            return DocumentPayload(
+                errors=[UserError(code="INVALID_FILE", field=["file"], message=message)]
+            )
+        document, errors = await attempt(
+            info.context,
+            documents.upload(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(account_id, "Account"),
+                getattr(file, "filename", None),
+                file.read,
+                info.context.settings,
+            ),
+        )
+        return DocumentPayload(
+            errors=errors,
+            document=Document.from_model(document) if document else None,
+        )

@@ -1,0 +1,115 @@
+"""Documents of an account: stored once per content (SHA-256) under the files folder,
+listed per account, readable by the firm's staff and by clients with access to the account."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tortoise.transactions import in_transaction
+
+from models import Account, Document, Session, StaffMember
+from portico.settings import Settings
+from services import access, notify
+from services.errors import input_error
+from services.scope import FirmScope
+
+CHUNK = 1024 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def path_for(settings: Settings, sha256: str) -> Path:
+    return settings.resolved_files_dir / sha256[:2] / sha256
+
+
+def clean_filename(filename: str | None) -> str:
+    name = _UNSAFE.sub("_", os.path.basename((filename or "").strip()))[-255:].strip(" .")
+    if not name:
+        raise input_error("INVALID_FILENAME", "The file needs a name.", "file")
+    return name
+
+
+async def upload(
+    scope: FirmScope,
+    staff: StaffMember,
+    account_id: int | None,
+    filename: str | None,
+    read: Callable[[int], Awaitable[bytes]],
+    settings: Settings,
+) -> Document:
+    """Stores the file, lists it in the account and notifies DOCUMENT_UPLOADS recipients.
+
+    Over the size limit or of a type not allowed: refused, and no file is left behind.
+    """
+    account = await scope.get(Account, account_id, "accountId")
+    name = clean_filename(filename)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if content_type not in settings.upload_types:
+        raise input_error(
+            "UNSUPPORTED_TYPE", f"Files of type {content_type} are not accepted.", "file"
+        )
+    sha256, size = await _store(read, settings)
+    async with in_transaction():
+        document = await Document.create(
+            firm_id=scope.firm_id,
+            account=account,
+            filename=name,
+            content_type=content_type,
+            size=size,
+            sha256=sha256,
+            uploaded_by=staff,
+        )
+        await notify.notify_client_event(
+            scope,
+            account.pk,
+            "DOCUMENT_UPLOADS",
+            f"New document: {name}",
+            f"{name} was added to the documents of {account.name}.",
+            None,
+            settings,
+        )
+    return document
+
+
+async def _store(read: Callable[[int], Awaitable[bytes]], settings: Settings) -> tuple[str, int]:
+    """Streams the upload to a temporary file while hashing it, then moves it into place."""
+    folder = settings.resolved_files_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / secrets.token_hex(16)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with temporary.open("wb") as out:
+            while chunk := await read(CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    limit = settings.max_upload_bytes // (1024 * 1024)
+                    raise input_error("TOO_LARGE", f"Files are at most {limit} MiB.", "file")
+                digest.update(chunk)
+                out.write(chunk)
+        final = path_for(settings, digest.hexdigest())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, final)  # same content, same name: replacing is harmless
+    finally:
+        temporary.unlink(missing_ok=True)
+    return digest.hexdigest(), size
+
+
+async def readable(session: Session | None, document_id: int | None) -> Document | None:
+    """The document if this session may read it: the firm's staff, or a client who may
+    enter its account now. None otherwise (also for other firms' ids)."""
+    if session is None or document_id is None:
+        return None
+    document = await Document.get_or_none(pk=document_id)
+    if document is None or document.firm_id != session.firm_id:
+        return None
+    if session.staff_member_id is not None:
+        return document
+    if session.portal_user_id is not None:
+        allowed = await access.client_account_ids(session.portal_user_id)
+        return document if document.account_id in allowed else None
+    return None

@@ -1,0 +1,136 @@
+"""Documents: multipart upload, storage by content hash, listing, guarded download."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+
+from models import Document
+from resolvers.context import SESSION_COOKIE
+from tests.conftest import Api
+from tests.login_helpers import FLAGS, accept, deliver, invitee, login_on, token_in
+from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+
+UPLOAD = """mutation($a: ID!, $f: Upload!) { uploadDocument(accountId: $a, file: $f) {
+  errors { code message } document { id filename contentType size sha256 downloadUrl } } }"""
+LIST = "query($id: ID!) { account(id: $id) { documents { totalCount edges { node { id filename } } } } }"
+PDF = b"%PDF-1.4\n" + b"portico test document\n" * 100
+
+
+async def upload(
+    http: httpx.AsyncClient,
+    token: str | None,
+    account_id: str,
+    name: str,
+    content: bytes,
+    **headers: str,
+) -> httpx.Response:
+    operations = {"query": UPLOAD, "variables": {"a": account_id, "f": None}}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return await http.post(
+        "/graphql",
+        data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.f"]})},
+        files={"0": (name, content, "application/octet-stream")},
+        headers=headers,
+    )
+
+
+async def test_upload_list_notify_and_download(acme, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "notify": True}})
+    response = await upload(client, acme.api.token, anna.account_id, "Return 2025.pdf", PDF)
+    payload = response.json()["data"]["uploadDocument"]
+    assert payload["errors"] == []
+    document = payload["document"]
+    assert (document["filename"], document["contentType"], document["size"]) == (
+        "Return 2025.pdf",
+        "application/pdf",
+        len(PDF),
+    )
+    assert document["sha256"] == hashlib.sha256(PDF).hexdigest()
+    stored = settings.resolved_files_dir / document["sha256"][:2] / document["sha256"]
+    assert stored.read_bytes() == PDF
+    listed = (await acme.api.data(LIST, {"id": anna.account_id}))["account"]["documents"]
+    assert listed["totalCount"] == 1 and listed["edges"][0]["node"]["id"] == document["id"]
+
+    [mail] = await deliver(settings, smtp)
+    assert mail["To"] == "anna@miller.example" and "Return 2025.pdf" in mail["Subject"]
+
+    path = "/documents/" + document["id"]
+    assert document["downloadUrl"].endswith(path)
+    got = await client.get(path, headers={"Authorization": f"Bearer {acme.api.token}"})
+    assert got.status_code == 200 and got.content == PDF
+    assert got.headers["content-type"].startswith("application/pdf")
+    assert "attachment" in got.headers["content-disposition"]
+    assert (await client.get(path)).status_code == 404
+
+    # The same content again is stored once; both rows point at it.
+    again = (await upload(client, acme.api.token, anna.account_id, "copy.pdf", PDF)).json()
+    assert again["data"]["uploadDocument"]["document"]["sha256"] == document["sha256"]
+    assert len(list(settings.resolved_files_dir.glob("??/*"))) == 1
+
+
+async def test_download_is_for_the_firm_and_the_accounts_clients_only(
+    acme, globex, client, settings, smtp
+):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    other = await invitee(acme.api, "Other Family", "ben@other.example", first="Ben")
+    document = (await upload(client, acme.api.token, anna.account_id, "a.pdf", PDF)).json()
+    path = "/documents/" + document["data"]["uploadDocument"]["document"]["id"]
+    assert (
+        await client.get(path, headers={"Authorization": f"Bearer {globex.api.token}"})
+    ).status_code == 404
+
+    await login_on(acme.api, anna.account_email_id)
+    await login_on(acme.api, other.account_email_id)
+    anna_mail, ben_mail = await deliver(settings, smtp)
+    anna_token = (await accept(Api(client), token_in(anna_mail)))["token"]
+    ben_token = (await accept(Api(client), token_in(ben_mail)))["token"]
+    client.cookies.set(SESSION_COOKIE, anna_token)
+    assert (await client.get(path)).status_code == 200  # the browser's cookie works too
+    client.cookies.clear()
+    assert (
+        await client.get(path, headers={"Authorization": f"Bearer {ben_token}"})
+    ).status_code == 404
+    # Clients see the documents of the account they are in.
+    listed = await Api(client, anna_token).data("{ currentAccount { documents { totalCount } } }")
+    assert listed == {"currentAccount": {"documents": {"totalCount": 1}}}
+    body = (await upload(client, anna_token, anna.account_id, "mine.pdf", PDF)).json()
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_refused_uploads_leave_nothing_behind(acme, client, settings):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    settings.max_upload_bytes = 1000  # the app shares this settings object
+    big = await upload(client, acme.api.token, anna.account_id, "big.pdf", PDF)
+    assert big.json()["data"]["uploadDocument"]["errors"][0]["code"] == "TOO_LARGE"
+    exe = await upload(client, acme.api.token, anna.account_id, "tool.exe", b"MZ...")
+    assert exe.json()["data"]["uploadDocument"]["errors"][0]["code"] == "UNSUPPORTED_TYPE"
+    files = (
+        [p for p in settings.resolved_files_dir.rglob("*") if p.is_file()]
+        if settings.resolved_files_dir.exists()
+        else []
+    )
+    assert files == []
+    assert await Document.all().count() == 0
+
+
+async def test_uploads_need_a_header_a_cross_site_form_cannot_send(acme, client):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    client.cookies.set(SESSION_COOKIE, acme.api.token)
+    refused = await upload(client, None, anna.account_id, "a.pdf", PDF)
+    assert refused.status_code == 400
+    allowed = await upload(
+        client, None, anna.account_id, "a.pdf", PDF, **{"GraphQL-Require-Preflight": "1"}
+    )
+    client.cookies.clear()
+    assert allowed.json()["data"]["uploadDocument"]["errors"] == []
+
+
+async def test_a_file_sent_as_a_plain_value_is_a_clear_error(acme):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    data = await acme.api.data(UPLOAD, {"a": anna.account_id, "f": "not a file"})
+    assert data["uploadDocument"]["errors"][0]["code"] == "INVALID_FILE"
