@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     invitation_ttl_hours: int = Field(default=168, gt=0)
     password_link_ttl_hours: int = Field(default=72, gt=0)
 
+    redis_url: str | None = None  # set: events fan out through Redis to every process
     smtp_url: str | None = None
     mail_from: str = "Portico <no-reply@localhost>"
     mail_retry_base_seconds: float = Field(default=30, gt=0)
