@@ -24,7 +24,7 @@ from models import (
     OutboundEmail,
     PortalAccess,
 )
-from services import access, pages
+from services import access, paging
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -151,7 +151,7 @@ class Loaders:
         found: dict[tuple[int, int, int], tuple[int, list[M]]] = {}
         for start, size in {(k[1], k[2]) for k in keys}:
             accounts = [k[0] for k in keys if (k[1], k[2]) == (start, size)]
-            found_pages = await pages.pages_by_account(self.scope, model, accounts, start, size)
+            found_pages = await paging.pages_by_account(self.scope, model, accounts, start, size)
             found.update({(a, start, size): found_pages[a] for a in accounts})
         return [found[key] for key in keys]
 
