@@ -1,28 +1,45 @@
-"""Outgoing-mail throughput: one `portico worker` process against two, on PostgreSQL.
+"""Outgoing-mail throughput: `portico worker` processes against a plain aiosmtplib loop.
 
     python -m bench.deliveries [MESSAGES]
 
-Queues MESSAGES (default 2,000) in a throwaway PostgreSQL database, lets 1 then 2 worker
-processes deliver them to a local aiosmtpd server, and prints messages per second, counted
-from the commit of the queue to the last row marked SENT. It also checks that every message
-arrived exactly once. Needs PostgreSQL (PORTICO_BENCH_POSTGRES, default as in the tests)
-and the test extras (aiosmtpd).
+Queues MESSAGES (default 2,000) in a throwaway PostgreSQL database and lets 1, then 2 worker
+processes deliver them to a local aiosmtpd server (a thread of this process), counted from
+the commit of the queue to the last row marked SENT. In the same run, the very messages
+Portico sent (the same bytes: built from the rows as the worker builds them) are sent again
+to the same server by a plain aiosmtplib loop in its own process, with a new connection per
+message as Portico's transport does, in 1 and then 2 processes; for reference also one
+process reusing a single connection. Every run checks that each message arrived exactly
+once.
+
+The ratio is Portico's messages per second divided by the baseline's (which is the same as
+baseline time / Portico time): 1.0 is as fast as the plain loop, 0.5 half as fast. Portico's
+N workers are compared with N baseline processes.
+
+Needs PostgreSQL (PORTICO_BENCH_POSTGRES, default as in the tests) and the test extras
+(aiosmtpd). Never part of `make test`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
+from typing import Any
 
+import aiosmtplib
 import asyncpg
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
@@ -31,29 +48,64 @@ from models import DeliveryStatus, Firm, OutboundEmail
 from portico import db
 from portico.settings import Settings
 from services import outbox
+from services.mail_transport import build_message
 
 POSTGRES_URL = os.environ.get("PORTICO_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
+CLIENT_FLAG = "--baseline-client"
+
+
+class Server:
+    """aiosmtpd handler: counts the Message-IDs it accepts (headers only: cheap, and the same
+    work whoever the client is)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: Counter[str] = Counter()
+        self._parser = BytesHeaderParser(policy=policy.compat32)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message_id = str(self._parser.parsebytes(envelope.content)["Message-ID"])
+        with self._lock:
+            self._ids[message_id] += 1
+        return "250 OK"
+
+    def take(self) -> Counter[str]:
+        with self._lock:
+            ids, self._ids = self._ids, Counter()
+        return ids
+
+
+def check_once(received: Counter[str], expected: set[str], what: str) -> None:
+    if set(received) != expected or any(n != 1 for n in received.values()):
+        twice = sum(1 for n in received.values() if n > 1)
+        raise SystemExit(
+            f"{what}: {sum(received.values())} received, {len(received)} distinct, "
+            f"{len(expected - set(received))} missing, {twice} more than once"
+        )
+
+
+# Portico: worker processes draining the outbox.
 
 
 async def queue(settings: Settings, firm: Firm, count: int) -> None:
+    mails = [
+        outbox.Mail(
+            to=f"client{i}@example.com",
+            template="staff_password",
+            context={
+                "firm_name": firm.name,
+                "member_name": f"Member {i}",
+                "link": f"https://portal.example/p?token={i}",
+                "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+            },
+            kind="staff_password",
+        )
+        for i in range(count)
+    ]
     async with in_transaction():
-        for i in range(count):
-            await outbox.enqueue(
-                firm_id=firm.pk,
-                firm_name=firm.name,
-                to=f"client{i}@example.com",
-                template="staff_password",
-                context={
-                    "firm_name": firm.name,
-                    "member_name": f"Member {i}",
-                    "link": f"https://portal.example/p?token={i}",
-                    "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
-                },
-                kind="staff_password",
-                settings=settings,
-            )
+        await outbox.enqueue_many(firm.pk, firm.name, mails, settings)
 
 
 def start_worker(url: str, smtp_url: str, folder: Path, index: int) -> subprocess.Popen:
@@ -80,12 +132,14 @@ async def wait_started(folder: Path, index: int) -> None:
     raise SystemExit(f"worker {index} did not start:\n{log.read_text(errors='replace')}")
 
 
-async def run(url: str, smtp_url: str, received: list, count: int, workers: int) -> float:
+async def run_portico(
+    settings: Settings, smtp_url: str, server: Server, count: int, workers: int
+) -> float:
     conn = Tortoise.get_connection("default")
     await conn.execute_script('TRUNCATE "outbound_email", "firm" RESTART IDENTITY CASCADE')
-    received.clear()
-    settings = Settings(database_url=url, secret_key=SECRET, _env_file=None)
+    server.take()
     firm = await Firm.create(name="Bench LLP", slug="bench")
+    url = settings.resolved_database_url
     with tempfile.TemporaryDirectory() as folder:
         processes = [start_worker(url, smtp_url, Path(folder), i) for i in range(workers)]
         try:
@@ -103,47 +157,132 @@ async def run(url: str, smtp_url: str, received: list, count: int, workers: int)
                 process.send_signal(signal.SIGTERM)
             for process in processes:
                 process.wait(30)
-    ids = {message["Message-ID"] for message in received}
-    if len(received) != count or len(ids) != count:
-        raise SystemExit(f"{workers} workers: {len(received)} received, {len(ids)} distinct")
+    rows = set(await OutboundEmail.all().values_list("message_id", flat=True))
+    check_once(server.take(), rows, f"portico, {workers} workers")
+    return elapsed
+
+
+async def messages_of_rows(settings: Settings) -> list[bytes]:
+    """The messages as the worker sends them (decrypted bodies, build_message)."""
+    rows = await OutboundEmail.all().order_by("id")
+    return [
+        build_message(row, outbox.decrypt_bodies(settings, row), settings).as_bytes()
+        for row in rows
+    ]
+
+
+# Baseline: a plain aiosmtplib loop in its own process (as a worker is).
+
+
+def client_main(path: str, host: str, port: str, part: str, parts: str, reuse: str) -> None:
+    """The baseline process: parse its share of the messages, say ready, send on 'go'."""
+    raw = pickle.loads(Path(path).read_bytes())[int(part) :: int(parts)]
+    messages = [message_from_bytes(data, policy=policy.default) for data in raw]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    asyncio.run(send_all(messages, host, int(port), reuse == "1"))
+    print("done", flush=True)
+
+
+async def send_all(messages: list[Any], host: str, port: int, reuse: bool) -> None:
+    if reuse:
+        async with aiosmtplib.SMTP(hostname=host, port=port) as smtp:
+            for message in messages:
+                await smtp.send_message(message)
+    else:
+        for message in messages:
+            await aiosmtplib.send(message, hostname=host, port=port)
+
+
+async def run_baseline(
+    path: Path, port: int, server: Server, expected: set[str], processes: int, reuse: bool
+) -> float:
+    server.take()
+    args = [str(path), "127.0.0.1", str(port), "", str(processes), "1" if reuse else "0"]
+    clients = []
+    for part in range(processes):
+        args[3] = str(part)
+        clients.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.deliveries",
+                CLIENT_FLAG,
+                *args,
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        )
+    for client in clients:
+        assert (await client.stdout.readline()).strip() == b"ready"  # type: ignore[union-attr]
+    started = time.perf_counter()
+    for client in clients:
+        client.stdin.write(b"go\n")  # type: ignore[union-attr]
+        await client.stdin.drain()  # type: ignore[union-attr]
+    for client in clients:
+        assert (await client.stdout.readline()).strip() == b"done"  # type: ignore[union-attr]
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        if await client.wait():
+            raise SystemExit(f"baseline client exited with {client.returncode}")
+    what = f"baseline, {processes} process{'es' if processes > 1 else ''}"
+    check_once(server.take(), expected, what)
     return elapsed
 
 
 async def main(count: int) -> None:
     from aiosmtpd.controller import Controller
 
-    received: list = []
-
-    class Handler:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-            from email import message_from_bytes, policy
-
-            received.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[attr-defined]
-            return "250 OK"
-
+    server = Server()
     with socket.socket() as sock:  # a free port (aiosmtpd cannot start on port 0)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller = Controller(server, hostname="127.0.0.1", port=port)
     controller.start()
     smtp_url = f"smtp://127.0.0.1:{port}"
     name = f"portico_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(POSTGRES_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    settings = Settings(database_url=url, secret_key=SECRET, _env_file=None)
     try:
         await db.migrate(url)
         await db.init_db(url)
-        print(f"outgoing mail, {count} messages to a local SMTP server (aiosmtpd)")
-        for workers in (1, 2):
-            elapsed = await run(url, smtp_url, received, count, workers)
-            print(f"  {workers} worker{'s' if workers > 1 else ' '}  {count / elapsed:8.0f} msg/s")
+        portico = {
+            n: count / await run_portico(settings, smtp_url, server, count, n) for n in (1, 2)
+        }
+        expected = set(await OutboundEmail.all().values_list("message_id", flat=True))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "messages.pickle"
+            path.write_bytes(pickle.dumps(await messages_of_rows(settings)))
+            baseline = {
+                n: count / await run_baseline(path, port, server, expected, n, reuse=False)
+                for n in (1, 2)
+            }
+            reused = count / await run_baseline(path, port, server, expected, 1, reuse=True)
         await db.close_db()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
         controller.stop()
 
+    lines = [
+        ("baseline: aiosmtplib.send loop, 1 process, a connection per message", baseline[1], 0),
+        ("baseline: the same, 2 processes", baseline[2], 0),
+        ("baseline: 1 process, one connection for all (reference only)", reused, 0),
+        ("portico:  1 worker", portico[1], portico[1] / baseline[1]),
+        ("portico:  2 workers", portico[2], portico[2] / baseline[2]),
+    ]
+    print(f"outgoing mail, {count} messages to a local SMTP server (aiosmtpd), PostgreSQL")
+    for label, rate, ratio in lines:
+        print(f"  {label:<70}{rate:6.0f} msg/s" + (f"   ratio {ratio:.2f}" if ratio else ""))
+    print("  ratio: Portico msg/s / baseline msg/s, N workers against N baseline processes")
+    print("         (the same as baseline time / Portico time; 1.00 = as fast as the plain loop)")
+
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    if len(sys.argv) > 1 and sys.argv[1] == CLIENT_FLAG:
+        client_main(*sys.argv[2:8])
+    else:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))

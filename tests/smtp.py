@@ -3,11 +3,14 @@
 Use the `smtp` fixture (import `smtp_fixture` into the test module). It records every
 message it accepts, parsed, and can be told to refuse: `fail_data("451 4.3.0 try later")`
 answers the next DATA command with that reply, `refuse_rcpt("550 5.1.1 no such user")`
-refuses every recipient.
+refuses every recipient, `slow(0.3)` makes every DATA take that long before the message is
+kept and answered (a client that dies meanwhile leaves a message the server still keeps),
+and `stop()` / `start()` take the server down and bring it back on the same port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -35,6 +38,8 @@ class SmtpServer:
         self._messages: list[EmailMessage] = []
         self._data_replies: list[str] = []
         self._rcpt_reply: str | None = None
+        self._data_delay = 0.0
+        self._controller: Controller | None = None
         self.data_commands = 0
         self.host = "127.0.0.1"
         self.port = 0
@@ -58,6 +63,31 @@ class SmtpServer:
         with self._lock:
             self._rcpt_reply = reply
 
+    def slow(self, seconds: float) -> None:
+        """Take `seconds` over every DATA before keeping the message and answering (0: fast)."""
+        with self._lock:
+            self._data_delay = seconds
+
+    def start(self) -> None:
+        """Listen on `port` (a free one on the first start); after `stop()`, the same port."""
+        if self._controller is not None:
+            return
+        if not self.port:
+            self.port = free_port()
+        controller = Controller(self, hostname=self.host, port=self.port)
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        """Stop listening: connections are refused until `start()` (received mail is kept)."""
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
         while len(self.messages) < count and time.monotonic() < deadline:
@@ -80,6 +110,9 @@ class SmtpServer:
         with self._lock:
             self.data_commands += 1
             reply = self._data_replies.pop(0) if self._data_replies else None
+            delay = self._data_delay
+        if delay:
+            await asyncio.sleep(delay)  # the server's own loop: other sessions go on
         if reply:
             return reply
         raw = envelope.original_content or envelope.content
@@ -93,10 +126,8 @@ class SmtpServer:
 def smtp_fixture() -> Iterator[SmtpServer]:
     """A running SMTP server on 127.0.0.1, stopped after the test."""
     server = SmtpServer()
-    server.port = free_port()
-    controller = Controller(server, hostname=server.host, port=server.port)
-    controller.start()
+    server.start()
     try:
         yield server
     finally:
-        controller.stop()
+        server.stop()
