@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -45,11 +46,17 @@ def secret_key(settings: Settings) -> str:
 
 def fernet(settings: Settings, purpose: str) -> Fernet:
     """A Fernet whose key is derived for one purpose, so keys of different uses never match."""
+    return _derived(secret_key(settings), purpose)
+
+
+@functools.lru_cache(maxsize=16)
+def _derived(secret: str, purpose: str) -> Fernet:
+    # Derived once per (secret, purpose): a mass mailing encrypts thousands of bodies.
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"portico:{purpose}".encode())
-    key = hkdf.derive(secret_key(settings).encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return Fernet(base64.urlsafe_b64encode(hkdf.derive(secret.encode())))
 
 
+@functools.lru_cache(maxsize=4)
 def _file_secret(path: Path) -> str:
     try:
         return _read_secret(path)

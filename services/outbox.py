@@ -8,6 +8,7 @@ sent from a request. A worker (services/delivery.py) sends the row later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import secrets
@@ -86,7 +87,12 @@ def clean_address(value: str) -> str:
 
 def sender_address(settings: Settings) -> str:
     """The address part of PORTICO_MAIL_FROM (its display name gives way to the firm's)."""
-    _, address = parseaddr(settings.mail_from)
+    return _sender_address(settings.mail_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _sender_address(mail_from: str) -> str:
+    _, address = parseaddr(mail_from)
     return clean_address(address)
 
 
