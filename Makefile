@@ -36,5 +36,8 @@ format: $(PY_STAMP)
 schema: $(PY_STAMP)
 	$(BIN)/portico export-schema > schema.graphql
 
+# Benchmarks (never part of `make test`); the last two need PostgreSQL.
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.mass_send
+	$(BIN)/python -m bench.deliveries
