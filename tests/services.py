@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -44,3 +45,15 @@ def need_chromium() -> str:
     if path is None:
         missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     return str(path)
+
+
+REDIS_URL = os.environ.get("PORTICO_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def need_redis() -> str:
+    """The test Redis URL (PORTICO_TEST_REDIS), or skip (fail under PORTICO_REQUIRE_SERVICES)."""
+    parts = urlsplit(REDIS_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if not port_open(host, port):
+        missing(f"Redis is not running on {host}:{port} (apt-get install redis-server)")
+    return REDIS_URL
