@@ -12,6 +12,7 @@ from models.crm import (
 )
 from models.documents import Document
 from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
+from models.mail import Mailbox, MailboxFolder, Message, MessageAccount, SyncStatus
 from models.outbox import DeliveryStatus, OutboundEmail
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "EmailAddress",
     "Firm",
     "Invitation",
+    "Mailbox",
+    "MailboxFolder",
+    "Message",
+    "MessageAccount",
     "NotificationCategory",
     "OutboundEmail",
     "PasswordLink",
@@ -35,4 +40,5 @@ __all__ = [
     "SignInThrottle",
     "StaffMember",
     "StaffRole",
+    "SyncStatus",
 ]

@@ -95,6 +95,10 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "message_account",
+    "message",
+    "mailbox_folder",
+    "mailbox",
     "document",
     "audit_entry",
     "invitation",

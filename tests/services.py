@@ -57,3 +57,13 @@ def need_redis() -> str:
     if not port_open(host, port):
         missing(f"Redis is not running on {host}:{port} (apt-get install redis-server)")
     return REDIS_URL
+
+
+def need_dovecot() -> str:
+    """The dovecot binary (Debian's dovecot-imapd)."""
+    path = shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
+    )
+    if path is None:
+        missing("Dovecot not found (apt-get install dovecot-imapd)")
+    return str(path)
