@@ -11,7 +11,14 @@ from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as tortoise_migrate
 from tortoise.migrations.executor import MigrationExecutor
 
-MODEL_MODULES = ["models.firms", "models.crm", "models.outbox", "models.access", "models.documents", "models.mail"]
+MODEL_MODULES = [
+    "models.firms",
+    "models.crm",
+    "models.outbox",
+    "models.access",
+    "models.documents",
+    "models.mail",
+]
 APP_LABEL = "portico"
 
 
