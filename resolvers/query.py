@@ -13,12 +13,13 @@ from models import StaffMember as StaffMemberModel
 from resolvers.permissions import IsStaff
 from schema import ids
 from schema.delivery import Delivery
+from schema.mail import Mailbox, UsesInbox
 from schema.pagination import Connection, paginate
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
-from services import crm, portal
+from services import crm, mailboxes, portal
 
-# Every type `node(id:)` resolves (Delivery lives apart: it imports schema.types).
-NODES = {**NODE_TYPES, "Delivery": Delivery}
+# Every type `node(id:)` resolves (Delivery and Mailbox live apart: they import schema.types).
+NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox}
 
 
 @strawberry.type
@@ -121,3 +122,12 @@ class Query:
     async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
         row = await info.context.scope.find(ContactModel, ids.decode(id, "Contact"))
         return Contact.from_model(row) if row else None
+
+    @strawberry.field(
+        description="The firm's connected mailboxes by address, with their sync status "
+        "(staff with the inbox right).",
+        permission_classes=[UsesInbox],
+    )
+    async def mailboxes(self, info: Info) -> list[Mailbox]:
+        rows = await mailboxes.mailboxes(info.context.scope)
+        return [Mailbox.from_model(row) for row in rows]

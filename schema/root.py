@@ -22,11 +22,13 @@ from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
 from resolvers.mutations.documents import DocumentMutations
 from resolvers.mutations.imports import ImportMutations
+from resolvers.mutations.mail import MailMutations
 from resolvers.mutations.notify import NotifyMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
 from schema.extensions import OperationName, SessionPerOperation, is_expected, shape_error
+from schema.mail import Mailbox
 from schema.types import NODE_TYPES
 
 Mutation = merge_types(
@@ -39,6 +41,7 @@ Mutation = merge_types(
         AccessMutations,
         NotifyMutations,
         DocumentMutations,
+        MailMutations,
     ),
 )
 
@@ -63,7 +66,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return PorticoSchema(
         query=Query,
         mutation=Mutation,
-        types=list(NODE_TYPES.values()),
+        types=[*NODE_TYPES.values(), Mailbox],
         config=StrawberryConfig(
             relay_max_results=settings.max_page_size,
             disable_field_suggestions=settings.production,

@@ -20,3 +20,9 @@ def require_may_touch_role(actor: StaffMember, role: StaffRole) -> None:
     """Admins manage admins and employees; only an owner creates, changes or grants OWNER."""
     if role == StaffRole.OWNER and actor.role != StaffRole.OWNER:
         raise Forbidden("Only an owner may manage owners.")
+
+
+def require_inbox(staff: StaffMember) -> None:
+    """Synced mail and the mailboxes behind it: owners, admins and the inbox right."""
+    if not staff.uses_inbox:
+        raise Forbidden("The inbox and its mailboxes need the inbox right.")

@@ -131,3 +131,52 @@ def smtp_fixture() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+class AuthSmtpServer(SmtpServer):
+    """An SmtpServer that offers AUTH (PLAIN, LOGIN) over plain SMTP and accepts any username
+    with `password`; `logins` records each attempt as (username, accepted)."""
+
+    def __init__(self, password: str) -> None:
+        super().__init__()
+        self.password = password
+        self.logins: list[tuple[str, bool]] = []
+
+    def start(self) -> None:
+        if self._controller is not None:
+            return
+        if not self.port:
+            self.port = free_port()
+        controller = Controller(
+            self,
+            hostname=self.host,
+            port=self.port,
+            authenticator=self._authenticate,
+            auth_require_tls=False,
+        )
+        controller.start()
+        self._controller = controller
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword  # here: this block is appended
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        username = auth_data.login.decode("utf-8", "replace")
+        with self._lock:
+            accepted = auth_data.password.decode("utf-8", "replace") == self.password
+            self.logins.append((username, accepted))
+        return AuthResult(success=accepted, handled=False)
+
+
+@pytest.fixture(name="smtp_auth")
+def smtp_auth_fixture() -> Iterator[AuthSmtpServer]:
+    """A running SMTP server that requires nothing but offers AUTH; set `password` first."""
+    server = AuthSmtpServer(password="smtp-secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

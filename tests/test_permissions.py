@@ -18,7 +18,7 @@ from tests.login_helpers import invitee
 
 ID = "QWNjb3VudDox"  # an id that resolves to nothing in particular
 MUTATIONS = {
-    # name: (document, who may call it: "anyone", "client", "staff", "manager", "admin")
+    # name: (document, who may call it: "anyone", "client", "staff", "manager", "inbox", "admin")
     "staffSignIn": (
         'mutation { staffSignIn(firm: "x", email: "a@b.example", password: "p") { errors { code } } }',
         "anyone",
@@ -110,6 +110,11 @@ MUTATIONS = {
         "staff",
     ),
     "signOut": ("mutation { signOut }", "anyone"),
+    "connectMailbox": (
+        'mutation { connectMailbox(input: {address: "m@acme.example", imapHost: "127.0.0.1", imapPort: 1, smtpHost: "127.0.0.1", smtpPort: 1, username: "m", password: "p"}) { errors { code } } }',
+        "inbox",
+    ),
+    "syncMailbox": (f'mutation {{ syncMailbox(id: "{ID}") {{ errors {{ code }} }} }}', "inbox"),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
         "manager-or-client",
@@ -127,15 +132,17 @@ QUERIES = {
     "accounts": ("{ accounts { totalCount } }", "staff"),
     "contacts": ("{ contacts { totalCount } }", "staff"),
     "contact": (f'{{ contact(id: "{ID}") {{ id }} }}', "staff"),
+    "mailboxes": ("{ mailboxes { id } }", "inbox"),
 }
 ALLOWED = {
     # rule: the viewers it lets through
-    "anyone": {"anonymous", "client", "reader", "manager", "admin"},
-    "signed-in": {"client", "reader", "manager", "admin"},
+    "anyone": {"anonymous", "client", "reader", "manager", "inbox", "admin"},
+    "signed-in": {"client", "reader", "manager", "inbox", "admin"},
     "client": {"client"},
-    "staff": {"reader", "manager", "admin"},
+    "staff": {"reader", "manager", "inbox", "admin"},
     "manager-or-client": {"client", "manager", "admin"},
     "manager": {"manager", "admin"},
+    "inbox": {"inbox", "admin"},  # owners, admins and the inbox right
     "admin": {"admin"},
 }
 
@@ -166,6 +173,7 @@ async def _viewers(acme, client) -> dict[str, Api]:
         "manager": await api_for(
             client, await add_staff(acme, "m@acme.example", can_manage_accounts=True)
         ),
+        "inbox": await api_for(client, await add_staff(acme, "i@acme.example", can_use_inbox=True)),
         "admin": acme.api,
     }
 

@@ -1,0 +1,70 @@
+"""EMAIL SYNC mutations: connecting and syncing mailboxes (staff with the inbox right)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import strawberry
+from strawberry.types import Info
+
+from resolvers.attempt import attempt
+from schema import ids
+from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload, UsesInbox
+from services import mailboxes
+
+T = TypeVar("T")
+
+uses_inbox = [UsesInbox]
+
+
+def _payload(mailbox: object, errors: list) -> MailboxPayload:
+    return MailboxPayload(errors=errors, mailbox=Mailbox.from_model(mailbox) if mailbox else None)
+
+
+def _or(value: T | None, default: T) -> T:
+    """A nullable input field's value, its default when the client passed null."""
+    return default if value is None else value
+
+
+@strawberry.type
+class MailMutations:
+    @strawberry.mutation(
+        description="Connects an IMAP/SMTP mailbox of the firm after checking both logins; "
+        "a failure answers IMAP_/SMTP_ AUTH_FAILED, CONNECTION_FAILED or TLS_FAILED and saves "
+        "nothing.",
+        permission_classes=uses_inbox,
+    )
+    async def connect_mailbox(self, info: Info, input: ConnectMailboxInput) -> MailboxPayload:
+        new = mailboxes.NewMailbox(
+            address=input.address,
+            imap_host=input.imap_host,
+            imap_port=_or(input.imap_port, 993),
+            imap_tls=_or(input.imap_tls, True),
+            smtp_host=input.smtp_host,
+            smtp_port=_or(input.smtp_port, 587),
+            smtp_tls=_or(input.smtp_tls, True),
+            username=input.username,
+            password=input.password,
+        )
+        return _payload(
+            *await attempt(
+                info.context,
+                mailboxes.connect_mailbox(
+                    info.context.scope, new, info.context.settings, staff=info.context.staff
+                ),
+            )
+        )
+
+    @strawberry.mutation(
+        description="Syncs one mailbox now and returns it as the sync left it.",
+        permission_classes=uses_inbox,
+    )
+    async def sync_mailbox(self, info: Info, id: strawberry.ID) -> MailboxPayload:
+        return _payload(
+            *await attempt(
+                info.context,
+                mailboxes.sync_now(
+                    info.context.scope, ids.decode(id, "Mailbox"), info.context.settings
+                ),
+            )
+        )
