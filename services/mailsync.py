@@ -1,0 +1,628 @@
+"""EMAIL SYNC, the engine: one pass over a connected mailbox's INBOX and Sent folders.
+
+`sync_mailbox` logs in over IMAP (aioimaplib, through services/mailboxes.open_imap: exactly
+as connectMailbox checked the login), finds INBOX and the Sent folder (SPECIAL-USE
+`\\Sent`, else a usual name), and for each folder reads only the UIDs above its cursor
+(MailboxFolder: UIDVALIDITY and the last UID seen). A changed UIDVALIDITY resets the cursor
+and rescans the folder; nothing is stored twice, as a message is found again by its key.
+
+What is read, and how:
+- Each batch of new UIDs is read in two steps: first only the From, To and Cc headers, then
+  the whole message (BODY.PEEK[]) of those with a participant whose address has EMAIL SYNC
+  on in an account of the firm. The bodies of other people's mail are never downloaded, let
+  alone stored (privacy).
+- Every read is a PEEK: the sync never sets \\Seen, and never stores flags, deletes, moves or
+  expunges anything on the server.
+
+What is kept (stored once per firm, unique on firm + SHA-256 of the Message-ID): a message
+with a participant (From, To, Cc) whose address has EMAIL SYNC on in some account of the
+firm, linked to every such account. A message seen again (another folder or mailbox, a
+rescan) gains the accounts that are new since. OUTBOUND when it is from one of the firm's
+mailboxes, else INBOUND. Each message is written in its own short transaction, and an event
+goes out on the bus after it commits.
+
+Failures: a message that cannot be parsed is counted and skipped (parsing itself falls back
+field by field, so this is rare); a connection, login or server failure ends the pass with the
+mailbox FAILED and a readable `last_error` (never the password). The cursor only moves past
+messages that were handled, so the next pass takes up where this one stopped.
+
+One pass at a time per mailbox: the pass claims the mailbox through `lease_until` (a
+conditional UPDATE, so it holds on SQLite and PostgreSQL alike), renews it after each batch,
+and a second caller meanwhile gets `busy` back. A pass that dies leaves a lease that runs out
+after LEASE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import aioimaplib
+from cryptography.fernet import InvalidToken
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models import AccountEmail, Mailbox, MailboxFolder, Message, MessageAccount, SyncStatus
+from portico.settings import Settings
+from services.errors import input_error
+from services.mail_parse import (
+    ParsedMessage,
+    message_key,
+    parse_message,
+    parse_participants,
+    subject_thread_key,
+)
+from services.mailboxes import (
+    MailLoginError,
+    MailServer,
+    close_imap,
+    mailbox_password,
+    open_imap,
+)
+from services.pubsub import EventBus, firm_channel
+from services.scope import FirmScope
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 50  # UIDs per round trip (headers, then the kept messages' bodies)
+IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
+LEASE_SECONDS = 900  # a pass renews its claim after every batch
+MAX_ERROR = 1000  # characters of last_error
+PARSE_IN_THREAD_BYTES = 256 * 1024
+LOGOUT_SECONDS = 2.0
+
+INBOX = "INBOX"
+SENT = "SENT"
+INBOUND = "INBOUND"
+OUTBOUND = "OUTBOUND"
+# Fallback when no folder carries SPECIAL-USE \Sent: the usual names, most usual first,
+# compared without case on the last level of the name ("INBOX.Sent" counts as "Sent").
+SENT_NAMES = ("sent", "sent items", "sent messages")
+PARTICIPANT_FIELDS = "(UID BODY.PEEK[HEADER.FIELDS (FROM TO CC)])"
+MESSAGE_FIELDS = "(UID BODY.PEEK[])"
+
+T = TypeVar("T")
+
+
+class MailSyncError(Exception):
+    """A failure worth showing as the mailbox's last error (its text holds no secret)."""
+
+
+@dataclass
+class SyncResult:
+    mailbox_id: int
+    status: SyncStatus
+    fetched: int = 0  # new messages seen on the server (their participants read)
+    stored: int = 0  # messages stored for the first time
+    linked: int = 0  # messages already stored that gained accounts
+    skipped: int = 0  # no participant with EMAIL SYNC on: not stored (nor downloaded)
+    unreadable: int = 0  # could not be parsed at all: skipped, the sync went on
+    error: str | None = None  # the mailbox's last_error when the pass failed
+    busy: bool = False  # another pass of this mailbox was running: nothing was done
+    message_ids: list[int] = field(default_factory=list)  # stored or newly linked
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    message: Message
+    created: bool
+    new_account_ids: list[int]  # accounts linked by this call (all of them when created)
+
+
+# The pass -----------------------------------------------------------------------------------
+
+
+async def sync_mailbox(
+    scope: FirmScope, mailbox: Mailbox, settings: Settings, bus: EventBus | None = None
+) -> SyncResult:
+    """One sync pass of `mailbox` (INBOX, then Sent). Returns what it did; an IMAP failure is
+    reported in the result and on the mailbox (FAILED, last_error), not raised."""
+    if mailbox.firm_id != scope.firm_id:
+        raise input_error("NOT_FOUND", "No such Mailbox.", "id")
+    result = SyncResult(mailbox.pk, SyncStatus.SYNCING)
+    if not await _claim(scope, mailbox):
+        current = await scope.query(Mailbox).get_or_none(pk=mailbox.pk)
+        result.status = current.sync_status if current else mailbox.sync_status
+        result.busy = True
+        return result
+    password = ""
+    try:
+        password = _password(settings, mailbox)
+        own = {mailbox.address_normalized.lower()}
+        own.update(
+            a.lower()
+            for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
+        )
+        session = await _Session.open(mailbox, password)
+        try:
+            pass_ = _Pass(scope, mailbox, session, own, bus, result)
+            for role, name in await session.folders():
+                await pass_.folder(role, name)
+        finally:
+            await session.close()
+    except MailSyncError as exc:
+        result.error = _scrub(str(exc), password)
+    except asyncio.CancelledError:
+        await _finish(scope, mailbox, result, "The sync was interrupted.")
+        raise
+    except Exception as exc:  # a bug or a database failure: FAILED, logged with its trace
+        log.exception("mail sync of mailbox %s failed", mailbox.pk)
+        result.error = _scrub(f"Unexpected error: {type(exc).__name__}: {exc}", password)
+    await _finish(scope, mailbox, result, result.error)
+    log.info(
+        "mail sync of mailbox %s: %s (%d new, %d stored, %d linked, %d skipped, %d unreadable)",
+        mailbox.pk,
+        result.status,
+        result.fetched,
+        result.stored,
+        result.linked,
+        result.skipped,
+        result.unreadable,
+    )
+    return result
+
+
+async def _claim(scope: FirmScope, mailbox: Mailbox) -> bool:
+    now = _now()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    claimed = await (
+        scope.query(Mailbox)
+        .filter(free, id=mailbox.pk)
+        .update(sync_status=SyncStatus.SYNCING, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+    )
+    if claimed:
+        mailbox.sync_status = SyncStatus.SYNCING
+    return bool(claimed)
+
+
+async def _finish(
+    scope: FirmScope, mailbox: Mailbox, result: SyncResult, error: str | None
+) -> None:
+    values: dict[str, object] = {"lease_until": None}
+    if error is None:
+        values.update(sync_status=SyncStatus.IDLE, last_synced_at=_now(), last_error=None)
+    else:
+        result.error = error[:MAX_ERROR]
+        values.update(sync_status=SyncStatus.FAILED, last_error=result.error)
+    await scope.query(Mailbox).filter(id=mailbox.pk).update(**values)
+    for name, value in values.items():
+        setattr(mailbox, name, value)
+    result.status = mailbox.sync_status
+
+
+def _password(settings: Settings, mailbox: Mailbox) -> str:
+    try:
+        return mailbox_password(settings, mailbox)
+    except (InvalidToken, UnicodeError):
+        raise MailSyncError(
+            "The stored mailbox password cannot be decrypted (was PORTICO_SECRET_KEY "
+            "changed?): connect the mailbox again."
+        ) from None
+
+
+def _scrub(text: str, password: str) -> str:
+    if password:
+        text = text.replace(password, "***")
+    return text[:MAX_ERROR]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Pass:
+    """The state of one pass: where messages go and what it did."""
+
+    def __init__(
+        self,
+        scope: FirmScope,
+        mailbox: Mailbox,
+        session: _Session,
+        own_addresses: set[str],
+        bus: EventBus | None,
+        result: SyncResult,
+    ) -> None:
+        self.scope = scope
+        self.mailbox = mailbox
+        self.session = session
+        self.own_addresses = own_addresses
+        self.bus = bus
+        self.result = result
+
+    async def folder(self, role: str, name: str) -> None:
+        cursor = await _cursor(self.mailbox, role, name)
+        uidvalidity, uidnext = await self.session.select(name)
+        if uidvalidity is None or cursor.uidvalidity != uidvalidity:
+            if cursor.uidvalidity is not None:
+                log.info(
+                    "mailbox %s, folder %s: UIDVALIDITY changed (%s to %s), rescanning",
+                    self.mailbox.pk,
+                    name,
+                    cursor.uidvalidity,
+                    uidvalidity,
+                )
+            cursor.uidvalidity, cursor.last_uid = uidvalidity, 0
+            await cursor.save(update_fields=["name", "uidvalidity", "last_uid"])
+        if uidnext is not None and uidnext <= cursor.last_uid + 1:
+            return  # nothing new since the last pass
+        uids = [u for u in await self.session.uids_after(cursor.last_uid) if u > cursor.last_uid]
+        for start in range(0, len(uids), FETCH_BATCH):
+            batch = uids[start : start + FETCH_BATCH]
+            await self.batch(batch)
+            cursor.last_uid = batch[-1]
+            await cursor.save(update_fields=["last_uid"])
+            await _renew(self.scope, self.mailbox)
+
+    async def batch(self, uids: Sequence[int]) -> None:
+        self.result.fetched += len(uids)
+        headers = await self.session.fetch(uids, PARTICIPANT_FIELDS)
+        participants: dict[int, list[str]] = {}
+        unclear: set[int] = set()  # who it concerns is known only once it is read whole
+        for uid in uids:
+            try:
+                participants[uid] = parse_participants(headers[uid])
+            except KeyError:
+                unclear.add(uid)
+            except Exception:
+                log.warning("mailbox %s: UID %s: unreadable headers", self.mailbox.pk, uid)
+                unclear.add(uid)
+        synced = await synced_accounts(
+            self.scope, {a for people in participants.values() for a in people}
+        )
+        wanted = [
+            uid
+            for uid in uids
+            if uid in unclear or any(a in synced for a in participants.get(uid, ()))
+        ]
+        self.result.skipped += len(uids) - len(wanted)
+        if not wanted:
+            return
+        bodies = await self.session.fetch(wanted, MESSAGE_FIELDS)
+        for uid in wanted:
+            raw = bodies.get(uid)
+            if raw is None:
+                continue  # expunged meanwhile
+            try:
+                # A big message (attachments) is parsed off the event loop, which also serves
+                # the API when the sync runs inside `portico serve`.
+                if len(raw) > PARSE_IN_THREAD_BYTES:
+                    parsed = await asyncio.to_thread(parse_message, raw)
+                else:
+                    parsed = parse_message(raw)
+            except Exception:
+                log.exception("mailbox %s: UID %s could not be parsed", self.mailbox.pk, uid)
+                self.result.unreadable += 1
+                continue
+            if uid in unclear:
+                missing = [a for a in parsed.participants if a not in synced]
+                synced.update(await synced_accounts(self.scope, missing))
+            account_ids = {a for p in parsed.participants for a in synced.get(p, ())}
+            if not account_ids:
+                self.result.skipped += 1
+                continue
+            outcome = await store_message(self.scope, parsed, account_ids, self.own_addresses)
+            if outcome.created:
+                self.result.stored += 1
+            elif outcome.new_account_ids:
+                self.result.linked += 1
+            if outcome.new_account_ids:
+                self.result.message_ids.append(outcome.message.pk)
+                await _publish(self.bus, self.scope, outcome)
+
+
+async def _cursor(mailbox: Mailbox, role: str, name: str) -> MailboxFolder:
+    """The folder's cursor, one per role; a folder under a new name starts from scratch."""
+    cursor = await MailboxFolder.get_or_none(mailbox_id=mailbox.pk, role=role)
+    if cursor is None:
+        return await MailboxFolder.create(mailbox_id=mailbox.pk, role=role, name=name)
+    if cursor.name != name:
+        cursor.name, cursor.uidvalidity, cursor.last_uid = name, None, 0
+    return cursor
+
+
+async def _renew(scope: FirmScope, mailbox: Mailbox) -> None:
+    until = _now() + timedelta(seconds=LEASE_SECONDS)
+    await scope.query(Mailbox).filter(id=mailbox.pk).update(lease_until=until)
+
+
+async def _publish(bus: EventBus | None, scope: FirmScope, outcome: StoreOutcome) -> None:
+    if bus is None:
+        return
+    event = {
+        "kind": "message.synced",
+        "messageId": outcome.message.pk,
+        "accountIds": outcome.new_account_ids,
+    }
+    try:
+        await bus.publish(firm_channel(scope.firm_id), event)
+    except Exception:  # an event is a hint; the database is the record
+        log.exception("mail sync: could not publish message %s", outcome.message.pk)
+
+
+# Storing ------------------------------------------------------------------------------------
+
+
+async def synced_accounts(scope: FirmScope, addresses: Iterable[str]) -> dict[str, set[int]]:
+    """For each of `addresses` (bare, lower-cased) with EMAIL SYNC on somewhere in the firm,
+    the accounts where it is on."""
+    wanted = list(set(addresses))
+    if not wanted:
+        return {}
+    rows = await (
+        scope.query(AccountEmail)
+        .filter(email_sync=True, email_address__address_normalized__in=wanted)
+        .values_list("email_address__address_normalized", "account_id")
+    )
+    found: dict[str, set[int]] = {}
+    for address, account_id in rows:
+        found.setdefault(address, set()).add(account_id)
+    return found
+
+
+async def store_message(
+    scope: FirmScope,
+    parsed: ParsedMessage,
+    account_ids: Iterable[int],
+    own_addresses: Iterable[str] = (),
+) -> StoreOutcome:
+    """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
+    (same key) only gains the accounts it lacks. Each write is one short transaction."""
+    accounts = set(account_ids)
+    existing = await scope.query(Message).get_or_none(message_key=parsed.message_key)
+    if existing is None:
+        thread_key = await thread_key_for(scope, parsed)
+        from_us = bool(parsed.from_address) and parsed.from_address in set(own_addresses)
+        try:
+            async with in_transaction():
+                message = await Message.create(
+                    firm_id=scope.firm_id,
+                    message_id=parsed.message_id,
+                    message_key=parsed.message_key,
+                    thread_key=thread_key,
+                    subject=parsed.subject,
+                    from_address=parsed.from_address,
+                    to_addresses=parsed.to,
+                    cc_addresses=parsed.cc,
+                    sent_at=parsed.sent_at,
+                    text_body=parsed.text_body,
+                    html_body=parsed.html_body,
+                    direction=OUTBOUND if from_us else INBOUND,
+                )
+                await _link(scope, message, sorted(accounts))
+            return StoreOutcome(message, True, sorted(accounts))
+        except IntegrityError:
+            # Stored meanwhile by another pass (another mailbox with the same message).
+            existing = await scope.query(Message).get(message_key=parsed.message_key)
+    linked = set(
+        await MessageAccount.filter(message_id=existing.pk).values_list("account_id", flat=True)
+    )
+    new = sorted(accounts - linked)
+    if new:
+        async with in_transaction():
+            await _link(scope, existing, new, ignore_conflicts=True)
+    return StoreOutcome(existing, False, new)
+
+
+async def _link(
+    scope: FirmScope, message: Message, account_ids: Sequence[int], ignore_conflicts: bool = False
+) -> None:
+    await MessageAccount.bulk_create(
+        [
+            MessageAccount(
+                firm_id=scope.firm_id,
+                message_id=message.pk,
+                account_id=account_id,
+                sent_at=message.sent_at,
+            )
+            for account_id in account_ids
+        ],
+        ignore_conflicts=ignore_conflicts,
+    )
+
+
+async def thread_key_for(scope: FirmScope, parsed: ParsedMessage) -> str:
+    """The thread of the oldest message of its References/In-Reply-To chain the firm has,
+    else same normalised subject and same participants."""
+    chain = [message_key(mid) for mid in parsed.reference_chain]
+    if chain:
+        known = dict(
+            await scope.query(Message)
+            .filter(message_key__in=chain)
+            .values_list("message_key", "thread_key")
+        )
+        for key in chain:
+            if key in known:
+                return known[key]
+    return subject_thread_key(parsed.subject, parsed.participants)
+
+
+# IMAP ---------------------------------------------------------------------------------------
+
+_LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") (?P<name>.*)$')
+_LITERAL = re.compile(rb"^\{(\d+)\+?\}$")
+_FETCH_START = re.compile(rb"^\d+ FETCH \(")
+_UID = re.compile(rb"\bUID (\d+)")
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
+
+
+class _Session:
+    """A logged-in aioimaplib client whose every command fails fast when the connection drops
+    (aioimaplib alone would wait for its timeout)."""
+
+    def __init__(self, client: aioimaplib.IMAP4, where: str) -> None:
+        self.client = client
+        self.where = where
+        self.lost = asyncio.Event()
+        client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
+
+    @classmethod
+    async def open(cls, mailbox: Mailbox, password: str) -> _Session:
+        """Logs in as connectMailbox checked it (services/mailboxes.open_imap)."""
+        server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
+        try:
+            client = await open_imap(server, mailbox.username, password, wait=IMAP_TIMEOUT)
+        except MailLoginError as exc:
+            raise MailSyncError(str(exc)) from None
+        return cls(client, str(server))
+
+    async def call(self, what: str, command: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(command)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            lost.cancel()
+        if task not in done:
+            task.cancel()
+            raise MailSyncError(f"The IMAP server {self.where} closed the connection ({what}).")
+        try:
+            return task.result()
+        except (TimeoutError, aioimaplib.CommandTimeout):
+            raise MailSyncError(f"The IMAP server {self.where} did not answer ({what}).") from None
+        except aioimaplib.AioImapException as exc:
+            raise MailSyncError(f"IMAP error from {self.where} ({what}): {exc}") from None
+        except OSError as exc:
+            raise MailSyncError(f"Connection to {self.where} failed ({what}): {exc}") from None
+
+    async def folders(self) -> list[tuple[str, str]]:
+        """(role, name) of INBOX and, when there is one, the Sent folder."""
+        args = ['""', '"*"']
+        if self.client.has_capability("SPECIAL-USE") and self.client.has_capability(
+            "LIST-EXTENDED"
+        ):
+            args += ["RETURN", "(SPECIAL-USE)"]
+        command = self.client.protocol.simple_command("LIST", *args)
+        response = await self.call("LIST", asyncio.wait_for(command, IMAP_TIMEOUT))
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused LIST: {_text(response)}")
+        listed = _list_entries(response.lines)
+        found = [(INBOX, "INBOX")]
+        sent = _sent_folder(listed)
+        if sent is not None:
+            found.append((SENT, sent))
+        return found
+
+    async def select(self, name: str) -> tuple[int | None, int | None]:
+        """Selects the folder; its UIDVALIDITY and UIDNEXT (None when not given)."""
+        response = await self.call(f"SELECT {name}", self.client.select(aioimaplib.quoted(name)))
+        if response.result != "OK":
+            raise MailSyncError(
+                f"The IMAP server {self.where} refused to open {name}: {_text(response)}"
+            )
+        uidvalidity = uidnext = None
+        for line in response.lines:
+            if isinstance(line, bytes):
+                if match := _UIDVALIDITY.search(line):
+                    uidvalidity = int(match.group(1))
+                if match := _UIDNEXT.search(line):
+                    uidnext = int(match.group(1))
+        return uidvalidity, uidnext
+
+    async def uids_after(self, last_uid: int) -> list[int]:
+        command = self.client.uid_search("UID", f"{last_uid + 1}:*", charset=None)
+        response = await self.call("UID SEARCH", command)
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused SEARCH: {_text(response)}")
+        uids: set[int] = set()
+        for line in response.lines[:-1]:
+            if isinstance(line, bytes):
+                uids.update(int(u) for u in re.findall(rb"\d+", line))
+        return sorted(uids)
+
+    async def fetch(self, uids: Sequence[int], parts: str) -> dict[int, bytes]:
+        """UID FETCH of `parts` (one literal per message): the literal of each UID."""
+        message_set = ",".join(str(u) for u in uids)
+        response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused FETCH: {_text(response)}")
+        return _fetched(response.lines)
+
+    async def close(self) -> None:
+        try:
+            if not self.lost.is_set():
+                await asyncio.wait_for(self.client.logout(), LOGOUT_SECONDS)
+        except Exception as exc:  # logging out of a broken connection: it is gone anyway
+            log.debug("IMAP logout from %s: %s", self.where, exc)
+        finally:
+            close_imap(self.client)
+
+
+def _text(response: aioimaplib.Response) -> str:
+    """The server's words in a tagged answer."""
+    lines = [line for line in response.lines if isinstance(line, bytes)]
+    return lines[-1].decode(errors="replace")[:300] if lines else response.result
+
+
+def _list_entries(lines: Sequence[bytes | bytearray]) -> list[tuple[set[str], str, str]]:
+    """(flags, delimiter, name) of each folder in a LIST answer (names as the server sent
+    them: modified UTF-7, unquoted)."""
+    entries: list[tuple[set[str], str, str]] = []
+    for index, line in enumerate(lines):
+        if not isinstance(line, bytes) or not (match := _LIST_LINE.match(line)):
+            continue
+        flags = {f.lower() for f in match.group("flags").decode(errors="replace").split()}
+        delim = _unquote(match.group("delim"))
+        raw_name = match.group("name").strip()
+        if _LITERAL.match(raw_name):
+            following = lines[index + 1] if index + 1 < len(lines) else b""
+            name = bytes(following).decode(errors="replace")
+        else:
+            name = _unquote(raw_name)
+        if "\\noselect" in flags or "\\nonexistent" in flags:
+            continue
+        entries.append((flags, "" if delim == "NIL" else delim, name))
+    return entries
+
+
+def _unquote(value: bytes) -> str:
+    text = value.decode(errors="replace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def _sent_folder(entries: Sequence[tuple[set[str], str, str]]) -> str | None:
+    for flags, _, name in entries:
+        if "\\sent" in flags:
+            return name
+    by_name: dict[str, str] = {}
+    for _, delim, name in entries:
+        leaf = name.rsplit(delim, 1)[-1] if delim else name
+        by_name.setdefault(leaf.casefold(), name)
+    for candidate in SENT_NAMES:
+        if candidate in by_name:
+            return by_name[candidate]
+    return None
+
+
+def _fetched(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
+    """{uid: literal} from the lines of a UID FETCH answer (UID before or after the data)."""
+    found: dict[int, bytes] = {}
+    uid: int | None = None
+    data: bytes | None = None
+
+    def keep() -> None:
+        if uid is not None and data is not None:
+            found[uid] = data
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            data = bytes(line)
+            continue
+        if _FETCH_START.match(line):
+            keep()
+            uid, data = None, None
+        if uid is None and (match := _UID.search(line)):
+            uid = int(match.group(1))
+    keep()
+    return found

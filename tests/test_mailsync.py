@@ -1,0 +1,710 @@
+"""The EMAIL SYNC engine against a real Dovecot (tests/imap.py), at the service level.
+
+Each test has IMAP users of its own (the static passdb accepts any name), so tests never see
+each other's mail on the module's one server. The parsing tests at the end use no database
+and run in the SQLite pass only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import imaplib
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import (
+    Account,
+    AccountEmail,
+    AccountType,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    MessageAccount,
+    StaffMember,
+    SyncStatus,
+)
+from portico.settings import Settings
+from services import crm, crypto, firms, mailsync
+from services.access import FlagChanges, set_email_flags
+from services.errors import InputError
+from services.mail_parse import (
+    clean_text,
+    normalize_subject,
+    parse_message,
+    parse_participants,
+    sanitize_html,
+)
+from services.pubsub import InProcessBus, Subscription, firm_channel
+from services.scope import FirmScope
+from tests.conftest import PASSWORD as STAFF_PASSWORD
+from tests.imap import PASSWORD, ImapServer, _listening, imap_fixture  # noqa: F401
+
+JANE = "Jane.Doe@Client.example"  # as typed in the CRM; mail uses other cases too
+BOB = "bob@client.example"
+STRANGER = "someone@elsewhere.example"
+
+
+@dataclass
+class World:
+    scope: FirmScope
+    owner: StaffMember
+    settings: Settings
+    family: Account  # Jane, EMAIL SYNC on
+    company: Account  # Jane and Bob, EMAIL SYNC on for Jane only
+    trust: Account  # Jane, EMAIL SYNC off
+
+    async def sync_on(self, account: Account, address: str) -> None:
+        row = await AccountEmail.get(
+            account_id=account.pk, email_address__address_normalized=address.lower()
+        )
+        await set_email_flags(
+            self.scope,
+            self.owner,
+            row.pk,
+            FlagChanges(email_sync=True),
+            self.settings,
+            send_invitation=False,
+        )
+
+
+@pytest.fixture
+async def world(settings: Settings) -> World:
+    firm, owner = await firms.create_firm(
+        "Acme LLP", "acme", "owner@acme.example", "Owner", STAFF_PASSWORD
+    )
+    scope = FirmScope(firm.pk)
+    family = await crm.create_account(scope, "Doe Family", AccountType.FAMILY)
+    company = await crm.create_account(scope, "Doe Ltd", AccountType.COMPANY)
+    trust = await crm.create_account(scope, "Doe Trust", AccountType.COMPANY)
+    await crm.create_contact(
+        scope, "Jane", "Doe", [crm.NewAddress(JANE)], [family.pk, company.pk, trust.pk]
+    )
+    await crm.create_contact(scope, "Bob", "Doe", [crm.NewAddress(BOB)], [company.pk])
+    w = World(scope, owner, settings, family, company, trust)
+    await w.sync_on(family, JANE)
+    await w.sync_on(company, JANE)
+    return w
+
+
+def imap_user(label: str = "inbox") -> str:
+    return f"{label}-{secrets.token_hex(4)}@acme.example"
+
+
+async def add_mailbox(world: World, imap: ImapServer, address: str | None = None) -> Mailbox:
+    address = address or imap_user()
+    secret = crypto.fernet(world.settings, "mailbox-password").encrypt(PASSWORD.encode())
+    return await Mailbox.create(
+        firm_id=world.scope.firm_id,
+        address=address,
+        address_normalized=address.lower(),
+        imap_host=imap.host,
+        imap_port=imap.port,
+        imap_tls=False,
+        smtp_host=imap.host,
+        smtp_port=25,
+        smtp_tls=False,
+        username=address,
+        password_encrypted=secret.decode(),
+    )
+
+
+def mail(
+    sender: str,
+    to: str | Sequence[str],
+    subject: str = "Tax return 2025",
+    *,
+    cc: Sequence[str] = (),
+    body: str = "Please find the figures below.",
+    html: str | None = None,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    date: datetime | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to if isinstance(to, str) else ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    msg["Message-ID"] = message_id or f"<{secrets.token_hex(8)}@client.example>"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    msg.set_content(body)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+async def sync(world: World, mailbox: Mailbox, bus: InProcessBus | None = None):
+    result = await mailsync.sync_mailbox(world.scope, mailbox, world.settings, bus)
+    assert not result.busy
+    return result
+
+
+async def stored(world: World) -> list[Message]:
+    return await world.scope.query(Message).order_by("id")
+
+
+async def accounts_of(message: Message) -> set[int]:
+    return set(
+        await MessageAccount.filter(message_id=message.pk).values_list("account_id", flat=True)
+    )
+
+
+def end_sessions(imap: ImapServer, user: str) -> None:
+    """Ends the server's processes still serving `user`, as a shutdown does.
+
+    Stopping Dovecot's master closes the listener at once, but a session already open is
+    served for a few more seconds; its process (working directory: the user's home) is
+    stopped here so the test does not wait for that.
+    """
+    home = str(imap.folder / "home" / user)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd") == home:
+                    pids.append(int(entry.name))
+    assert pids, f"no Dovecot process serves {user}"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, "the Dovecot session did not end"
+        time.sleep(0.05)
+
+
+def ensure_running(imap: ImapServer) -> None:
+    if not _listening(imap.host, imap.port):
+        imap.start()
+
+
+# What is kept -------------------------------------------------------------------------------
+
+
+async def test_inbox_mail_from_a_synced_address_is_stored_and_linked(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    raw = mail(
+        "Jane Doe <JANE.DOE@client.example>",
+        f"Acme <{mailbox.address}>",
+        "Figures",
+        cc=[STRANGER],
+        body="Grüße aus München",
+        html="<p onclick='x()'>Grüße<script>alert(1)</script></p>",
+        message_id="<first@client.example>",
+    )
+    imap.append(mailbox.username, raw)
+
+    result = await sync(world, mailbox)
+
+    assert (result.status, result.error) == (SyncStatus.IDLE, None)
+    assert (result.fetched, result.stored, result.skipped, result.unreadable) == (1, 1, 0, 0)
+    [message] = await stored(world)
+    assert result.message_ids == [message.pk]
+    assert message.message_id == "<first@client.example>"
+    assert message.subject == "Figures"
+    assert message.from_address == "jane.doe@client.example"
+    assert message.to_addresses == [mailbox.address_normalized]
+    assert message.cc_addresses == [STRANGER]
+    assert message.sent_at == datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    assert message.direction == "INBOUND"
+    assert "Grüße aus München" in (message.text_body or "")
+    assert "<script>" in (message.html_body or "")  # stored as received
+    assert "<script>" not in sanitize_html(message.html_body or "")
+    # Linked to every account where Jane's address has EMAIL SYNC on, not the third one.
+    assert await accounts_of(message) == {world.family.pk, world.company.pk}
+    link = await MessageAccount.get(message_id=message.pk, account_id=world.family.pk)
+    assert link.sent_at == message.sent_at and link.firm_id == world.scope.firm_id
+
+    await mailbox.refresh_from_db()
+    assert mailbox.sync_status == SyncStatus.IDLE and mailbox.last_error is None
+    assert mailbox.last_synced_at is not None and mailbox.lease_until is None
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.name == "INBOX" and inbox.last_uid == 1 and inbox.uidvalidity
+    sent = await MailboxFolder.get(mailbox_id=mailbox.pk, role="SENT")
+    assert sent.name == "Sent"  # found by its SPECIAL-USE flag
+
+
+async def test_rfc2047_subject_is_decoded(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    msg = EmailMessage()
+    msg["From"] = JANE
+    msg["To"] = mailbox.address
+    msg["Subject"] = "Rückfrage zur Steuer"  # encoded as RFC 2047 on the wire
+    msg.set_content("x")
+    raw = msg.as_bytes()
+    assert b"=?utf-8?" in raw
+    imap.append(mailbox.username, raw)
+    await sync(world, mailbox)
+    [message] = await stored(world)
+    assert message.subject == "Rückfrage zur Steuer"
+
+
+async def test_a_strangers_mail_is_not_stored(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Lunch?"))
+    # Bob is a contact of the firm, but his address has EMAIL SYNC off everywhere.
+    imap.append(mailbox.username, mail(BOB, mailbox.address, "Private"))
+    imap.append(mailbox.username, mail(STRANGER, [mailbox.address, "x@y.example"]))
+
+    result = await sync(world, mailbox)
+
+    assert (result.fetched, result.stored, result.skipped) == (3, 0, 3)
+    assert await stored(world) == []
+    assert await MessageAccount.all().count() == 0
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 3  # handled: not read again next time
+
+
+async def test_sent_mail_to_a_synced_address_is_outbound(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(
+        mailbox.username,
+        mail(mailbox.address.upper(), [BOB, JANE.upper()], "Your documents"),
+        "Sent",
+    )
+    imap.append(mailbox.username, mail(mailbox.address, STRANGER, "Not a client"), "Sent")
+
+    result = await sync(world, mailbox)
+
+    assert (result.stored, result.skipped) == (1, 1)
+    [message] = await stored(world)
+    assert message.direction == "OUTBOUND"
+    assert message.to_addresses == [BOB, JANE.lower()]
+    assert await accounts_of(message) == {world.family.pk, world.company.pk}
+    sent = await MailboxFolder.get(mailbox_id=mailbox.pk, role="SENT")
+    assert sent.last_uid == 2
+
+
+async def test_resync_stores_nothing_twice_and_reads_only_new_mail(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "One"))
+    imap.append(mailbox.username, mail(mailbox.address, JANE, "Two"), "Sent")
+    first = await sync(world, mailbox)
+    assert first.stored == 2
+
+    again = await sync(world, mailbox)
+    assert (again.fetched, again.stored, again.linked) == (0, 0, 0)
+
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Three"))
+    third = await sync(world, mailbox)
+    assert (third.fetched, third.stored) == (1, 1)
+    assert [m.subject for m in await stored(world)] == ["One", "Two", "Three"]
+    assert await MessageAccount.all().count() == 6
+
+
+async def test_uidvalidity_change_rescans_without_duplicates(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    old = [mail(mailbox.address, JANE, f"Sent {i}") for i in range(2)]
+    for raw in old:
+        imap.append(mailbox.username, raw, "Sent")
+    assert (await sync(world, mailbox)).stored == 2
+    before = await MailboxFolder.get(mailbox_id=mailbox.pk, role="SENT")
+    assert before.last_uid == 2
+
+    # The folder is deleted and made again: new UIDVALIDITY, UIDs from 1 again.
+    with imaplib.IMAP4(imap.host, imap.port) as client:
+        client.login(mailbox.username, PASSWORD)
+        assert client.delete("Sent")[0] == "OK"
+        assert client.create("Sent")[0] == "OK"
+        client.logout()
+    for raw in [*old, mail(mailbox.address, JANE, "Sent 2")]:
+        imap.append(mailbox.username, raw, "Sent")
+
+    result = await sync(world, mailbox)
+
+    after = await MailboxFolder.get(mailbox_id=mailbox.pk, role="SENT")
+    assert after.uidvalidity != before.uidvalidity
+    assert after.last_uid == 3
+    assert (result.fetched, result.stored, result.linked) == (3, 1, 0)
+    assert [m.subject for m in await stored(world)] == ["Sent 0", "Sent 1", "Sent 2"]
+
+
+async def test_the_same_message_in_two_mailboxes_is_stored_once(
+    world: World, imap: ImapServer
+) -> None:
+    first = await add_mailbox(world, imap)
+    second = await add_mailbox(world, imap)
+    raw = mail(JANE, [first.address, second.address], "To both of you")
+    imap.append(first.username, raw)
+    imap.append(second.username, raw)
+
+    assert (await sync(world, first)).stored == 1
+    result = await sync(world, second)
+
+    assert (result.fetched, result.stored, result.linked) == (1, 0, 0)
+    assert result.message_ids == []
+    [message] = await stored(world)
+    assert await accounts_of(message) == {world.family.pk, world.company.pk}
+
+
+async def test_a_message_seen_again_gains_the_accounts_turned_on_since(
+    world: World, imap: ImapServer
+) -> None:
+    first = await add_mailbox(world, imap)
+    second = await add_mailbox(world, imap)
+    raw = mail(JANE, [first.address, second.address], cc=[BOB])
+    imap.append(first.username, raw)
+    await sync(world, first)
+    [message] = await stored(world)
+    assert await accounts_of(message) == {world.family.pk, world.company.pk}
+
+    await world.sync_on(world.trust, JANE)
+    imap.append(second.username, raw)
+    bus = InProcessBus()
+    async with bus.subscribe(firm_channel(world.scope.firm_id)) as events:
+        result = await sync(world, second, bus)
+        assert (result.stored, result.linked, result.message_ids) == (0, 1, [message.pk])
+        event = await next_event(events)
+    assert event == {
+        "kind": "message.synced",
+        "messageId": message.pk,
+        "accountIds": [world.trust.pk],
+    }
+    assert await accounts_of(message) == {world.family.pk, world.company.pk, world.trust.pk}
+    assert await Message.all().count() == 1
+
+
+async def test_a_malformed_message_is_stored_with_what_could_be_read(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    # No Message-ID, Date or To; an unknown charset in the subject and the body; 8-bit
+    # header bytes; a NUL (PostgreSQL refuses it in text).
+    broken = (
+        b"From: =?x-unknown?q?Jane?= <" + JANE.encode() + b">\r\n"
+        b"Subject: Caf\xc3\xa9 =?x-bogus?q?caf=E9?=\r\n"
+        b"Cc: <broken, , @@\r\n"
+        b"Content-Type: text/plain; charset=x-bogus\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"\r\n"
+        b"Caf\xe9 cr\xe8me \x00 br\xfbl\xe9e\r\n"
+    )
+    # A multipart whose boundary never comes, and a message with no headers at all.
+    unterminated = (
+        b"From: " + JANE.encode() + b"\r\nSubject: cut\r\n"
+        b"Content-Type: multipart/mixed; boundary=zzz\r\n\r\n--zzz\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>half"
+    )
+    imap.append(mailbox.username, broken)
+    imap.append(mailbox.username, b"\r\n\r\nno headers at all\r\n")
+    imap.append(mailbox.username, unterminated)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "After the broken ones"))
+
+    result = await sync(world, mailbox)
+
+    assert (result.status, result.error) == (SyncStatus.IDLE, None)
+    assert (result.fetched, result.stored, result.skipped) == (4, 3, 1)
+    bad, cut, good = await stored(world)
+    assert bad.from_address == JANE.lower()
+    assert bad.subject.startswith("Café")
+    assert bad.message_id.startswith("sha256:")  # a stable hash of date, sender, subject
+    assert bad.to_addresses == [] and bad.cc_addresses == []
+    assert bad.text_body is not None and "Café crème" in bad.text_body
+    assert "\x00" not in bad.text_body
+    assert bad.sent_at.tzinfo is not None  # no Date: the time it was read
+    assert cut.subject == "cut" and "half" in (cut.html_body or "")
+    assert good.subject == "After the broken ones"
+
+    # The hash is stable: found again, not stored twice, when seen through another mailbox.
+    other = await add_mailbox(world, imap)
+    imap.append(other.username, broken)
+    assert (await sync(world, other)).stored == 0
+    assert await Message.all().count() == 3
+
+
+async def test_synced_mail_stays_unseen_on_the_server(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Unread"))
+    imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Unread too"))
+    imap.append(mailbox.username, mail(mailbox.address, JANE, "Sent"), "Sent")
+    await sync(world, mailbox)
+    assert await Message.all().count() == 2
+
+    with imaplib.IMAP4(imap.host, imap.port) as client:
+        client.login(mailbox.username, PASSWORD)
+        for folder, count in (("INBOX", 2), ("Sent", 1)):
+            status, data = client.select(folder, readonly=True)
+            assert status == "OK" and int(data[0]) == count  # nothing deleted or moved
+            status, flags = client.fetch("1:*", "(FLAGS)")
+            assert status == "OK" and len(flags) == count
+            assert not any(b"\\Seen" in line for line in flags), flags
+        client.logout()
+
+
+# Threads ------------------------------------------------------------------------------------
+
+
+async def test_threads_follow_references_then_subject_and_participants(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    me = mailbox.address
+    original = mail(JANE, me, "Quarterly figures", message_id="<q1@client.example>")
+    reply = mail(
+        me,
+        JANE,
+        "Different subject entirely",
+        message_id="<q2@acme.example>",
+        in_reply_to="<q1@client.example>",
+        references=["<q1@client.example>"],
+    )
+    # Answers q2 only through an unknown message: the chain's first known one is q1.
+    late = mail(
+        JANE,
+        me,
+        "Re: whatever",
+        in_reply_to="<unknown@client.example>",
+        references=["<q1@client.example>", "<unknown@client.example>"],
+    )
+    # No headers to follow: the normalised subject and the same people.
+    loose = mail(JANE, me, "AW: Re: WG:  quarterly   FIGURES")
+    other_people = mail(JANE, [me, BOB], "Re: Quarterly figures")
+    for raw in (original, late, loose, other_people):
+        imap.append(mailbox.username, raw)
+    imap.append(mailbox.username, reply, "Sent")
+
+    await sync(world, mailbox)
+
+    messages = {m.subject: m for m in await stored(world)}
+    thread = messages["Quarterly figures"].thread_key
+    assert messages["Different subject entirely"].thread_key == thread
+    assert messages["Re: whatever"].thread_key == thread
+    assert messages["AW: Re: WG:  quarterly   FIGURES"].thread_key == thread
+    assert messages["Re: Quarterly figures"].thread_key != thread
+
+
+# Events -------------------------------------------------------------------------------------
+
+
+async def next_event(events: Subscription) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        return await anext(events)
+
+
+async def test_an_event_is_published_for_each_stored_message(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "One"))
+    imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Not kept"))
+    imap.append(mailbox.username, mail(mailbox.address, JANE, "Two"), "Sent")
+    bus = InProcessBus()
+    seen_in_db: list[bool] = []
+    async with bus.subscribe(firm_channel(world.scope.firm_id)) as events:
+        result = await sync(world, mailbox, bus)
+        assert events.pending == 2
+        received = [await next_event(events) for _ in range(2)]
+        for event in received:  # published after the commit: the row is there
+            seen_in_db.append(await Message.exists(pk=event["messageId"]))
+        again = await sync(world, mailbox, bus)
+        assert again.stored == 0 and events.pending == 0
+    one, two = await stored(world)
+    both = sorted([world.family.pk, world.company.pk])
+    assert received == [
+        {"kind": "message.synced", "messageId": one.pk, "accountIds": both},
+        {"kind": "message.synced", "messageId": two.pk, "accountIds": both},
+    ]
+    assert seen_in_db == [True, True]
+    assert result.message_ids == [one.pk, two.pk]
+
+
+# Failures -----------------------------------------------------------------------------------
+
+
+async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    for i in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
+    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
+    store = mailsync.store_message
+    calls = 0
+
+    async def store_then_stop(*args: Any, **kwargs: Any) -> mailsync.StoreOutcome:
+        nonlocal calls
+        calls += 1
+        outcome = await store(*args, **kwargs)
+        during = await Mailbox.get(pk=mailbox.pk)
+        assert during.sync_status == SyncStatus.SYNCING and during.lease_until is not None
+        if calls == 1:  # the server goes away after the first message is stored
+            imap.stop()
+            end_sessions(imap, mailbox.username)
+        return outcome
+
+    monkeypatch.setattr(mailsync, "store_message", store_then_stop)
+    try:
+        failed = await sync(world, mailbox)
+        assert failed.status == SyncStatus.FAILED
+        assert failed.error and "IMAP server" in failed.error
+        assert PASSWORD not in failed.error
+        assert failed.stored == 1
+        await mailbox.refresh_from_db()
+        assert mailbox.sync_status == SyncStatus.FAILED
+        assert mailbox.last_error == failed.error and mailbox.lease_until is None
+        inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+        assert inbox.last_uid == 1  # the cursor stands after what was handled
+
+        # Still down: a new attempt fails at once, with a connection error.
+        down = await sync(world, mailbox)
+        assert down.status == SyncStatus.FAILED and "Could not connect" in (down.error or "")
+    finally:
+        ensure_running(imap)
+
+    monkeypatch.setattr(mailsync, "store_message", store)
+    recovered = await sync(world, mailbox)
+    assert (recovered.status, recovered.error) == (SyncStatus.IDLE, None)
+    assert (recovered.fetched, recovered.stored) == (2, 2)
+    assert [m.subject for m in await stored(world)] == [f"Message {i}" for i in range(3)]
+    await mailbox.refresh_from_db()
+    assert mailbox.sync_status == SyncStatus.IDLE and mailbox.last_error is None
+
+
+async def test_tls_refused_by_the_server_is_reported(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    mailbox.imap_tls = True  # the test server speaks plain IMAP only
+    await mailbox.save()
+    result = await sync(world, mailbox)
+    assert result.status == SyncStatus.FAILED
+    assert result.error and result.error.startswith(f"TLS with the IMAP server {imap.host}")
+
+
+async def test_a_password_that_cannot_be_decrypted_is_reported(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    mailbox.password_encrypted = "not-a-fernet-token"  # e.g. PORTICO_SECRET_KEY changed
+    await mailbox.save()
+    result = await sync(world, mailbox)
+    assert result.status == SyncStatus.FAILED
+    assert result.error and "cannot be decrypted" in result.error
+
+
+async def test_a_mailbox_being_synced_is_not_synced_twice_at_once(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world, imap)
+    imap.append(mailbox.username, mail(JANE, mailbox.address))
+    results = await asyncio.gather(*(sync_any(world, mailbox) for _ in range(3)))
+    assert sorted(r.busy for r in results) == [False, True, True]
+    assert sum(r.stored for r in results) == 1
+    assert await Message.all().count() == 1
+
+
+async def sync_any(world: World, mailbox: Mailbox) -> mailsync.SyncResult:
+    row = await Mailbox.get(pk=mailbox.pk)  # each caller with its own copy, as in the API
+    return await mailsync.sync_mailbox(world.scope, row, world.settings)
+
+
+async def test_another_firms_mailbox_is_not_found(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    other, _ = await firms.create_firm(
+        "Globex LLP", "globex", "owner@globex.example", "Owner", STAFF_PASSWORD
+    )
+    with pytest.raises(InputError):
+        await mailsync.sync_mailbox(FirmScope(other.pk), mailbox, world.settings)
+
+
+# Last of the IMAP tests: after a failed login, Dovecot slows down logins from the same address
+# (its auth penalty), which would slow every test after this one on the module's server.
+async def test_a_wrong_password_fails_with_a_readable_error(world: World, imap: ImapServer) -> None:
+    mailbox = await add_mailbox(world, imap)
+    wrong = "not-the-password-42"
+    mailbox.password_encrypted = (
+        crypto.fernet(world.settings, "mailbox-password").encrypt(wrong.encode()).decode()
+    )
+    await mailbox.save()
+
+    result = await sync(world, mailbox)
+
+    assert result.status == SyncStatus.FAILED
+    assert result.error and "refused the username or password" in result.error
+    assert wrong not in result.error
+    await mailbox.refresh_from_db()
+    assert mailbox.sync_status == SyncStatus.FAILED and mailbox.last_error == result.error
+
+
+# Parsing (no database) ----------------------------------------------------------------------
+
+
+def test_a_missing_message_id_hashes_date_sender_and_subject() -> None:
+    raw = b"From: A <a@x.example>\r\nSubject: hi\r\nDate: Mon, 2 Mar 2026 09:30:00 +0000\r\n\r\nx"
+    one, two = parse_message(raw), parse_message(raw.replace(b"\r\n\r\nx", b"\r\n\r\ny"))
+    assert one.message_id.startswith("sha256:") and one.message_key == two.message_key
+    other = parse_message(raw.replace(b"Subject: hi", b"Subject: ho"))
+    assert other.message_key != one.message_key
+
+
+def test_subjects_are_normalised_for_threads() -> None:
+    assert normalize_subject("Re: AW: WG: Fwd: FW:  Hello   World ") == "hello world"
+    assert normalize_subject("RE[2]: Hello") == "hello"
+    assert normalize_subject("Regarding: Hello") == "regarding: hello"
+
+
+def test_sanitize_html_removes_scripts_and_handlers() -> None:
+    html = '<p onclick="x()">Hi<script>alert(1)</script><a href="javascript:x()">l</a></p>'
+    clean = sanitize_html(html)
+    assert "script" not in clean and "onclick" not in clean and "javascript" not in clean
+    assert clean.startswith("<p>Hi")
+
+
+def test_text_is_made_storable() -> None:
+    assert clean_text("caf\udcc3\udca9\x00") == "café"  # undeclared UTF-8 bytes, NUL
+    assert clean_text("a\ud800b") == "a?b"
+
+
+def test_parsing_never_raises_on_damaged_mail() -> None:
+    msg = EmailMessage()
+    msg["From"] = "Jäne <jane@client.example>"
+    msg["To"] = 'a@b.example, "Q, R" <q@r.example>'
+    msg["Subject"] = "Grüße"
+    msg["References"] = "<x@y> <z@w>"
+    msg.set_content("Hällo " * 50)
+    msg.add_alternative("<p>Hällo</p>", subtype="html")
+    msg.add_attachment(b"\x00\x01" * 100, maintype="application", subtype="octet-stream")
+    base = msg.as_bytes()
+    noise = [b"=?", b"?=", b"<", b">", b"\r\n", b":", b'"', b"=?utf-8?b?", b"--", b"\x00", b"\xff"]
+    rnd = random.Random(5)
+    for _ in range(500):
+        raw = bytearray(base)
+        for _ in range(rnd.randint(1, 30)):
+            pos = rnd.randrange(len(raw))
+            roll = rnd.random()
+            if roll < 0.4:
+                raw[pos] = rnd.randrange(256)
+            elif roll < 0.7:
+                del raw[pos : pos + rnd.randint(1, 20)]
+            else:
+                raw[pos:pos] = rnd.choice(noise)
+        parsed = parse_message(bytes(raw))
+        parse_participants(bytes(raw))
+        texts = [parsed.subject, parsed.message_id, *parsed.participants]
+        texts += [parsed.text_body or "", parsed.html_body or ""]
+        for text in texts:
+            text.encode("utf-8")
+            assert "\x00" not in text
