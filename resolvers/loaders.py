@@ -24,7 +24,7 @@ from models import (
     OutboundEmail,
     PortalAccess,
 )
-from services import access, paging
+from services import access, messages, paging
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -46,6 +46,7 @@ class Loaders:
         self.audit_by_account = DataLoader(self._audit_by_account)
         self.deliveries_page = DataLoader(self._deliveries_page)
         self.documents_page = DataLoader(self._documents_page)
+        self.accounts_by_message = DataLoader(self._accounts_by_message)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -133,6 +134,10 @@ class Loaders:
         for row in rows:
             grouped[row.account_id].append(row)
         return [grouped[key] for key in keys]
+
+    async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[Account]]:
+        found = await messages.accounts_by_message(self.scope, keys)
+        return [found[key] for key in keys]
 
     async def _deliveries_page(
         self, keys: Sequence[tuple[int, int, int]]

@@ -14,12 +14,13 @@ from resolvers.permissions import IsStaff
 from schema import ids
 from schema.delivery import Delivery
 from schema.mail import Mailbox, UsesInbox
+from schema.messages import Message, inbox
 from schema.pagination import Connection, paginate
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from services import crm, mailboxes, portal
 
 # Every type `node(id:)` resolves (Delivery and Mailbox live apart: they import schema.types).
-NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox}
+NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox, "Message": Message}
 
 
 @strawberry.type
@@ -122,6 +123,16 @@ class Query:
     async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
         row = await info.context.scope.find(ContactModel, ids.decode(id, "Contact"))
         return Contact.from_model(row) if row else None
+
+    @strawberry.field(
+        description="Inbox+: synced mail of all accounts, newest first; cursors stay stable "
+        "while new mail arrives (staff with the inbox right).",
+        permission_classes=[UsesInbox],
+    )
+    async def inbox(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[Message]:
+        return await inbox(info, first, after)
 
     @strawberry.field(
         description="The firm's connected mailboxes by address, with their sync status "

@@ -133,6 +133,7 @@ QUERIES = {
     "contacts": ("{ contacts { totalCount } }", "staff"),
     "contact": (f'{{ contact(id: "{ID}") {{ id }} }}', "staff"),
     "mailboxes": ("{ mailboxes { id } }", "inbox"),
+    "inbox": ("{ inbox { totalCount } }", "inbox"),
 }
 ALLOWED = {
     # rule: the viewers it lets through

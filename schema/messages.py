@@ -1,0 +1,89 @@
+"""Synced mail as the API shows it (staff with the inbox right; clients never see it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import strawberry
+from strawberry import relay
+from strawberry.relay import PageInfo
+from strawberry.types import Info
+
+from models import Message as MessageModel
+from schema.pagination import Connection, Edge, bad_input, check_page_size
+from schema.types import Account, ScopedNode
+from services import mail_parse, messages, permissions
+from services.errors import InputError
+
+
+@strawberry.type(description="A message synced from (or sent through) a connected mailbox.")
+class Message(ScopedNode):
+    model = MessageModel
+    id: relay.NodeID[int]
+    subject: str
+    from_: str = strawberry.field(name="from")
+    to: list[str]
+    cc: list[str]
+    sent_at: datetime
+    text_body: str | None
+    direction: str = strawberry.field(description="INBOUND or OUTBOUND.")
+    thread_id: strawberry.ID = strawberry.field(
+        description="Messages of one conversation share it."
+    )
+    raw_html: strawberry.Private[str | None]
+
+    @classmethod
+    def from_model(cls, row: MessageModel) -> Message:
+        return cls(
+            id=row.pk,
+            subject=row.subject,
+            from_=row.from_address,
+            to=list(row.to_addresses),
+            cc=list(row.cc_addresses),
+            sent_at=row.sent_at,
+            text_body=row.text_body,
+            direction=row.direction,
+            thread_id=strawberry.ID(row.thread_key),
+            raw_html=row.html_body,
+        )
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Message | None]:
+        staff = info.context.staff
+        if staff is None or not staff.uses_inbox:
+            return [None for _ in node_ids]
+        return await super().resolve_nodes(info=info, node_ids=node_ids, required=required)
+
+    @strawberry.field(description="The HTML part, sanitized (no scripts, no event handlers).")
+    def html_body(self) -> str | None:
+        return mail_parse.sanitize_html(self.raw_html) if self.raw_html else None
+
+    @strawberry.field(description="The accounts whose Email tab shows this message.")
+    async def accounts(self, info: Info) -> list[Account]:
+        rows = await info.context.loaders.accounts_by_message.load(self.id)
+        return [Account.from_model(row) for row in rows]
+
+
+async def inbox(info: Info, first: int | None, after: str | None) -> Connection[Message]:
+    """Inbox+: the firm's synced mail, newest first, keyset-paged."""
+    permissions.require_inbox(info.context.require_staff())
+    size = first if first is not None else 20
+    check_page_size(size, info.context.settings.max_page_size)
+    try:
+        total, rows, more = await messages.inbox_page(info.context.scope, size, after)
+    except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
+        raise bad_input(str(exc), "after") from None
+    edges = [Edge(node=Message.from_model(r), cursor=messages.encode_cursor(r)) for r in rows]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=more,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=total,
+    )
