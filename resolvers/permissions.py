@@ -26,3 +26,9 @@ class ManagesStaff(BasePermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         permissions.require_staff_admin(info.context.require_staff())
         return True
+
+
+class UsesInbox(BasePermission):
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        permissions.require_inbox(info.context.require_staff())
+        return True

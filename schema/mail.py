@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import strawberry
 from strawberry import relay
-from strawberry.permission import BasePermission
 from strawberry.types import Info
 
 from models import Mailbox as MailboxModel
 from schema.errors import UserError
 from schema.types import ScopedNode
-from services import permissions
-
-
-class UsesInbox(BasePermission):
-    """services.permissions.require_inbox: owners, admins and staff with the inbox right."""
-
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        permissions.require_inbox(info.context.require_staff())
-        return True
 
 
 @strawberry.type(

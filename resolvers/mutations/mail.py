@@ -8,8 +8,9 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
+from resolvers.permissions import UsesInbox
 from schema import ids
-from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload, UsesInbox
+from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from services import mailboxes
 
 T = TypeVar("T")
