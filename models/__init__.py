@@ -12,7 +12,16 @@ from models.crm import (
 )
 from models.documents import Document
 from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
-from models.mail import Mailbox, MailboxFolder, Message, MessageAccount, SyncStatus
+from models.mail import (
+    Attachment,
+    HistoryImport,
+    HistoryStatus,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    MessageAccount,
+    SyncStatus,
+)
 from models.outbox import DeliveryStatus, OutboundEmail
 
 __all__ = [
@@ -20,12 +29,15 @@ __all__ = [
     "AccountContact",
     "AccountEmail",
     "AccountType",
+    "Attachment",
     "AuditEntry",
     "Contact",
     "DeliveryStatus",
     "Document",
     "EmailAddress",
     "Firm",
+    "HistoryImport",
+    "HistoryStatus",
     "Invitation",
     "Mailbox",
     "MailboxFolder",

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tortoise import fields
 from tortoise.models import Model
 
 from models.crm import Account
 from models.firms import Firm, StaffMember
+
+if TYPE_CHECKING:
+    from models.mail import Attachment
 
 
 class Document(Model):
@@ -27,6 +32,10 @@ class Document(Model):
         "portico.StaffMember", related_name="documents", null=True, on_delete=fields.SET_NULL
     )
     uploaded_by_id: int | None
+    attachment: fields.ForeignKeyNullableRelation[Attachment] = fields.ForeignKeyField(
+        "portico.Attachment", related_name="documents", null=True, on_delete=fields.SET_NULL
+    )
+    attachment_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -88,6 +88,13 @@ class Message(Model):
     text_body = fields.TextField(null=True)
     html_body = fields.TextField(null=True, description="as received, sanitized when read")
     direction = fields.CharField(max_length=8, description="INBOUND or OUTBOUND")
+    references = fields.JSONField(
+        default=list, description="Message-IDs it answers, oldest first, for replies"
+    )
+    mailbox: fields.ForeignKeyNullableRelation[Mailbox] = fields.ForeignKeyField(
+        "portico.Mailbox", related_name="messages", null=True, on_delete=fields.SET_NULL
+    )
+    mailbox_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -118,3 +125,60 @@ class MessageAccount(Model):
         table = "message_account"
         unique_together = (("message", "account"),)
         indexes = (("account_id", "sent_at", "message_id"),)
+
+
+class Attachment(Model):
+    """A file attached to a synced message, stored by content hash as documents are."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="attachments", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
+        "portico.Message", related_name="attachments", on_delete=fields.CASCADE
+    )
+    message_id: int
+    position = fields.IntField(description="order within the message")
+    filename = fields.CharField(max_length=255)
+    content_type = fields.CharField(max_length=127)
+    size = fields.BigIntField()
+    sha256 = fields.CharField(max_length=64, null=True, description="null when not kept")
+    skipped_reason = fields.TextField(null=True, description="why the content was not kept")
+
+    class Meta:
+        table = "attachment"
+        unique_together = (("message", "position"),)
+
+
+class HistoryStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class HistoryImport(Model):
+    """Earlier mail of one address to import from one mailbox (EMAIL SYNC turned on)."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="history_imports", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    mailbox: fields.ForeignKeyRelation[Mailbox] = fields.ForeignKeyField(
+        "portico.Mailbox", related_name="history_imports", on_delete=fields.CASCADE
+    )
+    mailbox_id: int
+    address_normalized = fields.CharField(max_length=254)
+    status = fields.CharEnumField(HistoryStatus, max_length=16, default=HistoryStatus.PENDING)
+    found = fields.IntField(default=0, description="messages the server matched")
+    imported = fields.IntField(default=0, description="messages stored or linked")
+    last_error = fields.TextField(null=True)
+    lease_until = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "history_import"
+        indexes = (("mailbox_id", "status"),)

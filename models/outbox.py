@@ -13,6 +13,7 @@ from models.firms import Firm
 
 if TYPE_CHECKING:
     from models.access import Invitation
+    from models.mail import Mailbox, Message
 
 
 class DeliveryStatus(StrEnum):
@@ -64,6 +65,17 @@ class OutboundEmail(Model):
     lease_until = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     sent_at = fields.DatetimeField(null=True)
+    # A reply from Inbox+: sent through this mailbox's SMTP server and filed in its Sent folder.
+    mailbox: fields.ForeignKeyNullableRelation[Mailbox] = fields.ForeignKeyField(
+        "portico.Mailbox", related_name="outbound_emails", null=True, on_delete=fields.SET_NULL
+    )
+    mailbox_id: int | None
+    thread_message: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
+        "portico.Message", related_name="outbound_emails", null=True, on_delete=fields.SET_NULL
+    )
+    thread_message_id: int | None
+    headers = fields.JSONField(null=True, description="extra headers such as In-Reply-To")
+    filed_at = fields.DatetimeField(null=True, description="copy appended to the Sent folder")
 
     class Meta:
         table = "outbound_email"

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -165,6 +165,56 @@ async def sync_mailbox(
         result.skipped,
         result.unreadable,
     )
+    return result
+
+
+Progress = Callable[[SyncResult], Awaitable[None]]
+
+
+async def import_history(
+    scope: FirmScope,
+    mailbox: Mailbox,
+    settings: Settings,
+    addresses: Sequence[str],
+    bus: EventBus | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Earlier mail of `addresses` (EMAIL SYNC just turned on) from INBOX and Sent of
+    `mailbox`: IMAP SEARCH on FROM, TO and CC, then the same reads and storing as a sync pass.
+    Folder cursors are left alone, and it runs beside a sync pass of the same mailbox (a
+    message both store is found again by its key). `progress` is awaited after every batch.
+    Failures are reported in the result (`error`), not raised and not set on the mailbox."""
+    if mailbox.firm_id != scope.firm_id:
+        raise input_error("NOT_FOUND", "No such Mailbox.", "id")
+    result = SyncResult(mailbox.pk, SyncStatus.SYNCING)
+    wanted = sorted({a.strip().lower() for a in addresses if a.strip()})
+    password = ""
+    try:
+        password = _password(settings, mailbox)
+        own = {
+            a.lower()
+            for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
+        }
+        session = await _Session.open(mailbox, password)
+        try:
+            pass_ = _Pass(scope, mailbox, session, own, bus, result)
+            for _role, name in await session.folders():
+                await session.select(name)
+                uids = await session.search_participants(wanted)
+                for start in range(0, len(uids), FETCH_BATCH):
+                    await pass_.batch(uids[start : start + FETCH_BATCH])
+                    if progress is not None:
+                        await progress(result)
+        finally:
+            await session.close()
+        result.status = SyncStatus.IDLE
+    except MailSyncError as exc:
+        result.error = _scrub(str(exc), password)
+    except Exception as exc:  # a bug or a database failure: logged with its trace
+        log.exception("history import from mailbox %s failed", mailbox.pk)
+        result.error = _scrub(f"Unexpected error: {type(exc).__name__}: {exc}", password)
+    if result.error is not None:
+        result.status = SyncStatus.FAILED
     return result
 
 
@@ -306,7 +356,9 @@ class _Pass:
             if not account_ids:
                 self.result.skipped += 1
                 continue
-            outcome = await store_message(self.scope, parsed, account_ids, self.own_addresses)
+            outcome = await store_message(
+                self.scope, parsed, account_ids, self.own_addresses, mailbox_id=self.mailbox.pk
+            )
             if outcome.created:
                 self.result.stored += 1
             elif outcome.new_account_ids:
@@ -370,6 +422,7 @@ async def store_message(
     parsed: ParsedMessage,
     account_ids: Iterable[int],
     own_addresses: Iterable[str] = (),
+    mailbox_id: int | None = None,
 ) -> StoreOutcome:
     """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
     (same key) only gains the accounts it lacks. Each write is one short transaction."""
@@ -393,6 +446,8 @@ async def store_message(
                     text_body=parsed.text_body,
                     html_body=parsed.html_body,
                     direction=OUTBOUND if from_us else INBOUND,
+                    references=parsed.reference_chain,
+                    mailbox_id=mailbox_id,
                 )
                 await _link(scope, message, sorted(accounts))
             return StoreOutcome(message, True, sorted(accounts))
@@ -537,6 +592,23 @@ class _Session:
         for line in response.lines[:-1]:
             if isinstance(line, bytes):
                 uids.update(int(u) for u in re.findall(rb"\d+", line))
+        return sorted(uids)
+
+    async def search_participants(self, addresses: Sequence[str]) -> list[int]:
+        """UIDs in the selected folder with any of `addresses` in From, To or Cc."""
+        uids: set[int] = set()
+        for address in addresses:
+            quoted = aioimaplib.quoted(address)
+            criteria = ("OR", "FROM", quoted, "OR", "TO", quoted, "CC", quoted)
+            command = self.client.uid_search(*criteria, charset=None)
+            response = await self.call("UID SEARCH", command)
+            if response.result != "OK":
+                raise MailSyncError(
+                    f"The IMAP server {self.where} refused SEARCH: {_text(response)}"
+                )
+            for line in response.lines[:-1]:
+                if isinstance(line, bytes):
+                    uids.update(int(u) for u in re.findall(rb"\d+", line))
         return sorted(uids)
 
     async def fetch(self, uids: Sequence[int], parts: str) -> dict[int, bytes]:

@@ -95,15 +95,17 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "history_import",
+    "document",
+    "attachment",
+    "outbound_email",
     "message_account",
     "message",
     "mailbox_folder",
     "mailbox",
-    "document",
     "audit_entry",
     "invitation",
     "portal_access",
-    "outbound_email",
     "account_email",
     "account_contact",
     "email_address",
