@@ -24,6 +24,7 @@ from portico.worker import run_worker
 from schema.root import build_schema
 from services import crypto
 from services.mail_transport import transport_for
+from services.pubsub import bus_for
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_db:
             await db.init_db(settings.resolved_database_url)
+        # Live events (messageSynced): this process only, or every process through Redis.
+        bus = bus_for(settings)
+        app.state.bus = bus
         stop = asyncio.Event()
         # The embedded default delivers mail in this process; separate workers turn it off.
         worker = (
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             stop.set()
             if worker is not None:
                 await worker
+            await bus.close()
             if manage_db:
                 await db.close_db()
 

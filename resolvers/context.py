@@ -14,6 +14,7 @@ from portico.settings import Settings
 from resolvers.loaders import Loaders
 from services import access
 from services.errors import Forbidden, Unauthenticated
+from services.pubsub import EventBus
 from services.scope import FirmScope
 
 SESSION_COOKIE = "portico_session"
@@ -59,6 +60,11 @@ class Context:
         """The client's current account, if they may still enter it."""
         current = self.session.current_account_id if self.session else None
         return current if current in await self.client_account_ids() else None
+
+    @property
+    def bus(self) -> EventBus | None:
+        """The process's event bus (set by the app's lifespan; None outside of it)."""
+        return getattr(self.request.app.state, "bus", None)
 
     @property
     def scope(self) -> FirmScope:

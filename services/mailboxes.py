@@ -37,6 +37,7 @@ from portico.settings import Settings
 from services import audit, crypto
 from services.emails import clean_address
 from services.errors import InputError, UserError, input_error
+from services.pubsub import EventBus
 from services.scope import FirmScope
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,9 @@ async def connect_mailbox(
     return mailbox
 
 
-async def sync_now(scope: FirmScope, mailbox_id: int | None, settings: Settings) -> Mailbox:
+async def sync_now(
+    scope: FirmScope, mailbox_id: int | None, settings: Settings, bus: EventBus | None = None
+) -> Mailbox:
     """Syncs one mailbox of the firm now; returns it as the sync left it."""
     mailbox = await scope.get(Mailbox, mailbox_id, "id")
     try:
@@ -198,7 +201,7 @@ async def sync_now(scope: FirmScope, mailbox_id: int | None, settings: Settings)
         raise input_error(
             "SYNC_UNAVAILABLE", "Mailbox sync is not available on this server.", "id"
         ) from None
-    await sync_mailbox(scope, mailbox, settings)
+    await sync_mailbox(scope, mailbox, settings, bus)
     return await scope.get(Mailbox, mailbox.pk, "id")
 
 

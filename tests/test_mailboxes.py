@@ -317,7 +317,7 @@ async def test_sync_mailbox_runs_the_engine_and_returns_the_fresh_row(
 ):
     calls: list[tuple[int, int, object]] = []
 
-    async def sync_mailbox(scope, mailbox, settings_):
+    async def sync_mailbox(scope, mailbox, settings_, bus=None):
         calls.append((scope.firm_id, mailbox.pk, settings_))
         await Mailbox.filter(pk=mailbox.pk).update(
             sync_status=SyncStatus.FAILED, last_error="server went away"

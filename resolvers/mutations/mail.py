@@ -65,7 +65,10 @@ class MailMutations:
             *await attempt(
                 info.context,
                 mailboxes.sync_now(
-                    info.context.scope, ids.decode(id, "Mailbox"), info.context.settings
+                    info.context.scope,
+                    ids.decode(id, "Mailbox"),
+                    info.context.settings,
+                    info.context.bus,
                 ),
             )
         )
