@@ -16,6 +16,7 @@ from models import (
     Account,
     AccountContact,
     AccountEmail,
+    Attachment,
     AuditEntry,
     Contact,
     Document,
@@ -24,7 +25,7 @@ from models import (
     OutboundEmail,
     PortalAccess,
 )
-from services import access, messages, paging
+from services import access, attachments, messages, paging
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -47,6 +48,7 @@ class Loaders:
         self.deliveries_page = DataLoader(self._deliveries_page)
         self.documents_page = DataLoader(self._documents_page)
         self.accounts_by_message = DataLoader(self._accounts_by_message)
+        self.attachments_by_message = DataLoader(self._attachments_by_message)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -137,6 +139,10 @@ class Loaders:
 
     async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[Account]]:
         found = await messages.accounts_by_message(self.scope, keys)
+        return [found[key] for key in keys]
+
+    async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[Attachment]]:
+        found = await attachments.by_message(self.scope, keys)
         return [found[key] for key in keys]
 
     async def _deliveries_page(

@@ -11,6 +11,7 @@ from strawberry.relay import PageInfo
 from strawberry.types import Info
 
 from models import Message as MessageModel
+from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
 from schema.types import Account, ScopedNode
 from services import mail_parse, messages
@@ -65,6 +66,12 @@ class Message(ScopedNode):
     async def accounts(self, info: Info) -> list[Account]:
         rows = await info.context.loaders.accounts_by_message.load(self.id)
         return [Account.from_model(row) for row in rows]
+
+
+@strawberry.type
+class MessagePayload:
+    errors: list[UserError]
+    message: Message | None = None
 
 
 async def inbox(info: Info, first: int | None, after: str | None) -> Connection[Message]:
