@@ -36,8 +36,11 @@ format: $(PY_STAMP)
 schema: $(PY_STAMP)
 	$(BIN)/portico export-schema > schema.graphql
 
-# Benchmarks (never part of `make test`); the last two need PostgreSQL.
+# Benchmarks (never part of `make test`): mass_send, deliveries and mail_sync need PostgreSQL,
+# mail_sync Dovecot, fanout Redis.
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.mass_send
 	$(BIN)/python -m bench.deliveries
+	$(BIN)/python -m bench.mail_sync
+	$(BIN)/python -m bench.fanout

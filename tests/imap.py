@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,9 +114,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(name="imap", scope="module")
-def imap_fixture() -> Iterator[ImapServer]:
-    binary = need_dovecot()
+@contextmanager
+def running_dovecot(binary: str) -> Iterator[ImapServer]:
+    """A Dovecot on a free loopback port with its own folder, gone after the block."""
     folder = Path(tempfile.mkdtemp(prefix="portico-dovecot-"))
     try:
         folder.chmod(0o755)
@@ -133,3 +134,9 @@ def imap_fixture() -> Iterator[ImapServer]:
             server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(name="imap", scope="module")
+def imap_fixture() -> Iterator[ImapServer]:
+    with running_dovecot(need_dovecot()) as server:
+        yield server

@@ -1,0 +1,239 @@
+"""EMAIL SYNC throughput: a first sync of 5,000 messages next to a plain IMAP fetch of them.
+
+    python -m bench.mail_sync [MESSAGES]
+
+Starts a throwaway Dovecot (tests/imap.py, Debian's dovecot-imapd), puts MESSAGES (default
+5,000) messages into one INBOX, each from one of 50 client addresses with EMAIL SYNC on in an
+account of their own, then times, on a throwaway PostgreSQL database
+(PORTICO_BENCH_POSTGRES, default as in the tests) and on a temporary SQLite file:
+- portico:  `services.mailsync.sync_mailbox` from an empty database: log in, list, select,
+  search, read participants, download the bodies, parse, thread, store and link each message;
+- baseline: a plain aioimaplib session of the same process fetching the same messages in the
+  same batches (log in, select, UID SEARCH, UID FETCH BODY.PEEK[]): the least any sync must do.
+Each is the median of ROUNDS runs; Portico's runs each start from an empty message table. The
+ratio is Portico time / baseline time. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import logging
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+import asyncpg
+
+from models import (
+    Account,
+    AccountContact,
+    AccountEmail,
+    Contact,
+    EmailAddress,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    MessageAccount,
+)
+from portico import db
+from portico.settings import Settings
+from services import firms, mailsync
+from services.mailboxes import encrypt_password
+from services.scope import FirmScope
+from tests.imap import PASSWORD, ImapServer, running_dovecot
+
+POSTGRES_URL = os.environ.get("PORTICO_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
+SECRET = "bench-secret"
+ROUNDS = 3
+CLIENTS = 50
+USER = "inbox@bench.example"
+PARAGRAPH = (
+    "Please find the figures for the last quarter below. The VAT return is due on the tenth, "
+    "and we still need the receipts for the office equipment bought in March.\n"
+)
+
+
+def message(n: int) -> bytes:
+    """A plausible client mail of a few KB: text and HTML, one in four a reply."""
+    msg = EmailMessage()
+    msg["From"] = f"Client {n % CLIENTS} <client{n % CLIENTS}@clients.example>"
+    msg["To"] = USER
+    msg["Subject"] = f"Quarterly figures {n // 4}" if n % 4 else f"Re: Quarterly figures {n // 4}"
+    msg["Date"] = format_datetime(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n))
+    msg["Message-ID"] = make_msgid(f"m{n}", "clients.example")
+    body = PARAGRAPH * 12
+    msg.set_content(body)
+    msg.add_alternative("<html><body>" + "<p>" + PARAGRAPH * 12 + "</p></body></html>", "html")
+    return bytes(msg)
+
+
+def fill(server: ImapServer, count: int) -> None:
+    with imaplib.IMAP4(server.host, server.port) as client:
+        client.login(USER, PASSWORD)
+        for n in range(count):
+            client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), message(n))
+        client.logout()
+
+
+async def clients(firm_id: int) -> None:
+    """CLIENTS accounts, each with one contact whose one address has EMAIL SYNC on."""
+    await Account.bulk_create(
+        [Account(firm_id=firm_id, name=f"Client {i:03}", type="FAMILY") for i in range(CLIENTS)]
+    )
+    accounts = await Account.filter(firm_id=firm_id).order_by("id")
+    await Contact.bulk_create(
+        [Contact(firm_id=firm_id, first_name="C", last_name=str(i)) for i in range(CLIENTS)]
+    )
+    contacts = await Contact.filter(firm_id=firm_id).order_by("id")
+    await EmailAddress.bulk_create(
+        [
+            EmailAddress(
+                firm_id=firm_id,
+                contact_id=c.pk,
+                address=f"client{c.last_name}@clients.example",
+                address_normalized=f"client{c.last_name}@clients.example",
+            )
+            for c in contacts
+        ]
+    )
+    emails = await EmailAddress.filter(firm_id=firm_id).order_by("id")
+    await AccountContact.bulk_create(
+        [
+            AccountContact(firm_id=firm_id, account_id=a.pk, contact_id=c.pk)
+            for a, c in zip(accounts, contacts, strict=True)
+        ]
+    )
+    await AccountEmail.bulk_create(
+        [
+            AccountEmail(firm_id=firm_id, account_id=a.pk, email_address_id=e.pk, email_sync=True)
+            for a, e in zip(accounts, emails, strict=True)
+        ]
+    )
+
+
+async def median(action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]]):
+    """Median seconds of `action` over ROUNDS runs, `prepare` (untimed) before each."""
+    samples = []
+    for _ in range(ROUNDS):
+        await prepare()
+        started = time.perf_counter()
+        await action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+async def plain_fetch(server: ImapServer, count: int) -> None:
+    """The baseline: the same messages downloaded by a bare aioimaplib session."""
+    client = aioimaplib.IMAP4(host=server.host, port=server.port, timeout=60)
+    await client.wait_hello_from_server()
+    await client.login(USER, PASSWORD)
+    await client.select("INBOX")
+    response = await client.uid_search("UID", "1:*", charset=None)
+    uids = [int(u) for line in response.lines[:-1] for u in bytes(line).split() if u.isdigit()]
+    fetched = 0
+    for start in range(0, len(uids), mailsync.FETCH_BATCH):
+        batch = ",".join(str(u) for u in uids[start : start + mailsync.FETCH_BATCH])
+        answer = await client.uid("fetch", batch, "(UID BODY.PEEK[])")
+        fetched += sum(1 for line in answer.lines if isinstance(line, bytearray))
+    await client.logout()
+    assert fetched == count, fetched
+
+
+async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dict[str, float]:
+    await db.migrate(url)
+    await db.init_db(url)
+    try:
+        settings = Settings(
+            database_url=url, secret_key=SECRET, var_dir=folder / "var", _env_file=None
+        )
+        firm, _ = await firms.create_firm(
+            "Bench LLP", "bench", "owner@bench.example", "Owner", "bench-password-1"
+        )
+        scope = FirmScope(firm.pk)
+        await clients(firm.pk)
+        mailbox = await Mailbox.create(
+            firm_id=firm.pk,
+            address=USER,
+            address_normalized=USER,
+            imap_host=server.host,
+            imap_port=server.port,
+            imap_tls=False,
+            smtp_host=server.host,
+            smtp_port=25,
+            smtp_tls=False,
+            username=USER,
+            password_encrypted=encrypt_password(settings, PASSWORD),
+        )
+
+        async def empty() -> None:
+            await MessageAccount.all().delete()
+            await Message.all().delete()
+            await MailboxFolder.all().delete()
+
+        async def portico() -> None:
+            result = await mailsync.sync_mailbox(scope, mailbox, settings)
+            assert result.error is None and result.stored == count, result
+
+        async def nothing() -> None:
+            return None
+
+        return {
+            "portico": await median(portico, empty),
+            "baseline": await median(lambda: plain_fetch(server, count), nothing),
+        }
+    finally:
+        await db.close_db()
+
+
+async def main(count: int) -> None:
+    logging.disable(logging.INFO)
+    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    results: dict[str, dict[str, float]] = {}
+    with running_dovecot(binary) as server:
+        started = time.perf_counter()
+        fill(server, count)
+        print(f"(put {count} messages into Dovecot in {time.perf_counter() - started:.1f} s)")
+        await plain_fetch(server, count)  # warm Dovecot's index and cache before timing
+        name = f"portico_bench_{secrets.token_hex(4)}"
+        admin = await asyncpg.connect(POSTGRES_URL)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+                results["PostgreSQL"] = await measure(url, server, count, Path(folder))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite://{Path(folder) / 'bench.sqlite3'}"
+            results["SQLite"] = await measure(url, server, count, Path(folder))
+
+    print(f"mail sync: first sync of {count} messages from {CLIENTS} clients with EMAIL SYNC on")
+    print(f"(median of {ROUNDS} runs; Dovecot on loopback; {mailsync.FETCH_BATCH} per FETCH)")
+    for backend, r in results.items():
+        print(f"  {backend}")
+        print(
+            f"    portico   {r['portico']:7.2f} s  {count / r['portico']:7.0f} msg/s  "
+            "sync_mailbox: fetch, parse, thread, store, link"
+        )
+        print(
+            f"    baseline  {r['baseline']:7.2f} s  {count / r['baseline']:7.0f} msg/s  "
+            "plain aioimaplib UID FETCH of the same messages"
+        )
+        print(f"    ratio     {r['portico'] / r['baseline']:7.1f}x  (Portico time / baseline time)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000))
