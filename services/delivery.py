@@ -11,6 +11,14 @@ Several workers (in several processes, on PostgreSQL) share the queue:
 - a worker that dies leaves its lease to expire; then any worker sends the row again, with
   the same Message-ID, so the recipient's software can recognise the repeat. Delivery is
   at least once: exactly once cannot be had from SMTP, which has no idempotency key.
+
+Replies from Inbox+ (rows with a mailbox) go through that mailbox's own SMTP server, logged
+in as the mailbox, with its address as From; every other row through the one transport of
+PORTICO_SMTP_URL (or .eml files), as before. Retries and failures are the same for both.
+After a reply is recorded SENT, the very bytes sent are filed in the mailbox's Sent folder
+(IMAP APPEND) and filed_at is set; a filing failure is logged and leaves filed_at empty,
+and never sends the mail again. Filing is not retried later: the reply is stored in Portico
+and was delivered, and a second attempt could leave two copies in the folder.
 """
 
 from __future__ import annotations
@@ -21,20 +29,24 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from cryptography.fernet import InvalidToken
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import DeliveryStatus, OutboundEmail
+from models import DeliveryStatus, Mailbox, OutboundEmail
 from portico.settings import Settings
+from services import replies
 from services.mail_transport import (
+    MailboxSmtpTransport,
     PermanentFailure,
     TemporaryFailure,
     Transport,
     build_message,
 )
+from services.mailboxes import mailbox_password
 from services.outbox import decrypt_bodies
 
 log = logging.getLogger(__name__)
@@ -102,14 +114,65 @@ async def deliver_due(
     sent back to the queue at once.
     """
     claim = await claim_due(settings, limit=limit, now=now or _utcnow())
+    routes = await _mailbox_routes(settings, claim.rows)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.mail_lease_seconds * SEND_WINDOW
     for index, row in enumerate(claim.rows):
         if (stop is not None and stop.is_set()) or loop.time() > deadline:
             await _release(claim.rows[index:], claim.lease)
             break
-        await _deliver_one(settings, transport, row, claim.lease, now)
+        await _deliver_one(settings, transport, row, claim.lease, now, routes)
     return len(claim.rows)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How the rows of one connected mailbox go out (one per mailbox and round)."""
+
+    mailbox: Mailbox
+    transport: Transport
+
+
+# A mailbox's route, or the reason nothing can go through it this round.
+_Routes = dict[int, _Route | str]
+
+
+async def _mailbox_routes(settings: Settings, rows: list[OutboundEmail]) -> _Routes:
+    """The mailboxes of the claimed replies, with their transports (no query without any)."""
+    wanted = {row.mailbox_id for row in rows if row.mailbox_id is not None}
+    if not wanted:
+        return {}
+    routes: _Routes = {}
+    for mailbox in await Mailbox.filter(id__in=wanted):
+        try:
+            password = mailbox_password(settings, mailbox)
+        except (InvalidToken, UnicodeError):
+            # A changed PORTICO_SECRET_KEY; restoring it (or reconnecting) makes it work.
+            routes[mailbox.pk] = "cannot decrypt the mailbox password: connect the mailbox again"
+            continue
+        transport = MailboxSmtpTransport.for_server(
+            mailbox.smtp_host,
+            mailbox.smtp_port,
+            mailbox.smtp_tls,
+            mailbox.username,
+            password,
+            settings,
+        )
+        routes[mailbox.pk] = _Route(mailbox, transport)
+    return routes
+
+
+def _route_of(row: OutboundEmail, routes: _Routes) -> _Route | None:
+    """The mailbox route of a reply; None for the platform's own mail."""
+    if row.mailbox_id is None and row.kind != replies.REPLY_KIND:
+        return None
+    route = routes.get(row.mailbox_id) if row.mailbox_id is not None else None
+    if isinstance(route, str):
+        raise TemporaryFailure(route)
+    if route is None or route.mailbox.firm_id != row.firm_id:
+        # The mailbox was disconnected after the reply was queued: never send it as Portico.
+        raise PermanentFailure("the mailbox this reply was to be sent through is not connected")
+    return route
 
 
 async def _deliver_one(
@@ -118,7 +181,9 @@ async def _deliver_one(
     row: OutboundEmail,
     lease: datetime,
     now: datetime | None,
+    routes: _Routes,
 ) -> None:
+    route: _Route | None = None
     try:
         try:
             bodies = decrypt_bodies(settings, row)
@@ -127,7 +192,13 @@ async def _deliver_one(
             raise TemporaryFailure(
                 "cannot decrypt the message: the secret key differs from the one that queued it"
             ) from None
-        await transport.send(build_message(row, bodies, settings))
+        route = _route_of(row, routes)
+        if route is None:
+            message = build_message(row, bodies, settings)
+            await transport.send(message)
+        else:
+            message = build_message(row, bodies, settings, sender=route.mailbox.address)
+            await route.transport.send(message)
     except PermanentFailure as exc:
         log.warning("mail %s to %s failed permanently: %s", row.pk, row.to_address, exc)
         await _record(row, lease, status=DeliveryStatus.FAILED, last_error=str(exc))
@@ -138,7 +209,23 @@ async def _deliver_one(
         await _retry_later(settings, row, lease, f"{type(exc).__name__}: {exc}", now)
     else:
         log.info("mail %s sent to %s", row.pk, row.to_address)
-        await _record(row, lease, status=DeliveryStatus.SENT, sent_at=now or _utcnow())
+        recorded = await _record(row, lease, status=DeliveryStatus.SENT, sent_at=now or _utcnow())
+        if route is not None and recorded:  # a lost lease: the new holder sends and files
+            await _file(settings, row, route, message)
+
+
+async def _file(
+    settings: Settings, row: OutboundEmail, route: _Route, message: EmailMessage
+) -> None:
+    """Files the sent reply in the mailbox's Sent folder; a failure is only logged."""
+    if not await replies.file_sent_copy(settings, route.mailbox, message):
+        return
+    try:
+        await OutboundEmail.filter(id=row.pk).update(filed_at=_utcnow())
+    except Exception:  # the mail is sent and filed; only the note of it is missing
+        log.exception("mail %s: filed, but filed_at could not be set", row.pk)
+    else:
+        log.info("mail %s filed in the Sent folder of mailbox %s", row.pk, route.mailbox.pk)
 
 
 async def _retry_later(
@@ -159,13 +246,14 @@ async def _retry_later(
     )
 
 
-async def _record(row: OutboundEmail, lease: datetime, **changes: Any) -> None:
+async def _record(row: OutboundEmail, lease: datetime, **changes: Any) -> bool:
     """Count the attempt and apply `changes`, only if this claim still holds the row."""
     updated = await OutboundEmail.filter(
         id=row.pk, status=DeliveryStatus.QUEUED, lease_until=lease
     ).update(attempts=row.attempts + 1, lease_until=None, **changes)
     if not updated:
         log.warning("mail %s: lease lost before the outcome was recorded", row.pk)
+    return bool(updated)
 
 
 async def _release(rows: list[OutboundEmail], lease: datetime) -> None:

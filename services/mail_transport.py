@@ -1,18 +1,21 @@
-"""Turning an outbox row into a message, and the two ways of sending it.
+"""Turning an outbox row into a message, and the ways of sending it.
 
-Both transports have one method, `async send(message)`, and raise TemporaryFailure (try again
-later) or PermanentFailure (never will work) with the server's reason, so the delivery loop
-needs to know nothing about SMTP.
+SMTP (PORTICO_SMTP_URL) or .eml files for the platform's own mail; a connected mailbox's
+SMTP server for replies from Inbox+ (MailboxSmtpTransport). Every transport has one method,
+`async send(message)`, and raises TemporaryFailure (try again later) or PermanentFailure
+(never will work) with the server's reason, so the delivery loop needs to know nothing
+about SMTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import ssl
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -26,9 +29,17 @@ import aiosmtplib
 
 from models import OutboundEmail
 from portico.settings import Settings
-from services.outbox import Bodies, header_text, sender_address
+from services.outbox import (
+    EXTRA_HEADERS,
+    MAX_EXTRA_HEADER,
+    Bodies,
+    header_text,
+    sender_address,
+)
 
 SMTP_TIMEOUT_SECONDS = 60.0
+SMTPS_PORT = 465  # implicit TLS, as services/mailboxes reads a mailbox's smtpTls
+QUIT_SECONDS = 2.0
 
 
 class DeliveryFailure(Exception):
@@ -54,27 +65,39 @@ class Transport(Protocol):
 
 
 def build_message(
-    row: OutboundEmail, bodies: Bodies, settings: Settings, date: datetime | None = None
+    row: OutboundEmail,
+    bodies: Bodies,
+    settings: Settings,
+    date: datetime | None = None,
+    sender: str | None = None,
 ) -> OutboxMessage:
     """multipart/alternative (text, then HTML) with From, To, Subject, Message-ID and Date.
+
+    `sender` is the From address when the row goes through a connected mailbox (a reply);
+    PORTICO_MAIL_FROM's otherwise. The row's extra headers (In-Reply-To, References) follow
+    Message-ID. A row without HTML (a reply a person wrote) is plain text only.
 
     The header values were cleaned when the row was written; the email policy refuses any
     CR or LF left in a header value, a second guard against header injection.
     """
     message = OutboxMessage()
     message.row_id = row.pk
-    message["From"] = Address(
-        display_name=header_text(row.from_name), addr_spec=sender_address(settings)
-    )
+    address = _ascii_address(sender) if sender else sender_address(settings)
+    message["From"] = Address(display_name=header_text(row.from_name), addr_spec=address)
     try:
         message["To"] = Address(addr_spec=_ascii_address(row.to_address))
     except (ValueError, HeaderParseError) as exc:  # the parser's defects are ValueErrors
         raise PermanentFailure(f"{row.to_address} is not a valid address: {exc}") from exc
     message["Subject"] = header_text(row.subject)
     message["Message-ID"] = row.message_id
+    for name, value in (row.headers or {}).items():
+        if name not in EXTRA_HEADERS:  # written by a bug or by hand: never sent blindly
+            raise PermanentFailure(f"the message has a header Portico does not send: {name}")
+        message[name] = header_text(str(value), MAX_EXTRA_HEADER)
     message["Date"] = format_datetime(date or datetime.now(UTC))
     message.set_content(bodies.text)
-    message.add_alternative(bodies.html, subtype="html")
+    if bodies.html:
+        message.add_alternative(bodies.html, subtype="html")
     return message
 
 
@@ -111,7 +134,7 @@ class SmtpConfig:
     hostname: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log or traceback
     use_tls: bool = False  # smtps://: TLS from the first byte
     start_tls: bool | None = None  # True: required, False: never, None: when offered
     validate_certs: bool = True
@@ -167,21 +190,10 @@ class SmtpTransport:
         return f"SMTP to {self.config.hostname}:{self.config.port}{tls}"
 
     async def send(self, message: EmailMessage) -> None:
-        config = self.config
         try:
             # aiosmtplib's timeout is per command; this one bounds the whole conversation.
-            async with asyncio.timeout(config.timeout):
-                await aiosmtplib.send(
-                    message,
-                    hostname=config.hostname,
-                    port=config.port,
-                    username=config.username,
-                    password=config.password,
-                    use_tls=config.use_tls,
-                    start_tls=config.start_tls,
-                    validate_certs=config.validate_certs,
-                    timeout=config.timeout,
-                )
+            async with asyncio.timeout(self.config.timeout):
+                await self._converse(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # One recipient per message, so this is that recipient's answer.
             raise _classify(exc.recipients[0]) from exc
@@ -195,6 +207,81 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             # Refused or dropped connections, timeouts, TLS trouble, STARTTLS not offered.
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _converse(self, message: EmailMessage) -> None:
+        config = self.config
+        await aiosmtplib.send(
+            message,
+            hostname=config.hostname,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.use_tls,
+            start_tls=config.start_tls,
+            validate_certs=config.validate_certs,
+            timeout=config.timeout,
+        )
+
+
+class MailboxSmtpTransport(SmtpTransport):
+    """Through a connected mailbox's own SMTP server, as connectMailbox checked it
+    (services/mailboxes.check_smtp): implicit TLS on port 465, STARTTLS required on other
+    ports when TLS is on, and a login with the mailbox's username only when the server
+    offers AUTH (a relay that trusts the network offers none)."""
+
+    @classmethod
+    def for_server(
+        cls,
+        host: str,
+        port: int,
+        tls: bool,
+        username: str,
+        password: str,
+        settings: Settings,
+    ) -> MailboxSmtpTransport:
+        implicit = tls and port == SMTPS_PORT
+        return cls(
+            SmtpConfig(
+                hostname=host,
+                port=port,
+                username=username,
+                password=password,
+                use_tls=implicit,
+                start_tls=tls and not implicit,
+                # A send must end well inside the lease that protects it (delivery.py).
+                timeout=min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4),
+            )
+        )
+
+    async def _converse(self, message: EmailMessage) -> None:
+        config = self.config
+        smtp = aiosmtplib.SMTP(
+            hostname=config.hostname,
+            port=config.port,
+            use_tls=config.use_tls,
+            start_tls=False,  # below, and required when asked for (never silently skipped)
+            validate_certs=config.validate_certs,
+            timeout=config.timeout,
+        )
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+            if config.start_tls:
+                if not smtp.supports_extension("starttls"):
+                    raise TemporaryFailure(
+                        f"the SMTP server {config.hostname}:{config.port} does not offer "
+                        "STARTTLS, which the mailbox requires"
+                    )
+                await smtp.starttls()
+                await smtp.ehlo()
+            if config.username and config.password and smtp.supports_extension("auth"):
+                await smtp.login(config.username, config.password)
+            await smtp.send_message(message)
+            with contextlib.suppress(Exception):  # sent: a slow goodbye changes nothing
+                async with asyncio.timeout(QUIT_SECONDS):
+                    await smtp.quit()
+        finally:
+            smtp.close()
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:

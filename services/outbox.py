@@ -7,13 +7,11 @@ sent from a request. A worker (services/delivery.py) sends the row later.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import re
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -26,13 +24,18 @@ from tortoise.expressions import Q
 from models import DeliveryStatus, NotificationCategory, OutboundEmail
 from portico.settings import Settings
 from services import crypto
+from services.wakeups import Wakeups
 
 TEMPLATES = Path(__file__).parent / "templates"
 CRYPTO_PURPOSE = "outbox-body"
 MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
 MAX_NAME = 200
+MAX_MESSAGE_ID = 255  # the column's
 BATCH = 500  # rows per INSERT when queuing in bulk
 MAX_KIND = 32
+MAX_EXTRA_HEADER = 20_000  # a References header of a long thread, folded when sent
+# Headers a row may add to the standard ones (replies: threading in the recipient's client).
+EXTRA_HEADERS = frozenset({"In-Reply-To", "References"})
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Bodies:
     html: str
 
 
-def _when(value: datetime) -> str:
+def readable_date(value: datetime) -> str:
     """A date people read the same anywhere: '3 March 2026, 14:05 UTC'."""
     value = value.astimezone(UTC)
     return f"{value.day} {value:%B %Y, %H:%M} UTC"
@@ -54,7 +57,7 @@ _templates = Environment(
     undefined=StrictUndefined,  # a missing context key is a bug, never an empty link
     keep_trailing_newline=True,
 )
-_templates.filters["when"] = _when
+_templates.filters["when"] = readable_date
 
 # CR and LF start a new header line; the other line breaks and controls have no place there.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
@@ -114,9 +117,12 @@ def decrypt_bodies(settings: Settings, row: OutboundEmail) -> Bodies:
     return Bodies(text=payload["text"], html=payload["html"])
 
 
-def new_message_id(settings: Settings) -> str:
-    """Unique per row and kept across retries, so a recipient can spot a repeated delivery."""
-    domain = sender_address(settings).rpartition("@")[2]
+def new_message_id(settings: Settings, domain: str | None = None) -> str:
+    """Unique per row and kept across retries, so a recipient can spot a repeated delivery.
+
+    `domain` is the sender's (a connected mailbox); PORTICO_MAIL_FROM's when not given.
+    """
+    domain = domain or sender_address(settings).rpartition("@")[2]
     return f"<outbox.{secrets.token_hex(16)}@{domain}>"
 
 
@@ -172,8 +178,7 @@ async def enqueue_many(
 
 
 def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> OutboundEmail:
-    if not 0 < len(mail.kind) <= MAX_KIND:
-        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {mail.kind!r}")
+    _check_kind(mail.kind)
     category = NotificationCategory(mail.category).value if mail.category else None
     subject, bodies = render(mail.template, mail.context)
     return OutboundEmail(
@@ -191,25 +196,67 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
     )
 
 
-# In-process wake-ups: the embedded worker waits on one of these instead of a full poll.
-_listeners: set[asyncio.Event] = set()
+def _check_kind(kind: str) -> None:
+    if not 0 < len(kind) <= MAX_KIND:
+        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {kind!r}")
+
+
+async def enqueue_written(
+    *,
+    firm_id: int,
+    from_name: str,
+    to: str,
+    subject: str,
+    text: str,
+    kind: str,
+    message_id: str,
+    settings: Settings,
+    account_id: int | None = None,
+    mailbox_id: int | None = None,
+    thread_message_id: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> OutboundEmail:
+    """Queue a plain-text message a person wrote (a reply), in the caller's transaction.
+
+    No template: the text goes out as written, without an HTML part. With `mailbox_id` the
+    worker sends it through that mailbox's SMTP server and files a copy in its Sent folder.
+    Raises ValueError for a malformed address, kind, header or Message-ID (a bug in the
+    caller, whose transaction then rolls back).
+    """
+    _check_kind(kind)
+    extra = dict(headers or {})
+    if unknown := sorted(set(extra) - EXTRA_HEADERS):
+        raise ValueError(f"headers a row may not set: {unknown}")
+    if len(message_id) > MAX_MESSAGE_ID or _UNSAFE.search(message_id):
+        raise ValueError(f"not a usable Message-ID: {message_id!r}")
+    row = OutboundEmail(
+        firm_id=firm_id,
+        account_id=account_id,
+        kind=kind,
+        to_address=clean_address(to),
+        from_name=header_text(from_name, MAX_NAME),
+        subject=header_text(subject),
+        body_encrypted=encrypt_bodies(settings, Bodies(text=text, html="")),
+        message_id=message_id,
+        next_attempt_at=datetime.now(UTC),
+        mailbox_id=mailbox_id,
+        thread_message_id=thread_message_id,
+        headers={name: header_text(value, MAX_EXTRA_HEADER) for name, value in extra.items()}
+        or None,
+    )
+    await row.save()
+    notify()
+    return row
+
+
+# In-process wake-ups: the embedded worker waits on these instead of a full poll.
+_wakeups = Wakeups()
+wakeups = _wakeups.listen
 
 
 def notify() -> None:
     """Wake the workers of this process (if any) to look for due mail now."""
-    for event in _listeners:
-        event.set()
-
-
-@contextmanager
-def wakeups() -> Iterator[asyncio.Event]:
-    """An event that `notify()` sets, for as long as the block runs."""
-    event = asyncio.Event()
-    _listeners.add(event)
-    try:
-        yield event
-    finally:
-        _listeners.discard(event)
+    _wakeups.notify()
 
 
 async def cancel_invitation_mail(invitation_ids: list[int]) -> int:

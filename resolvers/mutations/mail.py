@@ -1,4 +1,5 @@
-"""EMAIL SYNC mutations: connecting and syncing mailboxes (staff with the inbox right)."""
+"""EMAIL SYNC mutations: connecting and syncing mailboxes, replying to synced mail (staff
+with the inbox right)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from resolvers.attempt import attempt
 from resolvers.permissions import UsesInbox
 from schema import ids
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
-from services import mailboxes
+from schema.messages import Message, MessagePayload
+from services import mailboxes, replies
 
 T = TypeVar("T")
 
@@ -72,3 +74,24 @@ class MailMutations:
                 ),
             )
         )
+
+    @strawberry.mutation(
+        description="Replies to a message of Inbox+: stored in its thread as OUTBOUND, sent "
+        "through the mailbox it came through (with In-Reply-To and References) and filed in "
+        "that mailbox's Sent folder. Errors: INVALID_TEXT, NOT_FOUND, NO_MAILBOX, NO_RECIPIENT.",
+        permission_classes=uses_inbox,
+    )
+    async def reply_to_message(
+        self, info: Info, message_id: strawberry.ID, body: str
+    ) -> MessagePayload:
+        reply, errors = await attempt(
+            info.context,
+            replies.reply_to_message(
+                info.context.scope,
+                ids.decode(message_id, "Message"),
+                body,
+                info.context.settings,
+                info.context.bus,
+            ),
+        )
+        return MessagePayload(errors=errors, message=Message.from_model(reply) if reply else None)

@@ -1,0 +1,413 @@
+"""Replies from Inbox+ through the API, against a real Dovecot (IMAP) and aiosmtpd (SMTP):
+threaded, sent through the mailbox's own SMTP server, filed in its Sent folder, and found
+once when that folder syncs."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import pytest
+
+from models import DeliveryStatus, Mailbox, Message, OutboundEmail, PortalAccess, PortalUser
+from portico.settings import Settings
+from schema import ids
+from services import replies, sessions
+from services.delivery import deliver_due
+from services.mail_transport import transport_for
+from services.pubsub import InProcessBus, firm_channel
+from services.replies import MAX_BODY, reply_subject
+from services.scope import FirmScope
+from tests.conftest import Api, Firm, add_staff, api_for
+from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.login_helpers import FLAGS, invitee
+from tests.smtp import AuthSmtpServer, free_port
+
+CLIENT = "anna@miller.example"
+SUBJECT = "Tax return 2025"
+CONNECT = """mutation($input: ConnectMailboxInput!) {
+  connectMailbox(input: $input) { errors { code message } mailbox { id } } }"""
+SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { syncStatus lastError } } }"
+MESSAGE_FIELDS = "id subject from to direction threadId textBody accounts { name }"
+REPLY = f"""mutation($id: ID!, $body: String!) {{
+  replyToMessage(messageId: $id, body: $body) {{
+    errors {{ code field message }} message {{ {MESSAGE_FIELDS} }} }} }}"""
+INBOX = f"{{ inbox(first: 50) {{ totalCount edges {{ node {{ {MESSAGE_FIELDS} }} }} }} }}"
+ACCOUNT = """query($id: ID!) { account(id: $id) {
+  messages { totalCount edges { node { id direction } } }
+  deliveries { totalCount edges { node { to subject kind status lastError attempts } } }
+} }"""
+
+
+@pytest.fixture
+def smtp() -> Iterator[AuthSmtpServer]:
+    """The mailbox's SMTP server: offers AUTH and takes the mailbox's password (Dovecot's)."""
+    server = AuthSmtpServer(password=PASSWORD)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Setup:
+    api: Api
+    settings: Settings
+    imap: ImapServer
+    smtp: AuthSmtpServer
+    user: str  # the mailbox's address, IMAP and SMTP username
+    mailbox_id: str
+    account_id: str
+
+    async def sync(self) -> None:
+        synced = (await self.api.data(SYNC, {"id": self.mailbox_id}))["syncMailbox"]
+        assert synced == {"errors": [], "mailbox": {"syncStatus": "IDLE", "lastError": None}}
+
+    async def inbox(self) -> dict:
+        return (await self.api.data(INBOX))["inbox"]
+
+    async def receive(self, raw: bytes) -> dict:
+        """`raw` arrives in the mailbox's INBOX and is synced; the message as the API shows it."""
+        self.imap.append(self.user, raw)
+        await self.sync()
+        subject = message_from_bytes(raw, policy=policy.default)["Subject"]
+        [node] = [
+            e["node"]
+            for e in (await self.inbox())["edges"]
+            if e["node"]["subject"] == subject and e["node"]["direction"] == "INBOUND"
+        ]
+        return node
+
+    async def reply(self, message_id: str, body: str) -> dict:
+        return (await self.api.ok(REPLY, {"id": message_id, "body": body}))["message"]
+
+    async def deliver(self) -> None:
+        """The worker's rounds until nothing is due (the platform's own mail as .eml files)."""
+        transport = transport_for(self.settings)
+        while await deliver_due(self.settings, transport):
+            pass
+
+    def sent_folder(self) -> list[tuple[bytes, bytes]]:
+        """(flags, raw message) of each message in the mailbox's Sent folder, read back."""
+        with imaplib.IMAP4(self.imap.host, self.imap.port) as client:
+            client.login(self.user, PASSWORD)
+            _, [count] = client.select("Sent", readonly=True)
+            data = client.fetch("1:*", "(FLAGS BODY.PEEK[])")[1] if int(count or 0) else []
+            client.logout()
+        return [(item[0], item[1]) for item in data if isinstance(item, tuple)]
+
+
+async def setup(acme: Firm, settings: Settings, imap: ImapServer, smtp: AuthSmtpServer) -> Setup:
+    """Anna with EMAIL SYNC on in Miller Family, and a mailbox connected through the API."""
+    anna = await invitee(acme.api, "Miller Family", CLIENT)
+    await acme.api.ok(
+        FLAGS, {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
+    )
+    user = f"office-{secrets.token_hex(4)}@acme.example"
+    values = {
+        "address": user,
+        "imapHost": imap.host,
+        "imapPort": imap.port,
+        "imapTls": False,
+        "smtpHost": smtp.host,
+        "smtpPort": smtp.port,
+        "smtpTls": False,
+        "username": user,
+        "password": PASSWORD,
+    }
+    mailbox_id = (await acme.api.ok(CONNECT, {"input": values}))["mailbox"]["id"]
+    return Setup(acme.api, settings, imap, smtp, user, mailbox_id, anna.account_id)
+
+
+def mail(
+    to: str,
+    subject: str = SUBJECT,
+    *,
+    message_id: str | None = None,
+    references: tuple[str, ...] = (),
+    body: str = "Here are the figures.",
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Anna Client <{CLIENT}>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    msg["Message-ID"] = message_id or f"<{secrets.token_hex(8)}@miller.example>"
+    if references:
+        msg["In-Reply-To"] = references[-1]
+        msg["References"] = " ".join(references)
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def headers_of(raw: bytes) -> EmailMessage:
+    return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+
+
+def text_of(message: EmailMessage) -> str:
+    """The plain-text body with the line ends Python uses."""
+    return message.get_content().replace("\r\n", "\n")
+
+
+def references_of(message: EmailMessage) -> list[str]:
+    return re.findall(r"<[^<>\s]+>", str(message["References"] or ""))
+
+
+async def test_reply_is_threaded_sent_filed_and_found_once(acme, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    original_id = "<first@miller.example>"
+    original = await s.receive(mail(s.user, message_id=original_id))
+    assert original["direction"] == "INBOUND"
+
+    body = "Dear Anna,\n\nthank you, we will file it this week."
+    reply = await s.reply(original["id"], f"  {body}\n")
+    assert reply["direction"] == "OUTBOUND" and reply["threadId"] == original["threadId"]
+    assert reply["subject"] == f"Re: {SUBJECT}"
+    assert reply["from"] == s.user and reply["to"] == [CLIENT]
+    assert reply["accounts"] == [{"name": "Miller Family"}]
+    # The original is quoted below the reply, as mail programs do.
+    assert reply["textBody"].startswith(body) and "\n> Here are the figures." in reply["textBody"]
+    inbox = await s.inbox()
+    assert inbox["totalCount"] == 2 and inbox["edges"][0]["node"]["id"] == reply["id"]
+    tab = (await s.api.data(ACCOUNT, {"id": s.account_id}))["account"]
+    assert {e["node"]["id"] for e in tab["messages"]["edges"]} == {reply["id"], original["id"]}
+    assert [e["node"] for e in tab["deliveries"]["edges"]] == [
+        {
+            "to": CLIENT,
+            "subject": f"Re: {SUBJECT}",
+            "kind": "REPLY",
+            "status": "QUEUED",
+            "lastError": None,
+            "attempts": 0,
+        }
+    ]
+
+    await s.deliver()
+    [received] = smtp.wait_for(1)
+    assert received["From"] == f"Acme LLP <{s.user}>" and received["To"] == CLIENT
+    assert received["Subject"] == f"Re: {SUBJECT}"
+    assert received["In-Reply-To"] == original_id
+    assert references_of(received) == [original_id]
+    assert body in text_of(received) and not received.is_multipart()
+    # Logged in to the mailbox's own server as the mailbox (the first login was the check
+    # of connectMailbox); nothing went through the platform's transport.
+    assert smtp.logins == [(s.user, True), (s.user, True)]
+    assert not settings.outbox_dir.exists() or not any(settings.outbox_dir.iterdir())
+
+    [(flags, raw)] = s.sent_folder()
+    assert b"\\Seen" in flags
+    filed = headers_of(raw)
+    assert filed["Message-ID"] == received["Message-ID"]
+    assert filed["In-Reply-To"] == original_id
+    row = await OutboundEmail.get(message_id=received["Message-ID"])
+    assert row.status == DeliveryStatus.SENT and row.filed_at is not None
+    stored = await Message.get(id=ids.decode(reply["id"], "Message"))
+    assert stored.message_id == received["Message-ID"] and row.thread_message_id == stored.pk
+
+    # The Sent folder syncs: its copy is the reply already stored, not a second message.
+    await s.sync()
+    inbox = await s.inbox()
+    assert inbox["totalCount"] == 2
+    outbound = [e["node"] for e in inbox["edges"] if e["node"]["direction"] == "OUTBOUND"]
+    assert [n["id"] for n in outbound] == [reply["id"]]
+    assert await Message.filter(firm_id=acme.owner.firm_id).count() == 2
+    # The copy was read (the Sent folder's cursor moved past it), so this proves something.
+    mailbox = await Mailbox.get(id=ids.decode(s.mailbox_id, "Mailbox")).prefetch_related("folders")
+    assert {f.role: f.last_uid for f in mailbox.folders}["SENT"] == 1
+    # Delivered once: later rounds send nothing again.
+    await s.deliver()
+    assert len(smtp.messages) == 1
+
+
+async def test_replies_to_replies_carry_the_whole_chain(acme, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    first = await s.receive(mail(s.user, message_id="<m1@miller.example>"))
+    ours = await s.reply(first["id"], "First answer.")
+    await s.deliver()
+    [sent] = smtp.wait_for(1)
+    ours_id = str(sent["Message-ID"])
+
+    # Anna answers our reply; her mail joins the thread, and we answer again.
+    chain = ("<m1@miller.example>", ours_id)
+    hers = await s.receive(
+        mail(s.user, f"Re: {SUBJECT}", message_id="<m2@miller.example>", references=chain)
+    )
+    assert hers["threadId"] == first["threadId"]
+    again = await s.reply(hers["id"], "Second answer.")
+    assert again["subject"] == f"Re: {SUBJECT}"  # not "Re: Re: ..."
+    assert again["threadId"] == first["threadId"] and again["to"] == [CLIENT]
+
+    # A follow-up to our own reply (OUTBOUND): to whom it went, below it in the chain.
+    follow_up = await s.reply(ours["id"], "One more thing.")
+    assert follow_up["to"] == [CLIENT] and follow_up["threadId"] == first["threadId"]
+
+    await s.deliver()
+    received = smtp.wait_for(3)
+    by_body = {text_of(m).split("\n")[0]: m for m in received}
+    second, third = by_body["Second answer."], by_body["One more thing."]
+    assert references_of(second) == [*chain, "<m2@miller.example>"]
+    assert second["In-Reply-To"] == "<m2@miller.example>"
+    assert references_of(third) == list(chain) and third["In-Reply-To"] == ours_id
+    assert len(s.sent_folder()) == 3
+
+    await s.sync()
+    inbox = await s.inbox()
+    assert inbox["totalCount"] == 5
+    assert {e["node"]["threadId"] for e in inbox["edges"]} == {first["threadId"]}
+    assert sum(e["node"]["direction"] == "OUTBOUND" for e in inbox["edges"]) == 3
+
+
+async def test_a_refused_reply_fails_with_the_reason_and_is_not_filed(acme, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(s.user))
+    await s.reply(original["id"], "Thanks!")
+    smtp.refuse_rcpt("550 5.1.1 no such user")
+    await s.deliver()
+    assert smtp.messages == []
+    tab = (await s.api.data(ACCOUNT, {"id": s.account_id}))["account"]
+    [delivery] = [e["node"] for e in tab["deliveries"]["edges"]]
+    assert delivery["status"] == "FAILED" and delivery["lastError"] == "550 5.1.1 no such user"
+    assert delivery["attempts"] == 1
+    assert s.sent_folder() == []
+    assert (await OutboundEmail.get(kind="REPLY")).filed_at is None
+
+
+async def test_a_failed_filing_never_sends_the_reply_again(acme, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(s.user))
+    await s.reply(original["id"], "Thanks!")
+    # The IMAP server cannot be reached any more; SMTP still works.
+    await Mailbox.filter(id=ids.decode(s.mailbox_id, "Mailbox")).update(imap_port=free_port())
+    await s.deliver()
+    assert len(smtp.wait_for(1)) == 1
+    row = await OutboundEmail.get(kind="REPLY")
+    assert row.status == DeliveryStatus.SENT and row.filed_at is None and row.attempts == 1
+    await s.deliver()
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert await deliver_due(settings, transport_for(settings), now=later) == 0
+    assert len(smtp.messages) == 1 and s.sent_folder() == []
+
+
+async def test_a_reply_whose_mailbox_was_removed_is_never_sent_as_the_platform(
+    acme, settings, imap, smtp
+):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(s.user))
+    await s.reply(original["id"], "Thanks!")
+    await Mailbox.filter(id=ids.decode(s.mailbox_id, "Mailbox")).delete()
+    await s.deliver()
+    row = await OutboundEmail.get(kind="REPLY")
+    assert row.status == DeliveryStatus.FAILED and "not connected" in (row.last_error or "")
+    assert smtp.messages == []
+    assert not settings.outbox_dir.exists() or not any(settings.outbox_dir.iterdir())
+
+
+async def test_refusals_write_nothing(acme, globex, client, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(s.user))
+
+    async def refused(api: Api, message_id: str, body: str = "Hello") -> list[tuple]:
+        payload = (await api.data(REPLY, {"id": message_id, "body": body}))["replyToMessage"]
+        assert payload["message"] is None
+        return [(e["code"], e["field"]) for e in payload["errors"]]
+
+    assert await refused(s.api, original["id"], " \n\t ") == [("INVALID_TEXT", ["body"])]
+    assert await refused(s.api, original["id"], "x" * (MAX_BODY + 1)) == [
+        ("INVALID_TEXT", ["body"])
+    ]
+    assert await refused(s.api, ids.encode("Message", 999_999)) == [("NOT_FOUND", ["messageId"])]
+    assert await refused(s.api, s.account_id) == [("NOT_FOUND", ["messageId"])]  # not a Message
+    assert await refused(s.api, "garbage") == [("NOT_FOUND", ["messageId"])]
+    assert await refused(globex.api, original["id"]) == [("NOT_FOUND", ["messageId"])]
+
+    def code(body: dict) -> str:
+        return body["errors"][0]["extensions"]["code"]
+
+    variables = {"id": original["id"], "body": "Hello"}
+    reader = await api_for(client, await add_staff(acme, "reader@acme.example"))
+    assert code(await reader.post(REPLY, variables)) == "FORBIDDEN"
+    assert code(await Api(client).post(REPLY, variables)) == "UNAUTHENTICATED"
+    user = await PortalUser.create(
+        firm_id=acme.owner.firm_id,
+        email=CLIENT,
+        email_normalized=CLIENT,
+        password_hash="unused",
+        activated_at=sessions.now(),
+    )
+    account_pk = ids.decode(s.account_id, "Account")
+    await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=account_pk, portal_user=user)
+    token, _ = await sessions.start_client_session(user, timedelta(hours=1), None)
+    assert code(await Api(client, token).post(REPLY, variables)) == "FORBIDDEN"
+
+    # Without any mailbox left there is nothing to send through.
+    await Mailbox.filter(firm_id=acme.owner.firm_id).delete()
+    assert await refused(s.api, original["id"]) == [("NO_MAILBOX", ["messageId"])]
+
+    assert await OutboundEmail.all().count() == 0
+    assert await Message.filter(firm_id=acme.owner.firm_id).count() == 1
+    assert (await s.inbox())["totalCount"] == 1
+
+    # Staff holding the inbox right may reply (through the firm's other mailbox).
+    await s.api.ok(CONNECT, {"input": _mailbox_input(s, "second@acme.example")})
+    inbox_user = await api_for(
+        client, await add_staff(acme, "inbox@acme.example", can_use_inbox=True)
+    )
+    reply = (await inbox_user.ok(REPLY, variables))["message"]
+    assert reply["from"] == "second@acme.example" and reply["threadId"] == original["threadId"]
+
+
+async def test_a_reply_is_announced_to_staff_watching(acme, settings, imap, smtp):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(s.user))
+    scope = FirmScope(acme.owner.firm_id)
+    bus = InProcessBus()
+    async with bus.subscribe(firm_channel(scope.firm_id)) as events:
+        reply = await replies.reply_to_message(
+            scope, ids.decode(original["id"], "Message"), "Thanks!", settings, bus
+        )
+        event = await asyncio.wait_for(anext(events), 5)
+    assert event == {
+        "kind": "message.synced",
+        "messageId": reply.pk,
+        "accountIds": [ids.decode(s.account_id, "Account")],
+    }
+
+
+def _mailbox_input(s: Setup, address: str) -> dict[str, object]:
+    return {
+        "address": address,
+        "imapHost": s.imap.host,
+        "imapPort": s.imap.port,
+        "imapTls": False,
+        "smtpHost": s.smtp.host,
+        "smtpPort": s.smtp.port,
+        "smtpTls": False,
+        "username": address,
+        "password": PASSWORD,
+    }
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("Tax return", "Re: Tax return"),
+        ("Re: Tax return", "Re: Tax return"),
+        ("RE:Tax return", "RE:Tax return"),
+        ("AW: Steuererklärung", "AW: Steuererklärung"),
+        ("Re[2]: Tax return", "Re[2]: Tax return"),
+        ("Fwd: Tax return", "Re: Fwd: Tax return"),
+        ("Regarding: the return", "Re: Regarding: the return"),
+        ("", "Re:"),
+    ],
+)
+def test_reply_subject(subject: str, expected: str) -> None:
+    assert reply_subject(subject) == expected
