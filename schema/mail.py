@@ -9,9 +9,47 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from models import HistoryImport as HistoryImportModel
 from models import Mailbox as MailboxModel
 from schema.errors import UserError
+from schema.pagination import check_page_size
 from schema.types import ScopedNode
+
+MAX_HISTORY_IMPORTS = 100
+
+
+@strawberry.type(
+    description="The import of one address's earlier mail from one mailbox, queued when "
+    "EMAIL SYNC was turned on for the address."
+)
+class HistoryImport:
+    address: str = strawberry.field(description="The address, lower-cased.")
+    status: str = strawberry.field(
+        description="PENDING, RUNNING, DONE or FAILED (a FAILED import is tried again once "
+        "the mailbox syncs again)."
+    )
+    found: int = strawberry.field(
+        description="Messages the server matched in the last run (for every address of that "
+        "run when several were imported together)."
+    )
+    imported: int = strawberry.field(
+        description="Messages with this address stored or newly linked to an account."
+    )
+    last_error: str | None = strawberry.field(description="Why the last run failed.")
+    created_at: datetime = strawberry.field(description="When EMAIL SYNC was turned on.")
+    finished_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: HistoryImportModel) -> HistoryImport:
+        return cls(
+            address=row.address_normalized,
+            status=str(row.status),
+            found=row.found,
+            imported=row.imported,
+            last_error=row.last_error,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )
 
 
 @strawberry.type(
@@ -31,6 +69,19 @@ class Mailbox(ScopedNode):
     last_error: str | None = strawberry.field(
         description="Why the last sync failed; null when it succeeded."
     )
+
+    @strawberry.field(
+        description="Where the import of earlier mail stands for each address whose EMAIL "
+        "SYNC was turned on: the latest import of each address, newest first."
+    )
+    async def history_imports(self, info: Info, first: int = 20) -> list[HistoryImport]:
+        check_page_size(first, MAX_HISTORY_IMPORTS)
+        rows = await info.context.loaders.history_latest.load((self.id, first))
+        return [HistoryImport.from_model(row) for row in rows]
+
+    @strawberry.field(description="History imports waiting or running on this mailbox.")
+    async def history_pending(self, info: Info) -> int:
+        return await info.context.loaders.history_unfinished.load(self.id)
 
     @classmethod
     def from_model(cls, row: MailboxModel) -> Mailbox:

@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 
 from models import Account, AccountEmail, EmailAddress, PortalAccess, PortalUser, StaffMember
 from portico.settings import Settings
-from services import audit, invitations
+from services import audit, history, invitations
 from services.errors import input_error
 from services.permissions import require_manage_accounts
 from services.scope import FirmScope
@@ -43,6 +43,9 @@ async def set_email_flags(
     *,
     send_invitation: bool = True,
 ) -> AccountEmail:
+    """Flips the toggles of one (account, address). EMAIL SYNC going on queues the import of
+    the address's earlier mail from every mailbox of the firm, in the same transaction."""
+    queued = 0
     async with in_transaction():
         row = await _account_email(scope, account_email_id, "input", "accountEmailId")
         before = _flags(row)
@@ -67,6 +70,10 @@ async def set_email_flags(
             await invitations.invite(scope, row, settings, send=send_invitation, staff=staff)
         elif before["login"] and not row.login:
             await _end_login(scope, row, staff)
+        if row.email_sync and not before["emailSync"]:
+            queued = await history.queue(scope, [row.email_address.address_normalized])
+    if queued:
+        history.notify()  # after the commit, so the background loop finds the rows
     return row
 
 
@@ -142,8 +149,12 @@ async def _account_email(scope: FirmScope, pk: int | None, *field: str) -> Accou
 async def address_changed(
     scope: FirmScope, email: EmailAddress, staff: StaffMember | None, settings: Settings
 ) -> None:
-    """The address of `email` changed: old links die; where LOGIN is on, a new one is sent."""
+    """The address of `email` changed: old links die; where LOGIN is on, a new one is sent.
+    Where EMAIL SYNC is on, it is now on for the new address: its earlier mail is queued for
+    import (the caller calls history.notify() after its transaction commits)."""
     rows = await scope.query(AccountEmail).filter(email_address_id=email.pk)
+    if any(row.email_sync for row in rows):
+        await history.queue(scope, [email.address_normalized])
     await invitations.revoke_pending(
         scope, [r.pk for r in rows], staff=staff, reason="address changed"
     )

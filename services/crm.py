@@ -26,7 +26,7 @@ from models import (
     StaffMember,
 )
 from portico.settings import Settings
-from services import access
+from services import access, history
 from services.emails import clean_address, clean_label
 from services.errors import InputError, input_error
 from services.scope import FirmScope
@@ -248,6 +248,8 @@ async def update_email_address(
             raise _taken(typed, "address") from None
         if readdressed:
             await access.address_changed(scope, email, staff, settings)
+    if readdressed:
+        history.notify()  # the new address's history imports are committed now
     return email
 
 

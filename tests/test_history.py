@@ -1,0 +1,380 @@
+"""EMAIL SYNC history (issue 5, item 4): turning EMAIL SYNC on for an address imports its
+earlier mail from every connected mailbox, in the background, with progress on the mailbox.
+
+Against a real Dovecot (tests/imap.py). The mail is on the server and the mailbox synced
+before EMAIL SYNC goes on, so the folder cursors are past it and only the history import can
+bring it in. The background loop belongs elsewhere: these tests call
+`history.run_due_imports` as one round of that loop would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
+from portico.settings import Settings
+from schema import ids
+from services import crypto, history
+from services.pubsub import InProcessBus, firm_channel
+from tests.conftest import Api, Firm, add_staff, api_for
+from tests.crm_ops import UPDATE_EMAIL
+from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.login_helpers import FLAGS, STATUS
+from tests.sqlcount import count_sql
+from tests.test_crm import new_account, new_contact
+
+JANE = "Jane.Doe@Client.example"  # as typed in the CRM; lower-cased in the mail below
+BOB = "bob@client.example"
+STRANGER = "someone@elsewhere.example"
+
+SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { syncStatus } } }"
+MAILBOXES = """{ mailboxes { id address historyPending
+  historyImports { address status found imported lastError createdAt finishedAt } } }"""
+INBOX = "{ inbox(first: 50) { totalCount edges { node { subject accounts { name } } } } }"
+
+
+@dataclass
+class Office:
+    firm: Firm
+    user: str  # the IMAP user (and address) of the firm's mailbox
+    mailbox_id: str
+    family: str  # account ids
+    company: str
+    jane: dict[str, str]  # account name: AccountEmail id of Jane there
+    bob: str  # Bob's AccountEmail id in the family account
+    jane_email_id: str
+
+
+def mail(sender: str, to: str, subject: str, *, cc: str = "", message_id: str = "") -> bytes:
+    headers = [
+        f"From: {sender}",
+        f"To: {to}",
+        *([f"Cc: {cc}"] if cc else []),
+        f"Subject: {subject}",
+        f"Message-ID: {message_id or f'<{secrets.token_hex(8)}@test>'}",
+        "Date: Mon, 2 Feb 2026 10:00:00 +0000",
+    ]
+    return ("\r\n".join(headers) + f"\r\n\r\n{subject}, the text.\r\n").encode()
+
+
+async def add_mailbox(
+    firm: Firm, imap: ImapServer, settings: Settings, password: str = PASSWORD
+) -> tuple[str, str]:
+    """A mailbox of the firm on the test server (connectMailbox has its own tests); its IMAP
+    user and global id."""
+    user = f"office-{secrets.token_hex(4)}@acme.example"
+    secret = crypto.fernet(settings, "mailbox-password").encrypt(password.encode()).decode()
+    row = await Mailbox.create(
+        firm_id=firm.owner.firm_id,
+        address=user,
+        address_normalized=user,
+        imap_host=imap.host,
+        imap_port=imap.port,
+        imap_tls=False,
+        smtp_host=imap.host,
+        smtp_port=25,
+        smtp_tls=False,
+        username=user,
+        password_encrypted=secret,
+    )
+    return user, ids.encode("Mailbox", row.pk)
+
+
+def old_mail(imap: ImapServer, user: str) -> None:
+    """Jane's mail through INBOX and Sent, Bob's and a stranger's: all there before EMAIL SYNC."""
+    jane = JANE.lower()
+    imap.append(user, mail(jane, user, "From Jane"))
+    imap.append(user, mail(STRANGER, user, "Jane in copy", cc=jane))
+    imap.append(user, mail(user, jane, "To Jane"), folder="Sent")
+    imap.append(user, mail(BOB, user, "From Bob"))
+    imap.append(user, mail(STRANGER, user, "From a stranger"))
+
+
+async def office(firm: Firm, imap: ImapServer, settings: Settings) -> Office:
+    api = firm.api
+    family = (await new_account(api, "Doe Family"))["id"]
+    company = (await new_account(api, "Doe Ltd", "COMPANY"))["id"]
+    jane = await new_contact(api, "Jane", "Doe", [(JANE, "Email")], [family, company])
+    await new_contact(api, "Bob", "Doe", [(BOB, "Email")], [family])
+    rows: dict[str, str] = {}
+    bob = ""
+    for name, account_id in (("Doe Family", family), ("Doe Ltd", company)):
+        for row in (await api.data(STATUS, {"id": account_id}))["account"]["emails"]:
+            if row["emailAddress"]["address"] == JANE:
+                rows[name] = row["id"]
+            else:
+                bob = row["id"]
+    user, mailbox_id = await add_mailbox(firm, imap, settings)
+    old_mail(imap, user)
+    # Synced with EMAIL SYNC off everywhere: nothing kept, and the cursors move past it all.
+    synced = (await api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
+    assert synced == {"errors": [], "mailbox": {"syncStatus": "IDLE"}}
+    assert (await api.data(INBOX))["inbox"]["totalCount"] == 0
+    return Office(
+        firm, user, mailbox_id, family, company, rows, bob, jane["emailAddresses"][0]["id"]
+    )
+
+
+async def email_sync(api: Api, account_email_id: str, on: bool) -> None:
+    await api.ok(FLAGS, {"input": {"accountEmailId": account_email_id, "emailSync": on}})
+
+
+async def imports(api: Api) -> dict[str, dict]:
+    """Each mailbox (by address) with its history counters."""
+    return {m["address"]: m for m in (await api.data(MAILBOXES))["mailboxes"]}
+
+
+async def inbox(api: Api) -> dict[str, list[str]]:
+    """Subject: account names, of everything in Inbox+."""
+    edges = (await api.data(INBOX))["inbox"]["edges"]
+    return {e["node"]["subject"]: sorted(a["name"] for a in e["node"]["accounts"]) for e in edges}
+
+
+async def test_turning_email_sync_on_imports_the_earlier_mail(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    api = acme.api
+    await email_sync(api, o.jane["Doe Family"], True)
+
+    [waiting] = (await imports(api))[o.user]["historyImports"]
+    assert (await imports(api))[o.user]["historyPending"] == 1
+    assert waiting["address"] == JANE.lower() and waiting["status"] == "PENDING"
+    assert waiting["finishedAt"] is None and waiting["found"] == 0
+    # The ordinary sync never sees that mail again: its cursors are past it.
+    await api.data(SYNC, {"id": o.mailbox_id})
+    assert (await api.data(INBOX))["inbox"]["totalCount"] == 0
+
+    assert await history.run_due_imports(settings) == 1
+    mailbox = (await imports(api))[o.user]
+    [done] = mailbox["historyImports"]
+    assert mailbox["historyPending"] == 0
+    assert (done["status"], done["found"], done["imported"], done["lastError"]) == (
+        "DONE",
+        3,
+        3,
+        None,
+    )
+    assert done["finishedAt"] is not None
+    family = ["Doe Family"]
+    expected = {"From Jane": family, "Jane in copy": family, "To Jane": family}
+    assert await inbox(api) == expected  # Bob's and the stranger's mail stay out
+
+    # Again, and with the ordinary sync: nothing new, nothing twice.
+    assert await history.run_due_imports(settings) == 0
+    await api.data(SYNC, {"id": o.mailbox_id})
+    assert await inbox(api) == expected
+    assert await Message.all().count() == 3
+
+
+async def test_a_second_account_and_a_second_toggle_link_the_same_messages(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    api = acme.api
+    await email_sync(api, o.jane["Doe Family"], True)
+    await history.run_due_imports(settings)
+
+    # The same address turned on in another account: the stored messages gain that account.
+    await email_sync(api, o.jane["Doe Ltd"], True)
+    assert (await imports(api))[o.user]["historyPending"] == 1
+    assert await history.run_due_imports(settings) == 1
+    both = ["Doe Family", "Doe Ltd"]
+    assert await inbox(api) == {"From Jane": both, "Jane in copy": both, "To Jane": both}
+    [latest] = (await imports(api))[o.user]["historyImports"]
+    assert (latest["status"], latest["found"], latest["imported"]) == ("DONE", 3, 3)
+    assert await Message.all().count() == 3 and await MessageAccount.all().count() == 6
+
+    # Off and on again: queued again (once, however often it is flipped before it runs).
+    await email_sync(api, o.jane["Doe Family"], False)
+    await email_sync(api, o.jane["Doe Family"], True)
+    await email_sync(api, o.jane["Doe Ltd"], False)
+    await email_sync(api, o.jane["Doe Ltd"], True)
+    mailbox = (await imports(api))[o.user]
+    assert mailbox["historyPending"] == 1
+    assert [i["status"] for i in mailbox["historyImports"]] == ["PENDING"]
+    assert await HistoryImport.all().count() == 3
+    assert await history.run_due_imports(settings) == 1
+    [again] = (await imports(api))[o.user]["historyImports"]
+    assert (again["status"], again["found"], again["imported"]) == ("DONE", 3, 0)
+    assert await Message.all().count() == 3 and await MessageAccount.all().count() == 6
+
+
+async def test_an_address_turned_off_before_the_import_runs_is_not_imported(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    await email_sync(acme.api, o.jane["Doe Family"], False)
+    assert await history.run_due_imports(settings) == 1
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert (done["status"], done["found"], done["imported"]) == ("DONE", 0, 0)
+    assert await Message.all().count() == 0
+
+
+async def test_a_changed_address_with_email_sync_on_imports_the_new_address(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    api = acme.api
+    new = "jane@newjob.example"
+    imap.append(o.user, mail(new, o.user, "From the new address"))
+    await api.data(SYNC, {"id": o.mailbox_id})
+    await email_sync(api, o.jane["Doe Family"], True)
+    assert await history.run_due_imports(settings) == 1
+    await api.ok(UPDATE_EMAIL, {"id": o.jane_email_id, "address": new})
+    [waiting, _] = (await imports(api))[o.user]["historyImports"]
+    assert (waiting["address"], waiting["status"]) == (new, "PENDING")
+    assert await history.run_due_imports(settings) == 1
+    assert (await inbox(api))["From the new address"] == ["Doe Family"]
+
+
+async def test_each_mailbox_of_the_firm_is_searched_once(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    other, other_id = await add_mailbox(acme, imap, settings)
+    shared = f"<{secrets.token_hex(8)}@test>"  # one message, in both mailboxes
+    for user in (o.user, other):
+        imap.append(user, mail(JANE.lower(), f"{o.user}, {other}", "To both", message_id=shared))
+    imap.append(other, mail(JANE.lower(), other, "Only the other"))
+    await acme.api.data(SYNC, {"id": o.mailbox_id})
+    await acme.api.data(SYNC, {"id": other_id})
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    assert await HistoryImport.all().count() == 2
+
+    # Three processes at once: each import is claimed, and run, by exactly one.
+    counts = await asyncio.gather(*(history.run_due_imports(settings) for _ in range(3)))
+    assert sum(counts) == 2
+    found = await imports(acme.api)
+    assert [i["status"] for m in found.values() for i in m["historyImports"]] == ["DONE"] * 2
+    assert (await inbox(acme.api)).keys() == {
+        "From Jane",
+        "Jane in copy",
+        "To Jane",
+        "To both",
+        "Only the other",
+    }
+    assert await Message.all().count() == 5
+
+
+async def test_a_wrong_password_fails_readably_and_stores_nothing(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    wrong = "not-the-password-42"
+    secret = crypto.fernet(settings, "mailbox-password").encrypt(wrong.encode()).decode()
+    await Mailbox.filter(address=o.user).update(password_encrypted=secret)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+
+    assert await history.run_due_imports(settings) == 1
+    [failed] = (await imports(acme.api))[o.user]["historyImports"]
+    assert failed["status"] == "FAILED" and failed["finishedAt"] is not None
+    assert "refused the username or password" in failed["lastError"]
+    assert wrong not in failed["lastError"] and PASSWORD not in failed["lastError"]
+    assert await Message.all().count() == 0
+
+    # Not tried again while the mailbox cannot log in (that could lock the mailbox) ...
+    history_retry = history.RETRY_AFTER
+    try:
+        history.RETRY_AFTER = timedelta(0)
+        assert await history.run_due_imports(settings) == 0
+        await acme.api.data(SYNC, {"id": o.mailbox_id})
+        assert await history.run_due_imports(settings) == 0
+        # ... but once it syncs again (the password fixed), the import runs again.
+        good = crypto.fernet(settings, "mailbox-password").encrypt(PASSWORD.encode()).decode()
+        await Mailbox.filter(address=o.user).update(password_encrypted=good)
+        await acme.api.data(SYNC, {"id": o.mailbox_id})
+        assert await history.run_due_imports(settings) == 1
+    finally:
+        history.RETRY_AFTER = history_retry
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert (done["status"], done["imported"], done["lastError"]) == ("DONE", 3, None)
+
+
+async def test_an_import_left_by_a_dead_process_runs_again(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    stop = asyncio.Event()
+    stop.set()
+    assert await history.run_due_imports(settings, stop=stop) == 0  # stopped: claims nothing
+    # Claimed by a process that died: its lease still runs, then runs out.
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    await HistoryImport.all().update(status=HistoryStatus.RUNNING, lease_until=soon)
+    assert await history.run_due_imports(settings) == 0
+    await HistoryImport.all().update(lease_until=datetime.now(UTC) - timedelta(seconds=1))
+    assert await history.run_due_imports(settings) == 1
+    assert [i["status"] for i in (await imports(acme.api))[o.user]["historyImports"]] == ["DONE"]
+    assert await Message.all().count() == 3
+
+
+async def test_progress_is_for_staff_with_the_inbox_right_and_batched(acme, client, settings, imap):
+    o = await office(acme, imap, settings)
+    for _ in range(3):
+        await add_mailbox(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    await email_sync(acme.api, o.bob, True)
+    with count_sql() as plain:
+        await acme.api.data("{ mailboxes { id } }")
+    with count_sql() as statements:
+        found = await imports(acme.api)
+    assert [m["historyPending"] for m in found.values()] == [2] * 4
+    assert all(len(m["historyImports"]) == 2 for m in found.values())
+    # The latest ids, their rows, the counts: for all four mailboxes at once.
+    assert len(statements) == len(plain) + 3, statements
+
+    reader = await api_for(client, await add_staff(acme, "reader@acme.example"))
+    denied = await reader.post(MAILBOXES)
+    assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    bad = await acme.api.post("{ mailboxes { historyImports(first: 1000) { status } } }")
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize("first", [0, 1])
+async def test_history_imports_can_be_limited(acme, settings, imap, first):
+    o = await office(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    await email_sync(acme.api, o.bob, True)
+    query = "query($n: Int!) { mailboxes { historyImports(first: $n) { address } } }"
+    [mailbox] = (await acme.api.data(query, {"n": first}))["mailboxes"]
+    assert [i["address"] for i in mailbox["historyImports"]] == [BOB][:first]
+
+
+async def test_several_addresses_of_one_mailbox_share_one_login(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    await email_sync(acme.api, o.bob, True)
+    log = imap.folder / "dovecot.log"
+    logins = log.read_text().count(f"Login: user=<{o.user}>")
+    assert await history.run_due_imports(settings) == 2
+    assert log.read_text().count(f"Login: user=<{o.user}>") == logins + 1
+    found = {i["address"]: i for i in (await imports(acme.api))[o.user]["historyImports"]}
+    # Found: what the one search matched; imported: each address's own messages.
+    assert {a: (i["status"], i["found"], i["imported"]) for a, i in found.items()} == {
+        JANE.lower(): ("DONE", 4, 3),
+        BOB: ("DONE", 4, 1),
+    }
+    assert (await inbox(acme.api))["From Bob"] == ["Doe Family"]
+
+
+async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap):
+    o = await office(acme, imap, settings)
+    with imaplib.IMAP4(imap.host, imap.port) as server:
+        server.login(o.user, PASSWORD)
+        for n in range(120):  # three batches
+            raw = mail(JANE.lower(), o.user, f"Old {n}")
+            server.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+        server.logout()
+    await acme.api.data(SYNC, {"id": o.mailbox_id})
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+
+    bus, stop = InProcessBus(), asyncio.Event()
+    async with bus.subscribe(firm_channel(acme.owner.firm_id)) as events:
+        run = asyncio.create_task(history.run_due_imports(settings, bus, stop))
+        async with asyncio.timeout(10):
+            await anext(events)  # the first message is stored: stop the round there
+        stop.set()
+        assert await run == 0
+    [waiting] = await HistoryImport.all()
+    assert (waiting.status, waiting.lease_until) == (HistoryStatus.PENDING, None)
+    assert 0 < await Message.all().count() < 123
+
+    assert await history.run_due_imports(settings) == 1
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert (done["status"], done["found"], done["imported"]) == ("DONE", 123, 123)
+    assert await Message.all().count() == 123
