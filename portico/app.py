@@ -20,7 +20,7 @@ from portico.logs import configure_logging
 from portico.middleware import AccessLog, BodyLimit
 from portico.pages import link_pages
 from portico.settings import Settings
-from portico.worker import run_worker
+from portico.worker import run_background
 from schema.root import build_schema
 from services import crypto
 from services.mail_transport import transport_for
@@ -58,9 +58,10 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         bus = bus_for(settings)
         app.state.bus = bus
         stop = asyncio.Event()
-        # The embedded default delivers mail in this process; separate workers turn it off.
+        # The embedded default delivers mail and syncs mailboxes in this process; separate
+        # workers (`portico worker`) turn it off.
         worker = (
-            asyncio.create_task(run_worker(settings, stop))
+            asyncio.create_task(run_background(settings, bus, stop))
             if manage_db and settings.inprocess_worker
             else None
         )

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
-    sub.add_parser("worker", help="deliver outgoing mail until stopped").set_defaults(run=_worker)
+    sub.add_parser(
+        "worker", help="deliver outgoing mail and sync mailboxes until stopped"
+    ).set_defaults(run=_worker)
 
     create = sub.add_parser("create-firm", help="create a firm and its owner")
     create.add_argument("--name", required=True)
@@ -96,7 +98,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
     import signal
 
     from portico.logs import configure_logging
-    from portico.worker import run_worker
+    from portico.worker import run_background
+    from services.pubsub import bus_for
 
     configure_logging()
 
@@ -105,7 +108,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_worker(settings, stop)
+        # Events of synced mail reach subscribers of the API processes through Redis
+        # (PORTICO_REDIS_URL); without it they stay in this process.
+        bus = bus_for(settings)
+        try:
+            await run_background(settings, bus, stop)
+        finally:
+            await bus.close()
 
     _with_db(settings, work)
 

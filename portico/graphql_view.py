@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from portico.graphiql import graphiql_page
 from portico.settings import Settings
@@ -22,6 +25,11 @@ class PorticoGraphQL(GraphQL):
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             allow_queries_via_get=True,  # strawberry refuses mutations over GET itself
             multipart_uploads_enabled=True,  # uploadDocument; see parse_multipart
+            # messageSynced: the current protocol and the legacy one older clients speak.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            # Strawberry refuses cross-origin handshakes (a page elsewhere riding on the
+            # session cookie); the public URL counts as ours even behind a proxy.
+            allowed_origins=public_origins(settings),
         )
         self.settings = settings
 
@@ -54,3 +62,10 @@ class PorticoGraphQL(GraphQL):
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
         return HTMLResponse(graphiql_page())
+
+
+def public_origins(settings: Settings) -> list[str]:
+    """The origin of PORTICO_PUBLIC_URL, where browsers load Portico's own pages from."""
+    parts = urlsplit(settings.resolved_public_url)
+    host = parts.netloc.rpartition("@")[2]  # never credentials in an origin
+    return [f"{parts.scheme}://{host}"] if parts.scheme and host else []

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     mail_lease_seconds: float = Field(default=300, gt=0)
     inprocess_worker: bool = True
     worker_poll_seconds: float = Field(default=2, gt=0)
+    # Mailbox sync (services/sync_loop.py): a pass at least this often, IMAP IDLE in between
+    # where the server has it, and after a failed pass a doubling wait (with jitter) up to the max.
+    sync_interval_seconds: float = Field(default=60, gt=0)
+    sync_idle: bool = True
+    sync_retry_base_seconds: float = Field(default=5, gt=0)
+    sync_retry_max_seconds: float = Field(default=900, gt=0)
     signin_max_failures: int = Field(default=5, gt=0)
     signin_lockout_seconds: int = Field(default=900, gt=0)
 

@@ -1,19 +1,22 @@
-"""Background work: outgoing mail delivery (mailbox sync joins later).
+"""Background work: outgoing mail delivery (here) and mailbox sync (services/sync_loop.py).
 
-`portico worker` runs `run_worker` until stopped; `portico serve` starts the same loop in
-process unless PORTICO_INPROCESS_WORKER=0 (see portico/app.py).
+`run_background` runs both side by side until stopped: `portico worker` runs it, and
+`portico serve` starts it in process unless PORTICO_INPROCESS_WORKER=0 (see portico/app.py).
+The two loops stay independent: an error in a round of one never stops the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from portico.settings import Settings
 from services import crypto, outbox
 from services.delivery import deliver_due
 from services.mail_transport import Transport, transport_for
+from services.pubsub import EventBus
+from services.sync_loop import run_sync_loop
+from services.wakeups import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,20 @@ log = logging.getLogger(__name__)
 RECHECK_SECONDS = 0.25
 # Consecutive errors (database down) stretch the wait up to this, so the log is not flooded.
 MAX_ERROR_BACKOFF_SECONDS = 60.0
+
+
+async def run_background(settings: Settings, bus: EventBus, stop: asyncio.Event) -> None:
+    """Mail delivery and mailbox sync until `stop` is set.
+
+    Delivery ends early only on a configuration error (see run_worker): then the sync is
+    stopped too and the error raised, as the process cannot do its work.
+    """
+    sync = asyncio.create_task(run_sync_loop(settings, bus, stop), name="mailbox sync")
+    try:
+        await run_worker(settings, stop)
+    finally:
+        stop.set()
+        await sync
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -55,7 +72,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 timeout = min(RECHECK_SECONDS, settings.worker_poll_seconds)
             else:
                 timeout = settings.worker_poll_seconds
-            woken = await _wait(stop, wake, timeout)
+            await wait_any(stop, timeout, wake)
+            woken = wake.is_set() and not stop.is_set()
 
 
 async def _drain(settings: Settings, transport: Transport, stop: asyncio.Event) -> int:
@@ -67,16 +85,3 @@ async def _drain(settings: Settings, transport: Transport, stop: asyncio.Event) 
             break
         total += claimed
     return total
-
-
-async def _wait(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> bool:
-    """Wait for stop, a wake-up or `seconds`; True when woken by notify()."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-    return wake.is_set() and not stop.is_set()

@@ -184,6 +184,10 @@ async def connect_mailbox(
     except IntegrityError:  # connected twice at once
         raise _exists(new.address) from None
     log.info("mailbox %s connected (firm %s, id %s)", new.address, scope.firm_id, mailbox.pk)
+    # This process's sync loop (if any) starts on the new mailbox now, not an interval later.
+    from services import sync_loop  # here: sync_loop imports this module
+
+    sync_loop.notify()
     return mailbox
 
 

@@ -1,0 +1,48 @@
+"""In-process wake-ups: a background loop sleeps until its next round or until woken.
+
+A module that queues work (mail, history imports, a new mailbox) owns one `Wakeups`; the loop
+that does the work waits on the event of `listen()`, and the code that queued the work calls
+`notify()` after its transaction commits. Other processes are not woken: their loops find the
+work at their next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._listeners: set[asyncio.Event] = set()
+
+    def notify(self) -> None:
+        """Set the event of every `listen()` block running in this process now."""
+        for event in self._listeners:
+            event.set()
+
+    @contextmanager
+    def listen(self) -> Iterator[asyncio.Event]:
+        """An event that `notify()` sets, for as long as the block runs."""
+        event = asyncio.Event()
+        self._listeners.add(event)
+        try:
+            yield event
+        finally:
+            self._listeners.discard(event)
+
+
+async def wait_any(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    """Until `stop` is set, `wake` (when given) is set, or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter

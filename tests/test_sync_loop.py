@@ -1,0 +1,474 @@
+"""The continuous mailbox sync (services/sync_loop.py) against a real Dovecot (tests/imap.py):
+mail arrives without syncMailbox, by polling and by IMAP IDLE; an IMAP outage is survived;
+one failing mailbox never holds up another; two loops never pass over a mailbox at once;
+stop is prompt; `portico worker` runs it.
+
+Each test has IMAP users of its own. Waits are for conditions, with generous deadlines.
+The wrong-password test comes last: Dovecot slows down logins from an address after a failed
+one, which would slow every test after it on the module's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import AccountEmail, Mailbox, Message, SyncStatus
+from portico.settings import Settings
+from services import crypto, mailsync, sync_loop
+from services.pubsub import InProcessBus
+from tests import server
+from tests.conftest import Firm
+from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.login_helpers import invitee
+from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.test_mailsync import end_sessions, ensure_running
+
+ROOT = Path(__file__).resolve().parent.parent
+ANNA = "anna@miller.example"  # has EMAIL SYNC on in the Miller Family account
+DEADLINE = 20.0  # seconds: far more than any wait here needs, far less than a poll interval
+SLOW = 300.0  # an interval no test waits for: what arrives sooner came another way
+
+CONNECT = """mutation ($input: ConnectMailboxInput!) {
+  connectMailbox(input: $input) { errors { code message } mailbox { id } } }"""
+INBOX = "{ inbox(first: 50) { totalCount edges { node { subject } } } }"
+
+
+def imap_user(label: str = "office") -> str:
+    return f"{label}-{secrets.token_hex(4)}@acme.example"
+
+
+def mail(subject: str, sender: str = ANNA, to: str = "office@acme.example") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{secrets.token_hex(8)}@miller.example>\r\n"
+        f"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nHello\r\n"
+    ).encode()
+
+
+def loop_settings(settings: Settings, **changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "sync_interval_seconds": SLOW,
+        "sync_retry_base_seconds": 0.2,
+        "sync_retry_max_seconds": 1.0,
+    }
+    values.update(changes)
+    return settings.model_copy(update=values)
+
+
+async def synced_address(firm: Firm) -> None:
+    """Anna, a client with EMAIL SYNC on: mail from her is kept."""
+    await invitee(firm.api, "Miller Family", ANNA)
+    await AccountEmail.all().update(email_sync=True)
+
+
+async def add_mailbox(
+    firm: Firm, imap: ImapServer, settings: Settings, password: str = PASSWORD
+) -> Mailbox:
+    """A connected mailbox, made directly (connectMailbox would refuse a wrong password)."""
+    user = imap_user()
+    secret = crypto.fernet(settings, "mailbox-password").encrypt(password.encode()).decode()
+    return await Mailbox.create(
+        firm_id=firm.owner.firm_id,
+        address=user,
+        address_normalized=user,
+        imap_host=imap.host,
+        imap_port=imap.port,
+        imap_tls=False,
+        smtp_host=imap.host,
+        smtp_port=25,
+        smtp_tls=False,
+        username=user,
+        password_encrypted=secret,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, bus: InProcessBus | None = None) -> AsyncIterator[Any]:
+    """The sync loop as a task; stopped (and checked to end cleanly) when the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sync_loop.run_sync_loop(settings, bus, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_until(what: str, check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE):
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def subjects(firm_id: int) -> list[str]:
+    return sorted(await Message.filter(firm_id=firm_id).values_list("subject", flat=True))
+
+
+def idle_records(caplog: pytest.LogCaptureFixture, mailbox: Mailbox) -> int:
+    return sum(
+        1
+        for r in caplog.records
+        if r.name == "services.sync_loop"
+        and r.getMessage().startswith(f"mailbox {mailbox.pk}: IDLE on INBOX")
+    )
+
+
+def sessions_of(imap: ImapServer, user: str) -> int:
+    """How many Dovecot processes serve `user` (their working directory is the user's home)."""
+    home = str(imap.folder / "home" / user)
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                count += os.readlink(entry / "cwd") == home
+    return count
+
+
+def deliver_to_maildir(imap: ImapServer, user: str, raw: bytes) -> None:
+    """Puts a message into `user`'s INBOX the way a local delivery agent does (Maildir tmp/
+    then new/): it works while the IMAP server is down."""
+    maildir = imap.folder / "home" / user / "Maildir"
+    name = f"{int(time.time())}.P{os.getpid()}Q{secrets.token_hex(4)}.portico-test"
+    tmp = maildir / "tmp" / name
+    tmp.write_bytes(raw)
+    tmp.chmod(0o644)
+    tmp.rename(maildir / "new" / name)
+
+
+# Mail arrives by itself ---------------------------------------------------------------------
+
+
+async def test_polling_brings_new_mail_into_the_inbox_without_sync_mailbox(
+    acme: Firm, imap: ImapServer, smtp: SmtpServer, settings: Settings
+) -> None:
+    await synced_address(acme)
+    user = imap_user()
+    body = await acme.api.post(
+        CONNECT,
+        {
+            "input": {
+                "address": user,
+                "imapHost": imap.host,
+                "imapPort": imap.port,
+                "imapTls": False,
+                "smtpHost": smtp.host,
+                "smtpPort": smtp.port,
+                "smtpTls": False,
+                "username": user,
+                "password": PASSWORD,
+            }
+        },
+    )
+    assert body["data"]["connectMailbox"]["errors"] == [], body
+    # Without IDLE, and every 0.2 s: the poll is what brings the mail in.
+    polling = loop_settings(settings, sync_idle=False, sync_interval_seconds=0.2)
+    async with running(polling) as task:
+        imap.append(user, mail("Polled", to=user))
+        imap.append(user, mail("Not kept", sender="stranger@else.example", to=user))
+
+        async def in_inbox() -> bool:
+            return (await acme.api.data(INBOX))["inbox"]["totalCount"] >= 1
+
+        await wait_until("the mail is in the inbox", in_inbox)
+        imap.append(user, mail("Polled again", to=user))
+
+        async def both() -> bool:
+            return (await acme.api.data(INBOX))["inbox"]["totalCount"] >= 2
+
+        await wait_until("the second mail is in the inbox", both)
+        assert not task.done()
+    inbox = (await acme.api.data(INBOX))["inbox"]
+    assert sorted(e["node"]["subject"] for e in inbox["edges"]) == ["Polled", "Polled again"]
+    [row] = await Mailbox.all()
+    assert row.sync_status == SyncStatus.IDLE and row.last_error is None
+
+
+async def test_idle_brings_new_mail_long_before_the_poll_interval(
+    acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="services.sync_loop")
+    await synced_address(acme)
+    mailbox = await add_mailbox(acme, imap, settings)
+    bus = InProcessBus()
+    async with running(loop_settings(settings, sync_interval_seconds=SLOW), bus):
+        seen = 0  # IDLEs begun before the last append: the next one follows its pass
+        for n in (1, 2):
+            # Only once the loop idles on INBOX: the mail must come through the push.
+
+            async def idling(seen: int = seen) -> bool:
+                return idle_records(caplog, mailbox) > seen
+
+            await wait_until("the loop idles on INBOX", idling)
+            seen = idle_records(caplog, mailbox)
+            imap.append(mailbox.username, mail(f"Pushed {n}", to=mailbox.address))
+
+            async def arrived(n: int = n) -> bool:
+                return len(await subjects(acme.owner.firm_id)) >= n
+
+            # The poll is 300 s away: arriving within 20 s proves IDLE.
+            await wait_until(f"message {n} arrives through IDLE", arrived)
+    assert await subjects(acme.owner.firm_id) == ["Pushed 1", "Pushed 2"]
+
+
+async def test_stop_ends_the_loop_promptly_and_logs_out(
+    acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="services.sync_loop")
+    mailbox = await add_mailbox(acme, imap, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        sync_loop.run_sync_loop(loop_settings(settings, sync_interval_seconds=SLOW), None, stop)
+    )
+    try:
+
+        async def idling() -> bool:
+            return idle_records(caplog, mailbox) > 0
+
+        await wait_until("the loop idles on INBOX", idling)
+    finally:
+        stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, DEADLINE)  # the IDLE and the interval are 300 s long
+    assert task.exception() is None
+    assert time.monotonic() - started < DEADLINE
+    await mailbox.refresh_from_db()
+    assert mailbox.sync_status == SyncStatus.IDLE and mailbox.lease_until is None
+    # The IDLE connection logged out: no Dovecot process serves the user any more.
+
+    async def logged_out() -> bool:
+        return sessions_of(imap, mailbox.username) == 0
+
+    await wait_until("the IDLE connection logs out", logged_out)
+
+
+# Failures -----------------------------------------------------------------------------------
+
+
+async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
+    acme: Firm, imap: ImapServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await synced_address(acme)
+    mailbox = await add_mailbox(acme, imap, settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(f"Before {n}", to=mailbox.address))
+    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
+    store = mailsync.store_messages
+    stopped = False
+
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+        nonlocal stopped
+        outcome = await store(*args, **kwargs)
+        if not stopped:  # the server goes away after the first message is stored
+            stopped = True
+            imap.stop()
+            end_sessions(imap, mailbox.username)
+        return outcome
+
+    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    try:
+        async with running(loop_settings(settings)) as task:
+
+            async def failed_again() -> bool:
+                # FAILED, and retried since: the error of a new attempt is a refused connection.
+                row = await Mailbox.get(pk=mailbox.pk)
+                return row.sync_status == SyncStatus.FAILED and (row.last_error or "").startswith(
+                    "Could not connect to the IMAP server"
+                )
+
+            await wait_until("the mailbox shows FAILED, retried", failed_again)
+            row = await Mailbox.get(pk=mailbox.pk)
+            assert f"{imap.host}:{imap.port}" in (row.last_error or "")
+            assert PASSWORD not in (row.last_error or "")
+            assert await subjects(acme.owner.firm_id) == ["Before 0"]
+
+            # Mail delivered while the server is down, then the server comes back.
+            deliver_to_maildir(imap, mailbox.username, mail("Meanwhile", to=mailbox.address))
+            monkeypatch.setattr(mailsync, "store_messages", store)
+            imap.start()
+
+            async def recovered() -> bool:
+                row = await Mailbox.get(pk=mailbox.pk)
+                return (
+                    len(await subjects(acme.owner.firm_id)) == 4
+                    and row.sync_status == SyncStatus.IDLE
+                    and row.last_error is None
+                )
+
+            await wait_until("the loop reconnects and catches up", recovered)
+            assert not task.done()
+    finally:
+        ensure_running(imap)
+    assert await subjects(acme.owner.firm_id) == ["Before 0", "Before 1", "Before 2", "Meanwhile"]
+    assert await Message.all().count() == 4  # nothing stored twice
+
+
+async def test_two_loops_never_sync_one_mailbox_at_once(
+    acme: Firm, imap: ImapServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await synced_address(acme)
+    mailbox = await add_mailbox(acme, imap, settings)
+    for n in range(10):
+        imap.append(mailbox.username, mail(f"Message {n}", to=mailbox.address))
+    # Watch the engine's lease: who holds it, and who was turned away.
+    claim, finish = mailsync._claim, mailsync._finish
+    holders = 0
+    most = 0
+    refused = 0
+    granted = 0
+
+    async def watched_claim(*args: Any) -> bool:
+        nonlocal holders, most, refused, granted
+        claimed = await claim(*args)
+        if claimed:
+            granted += 1
+            holders += 1
+            most = max(most, holders)
+        else:
+            refused += 1
+        return claimed
+
+    async def watched_finish(*args: Any) -> None:
+        nonlocal holders
+        holders -= 1
+        await finish(*args)
+
+    store = mailsync.store_messages
+
+    async def slow_store(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+        await asyncio.sleep(0.05)  # long passes: the two loops keep running into each other
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(mailsync, "_claim", watched_claim)
+    monkeypatch.setattr(mailsync, "_finish", watched_finish)
+    monkeypatch.setattr(mailsync, "store_messages", slow_store)
+    monkeypatch.setattr(mailsync, "FETCH_BATCH", 2)
+    polling = loop_settings(settings, sync_idle=False, sync_interval_seconds=0.05)
+    async with running(polling), running(polling):
+
+        async def contended() -> bool:
+            stored = len(await subjects(acme.owner.firm_id))
+            return stored == 10 and refused >= 1 and granted >= 3
+
+        await wait_until("both loops have synced and met", contended)
+    assert most == 1, "two passes over one mailbox at once"
+    assert await Message.all().count() == 10
+    await mailbox.refresh_from_db()
+    assert mailbox.sync_status == SyncStatus.IDLE and mailbox.lease_until is None
+
+
+def start_worker(database_url: str, var_dir: Path, secret: str, log: Path) -> subprocess.Popen:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")},
+        "PORTICO_DATABASE_URL": database_url,
+        "PORTICO_SECRET_KEY": secret,  # the key the mailbox password was encrypted with
+        "PORTICO_VAR_DIR": str(var_dir),
+        "PORTICO_SYNC_INTERVAL_SECONDS": "0.5",
+        "PORTICO_SYNC_IDLE": "0",  # each worker polls: they meet on the mailbox all the time
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "portico", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+async def test_portico_worker_processes_sync_each_message_once(
+    acme: Firm, imap: ImapServer, settings: Settings, tmp_path: Path
+) -> None:
+    """One `portico worker` on SQLite; two on PostgreSQL, sharing the mailbox."""
+    count = 2 if settings.resolved_database_url.startswith("postgres") else 1
+    secret = "sync-workers-secret"
+    keyed = settings.model_copy(update={"secret_key": secret})
+    await synced_address(acme)
+    mailbox = await add_mailbox(acme, imap, keyed)
+    logs = [tmp_path / f"worker-{n}.log" for n in range(count)]
+    url = keyed.resolved_database_url
+    workers = [start_worker(url, tmp_path / "var", secret, log) for log in logs]
+    try:
+
+        async def started() -> bool:
+            for worker, log in zip(workers, logs, strict=True):
+                assert worker.poll() is None, log.read_text(errors="replace")
+            return all("mailbox sync started" in log.read_text(errors="replace") for log in logs)
+
+        await wait_until("the workers sync", started, 60)
+        for n in range(20):
+            imap.append(mailbox.username, mail(f"Message {n}", to=mailbox.address))
+
+        async def all_stored() -> bool:
+            return len(await subjects(acme.owner.firm_id)) == 20
+
+        await wait_until("the workers store all 20 messages", all_stored, 60)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(worker.wait, 30) for worker in workers]
+    assert codes == [0] * count  # SIGTERM is a clean stop
+    assert await Message.all().count() == 20
+    passes = [
+        log.read_text(errors="replace").count(f"mail sync of mailbox {mailbox.pk}:") for log in logs
+    ]
+    assert min(passes) > 0, passes  # each took part
+    await mailbox.refresh_from_db()
+    assert mailbox.lease_until is None and mailbox.sync_status == SyncStatus.IDLE
+
+
+def test_portico_serve_runs_the_sync_in_process(tmp_path: Path) -> None:
+    live = server.start_server(tmp_path)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while "mailbox sync started" not in live.log():
+            assert time.monotonic() < deadline, live.log()
+            time.sleep(0.05)
+    finally:
+        live.stop()
+    # SIGTERM: the lifespan stopped the loop and finished (uvicorn then re-raises the signal).
+    assert "mailbox sync stopped" in live.log(), live.log()
+    assert "Application shutdown complete" in live.log(), live.log()
+
+
+# Last: a failed login slows Dovecot's later logins from this address (see the docstring).
+async def test_a_mailbox_with_a_wrong_password_does_not_stop_the_others(
+    acme: Firm, imap: ImapServer, settings: Settings
+) -> None:
+    await synced_address(acme)
+    wrong = await add_mailbox(acme, imap, settings, password="not-the-password-42")
+    good = await add_mailbox(acme, imap, settings)
+    # A long retry: one failed login only, so Dovecot's penalty stays small.
+    slow_retry = loop_settings(settings, sync_retry_base_seconds=SLOW, sync_retry_max_seconds=SLOW)
+    async with running(slow_retry) as task:
+
+        async def wrong_failed() -> bool:
+            row = await Mailbox.get(pk=wrong.pk)
+            return row.sync_status == SyncStatus.FAILED
+
+        await wait_until("the wrong password fails", wrong_failed, 60)
+        imap.append(good.username, mail("Still arrives", to=good.address))
+
+        async def arrived() -> bool:
+            return await subjects(acme.owner.firm_id) == ["Still arrives"]
+
+        await wait_until("the other mailbox's mail arrives", arrived, 60)
+        assert not task.done()
+    row = await Mailbox.get(pk=wrong.pk)
+    assert "refused the username or password" in (row.last_error or "")
+    assert "not-the-password-42" not in (row.last_error or "")
+    await good.refresh_from_db()
+    assert good.sync_status == SyncStatus.IDLE and good.last_error is None
