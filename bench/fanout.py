@@ -87,6 +87,31 @@ async def subscriber(url: str, token: str, ready: asyncio.Event, arrivals: dict[
                 raise RuntimeError(message)
 
 
+async def announce(account: Account, subject: str, bus: RedisBus) -> float:
+    """Stores a message of `account` (committed), then publishes its event as the sync engine
+    does; the moment of publishing."""
+    message = await Message.create(
+        firm_id=account.firm_id,
+        message_id=f"<fanout.{secrets.token_hex(8)}@bench.example>",
+        message_key=secrets.token_hex(32),
+        thread_key=secrets.token_hex(32),
+        subject=subject,
+        from_address="client@bench.example",
+        sent_at=datetime.now(UTC),
+        direction="INBOUND",
+    )
+    await MessageAccount.create(
+        firm_id=account.firm_id,
+        message_id=message.pk,
+        account_id=account.pk,
+        sent_at=message.sent_at,
+    )
+    published = time.perf_counter()
+    event = {"kind": "message.synced", "messageId": message.pk, "accountIds": [account.pk]}
+    await bus.publish(firm_channel(account.firm_id), event)
+    return published
+
+
 async def main(count: int, events: int) -> None:
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,32 +141,18 @@ async def main(count: int, events: int) -> None:
                 await asyncio.gather(
                     *(r.wait() for r in readies[start_at : start_at + CONNECT_BATCH])
                 )
-            await asyncio.sleep(1.0)  # every subscription registered on the server
+            # A subscription is live on the server only some time after its `subscribe`:
+            # warm-up events (negative numbers) until every subscriber has had one.
+            warm = 0
+            while not all(any(k < 0 for k in a) for a in arrivals):
+                warm -= 1
+                await announce(account, str(warm), bus)
+                await asyncio.sleep(1.0)
 
             last: list[float] = []
             each: list[float] = []
             for n in range(events):
-                message = await Message.create(
-                    firm_id=account.firm_id,
-                    message_id=f"<fanout.{secrets.token_hex(8)}@bench.example>",
-                    message_key=secrets.token_hex(32),
-                    thread_key=secrets.token_hex(32),
-                    subject=str(n),
-                    from_address="client@bench.example",
-                    sent_at=datetime.now(UTC),
-                    direction="INBOUND",
-                )
-                await MessageAccount.create(
-                    firm_id=account.firm_id,
-                    message_id=message.pk,
-                    account_id=account.pk,
-                    sent_at=message.sent_at,
-                )
-                published = time.perf_counter()
-                await bus.publish(
-                    firm_channel(account.firm_id),
-                    {"kind": "message.synced", "messageId": message.pk, "accountIds": [account.pk]},
-                )
+                published = await announce(account, str(n), bus)
                 deadline = time.monotonic() + 60
                 while sum(n in a for a in arrivals) < count:
                     if time.monotonic() > deadline:

@@ -16,6 +16,7 @@ from services import access
 from services.errors import Forbidden, Unauthenticated
 from services.pubsub import EventBus
 from services.scope import FirmScope
+from services.sessions import resolve_session, resolve_session_shared
 
 SESSION_COOKIE = "portico_session"
 
@@ -93,6 +94,20 @@ class Context:
         self.session = session
         self._client_accounts = None
         self.reset_loaders()
+
+    @property
+    def socket_token(self) -> str | None:
+        """A WebSocket's credentials: the token of `connection_init`'s payload, else the
+        handshake's (Authorization header or session cookie)."""
+        token = (self.connection_params or {}).get("token")
+        return token if isinstance(token, str) and token else self.token
+
+    async def recheck_session(self, shared: bool = False) -> None:
+        """Look the session up again (one query): a WebSocket does so for every operation and
+        every subscription event, so signing out or losing a right applies at once. `shared`:
+        the lookups of subscribers woken by one event go out as one query."""
+        lookup = resolve_session_shared if shared else resolve_session
+        self.renew(await lookup(self.socket_token))
 
 
 def set_session_cookie(response: Response, token: str, settings: Settings) -> None:

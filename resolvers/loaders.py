@@ -21,11 +21,12 @@ from models import (
     Contact,
     Document,
     EmailAddress,
+    HistoryImport,
     Invitation,
     OutboundEmail,
     PortalAccess,
 )
-from services import access, attachments, messages, paging
+from services import access, attachments, history, messages, paging
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -49,6 +50,10 @@ class Loaders:
         self.documents_page = DataLoader(self._documents_page)
         self.accounts_by_message = DataLoader(self._accounts_by_message)
         self.attachments_by_message = DataLoader(self._attachments_by_message)
+        self.documents_by_attachment = DataLoader(self._documents_by_attachment)
+        self.messages_page = DataLoader(self._messages_page)
+        self.history_latest = DataLoader(self._history_latest)
+        self.history_unfinished = DataLoader(self._history_unfinished)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -144,6 +149,28 @@ class Loaders:
     async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[Attachment]]:
         found = await attachments.by_message(self.scope, keys)
         return [found[key] for key in keys]
+
+    async def _history_latest(self, keys: Sequence[tuple[int, int]]) -> list[list[HistoryImport]]:
+        """Keys (mailbox id, first): one query per distinct `first`."""
+        found: dict[tuple[int, int], list[HistoryImport]] = {}
+        for first in {first for _, first in keys}:
+            ids = [mailbox_id for mailbox_id, size in keys if size == first]
+            rows = await history.latest_by_mailbox(self.scope, ids, first)
+            found.update({(mailbox_id, first): rows[mailbox_id] for mailbox_id in ids})
+        return [found[key] for key in keys]
+
+    async def _history_unfinished(self, keys: Sequence[int]) -> list[int]:
+        counts = await history.unfinished_by_mailbox(self.scope, keys)
+        return [counts[key] for key in keys]
+
+    async def _messages_page(self, keys: Sequence[messages.PageKey]) -> list[messages.Page]:
+        return await messages.account_pages(self.scope, keys)
+
+    async def _documents_by_attachment(
+        self, keys: Sequence[attachments.AttachmentKey]
+    ) -> list[Document | None]:
+        found = await attachments.documents_by_attachment(self.scope, keys)
+        return [found[key[0]] for key in keys]
 
     async def _deliveries_page(
         self, keys: Sequence[tuple[int, int, int]]

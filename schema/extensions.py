@@ -9,7 +9,6 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
 from services.errors import AccessError
-from services.sessions import resolve_session
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -51,7 +50,5 @@ class SessionPerOperation(SchemaExtension):
     async def on_operation(self) -> AsyncIterator[None]:
         context = self.execution_context.context
         if isinstance(getattr(context, "request", None), WebSocket):
-            params = context.connection_params or {}
-            token = params.get("token") if isinstance(params.get("token"), str) else None
-            context.renew(await resolve_session(token or context.token))
+            await context.recheck_session()
         yield

@@ -10,12 +10,49 @@ from strawberry import relay
 from strawberry.relay import PageInfo
 from strawberry.types import Info
 
+from models import Attachment as AttachmentModel
 from models import Message as MessageModel
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
-from schema.types import Account, ScopedNode
+from schema.types import Account, Document, ScopedNode
 from services import mail_parse, messages
 from services.errors import InputError
+
+
+@strawberry.type(description="A file attached to a synced message.")
+class Attachment:
+    filename: str
+    content_type: str = strawberry.field(description="As the message declared it.")
+    size: int = strawberry.field(description="Bytes, also when the file was not kept.")
+    skipped_reason: str | None = strawberry.field(
+        description="Why the file was not kept (too large, unreadable); null when it was."
+    )
+    row_id: strawberry.Private[int]
+    message_id: strawberry.Private[int]
+    sha256: strawberry.Private[str | None]
+
+    @classmethod
+    def from_model(cls, row: AttachmentModel) -> Attachment:
+        return cls(
+            filename=row.filename,
+            content_type=row.content_type,
+            size=row.size,
+            skipped_reason=row.skipped_reason,
+            row_id=row.pk,
+            message_id=row.message_id,
+            sha256=row.sha256,
+        )
+
+    @strawberry.field(
+        description="The document of an account of this message that holds this file (saved "
+        "from it when the account auto-saves attachments); null when no account has it."
+    )
+    async def document(self, info: Info) -> Document | None:
+        if self.sha256 is None:
+            return None  # not kept: no document can hold it
+        key = (self.row_id, self.message_id, self.sha256)
+        row = await info.context.loaders.documents_by_attachment.load(key)
+        return Document.from_model(row) if row is not None else None
 
 
 @strawberry.type(description="A message synced from (or sent through) a connected mailbox.")
@@ -67,6 +104,11 @@ class Message(ScopedNode):
         rows = await info.context.loaders.accounts_by_message.load(self.id)
         return [Account.from_model(row) for row in rows]
 
+    @strawberry.field(description="The files attached to the message, in the order they came.")
+    async def attachments(self, info: Info) -> list[Attachment]:
+        rows = await info.context.loaders.attachments_by_message.load(self.id)
+        return [Attachment.from_model(row) for row in rows]
+
 
 @strawberry.type
 class MessagePayload:
@@ -83,6 +125,28 @@ async def inbox(info: Info, first: int | None, after: str | None) -> Connection[
         total, rows, more = await messages.inbox_page(info.context.scope, size, after)
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
+    return message_connection(rows, total, more, after)
+
+
+async def account_messages(
+    info: Info, account_id: int, first: int | None, after: str | None
+) -> Connection[Message]:
+    """The account's Email tab: its synced mail, newest first, keyset-paged like Inbox+ (the
+    field checks the inbox right); pages of many accounts load together."""
+    size = first if first is not None else 20
+    check_page_size(size, info.context.settings.max_page_size)
+    try:
+        position = messages.decode_cursor(after) if after is not None else None
+    except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
+        raise bad_input(str(exc), "after") from None
+    total, rows, more = await info.context.loaders.messages_page.load((account_id, size, position))
+    return message_connection(rows, total, more, after)
+
+
+def message_connection(
+    rows: list[MessageModel], total: int, more: bool, after: str | None
+) -> Connection[Message]:
+    """One keyset page of messages in the Relay shape."""
     edges = [Edge(node=Message.from_model(r), cursor=messages.encode_cursor(r)) for r in rows]
     return Connection(
         edges=edges,

@@ -29,6 +29,7 @@ from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
 from schema.extensions import OperationName, SessionPerOperation, is_expected, shape_error
 from schema.mail import Mailbox
+from schema.subscriptions import Subscription
 from schema.types import NODE_TYPES
 
 Mutation = merge_types(
@@ -66,6 +67,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return PorticoSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[*NODE_TYPES.values(), Mailbox],
         config=StrawberryConfig(
             relay_max_results=settings.max_page_size,

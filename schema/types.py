@@ -23,7 +23,7 @@ from models import Invitation as InvitationModel
 from models import PortalAccess as PortalAccessModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
-from resolvers.permissions import IsStaff
+from resolvers.permissions import IsStaff, UsesInbox
 from schema import ids
 from schema.enums import (
     AccountType,
@@ -37,8 +37,10 @@ from services import access, invitations
 
 if TYPE_CHECKING:
     from schema.delivery import Delivery
+    from schema.messages import Message
 
 staff = [IsStaff]
+inbox_users = [UsesInbox]
 
 
 class ScopedNode(relay.Node):
@@ -203,6 +205,16 @@ class Account(ScopedNode):
         )
         total, rows = await info.context.loaders.documents_page.load((self.id, start, size))
         return connection(rows, start, total, Document.from_model)
+
+    @strawberry.field(
+        description="The account's Email tab (staff only).", permission_classes=inbox_users
+    )
+    async def messages(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[Annotated[Message, strawberry.lazy("schema.messages")]]:
+        from schema.messages import account_messages  # schema.messages imports this module
+
+        return await account_messages(info, self.id, first, after)
 
     @strawberry.field(
         description="The account's outgoing mail and how its delivery stands, newest first.",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from tortoise.expressions import Q
 
 from models import PortalUser, Session, StaffMember
+from services.coalesce import Coalesced
 from services.tokens import hash_token, new_token
 
 __all__ = ["hash_token", "now"]
@@ -52,6 +54,30 @@ async def resolve_session(token: str | None) -> Session | None:
         .select_related("staff_member", "portal_user")
         .first()
     )
+
+
+async def _sessions_by_token(tokens: Sequence[str]) -> list[Session | None]:
+    hashes = {token: hash_token(token) for token in tokens}
+    rows = await Session.filter(
+        Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
+        token_hash__in=set(hashes.values()),
+        revoked_at=None,
+        expires_at__gt=now(),
+    ).select_related("staff_member", "portal_user")
+    found = {row.token_hash: row for row in rows}
+    return [found.get(hashes[token]) for token in tokens]
+
+
+_shared_sessions = Coalesced(_sessions_by_token)
+
+
+async def resolve_session_shared(token: str | None) -> Session | None:
+    """As `resolve_session`, but lookups made at the same moment share one query (one event
+    fanned out to many WebSocket subscribers). Callers that see the same token get the same
+    row: read it, never change it."""
+    if not token or len(token) > 256:
+        return None
+    return await _shared_sessions.load(token)
 
 
 async def revoke(session: Session) -> None:

@@ -12,9 +12,11 @@ from portico.settings import Settings
 from schema import ids
 from schema.root import build_schema
 from services import sessions
+from services.pubsub import firm_channel
 from services.sessions import now
 from tests.conftest import Api, add_staff, api_for
 from tests.login_helpers import invitee
+from tests.test_subscriptions import eventually, refusal, serving, socket
 
 ID = "QWNjb3VudDox"  # an id that resolves to nothing in particular
 MUTATIONS = {
@@ -115,6 +117,10 @@ MUTATIONS = {
         "inbox",
     ),
     "syncMailbox": (f'mutation {{ syncMailbox(id: "{ID}") {{ errors {{ code }} }} }}', "inbox"),
+    "replyToMessage": (
+        f'mutation {{ replyToMessage(messageId: "{ID}", body: "Thanks") {{ errors {{ code }} }} }}',
+        "inbox",
+    ),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
         "manager-or-client",
@@ -135,6 +141,13 @@ QUERIES = {
     "mailboxes": ("{ mailboxes { id } }", "inbox"),
     "inbox": ("{ inbox { totalCount } }", "inbox"),
 }
+SUBSCRIPTIONS = {
+    "messageSynced": ("subscription { messageSynced { id } }", "inbox"),
+}
+ACCOUNT_FIELDS = {
+    # Fields of an account with a rule stricter than seeing the account: {id} is its id.
+    "messages": ("query($id: ID!) { account(id: $id) { messages { totalCount } } }", "inbox"),
+}
 ALLOWED = {
     # rule: the viewers it lets through
     "anyone": {"anonymous", "client", "reader", "manager", "inbox", "admin"},
@@ -152,6 +165,7 @@ def test_every_root_field_has_a_stated_rule():
     schema = build_schema(Settings(_env_file=None))._schema
     assert set(schema.mutation_type.fields) == set(MUTATIONS)
     assert set(schema.query_type.fields) == set(QUERIES)
+    assert set(schema.subscription_type.fields) == set(SUBSCRIPTIONS)
 
 
 async def _viewers(acme, client) -> dict[str, Api]:
@@ -198,3 +212,35 @@ async def test_each_viewer_gets_exactly_what_the_rule_allows(acme, client, kind)
             else:
                 expected = "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"
                 assert refused == expected, (name, who, body)
+
+
+async def test_account_fields_with_a_rule_of_their_own(acme, client):
+    viewers = await _viewers(acme, client)
+    [account] = (await viewers["client"].data("{ portalAccounts { id } }"))["portalAccounts"]
+    for name, (document, rule) in ACCOUNT_FIELDS.items():
+        for who, api in viewers.items():
+            refused = _refused(await api.post(document, {"id": account["id"]}))
+            if who in ALLOWED[rule]:
+                assert refused is None, (name, who)
+            else:
+                expected = "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"
+                assert refused == expected, (name, who)
+
+
+async def test_each_viewer_may_subscribe_exactly_as_the_rule_allows(acme, client, settings):
+    viewers = await _viewers(acme, client)
+    channel = firm_channel(acme.owner.firm_id)
+    async with serving(settings) as live:
+        bus = live.app.state.bus
+        for name, (document, rule) in SUBSCRIPTIONS.items():
+            for who, api in viewers.items():
+                async with socket(live.url, api.token) as sock:
+                    if who in ALLOWED[rule]:
+                        await sock.subscribe("1", document)
+                        await eventually(lambda: bus.subscriber_count(channel) == 1)
+                        await sock.nothing_pending()  # listening, no error
+                    else:
+                        expected = "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"
+                        error = await refusal(sock, document=document)
+                        assert error["extensions"]["code"] == expected, (name, who, error)
+                await eventually(lambda: bus.subscriber_count(channel) == 0)

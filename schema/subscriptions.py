@@ -1,0 +1,99 @@
+"""The Subscription root: new synced mail pushed to staff clients as it is stored.
+
+The sync engine publishes `{"kind": "message.synced", "messageId": ..., "accountIds": [...]}`
+on its firm's channel after the commit. Each subscriber reads that channel through a bounded
+queue of its own (a slow client misses events, never delays others), checks its session
+again, and loads the message through its own firm scope with fresh loaders, so what it
+receives is what a query would show at that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types import Info
+
+from models import Account as AccountModel
+from resolvers.context import Context
+from schema import ids
+from schema.messages import Message
+from services import messages, permissions
+from services.pubsub import DEFAULT_MAX_QUEUE, EventBus, firm_channel
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_QUEUE = DEFAULT_MAX_QUEUE  # events held for one slow client before it misses some
+MESSAGE_SYNCED = "message.synced"
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="New synced mail, as it is stored: all accounts the staff member may "
+        "see, or one account."
+    )
+    async def message_synced(
+        self, info: Info, account_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[Message, None]:
+        # Checked before the stream starts: a refused subscriber gets one error, nothing else.
+        context: Context = info.context
+        _require_inbox(context)
+        account_pk = await _account(context, account_id) if account_id is not None else None
+        bus = context.bus
+        if bus is None:
+            log.error(
+                "messageSynced: the app has no event bus (it was not started with its lifespan)"
+            )
+            raise GraphQLError(
+                "Live updates are not available on this server.",
+                extensions={"code": "SUBSCRIPTIONS_UNAVAILABLE"},
+            )
+        return _synced_messages(context, bus, account_pk)
+
+
+async def _synced_messages(
+    context: Context, bus: EventBus, account_id: int | None
+) -> AsyncGenerator[Message, None]:
+    channel = firm_channel(context.require_staff().firm_id)
+    async with bus.subscribe(channel, max_queue=SUBSCRIBER_QUEUE) as events:
+        async for event in events:
+            message_id = _message_of(event, account_id)
+            if message_id is None:
+                continue
+            # Signed out, deactivated or the inbox right taken away: the error ends the stream.
+            await context.recheck_session(shared=True)
+            _require_inbox(context)
+            row = await messages.announced_message(context.scope, message_id)
+            if row is not None:  # gone meanwhile: nothing to show
+                yield Message.from_model(row)
+
+
+def _message_of(event: dict[str, Any], account_id: int | None) -> int | None:
+    """The id of the message an event announces, if this subscriber wants it."""
+    message_id = event.get("messageId")
+    account_ids = event.get("accountIds")
+    if event.get("kind") != MESSAGE_SYNCED or type(message_id) is not int:
+        return None
+    if account_id is not None and (
+        not isinstance(account_ids, list) or account_id not in account_ids
+    ):
+        return None
+    return message_id
+
+
+def _require_inbox(context: Context) -> None:
+    permissions.require_inbox(context.require_staff())
+
+
+async def _account(context: Context, account_id: strawberry.ID) -> int:
+    """The account's primary key; NOT_FOUND for an unknown id or another firm's."""
+    row = await context.scope.find(AccountModel, ids.decode(account_id, "Account"))
+    if row is None:
+        raise GraphQLError(
+            "No such account.", extensions={"code": "NOT_FOUND", "argument": "accountId"}
+        )
+    return row.pk
