@@ -7,10 +7,12 @@ as connectMailbox checked the login), finds INBOX and the Sent folder (SPECIAL-U
 and rescans the folder; nothing is stored twice, as a message is found again by its key.
 
 What is read, and how:
-- Each batch of new UIDs is read in two steps: first only the From, To and Cc headers, then
-  the whole message (BODY.PEEK[]) of those with a participant whose address has EMAIL SYNC
-  on in an account of the firm. The bodies of other people's mail are never downloaded, let
-  alone stored (privacy).
+- Each batch of new UIDs is read in two steps: first only the From, To and Cc headers (and
+  each message's size), then the whole message (BODY.PEEK[]) of those with a participant
+  whose address has EMAIL SYNC on in an account of the firm. The bodies of other people's
+  mail are never downloaded, let alone stored (privacy).
+- Whole messages are downloaded a few at a time, up to BODY_BATCH_BYTES a round trip, and
+  each is let go once stored: big attachments never pile up in memory.
 - Every read is a PEEK: the sync never sets \\Seen, and never stores flags, deletes, moves or
   expunges anything on the server.
 
@@ -20,6 +22,13 @@ firm, linked to every such account. A message seen again (another folder or mail
 rescan) gains the accounts that are new since. OUTBOUND when it is from one of the firm's
 mailboxes, else INBOUND. Each message is written in its own short transaction, and an event
 goes out on the bus after it commits.
+
+Attachments (services/attachments): when a message is stored for the first time, its
+attachments are kept by content hash (files written before the transaction, rows inside it);
+one over PORTICO_MAX_UPLOAD_BYTES is listed and not kept. A sync pass also saves them into
+the Documents of every account it links the message to (when stored, or linked later) whose
+auto-save attachments option is on: "attachments of future synced mail". A history import
+(earlier mail) keeps attachments but saves none into Documents.
 
 Failures: a message that cannot be parsed is counted and skipped (parsing itself falls back
 field by field, so this is rare); a connection, login or server failure ends the pass with the
@@ -50,6 +59,7 @@ from tortoise.transactions import in_transaction
 
 from models import AccountEmail, Mailbox, MailboxFolder, Message, MessageAccount, SyncStatus
 from portico.settings import Settings
+from services import attachments
 from services.errors import input_error
 from services.mail_parse import (
     ParsedMessage,
@@ -75,6 +85,7 @@ IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as fail
 LEASE_SECONDS = 900  # a pass renews its claim after every batch
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
+BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
 LOGOUT_SECONDS = 2.0
 
 INBOX = "INBOX"
@@ -84,7 +95,7 @@ OUTBOUND = "OUTBOUND"
 # Fallback when no folder carries SPECIAL-USE \Sent: the usual names, most usual first,
 # compared without case on the last level of the name ("INBOX.Sent" counts as "Sent").
 SENT_NAMES = ("sent", "sent items", "sent messages")
-PARTICIPANT_FIELDS = "(UID BODY.PEEK[HEADER.FIELDS (FROM TO CC)])"
+PARTICIPANT_FIELDS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO CC)])"
 MESSAGE_FIELDS = "(UID BODY.PEEK[])"
 
 T = TypeVar("T")
@@ -141,7 +152,7 @@ async def sync_mailbox(
         )
         session = await _Session.open(mailbox, password)
         try:
-            pass_ = _Pass(scope, mailbox, session, own, bus, result)
+            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, auto_save=True)
             for role, name in await session.folders():
                 await pass_.folder(role, name)
         finally:
@@ -197,7 +208,8 @@ async def import_history(
         }
         session = await _Session.open(mailbox, password)
         try:
-            pass_ = _Pass(scope, mailbox, session, own, bus, result)
+            # Earlier mail: its attachments are kept, not saved into Documents.
+            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, auto_save=False)
             for _role, name in await session.folders():
                 await session.select(name)
                 uids = await session.search_participants(wanted)
@@ -277,6 +289,8 @@ class _Pass:
         own_addresses: set[str],
         bus: EventBus | None,
         result: SyncResult,
+        settings: Settings,
+        auto_save: bool,
     ) -> None:
         self.scope = scope
         self.mailbox = mailbox
@@ -284,6 +298,8 @@ class _Pass:
         self.own_addresses = own_addresses
         self.bus = bus
         self.result = result
+        self.settings = settings
+        self.auto_save = auto_save  # save attachments into auto-saving accounts' Documents
 
     async def folder(self, role: str, name: str) -> None:
         cursor = await _cursor(self.mailbox, role, name)
@@ -311,7 +327,7 @@ class _Pass:
 
     async def batch(self, uids: Sequence[int]) -> None:
         self.result.fetched += len(uids)
-        headers = await self.session.fetch(uids, PARTICIPANT_FIELDS)
+        headers, sizes = await self.session.fetch(uids, PARTICIPANT_FIELDS)
         participants: dict[int, list[str]] = {}
         unclear: set[int] = set()  # who it concerns is known only once it is read whole
         for uid in uids:
@@ -331,41 +347,81 @@ class _Pass:
             if uid in unclear or any(a in synced for a in participants.get(uid, ()))
         ]
         self.result.skipped += len(uids) - len(wanted)
-        if not wanted:
-            return
-        bodies = await self.session.fetch(wanted, MESSAGE_FIELDS)
-        for uid in wanted:
-            raw = bodies.get(uid)
-            if raw is None:
-                continue  # expunged meanwhile
-            try:
-                # A big message (attachments) is parsed off the event loop, which also serves
-                # the API when the sync runs inside `portico serve`.
-                if len(raw) > PARSE_IN_THREAD_BYTES:
-                    parsed = await asyncio.to_thread(parse_message, raw)
-                else:
-                    parsed = parse_message(raw)
-            except Exception:
-                log.exception("mailbox %s: UID %s could not be parsed", self.mailbox.pk, uid)
-                self.result.unreadable += 1
-                continue
-            if uid in unclear:
-                missing = [a for a in parsed.participants if a not in synced]
-                synced.update(await synced_accounts(self.scope, missing))
-            account_ids = {a for p in parsed.participants for a in synced.get(p, ())}
-            if not account_ids:
-                self.result.skipped += 1
-                continue
-            outcome = await store_message(
-                self.scope, parsed, account_ids, self.own_addresses, mailbox_id=self.mailbox.pk
+        for chunk in _by_size(wanted, sizes, BODY_BATCH_BYTES):
+            bodies, _ = await self.session.fetch(chunk, MESSAGE_FIELDS)
+            found: list[tuple[ParsedMessage, set[int]]] = []
+            for uid in chunk:
+                raw = bodies.pop(uid, None)  # let go of each message once it is parsed
+                if raw is None:
+                    continue  # expunged meanwhile
+                item = await self.message(uid, raw, synced, uid in unclear)
+                if item is not None:
+                    found.append(item)
+            outcomes = await store_messages(
+                self.scope,
+                found,
+                self.own_addresses,
+                mailbox_id=self.mailbox.pk,
+                settings=self.settings,
+                auto_save=self.auto_save,
             )
-            if outcome.created:
-                self.result.stored += 1
-            elif outcome.new_account_ids:
-                self.result.linked += 1
-            if outcome.new_account_ids:
-                self.result.message_ids.append(outcome.message.pk)
-                await _publish(self.bus, self.scope, outcome)
+            for outcome in outcomes:
+                await self.count(outcome)
+
+    async def count(self, outcome: StoreOutcome) -> None:
+        """Counts a stored message and announces it (after its commit)."""
+        if outcome.created:
+            self.result.stored += 1
+        elif outcome.new_account_ids:
+            self.result.linked += 1
+        if outcome.new_account_ids:
+            self.result.message_ids.append(outcome.message.pk)
+            await _publish(self.bus, self.scope, outcome)
+
+    async def message(
+        self, uid: int, raw: bytes, synced: dict[str, set[int]], unclear: bool
+    ) -> tuple[ParsedMessage, set[int]] | None:
+        """Parses one downloaded message: with the accounts it goes to, or None when it goes
+        nowhere or cannot be read (`unclear`: its participants were not known from the
+        headers, so they are looked up now)."""
+        limit = self.settings.max_upload_bytes
+        try:
+            # A big message (attachments) is parsed off the event loop, which also serves
+            # the API when the sync runs inside `portico serve`.
+            if len(raw) > PARSE_IN_THREAD_BYTES:
+                parsed = await asyncio.to_thread(parse_message, raw, max_attachment_bytes=limit)
+            else:
+                parsed = parse_message(raw, max_attachment_bytes=limit)
+        except Exception:
+            log.exception("mailbox %s: UID %s could not be parsed", self.mailbox.pk, uid)
+            self.result.unreadable += 1
+            return None
+        if unclear:
+            missing = [a for a in parsed.participants if a not in synced]
+            synced.update(await synced_accounts(self.scope, missing))
+        account_ids = {a for p in parsed.participants for a in synced.get(p, ())}
+        if not account_ids:
+            self.result.skipped += 1
+            return None
+        return parsed, account_ids
+
+
+def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> list[list[int]]:
+    """`uids` in order, in runs of at most `budget` bytes (a bigger message goes alone; an
+    unknown size counts as nothing)."""
+    runs: list[list[int]] = []
+    run: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if run and total + size > budget:
+            runs.append(run)
+            run, total = [], 0
+        run.append(uid)
+        total += size
+    if run:
+        runs.append(run)
+    return runs
 
 
 async def _cursor(mailbox: Mailbox, role: str, name: str) -> MailboxFolder:
@@ -423,33 +479,29 @@ async def store_message(
     account_ids: Iterable[int],
     own_addresses: Iterable[str] = (),
     mailbox_id: int | None = None,
+    *,
+    settings: Settings | None = None,
+    auto_save: bool = False,
 ) -> StoreOutcome:
     """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
-    (same key) only gains the accounts it lacks. Each write is one short transaction."""
+    (same key) only gains the accounts it lacks. Each write is one short transaction.
+
+    With `settings`, a message stored for the first time keeps its attachments (files written
+    before its transaction). With `auto_save` too, each account linked by this call whose
+    auto-save attachments option is on gets the kept attachments among its Documents."""
     accounts = set(account_ids)
     existing = await scope.query(Message).get_or_none(message_key=parsed.message_key)
     if existing is None:
         thread_key = await thread_key_for(scope, parsed)
-        from_us = bool(parsed.from_address) and parsed.from_address in set(own_addresses)
+        fields = _message_fields(scope, parsed, set(own_addresses), mailbox_id)
+        kept = await attachments.keep(parsed.attachments, settings) if settings else []
         try:
             async with in_transaction():
-                message = await Message.create(
-                    firm_id=scope.firm_id,
-                    message_id=parsed.message_id,
-                    message_key=parsed.message_key,
-                    thread_key=thread_key,
-                    subject=parsed.subject,
-                    from_address=parsed.from_address,
-                    to_addresses=parsed.to,
-                    cc_addresses=parsed.cc,
-                    sent_at=parsed.sent_at,
-                    text_body=parsed.text_body,
-                    html_body=parsed.html_body,
-                    direction=OUTBOUND if from_us else INBOUND,
-                    references=parsed.reference_chain,
-                    mailbox_id=mailbox_id,
-                )
+                message = await Message.create(**fields, thread_key=thread_key)
                 await _link(scope, message, sorted(accounts))
+                await attachments.record(scope, message.pk, kept)
+                if auto_save and settings is not None and kept:
+                    await attachments.auto_save(scope, message.pk, accounts, settings)
             return StoreOutcome(message, True, sorted(accounts))
         except IntegrityError:
             # Stored meanwhile by another pass (another mailbox with the same message).
@@ -461,22 +513,126 @@ async def store_message(
     if new:
         async with in_transaction():
             await _link(scope, existing, new, ignore_conflicts=True)
+            if auto_save and settings is not None:
+                await attachments.auto_save(scope, existing.pk, new, settings)
     return StoreOutcome(existing, False, new)
+
+
+async def store_messages(
+    scope: FirmScope,
+    items: Sequence[tuple[ParsedMessage, set[int]]],
+    own_addresses: Iterable[str] = (),
+    mailbox_id: int | None = None,
+    *,
+    settings: Settings | None = None,
+    auto_save: bool = False,
+) -> list[StoreOutcome]:
+    """`store_message` for many messages (one fetched chunk) with few statements: the new
+    ones are stored in one transaction. A message already stored, or seen twice in `items`,
+    goes through `store_message`; so do all of them when another pass stored one meanwhile
+    (the transaction is then rolled back whole and nothing is half-written)."""
+    existing = set(
+        await scope.query(Message)
+        .filter(message_key__in=[parsed.message_key for parsed, _ in items])
+        .values_list("message_key", flat=True)
+    )
+    fresh: dict[str, tuple[ParsedMessage, set[int]]] = {}
+    later: list[tuple[ParsedMessage, set[int]]] = []
+    for parsed, accounts in items:
+        if parsed.message_key in existing or parsed.message_key in fresh:
+            later.append((parsed, accounts))
+        else:
+            fresh[parsed.message_key] = (parsed, accounts)
+    outcomes: list[StoreOutcome] = []
+    if fresh:
+        try:
+            outcomes = await _store_new(
+                scope, list(fresh.values()), set(own_addresses), mailbox_id, settings, auto_save
+            )
+        except IntegrityError:
+            later = list(items)  # raced with another pass: one by one, as it sorts them out
+    for parsed, accounts in later:
+        outcomes.append(
+            await store_message(
+                scope,
+                parsed,
+                accounts,
+                own_addresses,
+                mailbox_id,
+                settings=settings,
+                auto_save=auto_save,
+            )
+        )
+    return outcomes
+
+
+async def _store_new(
+    scope: FirmScope,
+    items: Sequence[tuple[ParsedMessage, set[int]]],
+    own: set[str],
+    mailbox_id: int | None,
+    settings: Settings | None,
+    auto_save: bool,
+) -> list[StoreOutcome]:
+    """Messages none of which is stored yet, in one transaction (IntegrityError when another
+    pass stored one meanwhile)."""
+    threads = await _thread_keys(scope, [parsed for parsed, _ in items])
+    kept = [
+        await attachments.keep(parsed.attachments, settings) if settings else []
+        for parsed, _ in items
+    ]
+    outcomes: list[StoreOutcome] = []
+    async with in_transaction():
+        for (parsed, accounts), thread_key, files in zip(items, threads, kept, strict=True):
+            message = await Message.create(
+                **_message_fields(scope, parsed, own, mailbox_id), thread_key=thread_key
+            )
+            await attachments.record(scope, message.pk, files)
+            if auto_save and settings is not None and files:
+                await attachments.auto_save(scope, message.pk, accounts, settings)
+            outcomes.append(StoreOutcome(message, True, sorted(accounts)))
+        await MessageAccount.bulk_create(
+            [
+                _link_row(scope, outcome.message, account_id)
+                for outcome in outcomes
+                for account_id in outcome.new_account_ids
+            ]
+        )
+    return outcomes
+
+
+def _message_fields(
+    scope: FirmScope, parsed: ParsedMessage, own: set[str], mailbox_id: int | None
+) -> dict[str, object]:
+    from_us = bool(parsed.from_address) and parsed.from_address in own
+    return {
+        "firm_id": scope.firm_id,
+        "message_id": parsed.message_id,
+        "message_key": parsed.message_key,
+        "subject": parsed.subject,
+        "from_address": parsed.from_address,
+        "to_addresses": parsed.to,
+        "cc_addresses": parsed.cc,
+        "sent_at": parsed.sent_at,
+        "text_body": parsed.text_body,
+        "html_body": parsed.html_body,
+        "direction": OUTBOUND if from_us else INBOUND,
+        "references": parsed.reference_chain,
+        "mailbox_id": mailbox_id,
+    }
+
+
+def _link_row(scope: FirmScope, message: Message, account_id: int) -> MessageAccount:
+    return MessageAccount(
+        firm_id=scope.firm_id, message_id=message.pk, account_id=account_id, sent_at=message.sent_at
+    )
 
 
 async def _link(
     scope: FirmScope, message: Message, account_ids: Sequence[int], ignore_conflicts: bool = False
 ) -> None:
     await MessageAccount.bulk_create(
-        [
-            MessageAccount(
-                firm_id=scope.firm_id,
-                message_id=message.pk,
-                account_id=account_id,
-                sent_at=message.sent_at,
-            )
-            for account_id in account_ids
-        ],
+        [_link_row(scope, message, account_id) for account_id in account_ids],
         ignore_conflicts=ignore_conflicts,
     )
 
@@ -484,17 +640,29 @@ async def _link(
 async def thread_key_for(scope: FirmScope, parsed: ParsedMessage) -> str:
     """The thread of the oldest message of its References/In-Reply-To chain the firm has,
     else same normalised subject and same participants."""
-    chain = [message_key(mid) for mid in parsed.reference_chain]
-    if chain:
+    [key] = await _thread_keys(scope, [parsed])
+    return key
+
+
+async def _thread_keys(scope: FirmScope, messages: Sequence[ParsedMessage]) -> list[str]:
+    """`thread_key_for` of each of `messages` in one query; a message may answer one before
+    it in the list (they are stored in that order)."""
+    chains = [[message_key(mid) for mid in parsed.reference_chain] for parsed in messages]
+    wanted = {key for chain in chains for key in chain}
+    known: dict[str, str] = {}
+    if wanted:
         known = dict(
             await scope.query(Message)
-            .filter(message_key__in=chain)
+            .filter(message_key__in=list(wanted))
             .values_list("message_key", "thread_key")
         )
-        for key in chain:
-            if key in known:
-                return known[key]
-    return subject_thread_key(parsed.subject, parsed.participants)
+    threads: list[str] = []
+    for parsed, chain in zip(messages, chains, strict=True):
+        thread = next((known[key] for key in chain if key in known), None)
+        thread = thread or subject_thread_key(parsed.subject, parsed.participants)
+        known.setdefault(parsed.message_key, thread)
+        threads.append(thread)
+    return threads
 
 
 # IMAP ---------------------------------------------------------------------------------------
@@ -503,8 +671,34 @@ _LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*"
 _LITERAL = re.compile(rb"^\{(\d+)\+?\}$")
 _FETCH_START = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
+
+
+async def guarded(command: Awaitable[T], lost: asyncio.Event, where: str, what: str) -> T:
+    """The IMAP command's answer, or MailSyncError as soon as the connection drops (`lost` is
+    set by the protocol), the server does not answer in time, or the command fails."""
+    task = asyncio.ensure_future(command)
+    lost_wait = asyncio.ensure_future(lost.wait())
+    try:
+        done, _ = await asyncio.wait({task, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        lost_wait.cancel()
+    if task not in done:
+        task.cancel()
+        raise MailSyncError(f"The IMAP server {where} closed the connection ({what}).")
+    try:
+        return task.result()
+    except (TimeoutError, aioimaplib.CommandTimeout):
+        raise MailSyncError(f"The IMAP server {where} did not answer ({what}).") from None
+    except aioimaplib.AioImapException as exc:
+        raise MailSyncError(f"IMAP error from {where} ({what}): {exc}") from None
+    except OSError as exc:
+        raise MailSyncError(f"Connection to {where} failed ({what}): {exc}") from None
 
 
 class _Session:
@@ -528,26 +722,7 @@ class _Session:
         return cls(client, str(server))
 
     async def call(self, what: str, command: Awaitable[T]) -> T:
-        task = asyncio.ensure_future(command)
-        lost = asyncio.ensure_future(self.lost.wait())
-        try:
-            done, _ = await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        finally:
-            lost.cancel()
-        if task not in done:
-            task.cancel()
-            raise MailSyncError(f"The IMAP server {self.where} closed the connection ({what}).")
-        try:
-            return task.result()
-        except (TimeoutError, aioimaplib.CommandTimeout):
-            raise MailSyncError(f"The IMAP server {self.where} did not answer ({what}).") from None
-        except aioimaplib.AioImapException as exc:
-            raise MailSyncError(f"IMAP error from {self.where} ({what}): {exc}") from None
-        except OSError as exc:
-            raise MailSyncError(f"Connection to {self.where} failed ({what}): {exc}") from None
+        return await guarded(command, self.lost, self.where, what)
 
     async def folders(self) -> list[tuple[str, str]]:
         """(role, name) of INBOX and, when there is one, the Sent folder."""
@@ -611,13 +786,16 @@ class _Session:
                     uids.update(int(u) for u in re.findall(rb"\d+", line))
         return sorted(uids)
 
-    async def fetch(self, uids: Sequence[int], parts: str) -> dict[int, bytes]:
-        """UID FETCH of `parts` (one literal per message): the literal of each UID."""
+    async def fetch(
+        self, uids: Sequence[int], parts: str
+    ) -> tuple[dict[int, bytes], dict[int, int]]:
+        """UID FETCH of `parts` (one literal per message): the literal of each UID, and the
+        RFC822.SIZE of each when asked for."""
         message_set = ",".join(str(u) for u in uids)
         response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
         if response.result != "OK":
             raise MailSyncError(f"The IMAP server {self.where} refused FETCH: {_text(response)}")
-        return _fetched(response.lines)
+        return _fetched(response.lines), _sizes(response.lines)
 
     async def close(self) -> None:
         try:
@@ -697,4 +875,15 @@ def _fetched(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
         if uid is None and (match := _UID.search(line)):
             uid = int(match.group(1))
     keep()
+    return found
+
+
+def _sizes(lines: Sequence[bytes | bytearray]) -> dict[int, int]:
+    """{uid: RFC822.SIZE} from the FETCH lines of an answer that carries both."""
+    found: dict[int, int] = {}
+    for line in lines:
+        if isinstance(line, bytes) and _FETCH_START.match(line):
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid and size:
+                found[int(uid.group(1))] = int(size.group(1))
     return found

@@ -543,10 +543,10 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     for i in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
     monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
-    store = mailsync.store_message
+    store = mailsync.store_messages
     calls = 0
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> mailsync.StoreOutcome:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
         nonlocal calls
         calls += 1
         outcome = await store(*args, **kwargs)
@@ -557,7 +557,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
             end_sessions(imap, mailbox.username)
         return outcome
 
-    monkeypatch.setattr(mailsync, "store_message", store_then_stop)
+    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
     try:
         failed = await sync(world, mailbox)
         assert failed.status == SyncStatus.FAILED
@@ -576,7 +576,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     finally:
         ensure_running(imap)
 
-    monkeypatch.setattr(mailsync, "store_message", store)
+    monkeypatch.setattr(mailsync, "store_messages", store)
     recovered = await sync(world, mailbox)
     assert (recovered.status, recovered.error) == (SyncStatus.IDLE, None)
     assert (recovered.fetched, recovered.stored) == (2, 2)
@@ -628,6 +628,70 @@ async def test_another_firms_mailbox_is_not_found(world: World, imap: ImapServer
     )
     with pytest.raises(InputError):
         await mailsync.sync_mailbox(FirmScope(other.pk), mailbox, world.settings)
+
+
+async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One FETCH brings a message, its answer and a second copy of the message: they are
+    # stored in one transaction, the answer in the first one's thread, the copy not at all.
+    mailbox = await add_mailbox(world, imap)
+    first = mail(JANE, mailbox.address, "Receipts", message_id="<receipts@client.example>")
+    answer = mail(
+        mailbox.address,
+        JANE,
+        "Our figures",  # another subject: only In-Reply-To ties it to the first
+        message_id="<answer@acme.example>",
+        in_reply_to="<receipts@client.example>",
+    )
+    for raw in (first, answer, first):
+        imap.append(mailbox.username, raw)
+    alone: list[str] = []  # messages stored one by one, not with the batch
+    store = mailsync.store_message
+
+    async def one_by_one(scope: FirmScope, parsed: Any, *args: Any, **kwargs: Any) -> Any:
+        alone.append(parsed.subject)
+        return await store(scope, parsed, *args, **kwargs)
+
+    monkeypatch.setattr(mailsync, "store_message", one_by_one)
+    result = await sync(world, mailbox)
+
+    assert (result.fetched, result.stored, result.linked) == (3, 2, 0)
+    assert alone == ["Receipts"]  # only the copy, found stored by then
+    messages = await stored(world)
+    assert [m.subject for m in messages] == ["Receipts", "Our figures"]
+    assert messages[0].thread_key == messages[1].thread_key
+    assert messages[1].direction == "OUTBOUND"
+    assert await accounts_of(messages[0]) == {world.family.pk, world.company.pk}
+
+
+async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by_one(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another pass stores the second message between this pass's look-up and its insert:
+    # the batch's transaction fails whole, and each message is then stored (or linked) alone.
+    mailbox = await add_mailbox(world, imap)
+    raws = [mail(JANE, mailbox.address, f"Letter {n}") for n in range(3)]
+    for raw in raws:
+        imap.append(mailbox.username, raw)
+    thread_keys = mailsync._thread_keys
+    raced = False
+
+    async def another_pass_first(scope: FirmScope, messages: Any) -> list[str]:
+        nonlocal raced
+        if not raced:
+            raced = True
+            await mailsync.store_message(scope, parse_message(raws[1]), [world.family.pk])
+        return await thread_keys(scope, messages)
+
+    monkeypatch.setattr(mailsync, "_thread_keys", another_pass_first)
+    result = await sync(world, mailbox)
+
+    assert raced and (result.stored, result.linked) == (2, 1)
+    messages = await stored(world)
+    assert sorted(m.subject for m in messages) == ["Letter 0", "Letter 1", "Letter 2"]
+    for message in messages:
+        assert await accounts_of(message) == {world.family.pk, world.company.pk}
 
 
 # Last of the IMAP tests: after a failed login, Dovecot slows down logins from the same address
