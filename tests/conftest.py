@@ -3,10 +3,12 @@ httpx, and helpers to make firms and sign in through the API."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -226,3 +228,23 @@ async def globex(client: httpx.AsyncClient) -> Firm:
 @pytest.fixture
 def anon(client: httpx.AsyncClient) -> Api:
     return Api(client)
+
+
+async def eventually(
+    check: Callable[[], Any], what: str = "the condition holds", seconds: float = 10.0
+) -> None:
+    """Waits until `check()` (plain or async) is truthy; fails after `seconds`, naming `what`."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            while True:
+                result = check()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # from `check` itself
+        pytest.fail(f"not within {seconds:g} s: {what}")

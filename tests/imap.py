@@ -8,13 +8,15 @@ mail in with `append`.
 from __future__ import annotations
 
 import imaplib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +100,39 @@ class ImapServer:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"dovecot did not listen:\n{(self.folder / 'dovecot.log').read_text()}")
+
+    def ensure_running(self) -> None:
+        """Starts the server again if a test left it stopped."""
+        if not _listening(self.host, self.port):
+            self.start()
+
+    def sessions(self, user: str) -> list[int]:
+        """The processes serving `user` (their working directory is the user's home)."""
+        home = str(self.folder / "home" / user)
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with suppress(OSError):
+                    if os.readlink(entry / "cwd") == home:
+                        pids.append(int(entry.name))
+        return pids
+
+    def end_sessions(self, user: str) -> None:
+        """Ends the server's processes still serving `user`, as a shutdown does.
+
+        Stopping Dovecot's master closes the listener at once, but a session already open is
+        served for a few more seconds; its process is stopped here so the test does not wait
+        for that.
+        """
+        pids = self.sessions(user)
+        assert pids, f"no Dovecot process serves {user}"
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in pids):
+            assert time.monotonic() < deadline, "the Dovecot session did not end"
+            time.sleep(0.05)
 
 
 def _listening(host: str, port: int) -> bool:

@@ -6,9 +6,11 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+from models import PortalUser
 from portico.settings import Settings
 from services.delivery import deliver_due
 from services.mail_transport import transport_for
+from services.sessions import now
 from tests.conftest import Api
 from tests.smtp import SmtpServer
 from tests.test_crm import new_account, new_contact
@@ -75,6 +77,17 @@ async def invitee(api: Api, account: str, address: str, first: str = "Anna") -> 
     data = await api.data(STATUS, {"id": acct["id"]})
     [row] = data["account"]["emails"]
     return Invitee(acct["id"], contact["id"], contact["emailAddresses"][0]["id"], row["id"])
+
+
+async def portal_user(firm_id: int, email: str = "anna@miller.example") -> PortalUser:
+    """An activated client user, made directly (its sessions are started by the test)."""
+    return await PortalUser.create(
+        firm_id=firm_id,
+        email=email,
+        email_normalized=email.lower(),
+        password_hash="unused",
+        activated_at=now(),
+    )
 
 
 async def deliver(settings: Settings, smtp: SmtpServer) -> list[EmailMessage]:

@@ -102,14 +102,16 @@ class LiveServer:
         return self.process.returncode
 
 
-def start_server(folder: Path) -> LiveServer:
-    """Starts `portico serve` on a free port with its own var dir, and waits for /readyz."""
+def start_server(folder: Path, settings: dict[str, str] | None = None) -> LiveServer:
+    """Starts `portico serve` on a free port with its own var dir (and these PORTICO_*
+    `settings`, if any), and waits for /readyz."""
     port = free_port()
     var_dir = folder / "var"
     var_dir.mkdir(parents=True, exist_ok=True)
     # Only our PORTICO_* settings: a developer's database URL or production env must not leak.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PORTICO_")}
     env.update(PORTICO_VAR_DIR=str(var_dir), PORTICO_ENV="development", PYTHONUNBUFFERED="1")
+    env.update(settings or {})
     log_path = folder / "portico.log"
     with log_path.open("wb") as log:
         # A file, not a pipe: a chatty server can never block on a full pipe buffer.

@@ -4,21 +4,20 @@ list of accounts however long it is."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from models import AccountEmail, PortalAccess, PortalUser
+from models import AccountEmail, PortalAccess
 from schema import ids
 from services import mailsync, sessions
 from services.mail_parse import parse_message
 from services.scope import FirmScope
-from services.sessions import now
 from tests.conftest import Api, add_staff, api_for
 from tests.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import invitee
+from tests.login_helpers import invitee, portal_user
+from tests.mail import OFFICE, add_mailbox, mail, numbered
 from tests.sqlcount import count_sql
 from tests.test_crm import new_account
-from tests.test_inbox import _mailbox, mail
 
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } } }"
 TAB = """query($id: ID!, $first: Int, $after: String) { account(id: $id) {
@@ -45,10 +44,11 @@ async def synced_family(acme, settings, imap, user: str) -> tuple[str, str, str]
     bakery = await invitee(acme.api, "Miller Bakery", "ben@miller.example", first="Ben")
     await AccountEmail.all().update(email_sync=True)
     for n in (1, 2, 3):
-        imap.append(user, mail(n))
-    imap.append(user, mail(4, sender="ben@miller.example"))
-    imap.append(user, mail(5, sender="stranger@else.example"))  # nobody's: never stored
-    mailbox_id = await _mailbox(acme.owner.firm_id, imap, user, settings)
+        imap.append(user, numbered(n))
+    imap.append(user, numbered(4, sender="ben@miller.example"))
+    imap.append(user, numbered(5, sender="stranger@else.example"))  # nobody's: never stored
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings, user)
+    mailbox_id = ids.encode("Mailbox", mailbox.pk)
     await acme.api.ok(SYNC, {"id": mailbox_id})
     return family.account_id, bakery.account_id, mailbox_id
 
@@ -68,7 +68,7 @@ async def test_each_account_shows_its_own_mail_newest_first_with_stable_cursors(
     assert subjects(await tab(acme.api, bakery)) == ["Message 4"]
 
     # Newer mail arrives between pages: the next page neither repeats nor skips.
-    imap.append(user, mail(9))
+    imap.append(user, numbered(9))
     await acme.api.ok(SYNC, {"id": mailbox_id})
     rest = await tab(acme.api, family, first=2, after=first["pageInfo"]["endCursor"])
     assert subjects(rest) == ["Message 1"]
@@ -129,13 +129,7 @@ async def client_of(acme, client, account_id: str) -> Api:
 
 async def portal_token(acme, account_id: str) -> str:
     """The session token of a portal user with access to the account (Anna)."""
-    user = await PortalUser.create(
-        firm_id=acme.owner.firm_id,
-        email="anna@miller.example",
-        email_normalized="anna@miller.example",
-        password_hash="unused",
-        activated_at=now(),
-    )
+    user = await portal_user(acme.owner.firm_id)
     pk = ids.decode(account_id, "Account")
     await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=pk, portal_user=user)
     token, _ = await sessions.start_client_session(user, timedelta(hours=1), pk)
@@ -152,17 +146,24 @@ async def populate(acme, start: int, count: int) -> None:
     pks = [ids.decode(gid, "Account") for gid in made]
     for i, pk in enumerate(pks, start=start):
         for n in range(3):
-            raw = (
-                f"From: c{i}@client.example\r\nTo: office@acme.example\r\n"
-                f"Subject: Account {i} mail {n}\r\nMessage-ID: <a{i}-{n}@test>\r\n"
-                f"Date: Mon, 2 Nov 2026 {10 + n}:{i % 60:02d}:00 +0000\r\n\r\nHello\r\n"
-            ).encode()
+            raw = mail(
+                f"c{i}@client.example",
+                OFFICE,
+                f"Account {i} mail {n}",
+                body="Hello",
+                message_id=f"<a{i}-{n}@test>",
+                date=datetime(2026, 11, 2, 10 + n, i % 60, tzinfo=UTC),
+            )
             await mailsync.store_message(scope, parse_message(raw), [pk])
     for i, (left, right) in enumerate(pairwise(pks), start=start):
-        raw = (
-            f"From: office@acme.example\r\nTo: c{i}@client.example\r\nSubject: Shared {i}\r\n"
-            f"Message-ID: <s{i}@test>\r\nDate: Tue, 3 Nov 2026 09:{i % 60:02d}:00 +0000\r\n\r\nHi\r\n"
-        ).encode()
+        raw = mail(
+            OFFICE,
+            f"c{i}@client.example",
+            f"Shared {i}",
+            body="Hi",
+            message_id=f"<s{i}@test>",
+            date=datetime(2026, 11, 3, 9, i % 60, tzinfo=UTC),
+        )
         await mailsync.store_message(scope, parse_message(raw), [left, right])
 
 

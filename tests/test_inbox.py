@@ -3,13 +3,12 @@ sanitized HTML, and only for staff with the inbox right."""
 
 from __future__ import annotations
 
-from models import AccountEmail, Mailbox
-from portico.settings import Settings
+from models import AccountEmail
 from schema import ids
-from services import crypto
 from tests.conftest import Api, add_staff, api_for
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.login_helpers import invitee
+from tests.mail import add_mailbox, numbered
 
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { syncStatus lastError } } }"
 INBOX = """query($first: Int, $after: String) { inbox(first: $first, after: $after) {
@@ -17,46 +16,16 @@ INBOX = """query($first: Int, $after: String) { inbox(first: $first, after: $aft
   edges { node { id subject from to direction htmlBody textBody accounts { name } } } } }"""
 
 
-def mail(n: int, sender: str = "anna@miller.example", html: str = "") -> bytes:
-    body = f"Hello {n}"
-    headers = (
-        f"From: {sender}\r\nTo: office@acme.example\r\nSubject: Message {n}\r\n"
-        f"Message-ID: <m{n}@test>\r\nDate: Mon, 2 Nov 2026 10:{n:02d}:00 +0000\r\n"
-    )
-    if html:
-        return (
-            headers + f"MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n{html}\r\n"
-        ).encode()
-    return (headers + f"\r\n{body}\r\n").encode()
-
-
-async def _mailbox(firm_id: int, imap: ImapServer, user: str, settings: Settings) -> str:
-    password = crypto.fernet(settings, "mailbox-password").encrypt(PASSWORD.encode()).decode()
-    row = await Mailbox.create(
-        firm_id=firm_id,
-        address=user,
-        address_normalized=user,
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_tls=False,
-        smtp_host="127.0.0.1",
-        smtp_port=25,
-        smtp_tls=False,
-        username=user,
-        password_encrypted=password,
-    )
-    return ids.encode("Mailbox", row.pk)
-
-
 async def test_inbox_pages_stay_stable_while_mail_arrives(acme, client, settings, imap):
     user = "office-inbox@acme.example"
     await invitee(acme.api, "Miller Family", "anna@miller.example")
     await AccountEmail.all().update(email_sync=True)
     for n in range(1, 4):
-        imap.append(user, mail(n))
-    imap.append(user, mail(4, sender="stranger@else.example"))
-    imap.append(user, mail(5, html="<p>Hi</p><script>alert(1)</script>"))
-    mailbox_id = await _mailbox(acme.owner.firm_id, imap, user, settings)
+        imap.append(user, numbered(n))
+    imap.append(user, numbered(4, sender="stranger@else.example"))
+    imap.append(user, numbered(5, html="<p>Hi</p><script>alert(1)</script>"))
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings, user)
+    mailbox_id = ids.encode("Mailbox", mailbox.pk)
     synced = (await acme.api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
     assert synced == {"errors": [], "mailbox": {"syncStatus": "IDLE", "lastError": None}}
 
@@ -68,7 +37,7 @@ async def test_inbox_pages_stay_stable_while_mail_arrives(acme, client, settings
     assert newest["accounts"] == [{"name": "Miller Family"}] and newest["direction"] == "INBOUND"
 
     # New mail arrives between pages: the next page neither repeats nor skips.
-    imap.append(user, mail(9))
+    imap.append(user, numbered(9))
     await acme.api.data(SYNC, {"id": mailbox_id})
     rest = (await acme.api.data(INBOX, {"first": 10, "after": page["pageInfo"]["endCursor"]}))[
         "inbox"
@@ -81,8 +50,9 @@ async def test_inbox_is_for_staff_with_the_inbox_right(acme, globex, client, set
     user = "office-rights@acme.example"
     await invitee(acme.api, "Miller Family", "anna@miller.example")
     await AccountEmail.all().update(email_sync=True)
-    imap.append(user, mail(1))
-    mailbox_id = await _mailbox(acme.owner.firm_id, imap, user, settings)
+    imap.append(user, numbered(1))
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings, user)
+    mailbox_id = ids.encode("Mailbox", mailbox.pk)
     await acme.api.data(SYNC, {"id": mailbox_id})
     message_id = (await acme.api.data(INBOX))["inbox"]["edges"][0]["node"]["id"]
 

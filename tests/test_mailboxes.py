@@ -7,16 +7,16 @@ import logging
 import sys
 import types
 from datetime import timedelta
-from typing import NamedTuple
 
 import pytest
 
-from models import AuditEntry, Mailbox, PortalUser, SyncStatus
+from models import AuditEntry, Mailbox, SyncStatus
 from services import mailboxes, sessions
 from services.mailboxes import mailbox_password
-from services.sessions import now
 from tests.conftest import Api, add_staff, api_for
 from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.login_helpers import portal_user
+from tests.mail import Endpoint, mailbox_input
 from tests.smtp import (  # noqa: F401  (the `smtp` and `smtp_auth` fixtures)
     AuthSmtpServer,
     SmtpServer,
@@ -38,33 +38,6 @@ mutation ($id: ID!) {{
 }}"""
 
 
-class Endpoint(NamedTuple):
-    host: str
-    port: int
-
-
-def mailbox_input(
-    imap: ImapServer | Endpoint,
-    smtp: SmtpServer | Endpoint,
-    address: str = "office@acme.example",
-    **changes: object,
-) -> dict[str, object]:
-    """A connectMailbox input for the test servers: plain IMAP and SMTP, a user of its own."""
-    values: dict[str, object] = {
-        "address": address,
-        "imapHost": imap.host,
-        "imapPort": imap.port,
-        "imapTls": False,
-        "smtpHost": smtp.host,
-        "smtpPort": smtp.port,
-        "smtpTls": False,
-        "username": address,
-        "password": PASSWORD,
-    }
-    values.update(changes)
-    return values
-
-
 async def connect(api: Api, values: dict[str, object]) -> dict:
     body = await api.post(CONNECT, {"input": values})
     assert "errors" not in body, body["errors"]
@@ -80,13 +53,7 @@ def refusal(body: dict) -> str | None:
 
 
 async def client_api(acme, client) -> Api:
-    user = await PortalUser.create(
-        firm_id=acme.owner.firm_id,
-        email="anna@miller.example",
-        email_normalized="anna@miller.example",
-        password_hash="unused",
-        activated_at=now(),
-    )
+    user = await portal_user(acme.owner.firm_id)
     token, _ = await sessions.start_client_session(user, timedelta(hours=1), None)
     return Api(client, token)
 

@@ -7,16 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from models import PortalAccess, PortalUser
+from models import PortalAccess
 from portico.settings import Settings
 from schema import ids
 from schema.root import build_schema
 from services import sessions
 from services.pubsub import firm_channel
-from services.sessions import now
-from tests.conftest import Api, add_staff, api_for
-from tests.login_helpers import invitee
-from tests.test_subscriptions import eventually, refusal, serving, socket
+from tests.conftest import Api, add_staff, api_for, eventually
+from tests.login_helpers import invitee, portal_user
+from tests.test_subscriptions import refusal, serving, socket
 
 ID = "QWNjb3VudDox"  # an id that resolves to nothing in particular
 MUTATIONS = {
@@ -171,13 +170,7 @@ def test_every_root_field_has_a_stated_rule():
 async def _viewers(acme, client) -> dict[str, Api]:
     """One API client per kind of viewer, the client with access to one account."""
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
-    user = await PortalUser.create(
-        firm_id=acme.owner.firm_id,
-        email="anna@miller.example",
-        email_normalized="anna@miller.example",
-        password_hash="unused",
-        activated_at=now(),
-    )
+    user = await portal_user(acme.owner.firm_id)
     account_id = ids.decode(anna.account_id, "Account")
     await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=account_id, portal_user=user)
     client_token, _ = await sessions.start_client_session(user, timedelta(hours=1), None)

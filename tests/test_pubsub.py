@@ -29,6 +29,7 @@ from services.pubsub import (
     bus_for,
     firm_channel,
 )
+from tests.conftest import eventually
 from tests.services import need_redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,18 +45,6 @@ def unique_channel() -> str:
 async def receive(sub: Subscription) -> dict[str, Any]:
     async with asyncio.timeout(TIMEOUT):
         return await anext(sub)
-
-
-async def eventually(check: Callable[[], Any]) -> None:
-    """Wait until `check()` (sync or async) is truthy."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,16 +37,21 @@ from schema import ids
 from services import sessions
 from services.pubsub import firm_channel
 from tests import server
-from tests.conftest import Api, _create_postgres_database, _drop_postgres_database, add_staff
+from tests.conftest import (
+    Api,
+    _create_postgres_database,
+    _drop_postgres_database,
+    add_staff,
+    eventually,
+)
 from tests.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.login_helpers import invitee
+from tests.mail import CONNECT, add_mailbox, imap_user, mail, mailbox_input
 from tests.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD, LiveServer
 from tests.services import need_postgres, need_redis
 from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.test_account_messages import portal_token
 from tests.test_crm import new_account
-from tests.test_inbox import _mailbox
-from tests.test_mailboxes import CONNECT, mailbox_input
 
 live_server = server.live_server
 live_server_process = server.live_server_process
@@ -61,15 +65,6 @@ SYNCED = """subscription($account: ID) { messageSynced(accountId: $account) {
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } } }"
 SIGN_IN = """mutation($f: String!, $e: String!, $p: String!) {
   staffSignIn(firm: $f, email: $e, password: $p) { token } }"""
-
-
-def letter(subject: str, sender: str = "anna@miller.example") -> bytes:
-    """A message with a Message-ID of its own (a known one would only be linked again)."""
-    return (
-        f"From: {sender}\r\nTo: office@acme.example\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{secrets.token_hex(8)}@test>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
-        f"\r\nHello\r\n"
-    ).encode()
 
 
 # A WebSocket client for both protocols -----------------------------------------------------
@@ -215,7 +210,7 @@ class Office:
     api: Api  # the owner, on the served app
 
     async def receive_mail(self, imap: ImapServer, subject: str, sender: str) -> None:
-        imap.append(self.user, letter(subject, sender))
+        imap.append(self.user, mail(sender, subject=subject))
         await self.api.ok(SYNC, {"id": self.mailbox_id})
 
 
@@ -224,13 +219,13 @@ async def office(
 ) -> Office:
     made = await invitee(firm.api, account, address)
     await AccountEmail.filter(firm_id=firm.owner.firm_id).update(email_sync=True)
-    user = f"office-{secrets.token_hex(4)}@{firm.slug}.example"
-    mailbox_id = await _mailbox(firm.owner.firm_id, imap, user, settings)
+    user = imap_user(domain=f"{firm.slug}.example")
+    mailbox = await add_mailbox(firm.owner.firm_id, imap, settings, user)
     return Office(
         firm.owner.firm_id,
         made.account_id,
         made.contact_id,
-        mailbox_id,
+        ids.encode("Mailbox", mailbox.pk),
         user,
         live.api(firm.api.token),
     )
@@ -245,8 +240,8 @@ async def test_staff_receive_new_mail_as_it_syncs(acme, live, imap, settings):
         await sock.subscribe("1", SYNCED)
         await live.subscribed(miller.firm_id)
         # A stranger's mail is not stored, so it announces nothing: Anna's comes first.
-        imap.append(miller.user, letter("Not ours", sender="stranger@else.example"))
-        tax_return = letter("Tax return 2026", sender="Anna@Miller.example")
+        imap.append(miller.user, mail("stranger@else.example", subject="Not ours"))
+        tax_return = mail("Anna@Miller.example", subject="Tax return 2026")
         imap.append(miller.user, tax_return)
         await miller.api.ok(SYNC, {"id": miller.mailbox_id})
         message = await sock.event("1")
@@ -261,9 +256,9 @@ async def test_staff_receive_new_mail_as_it_syncs(acme, live, imap, settings):
         link = "mutation($a: ID!, $c: ID!) { linkContact(accountId: $a, contactId: $c) { errors { code } } }"
         await acme.api.ok(link, {"a": bakery["id"], "c": miller.contact_id})
         await AccountEmail.filter(firm_id=miller.firm_id).update(email_sync=True)
-        second = f"second-{secrets.token_hex(4)}@acme.example"
-        imap.append(second, tax_return)
-        await miller.api.ok(SYNC, {"id": await _mailbox(miller.firm_id, imap, second, settings)})
+        second = await add_mailbox(miller.firm_id, imap, settings, imap_user("second"))
+        imap.append(second.username, tax_return)
+        await miller.api.ok(SYNC, {"id": ids.encode("Mailbox", second.pk)})
         again = await sock.event("1")
         assert again["id"] == message["id"]
         assert again["accounts"] == [{"name": "Miller Family"}, {"name": "Miller Bakery"}]
@@ -404,18 +399,6 @@ async def _token_for(member: StaffMember) -> str:
     return token
 
 
-async def eventually(check: Callable[[], Any]) -> None:
-    """Wait until `check()` (plain or async) is truthy."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.01)
-
-
 # `portico serve` as a child process ----------------------------------------------------------
 
 
@@ -427,8 +410,8 @@ async def sign_in_demo_owner(http: httpx.AsyncClient) -> str:
 
 async def connect_demo_mailbox(api: Api, imap: ImapServer, smtp: SmtpServer) -> tuple[str, str]:
     """A mailbox of the demo firm connected through the API; (IMAP user, mailbox id)."""
-    user = f"office-{secrets.token_hex(4)}@demo.example"
-    payload = await api.ok(CONNECT, {"input": mailbox_input(imap, smtp, address=user)})
+    user = imap_user(domain="demo.example")
+    payload = await api.ok(CONNECT, {"input": mailbox_input(imap, smtp, user)})
     return user, payload["mailbox"]["id"]
 
 
@@ -451,7 +434,7 @@ async def test_a_portico_serve_process_pushes_synced_mail(live_server, imap, smt
         user, mailbox_id = await connect_demo_mailbox(api, imap, smtp)
 
         async def mail_arrives(n: int) -> None:
-            imap.append(user, letter(f"Live {n}"))
+            imap.append(user, mail(subject=f"Live {n}"))
             await api.data(SYNC, {"id": mailbox_id})
 
         async with socket(live_server, token) as sock:
@@ -462,32 +445,6 @@ async def test_a_portico_serve_process_pushes_synced_mail(live_server, imap, smt
 
 
 # Two processes on Redis ----------------------------------------------------------------------
-
-
-def start_portico(folder: Path, env: dict[str, str]) -> LiveServer:
-    """`portico serve` with these PORTICO_* settings on a free port, ready (as
-    tests/server.start_server, which takes no settings)."""
-    folder.mkdir(parents=True)
-    port = server.free_port()
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("PORTICO_")}
-    environ.update(env, PORTICO_VAR_DIR=str(folder / "var"), PYTHONUNBUFFERED="1")
-    log_path = folder / "portico.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*server.portico_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=folder,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    started = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        started.wait_ready()
-    except BaseException:
-        started.stop()
-        raise
-    return started
 
 
 @contextlib.asynccontextmanager
@@ -534,9 +491,9 @@ async def test_an_event_raised_in_one_process_reaches_a_subscriber_of_another(tm
         await migrate(tmp_path, env)
         await unique_firm_ids(url)
         # A seeds the demo firm into the empty database; B starts once it has.
-        a = await asyncio.to_thread(start_portico, tmp_path / "a", env)
+        a = await asyncio.to_thread(server.start_server, tmp_path / "a", env)
         try:
-            b = await asyncio.to_thread(start_portico, tmp_path / "b", env)
+            b = await asyncio.to_thread(server.start_server, tmp_path / "b", env)
             try:
                 await _across(a, b, redis_url, imap, smtp)
             finally:
@@ -563,7 +520,7 @@ async def _across(
                 await eventually(lambda: _numsub(redis, channel))
             finally:
                 await redis.aclose()
-            imap.append(user, letter("Raised in A"))
+            imap.append(user, mail(subject="Raised in A"))
             await api.ok(SYNC, {"id": mailbox_id})
             message = await sock.event("1")
             assert message["subject"] == "Raised in A"

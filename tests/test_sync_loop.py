@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,35 +27,20 @@ import pytest
 
 from models import AccountEmail, Mailbox, Message, SyncStatus
 from portico.settings import Settings
-from services import crypto, mailsync, sync_loop
+from services import mailsync, sync_loop
 from services.pubsub import InProcessBus
 from tests import server
-from tests.conftest import Firm
+from tests.conftest import Firm, eventually
 from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.login_helpers import invitee
+from tests.mail import ANNA, CONNECT, add_mailbox, imap_user, mail, mailbox_input
 from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
-from tests.test_mailsync import end_sessions, ensure_running
 
 ROOT = Path(__file__).resolve().parent.parent
-ANNA = "anna@miller.example"  # has EMAIL SYNC on in the Miller Family account
 DEADLINE = 20.0  # seconds: far more than any wait here needs, far less than a poll interval
 SLOW = 300.0  # an interval no test waits for: what arrives sooner came another way
 
-CONNECT = """mutation ($input: ConnectMailboxInput!) {
-  connectMailbox(input: $input) { errors { code message } mailbox { id } } }"""
 INBOX = "{ inbox(first: 50) { totalCount edges { node { subject } } } }"
-
-
-def imap_user(label: str = "office") -> str:
-    return f"{label}-{secrets.token_hex(4)}@acme.example"
-
-
-def mail(subject: str, sender: str = ANNA, to: str = "office@acme.example") -> bytes:
-    return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{secrets.token_hex(8)}@miller.example>\r\n"
-        f"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nHello\r\n"
-    ).encode()
 
 
 def loop_settings(settings: Settings, **changes: Any) -> Settings:
@@ -69,30 +54,9 @@ def loop_settings(settings: Settings, **changes: Any) -> Settings:
 
 
 async def synced_address(firm: Firm) -> None:
-    """Anna, a client with EMAIL SYNC on: mail from her is kept."""
+    """Anna (the sender of `mail` by default), a client with EMAIL SYNC on: her mail is kept."""
     await invitee(firm.api, "Miller Family", ANNA)
     await AccountEmail.all().update(email_sync=True)
-
-
-async def add_mailbox(
-    firm: Firm, imap: ImapServer, settings: Settings, password: str = PASSWORD
-) -> Mailbox:
-    """A connected mailbox, made directly (connectMailbox would refuse a wrong password)."""
-    user = imap_user()
-    secret = crypto.fernet(settings, "mailbox-password").encrypt(password.encode()).decode()
-    return await Mailbox.create(
-        firm_id=firm.owner.firm_id,
-        address=user,
-        address_normalized=user,
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_tls=False,
-        smtp_host=imap.host,
-        smtp_port=25,
-        smtp_tls=False,
-        username=user,
-        password_encrypted=secret,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -107,13 +71,6 @@ async def running(settings: Settings, bus: InProcessBus | None = None) -> AsyncI
         await asyncio.wait_for(task, 30)
 
 
-async def wait_until(what: str, check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE):
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}"
-        await asyncio.sleep(0.05)
-
-
 async def subjects(firm_id: int) -> list[str]:
     return sorted(await Message.filter(firm_id=firm_id).values_list("subject", flat=True))
 
@@ -125,17 +82,6 @@ def idle_records(caplog: pytest.LogCaptureFixture, mailbox: Mailbox) -> int:
         if r.name == "services.sync_loop"
         and r.getMessage().startswith(f"mailbox {mailbox.pk}: IDLE on INBOX")
     )
-
-
-def sessions_of(imap: ImapServer, user: str) -> int:
-    """How many Dovecot processes serve `user` (their working directory is the user's home)."""
-    home = str(imap.folder / "home" / user)
-    count = 0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                count += os.readlink(entry / "cwd") == home
-    return count
 
 
 def deliver_to_maildir(imap: ImapServer, user: str, raw: bytes) -> None:
@@ -157,39 +103,24 @@ async def test_polling_brings_new_mail_into_the_inbox_without_sync_mailbox(
 ) -> None:
     await synced_address(acme)
     user = imap_user()
-    body = await acme.api.post(
-        CONNECT,
-        {
-            "input": {
-                "address": user,
-                "imapHost": imap.host,
-                "imapPort": imap.port,
-                "imapTls": False,
-                "smtpHost": smtp.host,
-                "smtpPort": smtp.port,
-                "smtpTls": False,
-                "username": user,
-                "password": PASSWORD,
-            }
-        },
-    )
+    body = await acme.api.post(CONNECT, {"input": mailbox_input(imap, smtp, user)})
     assert body["data"]["connectMailbox"]["errors"] == [], body
     # Without IDLE, and every 0.2 s: the poll is what brings the mail in.
     polling = loop_settings(settings, sync_idle=False, sync_interval_seconds=0.2)
     async with running(polling) as task:
-        imap.append(user, mail("Polled", to=user))
-        imap.append(user, mail("Not kept", sender="stranger@else.example", to=user))
+        imap.append(user, mail(to=user, subject="Polled"))
+        imap.append(user, mail("stranger@else.example", user, "Not kept"))
 
         async def in_inbox() -> bool:
             return (await acme.api.data(INBOX))["inbox"]["totalCount"] >= 1
 
-        await wait_until("the mail is in the inbox", in_inbox)
-        imap.append(user, mail("Polled again", to=user))
+        await eventually(in_inbox, "the mail is in the inbox", DEADLINE)
+        imap.append(user, mail(to=user, subject="Polled again"))
 
         async def both() -> bool:
             return (await acme.api.data(INBOX))["inbox"]["totalCount"] >= 2
 
-        await wait_until("the second mail is in the inbox", both)
+        await eventually(both, "the second mail is in the inbox", DEADLINE)
         assert not task.done()
     inbox = (await acme.api.data(INBOX))["inbox"]
     assert sorted(e["node"]["subject"] for e in inbox["edges"]) == ["Polled", "Polled again"]
@@ -202,7 +133,7 @@ async def test_idle_brings_new_mail_long_before_the_poll_interval(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="services.sync_loop")
     await synced_address(acme)
-    mailbox = await add_mailbox(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     bus = InProcessBus()
     async with running(loop_settings(settings, sync_interval_seconds=SLOW), bus):
         seen = 0  # IDLEs begun before the last append: the next one follows its pass
@@ -212,15 +143,15 @@ async def test_idle_brings_new_mail_long_before_the_poll_interval(
             async def idling(seen: int = seen) -> bool:
                 return idle_records(caplog, mailbox) > seen
 
-            await wait_until("the loop idles on INBOX", idling)
+            await eventually(idling, "the loop idles on INBOX", DEADLINE)
             seen = idle_records(caplog, mailbox)
-            imap.append(mailbox.username, mail(f"Pushed {n}", to=mailbox.address))
+            imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Pushed {n}"))
 
             async def arrived(n: int = n) -> bool:
                 return len(await subjects(acme.owner.firm_id)) >= n
 
             # The poll is 300 s away: arriving within 20 s proves IDLE.
-            await wait_until(f"message {n} arrives through IDLE", arrived)
+            await eventually(arrived, f"message {n} arrives through IDLE", DEADLINE)
     assert await subjects(acme.owner.firm_id) == ["Pushed 1", "Pushed 2"]
 
 
@@ -228,7 +159,7 @@ async def test_stop_ends_the_loop_promptly_and_logs_out(
     acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="services.sync_loop")
-    mailbox = await add_mailbox(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     stop = asyncio.Event()
     task = asyncio.create_task(
         sync_loop.run_sync_loop(loop_settings(settings, sync_interval_seconds=SLOW), None, stop)
@@ -238,7 +169,7 @@ async def test_stop_ends_the_loop_promptly_and_logs_out(
         async def idling() -> bool:
             return idle_records(caplog, mailbox) > 0
 
-        await wait_until("the loop idles on INBOX", idling)
+        await eventually(idling, "the loop idles on INBOX", DEADLINE)
     finally:
         stop.set()
     started = time.monotonic()
@@ -250,9 +181,9 @@ async def test_stop_ends_the_loop_promptly_and_logs_out(
     # The IDLE connection logged out: no Dovecot process serves the user any more.
 
     async def logged_out() -> bool:
-        return sessions_of(imap, mailbox.username) == 0
+        return not imap.sessions(mailbox.username)
 
-    await wait_until("the IDLE connection logs out", logged_out)
+    await eventually(logged_out, "the IDLE connection logs out", DEADLINE)
 
 
 # Failures -----------------------------------------------------------------------------------
@@ -262,9 +193,9 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
     acme: Firm, imap: ImapServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await synced_address(acme)
-    mailbox = await add_mailbox(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     for n in range(3):
-        imap.append(mailbox.username, mail(f"Before {n}", to=mailbox.address))
+        imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Before {n}"))
     monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
     store = mailsync.store_messages
     stopped = False
@@ -275,7 +206,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
         if not stopped:  # the server goes away after the first message is stored
             stopped = True
             imap.stop()
-            end_sessions(imap, mailbox.username)
+            imap.end_sessions(mailbox.username)
         return outcome
 
     monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
@@ -289,14 +220,16 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
                     "Could not connect to the IMAP server"
                 )
 
-            await wait_until("the mailbox shows FAILED, retried", failed_again)
+            await eventually(failed_again, "the mailbox shows FAILED, retried", DEADLINE)
             row = await Mailbox.get(pk=mailbox.pk)
             assert f"{imap.host}:{imap.port}" in (row.last_error or "")
             assert PASSWORD not in (row.last_error or "")
             assert await subjects(acme.owner.firm_id) == ["Before 0"]
 
             # Mail delivered while the server is down, then the server comes back.
-            deliver_to_maildir(imap, mailbox.username, mail("Meanwhile", to=mailbox.address))
+            deliver_to_maildir(
+                imap, mailbox.username, mail(to=mailbox.address, subject="Meanwhile")
+            )
             monkeypatch.setattr(mailsync, "store_messages", store)
             imap.start()
 
@@ -308,10 +241,10 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
                     and row.last_error is None
                 )
 
-            await wait_until("the loop reconnects and catches up", recovered)
+            await eventually(recovered, "the loop reconnects and catches up", DEADLINE)
             assert not task.done()
     finally:
-        ensure_running(imap)
+        imap.ensure_running()
     assert await subjects(acme.owner.firm_id) == ["Before 0", "Before 1", "Before 2", "Meanwhile"]
     assert await Message.all().count() == 4  # nothing stored twice
 
@@ -320,9 +253,9 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
     acme: Firm, imap: ImapServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await synced_address(acme)
-    mailbox = await add_mailbox(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     for n in range(10):
-        imap.append(mailbox.username, mail(f"Message {n}", to=mailbox.address))
+        imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Message {n}"))
     # Watch the engine's lease: who holds it, and who was turned away.
     claim, finish = mailsync._claim, mailsync._finish
     holders = 0
@@ -363,7 +296,7 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
             stored = len(await subjects(acme.owner.firm_id))
             return stored == 10 and refused >= 1 and granted >= 3
 
-        await wait_until("both loops have synced and met", contended)
+        await eventually(contended, "both loops have synced and met", DEADLINE)
     assert most == 1, "two passes over one mailbox at once"
     assert await Message.all().count() == 10
     await mailbox.refresh_from_db()
@@ -396,7 +329,7 @@ async def test_portico_worker_processes_sync_each_message_once(
     secret = "sync-workers-secret"
     keyed = settings.model_copy(update={"secret_key": secret})
     await synced_address(acme)
-    mailbox = await add_mailbox(acme, imap, keyed)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, keyed)
     logs = [tmp_path / f"worker-{n}.log" for n in range(count)]
     url = keyed.resolved_database_url
     workers = [start_worker(url, tmp_path / "var", secret, log) for log in logs]
@@ -407,14 +340,14 @@ async def test_portico_worker_processes_sync_each_message_once(
                 assert worker.poll() is None, log.read_text(errors="replace")
             return all("mailbox sync started" in log.read_text(errors="replace") for log in logs)
 
-        await wait_until("the workers sync", started, 60)
+        await eventually(started, "the workers sync", 60)
         for n in range(20):
-            imap.append(mailbox.username, mail(f"Message {n}", to=mailbox.address))
+            imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Message {n}"))
 
         async def all_stored() -> bool:
             return len(await subjects(acme.owner.firm_id)) == 20
 
-        await wait_until("the workers store all 20 messages", all_stored, 60)
+        await eventually(all_stored, "the workers store all 20 messages", 60)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -449,8 +382,8 @@ async def test_a_mailbox_with_a_wrong_password_does_not_stop_the_others(
     acme: Firm, imap: ImapServer, settings: Settings
 ) -> None:
     await synced_address(acme)
-    wrong = await add_mailbox(acme, imap, settings, password="not-the-password-42")
-    good = await add_mailbox(acme, imap, settings)
+    wrong = await add_mailbox(acme.owner.firm_id, imap, settings, password="not-the-password-42")
+    good = await add_mailbox(acme.owner.firm_id, imap, settings)
     # A long retry: one failed login only, so Dovecot's penalty stays small.
     slow_retry = loop_settings(settings, sync_retry_base_seconds=SLOW, sync_retry_max_seconds=SLOW)
     async with running(slow_retry) as task:
@@ -459,13 +392,13 @@ async def test_a_mailbox_with_a_wrong_password_does_not_stop_the_others(
             row = await Mailbox.get(pk=wrong.pk)
             return row.sync_status == SyncStatus.FAILED
 
-        await wait_until("the wrong password fails", wrong_failed, 60)
-        imap.append(good.username, mail("Still arrives", to=good.address))
+        await eventually(wrong_failed, "the wrong password fails", 60)
+        imap.append(good.username, mail(to=good.address, subject="Still arrives"))
 
         async def arrived() -> bool:
             return await subjects(acme.owner.firm_id) == ["Still arrives"]
 
-        await wait_until("the other mailbox's mail arrives", arrived, 60)
+        await eventually(arrived, "the other mailbox's mail arrives", 60)
         assert not task.done()
     row = await Mailbox.get(pk=wrong.pk)
     assert "refused the username or password" in (row.last_error or "")
