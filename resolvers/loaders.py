@@ -23,10 +23,9 @@ from models import (
     EmailAddress,
     HistoryImport,
     Invitation,
-    OutboundEmail,
     PortalAccess,
 )
-from services import access, attachments, history, messages, paging
+from services import access, attachments, history, messages, outbox, paging
 from services.emails import DEFAULT_LABEL
 from services.scope import FirmScope
 
@@ -47,6 +46,7 @@ class Loaders:
         self.accesses_by_account = DataLoader(self._accesses_by_account)
         self.audit_by_account = DataLoader(self._audit_by_account)
         self.deliveries_page = DataLoader(self._deliveries_page)
+        self.deliveries_page_without_replies = DataLoader(self._deliveries_page_without_replies)
         self.documents_page = DataLoader(self._documents_page)
         self.accounts_by_message = DataLoader(self._accounts_by_message)
         self.attachments_by_message = DataLoader(self._attachments_by_message)
@@ -173,9 +173,15 @@ class Loaders:
         return [found[key[0]] for key in keys]
 
     async def _deliveries_page(
-        self, keys: Sequence[tuple[int, int, int]]
-    ) -> list[tuple[int, list[OutboundEmail]]]:
-        return await self._pages(OutboundEmail, keys)
+        self, keys: Sequence[outbox.DeliveryPageKey]
+    ) -> list[outbox.DeliveryPage]:
+        return await outbox.delivery_pages(self.scope, keys, with_replies=True)
+
+    async def _deliveries_page_without_replies(
+        self, keys: Sequence[outbox.DeliveryPageKey]
+    ) -> list[outbox.DeliveryPage]:
+        """For staff without the inbox right: replies from Inbox+ left out."""
+        return await outbox.delivery_pages(self.scope, keys, with_replies=False)
 
     async def _documents_page(
         self, keys: Sequence[tuple[int, int, int]]

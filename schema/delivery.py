@@ -1,11 +1,17 @@
-"""Delivery: one outgoing message as staff see it on the account (Account.deliveries)."""
+"""Delivery: one outgoing message as staff see it on the account (Account.deliveries).
+
+Replies from Inbox+ are synced mail: staff without the inbox right see neither them among
+the deliveries (nor in the totals) nor by id (services/outbox.shows_replies).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import strawberry
 from strawberry import relay
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from models import DeliveryStatus as _DeliveryStatus
@@ -13,6 +19,7 @@ from models import OutboundEmail
 from schema.enums import NotificationCategory
 from schema.pagination import Connection, connection, window
 from schema.types import ScopedNode
+from services import outbox
 
 DEFAULT_PAGE = 20
 
@@ -65,6 +72,24 @@ class Delivery(ScopedNode):
             sent_at=row.sent_at,
         )
 
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Delivery | None]:
+        staff = info.context.staff
+        if staff is None:
+            return await cls.resolve_client_nodes(info, node_ids)
+        rows = await info.context.loaders.by_id(OutboundEmail).load_many(
+            [int(pk) for pk in node_ids]
+        )
+        replies = outbox.shows_replies(staff)
+        return [
+            cls.from_model(row)
+            if row is not None and (replies or not outbox.is_reply(row))
+            else None
+            for row in rows
+        ]
+
 
 async def account_deliveries(
     info: Info, account_id: int, first: int | None, after: str | None
@@ -74,5 +99,12 @@ async def account_deliveries(
     start, size = window(
         first if first is not None else DEFAULT_PAGE, after, info.context.settings.max_page_size
     )
-    total, rows = await info.context.loaders.deliveries_page.load((account_id, start, size))
+    total, rows = await _pages(info).load((account_id, start, size))
     return connection(rows, start, total, Delivery.from_model)
+
+
+def _pages(info: Info) -> DataLoader[outbox.DeliveryPageKey, outbox.DeliveryPage]:
+    loaders = info.context.loaders
+    if outbox.shows_replies(info.context.require_staff()):
+        return loaders.deliveries_page
+    return loaders.deliveries_page_without_replies

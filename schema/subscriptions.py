@@ -22,12 +22,11 @@ from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
 from services import messages, permissions
-from services.pubsub import DEFAULT_MAX_QUEUE, EventBus, firm_channel
+from services.pubsub import DEFAULT_MAX_QUEUE, MESSAGE_SYNCED, EventBus, firm_channel
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = DEFAULT_MAX_QUEUE  # events held for one slow client before it misses some
-MESSAGE_SYNCED = "message.synced"
 
 
 @strawberry.type

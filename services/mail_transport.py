@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -37,6 +38,8 @@ from services.outbox import (
     sender_address,
 )
 
+log = logging.getLogger(__name__)
+
 SMTP_TIMEOUT_SECONDS = 60.0
 SMTPS_PORT = 465  # implicit TLS, as services/mailboxes reads a mailbox's smtpTls
 QUIT_SECONDS = 2.0
@@ -52,6 +55,25 @@ class TemporaryFailure(DeliveryFailure):
 
 class PermanentFailure(DeliveryFailure):
     """5xx replies: the server will not take this message, retrying cannot help."""
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` without `secret` (services/mailboxes._scrub's rule): servers have no reason
+    to echo a password; if one ever does, it goes no further."""
+    return text.replace(secret, "***") if secret else text
+
+
+def mentions(exc: BaseException, secret: str | None) -> bool:
+    """Whether `secret` is in the text of `exc` or of an exception it came from (a logged
+    traceback would show it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while secret and current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if secret in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class OutboxMessage(EmailMessage):
@@ -227,7 +249,10 @@ class MailboxSmtpTransport(SmtpTransport):
     """Through a connected mailbox's own SMTP server, as connectMailbox checked it
     (services/mailboxes.check_smtp): implicit TLS on port 465, STARTTLS required on other
     ports when TLS is on, and a login with the mailbox's username only when the server
-    offers AUTH (a relay that trusts the network offers none)."""
+    offers AUTH (a relay that trusts the network offers none).
+
+    The mailbox's password never leaves in an error: a failure's reason (stored as the
+    delivery's lastError, and logged) has it replaced by ***, should a server echo it."""
 
     @classmethod
     def for_server(
@@ -252,6 +277,21 @@ class MailboxSmtpTransport(SmtpTransport):
                 timeout=min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4),
             )
         )
+
+    async def send(self, message: EmailMessage) -> None:
+        password = self.config.password
+        try:
+            await super().send(message)
+        except DeliveryFailure as exc:
+            if not mentions(exc, password):
+                raise
+            raise type(exc)(scrub(str(exc), password)) from None
+        except Exception as exc:  # a bug: the delivery loop would store and log its text
+            if not mentions(exc, password):
+                raise
+            reason = scrub(f"{type(exc).__name__}: {exc}", password)
+            log.error("%s: unexpected error while sending: %s", self, reason)
+            raise TemporaryFailure(reason) from None
 
     async def _converse(self, message: EmailMessage) -> None:
         config = self.config

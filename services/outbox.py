@@ -3,6 +3,9 @@
 `enqueue` writes one OutboundEmail row through the current connection, so inside the caller's
 `in_transaction()` the mail commits with the change that caused it, or not at all; nothing is
 sent from a request. A worker (services/delivery.py) sends the row later.
+
+Replies from Inbox+ (kind REPLY, sent through a connected mailbox) are synced mail: staff
+without the inbox right do not see them among an account's deliveries, nor by id.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from tortoise.expressions import Q
 
-from models import DeliveryStatus, NotificationCategory, OutboundEmail
+from models import DeliveryStatus, NotificationCategory, OutboundEmail, StaffMember
 from portico.settings import Settings
-from services import crypto
+from services import crypto, paging
+from services.scope import FirmScope
 from services.wakeups import Wakeups
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -36,6 +40,10 @@ MAX_KIND = 32
 MAX_EXTRA_HEADER = 20_000  # a References header of a long thread, folded when sent
 # Headers a row may add to the standard ones (replies: threading in the recipient's client).
 EXTRA_HEADERS = frozenset({"In-Reply-To", "References"})
+REPLY_KIND = "REPLY"  # a reply from Inbox+, sent through a connected mailbox
+# The rows that are not replies, as SQL on the table's own columns. A reply keeps its kind
+# when its mailbox is disconnected (mailbox_id is then set to NULL).
+_NOT_A_REPLY = f"mailbox_id IS NULL AND kind <> '{REPLY_KIND}'"
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,8 @@ async def enqueue_written(
 
     No template: the text goes out as written, without an HTML part. With `mailbox_id` the
     worker sends it through that mailbox's SMTP server and files a copy in its Sent folder.
+    The caller calls `notify()` once its transaction has committed (a worker woken before
+    would not see the row yet, and sleep a whole poll).
     Raises ValueError for a malformed address, kind, header or Message-ID (a bug in the
     caller, whose transaction then rolls back).
     """
@@ -245,7 +255,6 @@ async def enqueue_written(
         or None,
     )
     await row.save()
-    notify()
     return row
 
 
@@ -257,6 +266,38 @@ wakeups = _wakeups.listen
 def notify() -> None:
     """Wake the workers of this process (if any) to look for due mail now."""
     _wakeups.notify()
+
+
+def shows_replies(staff: StaffMember) -> bool:
+    """Whether `staff` sees replies among the deliveries: their subject, recipient and errors
+    are synced mail, for owners, admins and the inbox right (permissions.require_inbox)."""
+    return staff.uses_inbox
+
+
+def is_reply(row: OutboundEmail) -> bool:
+    return row.mailbox_id is not None or row.kind == REPLY_KIND
+
+
+DeliveryPageKey = tuple[int, int, int]  # account id, offset, size
+DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, the page's rows
+
+
+async def delivery_pages(
+    scope: FirmScope, keys: Sequence[DeliveryPageKey], *, with_replies: bool
+) -> list[DeliveryPage]:
+    """Account.deliveries of many accounts, newest first; one statement per distinct window.
+
+    Without `with_replies` the replies are left out, of the totals too.
+    """
+    where = None if with_replies else _NOT_A_REPLY
+    found: dict[DeliveryPageKey, DeliveryPage] = {}
+    for start, size in {(key[1], key[2]) for key in keys}:
+        accounts = [key[0] for key in keys if (key[1], key[2]) == (start, size)]
+        pages = await paging.pages_by_account(
+            scope, OutboundEmail, accounts, start, size, where=where
+        )
+        found.update({(account, start, size): pages[account] for account in accounts})
+    return [found[key] for key in keys]
 
 
 async def cancel_invitation_mail(invitation_ids: list[int]) -> int:

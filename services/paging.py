@@ -15,13 +15,20 @@ M = TypeVar("M", bound=Model)
 
 
 async def pages_by_account(
-    scope: FirmScope, model: type[M], account_ids: Sequence[int], start: int, size: int
+    scope: FirmScope,
+    model: type[M],
+    account_ids: Sequence[int],
+    start: int,
+    size: int,
+    where: str | None = None,
 ) -> dict[int, tuple[int, list[M]]]:
     """Each account's total and its `model` rows [start, start + size), newest first.
 
     A window function ranks every account's rows at once; rank 1 always comes back so that
     an account whose page is empty still reports its total. `model` has firm_id,
-    account_id and created_at.
+    account_id and created_at. `where` leaves out the rows it does not hold for, in the
+    totals too: a fixed SQL condition on the table's own columns, written in the code
+    (never built from input: it is not a parameter).
     """
     if not account_ids:
         return {}
@@ -30,12 +37,13 @@ async def pages_by_account(
     mark = _placeholders(conn.capabilities.dialect)
     ids = ", ".join(mark(i + 2) for i in range(len(account_ids)))
     lo, hi = mark(len(account_ids) + 2), mark(len(account_ids) + 3)
+    only = f" AND ({where})" if where else ""
     sql = (
         "SELECT id, account_id, rn, total FROM ("
         " SELECT id, account_id,"
         "  ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY created_at DESC, id DESC) AS rn,"
         "  COUNT(*) OVER (PARTITION BY account_id) AS total"
-        f' FROM "{table}" WHERE firm_id = {mark(1)} AND account_id IN ({ids})'
+        f' FROM "{table}" WHERE firm_id = {mark(1)} AND account_id IN ({ids}){only}'
         f") ranked WHERE rn = 1 OR (rn > {lo} AND rn <= {hi})"
     )
     _, ranked = await conn.execute_query(sql, [scope.firm_id, *account_ids, start, start + size])

@@ -36,7 +36,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Protocol
 
@@ -64,6 +64,24 @@ def firm_channel(firm_id: int | str) -> str:
     Subscribers filter by what their viewer may see; the channel only keeps firms apart.
     """
     return f"firm:{firm_id}"
+
+
+MESSAGE_SYNCED = "message.synced"
+
+
+async def announce_message(
+    bus: EventBus | None, firm_id: int, message_id: int, account_ids: Sequence[int]
+) -> None:
+    """Tells the firm's live clients (messageSynced) that a message was stored, or linked to
+    more accounts; call it after the commit. Never raises: an event is a hint, the database
+    is the record."""
+    if bus is None or not account_ids:
+        return
+    event = {"kind": MESSAGE_SYNCED, "messageId": message_id, "accountIds": list(account_ids)}
+    try:
+        await bus.publish(firm_channel(firm_id), event)
+    except Exception:
+        log.exception("pubsub: could not announce message %s", message_id)
 
 
 class Subscription:

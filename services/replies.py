@@ -34,13 +34,14 @@ from models import Firm, Mailbox, Message, MessageAccount
 from portico.settings import Settings
 from services import mail_parse, mailboxes, outbox
 from services.errors import input_error
-from services.mailsync import OUTBOUND, SENT, MailSyncError, _Session
-from services.pubsub import EventBus, firm_channel
+from services.mail_transport import mentions, scrub
+from services.mailsync import OUTBOUND, SENT, ImapSession, MailSyncError
+from services.pubsub import EventBus, announce_message
 from services.scope import FirmScope
 
 log = logging.getLogger(__name__)
 
-REPLY_KIND = "REPLY"  # OutboundEmail.kind of a reply, sent through a mailbox
+REPLY_KIND = outbox.REPLY_KIND  # OutboundEmail.kind of a reply, sent through a mailbox
 MAX_BODY = 100_000  # characters the staff member may write
 MAX_QUOTE = 100_000  # characters of the original quoted below the reply
 FILE_TIMEOUT_SECONDS = 30.0  # the whole APPEND conversation
@@ -124,8 +125,10 @@ async def reply_to_message(
             thread_message_id=reply.pk,
             headers=headers,
         )
+    outbox.notify()  # committed now: the worker finds the row when it wakes
     log.info("reply %s to message %s queued through mailbox %s", reply.pk, original.pk, mailbox.pk)
-    await _publish(bus, scope, reply, account_ids)
+    # The reply shows at once for staff watching the thread, as newly synced mail does.
+    await announce_message(bus, scope.firm_id, reply.pk, account_ids)
     return reply
 
 
@@ -207,21 +210,12 @@ def _domain(mailbox: Mailbox) -> str | None:
         return None
 
 
+def _line(line: bytes | str) -> str:
+    return line.decode(errors="replace") if isinstance(line, bytes) else str(line)
+
+
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
-
-
-async def _publish(
-    bus: EventBus | None, scope: FirmScope, message: Message, account_ids: list[int]
-) -> None:
-    """The reply shows at once for staff watching the thread (as newly synced mail does)."""
-    if bus is None or not account_ids:
-        return
-    event = {"kind": "message.synced", "messageId": message.pk, "accountIds": account_ids}
-    try:
-        await bus.publish(firm_channel(scope.firm_id), event)
-    except Exception:  # an event is a hint; the database is the record
-        log.exception("reply %s: could not publish", message.pk)
 
 
 # Filing the sent copy -------------------------------------------------------------------------
@@ -235,10 +229,11 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
     and answered False.
     """
     raw = message.as_bytes(policy=policy.SMTP)  # CRLF line ends, as IMAP wants them
+    password: str | None = None  # scrubbed from whatever a server answers
     try:
         password = mailboxes.mailbox_password(settings, mailbox)
         async with asyncio.timeout(FILE_TIMEOUT_SECONDS):
-            session = await _Session.open(mailbox, password)
+            session = await ImapSession.open(mailbox, password)
             try:
                 folder = dict(await session.folders()).get(SENT)
                 if folder is None:
@@ -251,12 +246,18 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
             finally:
                 await session.close()
     except (MailSyncError, TimeoutError) as exc:
-        log.warning("mailbox %s: could not file the reply in Sent: %s", mailbox.pk, exc)
+        reason = scrub(str(exc), password)
+        log.warning("mailbox %s: could not file the reply in Sent: %s", mailbox.pk, reason)
         return False
-    except Exception:  # a bug, or a password that no longer decrypts
-        log.exception("mailbox %s: could not file the reply in Sent", mailbox.pk)
+    except Exception as exc:  # a bug, or a password that no longer decrypts
+        if mentions(exc, password):  # no traceback that shows the password
+            reason = scrub(f"{type(exc).__name__}: {exc}", password)
+            log.error("mailbox %s: could not file the reply in Sent: %s", mailbox.pk, reason)
+        else:
+            log.exception("mailbox %s: could not file the reply in Sent", mailbox.pk)
         return False
     if response.result != "OK":
-        log.warning("mailbox %s refused to file the reply: %s", mailbox.pk, response.lines[-1:])
+        answer = scrub(" ".join(_line(line) for line in response.lines[-1:]), password)
+        log.warning("mailbox %s refused to file the reply: %s", mailbox.pk, answer)
         return False
     return True

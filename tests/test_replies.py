@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from email.utils import format_datetime
 
 import pytest
 
-from models import DeliveryStatus, Mailbox, Message, OutboundEmail, PortalAccess, PortalUser
+from models import DeliveryStatus, Mailbox, Message, OutboundEmail, PortalAccess
 from portico.settings import Settings
 from schema import ids
 from services import replies, sessions
@@ -28,13 +26,12 @@ from services.replies import MAX_BODY, reply_subject
 from services.scope import FirmScope
 from tests.conftest import Api, Firm, add_staff, api_for
 from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import FLAGS, invitee
+from tests.login_helpers import FLAGS, invitee, portal_user
+from tests.mail import CONNECT, SUBJECT, imap_user, mail, mailbox_input
 from tests.smtp import AuthSmtpServer, free_port
 
 CLIENT = "anna@miller.example"
-SUBJECT = "Tax return 2025"
-CONNECT = """mutation($input: ConnectMailboxInput!) {
-  connectMailbox(input: $input) { errors { code message } mailbox { id } } }"""
+SENDER = f"Anna Client <{CLIENT}>"  # From of her mail, with her name
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { syncStatus lastError } } }"
 MESSAGE_FIELDS = "id subject from to direction threadId textBody accounts { name }"
 REPLY = f"""mutation($id: ID!, $body: String!) {{
@@ -112,41 +109,10 @@ async def setup(acme: Firm, settings: Settings, imap: ImapServer, smtp: AuthSmtp
     await acme.api.ok(
         FLAGS, {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
     )
-    user = f"office-{secrets.token_hex(4)}@acme.example"
-    values = {
-        "address": user,
-        "imapHost": imap.host,
-        "imapPort": imap.port,
-        "imapTls": False,
-        "smtpHost": smtp.host,
-        "smtpPort": smtp.port,
-        "smtpTls": False,
-        "username": user,
-        "password": PASSWORD,
-    }
+    user = imap_user()
+    values = mailbox_input(imap, smtp, user)
     mailbox_id = (await acme.api.ok(CONNECT, {"input": values}))["mailbox"]["id"]
     return Setup(acme.api, settings, imap, smtp, user, mailbox_id, anna.account_id)
-
-
-def mail(
-    to: str,
-    subject: str = SUBJECT,
-    *,
-    message_id: str | None = None,
-    references: tuple[str, ...] = (),
-    body: str = "Here are the figures.",
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = f"Anna Client <{CLIENT}>"
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
-    msg["Message-ID"] = message_id or f"<{secrets.token_hex(8)}@miller.example>"
-    if references:
-        msg["In-Reply-To"] = references[-1]
-        msg["References"] = " ".join(references)
-    msg.set_content(body)
-    return msg.as_bytes()
 
 
 def headers_of(raw: bytes) -> EmailMessage:
@@ -165,7 +131,7 @@ def references_of(message: EmailMessage) -> list[str]:
 async def test_reply_is_threaded_sent_filed_and_found_once(acme, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
     original_id = "<first@miller.example>"
-    original = await s.receive(mail(s.user, message_id=original_id))
+    original = await s.receive(mail(SENDER, s.user, message_id=original_id))
     assert original["direction"] == "INBOUND"
 
     body = "Dear Anna,\n\nthank you, we will file it this week."
@@ -230,7 +196,7 @@ async def test_reply_is_threaded_sent_filed_and_found_once(acme, settings, imap,
 
 async def test_replies_to_replies_carry_the_whole_chain(acme, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
-    first = await s.receive(mail(s.user, message_id="<m1@miller.example>"))
+    first = await s.receive(mail(SENDER, s.user, message_id="<m1@miller.example>"))
     ours = await s.reply(first["id"], "First answer.")
     await s.deliver()
     [sent] = smtp.wait_for(1)
@@ -239,7 +205,14 @@ async def test_replies_to_replies_carry_the_whole_chain(acme, settings, imap, sm
     # Anna answers our reply; her mail joins the thread, and we answer again.
     chain = ("<m1@miller.example>", ours_id)
     hers = await s.receive(
-        mail(s.user, f"Re: {SUBJECT}", message_id="<m2@miller.example>", references=chain)
+        mail(
+            SENDER,
+            s.user,
+            f"Re: {SUBJECT}",
+            message_id="<m2@miller.example>",
+            in_reply_to=chain[-1],
+            references=chain,
+        )
     )
     assert hers["threadId"] == first["threadId"]
     again = await s.reply(hers["id"], "Second answer.")
@@ -268,7 +241,7 @@ async def test_replies_to_replies_carry_the_whole_chain(acme, settings, imap, sm
 
 async def test_a_refused_reply_fails_with_the_reason_and_is_not_filed(acme, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
-    original = await s.receive(mail(s.user))
+    original = await s.receive(mail(SENDER, s.user))
     await s.reply(original["id"], "Thanks!")
     smtp.refuse_rcpt("550 5.1.1 no such user")
     await s.deliver()
@@ -283,7 +256,7 @@ async def test_a_refused_reply_fails_with_the_reason_and_is_not_filed(acme, sett
 
 async def test_a_failed_filing_never_sends_the_reply_again(acme, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
-    original = await s.receive(mail(s.user))
+    original = await s.receive(mail(SENDER, s.user))
     await s.reply(original["id"], "Thanks!")
     # The IMAP server cannot be reached any more; SMTP still works.
     await Mailbox.filter(id=ids.decode(s.mailbox_id, "Mailbox")).update(imap_port=free_port())
@@ -301,7 +274,7 @@ async def test_a_reply_whose_mailbox_was_removed_is_never_sent_as_the_platform(
     acme, settings, imap, smtp
 ):
     s = await setup(acme, settings, imap, smtp)
-    original = await s.receive(mail(s.user))
+    original = await s.receive(mail(SENDER, s.user))
     await s.reply(original["id"], "Thanks!")
     await Mailbox.filter(id=ids.decode(s.mailbox_id, "Mailbox")).delete()
     await s.deliver()
@@ -313,7 +286,7 @@ async def test_a_reply_whose_mailbox_was_removed_is_never_sent_as_the_platform(
 
 async def test_refusals_write_nothing(acme, globex, client, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
-    original = await s.receive(mail(s.user))
+    original = await s.receive(mail(SENDER, s.user))
 
     async def refused(api: Api, message_id: str, body: str = "Hello") -> list[tuple]:
         payload = (await api.data(REPLY, {"id": message_id, "body": body}))["replyToMessage"]
@@ -336,13 +309,7 @@ async def test_refusals_write_nothing(acme, globex, client, settings, imap, smtp
     reader = await api_for(client, await add_staff(acme, "reader@acme.example"))
     assert code(await reader.post(REPLY, variables)) == "FORBIDDEN"
     assert code(await Api(client).post(REPLY, variables)) == "UNAUTHENTICATED"
-    user = await PortalUser.create(
-        firm_id=acme.owner.firm_id,
-        email=CLIENT,
-        email_normalized=CLIENT,
-        password_hash="unused",
-        activated_at=sessions.now(),
-    )
+    user = await portal_user(acme.owner.firm_id, CLIENT)
     account_pk = ids.decode(s.account_id, "Account")
     await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=account_pk, portal_user=user)
     token, _ = await sessions.start_client_session(user, timedelta(hours=1), None)
@@ -357,7 +324,7 @@ async def test_refusals_write_nothing(acme, globex, client, settings, imap, smtp
     assert (await s.inbox())["totalCount"] == 1
 
     # Staff holding the inbox right may reply (through the firm's other mailbox).
-    await s.api.ok(CONNECT, {"input": _mailbox_input(s, "second@acme.example")})
+    await s.api.ok(CONNECT, {"input": mailbox_input(imap, smtp, "second@acme.example")})
     inbox_user = await api_for(
         client, await add_staff(acme, "inbox@acme.example", can_use_inbox=True)
     )
@@ -367,7 +334,7 @@ async def test_refusals_write_nothing(acme, globex, client, settings, imap, smtp
 
 async def test_a_reply_is_announced_to_staff_watching(acme, settings, imap, smtp):
     s = await setup(acme, settings, imap, smtp)
-    original = await s.receive(mail(s.user))
+    original = await s.receive(mail(SENDER, s.user))
     scope = FirmScope(acme.owner.firm_id)
     bus = InProcessBus()
     async with bus.subscribe(firm_channel(scope.firm_id)) as events:
@@ -379,20 +346,6 @@ async def test_a_reply_is_announced_to_staff_watching(acme, settings, imap, smtp
         "kind": "message.synced",
         "messageId": reply.pk,
         "accountIds": [ids.decode(s.account_id, "Account")],
-    }
-
-
-def _mailbox_input(s: Setup, address: str) -> dict[str, object]:
-    return {
-        "address": address,
-        "imapHost": s.imap.host,
-        "imapPort": s.imap.port,
-        "imapTls": False,
-        "smtpHost": s.smtp.host,
-        "smtpPort": s.smtp.port,
-        "smtpTls": False,
-        "username": address,
-        "password": PASSWORD,
     }
 
 
@@ -411,3 +364,133 @@ def _mailbox_input(s: Setup, address: str) -> dict[str, object]:
 )
 def test_reply_subject(subject: str, expected: str) -> None:
     assert reply_subject(subject) == expected
+
+
+# Review fixes: replies hidden from staff without the inbox right, the worker woken after the
+# commit, the mailbox password scrubbed from errors. (Imports local: the module's import
+# block is being reworked elsewhere.)
+
+DELIVERIES = """query($id: ID!) { account(id: $id) {
+  deliveries { totalCount edges { node { id to subject kind } } } } }"""
+NODE = "query($id: ID!) { node(id: $id) { __typename ... on Delivery { id subject } } }"
+
+
+async def test_replies_are_hidden_from_staff_without_the_inbox_right(
+    acme, client, settings, imap, smtp
+):
+    from services import outbox
+    from services.sessions import now
+
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(SENDER, s.user))
+    await s.reply(original["id"], "Thanks!")
+    other = await outbox.enqueue(
+        firm_id=acme.owner.firm_id,
+        firm_name="Acme LLP",
+        to=CLIENT,
+        template="invitation",
+        context={
+            "firm_name": "Acme",
+            "account_name": "x",
+            "link": "http://x/",
+            "expires_at": now(),
+        },
+        kind="INVITATION",
+        settings=settings,
+        account_id=ids.decode(s.account_id, "Account"),
+    )
+    reply_row = await OutboundEmail.get(kind="REPLY")
+    reply_gid = ids.encode("Delivery", reply_row.pk)
+    other_gid = ids.encode("Delivery", other.pk)
+
+    async def seen(api: Api) -> tuple[int, list[str], bool, bool]:
+        listed = (await api.data(DELIVERIES, {"id": s.account_id}))["account"]["deliveries"]
+        reply_node = (await api.data(NODE, {"id": reply_gid}))["node"]
+        other_node = (await api.data(NODE, {"id": other_gid}))["node"]
+        kinds = [e["node"]["kind"] for e in listed["edges"]]
+        return listed["totalCount"], kinds, reply_node is not None, other_node is not None
+
+    employee = await api_for(client, await add_staff(acme, "reader@acme.example"))
+    assert await seen(employee) == (1, ["INVITATION"], False, True)
+    with_right = await api_for(
+        client, await add_staff(acme, "inbox@acme.example", can_use_inbox=True)
+    )
+    assert await seen(with_right) == (2, ["INVITATION", "REPLY"], True, True)
+    assert await seen(s.api) == (2, ["INVITATION", "REPLY"], True, True)  # the owner
+
+    # A reply whose mailbox was disconnected (mailbox_id now NULL) stays hidden.
+    await Mailbox.filter(id=ids.decode(s.mailbox_id, "Mailbox")).delete()
+    assert (await OutboundEmail.get(id=reply_row.pk)).mailbox_id is None
+    assert await seen(employee) == (1, ["INVITATION"], False, True)
+    assert await seen(with_right) == (2, ["INVITATION", "REPLY"], True, True)
+
+
+async def test_a_reply_wakes_the_worker_after_its_commit(acme, settings, imap, smtp, monkeypatch):
+    from tortoise import connections
+    from tortoise.backends.base.client import TransactionalDBClient
+
+    from services import outbox
+
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(SENDER, s.user))
+    woken: list[bool] = []  # for each notify(): was a transaction still open?
+    monkeypatch.setattr(
+        outbox,
+        "notify",
+        lambda: woken.append(isinstance(connections.get("default"), TransactionalDBClient)),
+    )
+    await s.reply(original["id"], "Thanks!")
+    assert woken == [False]
+    assert await OutboundEmail.filter(kind="REPLY").count() == 1
+
+
+async def test_the_mailbox_password_never_shows_in_a_delivery_error(
+    acme, settings, imap, smtp, monkeypatch, caplog
+):
+    import aiosmtplib
+
+    from services.mail_transport import MailboxSmtpTransport
+
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(SENDER, s.user))
+    await s.reply(original["id"], "Thanks!")
+    failures = iter(
+        [
+            aiosmtplib.SMTPAuthenticationError(535, f"5.7.8 {PASSWORD} is not accepted"),
+            RuntimeError(f"unexpected {PASSWORD}"),
+        ]
+    )
+
+    async def converse(self, message):
+        raise next(failures)
+
+    monkeypatch.setattr(MailboxSmtpTransport, "_converse", converse)
+    errors = []
+    for day in (1, 2):  # each round after the retry's delay
+        later = datetime.now(UTC) + timedelta(days=day)
+        assert await deliver_due(settings, transport_for(settings), now=later) == 1
+        errors.append((await OutboundEmail.get(kind="REPLY")).last_error)
+    assert errors == [
+        "authentication failed: 535 5.7.8 *** is not accepted",
+        "RuntimeError: unexpected ***",
+    ]
+    assert PASSWORD not in caplog.text and "***" in caplog.text
+    assert (await OutboundEmail.get(kind="REPLY")).status == DeliveryStatus.QUEUED
+
+
+async def test_the_mailbox_password_never_shows_when_filing_fails(
+    acme, settings, imap, smtp, monkeypatch, caplog
+):
+    from email.message import EmailMessage as Mail
+
+    from services.mailsync import MailSyncError
+
+    s = await setup(acme, settings, imap, smtp)
+    mailbox = await Mailbox.get(id=ids.decode(s.mailbox_id, "Mailbox"))
+
+    async def refuse(cls, box, password):
+        raise MailSyncError(f"the server said: {password} is wrong")
+
+    monkeypatch.setattr(replies.ImapSession, "open", classmethod(refuse))
+    assert await replies.file_sent_copy(settings, mailbox, Mail()) is False
+    assert PASSWORD not in caplog.text and "the server said: *** is wrong" in caplog.text
