@@ -34,11 +34,19 @@ async def run_background(settings: Settings, bus: EventBus, stop: asyncio.Event)
     stopped too and the error raised, as the process cannot do its work.
     """
     sync = asyncio.create_task(run_sync_loop(settings, bus, stop), name="mailbox sync")
+    sync.add_done_callback(_report_end)
     try:
         await run_worker(settings, stop)
     finally:
         stop.set()
         await sync
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """The sync loop never ends before `stop` unless it failed: say so at once, not at
+    shutdown (mail delivery goes on)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("mailbox sync stopped by an error", exc_info=task.exception())
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:

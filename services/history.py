@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,7 +45,7 @@ from tortoise.functions import Count, Max
 from models import HistoryImport, HistoryStatus, Mailbox, Message
 from portico.settings import Settings
 from services import mailsync
-from services.pubsub import EventBus
+from services.leases import lease_token
 from services.scope import FirmScope
 from services.wakeups import Wakeups
 
@@ -148,9 +147,7 @@ async def unfinished_by_mailbox(scope: FirmScope, mailbox_ids: Sequence[int]) ->
 # Running ------------------------------------------------------------------------------------
 
 
-async def run_due_imports(
-    settings: Settings, bus: EventBus | None = None, stop: asyncio.Event | None = None
-) -> int:
+async def run_due_imports(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Runs the pending history imports this process can claim; how many it ran."""
     ran = 0
     tried: set[int] = set()  # each mailbox once per round: one login per mailbox
@@ -161,7 +158,7 @@ async def run_due_imports(
         if len(claim.rows) < MAX_ADDRESSES_PER_LOGIN:  # else more may wait: log in again
             tried.add(claim.mailbox_id)
         if claim.rows:
-            ran += await claim.run(settings, bus, stop)
+            ran += await claim.run(settings, stop)
     return ran
 
 
@@ -170,10 +167,7 @@ def _now() -> datetime:
 
 
 def _new_lease(now: datetime) -> datetime:
-    # Random microseconds make the value this claim's own token.
-    return now.replace(microsecond=0) + timedelta(
-        seconds=LEASE_SECONDS, microseconds=secrets.randbelow(1_000_000)
-    )
+    return lease_token(now, LEASE_SECONDS)
 
 
 def _due(now: datetime) -> Q:
@@ -236,9 +230,7 @@ class _Claim:
     def ids(self) -> list[int]:
         return [row.pk for row in self.rows]
 
-    async def run(
-        self, settings: Settings, bus: EventBus | None, stop: asyncio.Event | None
-    ) -> int:
+    async def run(self, settings: Settings, stop: asyncio.Event | None) -> int:
         """Runs the import; how many of the claimed imports finished (DONE or FAILED)."""
         self.stop = stop
         mailbox = await Mailbox.get_or_none(pk=self.mailbox_id)
@@ -254,8 +246,10 @@ class _Claim:
         if not active:
             return len(self.rows)
         try:
+            # No event per message: an import can bring thousands at once, and live clients
+            # would drop most of them anyway; historyPending tells them to refetch.
             result = await mailsync.import_history(
-                scope, mailbox, settings, active, bus, self._progress
+                scope, mailbox, settings, active, None, self._progress
             )
         except _Stopped:
             await self._release()

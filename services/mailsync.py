@@ -12,7 +12,8 @@ What is read, and how:
   whose address has EMAIL SYNC on in an account of the firm. The bodies of other people's
   mail are never downloaded, let alone stored (privacy).
 - Whole messages are downloaded a few at a time, up to BODY_BATCH_BYTES a round trip, and
-  each is let go once stored: big attachments never pile up in memory.
+  each raw message is let go once parsed. (A message whose participants cannot be read from
+  its headers is downloaded whole to find them.)
 - Every read is a PEEK: the sync never sets \\Seen, and never stores flags, deletes, moves or
   expunges anything on the server.
 
@@ -20,15 +21,17 @@ What is kept (stored once per firm, unique on firm + SHA-256 of the Message-ID):
 with a participant (From, To, Cc) whose address has EMAIL SYNC on in some account of the
 firm, linked to every such account. A message seen again (another folder or mailbox, a
 rescan) gains the accounts that are new since. OUTBOUND when it is from one of the firm's
-mailboxes, else INBOUND. Each message is written in its own short transaction, and an event
-goes out on the bus after it commits.
+mailboxes, else INBOUND. The new messages of one downloaded chunk are written in one
+transaction (one by one when another pass stored one of them meanwhile), and an event per
+message goes out on the bus after the commit.
 
 Attachments (services/attachments): when a message is stored for the first time, its
 attachments are kept by content hash (files written before the transaction, rows inside it);
 one over PORTICO_MAX_UPLOAD_BYTES is listed and not kept. A sync pass also saves them into
 the Documents of every account it links the message to (when stored, or linked later) whose
-auto-save attachments option is on: "attachments of future synced mail". A history import
-(earlier mail) keeps attachments but saves none into Documents.
+auto-save attachments option is on, for mail sent since the mailbox was connected:
+"attachments of future synced mail". So the first pass of a new mailbox, a rescan and a
+history import (earlier mail) keep attachments but save none into Documents.
 
 Failures: a message that cannot be parsed is counted and skipped (parsing itself falls back
 field by field, so this is rare); a connection, login or server failure ends the pass with the
@@ -36,9 +39,11 @@ mailbox FAILED and a readable `last_error` (never the password). The cursor only
 messages that were handled, so the next pass takes up where this one stopped.
 
 One pass at a time per mailbox: the pass claims the mailbox through `lease_until` (a
-conditional UPDATE, so it holds on SQLite and PostgreSQL alike), renews it after each batch,
-and a second caller meanwhile gets `busy` back. A pass that dies leaves a lease that runs out
-after LEASE_SECONDS.
+conditional UPDATE, so it holds on SQLite and PostgreSQL alike; services/leases), renews it
+after each batch, and a second caller meanwhile gets `busy` back. A pass that dies leaves a
+lease that runs out after LEASE_SECONDS; a pass that ran past its lease finds its renewal
+refused (another process took over) and stops without touching the mailbox row. `stop` ends
+a pass between batches, as a success: the cursor stands after what was stored.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from typing import TypeVar
 
 import aioimaplib
 from cryptography.fernet import InvalidToken
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -61,6 +66,7 @@ from models import AccountEmail, Mailbox, MailboxFolder, Message, MessageAccount
 from portico.settings import Settings
 from services import attachments
 from services.errors import input_error
+from services.leases import lease_token
 from services.mail_parse import (
     ParsedMessage,
     message_key,
@@ -75,7 +81,7 @@ from services.mailboxes import (
     mailbox_password,
     open_imap,
 )
-from services.pubsub import EventBus, firm_channel
+from services.pubsub import EventBus, announce_message
 from services.scope import FirmScope
 
 log = logging.getLogger(__name__)
@@ -87,6 +93,7 @@ MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
 LOGOUT_SECONDS = 2.0
+AUTO_SAVE_SLACK = timedelta(hours=1)
 
 INBOX = "INBOX"
 SENT = "SENT"
@@ -130,18 +137,25 @@ class StoreOutcome:
 
 
 async def sync_mailbox(
-    scope: FirmScope, mailbox: Mailbox, settings: Settings, bus: EventBus | None = None
+    scope: FirmScope,
+    mailbox: Mailbox,
+    settings: Settings,
+    bus: EventBus | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SyncResult:
     """One sync pass of `mailbox` (INBOX, then Sent). Returns what it did; an IMAP failure is
-    reported in the result and on the mailbox (FAILED, last_error), not raised."""
+    reported in the result and on the mailbox (FAILED, last_error), not raised. `stop` ends
+    the pass after the batch in hand."""
     if mailbox.firm_id != scope.firm_id:
         raise input_error("NOT_FOUND", "No such Mailbox.", "id")
     result = SyncResult(mailbox.pk, SyncStatus.SYNCING)
-    if not await _claim(scope, mailbox):
+    lease = await _claim(scope, mailbox)
+    if lease is None:
         current = await scope.query(Mailbox).get_or_none(pk=mailbox.pk)
         result.status = current.sync_status if current else mailbox.sync_status
         result.busy = True
         return result
+    held = _Held(lease)
     password = ""
     try:
         password = _password(settings, mailbox)
@@ -150,22 +164,29 @@ async def sync_mailbox(
             a.lower()
             for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
         )
-        session = await _Session.open(mailbox, password)
+        session = await ImapSession.open(mailbox, password)
         try:
-            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, auto_save=True)
+            # Attachments of mail sent since the mailbox was connected are auto-saved.
+            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, mailbox.created_at)
+            pass_.lease, pass_.stop = held, stop
             for role, name in await session.folders():
                 await pass_.folder(role, name)
         finally:
             await session.close()
+    except _LeaseLost:
+        log.warning("mail sync of mailbox %s ran past its lease: stopped", mailbox.pk)
+        result.error = "Another process took this mailbox over."
+        result.status = SyncStatus.SYNCING
+        return result  # the row is the new holder's now: left alone
     except MailSyncError as exc:
         result.error = _scrub(str(exc), password)
     except asyncio.CancelledError:
-        await _finish(scope, mailbox, result, "The sync was interrupted.")
+        await _finish(scope, mailbox, held.token, result, "The sync was interrupted.")
         raise
     except Exception as exc:  # a bug or a database failure: FAILED, logged with its trace
         log.exception("mail sync of mailbox %s failed", mailbox.pk)
         result.error = _scrub(f"Unexpected error: {type(exc).__name__}: {exc}", password)
-    await _finish(scope, mailbox, result, result.error)
+    await _finish(scope, mailbox, held.token, result, result.error)
     log.info(
         "mail sync of mailbox %s: %s (%d new, %d stored, %d linked, %d skipped, %d unreadable)",
         mailbox.pk,
@@ -206,10 +227,10 @@ async def import_history(
             a.lower()
             for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
         }
-        session = await _Session.open(mailbox, password)
+        session = await ImapSession.open(mailbox, password)
         try:
             # Earlier mail: its attachments are kept, not saved into Documents.
-            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, auto_save=False)
+            pass_ = _Pass(scope, mailbox, session, own, bus, result, settings, None)
             for _role, name in await session.folders():
                 await session.select(name)
                 uids = await session.search_participants(wanted)
@@ -230,21 +251,48 @@ async def import_history(
     return result
 
 
-async def _claim(scope: FirmScope, mailbox: Mailbox) -> bool:
+@dataclass
+class _Held:
+    """A pass's claim on its mailbox: the lease value, renewed after every batch."""
+
+    token: datetime
+
+
+class _LeaseLost(Exception):
+    """The pass ran past its lease and another process claimed the mailbox."""
+
+
+async def _claim(scope: FirmScope, mailbox: Mailbox) -> datetime | None:
+    """The lease (its token) when the mailbox was free or its lease had run out, else None."""
     now = _now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    lease = lease_token(now, LEASE_SECONDS)
     claimed = await (
         scope.query(Mailbox)
         .filter(free, id=mailbox.pk)
-        .update(sync_status=SyncStatus.SYNCING, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        .update(sync_status=SyncStatus.SYNCING, lease_until=lease)
     )
-    if claimed:
-        mailbox.sync_status = SyncStatus.SYNCING
-    return bool(claimed)
+    if not claimed:
+        return None
+    mailbox.sync_status = SyncStatus.SYNCING
+    return lease
+
+
+async def _renew(scope: FirmScope, mailbox: Mailbox, lease: datetime) -> datetime:
+    """A fresh lease, only while this pass still holds the mailbox."""
+    renewed = lease_token(_now(), LEASE_SECONDS)
+    held = (
+        await scope.query(Mailbox)
+        .filter(id=mailbox.pk, lease_until=lease)
+        .update(lease_until=renewed)
+    )
+    if not held:
+        raise _LeaseLost
+    return renewed
 
 
 async def _finish(
-    scope: FirmScope, mailbox: Mailbox, result: SyncResult, error: str | None
+    scope: FirmScope, mailbox: Mailbox, lease: datetime, result: SyncResult, error: str | None
 ) -> None:
     values: dict[str, object] = {"lease_until": None}
     if error is None:
@@ -252,10 +300,13 @@ async def _finish(
     else:
         result.error = error[:MAX_ERROR]
         values.update(sync_status=SyncStatus.FAILED, last_error=result.error)
-    await scope.query(Mailbox).filter(id=mailbox.pk).update(**values)
-    for name, value in values.items():
-        setattr(mailbox, name, value)
-    result.status = mailbox.sync_status
+    held = await scope.query(Mailbox).filter(id=mailbox.pk, lease_until=lease).update(**values)
+    if held:
+        for name, value in values.items():
+            setattr(mailbox, name, value)
+        result.status = mailbox.sync_status
+    else:  # another process took over meanwhile: the row is its own
+        result.status = SyncStatus.SYNCING
 
 
 def _password(settings: Settings, mailbox: Mailbox) -> str:
@@ -285,12 +336,12 @@ class _Pass:
         self,
         scope: FirmScope,
         mailbox: Mailbox,
-        session: _Session,
+        session: ImapSession,
         own_addresses: set[str],
         bus: EventBus | None,
         result: SyncResult,
         settings: Settings,
-        auto_save: bool,
+        auto_save_since: datetime | None,
     ) -> None:
         self.scope = scope
         self.mailbox = mailbox
@@ -299,7 +350,10 @@ class _Pass:
         self.bus = bus
         self.result = result
         self.settings = settings
-        self.auto_save = auto_save  # save attachments into auto-saving accounts' Documents
+        # Attachments of mail sent since then go into auto-saving accounts' Documents.
+        self.auto_save_since = auto_save_since
+        self.lease: _Held | None = None  # a sync pass's claim on the mailbox
+        self.stop: asyncio.Event | None = None
 
     async def folder(self, role: str, name: str) -> None:
         cursor = await _cursor(self.mailbox, role, name)
@@ -319,11 +373,14 @@ class _Pass:
             return  # nothing new since the last pass
         uids = [u for u in await self.session.uids_after(cursor.last_uid) if u > cursor.last_uid]
         for start in range(0, len(uids), FETCH_BATCH):
+            if self.stop is not None and self.stop.is_set():
+                return  # the cursor stands after what was stored
             batch = uids[start : start + FETCH_BATCH]
             await self.batch(batch)
+            if self.lease is not None:
+                self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token)
             cursor.last_uid = batch[-1]
             await cursor.save(update_fields=["last_uid"])
-            await _renew(self.scope, self.mailbox)
 
     async def batch(self, uids: Sequence[int]) -> None:
         self.result.fetched += len(uids)
@@ -363,7 +420,7 @@ class _Pass:
                 self.own_addresses,
                 mailbox_id=self.mailbox.pk,
                 settings=self.settings,
-                auto_save=self.auto_save,
+                auto_save_since=self.auto_save_since,
             )
             for outcome in outcomes:
                 await self.count(outcome)
@@ -376,7 +433,9 @@ class _Pass:
             self.result.linked += 1
         if outcome.new_account_ids:
             self.result.message_ids.append(outcome.message.pk)
-            await _publish(self.bus, self.scope, outcome)
+            await announce_message(
+                self.bus, self.scope.firm_id, outcome.message.pk, outcome.new_account_ids
+            )
 
     async def message(
         self, uid: int, raw: bytes, synced: dict[str, set[int]], unclear: bool
@@ -434,25 +493,6 @@ async def _cursor(mailbox: Mailbox, role: str, name: str) -> MailboxFolder:
     return cursor
 
 
-async def _renew(scope: FirmScope, mailbox: Mailbox) -> None:
-    until = _now() + timedelta(seconds=LEASE_SECONDS)
-    await scope.query(Mailbox).filter(id=mailbox.pk).update(lease_until=until)
-
-
-async def _publish(bus: EventBus | None, scope: FirmScope, outcome: StoreOutcome) -> None:
-    if bus is None:
-        return
-    event = {
-        "kind": "message.synced",
-        "messageId": outcome.message.pk,
-        "accountIds": outcome.new_account_ids,
-    }
-    try:
-        await bus.publish(firm_channel(scope.firm_id), event)
-    except Exception:  # an event is a hint; the database is the record
-        log.exception("mail sync: could not publish message %s", outcome.message.pk)
-
-
 # Storing ------------------------------------------------------------------------------------
 
 
@@ -481,14 +521,15 @@ async def store_message(
     mailbox_id: int | None = None,
     *,
     settings: Settings | None = None,
-    auto_save: bool = False,
+    auto_save_since: datetime | None = None,
 ) -> StoreOutcome:
     """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
-    (same key) only gains the accounts it lacks. Each write is one short transaction.
+        (same key) only gains the accounts it lacks. Each write is one short transaction.
 
-    With `settings`, a message stored for the first time keeps its attachments (files written
-    before its transaction). With `auto_save` too, each account linked by this call whose
-    auto-save attachments option is on gets the kept attachments among its Documents."""
+        With `settings`, a message stored for the first time keeps its attachments (files written
+        before its transaction). With `auto_save_since` too, for a message sent since then, each
+    account linked by this call whose
+        auto-save attachments option is on gets the kept attachments among its Documents."""
     accounts = set(account_ids)
     existing = await scope.query(Message).get_or_none(message_key=parsed.message_key)
     if existing is None:
@@ -500,7 +541,7 @@ async def store_message(
                 message = await Message.create(**fields, thread_key=thread_key)
                 await _link(scope, message, sorted(accounts))
                 await attachments.record(scope, message.pk, kept)
-                if auto_save and settings is not None and kept:
+                if settings is not None and kept and _auto_saves(parsed, auto_save_since):
                     await attachments.auto_save(scope, message.pk, accounts, settings)
             return StoreOutcome(message, True, sorted(accounts))
         except IntegrityError:
@@ -513,7 +554,7 @@ async def store_message(
     if new:
         async with in_transaction():
             await _link(scope, existing, new, ignore_conflicts=True)
-            if auto_save and settings is not None:
+            if settings is not None and _auto_saves(parsed, auto_save_since):
                 await attachments.auto_save(scope, existing.pk, new, settings)
     return StoreOutcome(existing, False, new)
 
@@ -525,7 +566,7 @@ async def store_messages(
     mailbox_id: int | None = None,
     *,
     settings: Settings | None = None,
-    auto_save: bool = False,
+    auto_save_since: datetime | None = None,
 ) -> list[StoreOutcome]:
     """`store_message` for many messages (one fetched chunk) with few statements: the new
     ones are stored in one transaction. A message already stored, or seen twice in `items`,
@@ -547,10 +588,17 @@ async def store_messages(
     if fresh:
         try:
             outcomes = await _store_new(
-                scope, list(fresh.values()), set(own_addresses), mailbox_id, settings, auto_save
+                scope,
+                list(fresh.values()),
+                set(own_addresses),
+                mailbox_id,
+                settings,
+                auto_save_since,
             )
-        except IntegrityError:
-            later = list(items)  # raced with another pass: one by one, as it sorts them out
+        except (IntegrityError, OperationalError):
+            # Raced with another pass (a duplicate key; on PostgreSQL maybe a deadlock of the
+            # two transactions): rolled back whole, then one by one, as it sorts them out.
+            later = list(items)
     for parsed, accounts in later:
         outcomes.append(
             await store_message(
@@ -560,7 +608,7 @@ async def store_messages(
                 own_addresses,
                 mailbox_id,
                 settings=settings,
-                auto_save=auto_save,
+                auto_save_since=auto_save_since,
             )
         )
     return outcomes
@@ -572,7 +620,7 @@ async def _store_new(
     own: set[str],
     mailbox_id: int | None,
     settings: Settings | None,
-    auto_save: bool,
+    auto_save_since: datetime | None,
 ) -> list[StoreOutcome]:
     """Messages none of which is stored yet, in one transaction (IntegrityError when another
     pass stored one meanwhile)."""
@@ -588,7 +636,7 @@ async def _store_new(
                 **_message_fields(scope, parsed, own, mailbox_id), thread_key=thread_key
             )
             await attachments.record(scope, message.pk, files)
-            if auto_save and settings is not None and files:
+            if settings is not None and files and _auto_saves(parsed, auto_save_since):
                 await attachments.auto_save(scope, message.pk, accounts, settings)
             outcomes.append(StoreOutcome(message, True, sorted(accounts)))
         await MessageAccount.bulk_create(
@@ -599,6 +647,13 @@ async def _store_new(
             ]
         )
     return outcomes
+
+
+def _auto_saves(parsed: ParsedMessage, since: datetime | None) -> bool:
+    """Whether the message is "future synced mail" whose attachments are auto-saved: sent
+    since `since`, give or take AUTO_SAVE_SLACK (the Date header is the sender's clock, and
+    mail may take a while to arrive)."""
+    return since is not None and parsed.sent_at >= since - AUTO_SAVE_SLACK
 
 
 def _message_fields(
@@ -701,7 +756,7 @@ async def guarded(command: Awaitable[T], lost: asyncio.Event, where: str, what: 
         raise MailSyncError(f"Connection to {where} failed ({what}): {exc}") from None
 
 
-class _Session:
+class ImapSession:
     """A logged-in aioimaplib client whose every command fails fast when the connection drops
     (aioimaplib alone would wait for its timeout)."""
 
@@ -712,7 +767,7 @@ class _Session:
         client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
 
     @classmethod
-    async def open(cls, mailbox: Mailbox, password: str) -> _Session:
+    async def open(cls, mailbox: Mailbox, password: str) -> ImapSession:
         """Logs in as connectMailbox checked it (services/mailboxes.open_imap)."""
         server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
         try:

@@ -15,11 +15,12 @@ Each mailbox task repeats: a sync pass (services/mailsync.sync_mailbox), then a 
   from PORTICO_SYNC_RETRY_BASE_SECONDS up to PORTICO_SYNC_RETRY_MAX_SECONDS. The mailbox shows
   FAILED and its last error meanwhile. An unexpected exception is logged and handled the same
   way: nothing leaks out of a task, and no task depends on another.
-- A busy pass (another process holds the mailbox's lease) waits for the next interval: that
-  process is keeping the mailbox in sync meanwhile. The lease is what makes several workers
-  on one PostgreSQL database safe.
+- A busy pass (another process holds the mailbox's lease) drops its IDLE connection and waits
+  for the next interval: that process is keeping the mailbox in sync meanwhile. The lease is
+  what makes several workers on one PostgreSQL database safe.
 - Stopping interrupts the waits at once (IDLE is ended and the watcher logs out); a pass
-  in flight gets STOP_GRACE_SECONDS to finish before it is cancelled.
+  in flight ends after the batch in hand, and is cancelled if that takes more than
+  STOP_GRACE_SECONDS.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ async def run_sync_loop(settings: Settings, bus: EventBus | None, stop: asyncio.
     )
     passes = asyncio.Semaphore(MAX_CONCURRENT_PASSES)
     tasks: dict[int, asyncio.Task[None]] = {}
-    background = [asyncio.create_task(_run_history(settings, bus, stop), name="history imports")]
+    background = [asyncio.create_task(_run_history(settings, stop), name="history imports")]
     failures = 0
     try:
         with _wakeups.listen() as wake:
@@ -138,14 +139,14 @@ async def _shut_down(tasks: list[asyncio.Task[None]]) -> None:
             log.error("mailbox sync task ended with %r", result)
 
 
-async def _run_history(settings: Settings, bus: EventBus | None, stop: asyncio.Event) -> None:
+async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
     """Queued history imports: every interval, and at once when one is queued here."""
     failures = 0
     with history.wakeups() as wake:
         while not stop.is_set():
             wake.clear()  # an import queued during the round below starts another round
             try:
-                await history.run_due_imports(settings, bus, stop)
+                await history.run_due_imports(settings, stop)
                 failures = 0
             except Exception:
                 failures += 1
@@ -218,7 +219,7 @@ class _MailboxSync:
             if self.stop.is_set():
                 return True
             result = await mailsync.sync_mailbox(
-                FirmScope(mailbox.firm_id), mailbox, self.settings, self.bus
+                FirmScope(mailbox.firm_id), mailbox, self.settings, self.bus, self.stop
             )
         if result.error is not None:
             self.failures += 1
@@ -237,7 +238,9 @@ class _MailboxSync:
             log.info("mailbox %s: sync recovered", self.mailbox_id)
             self.failures = 0
         if result.busy:
-            # Another process is passing over it (and so keeps it in sync): look again later.
+            # Another process is passing over it (and so keeps it in sync, IDLE included):
+            # look again later, holding no connection of ours meanwhile.
+            await self.drop_watcher()
             await wait_any(self.stop, self.settings.sync_interval_seconds)
             return True
         await self.wait_for_mail(mailbox)

@@ -9,6 +9,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import httpx
@@ -17,19 +18,19 @@ import pytest
 from models import Mailbox
 from portico.settings import Settings
 from schema import ids
-from services import crypto, mailsync
+from services import mailsync
 from services.attachments import filename_for
 from services.mail_parse import MAX_PARTS, parse_message
 from services.scope import FirmScope
 from tests.conftest import Api, Firm
 from tests.crm_ops import UPDATE_ACCOUNT
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.login_helpers import FLAGS, STATUS, accept, deliver, login_on, token_in
+from tests.mail import ANNA, add_mailbox, mail
 from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.sqlcount import count_sql
 from tests.test_crm import new_account, new_contact
 
-ANNA = "anna@miller.example"
 PDF = b"%PDF-1.4\n" + b"Steuerbescheid 2025\n" * 200
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { lastError } } }"
@@ -66,49 +67,24 @@ async def client_in(api: Api, *accounts: tuple[str, bool]) -> Client:
     return Client(account_ids, account_email_ids)
 
 
-async def connect(firm: Firm, imap: ImapServer, settings: Settings) -> tuple[str, str]:
-    """A mailbox of the firm on the test Dovecot (its own IMAP user): (IMAP user, global id)."""
-    user = f"office-{secrets.token_hex(4)}@{firm.slug}.example"
-    password = crypto.fernet(settings, "mailbox-password").encrypt(PASSWORD.encode()).decode()
-    row = await Mailbox.create(
-        firm_id=firm.owner.firm_id,
-        address=user,
-        address_normalized=user,
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_tls=False,
-        smtp_host="127.0.0.1",
-        smtp_port=25,
-        smtp_tls=False,
-        username=user,
-        password_encrypted=password,
-    )
-    return user, ids.encode("Mailbox", row.pk)
-
-
-async def sync(api: Api, mailbox_id: str) -> None:
-    synced = (await api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
+async def sync(api: Api, mailbox: Mailbox) -> None:
+    synced = (await api.data(SYNC, {"id": ids.encode("Mailbox", mailbox.pk)}))["syncMailbox"]
     assert synced == {"errors": [], "mailbox": {"lastError": None}}
 
 
-def mail(
-    subject: str,
-    files: Sequence[tuple[str, str, bytes]] = (),
-    *,
-    sender: str = ANNA,
-    to: str = "office@acme.example",
+def papers(
+    subject: str, files: Sequence[tuple[str, str, bytes]] = (), sent: datetime | None = None
 ) -> bytes:
-    """A message with a text and an HTML body and `files` (name, type, bytes) attached."""
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg["Message-ID"] = f"<{secrets.token_hex(8)}@miller.example>"
-    msg["Date"] = "Mon, 2 Mar 2026 09:30:00 +0000"
-    msg.set_content("Please find the papers attached.")
-    msg.add_alternative("<p>Please find the papers <b>attached</b>.</p>", subtype="html")
-    for name, content_type, content in files:
-        maintype, subtype = content_type.split("/")
-        msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    """A message from Anna with a text and an HTML body and `files` (name, type, bytes), sent
+    now unless `sent` says otherwise (only mail sent since the mailbox was connected is
+    "future synced mail", whose attachments are auto-saved)."""
+    return mail(
+        subject=subject,
+        body="Please find the papers attached.",
+        html="<p>Please find the papers <b>attached</b>.</p>",
+        attachments=files,
+        date=sent or datetime.now(UTC),
+    )
 
 
 async def inbox(api: Api) -> dict[str, list[dict]]:
@@ -140,10 +116,10 @@ async def test_attachments_are_listed_saved_once_and_downloadable(
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     files = [("Bescheid 2025.pdf", "application/pdf", PDF), ("Beleg.png", "image/png", PNG)]
-    imap.append(user, mail("Papers", files))
-    await sync(acme.api, mailbox_id)
+    imap.append(mailbox.username, papers("Papers", files))
+    await sync(acme.api, mailbox)
 
     [pdf, png] = (await inbox(acme.api))["Papers"]  # the HTML and text bodies are no files
     assert (pdf["filename"], pdf["contentType"], pdf["size"]) == (
@@ -173,8 +149,10 @@ async def test_attachments_are_listed_saved_once_and_downloadable(
         assert got.status_code == 200 and got.content == content
 
     # The same PDF in a later message: listed there too, not saved into the account twice.
-    imap.append(user, mail("Again", [("copy of Bescheid.pdf", "application/pdf", PDF)]))
-    await sync(acme.api, mailbox_id)
+    imap.append(
+        mailbox.username, papers("Again", [("copy of Bescheid.pdf", "application/pdf", PDF)])
+    )
+    await sync(acme.api, mailbox)
     [again] = (await inbox(acme.api))["Again"]
     assert again["filename"] == "copy of Bescheid.pdf" and again["size"] == len(PDF)
     assert again["document"]["id"] == pdf["document"]["id"]  # the account's copy of it
@@ -186,12 +164,12 @@ async def test_over_size_attachments_are_listed_and_not_kept(
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     settings.max_upload_bytes = 1024 * 1024  # the app shares this settings object
     big = b"%PDF-1.4\n" + secrets.token_bytes(1024 * 1024 + 500)
     files = [("Scan.pdf", "application/pdf", big), ("Bescheid.pdf", "application/pdf", PDF)]
-    imap.append(user, mail("Scans", files))
-    await sync(acme.api, mailbox_id)
+    imap.append(mailbox.username, papers("Scans", files))
+    await sync(acme.api, mailbox)
 
     [scan, kept] = (await inbox(acme.api))["Scans"]
     assert (scan["filename"], scan["size"]) == ("Scan.pdf", len(big))
@@ -209,9 +187,9 @@ async def test_accounts_without_auto_save_get_no_documents(
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", False), ("Miller GmbH", True))
     family, company = anna.account_ids
-    user, mailbox_id = await connect(acme, imap, settings)
-    imap.append(user, mail("Invoice", [("Invoice.pdf", "application/pdf", PDF)]))
-    await sync(acme.api, mailbox_id)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    imap.append(mailbox.username, papers("Invoice", [("Invoice.pdf", "application/pdf", PDF)]))
+    await sync(acme.api, mailbox)
 
     [invoice] = (await inbox(acme.api))["Invoice"]
     assert invoice["filename"] == "Invoice.pdf" and invoice["size"] == len(PDF)
@@ -222,8 +200,8 @@ async def test_accounts_without_auto_save_get_no_documents(
 
     # No account saves: the attachment is still listed and kept, with no document.
     await acme.api.ok(UPDATE_ACCOUNT, {"id": company, "input": {"autoSaveAttachments": False}})
-    imap.append(user, mail("Receipt", [("Receipt.png", "image/png", PNG)]))
-    await sync(acme.api, mailbox_id)
+    imap.append(mailbox.username, papers("Receipt", [("Receipt.png", "image/png", PNG)]))
+    await sync(acme.api, mailbox)
     [receipt] = (await inbox(acme.api))["Receipt"]
     assert receipt["filename"] == "Receipt.png" and receipt["document"] is None
     assert len(await documents_of(acme.api, company)) == 1
@@ -235,14 +213,14 @@ async def test_only_upload_types_are_saved(
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     files = [
         ("page.html", "application/pdf", b"<script>alert(1)</script>"),  # the name decides
         ("tool.exe", "application/octet-stream", b"MZ\x90\x00"),
         ("Notes.txt", "text/plain", b"Figures for 2025"),
     ]
-    imap.append(user, mail("Mixed", files))
-    await sync(acme.api, mailbox_id)
+    imap.append(mailbox.username, papers("Mixed", files))
+    await sync(acme.api, mailbox)
 
     listed = (await inbox(acme.api))["Mixed"]
     assert [(a["filename"], a["document"] is None) for a in listed] == [
@@ -258,7 +236,7 @@ async def test_damaged_attachments_never_stop_the_sync(
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     damaged = (
         f"From: {ANNA}\r\nTo: office@acme.example\r\nSubject: Damaged\r\n"
         "Message-ID: <damaged@miller.example>\r\nMIME-Version: 1.0\r\n"
@@ -274,9 +252,9 @@ async def test_damaged_attachments_never_stop_the_sync(
         "--XX\r\nContent-Type: ;;;\r\nContent-Disposition: attachment; filename*=bogus''%ZZ\r\n"
         "\r\nabc\r\n"
     ).encode()
-    imap.append(user, damaged)
-    imap.append(user, mail("After", [("Bescheid.pdf", "application/pdf", PDF)]))
-    await sync(acme.api, mailbox_id)
+    imap.append(mailbox.username, damaged)
+    imap.append(mailbox.username, papers("After", [("Bescheid.pdf", "application/pdf", PDF)]))
+    await sync(acme.api, mailbox)
 
     listed = await inbox(acme.api)
     assert [a["filename"] for a in listed["After"]] == ["Bescheid.pdf"]  # the sync went on
@@ -294,9 +272,8 @@ async def test_earlier_mail_keeps_attachments_without_saving_them(
 ) -> None:
     """A history import (EMAIL SYNC turned on) brings earlier mail: not "future synced mail"."""
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, _ = await connect(acme, imap, settings)
-    imap.append(user, mail("Old papers", [("Old.pdf", "application/pdf", PDF)]))
-    mailbox = await Mailbox.get(address=user)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    imap.append(mailbox.username, papers("Old papers", [("Old.pdf", "application/pdf", PDF)]))
     result = await mailsync.import_history(FirmScope(acme.owner.firm_id), mailbox, settings, [ANNA])
     assert (result.error, result.stored) == (None, 1)
 
@@ -304,6 +281,27 @@ async def test_earlier_mail_keeps_attachments_without_saving_them(
     assert (old["filename"], old["size"], old["document"]) == ("Old.pdf", len(PDF), None)
     assert await documents_of(acme.api, anna.account_ids[0]) == []
     assert stored_files(settings) == {sha(PDF)}  # kept with the message all the same
+
+
+async def test_mail_sent_before_the_mailbox_was_connected_is_not_auto_saved(
+    acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
+) -> None:
+    """The first sync of a new mailbox reads its whole history: that mail keeps its
+    attachments, but only mail sent since the mailbox was connected fills Documents."""
+    anna = await client_in(acme.api, ("Miller Family", True))
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    before = mailbox.created_at - timedelta(days=30)
+    imap.append(
+        mailbox.username, papers("Last year", [("Old.pdf", "application/pdf", PDF)], before)
+    )
+    imap.append(mailbox.username, papers("Today", [("New.png", "image/png", PNG)]))
+    await sync(acme.api, mailbox)
+
+    listed = await inbox(acme.api)
+    assert listed["Last year"][0]["document"] is None
+    assert listed["Today"][0]["document"] is not None
+    assert [d["filename"] for d in await documents_of(acme.api, anna.account_ids[0])] == ["New.png"]
+    assert stored_files(settings) == {sha(PDF), sha(PNG)}
 
 
 async def test_an_account_linked_by_a_later_sync_saves_the_attachments(
@@ -315,17 +313,17 @@ async def test_an_account_linked_by_a_later_sync_saves_the_attachments(
     company = await new_account(acme.api, "Miller GmbH")
     update = {"id": company["id"], "input": {"autoSaveAttachments": True}}
     await acme.api.ok(UPDATE_ACCOUNT, update)
-    first_user, first_id = await connect(acme, imap, settings)
-    second_user, second_id = await connect(acme, imap, settings)
-    raw = mail("Shared", [("Vertrag.pdf", "application/pdf", PDF)])
-    imap.append(first_user, raw)
-    await sync(acme.api, first_id)
+    first = await add_mailbox(acme.owner.firm_id, imap, settings)
+    second = await add_mailbox(acme.owner.firm_id, imap, settings)
+    raw = papers("Shared", [("Vertrag.pdf", "application/pdf", PDF)])
+    imap.append(first.username, raw)
+    await sync(acme.api, first)
     assert await documents_of(acme.api, anna.account_ids[0]) == []
 
     contact = (await acme.api.data(STATUS, {"id": anna.account_ids[0]}))["account"]["emails"]
     await _link_and_sync_on(acme.api, company["id"], contact[0]["emailAddress"]["address"])
-    imap.append(second_user, raw)
-    await sync(acme.api, second_id)
+    imap.append(second.username, raw)
+    await sync(acme.api, second)
 
     [saved] = await documents_of(acme.api, company["id"])
     assert saved["filename"] == "Vertrag.pdf" and saved["sha256"] == sha(PDF)
@@ -354,9 +352,9 @@ async def test_clients_see_saved_documents_never_the_mail(
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer, smtp
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
-    imap.append(user, mail("Papers", [("Bescheid.pdf", "application/pdf", PDF)]))
-    await sync(acme.api, mailbox_id)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    imap.append(mailbox.username, papers("Papers", [("Bescheid.pdf", "application/pdf", PDF)]))
+    await sync(acme.api, mailbox)
     [document] = await documents_of(acme.api, anna.account_ids[0])
 
     await login_on(acme.api, anna.account_email_ids[0])
@@ -392,9 +390,9 @@ async def test_globex_sees_nothing_of_acme_attachments(
     acme: Firm, globex: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
-    imap.append(user, mail("Papers", [("Bescheid.pdf", "application/pdf", PDF)]))
-    await sync(acme.api, mailbox_id)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    imap.append(mailbox.username, papers("Papers", [("Bescheid.pdf", "application/pdf", PDF)]))
+    await sync(acme.api, mailbox)
     [document] = await documents_of(acme.api, anna.account_ids[0])
     assert (await globex.api.data("{ inbox { totalCount } }"))["inbox"]["totalCount"] == 0
     got = await client.get(
@@ -411,12 +409,14 @@ async def test_big_messages_are_downloaded_a_few_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     monkeypatch.setattr(mailsync, "BODY_BATCH_BYTES", len(PDF) * 2)  # about one message a trip
     contents = [PDF + bytes([n]) for n in range(4)]
     for n, content in enumerate(contents):
-        imap.append(user, mail(f"Part {n}", [(f"part-{n}.pdf", "application/pdf", content)]))
-    await sync(acme.api, mailbox_id)
+        imap.append(
+            mailbox.username, papers(f"Part {n}", [(f"part-{n}.pdf", "application/pdf", content)])
+        )
+    await sync(acme.api, mailbox)
     saved = await documents_of(acme.api, anna.account_ids[0])
     assert [d["sha256"] for d in saved] == [sha(c) for c in contents]
 
@@ -434,15 +434,15 @@ async def test_attachments_and_their_documents_cost_the_same_for_2_and_8_message
     acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
 ) -> None:
     await client_in(acme.api, ("Miller Family", True))
-    user, mailbox_id = await connect(acme, imap, settings)
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     query = "{ inbox(first: 20) { edges { node { attachments { filename document { id } } } } } }"
 
     async def add(count: int) -> None:
         for _ in range(count):
             content = PDF + secrets.token_bytes(16)
             files = [("a.pdf", "application/pdf", content), ("b.png", "image/png", PNG)]
-            imap.append(user, mail("Papers", files))
-        await sync(acme.api, mailbox_id)
+            imap.append(mailbox.username, papers("Papers", files))
+        await sync(acme.api, mailbox)
 
     async def statements() -> tuple[int, list]:
         with count_sql() as sql:
@@ -511,7 +511,7 @@ def test_attachment_names_are_decoded_and_bodies_are_no_attachments() -> None:
 
 
 def test_a_long_name_is_cut_from_the_front_so_the_extension_stays() -> None:
-    raw = mail("Long", [("Beleg " * 100 + "2025.pdf", "application/pdf", PDF)])
+    raw = papers("Long", [("Beleg " * 100 + "2025.pdf", "application/pdf", PDF)])
     [attachment] = parse_message(raw).attachments
     name = filename_for(attachment, 0)
     assert 250 <= len(name) <= 255 and name.endswith("Beleg 2025.pdf")
@@ -519,7 +519,9 @@ def test_a_long_name_is_cut_from_the_front_so_the_extension_stays() -> None:
 
 def test_attachments_over_the_limit_keep_their_size_and_drop_their_bytes() -> None:
     content = secrets.token_bytes(5000)
-    raw = mail("Big", [("big.pdf", "application/pdf", content), ("s.pdf", "application/pdf", PDF)])
+    raw = papers(
+        "Big", [("big.pdf", "application/pdf", content), ("s.pdf", "application/pdf", PDF)]
+    )
     big, small = parse_message(raw, max_attachment_bytes=len(PDF)).attachments
     assert (big.size, big.content, big.unreadable) == (5000, None, False)
     assert small.content == PDF

@@ -21,12 +21,12 @@ import pytest
 from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
 from portico.settings import Settings
 from schema import ids
-from services import crypto, history
-from services.pubsub import InProcessBus, firm_channel
+from services import crypto, history, mailsync
 from tests.conftest import Api, Firm, add_staff, api_for
 from tests.crm_ops import UPDATE_EMAIL
 from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.login_helpers import FLAGS, STATUS
+from tests.mail import add_mailbox, mail
 from tests.sqlcount import count_sql
 from tests.test_crm import new_account, new_contact
 
@@ -52,46 +52,11 @@ class Office:
     jane_email_id: str
 
 
-def mail(sender: str, to: str, subject: str, *, cc: str = "", message_id: str = "") -> bytes:
-    headers = [
-        f"From: {sender}",
-        f"To: {to}",
-        *([f"Cc: {cc}"] if cc else []),
-        f"Subject: {subject}",
-        f"Message-ID: {message_id or f'<{secrets.token_hex(8)}@test>'}",
-        "Date: Mon, 2 Feb 2026 10:00:00 +0000",
-    ]
-    return ("\r\n".join(headers) + f"\r\n\r\n{subject}, the text.\r\n").encode()
-
-
-async def add_mailbox(
-    firm: Firm, imap: ImapServer, settings: Settings, password: str = PASSWORD
-) -> tuple[str, str]:
-    """A mailbox of the firm on the test server (connectMailbox has its own tests); its IMAP
-    user and global id."""
-    user = f"office-{secrets.token_hex(4)}@acme.example"
-    secret = crypto.fernet(settings, "mailbox-password").encrypt(password.encode()).decode()
-    row = await Mailbox.create(
-        firm_id=firm.owner.firm_id,
-        address=user,
-        address_normalized=user,
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_tls=False,
-        smtp_host=imap.host,
-        smtp_port=25,
-        smtp_tls=False,
-        username=user,
-        password_encrypted=secret,
-    )
-    return user, ids.encode("Mailbox", row.pk)
-
-
 def old_mail(imap: ImapServer, user: str) -> None:
     """Jane's mail through INBOX and Sent, Bob's and a stranger's: all there before EMAIL SYNC."""
     jane = JANE.lower()
     imap.append(user, mail(jane, user, "From Jane"))
-    imap.append(user, mail(STRANGER, user, "Jane in copy", cc=jane))
+    imap.append(user, mail(STRANGER, user, "Jane in copy", cc=[jane]))
     imap.append(user, mail(user, jane, "To Jane"), folder="Sent")
     imap.append(user, mail(BOB, user, "From Bob"))
     imap.append(user, mail(STRANGER, user, "From a stranger"))
@@ -111,7 +76,8 @@ async def office(firm: Firm, imap: ImapServer, settings: Settings) -> Office:
                 rows[name] = row["id"]
             else:
                 bob = row["id"]
-    user, mailbox_id = await add_mailbox(firm, imap, settings)
+    mailbox = await add_mailbox(firm.owner.firm_id, imap, settings)
+    user, mailbox_id = mailbox.username, ids.encode("Mailbox", mailbox.pk)
     old_mail(imap, user)
     # Synced with EMAIL SYNC off everywhere: nothing kept, and the cursors move past it all.
     synced = (await api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
@@ -230,7 +196,8 @@ async def test_a_changed_address_with_email_sync_on_imports_the_new_address(acme
 
 async def test_each_mailbox_of_the_firm_is_searched_once(acme, settings, imap):
     o = await office(acme, imap, settings)
-    other, other_id = await add_mailbox(acme, imap, settings)
+    second = await add_mailbox(acme.owner.firm_id, imap, settings)
+    other, other_id = second.username, ids.encode("Mailbox", second.pk)
     shared = f"<{secrets.token_hex(8)}@test>"  # one message, in both mailboxes
     for user in (o.user, other):
         imap.append(user, mail(JANE.lower(), f"{o.user}, {other}", "To both", message_id=shared))
@@ -306,7 +273,7 @@ async def test_an_import_left_by_a_dead_process_runs_again(acme, settings, imap)
 async def test_progress_is_for_staff_with_the_inbox_right_and_batched(acme, client, settings, imap):
     o = await office(acme, imap, settings)
     for _ in range(3):
-        await add_mailbox(acme, imap, settings)
+        await add_mailbox(acme.owner.firm_id, imap, settings)
     await email_sync(acme.api, o.jane["Doe Family"], True)
     await email_sync(acme.api, o.bob, True)
     with count_sql() as plain:
@@ -352,7 +319,7 @@ async def test_several_addresses_of_one_mailbox_share_one_login(acme, settings, 
     assert (await inbox(acme.api))["From Bob"] == ["Doe Family"]
 
 
-async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap):
+async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap, monkeypatch):
     o = await office(acme, imap, settings)
     with imaplib.IMAP4(imap.host, imap.port) as server:
         server.login(o.user, PASSWORD)
@@ -363,13 +330,17 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
     await acme.api.data(SYNC, {"id": o.mailbox_id})
     await email_sync(acme.api, o.jane["Doe Family"], True)
 
-    bus, stop = InProcessBus(), asyncio.Event()
-    async with bus.subscribe(firm_channel(acme.owner.firm_id)) as events:
-        run = asyncio.create_task(history.run_due_imports(settings, bus, stop))
-        async with asyncio.timeout(10):
-            await anext(events)  # the first message is stored: stop the round there
-        stop.set()
-        assert await run == 0
+    stop = asyncio.Event()
+    store = mailsync.store_messages
+
+    async def store_then_stop(*args, **kwargs):
+        stored = await store(*args, **kwargs)
+        stop.set()  # the first batch is stored: stop the round there
+        return stored
+
+    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    assert await history.run_due_imports(settings, stop) == 0
+    monkeypatch.setattr(mailsync, "store_messages", store)
     [waiting] = await HistoryImport.all()
     assert (waiting.status, waiting.lease_until) == (HistoryStatus.PENDING, None)
     assert 0 < await Message.all().count() < 123

@@ -8,19 +8,11 @@ and run in the SQLite pass only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
-import os
 import random
-import secrets
-import signal
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,7 +42,8 @@ from services.mail_parse import (
 from services.pubsub import InProcessBus, Subscription, firm_channel
 from services.scope import FirmScope
 from tests.conftest import PASSWORD as STAFF_PASSWORD
-from tests.imap import PASSWORD, ImapServer, _listening, imap_fixture  # noqa: F401
+from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
+from tests.mail import add_mailbox, mail
 
 JANE = "Jane.Doe@Client.example"  # as typed in the CRM; mail uses other cases too
 BOB = "bob@client.example"
@@ -99,59 +92,6 @@ async def world(settings: Settings) -> World:
     return w
 
 
-def imap_user(label: str = "inbox") -> str:
-    return f"{label}-{secrets.token_hex(4)}@acme.example"
-
-
-async def add_mailbox(world: World, imap: ImapServer, address: str | None = None) -> Mailbox:
-    address = address or imap_user()
-    secret = crypto.fernet(world.settings, "mailbox-password").encrypt(PASSWORD.encode())
-    return await Mailbox.create(
-        firm_id=world.scope.firm_id,
-        address=address,
-        address_normalized=address.lower(),
-        imap_host=imap.host,
-        imap_port=imap.port,
-        imap_tls=False,
-        smtp_host=imap.host,
-        smtp_port=25,
-        smtp_tls=False,
-        username=address,
-        password_encrypted=secret.decode(),
-    )
-
-
-def mail(
-    sender: str,
-    to: str | Sequence[str],
-    subject: str = "Tax return 2025",
-    *,
-    cc: Sequence[str] = (),
-    body: str = "Please find the figures below.",
-    html: str | None = None,
-    message_id: str | None = None,
-    in_reply_to: str | None = None,
-    references: Sequence[str] = (),
-    date: datetime | None = None,
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to if isinstance(to, str) else ", ".join(to)
-    if cc:
-        msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(date or datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
-    msg["Message-ID"] = message_id or f"<{secrets.token_hex(8)}@client.example>"
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = " ".join(references)
-    msg.set_content(body)
-    if html is not None:
-        msg.add_alternative(html, subtype="html")
-    return msg.as_bytes()
-
-
 async def sync(world: World, mailbox: Mailbox, bus: InProcessBus | None = None):
     result = await mailsync.sync_mailbox(world.scope, mailbox, world.settings, bus)
     assert not result.busy
@@ -168,42 +108,13 @@ async def accounts_of(message: Message) -> set[int]:
     )
 
 
-def end_sessions(imap: ImapServer, user: str) -> None:
-    """Ends the server's processes still serving `user`, as a shutdown does.
-
-    Stopping Dovecot's master closes the listener at once, but a session already open is
-    served for a few more seconds; its process (working directory: the user's home) is
-    stopped here so the test does not wait for that.
-    """
-    home = str(imap.folder / "home" / user)
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.readlink(entry / "cwd") == home:
-                    pids.append(int(entry.name))
-    assert pids, f"no Dovecot process serves {user}"
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid in pids):
-        assert time.monotonic() < deadline, "the Dovecot session did not end"
-        time.sleep(0.05)
-
-
-def ensure_running(imap: ImapServer) -> None:
-    if not _listening(imap.host, imap.port):
-        imap.start()
-
-
 # What is kept -------------------------------------------------------------------------------
 
 
 async def test_inbox_mail_from_a_synced_address_is_stored_and_linked(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     raw = mail(
         "Jane Doe <JANE.DOE@client.example>",
         f"Acme <{mailbox.address}>",
@@ -246,14 +157,9 @@ async def test_inbox_mail_from_a_synced_address_is_stored_and_linked(
 
 
 async def test_rfc2047_subject_is_decoded(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
-    msg = EmailMessage()
-    msg["From"] = JANE
-    msg["To"] = mailbox.address
-    msg["Subject"] = "Rückfrage zur Steuer"  # encoded as RFC 2047 on the wire
-    msg.set_content("x")
-    raw = msg.as_bytes()
-    assert b"=?utf-8?" in raw
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    raw = mail(JANE, mailbox.address, "Rückfrage zur Steuer", body="x")
+    assert b"=?utf-8?" in raw  # the subject is encoded as RFC 2047 on the wire
     imap.append(mailbox.username, raw)
     await sync(world, mailbox)
     [message] = await stored(world)
@@ -261,7 +167,7 @@ async def test_rfc2047_subject_is_decoded(world: World, imap: ImapServer) -> Non
 
 
 async def test_a_strangers_mail_is_not_stored(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Lunch?"))
     # Bob is a contact of the firm, but his address has EMAIL SYNC off everywhere.
     imap.append(mailbox.username, mail(BOB, mailbox.address, "Private"))
@@ -277,7 +183,7 @@ async def test_a_strangers_mail_is_not_stored(world: World, imap: ImapServer) ->
 
 
 async def test_sent_mail_to_a_synced_address_is_outbound(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(
         mailbox.username,
         mail(mailbox.address.upper(), [BOB, JANE.upper()], "Your documents"),
@@ -299,7 +205,7 @@ async def test_sent_mail_to_a_synced_address_is_outbound(world: World, imap: Ima
 async def test_resync_stores_nothing_twice_and_reads_only_new_mail(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(mailbox.username, mail(JANE, mailbox.address, "One"))
     imap.append(mailbox.username, mail(mailbox.address, JANE, "Two"), "Sent")
     first = await sync(world, mailbox)
@@ -318,7 +224,7 @@ async def test_resync_stores_nothing_twice_and_reads_only_new_mail(
 async def test_uidvalidity_change_rescans_without_duplicates(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     old = [mail(mailbox.address, JANE, f"Sent {i}") for i in range(2)]
     for raw in old:
         imap.append(mailbox.username, raw, "Sent")
@@ -347,8 +253,8 @@ async def test_uidvalidity_change_rescans_without_duplicates(
 async def test_the_same_message_in_two_mailboxes_is_stored_once(
     world: World, imap: ImapServer
 ) -> None:
-    first = await add_mailbox(world, imap)
-    second = await add_mailbox(world, imap)
+    first = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    second = await add_mailbox(world.scope.firm_id, imap, world.settings)
     raw = mail(JANE, [first.address, second.address], "To both of you")
     imap.append(first.username, raw)
     imap.append(second.username, raw)
@@ -365,8 +271,8 @@ async def test_the_same_message_in_two_mailboxes_is_stored_once(
 async def test_a_message_seen_again_gains_the_accounts_turned_on_since(
     world: World, imap: ImapServer
 ) -> None:
-    first = await add_mailbox(world, imap)
-    second = await add_mailbox(world, imap)
+    first = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    second = await add_mailbox(world.scope.firm_id, imap, world.settings)
     raw = mail(JANE, [first.address, second.address], cc=[BOB])
     imap.append(first.username, raw)
     await sync(world, first)
@@ -392,7 +298,7 @@ async def test_a_message_seen_again_gains_the_accounts_turned_on_since(
 async def test_a_malformed_message_is_stored_with_what_could_be_read(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     # No Message-ID, Date or To; an unknown charset in the subject and the body; 8-bit
     # header bytes; a NUL (PostgreSQL refuses it in text).
     broken = (
@@ -431,14 +337,14 @@ async def test_a_malformed_message_is_stored_with_what_could_be_read(
     assert good.subject == "After the broken ones"
 
     # The hash is stable: found again, not stored twice, when seen through another mailbox.
-    other = await add_mailbox(world, imap)
+    other = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(other.username, broken)
     assert (await sync(world, other)).stored == 0
     assert await Message.all().count() == 3
 
 
 async def test_synced_mail_stays_unseen_on_the_server(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(mailbox.username, mail(JANE, mailbox.address, "Unread"))
     imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Unread too"))
     imap.append(mailbox.username, mail(mailbox.address, JANE, "Sent"), "Sent")
@@ -462,7 +368,7 @@ async def test_synced_mail_stays_unseen_on_the_server(world: World, imap: ImapSe
 async def test_threads_follow_references_then_subject_and_participants(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     me = mailbox.address
     original = mail(JANE, me, "Quarterly figures", message_id="<q1@client.example>")
     reply = mail(
@@ -509,7 +415,7 @@ async def next_event(events: Subscription) -> dict[str, Any]:
 async def test_an_event_is_published_for_each_stored_message(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(mailbox.username, mail(JANE, mailbox.address, "One"))
     imap.append(mailbox.username, mail(STRANGER, mailbox.address, "Not kept"))
     imap.append(mailbox.username, mail(mailbox.address, JANE, "Two"), "Sent")
@@ -539,7 +445,7 @@ async def test_an_event_is_published_for_each_stored_message(
 async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     for i in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
     monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
@@ -554,7 +460,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
         assert during.sync_status == SyncStatus.SYNCING and during.lease_until is not None
         if calls == 1:  # the server goes away after the first message is stored
             imap.stop()
-            end_sessions(imap, mailbox.username)
+            imap.end_sessions(mailbox.username)
         return outcome
 
     monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
@@ -574,7 +480,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
         down = await sync(world, mailbox)
         assert down.status == SyncStatus.FAILED and "Could not connect" in (down.error or "")
     finally:
-        ensure_running(imap)
+        imap.ensure_running()
 
     monkeypatch.setattr(mailsync, "store_messages", store)
     recovered = await sync(world, mailbox)
@@ -586,7 +492,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
 
 
 async def test_tls_refused_by_the_server_is_reported(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     mailbox.imap_tls = True  # the test server speaks plain IMAP only
     await mailbox.save()
     result = await sync(world, mailbox)
@@ -597,7 +503,7 @@ async def test_tls_refused_by_the_server_is_reported(world: World, imap: ImapSer
 async def test_a_password_that_cannot_be_decrypted_is_reported(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     mailbox.password_encrypted = "not-a-fernet-token"  # e.g. PORTICO_SECRET_KEY changed
     await mailbox.save()
     result = await sync(world, mailbox)
@@ -608,7 +514,7 @@ async def test_a_password_that_cannot_be_decrypted_is_reported(
 async def test_a_mailbox_being_synced_is_not_synced_twice_at_once(
     world: World, imap: ImapServer
 ) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     imap.append(mailbox.username, mail(JANE, mailbox.address))
     results = await asyncio.gather(*(sync_any(world, mailbox) for _ in range(3)))
     assert sorted(r.busy for r in results) == [False, True, True]
@@ -622,7 +528,7 @@ async def sync_any(world: World, mailbox: Mailbox) -> mailsync.SyncResult:
 
 
 async def test_another_firms_mailbox_is_not_found(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     other, _ = await firms.create_firm(
         "Globex LLP", "globex", "owner@globex.example", "Owner", STAFF_PASSWORD
     )
@@ -635,7 +541,7 @@ async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
 ) -> None:
     # One FETCH brings a message, its answer and a second copy of the message: they are
     # stored in one transaction, the answer in the first one's thread, the copy not at all.
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     first = mail(JANE, mailbox.address, "Receipts", message_id="<receipts@client.example>")
     answer = mail(
         mailbox.address,
@@ -665,12 +571,68 @@ async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
     assert await accounts_of(messages[0]) == {world.family.pk, world.company.pk}
 
 
+async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_alone(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
+    store = mailsync.store_messages
+    taken: list[datetime] = []
+
+    async def stalled_then_overtaken(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+        stored = await store(*args, **kwargs)
+        if not taken:  # this pass stalls past its lease, and another process claims it
+            await Mailbox.filter(pk=mailbox.pk).update(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+            other = await Mailbox.get(pk=mailbox.pk)
+            taken.append(await mailsync._claim(world.scope, other))
+        return stored
+
+    monkeypatch.setattr(mailsync, "store_messages", stalled_then_overtaken)
+    result = await sync(world, mailbox)
+
+    assert result.error == "Another process took this mailbox over."
+    assert result.stored == 1  # it stopped at its next renewal
+    row = await Mailbox.get(pk=mailbox.pk)
+    assert (row.sync_status, row.lease_until) == (SyncStatus.SYNCING, taken[0])  # untouched
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 0  # the cursor is the new holder's to move
+
+
+async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
+    stop = asyncio.Event()
+    store = mailsync.store_messages
+
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+        stored = await store(*args, **kwargs)
+        stop.set()  # the process is shutting down
+        return stored
+
+    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    result = await mailsync.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
+
+    assert (result.status, result.error, result.stored) == (SyncStatus.IDLE, None, 1)
+    row = await Mailbox.get(pk=mailbox.pk)
+    assert (row.sync_status, row.lease_until) == (SyncStatus.IDLE, None)
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 1  # the next pass goes on from there
+    monkeypatch.setattr(mailsync, "store_messages", store)
+    assert (await sync(world, mailbox)).stored == 2
+
+
 async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by_one(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Another pass stores the second message between this pass's look-up and its insert:
     # the batch's transaction fails whole, and each message is then stored (or linked) alone.
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     raws = [mail(JANE, mailbox.address, f"Letter {n}") for n in range(3)]
     for raw in raws:
         imap.append(mailbox.username, raw)
@@ -697,7 +659,7 @@ async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by
 # Last of the IMAP tests: after a failed login, Dovecot slows down logins from the same address
 # (its auth penalty), which would slow every test after this one on the module's server.
 async def test_a_wrong_password_fails_with_a_readable_error(world: World, imap: ImapServer) -> None:
-    mailbox = await add_mailbox(world, imap)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     wrong = "not-the-password-42"
     mailbox.password_encrypted = (
         crypto.fernet(world.settings, "mailbox-password").encrypt(wrong.encode()).decode()
