@@ -41,7 +41,7 @@ from services.outbox import (
 log = logging.getLogger(__name__)
 
 SMTP_TIMEOUT_SECONDS = 60.0
-SMTPS_PORT = 465  # implicit TLS, as services/mailboxes reads a mailbox's smtpTls
+SMTPS_PORT = 465  # a mailbox's smtpTls on this port is implicit TLS, elsewhere STARTTLS
 QUIT_SECONDS = 2.0
 
 
@@ -58,8 +58,8 @@ class PermanentFailure(DeliveryFailure):
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """`text` without `secret` (services/mailboxes._scrub's rule): servers have no reason
-    to echo a password; if one ever does, it goes no further."""
+    """`text` without `secret`: servers have no reason to echo a password; if one ever does,
+    it goes no further."""
     return text.replace(secret, "***") if secret else text
 
 

@@ -37,6 +37,7 @@ from portico.settings import Settings
 from services import audit, crypto
 from services.emails import clean_address
 from services.errors import InputError, UserError, input_error
+from services.mail_transport import SMTPS_PORT, scrub
 from services.pubsub import EventBus
 from services.scope import FirmScope
 
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 PASSWORD_PURPOSE = "mailbox-password"
 CHECK_TIMEOUT_SECONDS = 10.0  # per server, the whole conversation
 GOODBYE_SECONDS = 2.0  # LOGOUT / QUIT after a successful check
-SMTPS_PORT = 465
 MAX_HOST_LENGTH = 255
 MAX_USERNAME_LENGTH = 255
 MAX_PASSWORD_LENGTH = 1024
@@ -249,7 +249,7 @@ async def open_imap(
                 f"{_describe(exc, password)}",
             ) from None
         if response.result != "OK":
-            answer = _scrub(_imap_text(response.lines), password)
+            answer = scrub(_imap_text(response.lines), password)
             raise MailLoginError(
                 "IMAP_AUTH_FAILED",
                 f"The IMAP server {server} refused the username or password"
@@ -506,9 +506,4 @@ def _plain_peer(exc: BaseException) -> bool:
 
 def _describe(exc: BaseException, password: str | None = None) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return _scrub(text, password)[:300]
-
-
-def _scrub(text: str, password: str | None) -> str:
-    """Servers have no reason to echo a password; if one ever does, it goes no further."""
-    return text.replace(password, "***") if password else text
+    return scrub(text, password)[:300]

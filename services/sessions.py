@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from models import PortalUser, Session, StaffMember
 from services.coalesce import Coalesced
@@ -40,30 +41,27 @@ async def start_client_session(
     return token, session
 
 
+def _live(**token: object) -> QuerySet[Session]:
+    """Sessions not revoked nor expired whose staff member is active (or of a portal user),
+    with their viewer."""
+    return Session.filter(
+        Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
+        revoked_at=None,
+        expires_at__gt=now(),
+        **token,
+    ).select_related("staff_member", "portal_user")
+
+
 async def resolve_session(token: str | None) -> Session | None:
     """The live session for a token, with its staff member or portal user; one query."""
     if not token or len(token) > 256:
         return None
-    return (
-        await Session.filter(
-            Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
-            token_hash=hash_token(token),
-            revoked_at=None,
-            expires_at__gt=now(),
-        )
-        .select_related("staff_member", "portal_user")
-        .first()
-    )
+    return await _live(token_hash=hash_token(token)).first()
 
 
 async def _sessions_by_token(tokens: Sequence[str]) -> list[Session | None]:
     hashes = {token: hash_token(token) for token in tokens}
-    rows = await Session.filter(
-        Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
-        token_hash__in=set(hashes.values()),
-        revoked_at=None,
-        expires_at__gt=now(),
-    ).select_related("staff_member", "portal_user")
+    rows = await _live(token_hash__in=set(hashes.values()))
     found = {row.token_hash: row for row in rows}
     return [found.get(hashes[token]) for token in tokens]
 
