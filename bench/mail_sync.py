@@ -36,12 +36,8 @@ from typing import Any
 import aioimaplib
 import asyncpg
 
+from bench.data import bulk_accounts
 from models import (
-    Account,
-    AccountContact,
-    AccountEmail,
-    Contact,
-    EmailAddress,
     Mailbox,
     MailboxFolder,
     Message,
@@ -68,7 +64,7 @@ PARAGRAPH = (
 def message(n: int) -> bytes:
     """A plausible client mail of a few KB: text and HTML, one in four a reply."""
     msg = EmailMessage()
-    msg["From"] = f"Client {n % CLIENTS} <client{n % CLIENTS}@clients.example>"
+    msg["From"] = f"Client {n % CLIENTS} <c{n % CLIENTS}@clients.example>"
     msg["To"] = USER
     msg["Subject"] = f"Quarterly figures {n // 4}" if n % 4 else f"Re: Quarterly figures {n // 4}"
     msg["Date"] = format_datetime(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n))
@@ -85,42 +81,6 @@ def fill(server: ImapServer, count: int) -> None:
         for n in range(count):
             client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), message(n))
         client.logout()
-
-
-async def clients(firm_id: int) -> None:
-    """CLIENTS accounts, each with one contact whose one address has EMAIL SYNC on."""
-    await Account.bulk_create(
-        [Account(firm_id=firm_id, name=f"Client {i:03}", type="FAMILY") for i in range(CLIENTS)]
-    )
-    accounts = await Account.filter(firm_id=firm_id).order_by("id")
-    await Contact.bulk_create(
-        [Contact(firm_id=firm_id, first_name="C", last_name=str(i)) for i in range(CLIENTS)]
-    )
-    contacts = await Contact.filter(firm_id=firm_id).order_by("id")
-    await EmailAddress.bulk_create(
-        [
-            EmailAddress(
-                firm_id=firm_id,
-                contact_id=c.pk,
-                address=f"client{c.last_name}@clients.example",
-                address_normalized=f"client{c.last_name}@clients.example",
-            )
-            for c in contacts
-        ]
-    )
-    emails = await EmailAddress.filter(firm_id=firm_id).order_by("id")
-    await AccountContact.bulk_create(
-        [
-            AccountContact(firm_id=firm_id, account_id=a.pk, contact_id=c.pk)
-            for a, c in zip(accounts, contacts, strict=True)
-        ]
-    )
-    await AccountEmail.bulk_create(
-        [
-            AccountEmail(firm_id=firm_id, account_id=a.pk, email_address_id=e.pk, email_sync=True)
-            for a, e in zip(accounts, emails, strict=True)
-        ]
-    )
 
 
 async def median(action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]]):
@@ -162,7 +122,7 @@ async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dic
             "Bench LLP", "bench", "owner@bench.example", "Owner", "bench-password-1"
         )
         scope = FirmScope(firm.pk)
-        await clients(firm.pk)
+        await bulk_accounts(firm.pk, CLIENTS, "clients.example", email_sync=True)
         mailbox = await Mailbox.create(
             firm_id=firm.pk,
             address=USER,

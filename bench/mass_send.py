@@ -33,7 +33,8 @@ import asyncpg
 import httpx
 from tortoise.transactions import in_transaction
 
-from models import Account, AccountContact, AccountEmail, Contact, EmailAddress, OutboundEmail
+from bench.data import bulk_accounts
+from models import OutboundEmail
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
@@ -48,43 +49,6 @@ SUBJECT = "Our office moves on 1 March"
 BODY = "Dear client,\n\nfrom 1 March you will find us at 12 High Street.\n\nKind regards"
 SEND = """mutation($input: SendFirmEmailInput!) {
   sendFirmEmail(input: $input) { errors { code field } queued } }"""
-
-
-async def bulk_accounts(firm_id: int, count: int) -> list[int]:
-    """`count` accounts, each with one contact whose one address has NOTIFY on."""
-    await Account.bulk_create(
-        [Account(firm_id=firm_id, name=f"Bulk {i:05}", type="FAMILY") for i in range(count)]
-    )
-    accounts = await Account.filter(firm_id=firm_id).order_by("id")
-    await Contact.bulk_create(
-        [Contact(firm_id=firm_id, first_name="C", last_name=str(i)) for i in range(count)]
-    )
-    contacts = await Contact.filter(firm_id=firm_id).order_by("id")
-    await EmailAddress.bulk_create(
-        [
-            EmailAddress(
-                firm_id=firm_id,
-                contact_id=c.pk,
-                address=f"c{c.last_name}@bulk.example",
-                address_normalized=f"c{c.last_name}@bulk.example",
-            )
-            for c in contacts
-        ]
-    )
-    emails = await EmailAddress.filter(firm_id=firm_id).order_by("id")
-    await AccountContact.bulk_create(
-        [
-            AccountContact(firm_id=firm_id, account_id=a.pk, contact_id=c.pk)
-            for a, c in zip(accounts, contacts, strict=True)
-        ]
-    )
-    await AccountEmail.bulk_create(
-        [
-            AccountEmail(firm_id=firm_id, account_id=a.pk, email_address_id=e.pk, notify=True)
-            for a, e in zip(accounts, emails, strict=True)
-        ]
-    )
-    return [a.pk for a in accounts]
 
 
 async def median(action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]]):
@@ -109,7 +73,7 @@ async def measure(url: str, count: int, folder: Path) -> dict[str, float]:
             "Bench LLP", "bench", "owner@bench.example", "Owner", "bench-password-1"
         )
         scope = FirmScope(firm.pk)
-        account_ids = await bulk_accounts(firm.pk, count)
+        account_ids = await bulk_accounts(firm.pk, count, "bulk.example", notify=True)
 
         async def empty_outbox() -> None:
             await OutboundEmail.all().delete()
