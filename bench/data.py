@@ -1,6 +1,12 @@
-"""Bench data written in bulk: many accounts, each with one contact and one address."""
+"""What the benchmarks share: timing, and data written in bulk (many accounts, each with one
+contact and one address)."""
 
 from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from models import Account, AccountContact, AccountEmail, Contact, EmailAddress
 
@@ -41,3 +47,16 @@ async def bulk_accounts(firm_id: int, count: int, domain: str, **toggles: bool) 
         ]
     )
     return [a.pk for a in accounts]
+
+
+async def median(
+    action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]], rounds: int
+) -> float:
+    """Median seconds of `action` over `rounds` runs, `prepare` (untimed) before each."""
+    samples = []
+    for _ in range(rounds):
+        await prepare()
+        started = time.perf_counter()
+        await action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)

@@ -22,21 +22,18 @@ import logging
 import os
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
 
 import aioimaplib
 import asyncpg
 
-from bench.data import bulk_accounts
+from bench.data import bulk_accounts, median
 from models import (
     Mailbox,
     MailboxFolder,
@@ -81,17 +78,6 @@ def fill(server: ImapServer, count: int) -> None:
         for n in range(count):
             client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), message(n))
         client.logout()
-
-
-async def median(action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]]):
-    """Median seconds of `action` over ROUNDS runs, `prepare` (untimed) before each."""
-    samples = []
-    for _ in range(ROUNDS):
-        await prepare()
-        started = time.perf_counter()
-        await action()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 async def plain_fetch(server: ImapServer, count: int) -> None:
@@ -150,8 +136,8 @@ async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dic
             return None
 
         return {
-            "portico": await median(portico, empty),
-            "baseline": await median(lambda: plain_fetch(server, count), nothing),
+            "portico": await median(portico, empty, ROUNDS),
+            "baseline": await median(lambda: plain_fetch(server, count), nothing, ROUNDS),
         }
     finally:
         await db.close_db()

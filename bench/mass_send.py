@@ -20,20 +20,16 @@ import asyncio
 import logging
 import os
 import secrets
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 from tortoise.transactions import in_transaction
 
-from bench.data import bulk_accounts
+from bench.data import bulk_accounts, median
 from models import OutboundEmail
 from portico import db
 from portico.app import create_app
@@ -49,17 +45,6 @@ SUBJECT = "Our office moves on 1 March"
 BODY = "Dear client,\n\nfrom 1 March you will find us at 12 High Street.\n\nKind regards"
 SEND = """mutation($input: SendFirmEmailInput!) {
   sendFirmEmail(input: $input) { errors { code field } queued } }"""
-
-
-async def median(action: Callable[[], Awaitable[Any]], prepare: Callable[[], Awaitable[Any]]):
-    """Median seconds of `action` over ROUNDS runs, `prepare` (untimed) before each."""
-    samples = []
-    for _ in range(ROUNDS):
-        await prepare()
-        started = time.perf_counter()
-        await action()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 async def measure(url: str, count: int, folder: Path) -> dict[str, float]:
@@ -111,8 +96,8 @@ async def measure(url: str, count: int, folder: Path) -> dict[str, float]:
                 await OutboundEmail.bulk_create(prepared, batch_size=outbox.BATCH)
 
         results = {
-            "portico": await median(portico, empty_outbox),
-            "baseline": await median(baseline, prepare_rows),
+            "portico": await median(portico, empty_outbox, ROUNDS),
+            "baseline": await median(baseline, prepare_rows, ROUNDS),
         }
         assert await OutboundEmail.all().count() == count
 
@@ -138,7 +123,7 @@ async def measure(url: str, count: int, folder: Path) -> dict[str, float]:
                 payload = response.json()["data"]["sendFirmEmail"]
                 assert payload == {"errors": [], "queued": count}, payload
 
-            results["api"] = await median(api, empty_outbox)
+            results["api"] = await median(api, empty_outbox, ROUNDS)
         return results
     finally:
         await db.close_db()

@@ -804,14 +804,7 @@ class ImapSession:
             raise MailSyncError(
                 f"The IMAP server {self.where} refused to open {name}: {_text(response)}"
             )
-        uidvalidity = uidnext = None
-        for line in response.lines:
-            if isinstance(line, bytes):
-                if match := _UIDVALIDITY.search(line):
-                    uidvalidity = int(match.group(1))
-                if match := _UIDNEXT.search(line):
-                    uidnext = int(match.group(1))
-        return uidvalidity, uidnext
+        return folder_status(response)
 
     async def uids_after(self, last_uid: int) -> list[int]:
         command = self.client.uid_search("UID", f"{last_uid + 1}:*", charset=None)
@@ -860,6 +853,18 @@ class ImapSession:
             log.debug("IMAP logout from %s: %s", self.where, exc)
         finally:
             close_imap(self.client)
+
+
+def folder_status(response: aioimaplib.Response) -> tuple[int | None, int | None]:
+    """UIDVALIDITY and UIDNEXT from a SELECT or EXAMINE answer (None when not given)."""
+    uidvalidity = uidnext = None
+    for line in response.lines:
+        if isinstance(line, bytes):
+            if match := _UIDVALIDITY.search(line):
+                uidvalidity = int(match.group(1))
+            if match := _UIDNEXT.search(line):
+                uidnext = int(match.group(1))
+    return uidvalidity, uidnext
 
 
 def _text(response: aioimaplib.Response) -> str:

@@ -58,8 +58,6 @@ MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at th
 JITTER = 0.2  # ±20 % around each retry delay, so mailboxes failing together retry apart
 
 _EXISTS = re.compile(rb"^\d+ EXISTS\b", re.IGNORECASE)
-_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
-_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 
 T = TypeVar("T")
 
@@ -350,14 +348,7 @@ class _Watcher:
         # EXAMINE selects the folder read only (RFC 3501), but aioimaplib tracks only SELECT
         # and allows IDLE only in its SELECTED state.
         self.client.protocol.state = aioimaplib.SELECTED
-        uidvalidity = uidnext = None
-        for line in response.lines:
-            if isinstance(line, bytes):
-                if match := _UIDVALIDITY.search(line):
-                    uidvalidity = int(match.group(1))
-                if match := _UIDNEXT.search(line):
-                    uidnext = int(match.group(1))
-        return uidvalidity, uidnext
+        return mailsync.folder_status(response)
 
     async def idle(self, seconds: float, stop: asyncio.Event) -> Woken:
         """IDLE until new mail, `seconds`, `stop`, or a dropped connection."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 
 import httpx
 import pytest
@@ -416,7 +417,17 @@ async def test_big_messages_are_downloaded_a_few_at_a_time(
         imap.append(
             mailbox.username, papers(f"Part {n}", [(f"part-{n}.pdf", "application/pdf", content)])
         )
+    fetch = mailsync.ImapSession.fetch
+    trips: list[int] = []  # messages per download of whole messages
+
+    async def counted(session: mailsync.ImapSession, uids: Any, parts: str) -> Any:
+        if parts == mailsync.MESSAGE_FIELDS:
+            trips.append(len(uids))
+        return await fetch(session, uids, parts)
+
+    monkeypatch.setattr(mailsync.ImapSession, "fetch", counted)
     await sync(acme.api, mailbox)
+    assert trips == [1, 1, 1, 1]
     saved = await documents_of(acme.api, anna.account_ids[0])
     assert [d["sha256"] for d in saved] == [sha(c) for c in contents]
 
