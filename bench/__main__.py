@@ -23,8 +23,10 @@ from tortoise import Tortoise
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
-from services import crm, firms, sessions
-from services.scope import FirmScope
+from services.crm import records
+from services.firm import firms
+from services.shared import sessions
+from services.shared.scope import FirmScope
 
 ACCOUNTS = 50
 ROUNDS = 30
@@ -34,15 +36,15 @@ QUERY = """{ accounts(first: 50) { edges { node {
 
 async def seed(scope: FirmScope) -> None:
     for i in range(ACCOUNTS):
-        account = await crm.create_account(scope, f"Account {i:03}", "FAMILY")
+        account = await records.create_account(scope, f"Account {i:03}", "FAMILY")
         for j in range(2):
-            await crm.create_contact(
+            await records.create_contact(
                 scope,
                 f"First{i}",
                 f"Last{j}",
                 emails=[
-                    crm.NewAddress(f"a{i}-{j}@x.example"),
-                    crm.NewAddress(f"b{i}-{j}@x.example", "Work"),
+                    records.NewAddress(f"a{i}-{j}@x.example"),
+                    records.NewAddress(f"b{i}-{j}@x.example", "Work"),
                 ],
                 account_ids=[account.pk],
             )

@@ -47,8 +47,8 @@ from tortoise.transactions import in_transaction
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico import db
 from portico.settings import Settings
-from services import outbox
-from services.mail_transport import build_message
+from services.outbound import outbox
+from services.outbound.transport import build_message
 
 POSTGRES_URL = os.environ.get("PORTICO_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent

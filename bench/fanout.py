@@ -32,8 +32,14 @@ import websockets
 
 from models import Account, Message, MessageAccount
 from portico import db
-from services.pubsub import RedisBus, firm_channel
-from tests.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD, free_port, portico_command
+from services.shared.pubsub import RedisBus, firm_channel
+from tests.support.server import (
+    DEMO_FIRM,
+    DEMO_OWNER_EMAIL,
+    DEMO_PASSWORD,
+    free_port,
+    portico_command,
+)
 
 REDIS_URL = os.environ.get("PORTICO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SIGN_IN = """mutation($f: String!, $e: String!, $p: String!) {

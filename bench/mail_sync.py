@@ -2,7 +2,7 @@
 
     python -m bench.mail_sync [MESSAGES]
 
-Starts a throwaway Dovecot (tests/imap.py, Debian's dovecot-imapd), puts MESSAGES (default
+Starts a throwaway Dovecot (tests/support/imap.py, Debian's dovecot-imapd), puts MESSAGES (default
 5,000) messages into one INBOX, each from one of 50 client addresses with EMAIL SYNC on in an
 account of their own, then times, on a throwaway PostgreSQL database
 (PORTICO_BENCH_POSTGRES, default as in the tests) and on a temporary SQLite file:
@@ -42,10 +42,11 @@ from models import (
 )
 from portico import db
 from portico.settings import Settings
-from services import firms, mailsync
-from services.mailboxes import encrypt_password
-from services.scope import FirmScope
-from tests.imap import PASSWORD, ImapServer, running_dovecot
+from services.firm import firms
+from services.mail import sync_engine
+from services.mail.mailboxes import encrypt_password
+from services.shared.scope import FirmScope
+from tests.support.imap import PASSWORD, ImapServer, running_dovecot
 
 POSTGRES_URL = os.environ.get("PORTICO_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 SECRET = "bench-secret"
@@ -89,8 +90,8 @@ async def plain_fetch(server: ImapServer, count: int) -> None:
     response = await client.uid_search("UID", "1:*", charset=None)
     uids = [int(u) for line in response.lines[:-1] for u in bytes(line).split() if u.isdigit()]
     fetched = 0
-    for start in range(0, len(uids), mailsync.FETCH_BATCH):
-        batch = ",".join(str(u) for u in uids[start : start + mailsync.FETCH_BATCH])
+    for start in range(0, len(uids), sync_engine.FETCH_BATCH):
+        batch = ",".join(str(u) for u in uids[start : start + sync_engine.FETCH_BATCH])
         answer = await client.uid("fetch", batch, "(UID BODY.PEEK[])")
         fetched += sum(1 for line in answer.lines if isinstance(line, bytearray))
     await client.logout()
@@ -129,7 +130,7 @@ async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dic
             await MailboxFolder.all().delete()
 
         async def portico() -> None:
-            result = await mailsync.sync_mailbox(scope, mailbox, settings)
+            result = await sync_engine.sync_mailbox(scope, mailbox, settings)
             assert result.error is None and result.stored == count, result
 
         async def nothing() -> None:
@@ -167,7 +168,7 @@ async def main(count: int) -> None:
             results["SQLite"] = await measure(url, server, count, Path(folder))
 
     print(f"mail sync: first sync of {count} messages from {CLIENTS} clients with EMAIL SYNC on")
-    print(f"(median of {ROUNDS} runs; Dovecot on loopback; {mailsync.FETCH_BATCH} per FETCH)")
+    print(f"(median of {ROUNDS} runs; Dovecot on loopback; {sync_engine.FETCH_BATCH} per FETCH)")
     for backend, r in results.items():
         print(f"  {backend}")
         print(

@@ -35,8 +35,11 @@ from portico import db
 from portico.app import create_app
 from portico.settings import Settings
 from schema import ids
-from services import firms, notify, outbox, sessions
-from services.scope import FirmScope
+from services.firm import firms
+from services.outbound import outbox
+from services.portal import notify
+from services.shared import sessions
+from services.shared.scope import FirmScope
 
 POSTGRES_URL = os.environ.get("PORTICO_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 SECRET = "bench-secret"

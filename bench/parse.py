@@ -27,7 +27,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from services.mail_parse import parse_message, parse_participants
+from services.mail.parse import parse_message, parse_participants
 
 ROUNDS = 5
 CLIENTS = 50

@@ -1,6 +1,6 @@
 """The CRM core: accounts, contacts, their links, email addresses and per-account toggles.
 
-Every row carries firm_id, so one filter scopes any query to a tenant (services/scope.py).
+Every row carries firm_id, so one filter scopes any query to a tenant (services/shared/scope.py).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from portico.pages import link_pages
 from portico.settings import Settings
 from portico.worker import run_background
 from schema.root import build_schema
-from services import crypto
-from services.mail_transport import transport_for
-from services.pubsub import bus_for
+from services.outbound.transport import transport_for
+from services.shared import crypto
+from services.shared.pubsub import bus_for
 
 
 async def healthz(request: Request) -> JSONResponse:

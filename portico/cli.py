@@ -12,7 +12,7 @@ from pathlib import Path
 
 from portico import db
 from portico.settings import Settings
-from services.errors import InputError
+from services.shared.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -99,7 +99,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
 
     from portico.logs import configure_logging
     from portico.worker import run_background
-    from services.pubsub import bus_for
+    from services.shared.pubsub import bus_for
 
     configure_logging()
 
@@ -161,7 +161,7 @@ def _require_migrated(settings: Settings) -> None:
 
 
 def _create_firm(args: argparse.Namespace, settings: Settings) -> None:
-    from services.firms import create_firm
+    from services.firm.firms import create_firm
 
     password = _secret(
         args.owner_password, "--owner-password", "PORTICO_OWNER_PASSWORD", "Owner password: "
@@ -177,7 +177,7 @@ def _create_firm(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _set_password(args: argparse.Namespace, settings: Settings) -> None:
-    from services.firms import set_staff_password
+    from services.firm.firms import set_staff_password
 
     password = _secret(args.password, "--password", "PORTICO_PASSWORD", "New password: ")
 
@@ -190,7 +190,7 @@ def _set_password(args: argparse.Namespace, settings: Settings) -> None:
 
 def _seed_demo(args: argparse.Namespace, settings: Settings, only_into_empty: bool = False) -> None:
     from models import Firm
-    from services import demo
+    from services.firm import demo
 
     async def work() -> None:
         if only_into_empty and await Firm.exists():
@@ -213,8 +213,8 @@ def _import_contacts(args: argparse.Namespace, settings: Settings) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from services import importer
-    from services.scope import FirmScope
+    from services.crm import importer
+    from services.shared.scope import FirmScope
 
     try:
         # Bytes: the importer decodes them (UTF-8, BOM tolerated) by the same rules as the API.

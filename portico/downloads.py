@@ -11,8 +11,8 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from portico.settings import Settings
 from resolvers.context import token_from_request
 from schema import ids
-from services import documents
-from services.sessions import resolve_session
+from services.portal import documents
+from services.shared.sessions import resolve_session
 
 
 def download_document(settings: Settings) -> Callable[[Request], Awaitable[Response]]:

@@ -15,7 +15,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from portico.graphiql import graphiql_page
 from portico.settings import Settings
 from resolvers.context import Context, token_from_request
-from services.sessions import resolve_session
+from services.shared.sessions import resolve_session
 
 
 class PorticoGraphQL(GraphQL):

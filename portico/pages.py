@@ -15,8 +15,9 @@ from starlette.routing import Route
 from models import Account, PortalUser
 from portico.settings import Settings
 from resolvers.context import set_session_cookie
-from services import invitations, password_links, signin
-from services.errors import InputError
+from services.firm import password_links, signin
+from services.portal import invitations
+from services.shared.errors import InputError
 
 _templates = Environment(
     loader=PackageLoader("portico", "templates"), autoescape=select_autoescape(["html"])

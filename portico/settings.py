@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     mail_lease_seconds: float = Field(default=300, gt=0)
     inprocess_worker: bool = True
     worker_poll_seconds: float = Field(default=2, gt=0)
-    # Mailbox sync (services/sync_loop.py): a pass at least this often, IMAP IDLE in between
+    # Mailbox sync (services/loops/mail_sync.py): a pass at least this often, IMAP IDLE in between
     # where the server has it, and after a failed pass a doubling wait (with jitter) up to the max.
     sync_interval_seconds: float = Field(default=60, gt=0)
     sync_idle: bool = True

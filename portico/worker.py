@@ -1,4 +1,4 @@
-"""Background work: outgoing mail delivery (here) and mailbox sync (services/sync_loop.py).
+"""Background work: outgoing mail delivery (here) and mailbox sync (services/loops/mail_sync.py).
 
 `run_background` runs both side by side until stopped: `portico worker` runs it, and
 `portico serve` starts it in process unless PORTICO_INPROCESS_WORKER=0 (see portico/app.py).
@@ -11,12 +11,13 @@ import asyncio
 import logging
 
 from portico.settings import Settings
-from services import crypto, outbox
-from services.delivery import deliver_due
-from services.mail_transport import Transport, transport_for
-from services.pubsub import EventBus
-from services.sync_loop import run_sync_loop
-from services.wakeups import wait_any
+from services.loops.delivery import deliver_due
+from services.loops.mail_sync import run_sync_loop
+from services.outbound import outbox
+from services.outbound.transport import Transport, transport_for
+from services.shared import crypto
+from services.shared.pubsub import EventBus
+from services.shared.wakeups import wait_any
 
 log = logging.getLogger(__name__)
 

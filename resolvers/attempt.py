@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from resolvers.context import Context
 from schema.errors import UserError
-from services.errors import InputError
+from services.shared.errors import InputError
 
 T = TypeVar("T")
 

@@ -12,11 +12,11 @@ from starlette.websockets import WebSocket
 from models import PortalUser, Session, StaffMember
 from portico.settings import Settings
 from resolvers.loaders import Loaders
-from services import access
-from services.errors import Forbidden, Unauthenticated
-from services.pubsub import EventBus
-from services.scope import FirmScope
-from services.sessions import resolve_session, resolve_session_shared
+from services.portal import access
+from services.shared.errors import Forbidden, Unauthenticated
+from services.shared.pubsub import EventBus
+from services.shared.scope import FirmScope
+from services.shared.sessions import resolve_session, resolve_session_shared
 
 SESSION_COOKIE = "portico_session"
 

@@ -25,9 +25,12 @@ from models import (
     Invitation,
     PortalAccess,
 )
-from services import access, attachments, history, messages, outbox, paging
-from services.emails import DEFAULT_LABEL
-from services.scope import FirmScope
+from services.mail import attachments, history, message_pages
+from services.outbound import outbox
+from services.portal import access
+from services.shared import paging
+from services.shared.emails import DEFAULT_LABEL
+from services.shared.scope import FirmScope
 
 M = TypeVar("M", bound=Model)
 
@@ -143,7 +146,7 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[Account]]:
-        found = await messages.accounts_by_message(self.scope, keys)
+        found = await message_pages.accounts_by_message(self.scope, keys)
         return [found[key] for key in keys]
 
     async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[Attachment]]:
@@ -163,8 +166,10 @@ class Loaders:
         counts = await history.unfinished_by_mailbox(self.scope, keys)
         return [counts[key] for key in keys]
 
-    async def _messages_page(self, keys: Sequence[messages.PageKey]) -> list[messages.Page]:
-        return await messages.account_pages(self.scope, keys)
+    async def _messages_page(
+        self, keys: Sequence[message_pages.PageKey]
+    ) -> list[message_pages.Page]:
+        return await message_pages.account_pages(self.scope, keys)
 
     async def _documents_by_attachment(
         self, keys: Sequence[attachments.AttachmentKey]

@@ -1,4 +1,4 @@
-"""Field permissions: one class per rule of services/permissions.py."""
+"""Field permissions: one class per rule of services/shared/permissions.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from strawberry.permission import BasePermission
 from strawberry.types import Info
 
-from services import permissions
+from services.shared import permissions
 
 
 class IsStaff(BasePermission):

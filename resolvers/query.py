@@ -17,9 +17,12 @@ from schema.mail import Mailbox
 from schema.messages import Message, inbox
 from schema.pagination import Connection, paginate
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
-from services import crm, mailboxes, portal
+from services.crm import records
 
 # Every type `node(id:)` resolves (Delivery and Mailbox live apart: they import schema.types).
+from services.mail import mailboxes
+from services.portal import client_session
+
 NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox, "Message": Message}
 
 
@@ -52,7 +55,7 @@ class Query:
         description="For a signed-in client: the accounts they may switch between, by name."
     )
     async def portal_accounts(self, info: Info) -> list[Account]:
-        rows = await portal.accounts_in_order(await info.context.client_account_ids())
+        rows = await client_session.accounts_in_order(await info.context.client_account_ids())
         return [Account.from_model(row) for row in rows]
 
     @strawberry.field(
@@ -69,7 +72,7 @@ class Query:
     async def account_notice(self, info: Info) -> str | None:
         current = await info.context.current_account_id()
         account = await AccountModel.get(pk=current) if current else None
-        return portal.notice(account, info.context.session.notice_dismissed)
+        return client_session.notice(account, info.context.session.notice_dismissed)
 
     @strawberry.field(description="The firm's staff.", permission_classes=[IsStaff])
     async def staff_members(self, info: Info) -> list[StaffMember]:
@@ -84,7 +87,7 @@ class Query:
         after: str | None = None,
         search: str | None = None,
     ) -> Connection[Account]:
-        query = crm.accounts(info.context.scope, search)
+        query = records.accounts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
         return await paginate(
             query, first if first is not None else 20, after, Account.from_model, max_page
@@ -113,7 +116,7 @@ class Query:
         after: str | None = None,
         search: str | None = None,
     ) -> Connection[Contact]:
-        query = crm.contacts(info.context.scope, search)
+        query = records.contacts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
         return await paginate(
             query, first if first is not None else 20, after, Contact.from_model, max_page

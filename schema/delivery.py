@@ -1,7 +1,7 @@
 """Delivery: one outgoing message as staff see it on the account (Account.deliveries).
 
 Replies from Inbox+ are synced mail: staff without the inbox right see neither them among
-the deliveries (nor in the totals) nor by id (services/outbox.shows_replies).
+the deliveries (nor in the totals) nor by id (services/outbound/outbox.shows_replies).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models import OutboundEmail
 from schema.enums import NotificationCategory
 from schema.pagination import Connection, connection, window
 from schema.types import ScopedNode
-from services import outbox
+from services.outbound import outbox
 
 DEFAULT_PAGE = 20
 

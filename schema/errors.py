@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from services import errors
+from services.shared import errors
 
 
 @strawberry.type(

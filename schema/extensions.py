@@ -8,7 +8,7 @@ from graphql import GraphQLError
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
-from services.errors import AccessError
+from services.shared.errors import AccessError
 
 INTERNAL_MESSAGE = "Internal server error"
 

@@ -15,8 +15,8 @@ from models import Message as MessageModel
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
 from schema.types import Account, Document, ScopedNode
-from services import mail_parse, messages
-from services.errors import InputError
+from services.mail import message_pages, parse
+from services.shared.errors import InputError
 
 
 @strawberry.type(description="A file attached to a synced message.")
@@ -97,7 +97,7 @@ class Message(ScopedNode):
 
     @strawberry.field(description="The HTML part, sanitized (no scripts, no event handlers).")
     def html_body(self) -> str | None:
-        return mail_parse.sanitize_html(self.raw_html) if self.raw_html else None
+        return parse.sanitize_html(self.raw_html) if self.raw_html else None
 
     @strawberry.field(description="The accounts whose Email tab shows this message.")
     async def accounts(self, info: Info) -> list[Account]:
@@ -122,7 +122,7 @@ async def inbox(info: Info, first: int | None, after: str | None) -> Connection[
     size = first if first is not None else 20
     check_page_size(size, info.context.settings.max_page_size)
     try:
-        total, rows, more = await messages.inbox_page(info.context.scope, size, after)
+        total, rows, more = await message_pages.inbox_page(info.context.scope, size, after)
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
     return message_connection(rows, total, more, after)
@@ -136,7 +136,7 @@ async def account_messages(
     size = first if first is not None else 20
     check_page_size(size, info.context.settings.max_page_size)
     try:
-        position = messages.decode_cursor(after) if after is not None else None
+        position = message_pages.decode_cursor(after) if after is not None else None
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
     total, rows, more = await info.context.loaders.messages_page.load((account_id, size, position))
@@ -147,7 +147,7 @@ def message_connection(
     rows: list[MessageModel], total: int, more: bool, after: str | None
 ) -> Connection[Message]:
     """One keyset page of messages in the Relay shape."""
-    edges = [Edge(node=Message.from_model(r), cursor=messages.encode_cursor(r)) for r in rows]
+    edges = [Edge(node=Message.from_model(r), cursor=message_pages.encode_cursor(r)) for r in rows]
     return Connection(
         edges=edges,
         page_info=PageInfo(

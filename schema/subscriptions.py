@@ -21,8 +21,9 @@ from models import Account as AccountModel
 from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
-from services import messages, permissions
-from services.pubsub import DEFAULT_MAX_QUEUE, MESSAGE_SYNCED, EventBus, firm_channel
+from services.mail import message_pages
+from services.shared import permissions
+from services.shared.pubsub import DEFAULT_MAX_QUEUE, MESSAGE_SYNCED, EventBus, firm_channel
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ async def _synced_messages(
             # Signed out, deactivated or the inbox right taken away: the error ends the stream.
             await context.recheck_session(shared=True)
             _require_inbox(context)
-            row = await messages.announced_message(context.scope, message_id)
+            row = await message_pages.announced_message(context.scope, message_id)
             if row is not None:  # gone meanwhile: nothing to show
                 yield Message.from_model(row)
 

@@ -33,7 +33,7 @@ from schema.enums import (
     StaffRole,
 )
 from schema.pagination import Connection, connection, window
-from services import access, invitations
+from services.portal import access, invitations
 
 if TYPE_CHECKING:
     from schema.delivery import Delivery

@@ -4,20 +4,20 @@ list of accounts however long it is."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import pairwise
 
-from models import AccountEmail, PortalAccess
+from models import AccountEmail
 from schema import ids
-from services import mailsync, sessions
-from services.mail_parse import parse_message
-from services.scope import FirmScope
-from tests.conftest import Api, add_staff, api_for
-from tests.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import invitee, portal_user
-from tests.mail import OFFICE, add_mailbox, mail, numbered
-from tests.sqlcount import count_sql
-from tests.test_crm import new_account
+from services.mail import sync_engine
+from services.mail.parse import parse_message
+from services.shared.scope import FirmScope
+from tests.support.api import Api, add_staff, api_for
+from tests.support.crm_ops import new_account
+from tests.support.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import invitee, portal_token
+from tests.support.mail import OFFICE, add_mailbox, mail, numbered
+from tests.support.sqlcount import count_sql
 
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } } }"
 TAB = """query($id: ID!, $first: Int, $after: String) { account(id: $id) {
@@ -127,15 +127,6 @@ async def client_of(acme, client, account_id: str) -> Api:
     return Api(client, await portal_token(acme, account_id))
 
 
-async def portal_token(acme, account_id: str) -> str:
-    """The session token of a portal user with access to the account (Anna)."""
-    user = await portal_user(acme.owner.firm_id)
-    pk = ids.decode(account_id, "Account")
-    await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=pk, portal_user=user)
-    token, _ = await sessions.start_client_session(user, timedelta(hours=1), pk)
-    return token
-
-
 async def populate(acme, start: int, count: int) -> None:
     """`count` accounts with mail of their own (3 messages) and one message shared with the
     next account, stored by the sync engine's own storing step."""
@@ -154,7 +145,7 @@ async def populate(acme, start: int, count: int) -> None:
                 message_id=f"<a{i}-{n}@test>",
                 date=datetime(2026, 11, 2, 10 + n, i % 60, tzinfo=UTC),
             )
-            await mailsync.store_message(scope, parse_message(raw), [pk])
+            await sync_engine.store_message(scope, parse_message(raw), [pk])
     for i, (left, right) in enumerate(pairwise(pks), start=start):
         raw = mail(
             OFFICE,
@@ -164,7 +155,7 @@ async def populate(acme, start: int, count: int) -> None:
             message_id=f"<s{i}@test>",
             date=datetime(2026, 11, 3, 9, i % 60, tzinfo=UTC),
         )
-        await mailsync.store_message(scope, parse_message(raw), [left, right])
+        await sync_engine.store_message(scope, parse_message(raw), [left, right])
 
 
 async def statements(api: Api, query: str) -> tuple[int, dict]:

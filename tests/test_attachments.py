@@ -19,18 +19,17 @@ import pytest
 from models import Mailbox
 from portico.settings import Settings
 from schema import ids
-from services import mailsync
-from services.attachments import filename_for
-from services.mail_parse import MAX_PARTS, parse_message
-from services.scope import FirmScope
-from tests.conftest import Api, Firm
-from tests.crm_ops import UPDATE_ACCOUNT
-from tests.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import FLAGS, STATUS, accept, deliver, login_on, token_in
-from tests.mail import ANNA, add_mailbox, mail
-from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
-from tests.sqlcount import count_sql
-from tests.test_crm import new_account, new_contact
+from services.mail import sync_engine
+from services.mail.attachments import filename_for
+from services.mail.parse import MAX_PARTS, parse_message
+from services.shared.scope import FirmScope
+from tests.support.api import Api, Firm
+from tests.support.crm_ops import UPDATE_ACCOUNT, new_account, new_contact
+from tests.support.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import FLAGS, STATUS, accept, deliver, login_on, token_in
+from tests.support.mail import ANNA, add_mailbox, mail
+from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.sqlcount import count_sql
 
 PDF = b"%PDF-1.4\n" + b"Steuerbescheid 2025\n" * 200
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
@@ -275,7 +274,9 @@ async def test_earlier_mail_keeps_attachments_without_saving_them(
     anna = await client_in(acme.api, ("Miller Family", True))
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     imap.append(mailbox.username, papers("Old papers", [("Old.pdf", "application/pdf", PDF)]))
-    result = await mailsync.import_history(FirmScope(acme.owner.firm_id), mailbox, settings, [ANNA])
+    result = await sync_engine.import_history(
+        FirmScope(acme.owner.firm_id), mailbox, settings, [ANNA]
+    )
     assert (result.error, result.stored) == (None, 1)
 
     [old] = (await inbox(acme.api))["Old papers"]
@@ -411,21 +412,21 @@ async def test_big_messages_are_downloaded_a_few_at_a_time(
 ) -> None:
     anna = await client_in(acme.api, ("Miller Family", True))
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
-    monkeypatch.setattr(mailsync, "BODY_BATCH_BYTES", len(PDF) * 2)  # about one message a trip
+    monkeypatch.setattr(sync_engine, "BODY_BATCH_BYTES", len(PDF) * 2)  # about one message a trip
     contents = [PDF + bytes([n]) for n in range(4)]
     for n, content in enumerate(contents):
         imap.append(
             mailbox.username, papers(f"Part {n}", [(f"part-{n}.pdf", "application/pdf", content)])
         )
-    fetch = mailsync.ImapSession.fetch
+    fetch = sync_engine.ImapSession.fetch
     trips: list[int] = []  # messages per download of whole messages
 
-    async def counted(session: mailsync.ImapSession, uids: Any, parts: str) -> Any:
-        if parts == mailsync.MESSAGE_FIELDS:
+    async def counted(session: sync_engine.ImapSession, uids: Any, parts: str) -> Any:
+        if parts == sync_engine.MESSAGE_FIELDS:
             trips.append(len(uids))
         return await fetch(session, uids, parts)
 
-    monkeypatch.setattr(mailsync.ImapSession, "fetch", counted)
+    monkeypatch.setattr(sync_engine.ImapSession, "fetch", counted)
     await sync(acme.api, mailbox)
     assert trips == [1, 1, 1, 1]
     saved = await documents_of(acme.api, anna.account_ids[0])
@@ -434,8 +435,8 @@ async def test_big_messages_are_downloaded_a_few_at_a_time(
 
 def test_downloads_are_grouped_by_size() -> None:
     sizes = {1: 10, 2: 10, 3: 25, 4: 1, 5: 1}
-    assert mailsync._by_size([1, 2, 3, 4, 5, 6], sizes, 20) == [[1, 2], [3], [4, 5, 6]]
-    assert mailsync._by_size([], sizes, 20) == []
+    assert sync_engine._by_size([1, 2, 3, 4, 5, 6], sizes, 20) == [[1, 2], [3], [4, 5, 6]]
+    assert sync_engine._by_size([], sizes, 20) == []
 
 
 # No N+1 ------------------------------------------------------------------------------------

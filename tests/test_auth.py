@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from models import Session, SignInThrottle
 from resolvers.context import SESSION_COOKIE
-from services import sessions
-from tests.conftest import PASSWORD, Api, add_staff
+from services.shared import sessions
+from tests.support.api import PASSWORD, Api, add_staff
 
 SIGN_IN = """
 mutation($firm: String!, $email: String!, $password: String!) {

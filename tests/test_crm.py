@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from models import AccountEmail, Contact, EmailAddress
-from tests.conftest import Api, add_staff, api_for
-from tests.crm_ops import (
+from tests.support.api import add_staff, api_for
+from tests.support.crm_ops import (
     ACCOUNT,
     ADD_EMAIL,
     CREATE_ACCOUNT,
@@ -14,24 +14,9 @@ from tests.crm_ops import (
     UNLINK,
     UPDATE_ACCOUNT,
     UPDATE_EMAIL,
+    new_account,
+    new_contact,
 )
-
-
-async def new_account(api: Api, name: str, type: str = "FAMILY") -> dict:
-    payload = await api.ok(CREATE_ACCOUNT, {"input": {"name": name, "type": type}})
-    return payload["account"]
-
-
-async def new_contact(api: Api, first: str, last: str, emails=(), account_ids=()) -> dict:
-    variables = {
-        "input": {
-            "firstName": first,
-            "lastName": last,
-            "emails": [{"address": a, "label": label} for a, label in emails],
-            "accountIds": list(account_ids),
-        }
-    }
-    return (await api.ok(CREATE_CONTACT, variables))["contact"]
 
 
 async def test_account_lifecycle(acme):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from schema import ids
-from services import outbox
-from services.sessions import now
-from tests.test_crm import new_account
+from services.outbound import outbox
+from services.shared.sessions import now
+from tests.support.crm_ops import new_account
 
 PAGE = """query($first: Int, $after: String) { accounts { edges { node { name
   deliveries(first: $first, after: $after) {

@@ -12,15 +12,15 @@ import pytest
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
 from portico.worker import run_worker
-from services import outbox
-from services.delivery import claim_due, deliver_due, retry_delay
-from services.mail_transport import (
+from services.loops.delivery import claim_due, deliver_due, retry_delay
+from services.outbound import outbox
+from services.outbound.transport import (
     PermanentFailure,
     SmtpConfig,
     SmtpTransport,
     transport_for,
 )
-from tests.smtp import SmtpServer, free_port, smtp_fixture  # noqa: F401
+from tests.support.smtp import SmtpServer, free_port, smtp_fixture  # noqa: F401
 
 LINK = "https://portal.example/invitation?token=abc"
 

@@ -9,9 +9,9 @@ import httpx
 
 from models import Document
 from resolvers.context import SESSION_COOKIE
-from tests.conftest import Api
-from tests.login_helpers import FLAGS, accept, deliver, invitee, login_on, token_in
-from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.api import Api
+from tests.support.login import FLAGS, accept, deliver, invitee, login_on, token_in
+from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
 
 UPLOAD = """mutation($a: ID!, $f: Upload!) { uploadDocument(accountId: $a, file: $f) {
   errors { code message } document { id filename contentType size sha256 downloadUrl } } }"""

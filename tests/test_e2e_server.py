@@ -11,8 +11,8 @@ import pytest
 from starlette.applications import Starlette
 
 from portico.graphiql import NODE_MODULES, graphiql_page, graphiql_routes
-from tests import server
-from tests.server import (
+from tests.support import server
+from tests.support.server import (
     DEMO_ACCOUNTS,
     DEMO_FIRM,
     DEMO_OWNER_EMAIL,

@@ -20,8 +20,14 @@ from playwright.async_api import (
     expect,
 )
 
-from tests import browser, server
-from tests.server import DEMO_ACCOUNTS, DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_OWNER_NAME, DEMO_PASSWORD
+from tests.support import browser, server
+from tests.support.server import (
+    DEMO_ACCOUNTS,
+    DEMO_FIRM,
+    DEMO_OWNER_EMAIL,
+    DEMO_OWNER_NAME,
+    DEMO_PASSWORD,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

@@ -1,7 +1,7 @@
 """EMAIL SYNC history (issue 5, item 4): turning EMAIL SYNC on for an address imports its
 earlier mail from every connected mailbox, in the background, with progress on the mailbox.
 
-Against a real Dovecot (tests/imap.py). The mail is on the server and the mailbox synced
+Against a real Dovecot (tests/support/imap.py). The mail is on the server and the mailbox synced
 before EMAIL SYNC goes on, so the folder cursors are past it and only the history import can
 bring it in. The background loop belongs elsewhere: these tests call
 `history.run_due_imports` as one round of that loop would.
@@ -21,14 +21,14 @@ import pytest
 from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
 from portico.settings import Settings
 from schema import ids
-from services import crypto, history, mailsync
-from tests.conftest import Api, Firm, add_staff, api_for
-from tests.crm_ops import UPDATE_EMAIL
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import FLAGS, STATUS
-from tests.mail import add_mailbox, mail
-from tests.sqlcount import count_sql
-from tests.test_crm import new_account, new_contact
+from services.mail import history, sync_engine
+from services.shared import crypto
+from tests.support.api import Api, Firm, add_staff, api_for
+from tests.support.crm_ops import UPDATE_EMAIL, new_account, new_contact
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import FLAGS, STATUS
+from tests.support.mail import add_mailbox, mail
+from tests.support.sqlcount import count_sql
 
 JANE = "Jane.Doe@Client.example"  # as typed in the CRM; lower-cased in the mail below
 BOB = "bob@client.example"
@@ -331,16 +331,16 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
     await email_sync(acme.api, o.jane["Doe Family"], True)
 
     stop = asyncio.Event()
-    store = mailsync.store_messages
+    store = sync_engine.store_messages
 
     async def store_then_stop(*args, **kwargs):
         stored = await store(*args, **kwargs)
         stop.set()  # the first batch is stored: stop the round there
         return stored
 
-    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
     assert await history.run_due_imports(settings, stop) == 0
-    monkeypatch.setattr(mailsync, "store_messages", store)
+    monkeypatch.setattr(sync_engine, "store_messages", store)
     [waiting] = await HistoryImport.all()
     assert (waiting.status, waiting.lease_until) == (HistoryStatus.PENDING, None)
     assert 0 < await Message.all().count() < 123

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import imaplib
 
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 
 
 def test_append_then_read(imap: ImapServer) -> None:

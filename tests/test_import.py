@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from portico.settings import Settings
-from tests.conftest import PASSWORD, Api, Firm, add_staff, api_for
+from tests.support.api import PASSWORD, Api, Firm, add_staff, api_for
 
 IMPORT = """
 mutation ($csv: String!) {

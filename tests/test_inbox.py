@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from models import AccountEmail
 from schema import ids
-from tests.conftest import Api, add_staff, api_for
-from tests.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import invitee
-from tests.mail import add_mailbox, numbered
+from tests.support.api import Api, add_staff, api_for
+from tests.support.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import invitee
+from tests.support.mail import add_mailbox, numbered
 
 SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { syncStatus lastError } } }"
 INBOX = """query($first: Int, $after: String) { inbox(first: $first, after: $after) {

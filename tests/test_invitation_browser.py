@@ -12,8 +12,8 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, expect
 
-from tests import browser, server
-from tests.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD, LiveServer
+from tests.support import browser, server
+from tests.support.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD, LiveServer
 
 chromium = browser.chromium
 context = browser.context

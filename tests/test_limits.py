@@ -10,8 +10,8 @@ import pytest
 
 from portico.app import create_app
 from portico.settings import Settings
-from services import crm
-from tests.conftest import Api
+from services.crm import records
+from tests.support.api import Api
 
 
 def _codes(body: dict) -> list[str | None]:
@@ -107,7 +107,7 @@ async def test_unexpected_errors_are_masked_and_logged(acme, monkeypatch, caplog
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail: connection string postgres://admin:pw@db")
 
-    monkeypatch.setattr(crm, "create_account", broken)
+    monkeypatch.setattr(records, "create_account", broken)
     with caplog.at_level(logging.ERROR):
         body = await acme.api.post(
             'mutation { createAccount(input: {name: "X", type: FAMILY}) { errors { code } } }'

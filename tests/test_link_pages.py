@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from models import Invitation, PasswordLink
 from resolvers.context import SESSION_COOKIE
-from services.sessions import now
-from tests.conftest import Api
-from tests.login_helpers import deliver, invitee, login_on, text_of, token_in
-from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
-from tests.test_staff import ADD
+from services.shared.sessions import now
+from tests.support.api import Api
+from tests.support.login import deliver, invitee, login_on, text_of, token_in
+from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.staff_ops import ADD
 
 PASSWORD_LINK = re.compile(r"/password\?token=([A-Za-z0-9_\-]+)")
 SET_PASSWORD = """mutation($t: String!, $p: String!) { setStaffPassword(token: $t, password: $p) {

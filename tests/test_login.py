@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from models import Invitation, OutboundEmail
-from services.sessions import now
-from tests.conftest import Api, add_staff, api_for
-from tests.crm_ops import ADD_EMAIL, REMOVE_EMAIL, UNLINK, UPDATE_EMAIL
-from tests.crm_ops import LINK as LINK_CONTACT
-from tests.login_helpers import (
+from services.shared.sessions import now
+from tests.support.api import Api, add_staff, api_for
+from tests.support.crm_ops import ADD_EMAIL, REMOVE_EMAIL, UNLINK, UPDATE_EMAIL, new_account
+from tests.support.crm_ops import LINK as LINK_CONTACT
+from tests.support.login import (
     CLIENT_PASSWORD,
     CLIENT_VIEW,
     FLAGS,
@@ -23,8 +23,7 @@ from tests.login_helpers import (
     text_of,
     token_in,
 )
-from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
-from tests.test_crm import new_account
+from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
 
 
 async def test_invitation_received_and_accepted(acme, client, settings, smtp):

@@ -11,13 +11,14 @@ from datetime import timedelta
 import pytest
 
 from models import AuditEntry, Mailbox, SyncStatus
-from services import mailboxes, sessions
-from services.mailboxes import mailbox_password
-from tests.conftest import Api, add_staff, api_for
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import portal_user
-from tests.mail import Endpoint, mailbox_input
-from tests.smtp import (  # noqa: F401  (the `smtp` and `smtp_auth` fixtures)
+from services.mail import mailboxes
+from services.mail.mailboxes import mailbox_password
+from services.shared import sessions
+from tests.support.api import Api, add_staff, api_for
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import portal_user
+from tests.support.mail import Endpoint, mailbox_input
+from tests.support.smtp import (  # noqa: F401  (the `smtp` and `smtp_auth` fixtures)
     AuthSmtpServer,
     SmtpServer,
     free_port,
@@ -267,9 +268,9 @@ async def test_another_firms_staff_cannot_see_or_sync_it(acme, globex, imap, smt
     async def sync_mailbox(scope, mailbox, settings):
         calls.append(mailbox)
 
-    fake = types.ModuleType("services.mailsync")
+    fake = types.ModuleType("services.mail.sync_engine")
     fake.sync_mailbox = sync_mailbox  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "services.mailsync", fake)
+    monkeypatch.setitem(sys.modules, "services.mail.sync_engine", fake)
 
     mailbox_id = (await connect(acme.api, mailbox_input(imap, smtp)))["mailbox"]["id"]
     assert (await globex.api.data(LIST))["mailboxes"] == []
@@ -290,9 +291,9 @@ async def test_sync_mailbox_runs_the_engine_and_returns_the_fresh_row(
             sync_status=SyncStatus.FAILED, last_error="server went away"
         )
 
-    fake = types.ModuleType("services.mailsync")
+    fake = types.ModuleType("services.mail.sync_engine")
     fake.sync_mailbox = sync_mailbox  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "services.mailsync", fake)
+    monkeypatch.setitem(sys.modules, "services.mail.sync_engine", fake)
 
     mailbox_id = (await connect(acme.api, mailbox_input(imap, smtp)))["mailbox"]["id"]
     payload = (await acme.api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
@@ -310,7 +311,9 @@ async def test_sync_mailbox_runs_the_engine_and_returns_the_fresh_row(
 
 
 async def test_sync_without_the_engine_is_sync_unavailable(acme, imap, smtp, monkeypatch):
-    monkeypatch.setitem(sys.modules, "services.mailsync", None)  # as if the module were missing
+    monkeypatch.setitem(
+        sys.modules, "services.mail.sync_engine", None
+    )  # as if the module were missing
     mailbox_id = (await connect(acme.api, mailbox_input(imap, smtp)))["mailbox"]["id"]
     payload = (await acme.api.data(SYNC, {"id": mailbox_id}))["syncMailbox"]
     assert codes(payload) == ["SYNC_UNAVAILABLE"] and payload["mailbox"] is None

@@ -1,4 +1,4 @@
-"""The EMAIL SYNC engine against a real Dovecot (tests/imap.py), at the service level.
+"""The EMAIL SYNC engine against a real Dovecot (tests/support/imap.py), at the service level.
 
 Each test has IMAP users of its own (the static passdb accepts any name), so tests never see
 each other's mail on the module's one server. The parsing tests at the end use no database
@@ -29,21 +29,24 @@ from models import (
     SyncStatus,
 )
 from portico.settings import Settings
-from services import crm, crypto, firms, mailsync
-from services.access import FlagChanges, set_email_flags
-from services.errors import InputError
-from services.mail_parse import (
+from services.crm import records
+from services.firm import firms
+from services.mail import sync_engine
+from services.mail.parse import (
     clean_text,
     normalize_subject,
     parse_message,
     parse_participants,
     sanitize_html,
 )
-from services.pubsub import InProcessBus, Subscription, firm_channel
-from services.scope import FirmScope
-from tests.conftest import PASSWORD as STAFF_PASSWORD
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
-from tests.mail import add_mailbox, mail
+from services.portal.access import FlagChanges, set_email_flags
+from services.shared import crypto
+from services.shared.errors import InputError
+from services.shared.pubsub import InProcessBus, Subscription, firm_channel
+from services.shared.scope import FirmScope
+from tests.support.api import PASSWORD as STAFF_PASSWORD
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
+from tests.support.mail import add_mailbox, mail
 
 JANE = "Jane.Doe@Client.example"  # as typed in the CRM; mail uses other cases too
 BOB = "bob@client.example"
@@ -79,13 +82,13 @@ async def world(settings: Settings) -> World:
         "Acme LLP", "acme", "owner@acme.example", "Owner", STAFF_PASSWORD
     )
     scope = FirmScope(firm.pk)
-    family = await crm.create_account(scope, "Doe Family", AccountType.FAMILY)
-    company = await crm.create_account(scope, "Doe Ltd", AccountType.COMPANY)
-    trust = await crm.create_account(scope, "Doe Trust", AccountType.COMPANY)
-    await crm.create_contact(
-        scope, "Jane", "Doe", [crm.NewAddress(JANE)], [family.pk, company.pk, trust.pk]
+    family = await records.create_account(scope, "Doe Family", AccountType.FAMILY)
+    company = await records.create_account(scope, "Doe Ltd", AccountType.COMPANY)
+    trust = await records.create_account(scope, "Doe Trust", AccountType.COMPANY)
+    await records.create_contact(
+        scope, "Jane", "Doe", [records.NewAddress(JANE)], [family.pk, company.pk, trust.pk]
     )
-    await crm.create_contact(scope, "Bob", "Doe", [crm.NewAddress(BOB)], [company.pk])
+    await records.create_contact(scope, "Bob", "Doe", [records.NewAddress(BOB)], [company.pk])
     w = World(scope, owner, settings, family, company, trust)
     await w.sync_on(family, JANE)
     await w.sync_on(company, JANE)
@@ -93,7 +96,7 @@ async def world(settings: Settings) -> World:
 
 
 async def sync(world: World, mailbox: Mailbox, bus: InProcessBus | None = None):
-    result = await mailsync.sync_mailbox(world.scope, mailbox, world.settings, bus)
+    result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, bus)
     assert not result.busy
     return result
 
@@ -448,11 +451,11 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     for i in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
-    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
-    store = mailsync.store_messages
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    store = sync_engine.store_messages
     calls = 0
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
         nonlocal calls
         calls += 1
         outcome = await store(*args, **kwargs)
@@ -463,7 +466,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
             imap.end_sessions(mailbox.username)
         return outcome
 
-    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
     try:
         failed = await sync(world, mailbox)
         assert failed.status == SyncStatus.FAILED
@@ -482,7 +485,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     finally:
         imap.ensure_running()
 
-    monkeypatch.setattr(mailsync, "store_messages", store)
+    monkeypatch.setattr(sync_engine, "store_messages", store)
     recovered = await sync(world, mailbox)
     assert (recovered.status, recovered.error) == (SyncStatus.IDLE, None)
     assert (recovered.fetched, recovered.stored) == (2, 2)
@@ -522,9 +525,9 @@ async def test_a_mailbox_being_synced_is_not_synced_twice_at_once(
     assert await Message.all().count() == 1
 
 
-async def sync_any(world: World, mailbox: Mailbox) -> mailsync.SyncResult:
+async def sync_any(world: World, mailbox: Mailbox) -> sync_engine.SyncResult:
     row = await Mailbox.get(pk=mailbox.pk)  # each caller with its own copy, as in the API
-    return await mailsync.sync_mailbox(world.scope, row, world.settings)
+    return await sync_engine.sync_mailbox(world.scope, row, world.settings)
 
 
 async def test_another_firms_mailbox_is_not_found(world: World, imap: ImapServer) -> None:
@@ -533,7 +536,7 @@ async def test_another_firms_mailbox_is_not_found(world: World, imap: ImapServer
         "Globex LLP", "globex", "owner@globex.example", "Owner", STAFF_PASSWORD
     )
     with pytest.raises(InputError):
-        await mailsync.sync_mailbox(FirmScope(other.pk), mailbox, world.settings)
+        await sync_engine.sync_mailbox(FirmScope(other.pk), mailbox, world.settings)
 
 
 async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
@@ -553,13 +556,13 @@ async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
     for raw in (first, answer, first):
         imap.append(mailbox.username, raw)
     alone: list[str] = []  # messages stored one by one, not with the batch
-    store = mailsync.store_message
+    store = sync_engine.store_message
 
     async def one_by_one(scope: FirmScope, parsed: Any, *args: Any, **kwargs: Any) -> Any:
         alone.append(parsed.subject)
         return await store(scope, parsed, *args, **kwargs)
 
-    monkeypatch.setattr(mailsync, "store_message", one_by_one)
+    monkeypatch.setattr(sync_engine, "store_message", one_by_one)
     result = await sync(world, mailbox)
 
     assert (result.fetched, result.stored, result.linked) == (3, 2, 0)
@@ -577,19 +580,19 @@ async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_al
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     for n in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
-    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
-    store = mailsync.store_messages
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    store = sync_engine.store_messages
     taken: list[datetime] = []
 
-    async def stalled_then_overtaken(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+    async def stalled_then_overtaken(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
         stored = await store(*args, **kwargs)
         if not taken:  # this pass stalls past its lease, and another process claims it
             await Mailbox.filter(pk=mailbox.pk).update(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
             other = await Mailbox.get(pk=mailbox.pk)
-            taken.append(await mailsync._claim(world.scope, other))
+            taken.append(await sync_engine._claim(world.scope, other))
         return stored
 
-    monkeypatch.setattr(mailsync, "store_messages", stalled_then_overtaken)
+    monkeypatch.setattr(sync_engine, "store_messages", stalled_then_overtaken)
     result = await sync(world, mailbox)
 
     assert result.error == "Another process took this mailbox over."
@@ -606,24 +609,24 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     for n in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
-    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     stop = asyncio.Event()
-    store = mailsync.store_messages
+    store = sync_engine.store_messages
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
         stored = await store(*args, **kwargs)
         stop.set()  # the process is shutting down
         return stored
 
-    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
-    result = await mailsync.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
+    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
+    result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
 
     assert (result.status, result.error, result.stored) == (SyncStatus.IDLE, None, 1)
     row = await Mailbox.get(pk=mailbox.pk)
     assert (row.sync_status, row.lease_until) == (SyncStatus.IDLE, None)
     inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
     assert inbox.last_uid == 1  # the next pass goes on from there
-    monkeypatch.setattr(mailsync, "store_messages", store)
+    monkeypatch.setattr(sync_engine, "store_messages", store)
     assert (await sync(world, mailbox)).stored == 2
 
 
@@ -636,17 +639,17 @@ async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by
     raws = [mail(JANE, mailbox.address, f"Letter {n}") for n in range(3)]
     for raw in raws:
         imap.append(mailbox.username, raw)
-    thread_keys = mailsync._thread_keys
+    thread_keys = sync_engine._thread_keys
     raced = False
 
     async def another_pass_first(scope: FirmScope, messages: Any) -> list[str]:
         nonlocal raced
         if not raced:
             raced = True
-            await mailsync.store_message(scope, parse_message(raws[1]), [world.family.pk])
+            await sync_engine.store_message(scope, parse_message(raws[1]), [world.family.pk])
         return await thread_keys(scope, messages)
 
-    monkeypatch.setattr(mailsync, "_thread_keys", another_pass_first)
+    monkeypatch.setattr(sync_engine, "_thread_keys", another_pass_first)
     result = await sync(world, mailbox)
 
     assert raced and (result.stored, result.linked) == (2, 1)

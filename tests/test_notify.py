@@ -5,10 +5,10 @@ from __future__ import annotations
 from models import Account as AccountModel
 from models import AccountContact, AccountEmail, Contact, EmailAddress, OutboundEmail
 from schema import ids
-from tests.conftest import Api
-from tests.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL
-from tests.crm_ops import LINK as LINK_CONTACT
-from tests.login_helpers import (
+from tests.support.api import Api
+from tests.support.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL, new_account
+from tests.support.crm_ops import LINK as LINK_CONTACT
+from tests.support.login import (
     FLAGS,
     accept,
     deliver,
@@ -17,9 +17,8 @@ from tests.login_helpers import (
     text_of,
     token_in,
 )
-from tests.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
-from tests.sqlcount import count_sql
-from tests.test_crm import new_account
+from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.sqlcount import count_sql
 
 SEND = """mutation($input: SendFirmEmailInput!) { sendFirmEmail(input: $input) { errors { code field } queued } }"""
 EVENT = """mutation($input: ClientEventInput!) { notifyClientEvent(input: $input) { errors { code field } queued } }"""

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
-from services.crypto import MissingSecretKey
+from services.shared.crypto import MissingSecretKey
 
 ROOT = Path(__file__).resolve().parent.parent
 

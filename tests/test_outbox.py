@@ -14,9 +14,10 @@ from tortoise.transactions import in_transaction
 
 from models import Account, AccountType, DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
-from services import crypto, outbox
-from services.delivery import deliver_due
-from services.mail_transport import FileTransport, build_message, transport_for
+from services.loops.delivery import deliver_due
+from services.outbound import outbox
+from services.outbound.transport import FileTransport, build_message, transport_for
+from services.shared import crypto
 
 LINK = "https://portal.example/invitation?token=SECRET-TOKEN-123"
 EXPIRES = datetime(2030, 3, 4, 14, 5, tzinfo=UTC)

@@ -11,11 +11,11 @@ from models import PortalAccess
 from portico.settings import Settings
 from schema import ids
 from schema.root import build_schema
-from services import sessions
-from services.pubsub import firm_channel
-from tests.conftest import Api, add_staff, api_for, eventually
-from tests.login_helpers import invitee, portal_user
-from tests.test_subscriptions import refusal, serving, socket
+from services.shared import sessions
+from services.shared.pubsub import firm_channel
+from tests.support.api import Api, add_staff, api_for, eventually
+from tests.support.login import invitee, portal_user
+from tests.support.websocket import refusal, serving, socket
 
 ID = "QWNjb3VudDox"  # an id that resolves to nothing in particular
 MUTATIONS = {

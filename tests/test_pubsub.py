@@ -22,15 +22,15 @@ import pytest
 from redis.asyncio import Redis
 
 from portico.settings import Settings
-from services.pubsub import (
+from services.shared.pubsub import (
     InProcessBus,
     RedisBus,
     Subscription,
     bus_for,
     firm_channel,
 )
-from tests.conftest import eventually
-from tests.services import need_redis
+from tests.support.api import eventually
+from tests.support.services import need_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 10.0
@@ -144,7 +144,7 @@ async def test_a_subscriber_that_never_reads_delays_nobody(
                     return
 
         reader = asyncio.create_task(read_fast())
-        with caplog.at_level(logging.WARNING, logger="services.pubsub"):
+        with caplog.at_level(logging.WARNING, logger="services.shared.pubsub"):
             started = time.monotonic()
             for n in range(count):
                 await inprocess.publish(channel, {"n": n})
@@ -249,7 +249,7 @@ async def test_redis_reconnects_after_the_connection_drops(
     channel = unique_channel()
     async with bus.subscribe(channel) as sub:
         [conn] = await listener_connections(redis_admin, bus)
-        with caplog.at_level(logging.WARNING, logger="services.pubsub"):
+        with caplog.at_level(logging.WARNING, logger="services.shared.pubsub"):
             await redis_admin.client_kill_filter(_id=conn["id"])
             await eventually(lambda: bus.reconnects >= 1 and bus.connected)
         assert any("connection lost" in r.getMessage() for r in caplog.records)
@@ -272,7 +272,7 @@ async def test_redis_unreachable_never_raises_into_the_app(
     bus = RedisBus("redis://127.0.0.1:1/0", confirm_timeout=0.2, backoff_min=0.05)
     channel = unique_channel()
     try:
-        with caplog.at_level(logging.WARNING, logger="services.pubsub"):
+        with caplog.at_level(logging.WARNING, logger="services.shared.pubsub"):
             await bus.publish(channel, {"n": 1})
             assert bus.publish_failures == 1
             async with bus.subscribe(channel) as sub:
@@ -287,7 +287,7 @@ PUBLISHER = textwrap.dedent(
     """
     import asyncio, os, sys
 
-    from services.pubsub import RedisBus
+    from services.shared.pubsub import RedisBus
 
 
     async def main() -> None:

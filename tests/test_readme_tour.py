@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services import demo
+from services.firm import demo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

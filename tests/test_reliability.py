@@ -24,11 +24,11 @@ import pytest
 
 from models import DeliveryStatus, OutboundEmail
 from portico.settings import Settings
-from services.delivery import JITTER, deliver_due
-from services.mail_transport import transport_for
-from tests.conftest import Api
-from tests.login_helpers import FLAGS, invitee
-from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from services.loops.delivery import JITTER, deliver_due
+from services.outbound.transport import transport_for
+from tests.support.api import Api
+from tests.support.login import FLAGS, invitee
+from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT = """mutation($input: ClientEventInput!) { notifyClientEvent(input: $input) { errors { code field } queued } }"""

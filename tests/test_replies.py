@@ -18,17 +18,18 @@ import pytest
 from models import DeliveryStatus, Mailbox, Message, OutboundEmail, PortalAccess
 from portico.settings import Settings
 from schema import ids
-from services import replies, sessions
-from services.delivery import deliver_due
-from services.mail_transport import transport_for
-from services.pubsub import InProcessBus, firm_channel
-from services.replies import MAX_BODY, reply_subject
-from services.scope import FirmScope
-from tests.conftest import Api, Firm, add_staff, api_for
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import FLAGS, invitee, portal_user
-from tests.mail import CONNECT, SUBJECT, imap_user, mail, mailbox_input
-from tests.smtp import AuthSmtpServer, free_port
+from services.loops.delivery import deliver_due
+from services.mail import replies
+from services.mail.replies import MAX_BODY, reply_subject
+from services.outbound.transport import transport_for
+from services.shared import sessions
+from services.shared.pubsub import InProcessBus, firm_channel
+from services.shared.scope import FirmScope
+from tests.support.api import Api, Firm, add_staff, api_for
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import FLAGS, invitee, portal_user
+from tests.support.mail import CONNECT, SUBJECT, imap_user, mail, mailbox_input
+from tests.support.smtp import AuthSmtpServer, free_port
 
 CLIENT = "anna@miller.example"
 SENDER = f"Anna Client <{CLIENT}>"  # From of her mail, with her name
@@ -378,8 +379,8 @@ NODE = "query($id: ID!) { node(id: $id) { __typename ... on Delivery { id subjec
 async def test_replies_are_hidden_from_staff_without_the_inbox_right(
     acme, client, settings, imap, smtp
 ):
-    from services import outbox
-    from services.sessions import now
+    from services.outbound import outbox
+    from services.shared.sessions import now
 
     s = await setup(acme, settings, imap, smtp)
     original = await s.receive(mail(SENDER, s.user))
@@ -429,7 +430,7 @@ async def test_a_reply_wakes_the_worker_after_its_commit(acme, settings, imap, s
     from tortoise import connections
     from tortoise.backends.base.client import TransactionalDBClient
 
-    from services import outbox
+    from services.outbound import outbox
 
     s = await setup(acme, settings, imap, smtp)
     original = await s.receive(mail(SENDER, s.user))
@@ -449,7 +450,7 @@ async def test_the_mailbox_password_never_shows_in_a_delivery_error(
 ):
     import aiosmtplib
 
-    from services.mail_transport import MailboxSmtpTransport
+    from services.outbound.transport import MailboxSmtpTransport
 
     s = await setup(acme, settings, imap, smtp)
     original = await s.receive(mail(SENDER, s.user))
@@ -483,7 +484,7 @@ async def test_the_mailbox_password_never_shows_when_filing_fails(
 ):
     from email.message import EmailMessage as Mail
 
-    from services.mailsync import MailSyncError
+    from services.mail.sync_engine import MailSyncError
 
     s = await setup(acme, settings, imap, smtp)
     mailbox = await Mailbox.get(id=ids.decode(s.mailbox_id, "Mailbox"))

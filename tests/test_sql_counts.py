@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from models import AccountEmail
-from services import crm
-from services.scope import FirmScope
-from tests.sqlcount import count_sql
+from services.crm import records
+from services.shared.scope import FirmScope
+from tests.support.sqlcount import count_sql
 
 NESTED = """
 { accounts(first: 50) { edges { node {
@@ -25,15 +25,15 @@ CONTACT_SIDE = """
 async def _populate(firm_id: int, count: int, start: int = 0) -> None:
     scope = FirmScope(firm_id)
     for i in range(start, start + count):
-        account = await crm.create_account(scope, f"Account {i:03}", "FAMILY")
+        account = await records.create_account(scope, f"Account {i:03}", "FAMILY")
         for j in range(2):
-            await crm.create_contact(
+            await records.create_contact(
                 scope,
                 f"First{i}",
                 f"Last{j}",
                 emails=[
-                    crm.NewAddress(f"p{i}-{j}@example.com"),
-                    crm.NewAddress(f"w{i}-{j}@example.com", "Work Email"),
+                    records.NewAddress(f"p{i}-{j}@example.com"),
+                    records.NewAddress(f"w{i}-{j}@example.com", "Work Email"),
                 ],
                 account_ids=[account.pk],
             )

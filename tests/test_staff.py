@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from models import Session, StaffRole
-from tests.conftest import add_staff, api_for
+from tests.support.api import add_staff, api_for
+from tests.support.staff_ops import ADD, MEMBER_FIELDS, UPDATE
 
-MEMBER_FIELDS = "id email name role canManageAccounts canUseInbox active"
-ADD = f"""
-mutation($input: StaffMemberInput!) {{
-  addStaffMember(input: $input) {{ errors {{ code field message }} staffMember {{ {MEMBER_FIELDS} }} }}
-}}
-"""
-UPDATE = f"""
-mutation($id: ID!, $input: UpdateStaffMemberInput!) {{
-  updateStaffMember(id: $id, input: $input) {{
-    errors {{ code field message }} staffMember {{ {MEMBER_FIELDS} }}
-  }}
-}}
-"""
 LIST = f"{{ staffMembers {{ {MEMBER_FIELDS} }} }}"
 
 

@@ -1,4 +1,4 @@
-"""The continuous mailbox sync (services/sync_loop.py) against a real Dovecot (tests/imap.py):
+"""The continuous mailbox sync (services/loops/mail_sync.py) against a real Dovecot (tests/support/imap.py):
 mail arrives without syncMailbox, by polling and by IMAP IDLE; an IMAP outage is survived;
 one failing mailbox never holds up another; two loops never pass over a mailbox at once;
 stop is prompt; `portico worker` runs it.
@@ -27,14 +27,15 @@ import pytest
 
 from models import AccountEmail, Mailbox, Message, SyncStatus
 from portico.settings import Settings
-from services import mailsync, sync_loop
-from services.pubsub import InProcessBus
-from tests import server
-from tests.conftest import Firm, eventually
-from tests.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
-from tests.login_helpers import invitee
-from tests.mail import ANNA, CONNECT, add_mailbox, imap_user, mail, mailbox_input
-from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from services.loops import mail_sync
+from services.mail import sync_engine
+from services.shared.pubsub import InProcessBus
+from tests.support import server
+from tests.support.api import Firm, eventually
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.login import invitee
+from tests.support.mail import ANNA, CONNECT, add_mailbox, imap_user, mail, mailbox_input
+from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0  # seconds: far more than any wait here needs, far less than a poll interval
@@ -63,7 +64,7 @@ async def synced_address(firm: Firm) -> None:
 async def running(settings: Settings, bus: InProcessBus | None = None) -> AsyncIterator[Any]:
     """The sync loop as a task; stopped (and checked to end cleanly) when the block ends."""
     stop = asyncio.Event()
-    task = asyncio.create_task(sync_loop.run_sync_loop(settings, bus, stop))
+    task = asyncio.create_task(mail_sync.run_sync_loop(settings, bus, stop))
     try:
         yield task
     finally:
@@ -79,7 +80,7 @@ def idle_records(caplog: pytest.LogCaptureFixture, mailbox: Mailbox) -> int:
     return sum(
         1
         for r in caplog.records
-        if r.name == "services.sync_loop"
+        if r.name == "services.loops.mail_sync"
         and r.getMessage().startswith(f"mailbox {mailbox.pk}: IDLE on INBOX")
     )
 
@@ -131,7 +132,7 @@ async def test_polling_brings_new_mail_into_the_inbox_without_sync_mailbox(
 async def test_idle_brings_new_mail_long_before_the_poll_interval(
     acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="services.sync_loop")
+    caplog.set_level(logging.DEBUG, logger="services.loops.mail_sync")
     await synced_address(acme)
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     bus = InProcessBus()
@@ -158,11 +159,11 @@ async def test_idle_brings_new_mail_long_before_the_poll_interval(
 async def test_stop_ends_the_loop_promptly_and_logs_out(
     acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="services.sync_loop")
+    caplog.set_level(logging.DEBUG, logger="services.loops.mail_sync")
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     stop = asyncio.Event()
     task = asyncio.create_task(
-        sync_loop.run_sync_loop(loop_settings(settings, sync_interval_seconds=SLOW), None, stop)
+        mail_sync.run_sync_loop(loop_settings(settings, sync_interval_seconds=SLOW), None, stop)
     )
     try:
 
@@ -196,11 +197,11 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     for n in range(3):
         imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Before {n}"))
-    monkeypatch.setattr(mailsync, "FETCH_BATCH", 1)
-    store = mailsync.store_messages
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    store = sync_engine.store_messages
     stopped = False
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
         nonlocal stopped
         outcome = await store(*args, **kwargs)
         if not stopped:  # the server goes away after the first message is stored
@@ -209,7 +210,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
             imap.end_sessions(mailbox.username)
         return outcome
 
-    monkeypatch.setattr(mailsync, "store_messages", store_then_stop)
+    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
     try:
         async with running(loop_settings(settings)) as task:
 
@@ -230,7 +231,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
             deliver_to_maildir(
                 imap, mailbox.username, mail(to=mailbox.address, subject="Meanwhile")
             )
-            monkeypatch.setattr(mailsync, "store_messages", store)
+            monkeypatch.setattr(sync_engine, "store_messages", store)
             imap.start()
 
             async def recovered() -> bool:
@@ -257,7 +258,7 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
     for n in range(10):
         imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Message {n}"))
     # Watch the engine's lease: who holds it, and who was turned away.
-    claim, finish = mailsync._claim, mailsync._finish
+    claim, finish = sync_engine._claim, sync_engine._finish
     holders = 0
     most = 0
     refused = 0
@@ -279,16 +280,16 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
         holders -= 1
         await finish(*args)
 
-    store = mailsync.store_messages
+    store = sync_engine.store_messages
 
-    async def slow_store(*args: Any, **kwargs: Any) -> list[mailsync.StoreOutcome]:
+    async def slow_store(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
         await asyncio.sleep(0.05)  # long passes: the two loops keep running into each other
         return await store(*args, **kwargs)
 
-    monkeypatch.setattr(mailsync, "_claim", watched_claim)
-    monkeypatch.setattr(mailsync, "_finish", watched_finish)
-    monkeypatch.setattr(mailsync, "store_messages", slow_store)
-    monkeypatch.setattr(mailsync, "FETCH_BATCH", 2)
+    monkeypatch.setattr(sync_engine, "_claim", watched_claim)
+    monkeypatch.setattr(sync_engine, "_finish", watched_finish)
+    monkeypatch.setattr(sync_engine, "store_messages", slow_store)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 2)
     polling = loop_settings(settings, sync_idle=False, sync_interval_seconds=0.05)
     async with running(polling), running(polling):
 

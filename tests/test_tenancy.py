@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models import Account, AccountContact, Contact, EmailAddress, StaffMember
-from tests.crm_ops import (
+from tests.support.crm_ops import (
     ACCOUNT,
     ADD_EMAIL,
     CREATE_CONTACT,
@@ -12,9 +12,10 @@ from tests.crm_ops import (
     UNLINK,
     UPDATE_ACCOUNT,
     UPDATE_EMAIL,
+    new_account,
+    new_contact,
 )
-from tests.test_crm import new_account, new_contact
-from tests.test_staff import UPDATE as UPDATE_STAFF
+from tests.support.staff_ops import UPDATE as UPDATE_STAFF
 
 NODE = "query($id: ID!) { node(id: $id) { __typename id } }"
 

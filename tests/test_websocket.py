@@ -7,8 +7,8 @@ import json
 import httpx
 import websockets
 
-from tests import server
-from tests.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD
+from tests.support import server
+from tests.support.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD
 
 live_server = server.live_server
 live_server_process = server.live_server_process

@@ -16,9 +16,9 @@ from tortoise.transactions import in_transaction
 
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
-from services import outbox
-from tests.conftest import Database
-from tests.smtp import SmtpServer, smtp_fixture  # noqa: F401
+from services.outbound import outbox
+from tests.support.databases import Database
+from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401
 
 MESSAGES = 1000
 ROOT = Path(__file__).resolve().parent.parent

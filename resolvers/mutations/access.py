@@ -12,8 +12,8 @@ from schema import ids
 from schema.enums import NotificationCategory
 from schema.payloads import AccountEmailPayload, AccountPayload, InvitationPayload
 from schema.types import Account, AccountEmail, Invitation
-from services import access
-from services.scope import FirmScope
+from services.portal import access
+from services.shared.scope import FirmScope
 
 manages_accounts = [ManagesAccounts]
 

@@ -16,7 +16,7 @@ from schema.inputs import (
 )
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
 from schema.types import Account, Contact, EmailAddress
-from services import crm
+from services.crm import records
 
 manages_accounts = [ManagesAccounts]
 
@@ -38,7 +38,7 @@ class CrmMutations:
         return _account_payload(
             *await attempt(
                 info.context,
-                crm.create_account(
+                records.create_account(
                     info.context.scope, input.name, input.type, bool(input.auto_save_attachments)
                 ),
             )
@@ -51,7 +51,7 @@ class CrmMutations:
         return _account_payload(
             *await attempt(
                 info.context,
-                crm.update_account(
+                records.update_account(
                     info.context.scope,
                     ids.decode(id, "Account"),
                     name=input.name,
@@ -68,11 +68,11 @@ class CrmMutations:
     async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
         contact, errors = await attempt(
             info.context,
-            crm.create_contact(
+            records.create_contact(
                 info.context.scope,
                 input.first_name,
                 input.last_name,
-                emails=[crm.NewAddress(e.address, e.label) for e in input.emails or []],
+                emails=[records.NewAddress(e.address, e.label) for e in input.emails or []],
                 account_ids=[ids.decode(i, "Account") for i in input.account_ids or []],
             ),
         )
@@ -90,7 +90,7 @@ class CrmMutations:
         return _account_payload(
             *await attempt(
                 info.context,
-                crm.link_contact(
+                records.link_contact(
                     info.context.scope,
                     ids.decode(account_id, "Account"),
                     ids.decode(contact_id, "Contact"),
@@ -108,7 +108,7 @@ class CrmMutations:
         return _account_payload(
             *await attempt(
                 info.context,
-                crm.unlink_contact(
+                records.unlink_contact(
                     info.context.scope,
                     ids.decode(account_id, "Account"),
                     ids.decode(contact_id, "Contact"),
@@ -124,7 +124,7 @@ class CrmMutations:
         return _email_payload(
             *await attempt(
                 info.context,
-                crm.add_email_address(
+                records.add_email_address(
                     info.context.scope,
                     ids.decode(contact_id, "Contact"),
                     email.address,
@@ -143,7 +143,7 @@ class CrmMutations:
         return _email_payload(
             *await attempt(
                 info.context,
-                crm.update_email_address(
+                records.update_email_address(
                     info.context.scope,
                     ids.decode(id, "EmailAddress"),
                     address,
@@ -161,7 +161,7 @@ class CrmMutations:
         return _email_payload(
             *await attempt(
                 info.context,
-                crm.remove_email_address(
+                records.remove_email_address(
                     info.context.scope, ids.decode(id, "EmailAddress"), staff=info.context.staff
                 ),
             )

@@ -12,7 +12,7 @@ from schema import ids
 from schema.errors import UserError
 from schema.payloads import DocumentPayload
 from schema.types import Document
-from services import documents
+from services.portal import documents
 
 
 @strawberry.type

@@ -8,7 +8,7 @@ from strawberry.types import Info
 from resolvers.permissions import ManagesAccounts
 from schema.errors import UserError
 from schema.payloads import ImportContactsPayload
-from services import importer
+from services.crm import importer
 
 
 @strawberry.type

@@ -13,7 +13,7 @@ from resolvers.permissions import UsesInbox
 from schema import ids
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from schema.messages import Message, MessagePayload
-from services import mailboxes, replies
+from services.mail import mailboxes, replies
 
 T = TypeVar("T")
 

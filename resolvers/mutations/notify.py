@@ -11,7 +11,8 @@ from schema import ids
 from schema.enums import FirmEmailKind, NotificationCategory
 from schema.payloads import FirmPayload, SendPayload
 from schema.types import Firm
-from services import firms, notify
+from services.firm import firms
+from services.portal import notify
 
 
 @strawberry.input

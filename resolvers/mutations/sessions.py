@@ -15,7 +15,9 @@ from resolvers.context import SESSION_COOKIE, Context, set_session_cookie
 from schema import ids
 from schema.payloads import SignInPayload, SwitchAccountPayload
 from schema.types import Account, PortalUser, StaffMember
-from services import access, portal, sessions, signin
+from services.firm import signin
+from services.portal import access, client_session
+from services.shared import sessions
 
 
 def policy(context: Context) -> signin.SignInPolicy:
@@ -44,7 +46,7 @@ async def _client_payload(
         return SignInPayload(errors=errors)
     signed_in, user = result
     _cookie(context, signed_in.token)
-    rows = await portal.accounts_in_order(await access.client_account_ids(user.pk))
+    rows = await client_session.accounts_in_order(await access.client_account_ids(user.pk))
     current = signed_in.session.current_account_id
     return SignInPayload(
         errors=[],
@@ -106,7 +108,8 @@ class SessionMutations:
         context.require_client()
         assert context.session is not None
         chosen, errors = await attempt(
-            info.context, portal.switch_account(context.session, ids.decode(account_id, "Account"))
+            info.context,
+            client_session.switch_account(context.session, ids.decode(account_id, "Account")),
         )
         if chosen is None:
             return SwitchAccountPayload(errors=errors)
@@ -120,7 +123,7 @@ class SessionMutations:
         context: Context = info.context
         context.require_client()
         assert context.session is not None
-        await portal.dismiss_notice(context.session)
+        await client_session.dismiss_notice(context.session)
         return True
 
     @strawberry.mutation(description="Ends this session (token and cookie alike).")

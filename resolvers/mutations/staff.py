@@ -12,7 +12,7 @@ from schema import ids
 from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
 from schema.payloads import StaffMemberPayload
 from schema.types import StaffMember
-from services import staff
+from services.firm import staff
 
 
 @strawberry.type

@@ -1,0 +1,352 @@
+"""Accounts, contacts, their links and email addresses: the CRM rules.
+
+Invariant: an AccountEmail row exists exactly for each (account, address) where the
+address's contact is linked to the account. Toggles start off; unlinking a contact or
+removing an address drops its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q, Subquery
+from tortoise.functions import Lower
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from models import (
+    Account,
+    AccountContact,
+    AccountEmail,
+    AccountType,
+    Contact,
+    EmailAddress,
+    StaffMember,
+)
+from portico.settings import Settings
+from services.mail import history
+from services.portal import access
+from services.shared.emails import clean_label, validate_address
+from services.shared.errors import InputError, input_error
+from services.shared.scope import FirmScope
+
+MAX_NAME_LENGTH = 100
+MAX_ACCOUNT_NAME_LENGTH = 200
+MAX_SEARCH_LENGTH = 200
+MAX_ADDRESSES_PER_CONTACT = 20
+MAX_ACCOUNTS_PER_CONTACT = 100
+
+
+@dataclass(frozen=True)
+class NewAddress:
+    address: str
+    label: str | None = "Email"
+
+
+# Listing
+
+
+def accounts(scope: FirmScope, search: str | None = None) -> QuerySet[Account]:
+    query = scope.query(Account)
+    if term := _search_term(search):
+        query = query.filter(name__icontains=term)
+    return query.annotate(sort_name=Lower("name")).order_by("sort_name", "id")
+
+
+def contacts(scope: FirmScope, search: str | None = None) -> QuerySet[Contact]:
+    query = scope.query(Contact)
+    if term := _search_term(search):
+        matches_address = scope.query(EmailAddress).filter(address_normalized__icontains=term)
+        query = query.filter(
+            Q(first_name__icontains=term)
+            | Q(last_name__icontains=term)
+            | Q(id__in=Subquery(matches_address.values("contact_id")))
+        )
+    return query.annotate(sort_last=Lower("last_name"), sort_first=Lower("first_name")).order_by(
+        "sort_last", "sort_first", "id"
+    )
+
+
+def _search_term(search: str | None) -> str:
+    return (search or "").strip()[:MAX_SEARCH_LENGTH]
+
+
+# Accounts
+
+
+def _account_name(name: str, *field: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_ACCOUNT_NAME_LENGTH:
+        raise input_error("INVALID_NAME", "An account name is 1-200 characters.", *field)
+    return cleaned
+
+
+async def create_account(
+    scope: FirmScope, name: str, type: AccountType, auto_save_attachments: bool = False
+) -> Account:
+    return await Account.create(
+        firm_id=scope.firm_id,
+        name=_account_name(name, "input", "name"),
+        type=type,
+        auto_save_attachments=auto_save_attachments,
+    )
+
+
+async def update_account(
+    scope: FirmScope,
+    account_id: int | None,
+    name: str | None = None,
+    type: AccountType | None = None,
+    auto_save_attachments: bool | None = None,
+) -> Account:
+    account = await scope.get(Account, account_id, "id")
+    if name is not None:
+        account.name = _account_name(name, "input", "name")
+    if type is not None:
+        account.type = type
+    if auto_save_attachments is not None:
+        account.auto_save_attachments = auto_save_attachments
+    await account.save()
+    return account
+
+
+# Contacts
+
+
+def _person_names(first_name: str, last_name: str) -> tuple[str, str]:
+    first, last = first_name.strip(), last_name.strip()
+    if not (first or last):
+        raise input_error("INVALID_NAME", "A contact needs a first or last name.", "input")
+    for value, key in ((first, "firstName"), (last, "lastName")):
+        if len(value) > MAX_NAME_LENGTH:
+            raise input_error("INVALID_NAME", "A name has at most 100 characters.", "input", key)
+    return first, last
+
+
+async def create_contact(
+    scope: FirmScope,
+    first_name: str,
+    last_name: str,
+    emails: Sequence[NewAddress] = (),
+    account_ids: Sequence[int | None] = (),
+) -> Contact:
+    first, last = _person_names(first_name, last_name)
+    if len(emails) > MAX_ADDRESSES_PER_CONTACT:
+        raise input_error("TOO_MANY", "A contact has at most 20 addresses.", "input", "emails")
+    if len(account_ids) > MAX_ACCOUNTS_PER_CONTACT:
+        raise input_error("TOO_MANY", "Link at most 100 accounts at once.", "input", "accountIds")
+    cleaned = [
+        (
+            *validate_address(e.address, "input", "emails", str(i), "address"),
+            clean_label(e.label, "input", "emails", str(i), "label"),
+        )
+        for i, e in enumerate(emails)
+    ]
+    paths: dict[str, tuple[str, ...]] = {}
+    for i, (typed, normalized, _) in enumerate(cleaned):
+        if normalized in paths:
+            raise input_error("EMAIL_TAKEN", f"{typed} is given twice.", "input", "emails", str(i))
+        paths[normalized] = ("input", "emails", str(i), "address")
+    await _check_addresses_free(scope, paths)
+    found = await scope.by_ids(Account, [pk for pk in account_ids if pk is not None])
+    for i, pk in enumerate(account_ids):
+        if pk not in found:
+            raise input_error("NOT_FOUND", "No such account.", "input", "accountIds", str(i))
+    async with in_transaction():
+        contact = await Contact.create(firm_id=scope.firm_id, first_name=first, last_name=last)
+        await _insert_addresses(scope, contact, cleaned)
+        for account_id in dict.fromkeys(found):
+            await AccountContact.create(
+                firm_id=scope.firm_id, account_id=account_id, contact_id=contact.pk
+            )
+        await sync_account_emails(scope, contact_ids=[contact.pk])
+    return contact
+
+
+async def link_contact(scope: FirmScope, account_id: int | None, contact_id: int | None) -> Account:
+    """Links a contact to an account; linking twice is harmless."""
+    account = await scope.get(Account, account_id, "accountId")
+    contact = await scope.get(Contact, contact_id, "contactId")
+    async with in_transaction():
+        # Idempotent even when two requests link at once (the pair is unique).
+        await AccountContact.bulk_create(
+            [AccountContact(firm_id=scope.firm_id, account_id=account.pk, contact_id=contact.pk)],
+            ignore_conflicts=True,
+        )
+        await sync_account_emails(scope, contact_ids=[contact.pk])
+    return account
+
+
+async def unlink_contact(
+    scope: FirmScope,
+    account_id: int | None,
+    contact_id: int | None,
+    staff: StaffMember | None = None,
+) -> Account:
+    """Unlinks a contact: its toggles in this account go, pending invitations are revoked;
+    activated users keep their access (it shows under the account's unlinked emails)."""
+    account = await scope.get(Account, account_id, "accountId")
+    contact = await scope.get(Contact, contact_id, "contactId")
+    async with in_transaction():
+        removed = (
+            await scope.query(AccountContact)
+            .filter(account_id=account.pk, contact_id=contact.pk)
+            .delete()
+        )
+        if not removed:
+            raise input_error(
+                "NOT_LINKED", "That contact is not linked to the account.", "contactId"
+            )
+        rows = scope.query(AccountEmail).filter(
+            account_id=account.pk, email_address__contact_id=contact.pk
+        )
+        leaving = await rows.values_list("id", flat=True)
+        await access.rows_leaving(scope, leaving, staff, reason="contact unlinked")
+        await scope.query(AccountEmail).filter(id__in=list(leaving)).delete()
+    return account
+
+
+# Email addresses
+
+
+async def add_email_address(
+    scope: FirmScope, contact_id: int | None, address: str, label: str | None
+) -> EmailAddress:
+    contact = await scope.get(Contact, contact_id, "contactId")
+    typed, normalized = validate_address(address, "email", "address")
+    cleaned_label = clean_label(label, "email", "label")
+    await _check_addresses_free(scope, {normalized: ("email", "address")})
+    async with in_transaction():
+        [email] = await _insert_addresses(scope, contact, [(typed, normalized, cleaned_label)])
+        await sync_account_emails(scope, contact_ids=[contact.pk])
+    return email
+
+
+async def update_email_address(
+    scope: FirmScope,
+    email_id: int | None,
+    address: str,
+    settings: Settings,
+    label: str | None = None,
+    staff: StaffMember | None = None,
+) -> EmailAddress:
+    """Changes an address. A different address (not only its case) revokes its pending
+    invitations, and where LOGIN is on a new invitation goes to the new address."""
+    email = await scope.get(EmailAddress, email_id, "id")
+    typed, normalized = validate_address(address, "address")
+    readdressed = normalized != email.address_normalized
+    if readdressed:
+        await _check_addresses_free(scope, {normalized: ("address",)})
+    email.address, email.address_normalized = typed, normalized
+    if label is not None:
+        email.label = clean_label(label, "label")
+    async with in_transaction():
+        try:
+            await email.save()
+        except IntegrityError:
+            raise _taken(typed, "address") from None
+        if readdressed:
+            await access.address_changed(scope, email, staff, settings)
+    if readdressed:
+        history.notify()  # the new address's history imports are committed now
+    return email
+
+
+async def remove_email_address(
+    scope: FirmScope, email_id: int | None, staff: StaffMember | None = None
+) -> EmailAddress:
+    email = await scope.get(EmailAddress, email_id, "id")
+    async with in_transaction():
+        leaving = (
+            await scope.query(AccountEmail)
+            .filter(email_address_id=email.pk)
+            .values_list("id", flat=True)
+        )
+        await access.rows_leaving(scope, leaving, staff, reason="address removed")
+        await email.delete()  # its AccountEmail rows go with it (ON DELETE CASCADE)
+    return email
+
+
+# Shared steps
+
+
+def _taken(address: str, *field: str) -> InputError:
+    return input_error("EMAIL_TAKEN", f"{address} already belongs to a contact.", *field)
+
+
+async def _check_addresses_free(scope: FirmScope, addresses: dict[str, tuple[str, ...]]) -> None:
+    """EMAIL_TAKEN when a (normalized) address already belongs to a contact of the firm.
+
+    `addresses` maps each address to the input path reported with the error.
+    """
+    taken = await scope.query(EmailAddress).filter(address_normalized__in=list(addresses)).first()
+    if taken is not None:
+        raise _taken(taken.address, *addresses[taken.address_normalized])
+
+
+async def _insert_addresses(
+    scope: FirmScope, contact: Contact, cleaned: Iterable[tuple[str, str, str]]
+) -> list[EmailAddress]:
+    created = []
+    try:
+        for typed, normalized, label in cleaned:
+            created.append(
+                await EmailAddress.create(
+                    firm_id=scope.firm_id,
+                    contact=contact,
+                    address=typed,
+                    address_normalized=normalized,
+                    label=label,
+                )
+            )
+    except IntegrityError:
+        # Another request took the address between the check and the insert.
+        raise _taken(typed, "address") from None
+    return created
+
+
+async def sync_account_emails(scope: FirmScope, contact_ids: Sequence[int]) -> None:
+    """Create the missing AccountEmail rows for these contacts' links and addresses.
+
+    A row for an address whose owner still has portal access to the account (relinked, or
+    the address added again) starts with LOGIN on: the firm sees the access and can end it.
+    """
+    links = await (
+        scope.query(AccountContact)
+        .filter(contact_id__in=contact_ids)
+        .values_list("account_id", "contact_id")
+    )
+    emails = await (
+        scope.query(EmailAddress)
+        .filter(contact_id__in=contact_ids)
+        .values_list("id", "contact_id", "address_normalized")
+    )
+    wanted = {
+        (account_id, email_id): normalized
+        for account_id, link_contact_id in links
+        for email_id, email_contact_id, normalized in emails
+        if email_contact_id == link_contact_id
+    }
+    if not wanted:
+        return
+    existing = set(
+        await scope.query(AccountEmail)
+        .filter(email_address_id__in=[e for _, e in wanted])
+        .values_list("account_id", "email_address_id")
+    )
+    missing = sorted(set(wanted) - existing)
+    activated = await access.activated_pairs(scope, [(a, wanted[(a, e)]) for a, e in missing])
+    await AccountEmail.bulk_create(
+        [
+            AccountEmail(
+                firm_id=scope.firm_id,
+                account_id=a,
+                email_address_id=e,
+                login=(a, wanted[(a, e)]) in activated,
+            )
+            for a, e in missing
+        ],
+        ignore_conflicts=True,  # a parallel request may have created some meanwhile
+    )

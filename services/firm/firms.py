@@ -1,0 +1,74 @@
+"""Firms and their owners (the CLI's create-firm and set-password)."""
+
+from __future__ import annotations
+
+import re
+
+from tortoise.transactions import in_transaction
+
+from models import Firm, StaffMember, StaffRole
+from services.shared import passwords
+from services.shared.emails import validate_address
+from services.shared.errors import input_error
+from services.shared.permissions import require_staff_admin
+from services.shared.scope import FirmScope
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+async def create_firm(
+    name: str, slug: str, owner_email: str, owner_name: str, owner_password: str
+) -> tuple[Firm, StaffMember]:
+    slug = slug.strip().lower()
+    if not SLUG.match(slug):
+        raise input_error(
+            "INVALID_SLUG", "A slug is 2-63 lower-case letters, digits or dashes.", "slug"
+        )
+    if not name.strip():
+        raise input_error("INVALID_NAME", "A firm needs a name.", "name")
+    typed, normalized = validate_address(owner_email, "owner_email")
+    passwords.check_strength(owner_password, "owner_password")
+    if await Firm.exists(slug=slug):
+        raise input_error("SLUG_TAKEN", f"A firm with slug '{slug}' exists.", "slug")
+    password_hash = await passwords.hash_password(owner_password)  # before: keep the write short
+    async with in_transaction():
+        firm = await Firm.create(name=name.strip(), slug=slug)
+        owner = await StaffMember.create(
+            firm=firm,
+            email=typed,
+            email_normalized=normalized,
+            name=owner_name.strip() or typed,
+            role=StaffRole.OWNER,
+            can_manage_accounts=True,
+            can_use_inbox=True,
+            password_hash=password_hash,
+        )
+    return firm, owner
+
+
+async def set_staff_password(firm_slug: str, email: str, password: str) -> StaffMember:
+    passwords.check_strength(password, "password")
+    staff = await StaffMember.get_or_none(
+        firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
+    )
+    if staff is None:
+        raise input_error("NOT_FOUND", "No such staff member in that firm.", "email")
+    staff.password_hash = await passwords.hash_password(password)
+    await staff.save(update_fields=["password_hash"])
+    return staff
+
+
+async def update_firm_settings(
+    scope: FirmScope, actor: StaffMember, copy_address: str | None
+) -> Firm:
+    """Owners and admins set the address that gets a copy of every email to clients
+    (empty or null: no copies)."""
+    require_staff_admin(actor)
+    firm = await Firm.get(pk=scope.firm_id)
+    firm.copy_address = (
+        validate_address(copy_address, "input", "copyAddress")[0]
+        if copy_address and copy_address.strip()
+        else None
+    )
+    await firm.save(update_fields=["copy_address"])
+    return firm

@@ -1,0 +1,158 @@
+"""Sign-in for staff and clients: one answer for a wrong firm, email or password, and a
+throttle per (kind, firm, email), known or not."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+from tortoise.queryset import QuerySet
+
+from models import PortalUser, Session, SignInThrottle, StaffMember
+from portico.settings import Settings
+from services.firm import password_links
+from services.portal import access, invitations
+from services.shared import passwords, sessions
+from services.shared.errors import InputError, input_error
+
+INVALID_CREDENTIALS = "Firm, email or password is wrong."
+
+U = TypeVar("U", StaffMember, PortalUser)
+
+
+@dataclass(frozen=True)
+class SignInPolicy:
+    session_ttl: timedelta
+    max_failures: int
+    lockout_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignInPolicy:
+        return cls(
+            session_ttl=timedelta(hours=settings.session_ttl_hours),
+            max_failures=settings.signin_max_failures,
+            lockout_seconds=settings.signin_lockout_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str
+    session: Session
+
+
+async def staff_sign_in(
+    firm_slug: str, email: str, password: str, policy: SignInPolicy
+) -> tuple[SignedIn, StaffMember]:
+    members = StaffMember.filter(active=True)
+    staff = await _authenticate("staff", members, firm_slug, email, password, policy)
+    token, session = await sessions.start_staff_session(staff, policy.session_ttl)
+    return SignedIn(token, session), staff
+
+
+async def client_sign_in(
+    firm_slug: str, email: str, password: str, policy: SignInPolicy
+) -> tuple[SignedIn, PortalUser]:
+    """A client lands in their account when they have exactly one; otherwise they choose."""
+    user = await _authenticate("client", PortalUser.all(), firm_slug, email, password, policy)
+    account_ids = await access.client_account_ids(user.pk)
+    current = account_ids[0] if len(account_ids) == 1 else None
+    token, session = await sessions.start_client_session(user, policy.session_ttl, current)
+    return SignedIn(token, session), user
+
+
+async def _authenticate(
+    kind: str,
+    candidates: QuerySet[U],
+    firm_slug: str,
+    email: str,
+    password: str,
+    policy: SignInPolicy,
+) -> U:
+    key = _throttle_key(kind, firm_slug, email)
+    attempts = await _reserve_attempt(key, policy)
+    user = await candidates.filter(
+        firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
+    ).first()
+    # verify_password always runs argon2, also when there is no such user.
+    if not await passwords.verify_password(user.password_hash if user else None, password):
+        if attempts >= policy.max_failures:
+            await _lock(key, _delay(attempts - policy.max_failures, policy))
+        raise input_error("INVALID_CREDENTIALS", INVALID_CREDENTIALS)
+    assert user is not None and user.password_hash is not None
+    await SignInThrottle.filter(key=key).delete()
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = await passwords.hash_password(password)
+        await user.save(update_fields=["password_hash"])
+    return user
+
+
+async def _reserve_attempt(key: str, policy: SignInPolicy) -> int:
+    """Counts the attempt before the password is checked (the count it returns), so
+    parallel guesses cannot slip past the limit: beyond it, each attempt must first win
+    the lock for the next window."""
+    throttle = await _count_attempt(key)
+    if throttle.locked_until is not None and throttle.locked_until > sessions.now():
+        raise _too_many()
+    over = throttle.failures - policy.max_failures
+    if over > 0:
+        claimed = await SignInThrottle.filter(key=key, locked_until=throttle.locked_until).update(
+            locked_until=sessions.now() + _delay(over, policy)
+        )
+        if not claimed:  # a parallel attempt took this window
+            raise _too_many()
+    return throttle.failures
+
+
+def _delay(over: int, policy: SignInPolicy) -> timedelta:
+    """30 s at the limit, doubling with each further failure, up to the ceiling."""
+    return timedelta(seconds=min(30 * 2**over, policy.lockout_seconds))
+
+
+async def _lock(key: str, delay: timedelta) -> None:
+    await SignInThrottle.filter(key=key).update(locked_until=sessions.now() + delay)
+
+
+async def _count_attempt(key: str) -> SignInThrottle:
+    """Adds one attempt in a single UPDATE (no lost updates under concurrency)."""
+    for _ in range(2):
+        if await SignInThrottle.filter(key=key).update(failures=F("failures") + 1):
+            return await SignInThrottle.get(key=key)
+        try:
+            return await SignInThrottle.create(key=key, failures=1)
+        except IntegrityError:
+            continue  # created by a parallel attempt: count on it
+    return await SignInThrottle.get(key=key)
+
+
+def _too_many() -> InputError:
+    return input_error("TOO_MANY_ATTEMPTS", "Too many failed sign-ins. Try again in a few minutes.")
+
+
+def _throttle_key(kind: str, firm_slug: str, email: str) -> str:
+    raw = f"{kind}\0{firm_slug.strip().lower()}\0{email.strip().lower()}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def accept_invitation(
+    token: str, password: str | None, policy: SignInPolicy
+) -> tuple[SignedIn, PortalUser]:
+    """Activates the invitation and signs the client in, inside the invitation's account."""
+    accepted = await invitations.accept(token, password)
+    token, session = await sessions.start_client_session(
+        accepted.portal_user, policy.session_ttl, accepted.account_id
+    )
+    return SignedIn(token, session), accepted.portal_user
+
+
+async def set_first_password(
+    token: str, password: str, policy: SignInPolicy
+) -> tuple[SignedIn, StaffMember]:
+    """Redeems a staff password link and signs the member in."""
+    member = await password_links.redeem(token, password)
+    token, session = await sessions.start_staff_session(member, policy.session_ttl)
+    return SignedIn(token, session), member

@@ -1,0 +1,411 @@
+"""EMAIL SYNC, kept running: every connected mailbox of every firm stays in sync until stopped.
+
+`run_sync_loop` is a supervisor: at start and then every PORTICO_SYNC_INTERVAL_SECONDS (or at
+once after `notify()`) it lists the mailboxes, starts one task per new mailbox and cancels the
+tasks of deleted ones. Beside them a history task runs the queued history imports
+(services/mail/history), woken at once when one is queued in this process.
+
+Each mailbox task repeats: a sync pass (services/mail/sync_engine.sync_mailbox), then a wait.
+- The wait is an IMAP IDLE on INBOX, on a connection of its own, where the server offers IDLE
+  (and PORTICO_SYNC_IDLE is on): new mail (EXISTS) ends it and the next pass starts at once.
+  It also ends after one interval, so INBOX and Sent are passed over at least that often
+  (the interval is always well below RFC 2177's 29 minutes, or IDLE is renewed before them).
+  Without IDLE the task simply polls every interval.
+- A failed pass (server down, wrong password) is retried after a doubling wait with jitter,
+  from PORTICO_SYNC_RETRY_BASE_SECONDS up to PORTICO_SYNC_RETRY_MAX_SECONDS. The mailbox shows
+  FAILED and its last error meanwhile. An unexpected exception is logged and handled the same
+  way: nothing leaks out of a task, and no task depends on another.
+- A busy pass (another process holds the mailbox's lease) drops its IDLE connection and waits
+  for the next interval: that process is keeping the mailbox in sync meanwhile. The lease is
+  what makes several workers on one PostgreSQL database safe.
+- Stopping interrupts the waits at once (IDLE is ended and the watcher logs out); a pass
+  in flight ends after the batch in hand, and is cancelled if that takes more than
+  STOP_GRACE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable
+from enum import Enum
+from typing import TypeVar
+
+import aioimaplib
+
+from models import Mailbox, MailboxFolder
+from portico.settings import Settings
+from services.mail import history, sync_engine
+from services.mail.mailboxes import MailServer, close_imap, mailbox_password, open_imap
+from services.shared.pubsub import EventBus
+from services.shared.scope import FirmScope
+from services.shared.wakeups import Wakeups, wait_any
+
+log = logging.getLogger(__name__)
+
+# RFC 2177: a server may drop a client idle for 30 minutes, so IDLE is renewed well before.
+IDLE_MAX_SECONDS = 25 * 60
+IMAP_TIMEOUT = 30.0  # seconds without an answer before a watcher command counts as failed
+LOGOUT_SECONDS = 2.0
+STOP_GRACE_SECONDS = 5.0  # a pass in flight may finish its work before it is cancelled
+# An IDLE connection lost sooner than this after it opened is not reopened at once: a server
+# that drops idle clients would otherwise be logged into over and over.
+MIN_IDLE_SECONDS = 30.0
+MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at the same moment
+JITTER = 0.2  # ±20 % around each retry delay, so mailboxes failing together retry apart
+
+_EXISTS = re.compile(rb"^\d+ EXISTS\b", re.IGNORECASE)
+
+T = TypeVar("T")
+
+# In-process wake-ups of the supervisor (a mailbox was connected): see notify().
+_wakeups = Wakeups()
+
+
+def notify() -> None:
+    """Make this process's sync loop (if any) look for new mailboxes now, not an interval
+    later. Call it after the transaction that connected a mailbox has committed."""
+    _wakeups.notify()
+
+
+def retry_delay(settings: Settings, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the `failures`-th failed pass in a row: the base doubling, times
+    a random factor in [0.8, 1.2], never more than the maximum."""
+    doubling = settings.sync_retry_base_seconds * 2 ** min(max(failures - 1, 0), 32)
+    delay = min(doubling, settings.sync_retry_max_seconds)
+    factor = (rng or random).uniform(1 - JITTER, 1 + JITTER)
+    return min(delay * factor, settings.sync_retry_max_seconds)
+
+
+# The supervisor -----------------------------------------------------------------------------
+
+
+async def run_sync_loop(settings: Settings, bus: EventBus | None, stop: asyncio.Event) -> None:
+    """Keep every connected mailbox in sync, and run queued history imports, until `stop` is
+    set. Never ends on an error: a failing database is retried after a doubling wait."""
+    log.info(
+        "mailbox sync started (a pass every %g s, IDLE %s)",
+        settings.sync_interval_seconds,
+        "on" if settings.sync_idle else "off",
+    )
+    passes = asyncio.Semaphore(MAX_CONCURRENT_PASSES)
+    tasks: dict[int, asyncio.Task[None]] = {}
+    background = [asyncio.create_task(_run_history(settings, stop), name="history imports")]
+    failures = 0
+    try:
+        with _wakeups.listen() as wake:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    current = set(await Mailbox.all().values_list("id", flat=True))
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("listing mailboxes failed (%s in a row); trying again", failures)
+                    current = None
+                if current is not None:
+                    for gone in tasks.keys() - current:
+                        tasks.pop(gone).cancel()  # the mailbox was deleted
+                    for mailbox_id in sorted(current):
+                        task = tasks.get(mailbox_id)
+                        if task is None or task.done():
+                            sync = _MailboxSync(mailbox_id, settings, bus, stop, passes)
+                            tasks[mailbox_id] = asyncio.create_task(
+                                sync.run(), name=f"mailbox sync {mailbox_id}"
+                            )
+                timeout = (
+                    retry_delay(settings, failures) if failures else settings.sync_interval_seconds
+                )
+                await wait_any(stop, timeout, wake)
+    finally:
+        await _shut_down([*background, *tasks.values()])
+        log.info("mailbox sync stopped")
+
+
+async def _shut_down(tasks: list[asyncio.Task[None]]) -> None:
+    """Tasks see `stop` themselves; a pass in flight gets a grace period, then is cancelled."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception):
+            log.error("mailbox sync task ended with %r", result)
+
+
+async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
+    """Queued history imports: every interval, and at once when one is queued here."""
+    failures = 0
+    with history.wakeups() as wake:
+        while not stop.is_set():
+            wake.clear()  # an import queued during the round below starts another round
+            try:
+                await history.run_due_imports(settings, stop)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("history imports failed (%s in a row); trying again", failures)
+            timeout = (
+                retry_delay(settings, failures) if failures else settings.sync_interval_seconds
+            )
+            await wait_any(stop, timeout, wake)
+
+
+# One mailbox --------------------------------------------------------------------------------
+
+
+class Woken(Enum):
+    MAIL = "mail"  # new mail in INBOX: pass at once
+    TIMEOUT = "timeout"  # an interval passed: pass anyway
+    LOST = "lost"  # the IDLE connection dropped: pass at once (it tells whether the server is up)
+    STOPPED = "stopped"
+
+
+class _MailboxSync:
+    """Keeps one mailbox in sync: pass, wait (IDLE or poll), pass again; backoff on failure."""
+
+    def __init__(
+        self,
+        mailbox_id: int,
+        settings: Settings,
+        bus: EventBus | None,
+        stop: asyncio.Event,
+        passes: asyncio.Semaphore,
+    ) -> None:
+        self.mailbox_id = mailbox_id
+        self.settings = settings
+        self.bus = bus
+        self.stop = stop
+        self.passes = passes
+        self.failures = 0
+        self.watcher: _Watcher | None = None
+        self.idle_usable = settings.sync_idle  # off for good once the server shows no IDLE
+        self.poll_once = False  # the last IDLE connection dropped early: poll this time
+        # The INBOX state (UIDVALIDITY, UIDNEXT) that last started a pass: seen again, it is
+        # not new mail (e.g. the newest messages were expunged and the cursor stays below).
+        self.last_hint: tuple[int | None, int | None] | None = None
+
+    async def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    if not await self.round():
+                        return  # the mailbox is gone
+                except Exception:
+                    self.failures += 1
+                    log.exception(
+                        "mailbox %s: sync round failed unexpectedly (%s in a row)",
+                        self.mailbox_id,
+                        self.failures,
+                    )
+                    await self.drop_watcher()
+                    await wait_any(self.stop, retry_delay(self.settings, self.failures))
+        finally:
+            await self.drop_watcher()
+
+    async def round(self) -> bool:
+        """One pass and the wait after it; False when the mailbox no longer exists."""
+        mailbox = await Mailbox.get_or_none(pk=self.mailbox_id)
+        if mailbox is None:
+            log.info("mailbox %s: deleted, its sync ends", self.mailbox_id)
+            return False
+        async with self.passes:
+            if self.stop.is_set():
+                return True
+            result = await sync_engine.sync_mailbox(
+                FirmScope(mailbox.firm_id), mailbox, self.settings, self.bus, self.stop
+            )
+        if result.error is not None:
+            self.failures += 1
+            delay = retry_delay(self.settings, self.failures)
+            log.warning(
+                "mailbox %s: sync failed (%s in a row), next attempt in %.1f s: %s",
+                self.mailbox_id,
+                self.failures,
+                delay,
+                result.error,
+            )
+            await self.drop_watcher()  # it is likely as broken as the pass was
+            await wait_any(self.stop, delay)
+            return True
+        if self.failures:
+            log.info("mailbox %s: sync recovered", self.mailbox_id)
+            self.failures = 0
+        if result.busy:
+            # Another process is passing over it (and so keeps it in sync, IDLE included):
+            # look again later, holding no connection of ours meanwhile.
+            await self.drop_watcher()
+            await wait_any(self.stop, self.settings.sync_interval_seconds)
+            return True
+        await self.wait_for_mail(mailbox)
+        return True
+
+    async def wait_for_mail(self, mailbox: Mailbox) -> None:
+        """Until new mail in INBOX (IDLE), one interval, `stop`, or a lost IDLE connection."""
+        interval = self.settings.sync_interval_seconds
+        watcher = await self.watch(mailbox) if self.idle_usable and not self.poll_once else None
+        self.poll_once = False
+        if watcher is None:
+            await wait_any(self.stop, interval)
+            return
+        remaining = interval
+        while remaining > 0:
+            started = time.monotonic()
+            woken = await self.watch_once(watcher, mailbox, min(remaining, IDLE_MAX_SECONDS))
+            if woken is Woken.TIMEOUT:
+                remaining -= time.monotonic() - started
+                continue  # renewing IDLE before RFC 2177's limit: the interval is not over
+            if woken is Woken.LOST:
+                self.poll_once = time.monotonic() - watcher.opened < MIN_IDLE_SECONDS
+                log.info("mailbox %s: IDLE connection lost", self.mailbox_id)
+                await self.drop_watcher()
+            return
+
+    async def watch(self, mailbox: Mailbox) -> _Watcher | None:
+        """The open IDLE connection, opened if needed; None when IDLE is not to be had."""
+        if self.watcher is not None and not self.watcher.lost.is_set():
+            return self.watcher
+        await self.drop_watcher()
+        try:
+            watcher = await _Watcher.open(mailbox, self.settings)
+        except Exception as exc:  # the pass just logged in: a passing failure, poll this time
+            log.info("mailbox %s: no IDLE connection this time: %s", self.mailbox_id, exc)
+            return None
+        if not watcher.can_idle:
+            log.info("mailbox %s: the server has no IDLE, polling", self.mailbox_id)
+            self.idle_usable = False
+            await watcher.close()
+            return None
+        self.watcher = watcher
+        return watcher
+
+    async def watch_once(self, watcher: _Watcher, mailbox: Mailbox, seconds: float) -> Woken:
+        try:
+            hint = await watcher.examine_inbox()
+            if await self.behind(mailbox, hint) and hint != self.last_hint:
+                self.last_hint = hint  # mail came in between the pass and this look
+                return Woken.MAIL
+            woken = await watcher.idle(seconds, self.stop)
+        except sync_engine.MailSyncError as exc:
+            log.info("mailbox %s: IDLE ended: %s", self.mailbox_id, exc)
+            return Woken.LOST
+        if woken is Woken.MAIL:
+            self.last_hint = None
+        return woken
+
+    async def behind(self, mailbox: Mailbox, hint: tuple[int | None, int | None]) -> bool:
+        """Whether INBOX has mail the cursor has not reached (or a new UIDVALIDITY)."""
+        uidvalidity, uidnext = hint
+        cursor = await MailboxFolder.get_or_none(mailbox_id=mailbox.pk, role=sync_engine.INBOX)
+        if cursor is None or uidvalidity is None or cursor.uidvalidity != uidvalidity:
+            return True
+        return uidnext is not None and uidnext > cursor.last_uid + 1
+
+    async def drop_watcher(self) -> None:
+        if self.watcher is not None:
+            watcher, self.watcher = self.watcher, None
+            await watcher.close()
+
+
+# The IDLE connection ------------------------------------------------------------------------
+
+
+class _Watcher:
+    """A logged-in IMAP connection that EXAMINEs INBOX (read only) and IDLEs on it."""
+
+    def __init__(self, client: aioimaplib.IMAP4, where: str, label: str) -> None:
+        self.client = client
+        self.where = where
+        self.label = label  # for the log: which mailbox
+        self.opened = time.monotonic()
+        self.lost = asyncio.Event()
+        client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
+
+    @classmethod
+    async def open(cls, mailbox: Mailbox, settings: Settings) -> _Watcher:
+        server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
+        password = mailbox_password(settings, mailbox)
+        client = await open_imap(server, mailbox.username, password, wait=IMAP_TIMEOUT)
+        return cls(client, str(server), f"mailbox {mailbox.pk}")
+
+    @property
+    def can_idle(self) -> bool:
+        return self.client.has_capability("IDLE")
+
+    async def call(self, what: str, command: Awaitable[T]) -> T:
+        """The command's answer, or MailSyncError as soon as the connection drops."""
+        return await sync_engine.guarded(command, self.lost, self.where, what)
+
+    async def examine_inbox(self) -> tuple[int | None, int | None]:
+        """EXAMINE INBOX: its UIDVALIDITY and UIDNEXT (None when not given)."""
+        response = await self.call("EXAMINE", self.client.examine("INBOX"))
+        if response.result != "OK":
+            raise sync_engine.MailSyncError(f"{self.where} refused EXAMINE INBOX")
+        # EXAMINE selects the folder read only (RFC 3501), but aioimaplib tracks only SELECT
+        # and allows IDLE only in its SELECTED state.
+        self.client.protocol.state = aioimaplib.SELECTED
+        return sync_engine.folder_status(response)
+
+    async def idle(self, seconds: float, stop: asyncio.Event) -> Woken:
+        """IDLE until new mail, `seconds`, `stop`, or a dropped connection."""
+        queue = self.client.protocol.idle_queue
+        while not queue.empty():  # pushes left over from the last IDLE were handled by a pass
+            queue.get_nowait()
+        # aioimaplib's own IDLE timer is set past ours: this method decides when IDLE ends.
+        idle = await self.call("IDLE", self.client.idle_start(timeout=seconds + IMAP_TIMEOUT))
+        deadline = asyncio.get_running_loop().time() + seconds
+        log.debug("%s: IDLE on INBOX for up to %g s", self.label, seconds)
+        try:
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return Woken.TIMEOUT
+                push = asyncio.ensure_future(self.client.wait_server_push(timeout=remaining))
+                stopping = asyncio.ensure_future(stop.wait())
+                lost = asyncio.ensure_future(self.lost.wait())
+                try:
+                    await asyncio.wait({push, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in (push, stopping, lost):
+                        if not waiter.done():
+                            waiter.cancel()
+                pushed = push.done() and not push.cancelled()
+                timed_out = pushed and push.exception() is not None  # (read: no stray warning)
+                if stop.is_set():
+                    return Woken.STOPPED
+                if self.lost.is_set() or idle.done():  # the server ended IDLE (or left)
+                    return Woken.LOST
+                if not pushed or timed_out:
+                    return Woken.TIMEOUT  # wait_server_push timed out
+                lines = push.result()
+                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    return Woken.TIMEOUT
+                if any(isinstance(line, bytes) and _EXISTS.match(line) for line in lines):
+                    return Woken.MAIL
+                # Flags changed, a message expunged, a keep-alive: nothing to pass over.
+        finally:
+            await self._end_idle(idle)
+
+    async def _end_idle(self, idle: asyncio.Future[aioimaplib.Response]) -> None:
+        if self.lost.is_set():
+            return
+        try:
+            if self.client.has_pending_idle():
+                self.client.idle_done()
+            await asyncio.wait_for(asyncio.shield(idle), LOGOUT_SECONDS)
+        except Exception as exc:  # a server slow to end IDLE: the connection is dropped
+            log.debug("ending IDLE on %s: %r", self.where, exc)
+            self.lost.set()
+
+    async def close(self) -> None:
+        try:
+            if not self.lost.is_set():
+                await asyncio.wait_for(self.client.logout(), LOGOUT_SECONDS)
+        except Exception as exc:  # logging out of a broken connection: it is gone anyway
+            log.debug("IMAP logout from %s: %r", self.where, exc)
+        finally:
+            close_imap(self.client)

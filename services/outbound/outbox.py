@@ -1,0 +1,310 @@
+"""The transactional outbox: mail is rendered and queued in the caller's transaction.
+
+`enqueue` writes one OutboundEmail row through the current connection, so inside the caller's
+`in_transaction()` the mail commits with the change that caused it, or not at all; nothing is
+sent from a request. A worker (services/loops/delivery.py) sends the row later.
+
+Replies from Inbox+ (kind REPLY, sent through a connected mailbox) are synced mail: staff
+without the inbox right do not see them among an account's deliveries, nor by id.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from tortoise.expressions import Q
+
+from models import DeliveryStatus, NotificationCategory, OutboundEmail, StaffMember
+from portico.settings import Settings
+from services.shared import crypto, paging
+from services.shared.scope import FirmScope
+from services.shared.wakeups import Wakeups
+
+TEMPLATES = Path(__file__).parent / "templates"
+CRYPTO_PURPOSE = "outbox-body"
+MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
+MAX_NAME = 200
+MAX_MESSAGE_ID = 255  # the column's
+BATCH = 500  # rows per INSERT when queuing in bulk
+MAX_KIND = 32
+MAX_EXTRA_HEADER = 20_000  # a References header of a long thread, folded when sent
+# Headers a row may add to the standard ones (replies: threading in the recipient's client).
+EXTRA_HEADERS = frozenset({"In-Reply-To", "References"})
+REPLY_KIND = "REPLY"  # a reply from Inbox+, sent through a connected mailbox
+# The rows that are not replies, as SQL on the table's own columns. A reply keeps its kind
+# when its mailbox is disconnected (mailbox_id is then set to NULL).
+_NOT_A_REPLY = f"mailbox_id IS NULL AND kind <> '{REPLY_KIND}'"
+
+
+@dataclass(frozen=True)
+class Bodies:
+    text: str
+    html: str
+
+
+def readable_date(value: datetime) -> str:
+    """A date people read the same anywhere: '3 March 2026, 14:05 UTC'."""
+    value = value.astimezone(UTC)
+    return f"{value.day} {value:%B %Y, %H:%M} UTC"
+
+
+_templates = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    # HTML escapes every value (names are user input); subject and text are plain text.
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,  # a missing context key is a bug, never an empty link
+    keep_trailing_newline=True,
+)
+_templates.filters["when"] = readable_date
+
+# CR and LF start a new header line; the other line breaks and controls have no place there.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+_SPECIALS = frozenset('<>,;:"()[]\\')
+
+
+def header_text(value: str, limit: int = MAX_SUBJECT) -> str:
+    """`value` as one safe header line: line breaks and controls become spaces."""
+    return " ".join(_UNSAFE.sub(" ", value).split())[:limit]
+
+
+def header_safe_address(value: str) -> str:
+    """One bare address (local@domain); a second address, a name or a line break is refused.
+
+    Stricter than RFC 5322 on purpose (no quoted local parts, comments or IP literals, as
+    the CRM's validation has none): nothing in it can end a header or start another.
+    """
+    address = value.strip()
+    local, _, domain = address.rpartition("@")
+    if (
+        not local
+        or not domain
+        or "@" in local
+        or _UNSAFE.search(address)
+        or any(c.isspace() or c in _SPECIALS for c in address)
+    ):
+        raise ValueError(f"not a single email address: {value!r}")
+    return address
+
+
+def sender_address(settings: Settings) -> str:
+    """The address part of PORTICO_MAIL_FROM (its display name gives way to the firm's)."""
+    return _sender_address(settings.mail_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _sender_address(mail_from: str) -> str:
+    _, address = parseaddr(mail_from)
+    return header_safe_address(address)
+
+
+def render(template: str, context: dict[str, Any]) -> tuple[str, Bodies]:
+    """Subject (one safe line), text and HTML of `template` with `context`."""
+    subject = _templates.get_template(f"{template}.subject.txt").render(context)
+    text = _templates.get_template(f"{template}.txt").render(context)
+    html = _templates.get_template(f"{template}.html").render(context)
+    return header_text(subject), Bodies(text=text, html=html)
+
+
+def encrypt_bodies(settings: Settings, bodies: Bodies) -> str:
+    payload = json.dumps({"text": bodies.text, "html": bodies.html}).encode()
+    return crypto.fernet(settings, CRYPTO_PURPOSE).encrypt(payload).decode()
+
+
+def decrypt_bodies(settings: Settings, row: OutboundEmail) -> Bodies:
+    payload = json.loads(crypto.fernet(settings, CRYPTO_PURPOSE).decrypt(row.body_encrypted))
+    return Bodies(text=payload["text"], html=payload["html"])
+
+
+def new_message_id(settings: Settings, domain: str | None = None) -> str:
+    """Unique per row and kept across retries, so a recipient can spot a repeated delivery.
+
+    `domain` is the sender's (a connected mailbox); PORTICO_MAIL_FROM's when not given.
+    """
+    domain = domain or sender_address(settings).rpartition("@")[2]
+    return f"<outbox.{secrets.token_hex(16)}@{domain}>"
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message to queue: `template` rendered with `context` for `to`."""
+
+    to: str
+    template: str
+    context: dict[str, Any]
+    kind: str
+    account_id: int | None = None
+    category: str | None = None
+    invitation_id: int | None = None  # revoking the invitation cancels the unsent mail
+
+
+async def enqueue(
+    *,
+    firm_id: int,
+    firm_name: str,
+    to: str,
+    template: str,
+    context: dict[str, Any],
+    kind: str,
+    settings: Settings,
+    account_id: int | None = None,
+    category: str | None = None,
+    invitation_id: int | None = None,
+) -> OutboundEmail:
+    """Render `template` and queue it for `to`, in the caller's transaction if there is one.
+
+    Raises ValueError for a malformed address, kind or category (a bug in the caller: the
+    caller's transaction then rolls back with it).
+    """
+    mail = Mail(to, template, context, kind, account_id, category, invitation_id)
+    [row] = await enqueue_many(firm_id, firm_name, [mail], settings)
+    return row
+
+
+async def enqueue_many(
+    firm_id: int, firm_name: str, mails: Sequence[Mail], settings: Settings
+) -> list[OutboundEmail]:
+    """Queues many messages with few INSERTs (a mass mailing to thousands of clients)."""
+    from_name = header_text(firm_name, MAX_NAME)
+    rows = [_row(firm_id, from_name, mail, settings) for mail in mails]
+    if len(rows) == 1:
+        await rows[0].save()  # keeps the id on the row
+    elif rows:
+        await OutboundEmail.bulk_create(rows, batch_size=BATCH)
+    # The rows may not be committed yet; a woken worker that finds nothing looks again soon.
+    notify()
+    return rows
+
+
+def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> OutboundEmail:
+    _check_kind(mail.kind)
+    category = NotificationCategory(mail.category).value if mail.category else None
+    subject, bodies = render(mail.template, mail.context)
+    return OutboundEmail(
+        firm_id=firm_id,
+        account_id=mail.account_id,
+        invitation_id=mail.invitation_id,
+        kind=mail.kind,
+        category=category,
+        to_address=header_safe_address(mail.to),
+        from_name=from_name,
+        subject=subject,
+        body_encrypted=encrypt_bodies(settings, bodies),
+        message_id=new_message_id(settings),
+        next_attempt_at=datetime.now(UTC),
+    )
+
+
+def _check_kind(kind: str) -> None:
+    if not 0 < len(kind) <= MAX_KIND:
+        raise ValueError(f"kind must have 1 to {MAX_KIND} characters: {kind!r}")
+
+
+async def enqueue_written(
+    *,
+    firm_id: int,
+    from_name: str,
+    to: str,
+    subject: str,
+    text: str,
+    kind: str,
+    message_id: str,
+    settings: Settings,
+    account_id: int | None = None,
+    mailbox_id: int | None = None,
+    thread_message_id: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> OutboundEmail:
+    """Queue a plain-text message a person wrote (a reply), in the caller's transaction.
+
+    No template: the text goes out as written, without an HTML part. With `mailbox_id` the
+    worker sends it through that mailbox's SMTP server and files a copy in its Sent folder.
+    The caller calls `notify()` once its transaction has committed (a worker woken before
+    would not see the row yet, and sleep a whole poll).
+    Raises ValueError for a malformed address, kind, header or Message-ID (a bug in the
+    caller, whose transaction then rolls back).
+    """
+    _check_kind(kind)
+    extra = dict(headers or {})
+    if unknown := sorted(set(extra) - EXTRA_HEADERS):
+        raise ValueError(f"headers a row may not set: {unknown}")
+    if len(message_id) > MAX_MESSAGE_ID or _UNSAFE.search(message_id):
+        raise ValueError(f"not a usable Message-ID: {message_id!r}")
+    row = OutboundEmail(
+        firm_id=firm_id,
+        account_id=account_id,
+        kind=kind,
+        to_address=header_safe_address(to),
+        from_name=header_text(from_name, MAX_NAME),
+        subject=header_text(subject),
+        body_encrypted=encrypt_bodies(settings, Bodies(text=text, html="")),
+        message_id=message_id,
+        next_attempt_at=datetime.now(UTC),
+        mailbox_id=mailbox_id,
+        thread_message_id=thread_message_id,
+        headers={name: header_text(value, MAX_EXTRA_HEADER) for name, value in extra.items()}
+        or None,
+    )
+    await row.save()
+    return row
+
+
+# In-process wake-ups: the embedded worker waits on these instead of a full poll.
+_wakeups = Wakeups()
+wakeups = _wakeups.listen
+
+
+def notify() -> None:
+    """Wake the workers of this process (if any) to look for due mail now."""
+    _wakeups.notify()
+
+
+def shows_replies(staff: StaffMember) -> bool:
+    """Whether `staff` sees replies among the deliveries: their subject, recipient and errors
+    are synced mail, for owners, admins and the inbox right (permissions.require_inbox)."""
+    return staff.uses_inbox
+
+
+def is_reply(row: OutboundEmail) -> bool:
+    return row.mailbox_id is not None or row.kind == REPLY_KIND
+
+
+DeliveryPageKey = tuple[int, int, int]  # account id, offset, size
+DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, the page's rows
+
+
+async def delivery_pages(
+    scope: FirmScope, keys: Sequence[DeliveryPageKey], *, with_replies: bool
+) -> list[DeliveryPage]:
+    """Account.deliveries of many accounts, newest first; one statement per distinct window.
+
+    Without `with_replies` the replies are left out, of the totals too.
+    """
+    where = None if with_replies else _NOT_A_REPLY
+    found: dict[DeliveryPageKey, DeliveryPage] = {}
+    for start, size in {(key[1], key[2]) for key in keys}:
+        accounts = [key[0] for key in keys if (key[1], key[2]) == (start, size)]
+        pages = await paging.pages_by_account(
+            scope, OutboundEmail, accounts, start, size, where=where
+        )
+        found.update({(account, start, size): pages[account] for account in accounts})
+    return [found[key] for key in keys]
+
+
+async def cancel_invitation_mail(invitation_ids: list[int]) -> int:
+    """Withdraws queued (not yet claimed) mail of revoked invitations; how many."""
+    if not invitation_ids:
+        return 0
+    unclaimed = Q(lease_until=None) | Q(lease_until__lt=datetime.now(UTC))
+    return await OutboundEmail.filter(
+        unclaimed, invitation_id__in=invitation_ids, status=DeliveryStatus.QUEUED
+    ).update(status=DeliveryStatus.CANCELLED)

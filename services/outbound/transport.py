@@ -1,0 +1,376 @@
+"""Turning an outbox row into a message, and the ways of sending it.
+
+SMTP (PORTICO_SMTP_URL) or .eml files for the platform's own mail; a connected mailbox's
+SMTP server for replies from Inbox+ (MailboxSmtpTransport). Every transport has one method,
+`async send(message)`, and raises TemporaryFailure (try again later) or PermanentFailure
+(never will work) with the server's reason, so the delivery loop needs to know nothing
+about SMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import ssl
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from models import OutboundEmail
+from portico.settings import Settings
+from services.outbound.outbox import (
+    EXTRA_HEADERS,
+    MAX_EXTRA_HEADER,
+    Bodies,
+    header_text,
+    sender_address,
+)
+
+log = logging.getLogger(__name__)
+
+SMTP_TIMEOUT_SECONDS = 60.0
+SMTPS_PORT = 465  # a mailbox's smtpTls on this port is implicit TLS, elsewhere STARTTLS
+QUIT_SECONDS = 2.0
+
+
+class DeliveryFailure(Exception):
+    """A send that did not happen; the message is the reason shown as lastError."""
+
+
+class TemporaryFailure(DeliveryFailure):
+    """4xx replies, refused connections, timeouts: the same message may work later."""
+
+
+class PermanentFailure(DeliveryFailure):
+    """5xx replies: the server will not take this message, retrying cannot help."""
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` without `secret`: servers have no reason to echo a password; if one ever does,
+    it goes no further."""
+    return text.replace(secret, "***") if secret else text
+
+
+def mentions(exc: BaseException, secret: str | None) -> bool:
+    """Whether `secret` is in the text of `exc` or of an exception it came from (a logged
+    traceback would show it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while secret and current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if secret in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class OutboxMessage(EmailMessage):
+    """An EmailMessage that remembers its outbox row (for the file transport's file name)."""
+
+    row_id: int | None = None
+
+
+class Transport(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+def build_message(
+    row: OutboundEmail,
+    bodies: Bodies,
+    settings: Settings,
+    date: datetime | None = None,
+    sender: str | None = None,
+) -> OutboxMessage:
+    """multipart/alternative (text, then HTML) with From, To, Subject, Message-ID and Date.
+
+    `sender` is the From address when the row goes through a connected mailbox (a reply);
+    PORTICO_MAIL_FROM's otherwise. The row's extra headers (In-Reply-To, References) follow
+    Message-ID. A row without HTML (a reply a person wrote) is plain text only.
+
+    The header values were cleaned when the row was written; the email policy refuses any
+    CR or LF left in a header value, a second guard against header injection.
+    """
+    message = OutboxMessage()
+    message.row_id = row.pk
+    address = _ascii_address(sender) if sender else sender_address(settings)
+    message["From"] = Address(display_name=header_text(row.from_name), addr_spec=address)
+    try:
+        message["To"] = Address(addr_spec=_ascii_address(row.to_address))
+    except (ValueError, HeaderParseError) as exc:  # the parser's defects are ValueErrors
+        raise PermanentFailure(f"{row.to_address} is not a valid address: {exc}") from exc
+    message["Subject"] = header_text(row.subject)
+    message["Message-ID"] = row.message_id
+    for name, value in (row.headers or {}).items():
+        if name not in EXTRA_HEADERS:  # written by a bug or by hand: never sent blindly
+            raise PermanentFailure(f"the message has a header Portico does not send: {name}")
+        message[name] = header_text(str(value), MAX_EXTRA_HEADER)
+    message["Date"] = format_datetime(date or datetime.now(UTC))
+    message.set_content(bodies.text)
+    if bodies.html:
+        message.add_alternative(bodies.html, subtype="html")
+    return message
+
+
+def _ascii_address(address: str) -> str:
+    """The address as SMTP without the SMTPUTF8 extension carries it: an IDNA domain.
+
+    A non-ASCII local part (jörg@…) has no ASCII form: the mail fails with that reason
+    rather than leaving with a mangled address.
+    """
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise PermanentFailure(
+            f"{address} has non-ASCII characters before the @, which needs SMTPUTF8; "
+            "Portico does not send such mail yet"
+        )
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise PermanentFailure(f"{address}: the domain has no ASCII form ({exc})") from exc
+
+
+def transport_for(settings: Settings) -> Transport:
+    """SMTP when PORTICO_SMTP_URL is set, else .eml files under the var folder."""
+    if settings.smtp_url:
+        config = SmtpConfig.from_url(settings.smtp_url)
+        # A send must end well inside the lease that protects it (services/loops/delivery.py).
+        timeout = min(config.timeout, settings.mail_lease_seconds / 4)
+        return SmtpTransport(replace(config, timeout=timeout))
+    return FileTransport(settings.outbox_dir)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    hostname: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log or traceback
+    use_tls: bool = False  # smtps://: TLS from the first byte
+    start_tls: bool | None = None  # True: required, False: never, None: when offered
+    validate_certs: bool = True
+    timeout: float = SMTP_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        """`smtp://user:pass@host:port?starttls=1`, `smtps://…` for implicit TLS.
+
+        Credentials are URL-decoded (a password with '@' is written %40). Query options:
+        starttls=1|0 (default: upgrade when the server offers it), verify=0 (accept any
+        certificate: development only), timeout=SECONDS.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"PORTICO_SMTP_URL must start with smtp:// or smtps://, not {url!r}")
+        if not parts.hostname:
+            raise ValueError("PORTICO_SMTP_URL has no host")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        use_tls = parts.scheme == "smtps"
+        start_tls = _flag(query["starttls"]) if "starttls" in query else None
+        if use_tls and start_tls:
+            raise ValueError("smtps:// is TLS already; starttls=1 does not apply")
+        return cls(
+            hostname=parts.hostname,
+            port=parts.port or (465 if use_tls else 587 if start_tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            use_tls=use_tls,
+            start_tls=False if use_tls else start_tls,
+            validate_certs=_flag(query.get("verify", "1")),
+            timeout=float(query.get("timeout", SMTP_TIMEOUT_SECONDS)),
+        )
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value in PORTICO_SMTP_URL: {value!r}")
+
+
+class SmtpTransport:
+    """One SMTP connection per message: simple, and no stale connection to recover from."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+
+    def __str__(self) -> str:  # for the log: never the credentials
+        tls = " (TLS)" if self.config.use_tls else " (STARTTLS)" if self.config.start_tls else ""
+        return f"SMTP to {self.config.hostname}:{self.config.port}{tls}"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            # aiosmtplib's timeout is per command; this one bounds the whole conversation.
+            async with asyncio.timeout(self.config.timeout):
+                await self._converse(message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # One recipient per message, so this is that recipient's answer.
+            raise _classify(exc.recipients[0]) from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not this message: keep it queued while the operator fixes them.
+            raise TemporaryFailure(f"authentication failed: {_reply(exc)}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify(exc) from exc
+        except TimeoutError as exc:  # ours or aiosmtplib's (SMTPTimeoutError)
+            raise TemporaryFailure(f"the SMTP server did not answer in time: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            # Refused or dropped connections, timeouts, TLS trouble, STARTTLS not offered.
+            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _converse(self, message: EmailMessage) -> None:
+        config = self.config
+        await aiosmtplib.send(
+            message,
+            hostname=config.hostname,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.use_tls,
+            start_tls=config.start_tls,
+            validate_certs=config.validate_certs,
+            timeout=config.timeout,
+        )
+
+
+class MailboxSmtpTransport(SmtpTransport):
+    """Through a connected mailbox's own SMTP server, as connectMailbox checked it
+    (services/mail/mailboxes.check_smtp): implicit TLS on port 465, STARTTLS required on other
+    ports when TLS is on, and a login with the mailbox's username only when the server
+    offers AUTH (a relay that trusts the network offers none).
+
+    The mailbox's password never leaves in an error: a failure's reason (stored as the
+    delivery's lastError, and logged) has it replaced by ***, should a server echo it."""
+
+    @classmethod
+    def for_server(
+        cls,
+        host: str,
+        port: int,
+        tls: bool,
+        username: str,
+        password: str,
+        settings: Settings,
+    ) -> MailboxSmtpTransport:
+        implicit = tls and port == SMTPS_PORT
+        return cls(
+            SmtpConfig(
+                hostname=host,
+                port=port,
+                username=username,
+                password=password,
+                use_tls=implicit,
+                start_tls=tls and not implicit,
+                # A send must end well inside the lease that protects it (delivery.py).
+                timeout=min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4),
+            )
+        )
+
+    async def send(self, message: EmailMessage) -> None:
+        password = self.config.password
+        try:
+            await super().send(message)
+        except DeliveryFailure as exc:
+            if not mentions(exc, password):
+                raise
+            raise type(exc)(scrub(str(exc), password)) from None
+        except Exception as exc:  # a bug: the delivery loop would store and log its text
+            if not mentions(exc, password):
+                raise
+            reason = scrub(f"{type(exc).__name__}: {exc}", password)
+            log.error("%s: unexpected error while sending: %s", self, reason)
+            raise TemporaryFailure(reason) from None
+
+    async def _converse(self, message: EmailMessage) -> None:
+        config = self.config
+        smtp = aiosmtplib.SMTP(
+            hostname=config.hostname,
+            port=config.port,
+            use_tls=config.use_tls,
+            start_tls=False,  # below, and required when asked for (never silently skipped)
+            validate_certs=config.validate_certs,
+            timeout=config.timeout,
+        )
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+            if config.start_tls:
+                if not smtp.supports_extension("starttls"):
+                    raise TemporaryFailure(
+                        f"the SMTP server {config.hostname}:{config.port} does not offer "
+                        "STARTTLS, which the mailbox requires"
+                    )
+                await smtp.starttls()
+                await smtp.ehlo()
+            if config.username and config.password and smtp.supports_extension("auth"):
+                await smtp.login(config.username, config.password)
+            await smtp.send_message(message)
+            with contextlib.suppress(Exception):  # sent: a slow goodbye changes nothing
+                async with asyncio.timeout(QUIT_SECONDS):
+                    await smtp.quit()
+        finally:
+            smtp.close()
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
+    return f"{exc.code} {exc.message}".strip()
+
+
+def _classify(exc: aiosmtplib.SMTPResponseException) -> DeliveryFailure:
+    if 500 <= exc.code < 600:
+        return PermanentFailure(_reply(exc))
+    return TemporaryFailure(_reply(exc))
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._@-]+")
+
+
+class FileTransport:
+    """The embedded default: each message as `{row id}-{message id}.eml` in one folder.
+
+    Written to a temporary file and renamed, so a reader never sees half a message; a retry
+    of the same row replaces its file instead of adding a second one.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return f".eml files in {self.folder}"
+
+    def path_for(self, message: EmailMessage) -> Path:
+        safe_id = _UNSAFE_FILENAME.sub("_", str(message["Message-ID"] or "")).strip("_.")
+        row_id = getattr(message, "row_id", None)
+        name = f"{row_id}-{safe_id}" if row_id is not None else safe_id or secrets.token_hex(8)
+        return self.folder / f"{name}.eml"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            # A thread: fsync may block, and this loop may be serving requests too.
+            await asyncio.to_thread(self._write, self.path_for(message), message.as_bytes())
+        except OSError as exc:  # a full disk or a missing permission may be fixed later
+            raise TemporaryFailure(f"cannot write the .eml file: {exc}") from exc
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
