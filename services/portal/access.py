@@ -157,9 +157,7 @@ async def address_changed(
     rows = await scope.query(AccountEmail).filter(email_address_id=email.pk)
     if any(row.email_sync for row in rows):
         await history.queue(scope, [email.address_normalized])
-    await invitations.revoke_pending(
-        scope, [r.pk for r in rows], staff=staff, reason="address changed"
-    )
+    await invitations.revoke_for_address_change(scope, [r.pk for r in rows], staff)
     for row in rows:
         row.email_address = email
         if row.login and not await _activated(scope, row):

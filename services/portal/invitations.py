@@ -143,6 +143,14 @@ async def revoke_pending(
     return len(pending)
 
 
+async def revoke_for_address_change(
+    scope: FirmScope, account_email_ids: Iterable[int], staff: StaffMember | None
+) -> int:
+    """The rule "an address changed before acceptance revokes the invitation": a link is bound
+    to the address it was sent to, so a pending one dies when that address is edited."""
+    return await revoke_pending(scope, account_email_ids, staff=staff, reason="address changed")
+
+
 @dataclass(frozen=True)
 class Accepted:
     portal_user: PortalUser
