@@ -21,7 +21,7 @@ from portico.middleware import AccessLog, BodyLimit
 from portico.pages import link_pages
 from portico.settings import Settings
 from portico.worker import run_background
-from schema.root import build_schema
+from resolvers.root import build_schema
 from services.outbound.transport import transport_for
 from services.shared import crypto
 from services.shared.pubsub import bus_for

@@ -204,7 +204,7 @@ def _seed_demo(args: argparse.Namespace, settings: Settings, only_into_empty: bo
 
 
 def _export_schema(args: argparse.Namespace, settings: Settings) -> None:
-    from schema.root import build_schema
+    from resolvers.root import build_schema
 
     print(build_schema(settings).as_str())
 

@@ -1,1 +1,2 @@
-"""Thin resolvers: authorize, call a service, return schema types. DataLoaders per request."""
+"""Thin resolvers: authorize, call a service, return schema types. DataLoaders per request.
+root.py composes the Schema (Query, the mutations, Subscription, limits and extensions)."""

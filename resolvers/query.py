@@ -10,12 +10,12 @@ from models import Account as AccountModel
 from models import Contact as ContactModel
 from models import Firm as FirmModel
 from models import StaffMember as StaffMemberModel
-from resolvers.permissions import IsStaff, UsesInbox
 from schema import ids
 from schema.delivery import Delivery
 from schema.mail import Mailbox
 from schema.messages import Message, inbox
 from schema.pagination import Connection, paginate
+from schema.permissions import IsStaff, UsesInbox
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from services.crm import records
 

@@ -1,1 +1,3 @@
-"""Strawberry types, inputs, enums and payloads; schema/root.py composes the Schema."""
+"""Strawberry types, inputs, enums, payloads and field permissions.
+
+resolvers/root.py composes the Schema from these types and the resolvers."""

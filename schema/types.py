@@ -23,7 +23,6 @@ from models import Invitation as InvitationModel
 from models import PortalAccess as PortalAccessModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
-from resolvers.permissions import IsStaff, UsesInbox
 from schema import ids
 from schema.enums import (
     AccountType,
@@ -33,6 +32,7 @@ from schema.enums import (
     StaffRole,
 )
 from schema.pagination import Connection, connection, window
+from schema.permissions import IsStaff, UsesInbox
 from services.portal import access, invitations
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ import pytest
 
 from models import PortalAccess
 from portico.settings import Settings
+from resolvers.root import build_schema
 from schema import ids
-from schema.root import build_schema
 from services.shared import sessions
 from services.shared.pubsub import firm_channel
 from tests.support.api import Api, add_staff, api_for, eventually

@@ -7,10 +7,10 @@ from strawberry.types import Info
 
 from models import AccountEmail as AccountEmailModel
 from resolvers.attempt import attempt
-from resolvers.permissions import ManagesAccounts
 from schema import ids
 from schema.enums import NotificationCategory
 from schema.payloads import AccountEmailPayload, AccountPayload, InvitationPayload
+from schema.permissions import ManagesAccounts
 from schema.types import Account, AccountEmail, Invitation
 from services.portal import access
 from services.shared.scope import FirmScope

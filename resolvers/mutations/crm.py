@@ -6,7 +6,6 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
-from resolvers.permissions import ManagesAccounts
 from schema import ids
 from schema.inputs import (
     CreateAccountInput,
@@ -15,6 +14,7 @@ from schema.inputs import (
     UpdateAccountInput,
 )
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
+from schema.permissions import ManagesAccounts
 from schema.types import Account, Contact, EmailAddress
 from services.crm import records
 

@@ -7,10 +7,10 @@ from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
-from resolvers.permissions import IsStaff
 from schema import ids
 from schema.errors import UserError
 from schema.payloads import DocumentPayload
+from schema.permissions import IsStaff
 from schema.types import Document
 from services.portal import documents
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from resolvers.permissions import ManagesAccounts
 from schema.errors import UserError
 from schema.payloads import ImportContactsPayload
+from schema.permissions import ManagesAccounts
 from services.crm import importer
 
 

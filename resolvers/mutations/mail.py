@@ -9,10 +9,10 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
-from resolvers.permissions import UsesInbox
 from schema import ids
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from schema.messages import Message, MessagePayload
+from schema.permissions import UsesInbox
 from services.mail import mailboxes, replies
 
 T = TypeVar("T")

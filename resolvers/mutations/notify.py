@@ -6,10 +6,10 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
-from resolvers.permissions import IsStaff, ManagesStaff
 from schema import ids
 from schema.enums import FirmEmailKind, NotificationCategory
 from schema.payloads import FirmPayload, SendPayload
+from schema.permissions import IsStaff, ManagesStaff
 from schema.types import Firm
 from services.firm import firms
 from services.portal import notify

@@ -7,10 +7,10 @@ from strawberry.types import Info
 
 from models import StaffRole
 from resolvers.attempt import attempt
-from resolvers.permissions import ManagesStaff
 from schema import ids
 from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
 from schema.payloads import StaffMemberPayload
+from schema.permissions import ManagesStaff
 from schema.types import StaffMember
 from services.firm import staff
 

@@ -27,9 +27,9 @@ from resolvers.mutations.notify import NotifyMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
+from resolvers.subscriptions import Subscription
 from schema.extensions import OperationName, SessionPerOperation, is_expected, shape_error
 from schema.mail import Mailbox
-from schema.subscriptions import Subscription
 from schema.types import NODE_TYPES
 
 Mutation = merge_types(
