@@ -61,10 +61,22 @@ async def test_pages_of_several_accounts(acme, settings):
 
 
 async def test_other_firms_mail_is_not_counted(acme, globex, settings):
+    """Tenancy, not the account filter alone: a row of globex's that names acme's account (as
+    a forged or corrupt row would) is not acme's to see; globex sees its own row."""
     mine = await new_account(acme.api, "Mine")
     theirs = await new_account(globex.api, "Theirs")
     await _queue(settings, globex.owner.firm_id, theirs["id"], "t@x.example", "T")
-    data = await acme.api.data(
-        "query($id: ID!) { account(id: $id) { deliveries { totalCount } } }", {"id": mine["id"]}
+    await _queue(settings, globex.owner.firm_id, mine["id"], "forged@x.example", "F")
+    await _queue(settings, acme.owner.firm_id, mine["id"], "m@x.example", "M")
+    query = (
+        "query($id: ID!) { account(id: $id) { deliveries { totalCount edges { node { to } } } } }"
     )
-    assert data["account"]["deliveries"]["totalCount"] == 0
+
+    data = await acme.api.data(query, {"id": mine["id"]})
+    assert data["account"]["deliveries"]["totalCount"] == 1
+    assert [e["node"]["to"] for e in data["account"]["deliveries"]["edges"]] == ["m@x.example"]
+    data = await globex.api.data(query, {"id": theirs["id"]})
+    assert [e["node"]["to"] for e in data["account"]["deliveries"]["edges"]] == ["t@x.example"]
+    listed = await acme.api.data(PAGE, {"first": 5})
+    [page] = [e["node"]["deliveries"] for e in listed["accounts"]["edges"]]
+    assert page["totalCount"] == 1 and [d["node"]["to"] for d in page["edges"]] == ["m@x.example"]
