@@ -133,3 +133,21 @@ async def portal_token(acme, account_id: str) -> str:
     await PortalAccess.create(firm_id=acme.owner.firm_id, account_id=pk, portal_user=user)
     token, _ = await sessions.start_client_session(user, timedelta(hours=1), pk)
     return token
+
+
+AUDIT = """
+query($id: ID!) { account(id: $id) { auditEntries { action actor email before after } } }
+"""
+
+
+async def audit_entries(api: Api, account_id: str, action: str | None = None) -> list[dict]:
+    """The account's audit entries as staff read them, newest first; with `action`, only those."""
+    entries = (await api.data(AUDIT, {"id": account_id}))["account"]["auditEntries"]
+    return [e for e in entries if action is None or e["action"] == action]
+
+
+def bare_pk(global_id: str, type_name: str) -> int:
+    """The row id behind a global id (audit entries name rows by their plain id)."""
+    pk = ids.decode(global_id, type_name)
+    assert pk is not None, global_id
+    return pk
