@@ -24,8 +24,9 @@ import pytest
 
 from models import DeliveryStatus, OutboundEmail
 from portico.settings import Settings
-from services.loops.delivery import JITTER, deliver_due
+from services.loops.delivery import deliver_due
 from services.outbound.transport import transport_for
+from services.shared.backoff import JITTER
 from tests.support.api import Api
 from tests.support.login import FLAGS, invitee
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -27,8 +28,9 @@ import pytest
 
 from models import AccountEmail, Mailbox, Message, SyncStatus
 from portico.settings import Settings
-from services.loops import mail_sync
+from services.loops import delivery, mail_sync
 from services.mail import sync_engine
+from services.shared import backoff
 from services.shared.pubsub import InProcessBus
 from tests.support import server
 from tests.support.api import Firm, eventually
@@ -406,3 +408,26 @@ async def test_a_mailbox_with_a_wrong_password_does_not_stop_the_others(
     assert "not-the-password-42" not in (row.last_error or "")
     await good.refresh_from_db()
     assert good.sync_status == SyncStatus.IDLE and good.last_error is None
+
+
+def test_a_failed_pass_waits_the_sync_backoff_not_the_delivery_one() -> None:
+    """One backoff (services/shared/backoff) for both loops, each with its own numbers."""
+    settings = Settings(
+        sync_retry_base_seconds=5,
+        sync_retry_max_seconds=300,
+        mail_retry_base_seconds=30,
+        mail_retry_max_seconds=3600,
+        _env_file=None,
+    )
+    rng = random.Random(11)
+    for failures, nominal in [(1, 5), (2, 10), (3, 20), (6, 160)]:
+        delays = [mail_sync.retry_delay(settings, failures, rng) for _ in range(500)]
+        assert nominal * 0.8 <= min(delays) and max(delays) <= nominal * 1.2
+        assert max(delays) - min(delays) > nominal * 0.3  # really spread
+    capped = [mail_sync.retry_delay(settings, 12, rng) for _ in range(500)]
+    assert min(capped) >= 300 * 0.8 and max(capped) <= 300
+    # The same draw gives each caller its own base and maximum.
+    sync = mail_sync.retry_delay(settings, 2, random.Random(3))
+    mail = delivery.retry_delay(settings, 2, random.Random(3))
+    assert sync == backoff.retry_delay(5, 300, 2, random.Random(3))
+    assert mail == backoff.retry_delay(30, 3600, 2, random.Random(3))

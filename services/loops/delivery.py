@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -48,29 +47,25 @@ from services.outbound.transport import (
     Transport,
     build_message,
 )
+from services.shared import backoff
+from services.shared.leases import lease_token
 
 log = logging.getLogger(__name__)
 
-# ±20% around each delay: a burst of mail refused at once (one 451 episode) comes back spread
-# over a window instead of as a new burst, and no retry comes much sooner than the doubling
-# says (full jitter, uniform from 0, would hit a server that asked us to wait almost at once).
-JITTER = 0.2
 # A send starts only in the first half of the lease; the SMTP timeout (60 s by default) must
 # stay below the other half, so a send never outlives the lease that protects it.
 SEND_WINDOW = 0.5
 
 
 def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = None) -> float:
-    """Seconds to wait after the `attempts`-th failed attempt.
+    """Seconds to wait after the `attempts`-th failed attempt (services/shared/backoff).
 
-    base * 2^(attempts-1), times a random factor in [0.8, 1.2], never more than the maximum.
     With the defaults (30 s, 3600 s, 12 attempts): 30 s, 1 min, 2 min, … 1 h, about five
     hours from the first try to FAILED.
     """
-    doubling = settings.mail_retry_base_seconds * 2 ** min(max(attempts - 1, 0), 32)
-    delay = min(doubling, settings.mail_retry_max_seconds)
-    factor = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return min(delay * factor, settings.mail_retry_max_seconds)
+    return backoff.retry_delay(
+        settings.mail_retry_base_seconds, settings.mail_retry_max_seconds, attempts, rng
+    )
 
 
 @dataclass(frozen=True)
@@ -81,10 +76,7 @@ class Claim:
 
 async def claim_due(settings: Settings, *, limit: int, now: datetime) -> Claim:
     """Lease up to `limit` due QUEUED rows to this caller, oldest due first."""
-    # Random microseconds make the lease value this claim's own token (see the module doc).
-    lease = now + timedelta(
-        seconds=settings.mail_lease_seconds, microseconds=secrets.randbelow(1_000_000)
-    )
+    lease = lease_token(now, settings.mail_lease_seconds)  # this claim's own (module doc)
     async with in_transaction():
         rows = (
             await OutboundEmail.filter(status=DeliveryStatus.QUEUED, next_attempt_at__lte=now)

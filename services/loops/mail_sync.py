@@ -40,6 +40,7 @@ from models import Mailbox, MailboxFolder
 from portico.settings import Settings
 from services.mail import history, sync_engine
 from services.mail.mailboxes import MailServer, close_imap, mailbox_password, open_imap
+from services.shared import backoff
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
 from services.shared.wakeups import Wakeups, wait_any
@@ -55,7 +56,6 @@ STOP_GRACE_SECONDS = 5.0  # a pass in flight may finish its work before it is ca
 # that drops idle clients would otherwise be logged into over and over.
 MIN_IDLE_SECONDS = 30.0
 MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at the same moment
-JITTER = 0.2  # ±20 % around each retry delay, so mailboxes failing together retry apart
 
 _EXISTS = re.compile(rb"^\d+ EXISTS\b", re.IGNORECASE)
 
@@ -72,12 +72,11 @@ def notify() -> None:
 
 
 def retry_delay(settings: Settings, failures: int, rng: random.Random | None = None) -> float:
-    """Seconds to wait after the `failures`-th failed pass in a row: the base doubling, times
-    a random factor in [0.8, 1.2], never more than the maximum."""
-    doubling = settings.sync_retry_base_seconds * 2 ** min(max(failures - 1, 0), 32)
-    delay = min(doubling, settings.sync_retry_max_seconds)
-    factor = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return min(delay * factor, settings.sync_retry_max_seconds)
+    """Seconds to wait after the `failures`-th failed pass or round in a row
+    (services/shared/backoff, with the sync's base and maximum)."""
+    return backoff.retry_delay(
+        settings.sync_retry_base_seconds, settings.sync_retry_max_seconds, failures, rng
+    )
 
 
 # The supervisor -----------------------------------------------------------------------------
