@@ -8,6 +8,8 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.shared.errors import ErrorCode
+
 access_log = logging.getLogger("portico.access")
 
 
@@ -53,7 +55,10 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send) -> None:
-    error = {"message": "Request body too large", "extensions": {"code": "PAYLOAD_TOO_LARGE"}}
+    error = {
+        "message": "Request body too large",
+        "extensions": {"code": ErrorCode.PAYLOAD_TOO_LARGE},
+    }
     body = orjson.dumps({"errors": [error]})
     await send(
         {

@@ -23,6 +23,7 @@ from schema import ids
 from schema.messages import Message
 from services.mail import message_pages
 from services.shared import permissions
+from services.shared.errors import ErrorCode
 from services.shared.pubsub import DEFAULT_MAX_QUEUE, MESSAGE_SYNCED, EventBus, firm_channel
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Subscription:
             )
             raise GraphQLError(
                 "Live updates are not available on this server.",
-                extensions={"code": "SUBSCRIPTIONS_UNAVAILABLE"},
+                extensions={"code": ErrorCode.SUBSCRIPTIONS_UNAVAILABLE},
             )
         return _synced_messages(context, bus, account_pk)
 
@@ -94,6 +95,6 @@ async def _account(context: Context, account_id: strawberry.ID) -> int:
     row = await context.scope.find(AccountModel, ids.decode(account_id, "Account"))
     if row is None:
         raise GraphQLError(
-            "No such account.", extensions={"code": "NOT_FOUND", "argument": "accountId"}
+            "No such account.", extensions={"code": ErrorCode.NOT_FOUND, "argument": "accountId"}
         )
     return row.pk

@@ -8,7 +8,7 @@ from graphql import GraphQLError
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
-from services.shared.errors import AccessError
+from services.shared.errors import AccessError, ErrorCode
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -29,7 +29,7 @@ def shape_error(error: GraphQLError) -> GraphQLError:
             str(original), error.nodes, path=error.path, extensions={"code": original.code}
         )
     return GraphQLError(
-        INTERNAL_MESSAGE, error.nodes, path=error.path, extensions={"code": "INTERNAL"}
+        INTERNAL_MESSAGE, error.nodes, path=error.path, extensions={"code": ErrorCode.INTERNAL}
     )
 
 

@@ -12,6 +12,8 @@ from strawberry.relay import PageInfo
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from services.shared.errors import ErrorCode
+
 NodeT = TypeVar("NodeT")
 M = TypeVar("M", bound=Model)
 
@@ -52,7 +54,9 @@ def decode_cursor(cursor: str | None) -> int:
 
 
 def bad_input(message: str, argument: str) -> GraphQLError:
-    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT", "argument": argument})
+    return GraphQLError(
+        message, extensions={"code": ErrorCode.BAD_USER_INPUT, "argument": argument}
+    )
 
 
 def check_page_size(first: int, max_page_size: int) -> None:

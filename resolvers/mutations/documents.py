@@ -13,6 +13,7 @@ from schema.payloads import DocumentPayload
 from schema.permissions import IsStaff
 from schema.types import Document
 from services.portal import documents
+from services.shared.errors import ErrorCode
 
 
 @strawberry.type
@@ -28,7 +29,7 @@ class DocumentMutations:
         if not callable(getattr(file, "read", None)):  # a value, not a part of a multipart body
             message = "Send the file as a part of a multipart request."
             return DocumentPayload(
-                errors=[UserError(code="INVALID_FILE", field=["file"], message=message)]
+                errors=[UserError(code=ErrorCode.INVALID_FILE, field=["file"], message=message)]
             )
         document, errors = await attempt(
             info.context,

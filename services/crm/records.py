@@ -29,7 +29,7 @@ from portico.settings import Settings
 from services.mail import history
 from services.portal import access
 from services.shared.emails import clean_label, validate_address
-from services.shared.errors import InputError, input_error
+from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
 
 MAX_NAME_LENGTH = 100
@@ -76,10 +76,10 @@ def _search_term(search: str | None) -> str:
 # Accounts
 
 
-def _account_name(name: str, *field: str) -> str:
+def clean_account_name(name: str, *field: str) -> str:
     cleaned = name.strip()
     if not cleaned or len(cleaned) > MAX_ACCOUNT_NAME_LENGTH:
-        raise input_error("INVALID_NAME", "An account name is 1-200 characters.", *field)
+        raise input_error(ErrorCode.INVALID_NAME, "An account name is 1-200 characters.", *field)
     return cleaned
 
 
@@ -88,7 +88,7 @@ async def create_account(
 ) -> Account:
     return await Account.create(
         firm_id=scope.firm_id,
-        name=_account_name(name, "input", "name"),
+        name=clean_account_name(name, "input", "name"),
         type=type,
         auto_save_attachments=auto_save_attachments,
     )
@@ -103,7 +103,7 @@ async def update_account(
 ) -> Account:
     account = await scope.get(Account, account_id, "id")
     if name is not None:
-        account.name = _account_name(name, "input", "name")
+        account.name = clean_account_name(name, "input", "name")
     if type is not None:
         account.type = type
     if auto_save_attachments is not None:
@@ -115,13 +115,20 @@ async def update_account(
 # Contacts
 
 
-def _person_names(first_name: str, last_name: str) -> tuple[str, str]:
+def clean_person_names(first_name: str, last_name: str, *field: str) -> tuple[str, str]:
+    """Trimmed names: at least one of them, each at most MAX_NAME_LENGTH characters. Every
+    failure is reported (under `field`, then "firstName" or "lastName" for a long one)."""
     first, last = first_name.strip(), last_name.strip()
+    errors = []
     if not (first or last):
-        raise input_error("INVALID_NAME", "A contact needs a first or last name.", "input")
+        message = "A contact needs a first or last name."
+        errors.append(UserError(ErrorCode.INVALID_NAME, message, field or None))
     for value, key in ((first, "firstName"), (last, "lastName")):
         if len(value) > MAX_NAME_LENGTH:
-            raise input_error("INVALID_NAME", "A name has at most 100 characters.", "input", key)
+            message = f"A name has at most {MAX_NAME_LENGTH} characters."
+            errors.append(UserError(ErrorCode.INVALID_NAME, message, (*field, key)))
+    if errors:
+        raise InputError(*errors)
     return first, last
 
 
@@ -132,11 +139,15 @@ async def create_contact(
     emails: Sequence[NewAddress] = (),
     account_ids: Sequence[int | None] = (),
 ) -> Contact:
-    first, last = _person_names(first_name, last_name)
+    first, last = clean_person_names(first_name, last_name, "input")
     if len(emails) > MAX_ADDRESSES_PER_CONTACT:
-        raise input_error("TOO_MANY", "A contact has at most 20 addresses.", "input", "emails")
+        raise input_error(
+            ErrorCode.TOO_MANY, "A contact has at most 20 addresses.", "input", "emails"
+        )
     if len(account_ids) > MAX_ACCOUNTS_PER_CONTACT:
-        raise input_error("TOO_MANY", "Link at most 100 accounts at once.", "input", "accountIds")
+        raise input_error(
+            ErrorCode.TOO_MANY, "Link at most 100 accounts at once.", "input", "accountIds"
+        )
     cleaned = [
         (
             *validate_address(e.address, "input", "emails", str(i), "address"),
@@ -147,22 +158,19 @@ async def create_contact(
     paths: dict[str, tuple[str, ...]] = {}
     for i, (typed, normalized, _) in enumerate(cleaned):
         if normalized in paths:
-            raise input_error("EMAIL_TAKEN", f"{typed} is given twice.", "input", "emails", str(i))
+            raise input_error(
+                ErrorCode.EMAIL_TAKEN, f"{typed} is given twice.", "input", "emails", str(i)
+            )
         paths[normalized] = ("input", "emails", str(i), "address")
     await _check_addresses_free(scope, paths)
     found = await scope.by_ids(Account, [pk for pk in account_ids if pk is not None])
     for i, pk in enumerate(account_ids):
         if pk not in found:
-            raise input_error("NOT_FOUND", "No such account.", "input", "accountIds", str(i))
-    async with in_transaction():
-        contact = await Contact.create(firm_id=scope.firm_id, first_name=first, last_name=last)
-        await _insert_addresses(scope, contact, cleaned)
-        for account_id in dict.fromkeys(found):
-            await AccountContact.create(
-                firm_id=scope.firm_id, account_id=account_id, contact_id=contact.pk
+            raise input_error(
+                ErrorCode.NOT_FOUND, "No such account.", "input", "accountIds", str(i)
             )
-        await sync_account_emails(scope, contact_ids=[contact.pk])
-    return contact
+    async with in_transaction():
+        return await insert_contact(scope, first, last, cleaned, found)
 
 
 async def link_contact(scope: FirmScope, account_id: int | None, contact_id: int | None) -> Account:
@@ -170,12 +178,7 @@ async def link_contact(scope: FirmScope, account_id: int | None, contact_id: int
     account = await scope.get(Account, account_id, "accountId")
     contact = await scope.get(Contact, contact_id, "contactId")
     async with in_transaction():
-        # Idempotent even when two requests link at once (the pair is unique).
-        await AccountContact.bulk_create(
-            [AccountContact(firm_id=scope.firm_id, account_id=account.pk, contact_id=contact.pk)],
-            ignore_conflicts=True,
-        )
-        await sync_account_emails(scope, contact_ids=[contact.pk])
+        await link(scope, [account.pk], contact.pk)
     return account
 
 
@@ -197,7 +200,7 @@ async def unlink_contact(
         )
         if not removed:
             raise input_error(
-                "NOT_LINKED", "That contact is not linked to the account.", "contactId"
+                ErrorCode.NOT_LINKED, "That contact is not linked to the account.", "contactId"
             )
         rows = scope.query(AccountEmail).filter(
             account_id=account.pk, email_address__contact_id=contact.pk
@@ -219,7 +222,7 @@ async def add_email_address(
     cleaned_label = clean_label(label, "email", "label")
     await _check_addresses_free(scope, {normalized: ("email", "address")})
     async with in_transaction():
-        [email] = await _insert_addresses(scope, contact, [(typed, normalized, cleaned_label)])
+        [email] = await add_addresses(scope, contact, [(typed, normalized, cleaned_label)])
         await sync_account_emails(scope, contact_ids=[contact.pk])
     return email
 
@@ -273,7 +276,7 @@ async def remove_email_address(
 
 
 def _taken(address: str, *field: str) -> InputError:
-    return input_error("EMAIL_TAKEN", f"{address} already belongs to a contact.", *field)
+    return input_error(ErrorCode.EMAIL_TAKEN, f"{address} already belongs to a contact.", *field)
 
 
 async def _check_addresses_free(scope: FirmScope, addresses: dict[str, tuple[str, ...]]) -> None:
@@ -286,9 +289,41 @@ async def _check_addresses_free(scope: FirmScope, addresses: dict[str, tuple[str
         raise _taken(taken.address, *addresses[taken.address_normalized])
 
 
-async def _insert_addresses(
+# Writing (the caller has validated, and holds the transaction): the API and the importer
+
+
+async def insert_contact(
+    scope: FirmScope,
+    first_name: str,
+    last_name: str,
+    addresses: Iterable[tuple[str, str, str]],
+    account_ids: Iterable[int],
+) -> Contact:
+    """A new contact with its addresses (typed, normalized, label), linked to the accounts."""
+    contact = await Contact.create(
+        firm_id=scope.firm_id, first_name=first_name, last_name=last_name
+    )
+    await add_addresses(scope, contact, addresses)
+    await link(scope, account_ids, contact.pk)
+    return contact
+
+
+async def link(scope: FirmScope, account_ids: Iterable[int], contact_id: int) -> None:
+    """Links the contact to the accounts and creates the AccountEmail rows the links owe.
+    Idempotent, even when two requests link the same pair at once (the pair is unique)."""
+    links = [
+        AccountContact(firm_id=scope.firm_id, account_id=pk, contact_id=contact_id)
+        for pk in dict.fromkeys(account_ids)
+    ]
+    if links:
+        await AccountContact.bulk_create(links, ignore_conflicts=True)
+        await sync_account_emails(scope, contact_ids=[contact_id])
+
+
+async def add_addresses(
     scope: FirmScope, contact: Contact, cleaned: Iterable[tuple[str, str, str]]
 ) -> list[EmailAddress]:
+    """Adds (typed, normalized, label) addresses; EMAIL_TAKEN if one was taken meanwhile."""
     created = []
     try:
         for typed, normalized, label in cleaned:

@@ -9,7 +9,7 @@ from tortoise.transactions import in_transaction
 from models import Firm, StaffMember, StaffRole
 from services.shared import passwords
 from services.shared.emails import validate_address
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_staff_admin
 from services.shared.scope import FirmScope
 
@@ -22,14 +22,14 @@ async def create_firm(
     slug = slug.strip().lower()
     if not SLUG.match(slug):
         raise input_error(
-            "INVALID_SLUG", "A slug is 2-63 lower-case letters, digits or dashes.", "slug"
+            ErrorCode.INVALID_SLUG, "A slug is 2-63 lower-case letters, digits or dashes.", "slug"
         )
     if not name.strip():
-        raise input_error("INVALID_NAME", "A firm needs a name.", "name")
+        raise input_error(ErrorCode.INVALID_NAME, "A firm needs a name.", "name")
     typed, normalized = validate_address(owner_email, "owner_email")
     passwords.check_strength(owner_password, "owner_password")
     if await Firm.exists(slug=slug):
-        raise input_error("SLUG_TAKEN", f"A firm with slug '{slug}' exists.", "slug")
+        raise input_error(ErrorCode.SLUG_TAKEN, f"A firm with slug '{slug}' exists.", "slug")
     password_hash = await passwords.hash_password(owner_password)  # before: keep the write short
     async with in_transaction():
         firm = await Firm.create(name=name.strip(), slug=slug)
@@ -52,7 +52,7 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
         firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
     )
     if staff is None:
-        raise input_error("NOT_FOUND", "No such staff member in that firm.", "email")
+        raise input_error(ErrorCode.NOT_FOUND, "No such staff member in that firm.", "email")
     staff.password_hash = await passwords.hash_password(password)
     await staff.save(update_fields=["password_hash"])
     return staff

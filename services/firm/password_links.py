@@ -14,14 +14,17 @@ from models import Firm, PasswordLink, StaffMember
 from portico.settings import Settings
 from services.outbound import outbox
 from services.shared import passwords, tokens
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.sessions import now
 
 REFUSALS = {
-    tokens.USED: ("LINK_USED", "This link has been used already. Sign in instead."),
-    tokens.REVOKED: ("LINK_REVOKED", "A newer link was sent; use that one."),
-    tokens.EXPIRED: ("LINK_EXPIRED", "This link has expired. Ask an owner or admin for a new one."),
-    "INVALID": ("LINK_INVALID", "This link is not valid."),
+    tokens.USED: (ErrorCode.LINK_USED, "This link has been used already. Sign in instead."),
+    tokens.REVOKED: (ErrorCode.LINK_REVOKED, "A newer link was sent; use that one."),
+    tokens.EXPIRED: (
+        ErrorCode.LINK_EXPIRED,
+        "This link has expired. Ask an owner or admin for a new one.",
+    ),
+    "INVALID": (ErrorCode.LINK_INVALID, "This link is not valid."),
 }
 
 

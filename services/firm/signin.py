@@ -17,7 +17,7 @@ from portico.settings import Settings
 from services.firm import password_links
 from services.portal import access, invitations
 from services.shared import passwords, sessions
-from services.shared.errors import InputError, input_error
+from services.shared.errors import ErrorCode, InputError, input_error
 
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
 
@@ -82,7 +82,7 @@ async def _authenticate(
     if not await passwords.verify_password(user.password_hash if user else None, password):
         if attempts >= policy.max_failures:
             await _lock(key, _delay(attempts - policy.max_failures, policy))
-        raise input_error("INVALID_CREDENTIALS", INVALID_CREDENTIALS)
+        raise input_error(ErrorCode.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
     assert user is not None and user.password_hash is not None
     await SignInThrottle.filter(key=key).delete()
     if passwords.needs_rehash(user.password_hash):
@@ -130,7 +130,9 @@ async def _count_attempt(key: str) -> SignInThrottle:
 
 
 def _too_many() -> InputError:
-    return input_error("TOO_MANY_ATTEMPTS", "Too many failed sign-ins. Try again in a few minutes.")
+    return input_error(
+        ErrorCode.TOO_MANY_ATTEMPTS, "Too many failed sign-ins. Try again in a few minutes."
+    )
 
 
 def _throttle_key(kind: str, firm_slug: str, email: str) -> str:

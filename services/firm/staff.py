@@ -12,7 +12,7 @@ from portico.settings import Settings
 from services.firm import password_links
 from services.shared import sessions
 from services.shared.emails import validate_address
-from services.shared.errors import InputError, input_error
+from services.shared.errors import ErrorCode, InputError, input_error
 from services.shared.permissions import require_may_touch_role, require_staff_admin
 from services.shared.scope import FirmScope
 
@@ -31,7 +31,7 @@ class StaffChanges:
 def _clean_name(name: str, *field: str) -> str:
     cleaned = name.strip()
     if not cleaned or len(cleaned) > MAX_NAME_LENGTH:
-        raise input_error("INVALID_NAME", "A name is 1-200 characters.", *field)
+        raise input_error(ErrorCode.INVALID_NAME, "A name is 1-200 characters.", *field)
     return cleaned
 
 
@@ -72,7 +72,9 @@ async def add_staff_member(
 
 
 def _taken(address: str) -> InputError:
-    return input_error("EMAIL_TAKEN", f"{address} is already a staff member.", "input", "email")
+    return input_error(
+        ErrorCode.EMAIL_TAKEN, f"{address} is already a staff member.", "input", "email"
+    )
 
 
 async def update_staff_member(
@@ -105,4 +107,6 @@ async def _keep_one_owner(scope: FirmScope, leaving: StaffMember) -> None:
         scope.query(StaffMember).filter(role=StaffRole.OWNER, active=True).select_for_update()
     )
     if not any(owner.pk != leaving.pk for owner in owners):
-        raise input_error("LAST_OWNER", "A firm keeps at least one active owner.", "input", "role")
+        raise input_error(
+            ErrorCode.LAST_OWNER, "A firm keeps at least one active owner.", "input", "role"
+        )

@@ -16,7 +16,7 @@ from portico.settings import Settings
 from services.mail import history
 from services.portal import invitations
 from services.shared import audit
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_manage_accounts
 from services.shared.scope import FirmScope
 
@@ -86,7 +86,7 @@ async def resend_invitation(
         row = await _account_email(scope, account_email_id, "accountEmailId")
         if not row.login:
             raise input_error(
-                "LOGIN_OFF", "Turn LOGIN on for this address first.", "accountEmailId"
+                ErrorCode.LOGIN_OFF, "Turn LOGIN on for this address first.", "accountEmailId"
             )
         return await invitations.invite(scope, row, settings, send=True, staff=staff)
 
@@ -141,7 +141,7 @@ async def _account_email(scope: FirmScope, pk: int | None, *field: str) -> Accou
     if row is not None:
         await row.fetch_related("email_address")
     if pk is None or row is None:
-        raise input_error("NOT_FOUND", "No such account email.", *field)
+        raise input_error(ErrorCode.NOT_FOUND, "No such account email.", *field)
     return row
 
 
@@ -251,7 +251,9 @@ async def set_notification_preferences(
             user, current = client
             own = row.email_address.address_normalized == user.email_normalized
             if row.account_id != current or not own:
-                raise input_error("NOT_FOUND", "No such account email.", "input", "accountEmailId")
+                raise input_error(
+                    ErrorCode.NOT_FOUND, "No such account email.", "input", "accountEmailId"
+                )
         before = {"all": row.notify_all, "enabled": row.notify_categories}
         row.notify_all = notify_all
         row.notify_categories = sorted(set(categories))

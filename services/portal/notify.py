@@ -20,7 +20,7 @@ from models import Account, AccountContact, AccountEmail, Firm, NotificationCate
 from portico.settings import Settings
 from services.outbound import outbox
 from services.portal import access, invitations
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 
 FIRM_EMAIL_KINDS = ("DIRECT", "MASS", "AUTOMATION")
@@ -80,7 +80,9 @@ async def send_firm_email(
     """Queues the firm's email for every NOTIFY recipient of the accounts; how many."""
     subject, body = _text(subject, MAX_SUBJECT, "subject"), _text(body, MAX_BODY, "body")
     if kind not in FIRM_EMAIL_KINDS:
-        raise input_error("INVALID_KIND", "kind is DIRECT, MASS or AUTOMATION.", "input", "kind")
+        raise input_error(
+            ErrorCode.INVALID_KIND, "kind is DIRECT, MASS or AUTOMATION.", "input", "kind"
+        )
     accounts = await _accounts(scope, account_ids)
     firm = await Firm.get(pk=scope.firm_id)
     async with in_transaction():
@@ -152,21 +154,25 @@ async def _accounts(
     scope: FirmScope, account_ids: Sequence[int | None], field: str = "accountIds"
 ) -> list[Account]:
     if not account_ids:
-        raise input_error("NO_ACCOUNTS", "Name at least one account.", "input", field)
+        raise input_error(ErrorCode.NO_ACCOUNTS, "Name at least one account.", "input", field)
     if len(account_ids) > MAX_ACCOUNTS:
-        raise input_error("TOO_MANY", f"At most {MAX_ACCOUNTS} accounts at once.", "input", field)
+        raise input_error(
+            ErrorCode.TOO_MANY, f"At most {MAX_ACCOUNTS} accounts at once.", "input", field
+        )
     found = await scope.by_ids(Account, [pk for pk in account_ids if pk is not None])
     for i, pk in enumerate(account_ids):
         if pk not in found:
             path = ("input", field) if field == "accountId" else ("input", field, str(i))
-            raise input_error("NOT_FOUND", "No such account.", *path)
+            raise input_error(ErrorCode.NOT_FOUND, "No such account.", *path)
     return [found[pk] for pk in dict.fromkeys(account_ids) if pk is not None]
 
 
 def _text(value: str, limit: int, field: str, empty: bool = False) -> str:
     cleaned = value.strip()
     if (not cleaned and not empty) or len(cleaned) > limit:
-        raise input_error("INVALID_TEXT", f"{field} is 1-{limit} characters.", "input", field)
+        raise input_error(
+            ErrorCode.INVALID_TEXT, f"{field} is 1-{limit} characters.", "input", field
+        )
     return cleaned
 
 
@@ -177,5 +183,5 @@ def _link(link: str | None) -> str | None:
     cleaned = link.strip()
     parts = urlsplit(cleaned)
     if parts.scheme not in ("http", "https") or not parts.netloc or len(cleaned) > MAX_LINK:
-        raise input_error("INVALID_LINK", "A link is an http(s) URL.", "input", "link")
+        raise input_error(ErrorCode.INVALID_LINK, "A link is an http(s) URL.", "input", "link")
     return cleaned

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
 
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 
 MAX_LABEL_LENGTH = 100
 DEFAULT_LABEL = "Email"
@@ -17,7 +17,7 @@ def validate_address(address: str, *field: str) -> tuple[str, str]:
         validate_email(typed, check_deliverability=False)
     except EmailNotValidError as exc:
         raise input_error(
-            "INVALID_EMAIL", f"'{typed}' is not a valid email address: {exc}", *field
+            ErrorCode.INVALID_EMAIL, f"'{typed}' is not a valid email address: {exc}", *field
         ) from None
     return typed, normalize(typed)
 
@@ -29,5 +29,5 @@ def normalize(address: str) -> str:
 def clean_label(label: str | None, *field: str) -> str:
     cleaned = (label or "").strip() or DEFAULT_LABEL
     if len(cleaned) > MAX_LABEL_LENGTH:
-        raise input_error("INVALID_LABEL", "A label has at most 100 characters.", *field)
+        raise input_error(ErrorCode.INVALID_LABEL, "A label has at most 100 characters.", *field)
     return cleaned

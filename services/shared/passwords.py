@@ -7,7 +7,7 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -22,14 +22,14 @@ _DUMMY_HASH = _hasher.hash("portico-timing-equaliser")
 def check_strength(password: str, *field: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise input_error(
-            "WEAK_PASSWORD",
+            ErrorCode.WEAK_PASSWORD,
             f"Use at least {MIN_PASSWORD_LENGTH} characters.",
             *field,
         )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise input_error("WEAK_PASSWORD", "That password is too long.", *field)
+        raise input_error(ErrorCode.WEAK_PASSWORD, "That password is too long.", *field)
     if len(set(password)) < 4:
-        raise input_error("WEAK_PASSWORD", "Use more different characters.", *field)
+        raise input_error(ErrorCode.WEAK_PASSWORD, "Use more different characters.", *field)
 
 
 async def hash_password(password: str) -> str:

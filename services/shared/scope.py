@@ -15,7 +15,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from models import Firm
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 
 M = TypeVar("M", bound=Model)
 
@@ -36,7 +36,7 @@ class FirmScope:
         """The row, or a NOT_FOUND input error naming `field` (also for another firm's ids)."""
         row = await self.find(model, pk)
         if row is None:
-            raise input_error("NOT_FOUND", f"No such {model.__name__}.", *field)
+            raise input_error(ErrorCode.NOT_FOUND, f"No such {model.__name__}.", *field)
         return row
 
     async def by_ids(self, model: type[M], pks: Iterable[int]) -> dict[int, M]:
@@ -47,5 +47,5 @@ class FirmScope:
     async def for_slug(cls, slug: str) -> FirmScope:
         firm = await Firm.get_or_none(slug=slug.strip().lower())
         if firm is None:
-            raise input_error("NOT_FOUND", f"No firm with slug '{slug}'.", "firm")
+            raise input_error(ErrorCode.NOT_FOUND, f"No firm with slug '{slug}'.", "firm")
         return cls(firm.id)
