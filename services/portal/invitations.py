@@ -176,7 +176,7 @@ async def accept(token: str, password: str | None) -> Accepted:
     async with in_transaction():
         # Single use even under a race: only one request flips accepted_at.
         claimed = await Invitation.filter(
-            pk=invitation.pk, accepted_at=None
+            pk=invitation.pk, accepted_at=None, revoked_at=None
         ).update(accepted_at=now())
         if not claimed:
             raise input_error(*_REFUSALS[Status.ACCEPTED], "token")
