@@ -13,11 +13,10 @@ import logging
 from portico.settings import Settings
 from services.loops.delivery import deliver_due
 from services.loops.mail_sync import run_sync_loop
-from services.outbound import outbox
 from services.outbound.transport import Transport, transport_for
 from services.shared import crypto
 from services.shared.pubsub import EventBus
-from services.shared.wakeups import wait_any
+from services.shared.wakeups import OUTBOX, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     log.info("mail delivery started: %s", transport)
     errors = 0
     woken = False
-    with outbox.wakeups() as wake:
+    with OUTBOX.listen() as wake:
         while not stop.is_set():
             wake.clear()  # a notify() during the round below triggers another round
             try:

@@ -13,7 +13,7 @@ from schema import ids
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from schema.messages import Message, MessagePayload
 from schema.permissions import UsesInbox
-from services.mail import mailboxes, replies
+from services.mail import mailboxes, replies, sync_engine
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ class MailMutations:
         return _payload(
             *await attempt(
                 info.context,
-                mailboxes.sync_now(
+                sync_engine.sync_now(
                     info.context.scope,
                     ids.decode(id, "Mailbox"),
                     info.context.settings,

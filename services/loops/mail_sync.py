@@ -1,9 +1,10 @@
 """EMAIL SYNC, kept running: every connected mailbox of every firm stays in sync until stopped.
 
 `run_sync_loop` is a supervisor: at start and then every PORTICO_SYNC_INTERVAL_SECONDS (or at
-once after `notify()`) it lists the mailboxes, starts one task per new mailbox and cancels the
-tasks of deleted ones. Beside them a history task runs the queued history imports
-(services/mail/history), woken at once when one is queued in this process.
+once when services/shared/wakeups.MAIL_SYNC says a mailbox was connected) it lists the
+mailboxes, starts one task per new mailbox and cancels the tasks of deleted ones. Beside them
+a history task runs the queued history imports (services/mail/history), woken at once
+(wakeups.HISTORY) when one is queued in this process.
 
 Each mailbox task repeats: a sync pass (services/mail/sync_engine.sync_mailbox), then a wait.
 - The wait is an IMAP IDLE on INBOX, on a connection of its own, where the server offers IDLE
@@ -39,11 +40,12 @@ import aioimaplib
 from models import Mailbox, MailboxFolder
 from portico.settings import Settings
 from services.mail import history, sync_engine
-from services.mail.mailboxes import MailServer, close_imap, mailbox_password, open_imap
+from services.mail.logins import MailServer, close_imap, open_imap
+from services.mail.mailboxes import mailbox_password
 from services.shared import backoff
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
-from services.shared.wakeups import Wakeups, wait_any
+from services.shared.wakeups import HISTORY, MAIL_SYNC, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,6 @@ MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at th
 _EXISTS = re.compile(rb"^\d+ EXISTS\b", re.IGNORECASE)
 
 T = TypeVar("T")
-
-# In-process wake-ups of the supervisor (a mailbox was connected): see notify().
-_wakeups = Wakeups()
-
-
-def notify() -> None:
-    """Make this process's sync loop (if any) look for new mailboxes now, not an interval
-    later. Call it after the transaction that connected a mailbox has committed."""
-    _wakeups.notify()
 
 
 def retry_delay(settings: Settings, failures: int, rng: random.Random | None = None) -> float:
@@ -95,7 +88,7 @@ async def run_sync_loop(settings: Settings, bus: EventBus | None, stop: asyncio.
     background = [asyncio.create_task(_run_history(settings, stop), name="history imports")]
     failures = 0
     try:
-        with _wakeups.listen() as wake:
+        with MAIL_SYNC.listen() as wake:
             while not stop.is_set():
                 wake.clear()
                 try:
@@ -139,7 +132,7 @@ async def _shut_down(tasks: list[asyncio.Task[None]]) -> None:
 async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
     """Queued history imports: every interval, and at once when one is queued here."""
     failures = 0
-    with history.wakeups() as wake:
+    with HISTORY.listen() as wake:
         while not stop.is_set():
             wake.clear()  # an import queued during the round below starts another round
             try:

@@ -47,7 +47,7 @@ from portico.settings import Settings
 from services.mail import sync_engine
 from services.shared.leases import lease_token
 from services.shared.scope import FirmScope
-from services.shared.wakeups import Wakeups
+from services.shared.wakeups import HISTORY
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,10 @@ GIVE_UP_AFTER = timedelta(days=7)
 MAX_ADDRESSES_PER_LOGIN = 200  # one SEARCH per address: keeps one run within its lease
 UNFINISHED = (HistoryStatus.PENDING, HistoryStatus.RUNNING)
 
-# In-process wake-ups: the background loop waits on these between rounds.
-_wakeups = Wakeups()
-wakeups = _wakeups.listen
-
 
 def notify() -> None:
     """Wake this process's background loop (if any) to look for imports to run now."""
-    _wakeups.notify()
+    HISTORY.notify()
 
 
 # Queuing ------------------------------------------------------------------------------------

@@ -65,13 +65,8 @@ from tortoise.transactions import in_transaction
 from models import AccountEmail, Mailbox, MailboxFolder, Message, MessageAccount, SyncStatus
 from portico.settings import Settings
 from services.mail import attachments
-from services.mail.mailboxes import (
-    MailLoginError,
-    MailServer,
-    close_imap,
-    mailbox_password,
-    open_imap,
-)
+from services.mail.logins import MailLoginError, MailServer, close_imap, open_imap
+from services.mail.mailboxes import mailbox_password
 from services.mail.parse import (
     ParsedMessage,
     message_key,
@@ -198,6 +193,15 @@ async def sync_mailbox(
         result.unreadable,
     )
     return result
+
+
+async def sync_now(
+    scope: FirmScope, mailbox_id: int | None, settings: Settings, bus: EventBus | None = None
+) -> Mailbox:
+    """Syncs one mailbox of the firm now (syncMailbox); returns it as the sync left it."""
+    mailbox = await scope.get(Mailbox, mailbox_id, "id")
+    await sync_mailbox(scope, mailbox, settings, bus)
+    return await scope.get(Mailbox, mailbox.pk, "id")
 
 
 Progress = Callable[[SyncResult], Awaitable[None]]

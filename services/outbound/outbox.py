@@ -28,7 +28,7 @@ from models import DeliveryStatus, NotificationCategory, OutboundEmail, StaffMem
 from portico.settings import Settings
 from services.shared import crypto, paging
 from services.shared.scope import FirmScope
-from services.shared.wakeups import Wakeups
+from services.shared.wakeups import OUTBOX
 
 TEMPLATES = Path(__file__).parent / "templates"
 CRYPTO_PURPOSE = "outbox-body"
@@ -258,14 +258,9 @@ async def enqueue_written(
     return row
 
 
-# In-process wake-ups: the embedded worker waits on these instead of a full poll.
-_wakeups = Wakeups()
-wakeups = _wakeups.listen
-
-
 def notify() -> None:
     """Wake the workers of this process (if any) to look for due mail now."""
-    _wakeups.notify()
+    OUTBOX.notify()
 
 
 def shows_replies(staff: StaffMember) -> bool:

@@ -191,6 +191,23 @@ class SmtpConfig:
             timeout=float(query.get("timeout", SMTP_TIMEOUT_SECONDS)),
         )
 
+    @classmethod
+    def for_mailbox(
+        cls, host: str, port: int, tls: bool, username: str, password: str, timeout: float
+    ) -> SmtpConfig:
+        """A connected mailbox's SMTP server: smtpTls on is implicit TLS on SMTPS_PORT and
+        STARTTLS (required) on every other port; off is plain SMTP."""
+        implicit = tls and port == SMTPS_PORT
+        return cls(
+            hostname=host,
+            port=port,
+            username=username,
+            password=password,
+            use_tls=implicit,
+            start_tls=tls and not implicit,
+            timeout=timeout,
+        )
+
 
 def _flag(value: str) -> bool:
     lowered = value.strip().lower()
@@ -245,11 +262,61 @@ class SmtpTransport:
         )
 
 
+class NoStartTls(Exception):
+    """TLS is on for a mailbox's SMTP server, on a port that means STARTTLS, and the server
+    does not offer it."""
+
+
+class MailboxSmtp:
+    """One conversation with a connected mailbox's SMTP server, under the one set of rules
+    that connectMailbox checks (services/mail/logins.check_smtp) and replies are sent by
+    (MailboxSmtpTransport): implicit TLS when `config.use_tls` (SmtpConfig.for_mailbox),
+    STARTTLS required when `config.start_tls` (never silently skipped), and a login only when
+    the server offers AUTH (a relay that trusts the network offers none). `phase` says how
+    far it got: connect, starttls, auth."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.phase = "connect"
+        self.smtp = aiosmtplib.SMTP(
+            hostname=config.hostname,
+            port=config.port,
+            use_tls=config.use_tls,
+            start_tls=False,  # below, and required when asked for
+            validate_certs=config.validate_certs,
+            timeout=config.timeout,
+        )
+
+    async def open(self) -> aiosmtplib.SMTP:
+        """Connected, secured and logged in as the rules say; NoStartTls when STARTTLS is
+        required and not offered."""
+        config, smtp = self.config, self.smtp
+        await smtp.connect()
+        await smtp.ehlo()
+        if config.start_tls:
+            self.phase = "starttls"
+            if not smtp.supports_extension("starttls"):
+                raise NoStartTls(f"{config.hostname}:{config.port}")
+            await smtp.starttls()
+            await smtp.ehlo()
+        if config.username and config.password and smtp.supports_extension("auth"):
+            self.phase = "auth"
+            await smtp.login(config.username, config.password)
+        return smtp
+
+    async def quit(self) -> None:
+        """A polite QUIT, briefly: a server slow to say goodbye changes nothing."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(QUIT_SECONDS):
+                await self.smtp.quit()
+
+    def close(self) -> None:
+        self.smtp.close()
+
+
 class MailboxSmtpTransport(SmtpTransport):
     """Through a connected mailbox's own SMTP server, as connectMailbox checked it
-    (services/mail/mailboxes.check_smtp): implicit TLS on port 465, STARTTLS required on other
-    ports when TLS is on, and a login with the mailbox's username only when the server
-    offers AUTH (a relay that trusts the network offers none).
+    (MailboxSmtp: the same TLS and login rules).
 
     The mailbox's password never leaves in an error: a failure's reason (stored as the
     delivery's lastError, and logged) has it replaced by ***, should a server echo it."""
@@ -264,19 +331,9 @@ class MailboxSmtpTransport(SmtpTransport):
         password: str,
         settings: Settings,
     ) -> MailboxSmtpTransport:
-        implicit = tls and port == SMTPS_PORT
-        return cls(
-            SmtpConfig(
-                hostname=host,
-                port=port,
-                username=username,
-                password=password,
-                use_tls=implicit,
-                start_tls=tls and not implicit,
-                # A send must end well inside the lease that protects it (delivery.py).
-                timeout=min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4),
-            )
-        )
+        # A send must end well inside the lease that protects it (delivery.py).
+        timeout = min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4)
+        return cls(SmtpConfig.for_mailbox(host, port, tls, username, password, timeout))
 
     async def send(self, message: EmailMessage) -> None:
         password = self.config.password
@@ -294,34 +351,18 @@ class MailboxSmtpTransport(SmtpTransport):
             raise TemporaryFailure(reason) from None
 
     async def _converse(self, message: EmailMessage) -> None:
-        config = self.config
-        smtp = aiosmtplib.SMTP(
-            hostname=config.hostname,
-            port=config.port,
-            use_tls=config.use_tls,
-            start_tls=False,  # below, and required when asked for (never silently skipped)
-            validate_certs=config.validate_certs,
-            timeout=config.timeout,
-        )
+        session = MailboxSmtp(self.config)
         try:
-            await smtp.connect()
-            await smtp.ehlo()
-            if config.start_tls:
-                if not smtp.supports_extension("starttls"):
-                    raise TemporaryFailure(
-                        f"the SMTP server {config.hostname}:{config.port} does not offer "
-                        "STARTTLS, which the mailbox requires"
-                    )
-                await smtp.starttls()
-                await smtp.ehlo()
-            if config.username and config.password and smtp.supports_extension("auth"):
-                await smtp.login(config.username, config.password)
+            try:
+                smtp = await session.open()
+            except NoStartTls as exc:
+                raise TemporaryFailure(
+                    f"the SMTP server {exc} does not offer STARTTLS, which the mailbox requires"
+                ) from None
             await smtp.send_message(message)
-            with contextlib.suppress(Exception):  # sent: a slow goodbye changes nothing
-                async with asyncio.timeout(QUIT_SECONDS):
-                    await smtp.quit()
+            await session.quit()  # sent: a slow goodbye changes nothing
         finally:
-            smtp.close()
+            session.close()
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:

@@ -1,8 +1,9 @@
 """In-process wake-ups: a background loop sleeps until its next round or until woken.
 
-A module that queues work (mail, history imports, a new mailbox) owns one `Wakeups`; the loop
-that does the work waits on the event of `listen()`, and the code that queued the work calls
-`notify()` after its transaction commits. Other processes are not woken: their loops find the
+Each kind of queued work has one named `Wakeups` here (OUTBOX, HISTORY, MAIL_SYNC): the loop
+that does the work waits on the event of its `listen()`, and the code that queued the work
+calls its `notify()` after the transaction commits. Neither imports the other, so the code
+queuing work never depends on the loops. Other processes are not woken: their loops find the
 work at their next round.
 """
 
@@ -32,6 +33,11 @@ class Wakeups:
             yield event
         finally:
             self._listeners.discard(event)
+
+
+OUTBOX = Wakeups()  # mail queued (services/outbound/outbox): the delivery worker
+HISTORY = Wakeups()  # history imports queued (services/mail/history): the history task
+MAIL_SYNC = Wakeups()  # a mailbox connected (services/mail/mailboxes): the sync supervisor
 
 
 async def wait_any(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
