@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from models import Account as AccountModel
-from models import AccountContact, AccountEmail, Contact, EmailAddress, OutboundEmail
+from models import AccountContact, AccountEmail, Contact, EmailAddress, Invitation, OutboundEmail
 from schema import ids
 from tests.support.api import Api
-from tests.support.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL, new_account
+from tests.support.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL, new_account, new_contact
 from tests.support.crm_ops import LINK as LINK_CONTACT
 from tests.support.login import (
     FLAGS,
@@ -22,6 +22,9 @@ from tests.support.sqlcount import count_sql
 
 SEND = """mutation($input: SendFirmEmailInput!) { sendFirmEmail(input: $input) { errors { code field } queued } }"""
 EVENT = """mutation($input: ClientEventInput!) { notifyClientEvent(input: $input) { errors { code field } queued } }"""
+# The same with the error messages, for the tests of input limits.
+SEND_WHY = SEND.replace("errors { code field }", "errors { code field message }")
+EVENT_WHY = EVENT.replace("errors { code field }", "errors { code field message }")
 PREFS = """mutation($input: NotificationPreferencesInput!) { setNotificationPreferences(input: $input) {
   errors { code } accountEmail { notificationPreferences { all enabled } } } }"""
 
@@ -377,3 +380,179 @@ async def test_mass_mail_is_written_in_bulk(acme):
     # A few more INSERT batches of 500 rows for the large mailing; no statement per recipient.
     assert counts[1] - counts[0] <= 2, counts
     assert await OutboundEmail.filter(kind="MASS").count() == 610
+
+
+async def test_copies_say_whether_the_client_mail_carried_an_activation_link(
+    acme, client, settings, smtp
+):
+    """Carl (LOGIN on, not activated) gets the banner and his copy a note of it; Dora
+    (activated) and Ed (LOGIN off) get neither, nor do their copies."""
+    await acme.api.ok(
+        'mutation { updateFirmSettings(input: {copyAddress: "archive@acme.example"}) { errors { code } } }'
+    )
+    carl = await invitee(acme.api, "Carl Family", "carl@client.example", first="Carl")
+    for first, address in [("Dora", "dora@client.example"), ("Ed", "ed@client.example")]:
+        await new_contact(acme.api, first, "Client", [(address, "Email")], [carl.account_id])
+    emails = await _emails(acme.api, carl.account_id)
+    await login_on(acme.api, emails["dora@client.example"])
+    await login_on(acme.api, emails["carl@client.example"])
+    dora_invitation, _ = await deliver(settings, smtp)
+    assert (await accept(Api(client), token_in(dora_invitation)))["errors"] == []
+    for row_id in emails.values():
+        await _flags(acme.api, row_id, notify=True)
+    invitations_before = await Invitation.all().count()
+
+    event = {"input": {"accountId": carl.account_id, "category": "APPROVALS", "title": "Sign"}}
+    assert (await acme.api.ok(EVENT, event))["queued"] == 3
+    mails = (await deliver(settings, smtp))[2:]
+    assert len(mails) == 6
+    to_client = {m["To"]: text_of(m) for m in mails if m["To"] != "archive@acme.example"}
+    copies = {
+        address: text
+        for m in mails
+        if m["To"] == "archive@acme.example"
+        for address in to_client
+        if f"sent to {address}." in (text := text_of(m))
+    }
+    assert (
+        sorted(copies)
+        == sorted(to_client)
+        == [
+            "carl@client.example",
+            "dora@client.example",
+            "ed@client.example",
+        ]
+    )
+    note = "their copy carries an activation link"
+    assert "not active yet" in to_client["carl@client.example"]
+    assert "/invitation?token=" in to_client["carl@client.example"]
+    assert note in copies["carl@client.example"]
+    assert "/invitation?token=" not in copies["carl@client.example"]
+    for address in ["dora@client.example", "ed@client.example"]:
+        for text in (to_client[address], copies[address]):
+            assert "not active yet" not in text and "has not activated" not in text, address
+            assert "/invitation?token=" not in text, address
+    # Only Carl's banner made an invitation: none for Ed, whose LOGIN is off.
+    assert await Invitation.all().count() == invitations_before + 1
+
+
+async def test_text_limits_hold_at_their_boundaries(acme):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+
+    async def send(**fields) -> dict:
+        base = {"accountIds": [anna.account_id], "subject": "s", "body": "b"}
+        return (await acme.api.data(SEND_WHY, {"input": {**base, **fields}}))["sendFirmEmail"]
+
+    async def event(**fields) -> dict:
+        base = {"accountId": anna.account_id, "category": "APPROVALS", "title": "t"}
+        return (await acme.api.data(EVENT_WHY, {"input": {**base, **fields}}))["notifyClientEvent"]
+
+    accepted = [
+        await send(subject="s" * 300),
+        await send(subject="  " + "s" * 300 + "\n"),  # trimmed first
+        await send(body="b" * 100_000),
+        await event(title="t" * 300),
+        await event(body="b" * 100_000),
+        await event(body=""),
+        await event(body=None),
+    ]
+    assert [p["errors"] for p in accepted] == [[]] * len(accepted)
+    assert [p["queued"] for p in accepted] == [1] * len(accepted)
+    refused = [
+        (await send(subject="s" * 301), "subject", 300),
+        (await send(subject=" \t"), "subject", 300),
+        (await send(body="b" * 100_001), "body", 100_000),
+        (await send(body=" "), "body", 100_000),
+        (await event(title="t" * 301), "title", 300),
+        (await event(title=" "), "title", 300),
+        (await event(body="b" * 100_001), "body", 100_000),
+    ]
+    for payload, field, limit in refused:
+        assert payload == {
+            "errors": [
+                {
+                    "code": "INVALID_TEXT",
+                    "field": ["input", field],
+                    "message": f"{field} is 1-{limit} characters.",
+                }
+            ],
+            "queued": 0,
+        }
+    assert await OutboundEmail.all().count() == len(accepted)
+    subjects = (
+        await OutboundEmail.filter(kind="DIRECT").order_by("id").values_list("subject", flat=True)
+    )
+    assert subjects[1] == "s" * 300
+
+
+async def test_links_hold_at_their_boundaries(acme, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+
+    async def event(link: str | None) -> dict:
+        variables = {
+            "input": {
+                "accountId": anna.account_id,
+                "category": "APPROVALS",
+                "title": "t",
+                "link": link,
+            }
+        }
+        return (await acme.api.data(EVENT_WHY, variables))["notifyClientEvent"]
+
+    longest = "https://portal.example/" + "a" * (2_000 - len("https://portal.example/"))
+    for link in [longest, " http://portal.example/x ", "   ", None]:
+        assert (await event(link)) == {"errors": [], "queued": 1}, link
+    for link in [longest + "a", "ftp://portal.example/x", "https:///x", "javascript:alert(1)"]:
+        assert (await event(link)) == {
+            "errors": [
+                {
+                    "code": "INVALID_LINK",
+                    "field": ["input", "link"],
+                    "message": "A link is an http(s) URL.",
+                }
+            ],
+            "queued": 0,
+        }, link
+    longest_mail, trimmed, blank, none = await deliver(settings, smtp)
+    assert longest in text_of(longest_mail)
+    assert "\nhttp://portal.example/x\r\n" in text_of(trimmed)  # trimmed
+    assert "http" not in text_of(blank) and "http" not in text_of(none)
+
+
+async def test_account_lists_hold_their_limit_and_name_the_wrong_id(acme, globex):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+    theirs = (await new_account(globex.api, "Theirs"))["id"]
+
+    async def send(account_ids: list[str]) -> dict:
+        variables = {"input": {"accountIds": account_ids, "subject": "s", "body": "b"}}
+        return (await acme.api.data(SEND_WHY, variables))["sendFirmEmail"]
+
+    # 5,000 ids are allowed (one account named 5,000 times gets one mail), 5,001 are not.
+    assert await send([anna.account_id] * 5_000) == {"errors": [], "queued": 1}
+    too_many = {
+        "code": "TOO_MANY",
+        "field": ["input", "accountIds"],
+        "message": "At most 5000 accounts at once.",
+    }
+    assert await send([anna.account_id] * 5_001) == {"errors": [too_many], "queued": 0}
+    none = {
+        "code": "NO_ACCOUNTS",
+        "field": ["input", "accountIds"],
+        "message": "Name at least one account.",
+    }
+    assert await send([]) == {"errors": [none], "queued": 0}
+
+    def not_found(*field: str) -> dict:
+        error = {"code": "NOT_FOUND", "field": ["input", *field], "message": "No such account."}
+        return {"errors": [error], "queued": 0}
+
+    assert await send([anna.account_id, theirs, anna.account_id]) == not_found("accountIds", "1")
+    assert await send(["not-an-id", anna.account_id]) == not_found("accountIds", "0")
+    assert await send([anna.account_id, anna.contact_id]) == not_found("accountIds", "1")
+    event = {"accountId": theirs, "category": "APPROVALS", "title": "t"}
+    refused = (await acme.api.data(EVENT_WHY, {"input": event}))["notifyClientEvent"]
+    assert refused == not_found("accountId")
+    assert await OutboundEmail.all().count() == 1
