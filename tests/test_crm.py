@@ -144,6 +144,22 @@ async def test_contact_bad_input_writes_nothing(acme):
     assert await EmailAddress.all().count() == 1
 
 
+async def test_contact_names_at_their_limits(acme):
+    """A name of 100 characters is taken; 101 is refused, each long name reported at its
+    own field (the CSV import reports the same rule at its columns)."""
+    ok = await new_contact(acme.api, "F" * 100, "L" * 100)
+    assert (ok["firstName"], ok["lastName"]) == ("F" * 100, "L" * 100)
+    data = await acme.api.data(
+        CREATE_CONTACT, {"input": {"firstName": "F" * 101, "lastName": "L" * 101}}
+    )
+    errors = data["createContact"]["errors"]
+    assert [(e["code"], e["field"]) for e in errors] == [
+        ("INVALID_NAME", ["input", "firstName"]),
+        ("INVALID_NAME", ["input", "lastName"]),
+    ]
+    assert await Contact.all().count() == 1
+
+
 async def test_link_and_unlink(acme):
     family = await new_account(acme.api, "Family")
     ben = await new_contact(

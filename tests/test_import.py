@@ -245,6 +245,25 @@ async def test_rejected_rows_are_reported_and_valid_rows_commit(acme: Firm) -> N
     assert set(await accounts(acme.api)) == {"Lovelace Family"}
 
 
+async def test_the_crms_name_rules_hold_at_their_limits_and_columns(acme: Firm) -> None:
+    """The import applies the CRM's own name rules: 100 characters (200 for an account) are
+    taken, one more is refused at the column that holds it."""
+    result = await run_import(
+        acme.api,
+        "First Name,Last Name,Email,Account\n"
+        f"{'f' * 100},{'l' * 100},fine@example.com,{'a' * 200}\n"  # 2: valid
+        f"Ok,{'l' * 101},long-last@example.com,\n"  # 3
+        f"Ok,Fine,long-account@example.com,{'a' * 201}\n",  # 4
+    )
+    assert result["rejectedRows"] == [3, 4]
+    assert [(e["code"], e["field"]) for e in result["errors"]] == [
+        ("INVALID_NAME", ["csv", "3", "Last Name"]),
+        ("INVALID_NAME", ["csv", "4", "Account"]),
+    ]
+    assert set(await contacts(acme.api)) == {"fine@example.com"}
+    assert set(await accounts(acme.api)) == {"a" * 200}
+
+
 async def test_line_numbers_count_physical_lines_of_quoted_fields(acme: Firm) -> None:
     result = await run_import(
         acme.api,

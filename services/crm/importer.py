@@ -26,7 +26,7 @@ from tortoise.transactions import in_transaction
 from models import Account, AccountContact, AccountType, Contact, EmailAddress
 from services.crm import records
 from services.shared.emails import clean_label, validate_address
-from services.shared.errors import InputError, UserError
+from services.shared.errors import ErrorCode, InputError, UserError
 from services.shared.scope import FirmScope
 
 REQUIRED_COLUMNS = ("first_name", "last_name", "email")
@@ -120,7 +120,7 @@ async def import_contacts(
         raise ImportFileError(
             [
                 UserError(
-                    "TOO_MANY_ROWS",
+                    ErrorCode.TOO_MANY_ROWS,
                     f"The file has {len(records)} rows; at most {max_rows} are imported at once.",
                     ("csv",),
                 )
@@ -157,7 +157,7 @@ async def import_contacts(
 # Reading the file
 
 
-def _file_error(code: str, message: str, *path: str) -> ImportFileError:
+def _file_error(code: ErrorCode, message: str, *path: str) -> ImportFileError:
     return ImportFileError([UserError(code, message, ("csv", *path))])
 
 
@@ -167,19 +167,22 @@ def _decode(data: str | bytes) -> str:
             text = data.decode("utf-8-sig")  # utf-8-sig drops a leading BOM
         except UnicodeDecodeError as exc:
             raise _file_error(
-                "INVALID_CSV", f"The file is not UTF-8 text (bad byte at offset {exc.start})."
+                ErrorCode.INVALID_CSV,
+                f"The file is not UTF-8 text (bad byte at offset {exc.start}).",
             ) from None
     else:
         text = data.removeprefix("\ufeff")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from a broken client encoding
-            raise _file_error("INVALID_CSV", "The file is not valid Unicode text.") from None
+            raise _file_error(
+                ErrorCode.INVALID_CSV, "The file is not valid Unicode text."
+            ) from None
     if "\x00" in text:
         # NUL means a binary file (a spreadsheet, UTF-16); the databases reject it anyway.
-        raise _file_error("INVALID_CSV", "The file holds binary data, not CSV text.")
+        raise _file_error(ErrorCode.INVALID_CSV, "The file holds binary data, not CSV text.")
     if not text.strip():
-        raise _file_error("INVALID_CSV", "The file is empty.")
+        raise _file_error(ErrorCode.INVALID_CSV, "The file is empty.")
     return text
 
 
@@ -195,7 +198,9 @@ def _records(text: str, delimiter: str) -> Iterator[_Record]:
             return
         except csv.Error as exc:
             raise _file_error(
-                "INVALID_CSV", f"Line {start}: the file is not valid CSV ({exc}).", str(start)
+                ErrorCode.INVALID_CSV,
+                f"Line {start}: the file is not valid CSV ({exc}).",
+                str(start),
             ) from None
         # Blank lines and rows of empty cells (spreadsheet leftovers) are no rows at all.
         if any(cell.strip() for cell in cells):
@@ -214,13 +219,13 @@ def _read(text: str) -> tuple[_Layout, list[_Record]]:
             fallback = fallback or exc
             continue
         if header is None:
-            raise _file_error("INVALID_CSV", "The file has no header row.")
+            raise _file_error(ErrorCode.INVALID_CSV, "The file has no header row.")
         layout = _layout(header)
         if isinstance(layout, _Layout):
             return layout, list(records)
         failure = ImportFileError(layout, _lines(records))
         # Another delimiter only helps when required columns were not found with this one.
-        if not any(e.code == "MISSING_COLUMN" for e in layout):
+        if not any(e.code == ErrorCode.MISSING_COLUMN for e in layout):
             raise failure
         fallback = fallback or failure
     assert fallback is not None
@@ -251,7 +256,7 @@ def _layout(header: _Record) -> _Layout | list[UserError]:
             if key in known:
                 errors.append(
                     UserError(
-                        "DUPLICATE_COLUMN",
+                        ErrorCode.DUPLICATE_COLUMN,
                         f"Line {line}: the header has the {key} column twice.",
                         ("csv", line, column.header),
                     )
@@ -270,7 +275,7 @@ def _layout(header: _Record) -> _Layout | list[UserError]:
         if key not in known:
             errors.append(
                 UserError(
-                    "MISSING_COLUMN",
+                    ErrorCode.MISSING_COLUMN,
                     f"Line {line}: the header has no {key} column.",
                     ("csv", line, key),
                 )
@@ -299,24 +304,23 @@ def _parse_row(layout: _Layout, record: _Record) -> _Row | _RowRejected:
     def fail(code: str, message: str, column: _Column) -> None:
         errors.append(UserError(code, f"Line {line}: {message}", ("csv", line, column.header)))
 
+    def failed(exc: InputError, column: _Column, last_name: _Column | None = None) -> None:
+        for e in exc.errors:
+            fail(e.code, e.message, last_name if last_name and e.field == ("lastName",) else column)
+
+    # The CRM's own rules, each error reported at its column.
     first, last = cell(layout.first_name), cell(layout.last_name)
-    if not (first or last):
-        fail("INVALID_NAME", "a contact needs a first or last name.", layout.first_name)
-    for value, column in ((first, layout.first_name), (last, layout.last_name)):
-        if len(value) > records.MAX_NAME_LENGTH:
-            fail(
-                "INVALID_NAME",
-                f"{column.header} has more than {records.MAX_NAME_LENGTH} characters.",
-                column,
-            )
+    try:
+        records.clean_person_names(first, last)
+    except InputError as exc:
+        failed(exc, layout.first_name, layout.last_name)
 
     account = cell(layout.account)
-    if layout.account and len(account) > records.MAX_ACCOUNT_NAME_LENGTH:
-        fail(
-            "INVALID_NAME",
-            f"an account name has at most {records.MAX_ACCOUNT_NAME_LENGTH} characters.",
-            layout.account,
-        )
+    if layout.account and account:
+        try:
+            records.clean_account_name(account)
+        except InputError as exc:
+            failed(exc, layout.account)
 
     addresses: dict[str, _Address] = {}
     columns = [(layout.email, PRIMARY_LABEL), *((c, c.header) for c in layout.further)]
@@ -324,13 +328,12 @@ def _parse_row(layout: _Layout, record: _Record) -> _Row | _RowRejected:
         raw = cell(column)
         if not raw:
             if column is layout.email:
-                fail("MISSING_EMAIL", f"the {column.header} cell is empty.", column)
+                fail(ErrorCode.MISSING_EMAIL, f"the {column.header} cell is empty.", column)
             continue
         try:
             typed, normalized = validate_address(raw)
         except InputError as exc:
-            for e in exc.errors:
-                fail(e.code, e.message, column)
+            failed(exc, column)
             continue
         # The same address twice in a row is one address, with its first column's label.
         addresses.setdefault(normalized, _Address(typed, normalized, label, column.header))
@@ -412,57 +415,34 @@ class _State:
         account_key = _account_key(row.account)
         account_id = self.accounts.get(account_key) if row.account else None
         created_account: Account | None = None
-        linked = False
+        added = [(a.typed, a.normalized, a.label) for a in new_addresses]
         try:
             async with in_transaction():
-                if contact is None:
-                    contact = await Contact.create(
-                        firm_id=self.scope.firm_id,
-                        first_name=row.first_name,
-                        last_name=row.last_name,
-                    )
-                elif changes:
-                    await self.scope.query(Contact).filter(pk=contact.pk).update(**changes)
-                if new_addresses:
-                    await EmailAddress.bulk_create(
-                        [
-                            EmailAddress(
-                                firm_id=self.scope.firm_id,
-                                contact_id=contact.pk,
-                                address=a.typed,
-                                address_normalized=a.normalized,
-                                label=a.label,
-                            )
-                            for a in new_addresses
-                        ]
-                    )
                 if row.account and account_id is None:
-                    created_account = await Account.create(
-                        firm_id=self.scope.firm_id, name=row.account, type=AccountType.INDIVIDUAL
+                    created_account = await records.create_account(
+                        self.scope, row.account, AccountType.INDIVIDUAL
                     )
                     account_id = created_account.pk
-                if account_id is not None and account_id not in self.links[contact.pk]:
-                    # ignore_conflicts: another request may have linked the pair meanwhile.
-                    await AccountContact.bulk_create(
-                        [
-                            AccountContact(
-                                firm_id=self.scope.firm_id,
-                                account_id=account_id,
-                                contact_id=contact.pk,
-                            )
-                        ],
-                        ignore_conflicts=True,
+                if contact is None:
+                    accounts = [] if account_id is None else [account_id]
+                    contact = await records.insert_contact(
+                        self.scope, row.first_name, row.last_name, added, accounts
                     )
-                    linked = True
-                # AccountEmail rows are owed only where the contact is linked to an account.
-                if linked or (new_addresses and self.links[contact.pk]):
-                    await records.sync_account_emails(self.scope, contact_ids=[contact.pk])
-        except IntegrityError:
+                else:
+                    if changes:
+                        await self.scope.query(Contact).filter(pk=contact.pk).update(**changes)
+                    await records.add_addresses(self.scope, contact, added)
+                    if account_id is not None and account_id not in self.links[contact.pk]:
+                        await records.link(self.scope, [account_id], contact.pk)
+                    elif added and self.links[contact.pk]:
+                        # New addresses owe AccountEmail rows to the accounts already linked.
+                        await records.sync_account_emails(self.scope, contact_ids=[contact.pk])
+        except (IntegrityError, InputError):
             # Another request took one of the addresses between the load and this row.
             raise _RowRejected(
                 row.line,
                 UserError(
-                    "EMAIL_TAKEN",
+                    ErrorCode.EMAIL_TAKEN,
                     f"Line {row.line}: an address of this row was just taken by another change.",
                     ("csv", str(row.line)),
                 ),
@@ -484,7 +464,7 @@ class _State:
     @staticmethod
     def _taken(row: _Row, address: _Address) -> UserError:
         return UserError(
-            "EMAIL_TAKEN",
+            ErrorCode.EMAIL_TAKEN,
             f"Line {row.line}: {address.typed} already belongs to another contact.",
             ("csv", str(row.line), address.header),
         )
