@@ -9,7 +9,7 @@ from itertools import pairwise
 
 from models import AccountEmail
 from schema import ids
-from services.mail import sync_engine
+from services.mail import store as message_store
 from services.mail.parse import parse_message
 from services.shared.scope import FirmScope
 from tests.support.api import Api, add_staff, api_for
@@ -145,7 +145,7 @@ async def populate(acme, start: int, count: int) -> None:
                 message_id=f"<a{i}-{n}@test>",
                 date=datetime(2026, 11, 2, 10 + n, i % 60, tzinfo=UTC),
             )
-            await sync_engine.store_message(scope, parse_message(raw), [pk])
+            await message_store.store_message(scope, parse_message(raw), [pk])
     for i, (left, right) in enumerate(pairwise(pks), start=start):
         raw = mail(
             OFFICE,
@@ -155,7 +155,7 @@ async def populate(acme, start: int, count: int) -> None:
             message_id=f"<s{i}@test>",
             date=datetime(2026, 11, 3, 9, i % 60, tzinfo=UTC),
         )
-        await sync_engine.store_message(scope, parse_message(raw), [left, right])
+        await message_store.store_message(scope, parse_message(raw), [left, right])
 
 
 async def statements(api: Api, query: str) -> tuple[int, dict]:

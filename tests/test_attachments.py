@@ -21,6 +21,7 @@ from portico.settings import Settings
 from schema import ids
 from services.mail import sync_engine
 from services.mail.attachments import filename_for
+from services.mail.imap import ImapSession
 from services.mail.parse import MAX_PARTS, parse_message
 from services.shared.scope import FirmScope
 from tests.support.api import Api, Firm
@@ -418,15 +419,15 @@ async def test_big_messages_are_downloaded_a_few_at_a_time(
         imap.append(
             mailbox.username, papers(f"Part {n}", [(f"part-{n}.pdf", "application/pdf", content)])
         )
-    fetch = sync_engine.ImapSession.fetch
+    fetch = ImapSession.fetch
     trips: list[int] = []  # messages per download of whole messages
 
-    async def counted(session: sync_engine.ImapSession, uids: Any, parts: str) -> Any:
+    async def counted(session: ImapSession, uids: Any, parts: str) -> Any:
         if parts == sync_engine.MESSAGE_FIELDS:
             trips.append(len(uids))
         return await fetch(session, uids, parts)
 
-    monkeypatch.setattr(sync_engine.ImapSession, "fetch", counted)
+    monkeypatch.setattr(ImapSession, "fetch", counted)
     await sync(acme.api, mailbox)
     assert trips == [1, 1, 1, 1]
     saved = await documents_of(acme.api, anna.account_ids[0])

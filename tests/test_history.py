@@ -21,7 +21,8 @@ import pytest
 from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
 from portico.settings import Settings
 from schema import ids
-from services.mail import history, sync_engine
+from services.mail import history
+from services.mail import store as message_store
 from services.shared import crypto
 from tests.support.api import Api, Firm, add_staff, api_for
 from tests.support.crm_ops import UPDATE_EMAIL, new_account, new_contact
@@ -331,16 +332,16 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
     await email_sync(acme.api, o.jane["Doe Family"], True)
 
     stop = asyncio.Event()
-    store = sync_engine.store_messages
+    store = message_store.store_messages
 
     async def store_then_stop(*args, **kwargs):
         stored = await store(*args, **kwargs)
         stop.set()  # the first batch is stored: stop the round there
         return stored
 
-    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
+    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
     assert await history.run_due_imports(settings, stop) == 0
-    monkeypatch.setattr(sync_engine, "store_messages", store)
+    monkeypatch.setattr(message_store, "store_messages", store)
     [waiting] = await HistoryImport.all()
     assert (waiting.status, waiting.lease_until) == (HistoryStatus.PENDING, None)
     assert 0 < await Message.all().count() < 123

@@ -1,18 +1,16 @@
 """The EMAIL SYNC engine against a real Dovecot (tests/support/imap.py), at the service level.
 
 Each test has IMAP users of its own (the static passdb accepts any name), so tests never see
-each other's mail on the module's one server. The parsing tests at the end use no database
-and run in the SQLite pass only.
+each other's mail on the module's one server. The parser's own tests are in
+tests/test_mail_parse.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import imaplib
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -31,12 +29,10 @@ from models import (
 from portico.settings import Settings
 from services.crm import records
 from services.firm import firms
+from services.mail import store as message_store
 from services.mail import sync_engine
 from services.mail.parse import (
-    clean_text,
-    normalize_subject,
     parse_message,
-    parse_participants,
     sanitize_html,
 )
 from services.portal.access import FlagChanges, set_email_flags
@@ -452,10 +448,10 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     for i in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
-    store = sync_engine.store_messages
+    store = message_store.store_messages
     calls = 0
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         nonlocal calls
         calls += 1
         outcome = await store(*args, **kwargs)
@@ -466,7 +462,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
             imap.end_sessions(mailbox.username)
         return outcome
 
-    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
+    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
     try:
         failed = await sync(world, mailbox)
         assert failed.status == SyncStatus.FAILED
@@ -485,7 +481,7 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     finally:
         imap.ensure_running()
 
-    monkeypatch.setattr(sync_engine, "store_messages", store)
+    monkeypatch.setattr(message_store, "store_messages", store)
     recovered = await sync(world, mailbox)
     assert (recovered.status, recovered.error) == (SyncStatus.IDLE, None)
     assert (recovered.fetched, recovered.stored) == (2, 2)
@@ -556,13 +552,13 @@ async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
     for raw in (first, answer, first):
         imap.append(mailbox.username, raw)
     alone: list[str] = []  # messages stored one by one, not with the batch
-    store = sync_engine.store_message
+    store = message_store.store_message
 
     async def one_by_one(scope: FirmScope, parsed: Any, *args: Any, **kwargs: Any) -> Any:
         alone.append(parsed.subject)
         return await store(scope, parsed, *args, **kwargs)
 
-    monkeypatch.setattr(sync_engine, "store_message", one_by_one)
+    monkeypatch.setattr(message_store, "store_message", one_by_one)
     result = await sync(world, mailbox)
 
     assert (result.fetched, result.stored, result.linked) == (3, 2, 0)
@@ -581,10 +577,10 @@ async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_al
     for n in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
-    store = sync_engine.store_messages
+    store = message_store.store_messages
     taken: list[datetime] = []
 
-    async def stalled_then_overtaken(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
+    async def stalled_then_overtaken(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         stored = await store(*args, **kwargs)
         if not taken:  # this pass stalls past its lease, and another process claims it
             await Mailbox.filter(pk=mailbox.pk).update(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
@@ -592,7 +588,7 @@ async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_al
             taken.append(await sync_engine._claim(world.scope, other))
         return stored
 
-    monkeypatch.setattr(sync_engine, "store_messages", stalled_then_overtaken)
+    monkeypatch.setattr(message_store, "store_messages", stalled_then_overtaken)
     result = await sync(world, mailbox)
 
     assert result.error == "Another process took this mailbox over."
@@ -611,14 +607,14 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     stop = asyncio.Event()
-    store = sync_engine.store_messages
+    store = message_store.store_messages
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         stored = await store(*args, **kwargs)
         stop.set()  # the process is shutting down
         return stored
 
-    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
+    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
     result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
 
     assert (result.status, result.error, result.stored) == (SyncStatus.IDLE, None, 1)
@@ -626,7 +622,7 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
     assert (row.sync_status, row.lease_until) == (SyncStatus.IDLE, None)
     inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
     assert inbox.last_uid == 1  # the next pass goes on from there
-    monkeypatch.setattr(sync_engine, "store_messages", store)
+    monkeypatch.setattr(message_store, "store_messages", store)
     assert (await sync(world, mailbox)).stored == 2
 
 
@@ -639,17 +635,17 @@ async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by
     raws = [mail(JANE, mailbox.address, f"Letter {n}") for n in range(3)]
     for raw in raws:
         imap.append(mailbox.username, raw)
-    thread_keys = sync_engine._thread_keys
+    thread_keys = message_store._thread_keys
     raced = False
 
     async def another_pass_first(scope: FirmScope, messages: Any) -> list[str]:
         nonlocal raced
         if not raced:
             raced = True
-            await sync_engine.store_message(scope, parse_message(raws[1]), [world.family.pk])
+            await message_store.store_message(scope, parse_message(raws[1]), [world.family.pk])
         return await thread_keys(scope, messages)
 
-    monkeypatch.setattr(sync_engine, "_thread_keys", another_pass_first)
+    monkeypatch.setattr(message_store, "_thread_keys", another_pass_first)
     result = await sync(world, mailbox)
 
     assert raced and (result.stored, result.linked) == (2, 1)
@@ -676,64 +672,3 @@ async def test_a_wrong_password_fails_with_a_readable_error(world: World, imap: 
     assert wrong not in result.error
     await mailbox.refresh_from_db()
     assert mailbox.sync_status == SyncStatus.FAILED and mailbox.last_error == result.error
-
-
-# Parsing (no database) ----------------------------------------------------------------------
-
-
-def test_a_missing_message_id_hashes_date_sender_and_subject() -> None:
-    raw = b"From: A <a@x.example>\r\nSubject: hi\r\nDate: Mon, 2 Mar 2026 09:30:00 +0000\r\n\r\nx"
-    one, two = parse_message(raw), parse_message(raw.replace(b"\r\n\r\nx", b"\r\n\r\ny"))
-    assert one.message_id.startswith("sha256:") and one.message_key == two.message_key
-    other = parse_message(raw.replace(b"Subject: hi", b"Subject: ho"))
-    assert other.message_key != one.message_key
-
-
-def test_subjects_are_normalised_for_threads() -> None:
-    assert normalize_subject("Re: AW: WG: Fwd: FW:  Hello   World ") == "hello world"
-    assert normalize_subject("RE[2]: Hello") == "hello"
-    assert normalize_subject("Regarding: Hello") == "regarding: hello"
-
-
-def test_sanitize_html_removes_scripts_and_handlers() -> None:
-    html = '<p onclick="x()">Hi<script>alert(1)</script><a href="javascript:x()">l</a></p>'
-    clean = sanitize_html(html)
-    assert "script" not in clean and "onclick" not in clean and "javascript" not in clean
-    assert clean.startswith("<p>Hi")
-
-
-def test_text_is_made_storable() -> None:
-    assert clean_text("caf\udcc3\udca9\x00") == "café"  # undeclared UTF-8 bytes, NUL
-    assert clean_text("a\ud800b") == "a?b"
-
-
-def test_parsing_never_raises_on_damaged_mail() -> None:
-    msg = EmailMessage()
-    msg["From"] = "Jäne <jane@client.example>"
-    msg["To"] = 'a@b.example, "Q, R" <q@r.example>'
-    msg["Subject"] = "Grüße"
-    msg["References"] = "<x@y> <z@w>"
-    msg.set_content("Hällo " * 50)
-    msg.add_alternative("<p>Hällo</p>", subtype="html")
-    msg.add_attachment(b"\x00\x01" * 100, maintype="application", subtype="octet-stream")
-    base = msg.as_bytes()
-    noise = [b"=?", b"?=", b"<", b">", b"\r\n", b":", b'"', b"=?utf-8?b?", b"--", b"\x00", b"\xff"]
-    rnd = random.Random(5)
-    for _ in range(500):
-        raw = bytearray(base)
-        for _ in range(rnd.randint(1, 30)):
-            pos = rnd.randrange(len(raw))
-            roll = rnd.random()
-            if roll < 0.4:
-                raw[pos] = rnd.randrange(256)
-            elif roll < 0.7:
-                del raw[pos : pos + rnd.randint(1, 20)]
-            else:
-                raw[pos:pos] = rnd.choice(noise)
-        parsed = parse_message(bytes(raw))
-        parse_participants(bytes(raw))
-        texts = [parsed.subject, parsed.message_id, *parsed.participants]
-        texts += [parsed.text_body or "", parsed.html_body or ""]
-        for text in texts:
-            text.encode("utf-8")
-            assert "\x00" not in text

@@ -484,7 +484,7 @@ async def test_the_mailbox_password_never_shows_when_filing_fails(
 ):
     from email.message import EmailMessage as Mail
 
-    from services.mail.sync_engine import MailSyncError
+    from services.mail.imap import MailSyncError
 
     s = await setup(acme, settings, imap, smtp)
     mailbox = await Mailbox.get(id=ids.decode(s.mailbox_id, "Mailbox"))

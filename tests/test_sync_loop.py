@@ -29,6 +29,7 @@ import pytest
 from models import AccountEmail, Mailbox, Message, SyncStatus
 from portico.settings import Settings
 from services.loops import delivery, mail_sync
+from services.mail import store as message_store
 from services.mail import sync_engine
 from services.shared import backoff
 from services.shared.pubsub import InProcessBus
@@ -82,7 +83,7 @@ def idle_records(caplog: pytest.LogCaptureFixture, mailbox: Mailbox) -> int:
     return sum(
         1
         for r in caplog.records
-        if r.name == "services.loops.mail_sync"
+        if r.name == "services.mail.idle"
         and r.getMessage().startswith(f"mailbox {mailbox.pk}: IDLE on INBOX")
     )
 
@@ -134,7 +135,7 @@ async def test_polling_brings_new_mail_into_the_inbox_without_sync_mailbox(
 async def test_idle_brings_new_mail_long_before_the_poll_interval(
     acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="services.loops.mail_sync")
+    caplog.set_level(logging.DEBUG, logger="services.mail.idle")
     await synced_address(acme)
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     bus = InProcessBus()
@@ -161,7 +162,7 @@ async def test_idle_brings_new_mail_long_before_the_poll_interval(
 async def test_stop_ends_the_loop_promptly_and_logs_out(
     acme: Firm, imap: ImapServer, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="services.loops.mail_sync")
+    caplog.set_level(logging.DEBUG, logger="services.mail.idle")
     mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -200,10 +201,10 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
     for n in range(3):
         imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Before {n}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
-    store = sync_engine.store_messages
+    store = message_store.store_messages
     stopped = False
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
+    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         nonlocal stopped
         outcome = await store(*args, **kwargs)
         if not stopped:  # the server goes away after the first message is stored
@@ -212,7 +213,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
             imap.end_sessions(mailbox.username)
         return outcome
 
-    monkeypatch.setattr(sync_engine, "store_messages", store_then_stop)
+    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
     try:
         async with running(loop_settings(settings)) as task:
 
@@ -233,7 +234,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
             deliver_to_maildir(
                 imap, mailbox.username, mail(to=mailbox.address, subject="Meanwhile")
             )
-            monkeypatch.setattr(sync_engine, "store_messages", store)
+            monkeypatch.setattr(message_store, "store_messages", store)
             imap.start()
 
             async def recovered() -> bool:
@@ -282,15 +283,15 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
         holders -= 1
         await finish(*args)
 
-    store = sync_engine.store_messages
+    store = message_store.store_messages
 
-    async def slow_store(*args: Any, **kwargs: Any) -> list[sync_engine.StoreOutcome]:
+    async def slow_store(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         await asyncio.sleep(0.05)  # long passes: the two loops keep running into each other
         return await store(*args, **kwargs)
 
     monkeypatch.setattr(sync_engine, "_claim", watched_claim)
     monkeypatch.setattr(sync_engine, "_finish", watched_finish)
-    monkeypatch.setattr(sync_engine, "store_messages", slow_store)
+    monkeypatch.setattr(message_store, "store_messages", slow_store)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 2)
     polling = loop_settings(settings, sync_idle=False, sync_interval_seconds=0.05)
     async with running(polling), running(polling):

@@ -7,8 +7,9 @@ a history task runs the queued history imports (services/mail/history), woken at
 (wakeups.HISTORY) when one is queued in this process.
 
 Each mailbox task repeats: a sync pass (services/mail/sync_engine.sync_mailbox), then a wait.
-- The wait is an IMAP IDLE on INBOX, on a connection of its own, where the server offers IDLE
-  (and PORTICO_SYNC_IDLE is on): new mail (EXISTS) ends it and the next pass starts at once.
+- The wait is an IMAP IDLE on INBOX, on a connection of its own (services/mail/idle), where
+  the server offers IDLE (and PORTICO_SYNC_IDLE is on): new mail (EXISTS) ends it and the
+  next pass starts at once.
   It also ends after one interval, so INBOX and Sent are passed over at least that often
   (the interval is always well below RFC 2177's 29 minutes, or IDLE is renewed before them).
   Without IDLE the task simply polls every interval.
@@ -29,18 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
-from collections.abc import Awaitable
-from enum import Enum
-from typing import TypeVar
-
-import aioimaplib
 
 from models import Mailbox, MailboxFolder
 from portico.settings import Settings
 from services.mail import history, sync_engine
-from services.mail.logins import MailServer, close_imap, open_imap
+from services.mail.idle import IDLE_MAX_SECONDS, IdleWatcher, Woken
+from services.mail.imap import INBOX, MailSyncError
 from services.mail.mailboxes import mailbox_password
 from services.shared import backoff
 from services.shared.pubsub import EventBus
@@ -49,19 +45,11 @@ from services.shared.wakeups import HISTORY, MAIL_SYNC, wait_any
 
 log = logging.getLogger(__name__)
 
-# RFC 2177: a server may drop a client idle for 30 minutes, so IDLE is renewed well before.
-IDLE_MAX_SECONDS = 25 * 60
-IMAP_TIMEOUT = 30.0  # seconds without an answer before a watcher command counts as failed
-LOGOUT_SECONDS = 2.0
 STOP_GRACE_SECONDS = 5.0  # a pass in flight may finish its work before it is cancelled
 # An IDLE connection lost sooner than this after it opened is not reopened at once: a server
 # that drops idle clients would otherwise be logged into over and over.
 MIN_IDLE_SECONDS = 30.0
 MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at the same moment
-
-_EXISTS = re.compile(rb"^\d+ EXISTS\b", re.IGNORECASE)
-
-T = TypeVar("T")
 
 
 def retry_delay(settings: Settings, failures: int, rng: random.Random | None = None) -> float:
@@ -150,13 +138,6 @@ async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
 # One mailbox --------------------------------------------------------------------------------
 
 
-class Woken(Enum):
-    MAIL = "mail"  # new mail in INBOX: pass at once
-    TIMEOUT = "timeout"  # an interval passed: pass anyway
-    LOST = "lost"  # the IDLE connection dropped: pass at once (it tells whether the server is up)
-    STOPPED = "stopped"
-
-
 class _MailboxSync:
     """Keeps one mailbox in sync: pass, wait (IDLE or poll), pass again; backoff on failure."""
 
@@ -174,7 +155,7 @@ class _MailboxSync:
         self.stop = stop
         self.passes = passes
         self.failures = 0
-        self.watcher: _Watcher | None = None
+        self.watcher: IdleWatcher | None = None
         self.idle_usable = settings.sync_idle  # off for good once the server shows no IDLE
         self.poll_once = False  # the last IDLE connection dropped early: poll this time
         # The INBOX state (UIDVALIDITY, UIDNEXT) that last started a pass: seen again, it is
@@ -257,13 +238,14 @@ class _MailboxSync:
                 await self.drop_watcher()
             return
 
-    async def watch(self, mailbox: Mailbox) -> _Watcher | None:
+    async def watch(self, mailbox: Mailbox) -> IdleWatcher | None:
         """The open IDLE connection, opened if needed; None when IDLE is not to be had."""
         if self.watcher is not None and not self.watcher.lost.is_set():
             return self.watcher
         await self.drop_watcher()
         try:
-            watcher = await _Watcher.open(mailbox, self.settings)
+            password = mailbox_password(self.settings, mailbox)
+            watcher = await IdleWatcher.open(mailbox, password)
         except Exception as exc:  # the pass just logged in: a passing failure, poll this time
             log.info("mailbox %s: no IDLE connection this time: %s", self.mailbox_id, exc)
             return None
@@ -275,14 +257,14 @@ class _MailboxSync:
         self.watcher = watcher
         return watcher
 
-    async def watch_once(self, watcher: _Watcher, mailbox: Mailbox, seconds: float) -> Woken:
+    async def watch_once(self, watcher: IdleWatcher, mailbox: Mailbox, seconds: float) -> Woken:
         try:
             hint = await watcher.examine_inbox()
             if await self.behind(mailbox, hint) and hint != self.last_hint:
                 self.last_hint = hint  # mail came in between the pass and this look
                 return Woken.MAIL
-            woken = await watcher.idle(seconds, self.stop)
-        except sync_engine.MailSyncError as exc:
+            woken = await watcher.idle(seconds, self.stop, f"mailbox {mailbox.pk}")
+        except MailSyncError as exc:
             log.info("mailbox %s: IDLE ended: %s", self.mailbox_id, exc)
             return Woken.LOST
         if woken is Woken.MAIL:
@@ -292,7 +274,7 @@ class _MailboxSync:
     async def behind(self, mailbox: Mailbox, hint: tuple[int | None, int | None]) -> bool:
         """Whether INBOX has mail the cursor has not reached (or a new UIDVALIDITY)."""
         uidvalidity, uidnext = hint
-        cursor = await MailboxFolder.get_or_none(mailbox_id=mailbox.pk, role=sync_engine.INBOX)
+        cursor = await MailboxFolder.get_or_none(mailbox_id=mailbox.pk, role=INBOX)
         if cursor is None or uidvalidity is None or cursor.uidvalidity != uidvalidity:
             return True
         return uidnext is not None and uidnext > cursor.last_uid + 1
@@ -301,103 +283,3 @@ class _MailboxSync:
         if self.watcher is not None:
             watcher, self.watcher = self.watcher, None
             await watcher.close()
-
-
-# The IDLE connection ------------------------------------------------------------------------
-
-
-class _Watcher:
-    """A logged-in IMAP connection that EXAMINEs INBOX (read only) and IDLEs on it."""
-
-    def __init__(self, client: aioimaplib.IMAP4, where: str, label: str) -> None:
-        self.client = client
-        self.where = where
-        self.label = label  # for the log: which mailbox
-        self.opened = time.monotonic()
-        self.lost = asyncio.Event()
-        client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
-
-    @classmethod
-    async def open(cls, mailbox: Mailbox, settings: Settings) -> _Watcher:
-        server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
-        password = mailbox_password(settings, mailbox)
-        client = await open_imap(server, mailbox.username, password, wait=IMAP_TIMEOUT)
-        return cls(client, str(server), f"mailbox {mailbox.pk}")
-
-    @property
-    def can_idle(self) -> bool:
-        return self.client.has_capability("IDLE")
-
-    async def call(self, what: str, command: Awaitable[T]) -> T:
-        """The command's answer, or MailSyncError as soon as the connection drops."""
-        return await sync_engine.guarded(command, self.lost, self.where, what)
-
-    async def examine_inbox(self) -> tuple[int | None, int | None]:
-        """EXAMINE INBOX: its UIDVALIDITY and UIDNEXT (None when not given)."""
-        response = await self.call("EXAMINE", self.client.examine("INBOX"))
-        if response.result != "OK":
-            raise sync_engine.MailSyncError(f"{self.where} refused EXAMINE INBOX")
-        # EXAMINE selects the folder read only (RFC 3501), but aioimaplib tracks only SELECT
-        # and allows IDLE only in its SELECTED state.
-        self.client.protocol.state = aioimaplib.SELECTED
-        return sync_engine.folder_status(response)
-
-    async def idle(self, seconds: float, stop: asyncio.Event) -> Woken:
-        """IDLE until new mail, `seconds`, `stop`, or a dropped connection."""
-        queue = self.client.protocol.idle_queue
-        while not queue.empty():  # pushes left over from the last IDLE were handled by a pass
-            queue.get_nowait()
-        # aioimaplib's own IDLE timer is set past ours: this method decides when IDLE ends.
-        idle = await self.call("IDLE", self.client.idle_start(timeout=seconds + IMAP_TIMEOUT))
-        deadline = asyncio.get_running_loop().time() + seconds
-        log.debug("%s: IDLE on INBOX for up to %g s", self.label, seconds)
-        try:
-            while True:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return Woken.TIMEOUT
-                push = asyncio.ensure_future(self.client.wait_server_push(timeout=remaining))
-                stopping = asyncio.ensure_future(stop.wait())
-                lost = asyncio.ensure_future(self.lost.wait())
-                try:
-                    await asyncio.wait({push, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in (push, stopping, lost):
-                        if not waiter.done():
-                            waiter.cancel()
-                pushed = push.done() and not push.cancelled()
-                timed_out = pushed and push.exception() is not None  # (read: no stray warning)
-                if stop.is_set():
-                    return Woken.STOPPED
-                if self.lost.is_set() or idle.done():  # the server ended IDLE (or left)
-                    return Woken.LOST
-                if not pushed or timed_out:
-                    return Woken.TIMEOUT  # wait_server_push timed out
-                lines = push.result()
-                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
-                    return Woken.TIMEOUT
-                if any(isinstance(line, bytes) and _EXISTS.match(line) for line in lines):
-                    return Woken.MAIL
-                # Flags changed, a message expunged, a keep-alive: nothing to pass over.
-        finally:
-            await self._end_idle(idle)
-
-    async def _end_idle(self, idle: asyncio.Future[aioimaplib.Response]) -> None:
-        if self.lost.is_set():
-            return
-        try:
-            if self.client.has_pending_idle():
-                self.client.idle_done()
-            await asyncio.wait_for(asyncio.shield(idle), LOGOUT_SECONDS)
-        except Exception as exc:  # a server slow to end IDLE: the connection is dropped
-            log.debug("ending IDLE on %s: %r", self.where, exc)
-            self.lost.set()
-
-    async def close(self) -> None:
-        try:
-            if not self.lost.is_set():
-                await asyncio.wait_for(self.client.logout(), LOGOUT_SECONDS)
-        except Exception as exc:  # logging out of a broken connection: it is gone anyway
-            log.debug("IMAP logout from %s: %r", self.where, exc)
-        finally:
-            close_imap(self.client)

@@ -44,7 +44,7 @@ from tortoise.functions import Count, Max
 
 from models import HistoryImport, HistoryStatus, Mailbox, Message
 from portico.settings import Settings
-from services.mail import sync_engine
+from services.mail import store, sync_engine
 from services.shared.leases import lease_token
 from services.shared.scope import FirmScope
 from services.shared.wakeups import HISTORY
@@ -234,7 +234,7 @@ class _Claim:
             return 0  # removed meanwhile: its imports went with it
         scope = FirmScope(mailbox.firm_id)
         addresses = sorted(self.imported)
-        synced = await sync_engine.synced_accounts(scope, addresses)
+        synced = await store.synced_accounts(scope, addresses)
         gone = [a for a in addresses if a not in synced]
         if gone:  # EMAIL SYNC is off everywhere by now: nothing of theirs would be kept
             await self._finish(mailbox, None, found=0, only=gone)

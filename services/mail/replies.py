@@ -32,12 +32,13 @@ from tortoise.transactions import in_transaction
 
 from models import Firm, Mailbox, Message, MessageAccount
 from portico.settings import Settings
-from services.mail import mailboxes, parse
-from services.mail.sync_engine import OUTBOUND, SENT, ImapSession, MailSyncError
+from services.mail import mailboxes, parse, store
+from services.mail.events import announce_message
+from services.mail.imap import SENT, ImapSession, MailSyncError
 from services.outbound import outbox
 from services.outbound.transport import mentions, scrub
 from services.shared.errors import input_error
-from services.shared.pubsub import EventBus, announce_message
+from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
 
 log = logging.getLogger(__name__)
@@ -84,33 +85,26 @@ async def reply_to_message(
         new_id = outbox.new_message_id(settings)
     subject = outbox.header_text(reply_subject(original.subject))
     full_text = text + _quote(original)
-    now = datetime.now(UTC)
+    written = parse.ParsedMessage(
+        message_id=new_id,
+        message_key=parse.message_key(new_id),
+        subject=subject,
+        from_address=mailbox.address_normalized,
+        to=[to.lower()],
+        cc=[],
+        sent_at=datetime.now(UTC),
+        text_body=full_text,
+        html_body=None,
+        references=chain,
+    )
     async with in_transaction():
-        reply = await Message.create(
-            firm_id=scope.firm_id,
-            message_id=new_id,
-            message_key=parse.message_key(new_id),
-            thread_key=original.thread_key,
-            subject=subject,
-            from_address=mailbox.address_normalized,
-            to_addresses=[to.lower()],
-            cc_addresses=[],
-            sent_at=now,
-            text_body=full_text,
-            html_body=None,
-            direction=OUTBOUND,
-            references=chain,
-            mailbox_id=mailbox.pk,
+        # OUTBOUND: it is from the mailbox's own address.
+        reply = store.message_row(
+            scope, written, {mailbox.address_normalized}, mailbox.pk, original.thread_key
         )
+        await reply.save()
         if account_ids:  # the thread's accounts (their links may all be gone meanwhile)
-            await MessageAccount.bulk_create(
-                [
-                    MessageAccount(
-                        firm_id=scope.firm_id, message_id=reply.pk, account_id=pk, sent_at=now
-                    )
-                    for pk in account_ids
-                ]
-            )
+            await MessageAccount.bulk_create(store.link_rows(scope, reply, account_ids))
         await outbox.enqueue_written(
             firm_id=scope.firm_id,
             from_name=firm.name,
@@ -176,7 +170,7 @@ def _mailbox_for(original: Message, firm_boxes: Sequence[Mailbox]) -> Mailbox:
 
 
 def _recipient(original: Message, own: set[str]) -> str:
-    if original.direction == OUTBOUND:
+    if original.direction == store.OUTBOUND:
         candidates = [a for a in original.to_addresses if a not in own]
     else:
         candidates = [original.from_address]

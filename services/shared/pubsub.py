@@ -36,7 +36,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Protocol
 
@@ -66,22 +66,9 @@ def firm_channel(firm_id: int | str) -> str:
     return f"firm:{firm_id}"
 
 
+# Owned by services/mail/events; kept here only while resolvers/subscriptions.py imports it
+# from here (delete once it imports services.mail.events.MESSAGE_SYNCED).
 MESSAGE_SYNCED = "message.synced"
-
-
-async def announce_message(
-    bus: EventBus | None, firm_id: int, message_id: int, account_ids: Sequence[int]
-) -> None:
-    """Tells the firm's live clients (messageSynced) that a message was stored, or linked to
-    more accounts; call it after the commit. Never raises: an event is a hint, the database
-    is the record."""
-    if bus is None or not account_ids:
-        return
-    event = {"kind": MESSAGE_SYNCED, "messageId": message_id, "accountIds": list(account_ids)}
-    try:
-        await bus.publish(firm_channel(firm_id), event)
-    except Exception:
-        log.exception("pubsub: could not announce message %s", message_id)
 
 
 class Subscription:

@@ -1,0 +1,267 @@
+"""An IMAP session as the sync reads a mailbox: logged in, failing fast, and the parsers of
+the answers it reads.
+
+`ImapSession` wraps a logged-in aioimaplib client (services/mail/logins.open_imap, so it logs
+in exactly as connectMailbox checked the login) whose every command fails fast with a
+readable MailSyncError when the connection drops, the server does not answer within
+IMAP_TIMEOUT, or the command fails (`guarded`). It finds INBOX and the Sent folder
+(SPECIAL-USE `\\Sent`, else a usual name), selects a folder (its UIDVALIDITY and UIDNEXT),
+searches UIDs and fetches parts of messages. The IDLE watcher (services/mail/idle) is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Sequence
+from typing import Self, TypeVar
+
+import aioimaplib
+
+from models import Mailbox
+from services.mail.logins import MailLoginError, MailServer, close_imap, open_imap
+
+log = logging.getLogger(__name__)
+
+IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
+LOGOUT_SECONDS = 2.0
+
+INBOX = "INBOX"
+SENT = "SENT"
+# Fallback when no folder carries SPECIAL-USE \Sent: the usual names, most usual first,
+# compared without case on the last level of the name ("INBOX.Sent" counts as "Sent").
+SENT_NAMES = ("sent", "sent items", "sent messages")
+
+T = TypeVar("T")
+
+
+class MailSyncError(Exception):
+    """A failure worth showing as the mailbox's last error (its text holds no secret)."""
+
+
+_LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") (?P<name>.*)$')
+_LITERAL = re.compile(rb"^\{(\d+)\+?\}$")
+_FETCH_START = re.compile(rb"^\d+ FETCH \(")
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
+
+
+async def guarded(command: Awaitable[T], lost: asyncio.Event, where: str, what: str) -> T:
+    """The IMAP command's answer, or MailSyncError as soon as the connection drops (`lost` is
+    set by the protocol), the server does not answer in time, or the command fails."""
+    task = asyncio.ensure_future(command)
+    lost_wait = asyncio.ensure_future(lost.wait())
+    try:
+        done, _ = await asyncio.wait({task, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        lost_wait.cancel()
+    if task not in done:
+        task.cancel()
+        raise MailSyncError(f"The IMAP server {where} closed the connection ({what}).")
+    try:
+        return task.result()
+    except (TimeoutError, aioimaplib.CommandTimeout):
+        raise MailSyncError(f"The IMAP server {where} did not answer ({what}).") from None
+    except aioimaplib.AioImapException as exc:
+        raise MailSyncError(f"IMAP error from {where} ({what}): {exc}") from None
+    except OSError as exc:
+        raise MailSyncError(f"Connection to {where} failed ({what}): {exc}") from None
+
+
+class ImapSession:
+    """A logged-in aioimaplib client whose every command fails fast when the connection drops
+    (aioimaplib alone would wait for its timeout)."""
+
+    def __init__(self, client: aioimaplib.IMAP4, where: str) -> None:
+        self.client = client
+        self.where = where
+        self.lost = asyncio.Event()
+        client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
+
+    @classmethod
+    async def open(cls, mailbox: Mailbox, password: str) -> Self:
+        """Logs in as connectMailbox checked it (services/mail/logins.open_imap)."""
+        server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
+        try:
+            client = await open_imap(server, mailbox.username, password, wait=IMAP_TIMEOUT)
+        except MailLoginError as exc:
+            raise MailSyncError(str(exc)) from None
+        return cls(client, str(server))
+
+    async def call(self, what: str, command: Awaitable[T]) -> T:
+        return await guarded(command, self.lost, self.where, what)
+
+    async def folders(self) -> list[tuple[str, str]]:
+        """(role, name) of INBOX and, when there is one, the Sent folder."""
+        args = ['""', '"*"']
+        if self.client.has_capability("SPECIAL-USE") and self.client.has_capability(
+            "LIST-EXTENDED"
+        ):
+            args += ["RETURN", "(SPECIAL-USE)"]
+        command = self.client.protocol.simple_command("LIST", *args)
+        response = await self.call("LIST", asyncio.wait_for(command, IMAP_TIMEOUT))
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused LIST: {_text(response)}")
+        listed = _list_entries(response.lines)
+        found = [(INBOX, "INBOX")]
+        sent = _sent_folder(listed)
+        if sent is not None:
+            found.append((SENT, sent))
+        return found
+
+    async def select(self, name: str) -> tuple[int | None, int | None]:
+        """Selects the folder; its UIDVALIDITY and UIDNEXT (None when not given)."""
+        response = await self.call(f"SELECT {name}", self.client.select(aioimaplib.quoted(name)))
+        if response.result != "OK":
+            raise MailSyncError(
+                f"The IMAP server {self.where} refused to open {name}: {_text(response)}"
+            )
+        return folder_status(response)
+
+    async def uids_after(self, last_uid: int) -> list[int]:
+        command = self.client.uid_search("UID", f"{last_uid + 1}:*", charset=None)
+        response = await self.call("UID SEARCH", command)
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused SEARCH: {_text(response)}")
+        uids: set[int] = set()
+        for line in response.lines[:-1]:
+            if isinstance(line, bytes):
+                uids.update(int(u) for u in re.findall(rb"\d+", line))
+        return sorted(uids)
+
+    async def search_participants(self, addresses: Sequence[str]) -> list[int]:
+        """UIDs in the selected folder with any of `addresses` in From, To or Cc."""
+        uids: set[int] = set()
+        for address in addresses:
+            quoted = aioimaplib.quoted(address)
+            criteria = ("OR", "FROM", quoted, "OR", "TO", quoted, "CC", quoted)
+            command = self.client.uid_search(*criteria, charset=None)
+            response = await self.call("UID SEARCH", command)
+            if response.result != "OK":
+                raise MailSyncError(
+                    f"The IMAP server {self.where} refused SEARCH: {_text(response)}"
+                )
+            for line in response.lines[:-1]:
+                if isinstance(line, bytes):
+                    uids.update(int(u) for u in re.findall(rb"\d+", line))
+        return sorted(uids)
+
+    async def fetch(
+        self, uids: Sequence[int], parts: str
+    ) -> tuple[dict[int, bytes], dict[int, int]]:
+        """UID FETCH of `parts` (one literal per message): the literal of each UID, and the
+        RFC822.SIZE of each when asked for."""
+        message_set = ",".join(str(u) for u in uids)
+        response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
+        if response.result != "OK":
+            raise MailSyncError(f"The IMAP server {self.where} refused FETCH: {_text(response)}")
+        return _fetched(response.lines), _sizes(response.lines)
+
+    async def close(self) -> None:
+        try:
+            if not self.lost.is_set():
+                await asyncio.wait_for(self.client.logout(), LOGOUT_SECONDS)
+        except Exception as exc:  # logging out of a broken connection: it is gone anyway
+            log.debug("IMAP logout from %s: %s", self.where, exc)
+        finally:
+            close_imap(self.client)
+
+
+def folder_status(response: aioimaplib.Response) -> tuple[int | None, int | None]:
+    """UIDVALIDITY and UIDNEXT from a SELECT or EXAMINE answer (None when not given)."""
+    uidvalidity = uidnext = None
+    for line in response.lines:
+        if isinstance(line, bytes):
+            if match := _UIDVALIDITY.search(line):
+                uidvalidity = int(match.group(1))
+            if match := _UIDNEXT.search(line):
+                uidnext = int(match.group(1))
+    return uidvalidity, uidnext
+
+
+def _text(response: aioimaplib.Response) -> str:
+    """The server's words in a tagged answer."""
+    lines = [line for line in response.lines if isinstance(line, bytes)]
+    return lines[-1].decode(errors="replace")[:300] if lines else response.result
+
+
+def _list_entries(lines: Sequence[bytes | bytearray]) -> list[tuple[set[str], str, str]]:
+    """(flags, delimiter, name) of each folder in a LIST answer (names as the server sent
+    them: modified UTF-7, unquoted)."""
+    entries: list[tuple[set[str], str, str]] = []
+    for index, line in enumerate(lines):
+        if not isinstance(line, bytes) or not (match := _LIST_LINE.match(line)):
+            continue
+        flags = {f.lower() for f in match.group("flags").decode(errors="replace").split()}
+        delim = _unquote(match.group("delim"))
+        raw_name = match.group("name").strip()
+        if _LITERAL.match(raw_name):
+            following = lines[index + 1] if index + 1 < len(lines) else b""
+            name = bytes(following).decode(errors="replace")
+        else:
+            name = _unquote(raw_name)
+        if "\\noselect" in flags or "\\nonexistent" in flags:
+            continue
+        entries.append((flags, "" if delim == "NIL" else delim, name))
+    return entries
+
+
+def _unquote(value: bytes) -> str:
+    text = value.decode(errors="replace")
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def _sent_folder(entries: Sequence[tuple[set[str], str, str]]) -> str | None:
+    for flags, _, name in entries:
+        if "\\sent" in flags:
+            return name
+    by_name: dict[str, str] = {}
+    for _, delim, name in entries:
+        leaf = name.rsplit(delim, 1)[-1] if delim else name
+        by_name.setdefault(leaf.casefold(), name)
+    for candidate in SENT_NAMES:
+        if candidate in by_name:
+            return by_name[candidate]
+    return None
+
+
+def _fetched(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
+    """{uid: literal} from the lines of a UID FETCH answer (UID before or after the data)."""
+    found: dict[int, bytes] = {}
+    uid: int | None = None
+    data: bytes | None = None
+
+    def keep() -> None:
+        if uid is not None and data is not None:
+            found[uid] = data
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            data = bytes(line)
+            continue
+        if _FETCH_START.match(line):
+            keep()
+            uid, data = None, None
+        if uid is None and (match := _UID.search(line)):
+            uid = int(match.group(1))
+    keep()
+    return found
+
+
+def _sizes(lines: Sequence[bytes | bytearray]) -> dict[int, int]:
+    """{uid: RFC822.SIZE} from the FETCH lines of an answer that carries both."""
+    found: dict[int, int] = {}
+    for line in lines:
+        if isinstance(line, bytes) and _FETCH_START.match(line):
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid and size:
+                found[int(uid.group(1))] = int(size.group(1))
+    return found

@@ -1,0 +1,265 @@
+"""Storing synced mail: once per firm, linked to the accounts it concerns, in its thread.
+
+A message is kept (unique on firm + SHA-256 of the Message-ID) when a participant (From, To,
+Cc) has EMAIL SYNC on in some account of the firm (`synced_accounts`), and linked to every
+such account. A message seen again (another folder or mailbox, a rescan) gains the accounts
+that are new since. OUTBOUND when it is from one of the firm's mailboxes, else INBOUND.
+
+One path writes new messages (`_store_new`): their attachments' files first
+(services/mail/attachments.keep), then in one transaction the rows (`message_row`, which
+replies use too), their attachments, the auto-saved Documents and the links.
+`store_messages` sends one fetched chunk through it at once; `store_message` one message,
+and the chunk's messages one by one when another pass stored one of them meanwhile.
+
+Auto-save: a message sent since `auto_save_since` (mail sent since the mailbox was
+connected: "attachments of future synced mail") has its kept attachments saved into the
+Documents of each account it is linked to (when stored, or linked later) whose auto-save
+attachments option is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
+
+from models import AccountEmail, Message, MessageAccount
+from portico.settings import Settings
+from services.mail import attachments
+from services.mail.parse import ParsedMessage, message_key, subject_thread_key
+from services.shared.scope import FirmScope
+
+AUTO_SAVE_SLACK = timedelta(hours=1)
+INBOUND = "INBOUND"
+OUTBOUND = "OUTBOUND"
+
+Item = tuple[ParsedMessage, set[int]]  # a message and the accounts it goes to
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    message: Message
+    created: bool
+    new_account_ids: list[int]  # accounts linked by this call (all of them when created)
+
+
+async def synced_accounts(scope: FirmScope, addresses: Iterable[str]) -> dict[str, set[int]]:
+    """For each of `addresses` (bare, lower-cased) with EMAIL SYNC on somewhere in the firm,
+    the accounts where it is on."""
+    wanted = list(set(addresses))
+    if not wanted:
+        return {}
+    rows = await (
+        scope.query(AccountEmail)
+        .filter(email_sync=True, email_address__address_normalized__in=wanted)
+        .values_list("email_address__address_normalized", "account_id")
+    )
+    found: dict[str, set[int]] = {}
+    for address, account_id in rows:
+        found.setdefault(address, set()).add(account_id)
+    return found
+
+
+async def store_message(
+    scope: FirmScope,
+    parsed: ParsedMessage,
+    account_ids: Iterable[int],
+    own_addresses: Iterable[str] = (),
+    mailbox_id: int | None = None,
+    *,
+    settings: Settings | None = None,
+    auto_save_since: datetime | None = None,
+) -> StoreOutcome:
+    """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
+    (same key) only gains the accounts it lacks. Each write is one short transaction.
+
+    With `settings`, a message stored for the first time keeps its attachments (files written
+    before its transaction). With `auto_save_since` too, for a message sent since then, each
+    account linked by this call whose auto-save attachments option is on gets the kept
+    attachments among its Documents."""
+    accounts = set(account_ids)
+    existing = await scope.query(Message).get_or_none(message_key=parsed.message_key)
+    if existing is None:
+        try:
+            [outcome] = await _store_new(
+                scope,
+                [(parsed, accounts)],
+                set(own_addresses),
+                mailbox_id,
+                settings,
+                auto_save_since,
+            )
+            return outcome
+        except IntegrityError:
+            # Stored meanwhile by another pass (another mailbox with the same message).
+            existing = await scope.query(Message).get(message_key=parsed.message_key)
+    linked = set(
+        await MessageAccount.filter(message_id=existing.pk).values_list("account_id", flat=True)
+    )
+    new = sorted(accounts - linked)
+    if new:
+        async with in_transaction():
+            await MessageAccount.bulk_create(link_rows(scope, existing, new), ignore_conflicts=True)
+            if settings is not None and _auto_saves(parsed, auto_save_since):
+                await attachments.auto_save(scope, existing.pk, new, settings)
+    return StoreOutcome(existing, False, new)
+
+
+async def store_messages(
+    scope: FirmScope,
+    items: Sequence[Item],
+    own_addresses: Iterable[str] = (),
+    mailbox_id: int | None = None,
+    *,
+    settings: Settings | None = None,
+    auto_save_since: datetime | None = None,
+) -> list[StoreOutcome]:
+    """`store_message` for many messages (one fetched chunk) with few statements: the new
+    ones are stored in one transaction. A message already stored, or seen twice in `items`,
+    goes through `store_message`; so do all of them when another pass stored one meanwhile
+    (the transaction is then rolled back whole and nothing is half-written)."""
+    existing = set(
+        await scope.query(Message)
+        .filter(message_key__in=[parsed.message_key for parsed, _ in items])
+        .values_list("message_key", flat=True)
+    )
+    fresh: dict[str, Item] = {}
+    later: list[Item] = []
+    for parsed, accounts in items:
+        if parsed.message_key in existing or parsed.message_key in fresh:
+            later.append((parsed, accounts))
+        else:
+            fresh[parsed.message_key] = (parsed, accounts)
+    outcomes: list[StoreOutcome] = []
+    if fresh:
+        try:
+            outcomes = await _store_new(
+                scope,
+                list(fresh.values()),
+                set(own_addresses),
+                mailbox_id,
+                settings,
+                auto_save_since,
+            )
+        except (IntegrityError, OperationalError):
+            # Raced with another pass (a duplicate key; on PostgreSQL maybe a deadlock of the
+            # two transactions): rolled back whole, then one by one, as it sorts them out.
+            later = list(items)
+    for parsed, accounts in later:
+        outcomes.append(
+            await store_message(
+                scope,
+                parsed,
+                accounts,
+                own_addresses,
+                mailbox_id,
+                settings=settings,
+                auto_save_since=auto_save_since,
+            )
+        )
+    return outcomes
+
+
+async def _store_new(
+    scope: FirmScope,
+    items: Sequence[Item],
+    own: set[str],
+    mailbox_id: int | None,
+    settings: Settings | None,
+    auto_save_since: datetime | None,
+) -> list[StoreOutcome]:
+    """Messages none of which is stored yet, in one transaction (IntegrityError when another
+    pass stored one meanwhile)."""
+    threads = await _thread_keys(scope, [parsed for parsed, _ in items])
+    kept = [
+        await attachments.keep(parsed.attachments, settings) if settings else []
+        for parsed, _ in items
+    ]
+    outcomes: list[StoreOutcome] = []
+    async with in_transaction():
+        for (parsed, accounts), thread_key, files in zip(items, threads, kept, strict=True):
+            message = message_row(scope, parsed, own, mailbox_id, thread_key)
+            await message.save()
+            await attachments.record(scope, message.pk, files)
+            if settings is not None and files and _auto_saves(parsed, auto_save_since):
+                await attachments.auto_save(scope, message.pk, accounts, settings)
+            outcomes.append(StoreOutcome(message, True, sorted(accounts)))
+        await MessageAccount.bulk_create(
+            [
+                row
+                for outcome in outcomes
+                for row in link_rows(scope, outcome.message, outcome.new_account_ids)
+            ]
+        )
+    return outcomes
+
+
+def _auto_saves(parsed: ParsedMessage, since: datetime | None) -> bool:
+    """Whether the message is "future synced mail" whose attachments are auto-saved: sent
+    since `since`, give or take AUTO_SAVE_SLACK (the Date header is the sender's clock, and
+    mail may take a while to arrive)."""
+    return since is not None and parsed.sent_at >= since - AUTO_SAVE_SLACK
+
+
+def message_row(
+    scope: FirmScope, parsed: ParsedMessage, own: set[str], mailbox_id: int | None, thread_key: str
+) -> Message:
+    """The (unsaved) Message of `parsed` in the thread `thread_key`: OUTBOUND when it is from
+    one of `own` (the firm's mailboxes' addresses), else INBOUND."""
+    from_us = bool(parsed.from_address) and parsed.from_address in own
+    return Message(
+        firm_id=scope.firm_id,
+        message_id=parsed.message_id,
+        message_key=parsed.message_key,
+        thread_key=thread_key,
+        subject=parsed.subject,
+        from_address=parsed.from_address,
+        to_addresses=parsed.to,
+        cc_addresses=parsed.cc,
+        sent_at=parsed.sent_at,
+        text_body=parsed.text_body,
+        html_body=parsed.html_body,
+        direction=OUTBOUND if from_us else INBOUND,
+        references=parsed.reference_chain,
+        mailbox_id=mailbox_id,
+    )
+
+
+def link_rows(
+    scope: FirmScope, message: Message, account_ids: Iterable[int]
+) -> list[MessageAccount]:
+    """The (unsaved) links of `message` to each of `account_ids`."""
+    return [
+        MessageAccount(
+            firm_id=scope.firm_id,
+            message_id=message.pk,
+            account_id=account_id,
+            sent_at=message.sent_at,
+        )
+        for account_id in account_ids
+    ]
+
+
+async def _thread_keys(scope: FirmScope, messages: Sequence[ParsedMessage]) -> list[str]:
+    """The thread of each of `messages`, in one query: the thread of the oldest message of its
+    References/In-Reply-To chain the firm has (a message may answer one before it in the
+    list: they are stored in that order), else same normalised subject and participants."""
+    chains = [[message_key(mid) for mid in parsed.reference_chain] for parsed in messages]
+    wanted = {key for chain in chains for key in chain}
+    known: dict[str, str] = {}
+    if wanted:
+        known = dict(
+            await scope.query(Message)
+            .filter(message_key__in=list(wanted))
+            .values_list("message_key", "thread_key")
+        )
+    threads: list[str] = []
+    for parsed, chain in zip(messages, chains, strict=True):
+        thread = next((known[key] for key in chain if key in known), None)
+        thread = thread or subject_thread_key(parsed.subject, parsed.participants)
+        known.setdefault(parsed.message_key, thread)
+        threads.append(thread)
+    return threads
