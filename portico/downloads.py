@@ -12,6 +12,7 @@ from portico.settings import Settings
 from resolvers.context import token_from_request
 from schema import ids
 from services.portal import documents
+from services.shared import files
 from services.shared.sessions import resolve_session
 
 
@@ -21,7 +22,7 @@ def download_document(settings: Settings) -> Callable[[Request], Awaitable[Respo
         document = await documents.readable(
             session, ids.decode(request.path_params["id"], "Document")
         )
-        path = documents.path_for(settings, document.sha256) if document else None
+        path = files.path_for(settings, document.sha256) if document else None
         if document is None or path is None or not path.is_file():
             # Missing, another firm's, or not yours: the same answer.
             return PlainTextResponse("Not found", status_code=404)

@@ -2,7 +2,7 @@
 and saved into the Documents of the accounts whose auto-save attachments option is on.
 
 Storing a message's attachments has two steps. `keep` runs before the message's transaction
-and writes the files (services/portal/documents.store_content: one file per content, shared with
+and writes the files (services/shared/files.store_content: one file per content, shared with
 uploads). `record` then writes the rows inside that transaction. A crash between the two
 leaves at most a file no row points to, never a row without its file.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from models import Account, Attachment, Document, MessageAccount
 from portico.settings import Settings
 from services.mail.parse import ParsedAttachment
-from services.portal import documents
+from services.shared import files
 from services.shared.scope import FirmScope
 
 MB = 1024 * 1024
@@ -59,14 +59,14 @@ async def keep(parsed: Sequence[ParsedAttachment], settings: Settings) -> list[K
         elif attachment.content is None or attachment.size > limit:
             reason = too_large(limit)
         else:
-            sha256 = await documents.store_content(attachment.content, settings)
+            sha256 = await files.store_content(attachment.content, settings)
         kept.append(Kept(name, attachment.content_type, attachment.size, sha256, reason))
     return kept
 
 
 def filename_for(attachment: ParsedAttachment, position: int) -> str:
     """The sent name made safe, or "attachment-N" with the extension of its declared type."""
-    name = documents.safe_filename(attachment.filename)
+    name = files.safe_filename(attachment.filename)
     if name:
         return name
     extension = mimetypes.guess_extension(attachment.content_type) or ""
@@ -126,8 +126,7 @@ async def auto_save(
     savable = [
         (row, kind)
         for row in rows
-        if (kind := documents.document_type(row.filename, row.content_type))
-        in settings.upload_types
+        if (kind := files.document_type(row.filename, row.content_type)) in settings.upload_types
     ]
     if not savable:
         return []
