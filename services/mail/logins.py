@@ -33,6 +33,7 @@ from services.outbound.transport import (
     SmtpConfig,
     scrub,
 )
+from services.shared.errors import ErrorCode
 
 CHECK_TIMEOUT_SECONDS = 10.0  # per server, the whole conversation
 GOODBYE_SECONDS = 2.0  # LOGOUT after a successful check
@@ -67,7 +68,7 @@ class MailLoginError(Exception):
     """A failed IMAP or SMTP check: `code` is one of the *_FAILED codes, `str()` says why
     (the server's answer when there is one; never the password)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -91,7 +92,7 @@ async def open_imap(
             raise _imap_connect_error(server, exc) from None
         if not server.tls and "LOGINDISABLED" in _capabilities(client):
             raise MailLoginError(
-                "IMAP_TLS_FAILED",
+                ErrorCode.IMAP_TLS_FAILED,
                 f"The IMAP server {server} accepts passwords only over TLS: turn imapTls on "
                 "(usually with port 993).",
             )
@@ -99,19 +100,19 @@ async def open_imap(
             response = await client.login(_quoted(username), password)
         except TimeoutError:
             raise MailLoginError(
-                "IMAP_CONNECTION_FAILED",
+                ErrorCode.IMAP_CONNECTION_FAILED,
                 f"The IMAP server {server} did not answer the login within {timeout:g} s.",
             ) from None
         except (OSError, aioimaplib.AioImapException) as exc:
             raise MailLoginError(
-                "IMAP_CONNECTION_FAILED",
+                ErrorCode.IMAP_CONNECTION_FAILED,
                 f"The IMAP server {server} dropped the connection during login: "
                 f"{_describe(exc, password)}",
             ) from None
         if response.result != "OK":
             answer = scrub(_imap_text(response.lines), password)
             raise MailLoginError(
-                "IMAP_AUTH_FAILED",
+                ErrorCode.IMAP_AUTH_FAILED,
                 f"The IMAP server {server} refused the username or password"
                 + (f": {answer}" if answer else "."),
             )
@@ -158,12 +159,16 @@ async def check_smtp(
         await session.quit()  # checked
     except NoStartTls:
         raise MailLoginError(
-            "SMTP_TLS_FAILED",
+            ErrorCode.SMTP_TLS_FAILED,
             f"The SMTP server {server} does not offer STARTTLS: turn smtpTls off, "
             f"or use port {SMTPS_PORT} for TLS from the first byte.",
         ) from None
     except TimeoutError:
-        code = "SMTP_TLS_FAILED" if session.phase == "starttls" else "SMTP_CONNECTION_FAILED"
+        code = (
+            ErrorCode.SMTP_TLS_FAILED
+            if session.phase == "starttls"
+            else ErrorCode.SMTP_CONNECTION_FAILED
+        )
         raise MailLoginError(
             code, f"The SMTP server {server} did not answer within {timeout:g} s."
         ) from None
@@ -179,46 +184,49 @@ def _smtp_error(
     reason = _describe(exc, password)
     if phase == "connect" and implicit and _tls_trouble(exc):
         return MailLoginError(
-            "SMTP_TLS_FAILED", f"TLS with the SMTP server {server} failed: {reason}"
+            ErrorCode.SMTP_TLS_FAILED, f"TLS with the SMTP server {server} failed: {reason}"
         )
     if phase == "connect":
         return MailLoginError(
-            "SMTP_CONNECTION_FAILED", f"Could not connect to the SMTP server {server}: {reason}"
+            ErrorCode.SMTP_CONNECTION_FAILED,
+            f"Could not connect to the SMTP server {server}: {reason}",
         )
     if phase == "starttls":
         return MailLoginError(
-            "SMTP_TLS_FAILED", f"STARTTLS with the SMTP server {server} failed: {reason}"
+            ErrorCode.SMTP_TLS_FAILED, f"STARTTLS with the SMTP server {server} failed: {reason}"
         )
     if phase == "auth" and isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return MailLoginError(
-            "SMTP_AUTH_FAILED",
+            ErrorCode.SMTP_AUTH_FAILED,
             f"The SMTP server {server} refused the username or password: {reason}",
         )
     if phase == "auth" and not isinstance(exc, aiosmtplib.SMTPServerDisconnected | OSError):
         # e.g. "No suitable authentication method found."
         return MailLoginError(
-            "SMTP_AUTH_FAILED", f"Could not log in to the SMTP server {server}: {reason}"
+            ErrorCode.SMTP_AUTH_FAILED, f"Could not log in to the SMTP server {server}: {reason}"
         )
     return MailLoginError(
-        "SMTP_CONNECTION_FAILED", f"The SMTP server {server} dropped the connection: {reason}"
+        ErrorCode.SMTP_CONNECTION_FAILED,
+        f"The SMTP server {server} dropped the connection: {reason}",
     )
 
 
 def _imap_connect_error(server: MailServer, exc: BaseException) -> MailLoginError:
     if _tls_trouble(exc):
         return MailLoginError(
-            "IMAP_TLS_FAILED",
+            ErrorCode.IMAP_TLS_FAILED,
             f"TLS with the IMAP server {server} failed: {_describe(exc)}"
             + (" (is it a plain IMAP port? turn imapTls off)" if _plain_peer(exc) else ""),
         )
     if isinstance(exc, TimeoutError):
         hint = "" if server.tls else " (a TLS port? turn imapTls on)"
         return MailLoginError(
-            "IMAP_CONNECTION_FAILED",
+            ErrorCode.IMAP_CONNECTION_FAILED,
             f"The IMAP server {server} did not greet within the time allowed{hint}.",
         )
     return MailLoginError(
-        "IMAP_CONNECTION_FAILED", f"Could not connect to the IMAP server {server}: {_describe(exc)}"
+        ErrorCode.IMAP_CONNECTION_FAILED,
+        f"Could not connect to the IMAP server {server}: {_describe(exc)}",
     )
 
 

@@ -23,7 +23,7 @@ from portico.settings import Settings
 from services.mail.logins import MailLoginError, MailServer, check_imap, check_smtp
 from services.shared import audit, crypto
 from services.shared.emails import validate_address
-from services.shared.errors import InputError, UserError, input_error
+from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
 from services.shared.wakeups import MAIL_SYNC
 
@@ -52,12 +52,12 @@ class NewMailbox:
 
 # Which input field each failure points at.
 _FIELDS = {
-    "IMAP_AUTH_FAILED": "password",
-    "IMAP_CONNECTION_FAILED": "imapHost",
-    "IMAP_TLS_FAILED": "imapTls",
-    "SMTP_AUTH_FAILED": "password",
-    "SMTP_CONNECTION_FAILED": "smtpHost",
-    "SMTP_TLS_FAILED": "smtpTls",
+    ErrorCode.IMAP_AUTH_FAILED: "password",
+    ErrorCode.IMAP_CONNECTION_FAILED: "imapHost",
+    ErrorCode.IMAP_TLS_FAILED: "imapTls",
+    ErrorCode.SMTP_AUTH_FAILED: "password",
+    ErrorCode.SMTP_CONNECTION_FAILED: "smtpHost",
+    ErrorCode.SMTP_TLS_FAILED: "smtpTls",
 }
 
 
@@ -158,7 +158,7 @@ def _clean(new: NewMailbox) -> NewMailbox:
     if not username or len(username) > MAX_USERNAME_LENGTH or not username.isprintable():
         errors.append(
             UserError(
-                "INVALID_USERNAME",
+                ErrorCode.INVALID_USERNAME,
                 f"The username must be 1 to {MAX_USERNAME_LENGTH} printable characters.",
                 ("input", "username"),
             )
@@ -167,7 +167,7 @@ def _clean(new: NewMailbox) -> NewMailbox:
     if not password or len(password) > MAX_PASSWORD_LENGTH or not password.isprintable():
         errors.append(
             UserError(
-                "INVALID_PASSWORD",
+                ErrorCode.INVALID_PASSWORD,
                 f"The password must be 1 to {MAX_PASSWORD_LENGTH} characters without line "
                 "breaks or other control characters.",
                 ("input", "password"),
@@ -197,7 +197,7 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
     ):
         errors.append(
             UserError(
-                "INVALID_HOST",
+                ErrorCode.INVALID_HOST,
                 f"{name} must be a host name or IP address (1 to {MAX_HOST_LENGTH} characters, "
                 "no spaces).",
                 ("input", name),
@@ -209,13 +209,18 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
 def _port(value: int, name: str, errors: list[UserError]) -> None:
     if not 1 <= value <= 65535:
         errors.append(
-            UserError("INVALID_PORT", f"{name} must be between 1 and 65535.", ("input", name))
+            UserError(
+                ErrorCode.INVALID_PORT, f"{name} must be between 1 and 65535.", ("input", name)
+            )
         )
 
 
 def _exists(address: str) -> InputError:
     return input_error(
-        "MAILBOX_EXISTS", f"{address} is already connected in this firm.", "input", "address"
+        ErrorCode.MAILBOX_EXISTS,
+        f"{address} is already connected in this firm.",
+        "input",
+        "address",
     )
 
 

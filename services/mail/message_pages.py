@@ -13,7 +13,7 @@ from tortoise.expressions import Q, Subquery
 
 from models import Account, Message, MessageAccount
 from services.shared.coalesce import Coalesced
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 
 CURSOR_PREFIX = "message:"
@@ -36,7 +36,7 @@ def decode_cursor(cursor: str) -> Position:
             return datetime.fromisoformat(when), int(pk)
     except ValueError:
         pass
-    raise input_error("BAD_CURSOR", f"'{cursor}' is not a cursor of this list.", "after")
+    raise input_error(ErrorCode.BAD_CURSOR, f"'{cursor}' is not a cursor of this list.", "after")
 
 
 async def inbox_page(

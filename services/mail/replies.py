@@ -37,7 +37,7 @@ from services.mail.events import announce_message
 from services.mail.imap import SENT, ImapSession, MailSyncError
 from services.outbound import outbox
 from services.outbound.transport import mentions, scrub
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
 
@@ -149,7 +149,7 @@ def _body(body: str) -> str:
     text = parse.clean_text(body).replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text or len(text) > MAX_BODY:
         raise input_error(
-            "INVALID_TEXT", f"The reply must have 1 to {MAX_BODY} characters.", "body"
+            ErrorCode.INVALID_TEXT, f"The reply must have 1 to {MAX_BODY} characters.", "body"
         )
     return text
 
@@ -165,7 +165,7 @@ def _mailbox_for(original: Message, firm_boxes: Sequence[Mailbox]) -> Mailbox:
     if firm_boxes:
         return firm_boxes[0]
     raise input_error(
-        "NO_MAILBOX", "Connect a mailbox first: replies are sent through one.", "messageId"
+        ErrorCode.NO_MAILBOX, "Connect a mailbox first: replies are sent through one.", "messageId"
     )
 
 
@@ -180,7 +180,7 @@ def _recipient(original: Message, own: set[str]) -> str:
         except ValueError:
             continue
     raise input_error(
-        "NO_RECIPIENT", "The message has no address a reply could go to.", "messageId"
+        ErrorCode.NO_RECIPIENT, "The message has no address a reply could go to.", "messageId"
     )
 
 

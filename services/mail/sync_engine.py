@@ -55,7 +55,7 @@ from services.mail.events import announce_message
 from services.mail.imap import ImapSession, MailSyncError
 from services.mail.mailboxes import mailbox_password
 from services.mail.parse import ParsedMessage, parse_message, parse_participants
-from services.shared.errors import input_error
+from services.shared.errors import ErrorCode, input_error
 from services.shared.leases import lease_token
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
@@ -187,7 +187,7 @@ async def import_history(
 
 def _check_firm(scope: FirmScope, mailbox: Mailbox) -> None:
     if mailbox.firm_id != scope.firm_id:
-        raise input_error("NOT_FOUND", "No such Mailbox.", "id")
+        raise input_error(ErrorCode.NOT_FOUND, "No such Mailbox.", "id")
 
 
 async def _run(
