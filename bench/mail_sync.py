@@ -6,7 +6,7 @@ Starts a throwaway Dovecot (tests/support/imap.py, Debian's dovecot-imapd), puts
 5,000) messages into one INBOX, each from one of 50 client addresses with EMAIL SYNC on in an
 account of their own, then times, on a throwaway PostgreSQL database
 (PORTICO_BENCH_POSTGRES, default as in the tests) and on a temporary SQLite file:
-- portico:  `services.mailsync.sync_mailbox` from an empty database: log in, list, select,
+- portico:  `services.mail.sync_engine.sync_mailbox` from an empty database: log in, list, select,
   search, read participants, download the bodies, parse, thread, store and link each message;
 - baseline: a plain aioimaplib session of the same process fetching the same messages in the
   same batches (log in, select, UID SEARCH, UID FETCH BODY.PEEK[]): the least any sync must do.

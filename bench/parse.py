@@ -1,4 +1,4 @@
-"""Parsing synced mail: `services.mail_parse` next to the bare standard-library parser.
+"""Parsing synced mail: `services.mail.parse` next to the bare standard-library parser.
 
     python -m bench.parse [MESSAGES]
 
