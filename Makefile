@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
 
-.PHONY: run test install lint format schema bench
+.PHONY: run test install lint format schema bench mutants
 
 run: install
 	$(BIN)/portico serve
@@ -44,3 +44,12 @@ bench: install
 	$(BIN)/python -m bench.deliveries
 	$(BIN)/python -m bench.mail_sync
 	$(BIN)/python -m bench.fanout
+
+# Mutation testing of LOGIN's and NOTIFY's rule modules (never part of `make test`): slow, about
+# half an hour on 2 cores. Starts afresh each time; `$(BIN)/mutmut results` lists survivors and
+# `$(BIN)/mutmut show NAME` shows one. See docs/testing.md.
+mutants: install
+	$(BIN)/pip install -q -e ".[test,mutants]"
+	rm -rf mutants
+	PORTICO_TEST_DATABASE=sqlite $(BIN)/mutmut run
+	$(BIN)/mutmut results

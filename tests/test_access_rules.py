@@ -215,3 +215,73 @@ async def test_access_of_one_account_is_read_for_that_account_only(acme, client,
         "Miller Family": ["anna@old.example"],
         "Quiet Family": [],
     }
+
+
+async def test_refusals_name_their_field_and_say_why(acme, globex, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    ben = await invitee(acme.api, "Ben Family", "ben@miller.example", first="Ben")
+    missing = {"code": "NOT_FOUND", "message": "No such account email."}
+    flags = """mutation($input: SetEmailFlagsInput!) { setEmailFlags(input: $input) {
+      errors { code field message } accountEmail { id } } }"""
+    resend = "mutation($id: ID!) { resendInvitation(accountEmailId: $id) { errors { code field message } invitation { id } } }"
+    prefs = """mutation($input: NotificationPreferencesInput!) { setNotificationPreferences(input: $input) {
+      errors { code field message } accountEmail { id } } }"""
+
+    theirs = await globex.api.data(flags, {"input": {"accountEmailId": anna.account_email_id}})
+    assert theirs["setEmailFlags"] == {
+        "errors": [{**missing, "field": ["input", "accountEmailId"]}],
+        "accountEmail": None,
+    }
+    unknown = await acme.api.data(resend, {"id": "nope"})
+    assert unknown["resendInvitation"]["errors"] == [{**missing, "field": ["accountEmailId"]}]
+    login_off = await acme.api.data(resend, {"id": anna.account_email_id})
+    assert login_off["resendInvitation"] == {
+        "errors": [
+            {
+                "code": "LOGIN_OFF",
+                "field": ["accountEmailId"],
+                "message": "Turn LOGIN on for this address first.",
+            }
+        ],
+        "invitation": None,
+    }
+    staff_prefs = {"accountEmailId": anna.account_email_id, "all": True}
+    theirs = await globex.api.data(prefs, {"input": staff_prefs})
+    assert theirs["setNotificationPreferences"]["errors"] == [
+        {**missing, "field": ["input", "accountEmailId"]}
+    ]
+
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    others = {"accountEmailId": ben.account_email_id, "all": True}
+    refused = await client_api.data(prefs, {"input": others})
+    assert refused["setNotificationPreferences"] == {
+        "errors": [{**missing, "field": ["input", "accountEmailId"]}],
+        "accountEmail": None,
+    }
+
+
+async def test_login_off_ends_access_and_audits_it(acme, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    resent = await acme.api.ok(RESEND, {"id": anna.account_email_id})
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "login": False}})
+    assert (await client_api.data(CLIENT_VIEW))["portalAccounts"] == []
+
+    user = await PortalUser.get(email_normalized="anna@miller.example")
+    [removed] = await audit_entries(acme.api, anna.account_id, "PORTAL_ACCESS_REMOVED")
+    assert removed == {
+        "action": "PORTAL_ACCESS_REMOVED",
+        "actor": "owner@acme.example",
+        "email": "anna@miller.example",
+        "before": {"portalUser": user.pk},
+        "after": None,
+    }
+    [revoked] = await audit_entries(acme.api, anna.account_id, "INVITATION_REVOKED")
+    assert revoked["before"] == {"invitation": bare_pk(resent["invitation"]["id"], "Invitation")}
+    assert revoked["after"] == {"reason": "LOGIN off"}
+    sent = await audit_entries(acme.api, anna.account_id, "INVITATION_SENT")
+    assert [e["actor"] for e in sent] == ["owner@acme.example"] * 2

@@ -161,3 +161,30 @@ async def test_resending_revokes_the_pending_invitation_and_audits_it(acme, clie
     # The first invitation's mail was withdrawn before any worker took it.
     [mail] = await deliver(settings, smtp)
     assert (await accept(Api(client), token_in(mail)))["errors"] == []
+
+
+async def test_refused_links_say_why(acme, client, settings, smtp):
+    """acceptInvitation and the invitation page give each refusal its own sentence."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await login_on(acme.api, anna.account_email_id)
+    [old] = await deliver(settings, smtp)
+    await acme.api.ok(RESEND, {"id": anna.account_email_id})
+    _, new = await deliver(settings, smtp)
+    assert (await accept(Api(client), token_in(new)))["errors"] == []
+    said = {
+        "unknown": "This invitation link is not valid.",
+        "used": "This invitation has been used already. Sign in instead.",
+        "revoked": "This invitation was withdrawn. Ask the firm to send a new one.",
+    }
+    for token, code, key in [
+        ("not-a-token", "INVITATION_INVALID", "unknown"),
+        (token_in(new), "INVITATION_USED", "used"),
+        (token_in(old), "INVITATION_REVOKED", "revoked"),
+    ]:
+        refused = await accept(Api(client), token)
+        assert refused["errors"] == [{"code": code, "field": ["token"], "message": said[key]}]
+        page = await client.get("/invitation", params={"token": token})
+        assert said[key] in page.text, key
+        assert [s for s in said.values() if s in page.text] == [said[key]]
+    assert (await client.get("/invitation", params={"token": ""})).status_code == 404
+    assert said["unknown"] in (await client.get("/invitation", params={"token": ""})).text
