@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 
 from models import Invitation, PortalAccess, PortalUser
+from services.outbound.outbox import readable_date
 from services.shared import passwords
 from services.shared.sessions import now
 from tests.support.api import Api
@@ -27,6 +28,7 @@ from tests.support.login import (
     deliver,
     invitee,
     login_on,
+    text_of,
     token_in,
 )
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
@@ -188,3 +190,41 @@ async def test_refused_links_say_why(acme, client, settings, smtp):
         assert [s for s in said.values() if s in page.text] == [said[key]]
     assert (await client.get("/invitation", params={"token": ""})).status_code == 404
     assert said["unknown"] in (await client.get("/invitation", params={"token": ""})).text
+
+
+async def test_invitation_terms_are_mailed_and_audited(acme, client, settings, smtp):
+    """The mail says when the link expires (the TTL from now); the audit entries name the
+    invitation, its expiry and, on acceptance, the portal user."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    created = (await login_on(acme.api, anna.account_email_id, send=False))["latestInvitation"]
+    sent = (await acme.api.ok(RESEND, {"id": anna.account_email_id}))["invitation"]
+    [mail] = await deliver(settings, smtp)
+    first = await Invitation.get(pk=bare_pk(created["id"], "Invitation"))
+    second = await Invitation.get(pk=bare_pk(sent["id"], "Invitation"))
+    ttl = second.expires_at - now()
+    assert timedelta(hours=settings.invitation_ttl_hours, minutes=-1) < ttl
+    assert ttl <= timedelta(hours=settings.invitation_ttl_hours)
+    assert f"expires on {readable_date(second.expires_at)}" in text_of(mail)
+    [created_entry] = await audit_entries(acme.api, anna.account_id, "INVITATION_CREATED")
+    assert created_entry["after"] == {
+        "invitation": first.pk,
+        "expiresAt": first.expires_at.isoformat(),
+    }
+    [sent_entry] = await audit_entries(acme.api, anna.account_id, "INVITATION_SENT")
+    assert sent_entry["after"] == {
+        "invitation": second.pk,
+        "expiresAt": second.expires_at.isoformat(),
+    }
+
+    accepted = await accept(Api(client), token_in(mail))
+    assert accepted["viewer"]["activatedAt"] is not None
+    user = await PortalUser.get(email_normalized="anna@miller.example")
+    assert user.activated_at is not None
+    [entry] = await audit_entries(acme.api, anna.account_id, "INVITATION_ACCEPTED")
+    assert entry == {
+        "action": "INVITATION_ACCEPTED",
+        "actor": "anna@miller.example",
+        "email": "anna@miller.example",
+        "before": None,
+        "after": {"invitation": second.pk, "portalUser": user.pk},
+    }

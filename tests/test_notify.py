@@ -556,3 +556,28 @@ async def test_account_lists_hold_their_limit_and_name_the_wrong_id(acme, globex
     refused = (await acme.api.data(EVENT_WHY, {"input": event}))["notifyClientEvent"]
     assert refused == not_found("accountId")
     assert await OutboundEmail.all().count() == 1
+
+
+async def test_client_mail_is_from_the_firm_and_listed_under_the_account(acme, settings, smtp):
+    await acme.api.ok(
+        'mutation { updateFirmSettings(input: {copyAddress: "archive@acme.example"}) { errors { code } } }'
+    )
+    carl = await invitee(acme.api, "Carl Family", "carl@client.example", first="Carl")
+    await _flags(acme.api, carl.account_email_id, notify=True)
+    event = {"accountId": carl.account_id, "category": "PROPOSALS", "title": "Engagement letter"}
+    await acme.api.ok(EVENT, {"input": event})
+    firm_email = {"accountIds": [carl.account_id], "subject": "Hello", "body": "Dear Carl"}
+    await acme.api.ok(SEND, {"input": firm_email})
+    mails = await deliver(settings, smtp)
+    assert [m["To"] for m in mails] == ["carl@client.example", "archive@acme.example"] * 2
+    assert {m["From"].addresses[0].display_name for m in mails} == {"Acme LLP"}
+    assert all("Acme LLP · Carl Family" in text_of(m) for m in mails[:2])
+    assert all(text_of(m).rstrip().endswith("--\r\nAcme LLP") for m in mails[2:])
+    query = "query($id: ID!) { account(id: $id) { deliveries { edges { node { to kind category subject } } } } }"
+    listed = (await acme.api.data(query, {"id": carl.account_id}))["account"]["deliveries"]
+    assert sorted(tuple(e["node"].values()) for e in listed["edges"]) == [
+        ("archive@acme.example", "DIRECT", None, "Hello"),
+        ("archive@acme.example", "NOTIFICATION", "PROPOSALS", "Engagement letter"),
+        ("carl@client.example", "DIRECT", None, "Hello"),
+        ("carl@client.example", "NOTIFICATION", "PROPOSALS", "Engagement letter"),
+    ]
