@@ -285,3 +285,37 @@ async def test_login_off_ends_access_and_audits_it(acme, client, settings, smtp)
     assert revoked["after"] == {"reason": "LOGIN off"}
     sent = await audit_entries(acme.api, anna.account_id, "INVITATION_SENT")
     assert [e["actor"] for e in sent] == ["owner@acme.example"] * 2
+
+
+async def test_notification_preferences_are_audited_with_who_changed_them(
+    acme, client, settings, smtp
+):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    prefs = """mutation($input: NotificationPreferencesInput!) { setNotificationPreferences(input: $input) {
+      errors { code } accountEmail { notificationPreferences { all enabled } } } }"""
+    by_staff = {"accountEmailId": anna.account_email_id, "all": False, "enabled": ["APPROVALS"]}
+    await acme.api.ok(prefs, {"input": by_staff})
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    by_client = {"accountEmailId": anna.account_email_id, "all": True, "enabled": []}
+    assert (await client_api.ok(prefs, {"input": by_client}))["accountEmail"][
+        "notificationPreferences"
+    ] == {"all": True, "enabled": []}
+    entries = await audit_entries(acme.api, anna.account_id, "NOTIFICATION_PREFERENCES_CHANGED")
+    assert entries == [
+        {
+            "action": "NOTIFICATION_PREFERENCES_CHANGED",
+            "actor": "anna@miller.example",
+            "email": "anna@miller.example",
+            "before": {"all": False, "enabled": ["APPROVALS"]},
+            "after": {"all": True, "enabled": []},
+        },
+        {
+            "action": "NOTIFICATION_PREFERENCES_CHANGED",
+            "actor": "owner@acme.example",
+            "email": "anna@miller.example",
+            "before": {"all": True, "enabled": []},
+            "after": {"all": False, "enabled": ["APPROVALS"]},
+        },
+    ]

@@ -186,7 +186,7 @@ async def test_refused_links_say_why(acme, client, settings, smtp):
         refused = await accept(Api(client), token)
         assert refused["errors"] == [{"code": code, "field": ["token"], "message": said[key]}]
         page = await client.get("/invitation", params={"token": token})
-        assert said[key] in page.text, key
+        assert f'<p class="error" role="alert">{said[key]}</p>' in page.text, key
         assert [s for s in said.values() if s in page.text] == [said[key]]
     assert (await client.get("/invitation", params={"token": ""})).status_code == 404
     assert said["unknown"] in (await client.get("/invitation", params={"token": ""})).text
