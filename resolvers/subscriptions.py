@@ -22,9 +22,10 @@ from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
 from services.mail import message_pages
+from services.mail.events import MESSAGE_SYNCED
 from services.shared import permissions
 from services.shared.errors import ErrorCode
-from services.shared.pubsub import DEFAULT_MAX_QUEUE, MESSAGE_SYNCED, EventBus, firm_channel
+from services.shared.pubsub import DEFAULT_MAX_QUEUE, EventBus, firm_channel
 
 log = logging.getLogger(__name__)
 

@@ -66,11 +66,6 @@ def firm_channel(firm_id: int | str) -> str:
     return f"firm:{firm_id}"
 
 
-# Owned by services/mail/events; kept here only while resolvers/subscriptions.py imports it
-# from here (delete once it imports services.mail.events.MESSAGE_SYNCED).
-MESSAGE_SYNCED = "message.synced"
-
-
 class Subscription:
     """One subscriber: a bounded queue of events, read with `async for` (or `anext`).
 
