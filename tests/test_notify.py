@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from models import Account as AccountModel
 from models import AccountContact, AccountEmail, Contact, EmailAddress, Invitation, OutboundEmail
 from schema import ids
+from services.portal import notify
+from services.shared.errors import InputError
+from services.shared.scope import FirmScope
 from tests.support.api import Api
 from tests.support.crm_ops import ACCOUNT, ADD_EMAIL, UPDATE_EMAIL, new_account, new_contact
 from tests.support.crm_ops import LINK as LINK_CONTACT
@@ -581,3 +586,22 @@ async def test_client_mail_is_from_the_firm_and_listed_under_the_account(acme, s
         ("carl@client.example", "DIRECT", None, "Hello"),
         ("carl@client.example", "NOTIFICATION", "PROPOSALS", "Engagement letter"),
     ]
+
+
+async def test_an_unknown_kind_is_refused_by_the_service(acme, settings):
+    """The schema's enum keeps other kinds out of the API; the service refuses them too, for
+    its callers inside Portico (service level: the API cannot send such a kind)."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _flags(acme.api, anna.account_email_id, notify=True)
+    account_id = ids.decode(anna.account_id, "Account")
+    scope = FirmScope(acme.owner.firm_id)
+    with pytest.raises(InputError) as refused:
+        await notify.send_firm_email(scope, [account_id], "s", "b", "NEWSLETTER", settings)
+    [error] = refused.value.errors
+    assert (error.code, error.field, error.message) == (
+        "INVALID_KIND",
+        ("input", "kind"),
+        "kind is DIRECT, MASS or AUTOMATION.",
+    )
+    assert await notify.send_firm_email(scope, [account_id], "s", "b", "MASS", settings) == 1
+    assert await OutboundEmail.all().values_list("kind", flat=True) == ["MASS"]
