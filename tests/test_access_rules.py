@@ -3,7 +3,7 @@ a no-op toggle and removePortalAccess do, and what each leaves in Account.auditE
 
 from __future__ import annotations
 
-from models import OutboundEmail, PortalUser
+from models import HistoryImport, Mailbox, OutboundEmail, PortalUser
 from tests.support.api import Api
 from tests.support.crm_ops import LINK as LINK_CONTACT
 from tests.support.crm_ops import REMOVE_EMAIL, UNLINK, UPDATE_EMAIL, new_account
@@ -81,6 +81,8 @@ async def test_an_address_change_revokes_that_address_invitations_only(
     revoked = await audit_entries(acme.api, anna.account_id, "INVITATION_REVOKED")
     assert [e["email"] for e in revoked] == ["anna@old.example"]
     assert await audit_entries(acme.api, ben.account_id, "INVITATION_REVOKED") == []
+    resent = (await audit_entries(acme.api, anna.account_id, "INVITATION_SENT"))[0]
+    assert (resent["email"], resent["actor"]) == ("anna@new.example", "owner@acme.example")
 
     assert (await accept(Api(client), token_in(anna_old)))["errors"][0][
         "code"
@@ -318,4 +320,34 @@ async def test_notification_preferences_are_audited_with_who_changed_them(
             "before": {"all": True, "enabled": []},
             "after": {"all": False, "enabled": ["APPROVALS"]},
         },
+    ]
+
+
+async def test_an_address_change_with_email_sync_on_queues_the_new_address_history(acme):
+    """EMAIL SYNC stays on for the renamed address: its earlier mail is queued for import
+    from every mailbox of the firm (the import itself is test_history's)."""
+    anna = await invitee(acme.api, "Miller Family", "anna@old.example")
+    ben = await invitee(acme.api, "Ben Family", "ben@old.example", first="Ben")
+    for name in ("office", "tax"):
+        await Mailbox.create(
+            firm_id=acme.owner.firm_id,
+            address=f"{name}@acme.example",
+            address_normalized=f"{name}@acme.example",
+            imap_host="127.0.0.1",
+            imap_port=993,
+            smtp_host="127.0.0.1",
+            smtp_port=465,
+            username=name,
+            password_encrypted="unused",
+        )
+    sync_on = {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
+    await acme.api.ok(FLAGS, sync_on)
+    await acme.api.ok(UPDATE_EMAIL, {"id": anna.email_id, "address": "Anna@New.example"})
+    await acme.api.ok(UPDATE_EMAIL, {"id": ben.email_id, "address": "ben@new.example"})
+    queued = await HistoryImport.all().order_by("id").values_list("address_normalized", "status")
+    assert [(a, str(s)) for a, s in queued] == [
+        ("anna@old.example", "PENDING"),
+        ("anna@old.example", "PENDING"),
+        ("anna@new.example", "PENDING"),
+        ("anna@new.example", "PENDING"),
     ]
