@@ -66,6 +66,14 @@ async def test_two_parallel_accepts_of_one_link_only_one_wins(
         accept(Api(client), token_in(mail)), accept(Api(client), token_in(mail))
     )
     assert sorted(_code(r) for r in results) == ["INVITATION_USED", "OK"]
+    [lost] = [r for r in results if r["errors"]]
+    assert lost["errors"] == [
+        {
+            "code": "INVITATION_USED",
+            "field": ["token"],
+            "message": "This invitation has been used already. Sign in instead.",
+        }
+    ]
     assert [r["token"] is None for r in results].count(True) == 1
     assert await PortalUser.all().count() == 1
     assert await PortalAccess.all().count() == 1
@@ -107,11 +115,6 @@ async def test_a_revocation_during_an_accept_wins(acme, client, settings, smtp, 
     assert await Invitation.filter(accepted_at__not_isnull=True).count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (services/portal/invitations.accept): a claim lost to a revocation answers "
-    "INVITATION_USED ('used already. Sign in instead.') where the link was withdrawn",
-)
 async def test_a_revocation_during_an_accept_answers_revoked(
     acme, client, settings, smtp, monkeypatch
 ):
