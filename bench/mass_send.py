@@ -5,7 +5,7 @@
 On a throwaway PostgreSQL database (PORTICO_BENCH_POSTGRES, default as in the tests) and
 on a temporary SQLite file, makes a firm with ACCOUNTS (default 1,000) accounts, each with
 one contact whose address has NOTIFY on (written in bulk), then times:
-- portico:  `services.notify.send_firm_email(..., kind="MASS")` for all the accounts: finding
+- portico:  `services.portal.notify.send_firm_email(..., kind="MASS")` for all the accounts: finding
   the recipients, rendering, encrypting and queuing the rows in its transaction;
 - baseline: one `OutboundEmail.bulk_create` (batches of outbox.BATCH rows, in a transaction)
   of the same rows already rendered and encrypted: the least any mass mailing must write;

@@ -430,13 +430,13 @@ async def test_a_reply_wakes_the_worker_after_its_commit(acme, settings, imap, s
     from tortoise import connections
     from tortoise.backends.base.client import TransactionalDBClient
 
-    from services.outbound import outbox
+    from services.shared.wakeups import OUTBOX
 
     s = await setup(acme, settings, imap, smtp)
     original = await s.receive(mail(SENDER, s.user))
     woken: list[bool] = []  # for each notify(): was a transaction still open?
     monkeypatch.setattr(
-        outbox,
+        OUTBOX,
         "notify",
         lambda: woken.append(isinstance(connections.get("default"), TransactionalDBClient)),
     )

@@ -26,11 +26,11 @@ from models import (
     StaffMember,
 )
 from portico.settings import Settings
-from services.mail import history
 from services.portal import access
 from services.shared.emails import clean_label, validate_address
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
+from services.shared.wakeups import HISTORY
 
 MAX_NAME_LENGTH = 100
 MAX_ACCOUNT_NAME_LENGTH = 200
@@ -253,7 +253,7 @@ async def update_email_address(
         if readdressed:
             await access.address_changed(scope, email, staff, settings)
     if readdressed:
-        history.notify()  # the new address's history imports are committed now
+        HISTORY.notify()  # the new address's history imports are committed now
     return email
 
 

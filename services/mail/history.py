@@ -47,7 +47,6 @@ from portico.settings import Settings
 from services.mail import store, sync_engine
 from services.shared.leases import lease_token
 from services.shared.scope import FirmScope
-from services.shared.wakeups import HISTORY
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +58,13 @@ MAX_ADDRESSES_PER_LOGIN = 200  # one SEARCH per address: keeps one run within it
 UNFINISHED = (HistoryStatus.PENDING, HistoryStatus.RUNNING)
 
 
-def notify() -> None:
-    """Wake this process's background loop (if any) to look for imports to run now."""
-    HISTORY.notify()
-
-
 # Queuing ------------------------------------------------------------------------------------
 
 
 async def queue(scope: FirmScope, addresses: Iterable[str]) -> int:
     """Queues the history import of each of `addresses` from every mailbox of the firm; how
     many were queued. Call it inside the transaction that turns EMAIL SYNC on, and
-    `notify()` after it commits."""
+    notify wakeups.HISTORY after it commits."""
     wanted = sorted({a.strip().lower() for a in addresses if a.strip()})
     if not wanted:
         return 0

@@ -18,11 +18,11 @@ import aioimaplib
 
 from services.mail.imap import (
     IMAP_TIMEOUT,
-    LOGOUT_SECONDS,
     ImapSession,
     MailSyncError,
     folder_status,
 )
+from services.mail.logins import LOGOUT_SECONDS
 
 log = logging.getLogger(__name__)
 

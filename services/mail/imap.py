@@ -20,12 +20,17 @@ from typing import Self, TypeVar
 import aioimaplib
 
 from models import Mailbox
-from services.mail.logins import MailLoginError, MailServer, close_imap, open_imap
+from services.mail.logins import (
+    LOGOUT_SECONDS,
+    MailLoginError,
+    MailServer,
+    close_imap,
+    open_imap,
+)
 
 log = logging.getLogger(__name__)
 
 IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
-LOGOUT_SECONDS = 2.0
 
 INBOX = "INBOX"
 SENT = "SENT"

@@ -36,7 +36,7 @@ from services.outbound.transport import (
 from services.shared.errors import ErrorCode
 
 CHECK_TIMEOUT_SECONDS = 10.0  # per server, the whole conversation
-GOODBYE_SECONDS = 2.0  # LOGOUT after a successful check
+LOGOUT_SECONDS = 2.0  # for the server's goodbye, after a check or a session
 
 
 class _RedactLogin(logging.Filter):
@@ -127,7 +127,7 @@ async def check_imap(server: MailServer, username: str, password: str) -> None:
     try:
         # Checked. A polite LOGOUT, briefly: a server slow to say goodbye changes nothing.
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(GOODBYE_SECONDS):
+            async with asyncio.timeout(LOGOUT_SECONDS):
                 await client.logout()
     finally:
         close_imap(client)

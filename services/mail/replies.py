@@ -40,6 +40,7 @@ from services.outbound.transport import mentions, scrub
 from services.shared.errors import ErrorCode, input_error
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
+from services.shared.wakeups import OUTBOX
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ async def reply_to_message(
             thread_message_id=reply.pk,
             headers=headers,
         )
-    outbox.notify()  # committed now: the worker finds the row when it wakes
+    OUTBOX.notify()  # committed now: the worker finds the row when it wakes
     log.info("reply %s to message %s queued through mailbox %s", reply.pk, original.pk, mailbox.pk)
     # The reply shows at once for staff watching the thread, as newly synced mail does.
     await announce_message(bus, scope.firm_id, reply.pk, account_ids)

@@ -55,6 +55,7 @@ from services.mail.events import announce_message
 from services.mail.imap import ImapSession, MailSyncError
 from services.mail.mailboxes import mailbox_password
 from services.mail.parse import ParsedMessage, parse_message, parse_participants
+from services.outbound.transport import scrub
 from services.shared.errors import ErrorCode, input_error
 from services.shared.leases import lease_token
 from services.shared.pubsub import EventBus
@@ -293,9 +294,7 @@ def _password(settings: Settings, mailbox: Mailbox) -> str:
 
 
 def _scrub(text: str, password: str) -> str:
-    if password:
-        text = text.replace(password, "***")
-    return text[:MAX_ERROR]
+    return scrub(text, password)[:MAX_ERROR]
 
 
 def _now() -> datetime:

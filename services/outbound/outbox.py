@@ -181,7 +181,7 @@ async def enqueue_many(
     elif rows:
         await OutboundEmail.bulk_create(rows, batch_size=BATCH)
     # The rows may not be committed yet; a woken worker that finds nothing looks again soon.
-    notify()
+    OUTBOX.notify()
     return rows
 
 
@@ -228,7 +228,7 @@ async def enqueue_written(
 
     No template: the text goes out as written, without an HTML part. With `mailbox_id` the
     worker sends it through that mailbox's SMTP server and files a copy in its Sent folder.
-    The caller calls `notify()` once its transaction has committed (a worker woken before
+    The caller notifies wakeups.OUTBOX once its transaction has committed (a worker woken before
     would not see the row yet, and sleep a whole poll).
     Raises ValueError for a malformed address, kind, header or Message-ID (a bug in the
     caller, whose transaction then rolls back).
@@ -256,11 +256,6 @@ async def enqueue_written(
     )
     await row.save()
     return row
-
-
-def notify() -> None:
-    """Wake the workers of this process (if any) to look for due mail now."""
-    OUTBOX.notify()
 
 
 def shows_replies(staff: StaffMember) -> bool:

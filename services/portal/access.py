@@ -19,6 +19,7 @@ from services.shared import audit
 from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_manage_accounts
 from services.shared.scope import FirmScope
+from services.shared.wakeups import HISTORY
 
 NO_ACCESS = "NO_ACCESS"
 PENDING_ACTIVATION = "PENDING_ACTIVATION"
@@ -75,7 +76,7 @@ async def set_email_flags(
         if row.email_sync and not before["emailSync"]:
             queued = await history.queue(scope, [row.email_address.address_normalized])
     if queued:
-        history.notify()  # after the commit, so the background loop finds the rows
+        HISTORY.notify()  # after the commit, so the background loop finds the rows
     return row
 
 
@@ -153,7 +154,7 @@ async def address_changed(
 ) -> None:
     """The address of `email` changed: old links die; where LOGIN is on, a new one is sent.
     Where EMAIL SYNC is on, it is now on for the new address: its earlier mail is queued for
-    import (the caller calls history.notify() after its transaction commits)."""
+    import (the caller notifies wakeups.HISTORY after its transaction commits)."""
     rows = await scope.query(AccountEmail).filter(email_address_id=email.pk)
     if any(row.email_sync for row in rows):
         await history.queue(scope, [email.address_normalized])

@@ -179,7 +179,10 @@ async def accept(token: str, password: str | None) -> Accepted:
             pk=invitation.pk, accepted_at=None, revoked_at=None
         ).update(accepted_at=now())
         if not claimed:
-            raise input_error(*_REFUSALS[Status.ACCEPTED], "token")
+            # Lost to another accept or to a revocation: say which, as a fresh read shows.
+            await invitation.refresh_from_db(fields=["accepted_at", "revoked_at"])
+            lost_to = status_of(invitation)
+            raise input_error(*_REFUSALS.get(lost_to, _REFUSALS[Status.ACCEPTED]), "token")
         if user is None:
             # get_or_create: two invitations of a new user accepted at the same moment.
             user, _ = await PortalUser.get_or_create(
