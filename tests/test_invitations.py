@@ -231,3 +231,16 @@ async def test_invitation_terms_are_mailed_and_audited(acme, client, settings, s
         "before": None,
         "after": {"invitation": second.pk, "portalUser": user.pk},
     }
+
+
+async def test_a_new_client_needs_a_strong_password(acme, client, settings, smtp):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    for password in [None, "", "short", "aaaaaaaaaaaa"]:
+        refused = await accept(Api(client), token_in(mail), password)
+        assert [(e["code"], e["field"]) for e in refused["errors"]] == [
+            ("WEAK_PASSWORD", ["password"])
+        ], password
+    assert await PortalUser.all().count() == 0
+    assert (await accept(Api(client), token_in(mail)))["errors"] == []
