@@ -46,7 +46,7 @@ bench: install
 	$(BIN)/python -m bench.fanout
 
 # Mutation testing of LOGIN's and NOTIFY's rule modules (never part of `make test`): slow, about
-# half an hour on 2 cores. Starts afresh each time; `$(BIN)/mutmut results` lists survivors and
+# an hour on 2 cores. Starts afresh each time; `$(BIN)/mutmut results` lists survivors and
 # `$(BIN)/mutmut show NAME` shows one. See docs/testing.md.
 mutants: install
 	$(BIN)/pip install -q -e ".[test,mutants]"
