@@ -323,23 +323,44 @@ async def test_notification_preferences_are_audited_with_who_changed_them(
     ]
 
 
+async def _mailbox(acme, name: str) -> Mailbox:
+    """A connected mailbox as stored (never logged in to: these tests only queue imports)."""
+    return await Mailbox.create(
+        firm_id=acme.owner.firm_id,
+        address=f"{name}@acme.example",
+        address_normalized=f"{name}@acme.example",
+        imap_host="127.0.0.1",
+        imap_port=993,
+        smtp_host="127.0.0.1",
+        smtp_port=465,
+        username=name,
+        password_encrypted="unused",
+    )
+
+
+async def test_only_email_sync_going_on_queues_history_and_changes_name_the_address(acme):
+    """NOTIFY going on with EMAIL SYNC off queues no import of earlier mail; EMAIL SYNC going
+    on does. Each change's audit entry names the address."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await _mailbox(acme, "office")
+    await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "notify": True}})
+    assert await HistoryImport.all().count() == 0
+    sync_on = {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
+    await acme.api.ok(FLAGS, sync_on)
+    assert await HistoryImport.all().values_list("address_normalized", flat=True) == [
+        "anna@miller.example"
+    ]
+    changes = await audit_entries(acme.api, anna.account_id, "FLAGS_CHANGED")
+    assert [e["email"] for e in changes] == ["anna@miller.example"] * 2
+
+
 async def test_an_address_change_with_email_sync_on_queues_the_new_address_history(acme):
     """EMAIL SYNC stays on for the renamed address: its earlier mail is queued for import
     from every mailbox of the firm (the import itself is test_history's)."""
     anna = await invitee(acme.api, "Miller Family", "anna@old.example")
     ben = await invitee(acme.api, "Ben Family", "ben@old.example", first="Ben")
     for name in ("office", "tax"):
-        await Mailbox.create(
-            firm_id=acme.owner.firm_id,
-            address=f"{name}@acme.example",
-            address_normalized=f"{name}@acme.example",
-            imap_host="127.0.0.1",
-            imap_port=993,
-            smtp_host="127.0.0.1",
-            smtp_port=465,
-            username=name,
-            password_encrypted="unused",
-        )
+        await _mailbox(acme, name)
     sync_on = {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
     await acme.api.ok(FLAGS, sync_on)
     await acme.api.ok(UPDATE_EMAIL, {"id": anna.email_id, "address": "Anna@New.example"})

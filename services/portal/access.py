@@ -44,7 +44,7 @@ async def set_email_flags(
     changes: FlagChanges,
     settings: Settings,
     *,
-    send_invitation: bool = True,
+    send_invitation: bool,
 ) -> AccountEmail:
     """Flips the toggles of one (account, address). EMAIL SYNC going on queues the import of
     the address's earlier mail from every mailbox of the firm, in the same transaction."""
