@@ -13,6 +13,7 @@ from tests.support.login import (
     RESEND,
     STATUS,
     accept,
+    activated_client,
     audit_entries,
     bare_pk,
     deliver,
@@ -151,9 +152,9 @@ async def test_a_toggle_change_that_changes_nothing_writes_no_audit_entry(acme):
 
 async def test_remove_portal_access_is_audited(acme, client, settings, smtp):
     anna = await invitee(acme.api, "Miller Family", "anna@old.example")
-    await login_on(acme.api, anna.account_email_id)
-    [mail] = await deliver(settings, smtp)
-    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    client_api = await activated_client(
+        acme.api, Api(client), settings, smtp, anna.account_email_id
+    )
     await acme.api.ok(UPDATE_EMAIL, {"id": anna.email_id, "address": "anna@new.example"})
     [unlinked] = (await _status(acme.api, anna.account_id))["unlinkedEmails"]
 
@@ -253,9 +254,9 @@ async def test_refusals_name_their_field_and_say_why(acme, globex, client, setti
         {**missing, "field": ["input", "accountEmailId"]}
     ]
 
-    await login_on(acme.api, anna.account_email_id)
-    [mail] = await deliver(settings, smtp)
-    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    client_api = await activated_client(
+        acme.api, Api(client), settings, smtp, anna.account_email_id
+    )
     others = {"accountEmailId": ben.account_email_id, "all": True}
     refused = await client_api.data(prefs, {"input": others})
     assert refused["setNotificationPreferences"] == {
@@ -266,9 +267,9 @@ async def test_refusals_name_their_field_and_say_why(acme, globex, client, setti
 
 async def test_login_off_ends_access_and_audits_it(acme, client, settings, smtp):
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
-    await login_on(acme.api, anna.account_email_id)
-    [mail] = await deliver(settings, smtp)
-    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    client_api = await activated_client(
+        acme.api, Api(client), settings, smtp, anna.account_email_id
+    )
     resent = await acme.api.ok(RESEND, {"id": anna.account_email_id})
     await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "login": False}})
     assert (await client_api.data(CLIENT_VIEW))["portalAccounts"] == []
@@ -297,9 +298,9 @@ async def test_notification_preferences_are_audited_with_who_changed_them(
       errors { code } accountEmail { notificationPreferences { all enabled } } } }"""
     by_staff = {"accountEmailId": anna.account_email_id, "all": False, "enabled": ["APPROVALS"]}
     await acme.api.ok(prefs, {"input": by_staff})
-    await login_on(acme.api, anna.account_email_id)
-    [mail] = await deliver(settings, smtp)
-    client_api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    client_api = await activated_client(
+        acme.api, Api(client), settings, smtp, anna.account_email_id
+    )
     by_client = {"accountEmailId": anna.account_email_id, "all": True, "enabled": []}
     assert (await client_api.ok(prefs, {"input": by_client}))["accountEmail"][
         "notificationPreferences"

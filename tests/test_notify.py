@@ -16,6 +16,7 @@ from tests.support.crm_ops import LINK as LINK_CONTACT
 from tests.support.login import (
     FLAGS,
     accept,
+    activated_client,
     deliver,
     invitee,
     login_on,
@@ -299,9 +300,7 @@ async def test_a_client_chooses_for_their_own_address_only(acme, client, setting
     ben = await invitee(acme.api, "Ben Family", "ben@miller.example", first="Ben")
     await acme.api.ok(LINK_CONTACT, {"a": anna.account_id, "c": ben.contact_id})
     emails = await _emails(acme.api, anna.account_id)
-    await login_on(acme.api, anna.account_email_id)
-    [mail] = await deliver(settings, smtp)
-    api = Api(client, (await accept(Api(client), token_in(mail)))["token"])
+    api = await activated_client(acme.api, Api(client), settings, smtp, anna.account_email_id)
     own = {
         "input": {
             "accountEmailId": emails["anna@miller.example"],

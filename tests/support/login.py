@@ -126,6 +126,17 @@ async def accept(api: Api, token: str, password: str | None = CLIENT_PASSWORD) -
     return data["acceptInvitation"]
 
 
+async def activated_client(
+    staff: Api, client: Api, settings: Settings, smtp: SmtpServer, account_email_id: str
+) -> Api:
+    """LOGIN on, the invitation delivered and accepted: the client's own signed-in Api."""
+    await login_on(staff, account_email_id)
+    [mail] = await deliver(settings, smtp)
+    accepted = await accept(client, token_in(mail))
+    assert accepted["errors"] == [], accepted["errors"]
+    return Api(client.http, accepted["token"])
+
+
 async def portal_token(acme, account_id: str) -> str:
     """The session token of a portal user with access to the account (Anna)."""
     user = await portal_user(acme.owner.firm_id)
