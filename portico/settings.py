@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     mail_retry_max_seconds: float = Field(default=3600, gt=0)
     mail_max_attempts: int = Field(default=12, gt=0)
     mail_lease_seconds: float = Field(default=300, gt=0)
+    # Mail hosts on loopback, private or link-local networks: refused in production unless
+    # allowed (an on-premises mail server).
+    allow_private_mail_hosts: bool | None = None
     inprocess_worker: bool = True
     worker_poll_seconds: float = Field(default=2, gt=0)
     # Mailbox sync (services/loops/mail_sync.py): a pass at least this often, IMAP IDLE in between
@@ -45,11 +48,17 @@ class Settings(BaseSettings):
     sync_retry_max_seconds: float = Field(default=900, gt=0)
     signin_max_failures: int = Field(default=5, gt=0)
     signin_lockout_seconds: int = Field(default=900, gt=0)
+    # Failed sign-ins from one client address (any firm, any email) within the lockout window.
+    signin_max_failures_per_address: int = Field(default=30, gt=0)
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     max_query_depth: int = 10
     max_aliases: int = 30
     max_tokens: int = 2000
+    # The work budget, checked before execution: fields once fragments are expanded, and the
+    # answer's estimated size (page sizes multiplied down the selection).
+    max_query_fields: int = Field(default=2000, gt=0)
+    max_result_size: int = Field(default=100_000, gt=0)
     max_page_size: int = 100
     max_import_rows: int = 10_000
 
@@ -96,6 +105,12 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return self.graphiql if self.graphiql is not None else not self.production
+
+    @property
+    def private_mail_hosts_allowed(self) -> bool:
+        if self.allow_private_mail_hosts is not None:
+            return self.allow_private_mail_hosts
+        return not self.production
 
     @property
     def introspection_enabled(self) -> bool:

@@ -28,7 +28,14 @@ from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
 from resolvers.subscriptions import Subscription
-from schema.extensions import OperationName, SessionPerOperation, is_expected, shape_error
+from schema.extensions import (
+    OperationName,
+    SessionPerOperation,
+    is_expected,
+    log_unexpected,
+    shape_error,
+)
+from schema.input_text import RefuseControlCharacters
 from schema.mail import Mailbox
 from schema.types import NODE_TYPES
 
@@ -56,7 +63,7 @@ class PorticoSchema(strawberry.Schema):
         returns the same list to the client."""
         unexpected = [e for e in errors if not is_expected(e)]
         if unexpected:
-            super().process_errors(unexpected, execution_context)
+            log_unexpected(unexpected, execution_context)
         errors[:] = [shape_error(e) for e in errors]
 
 
@@ -76,6 +83,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             SessionPerOperation,
             OperationName,
+            RefuseControlCharacters,
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from services.shared.errors import AccessError, ErrorCode
 
@@ -17,6 +19,15 @@ def is_expected(error: GraphQLError) -> bool:
     """Validation, input and access errors: the client's doing, not worth a traceback."""
     original = error.original_error
     return original is None or isinstance(original, GraphQLError | AccessError)
+
+
+execution_log = logging.getLogger("strawberry.execution")
+
+
+def log_unexpected(errors: list[GraphQLError], context: ExecutionContext | None) -> None:
+    """Logs each unexpected error with its traceback (placeholder for issue 10's redaction)."""
+    for error in errors:
+        execution_log.error(error, exc_info=error.original_error)
 
 
 def shape_error(error: GraphQLError) -> GraphQLError:

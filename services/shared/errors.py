@@ -18,6 +18,9 @@ class ErrorCode(StrEnum):
     BAD_USER_INPUT = "BAD_USER_INPUT"  # a bad paging argument (first, after)
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # request body over the limit (HTTP 413)
     SUBSCRIPTIONS_UNAVAILABLE = "SUBSCRIPTIONS_UNAVAILABLE"  # no event bus in this process
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # over the work budget, refused before execution
+    BATCHED_SIGN_IN = "BATCHED_SIGN_IN"  # more than one sign-in field in one request
+    BAD_REQUEST = "BAD_REQUEST"  # a malformed HTTP body or multipart map (HTTP 400)
 
     # Input, any mutation (payload `errors[].code`)
     NOT_FOUND = "NOT_FOUND"  # no such row in the viewer's firm (also top-level)
@@ -70,6 +73,7 @@ class ErrorCode(StrEnum):
     INVALID_USERNAME = "INVALID_USERNAME"
     INVALID_PASSWORD = "INVALID_PASSWORD"
     MAILBOX_EXISTS = "MAILBOX_EXISTS"
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # a mail host on a non-public network (production)
     IMAP_AUTH_FAILED = "IMAP_AUTH_FAILED"
     IMAP_CONNECTION_FAILED = "IMAP_CONNECTION_FAILED"
     IMAP_TLS_FAILED = "IMAP_TLS_FAILED"
