@@ -477,6 +477,34 @@ async def test_attachments_and_their_documents_cost_the_same_for_2_and_8_message
 # Parsing (no database) ----------------------------------------------------------------------
 
 
+async def test_attachment_names_lose_bidirectional_and_control_characters(
+    acme: Firm, client: httpx.AsyncClient, settings: Settings, imap: ImapServer
+) -> None:
+    anna = await client_in(acme.api, ("Miller Family", True))
+    mailbox = await add_mailbox(acme.owner.firm_id, imap, settings)
+    # RFC 2231 lets a sender put any character into a name: U+202E would show
+    # "Invoice\u202efdp.exe" as "Invoiceexe.pdf"; a name of controls only keeps nothing.
+    raw = (
+        f"From: {ANNA}\r\nTo: office@acme.example\r\nSubject: Disguised\r\n"
+        "Message-ID: <disguised@miller.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+        "--XX\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        "--XX\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename*=UTF-8''Invoice%E2%80%AEfdp%07.pdf\r\n"
+        "\r\nJVBERi0xLjQK\r\n"
+        "--XX\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename*=UTF-8''%E2%81%A6%E2%80%8F%01\r\n"
+        "\r\nJVBERi0xLjQK\r\n--XX--\r\n"
+    ).encode()
+    imap.append(mailbox.username, raw)
+    await sync(acme.api, mailbox)
+
+    listed = (await inbox(acme.api))["Disguised"]
+    assert [a["filename"] for a in listed] == ["Invoicefdp.pdf", "attachment-2.pdf"]
+    saved = [d["filename"] for d in await documents_of(acme.api, anna.account_ids[0])]
+    assert saved == ["Invoicefdp.pdf"]  # the same content twice is saved once
+
+
 RAW_NAMES = (
     b"From: a@b.example\r\nTo: c@d.example\r\nSubject: names\r\nMIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'

@@ -38,6 +38,32 @@ async def upload(
     )
 
 
+async def upload_raw(
+    http: httpx.AsyncClient, token: str, account_id: str, name: str, content: bytes
+) -> httpx.Response:
+    """An upload whose part names the file exactly as given (UTF-8, control characters too):
+    httpx would percent-encode some of them."""
+    operations = json.dumps({"query": UPLOAD, "variables": {"a": account_id, "f": None}})
+    parts = [
+        ("operations", None, operations.encode()),
+        ("map", None, b'{"0": ["variables.f"]}'),
+        ("0", name, content),
+    ]
+    body = b""
+    for field, filename, value in parts:
+        disposition = f'form-data; name="{field}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += b"--BOUNDARY\r\nContent-Disposition: " + disposition.encode() + b"\r\n\r\n"
+        body += value + b"\r\n"
+    body += b"--BOUNDARY--\r\n"
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "multipart/form-data; boundary=BOUNDARY",
+    }
+    return await http.post("/graphql", content=body, headers=headers)
+
+
 async def test_upload_list_notify_and_download(acme, client, settings, smtp):
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
     await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "notify": True}})
@@ -134,3 +160,29 @@ async def test_a_file_sent_as_a_plain_value_is_a_clear_error(acme):
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
     data = await acme.api.data(UPLOAD, {"a": anna.account_id, "f": "not a file"})
     assert data["uploadDocument"]["errors"][0]["code"] == "INVALID_FILE"
+
+
+async def test_file_names_lose_bidirectional_and_other_control_characters(acme, client):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    # U+202E would show "Invoice\u202efdp.exe" as "Invoiceexe.pdf": the override goes.
+    names = {
+        "Invoice\u202efdp.pdf": "Invoicefdp.pdf",
+        "\u2066Re\u200fturn\u061c 20\u202a25\u202c\u2069.pdf": "Return 2025.pdf",
+        "Sc\x07an\x7f\x85.pdf": "Scan.pdf",
+    }
+    for sent, stored in names.items():
+        body = (await upload_raw(client, acme.api.token, anna.account_id, sent, PDF)).json()
+        assert body["data"]["uploadDocument"]["errors"] == [], sent
+        assert body["data"]["uploadDocument"]["document"]["filename"] == stored
+    listed = (await acme.api.data(LIST, {"id": anna.account_id}))["account"]["documents"]
+    assert sorted(e["node"]["filename"] for e in listed["edges"]) == sorted(names.values())
+
+
+async def test_a_file_name_of_control_characters_only_is_refused(acme, client, settings):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    nothing_left = "\u202e\u2066\x01\u200e"
+    body = (await upload_raw(client, acme.api.token, anna.account_id, nothing_left, PDF)).json()
+    assert body["data"]["uploadDocument"]["errors"][0]["code"] == "INVALID_FILENAME"
+    assert body["data"]["uploadDocument"]["document"] is None
+    assert await Document.all().count() == 0
+    assert not list(settings.resolved_files_dir.glob("??/*"))

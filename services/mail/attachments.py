@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from models import Account, Attachment, Document, MessageAccount
 from portico.settings import Settings
 from services.mail.parse import ParsedAttachment
-from services.shared import files
+from services.shared import filenames, files
 from services.shared.scope import FirmScope
 
 MB = 1024 * 1024
@@ -66,7 +66,7 @@ async def keep(parsed: Sequence[ParsedAttachment], settings: Settings) -> list[K
 
 def filename_for(attachment: ParsedAttachment, position: int) -> str:
     """The sent name made safe, or "attachment-N" with the extension of its declared type."""
-    name = files.safe_filename(attachment.filename)
+    name = filenames.safe_filename(attachment.filename)
     if name:
         return name
     extension = mimetypes.guess_extension(attachment.content_type) or ""

@@ -13,7 +13,7 @@ from tortoise.transactions import in_transaction
 from models import Account, Document, Session, StaffMember
 from portico.settings import Settings
 from services.portal import access, notify
-from services.shared import files
+from services.shared import filenames, files
 from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 
@@ -31,7 +31,7 @@ async def upload(
     Over the size limit or of a type not allowed: refused, and no file is left behind.
     """
     account = await scope.get(Account, account_id, "accountId")
-    name = files.clean_filename(filename)
+    name = filenames.clean_filename(filename, "file")
     content_type = files.document_type(name)
     if content_type not in settings.upload_types:
         raise input_error(
