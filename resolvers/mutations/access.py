@@ -7,6 +7,7 @@ from strawberry.types import Info
 
 from models import AccountEmail as AccountEmailModel
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.enums import NotificationCategory
 from schema.payloads import AccountEmailPayload, AccountPayload, InvitationPayload
@@ -45,7 +46,7 @@ def _account_email_payload(row: AccountEmailModel | None, errors: list) -> Accou
 
 @strawberry.type
 class AccessMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Flips an address's toggles in one account. LOGIN on creates an "
         "invitation (emailed unless sendInvitation is false); LOGIN off ends that person's "
         "access to this account at once.",
@@ -65,7 +66,7 @@ class AccessMutations:
         )
         return _account_email_payload(row, errors)
 
-    @strawberry.mutation(
+    @mutation(
         description="Sends a new invitation; older pending ones stop working.",
         permission_classes=manages_accounts,
     )
@@ -85,7 +86,7 @@ class AccessMutations:
             errors=errors, invitation=Invitation.from_model(row) if row else None
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="LOGIN off for an unlinked email: the user loses access to the account.",
         permission_classes=manages_accounts,
     )
@@ -102,7 +103,7 @@ class AccessMutations:
         )
         return AccountPayload(errors=errors, account=Account.from_model(row) if row else None)
 
-    @strawberry.mutation(
+    @mutation(
         description="Which system notifications an address receives in one account: staff "
         "with the manage-accounts right, or a client for their own address in the account "
         "they are in."

@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.inputs import (
     CreateAccountInput,
@@ -33,7 +34,7 @@ def _email_payload(email: object, errors: list) -> EmailAddressPayload:
 
 @strawberry.type
 class CrmMutations:
-    @strawberry.mutation(permission_classes=manages_accounts)
+    @mutation(permission_classes=manages_accounts)
     async def create_account(self, info: Info, input: CreateAccountInput) -> AccountPayload:
         return _account_payload(
             *await attempt(
@@ -44,7 +45,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(permission_classes=manages_accounts)
+    @mutation(permission_classes=manages_accounts)
     async def update_account(
         self, info: Info, id: strawberry.ID, input: UpdateAccountInput
     ) -> AccountPayload:
@@ -61,7 +62,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Creates a contact with its addresses, linked to the given accounts.",
         permission_classes=manages_accounts,
     )
@@ -80,7 +81,7 @@ class CrmMutations:
             errors=errors, contact=Contact.from_model(contact) if contact else None
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Links a contact to an account; its addresses appear in the account's emails.",
         permission_classes=manages_accounts,
     )
@@ -98,7 +99,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Unlinks a contact; its addresses leave the account's emails.",
         permission_classes=manages_accounts,
     )
@@ -117,7 +118,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(permission_classes=manages_accounts)
+    @mutation(permission_classes=manages_accounts)
     async def add_email_address(
         self, info: Info, contact_id: strawberry.ID, email: EmailAddressInput
     ) -> EmailAddressPayload:
@@ -133,7 +134,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Changes an address (and optionally its label).",
         permission_classes=manages_accounts,
     )
@@ -154,7 +155,7 @@ class CrmMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Removes an address; returns it as it was.", permission_classes=manages_accounts
     )
     async def remove_email_address(self, info: Info, id: strawberry.ID) -> EmailAddressPayload:

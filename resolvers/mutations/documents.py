@@ -7,6 +7,7 @@ from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.errors import UserError
 from schema.payloads import DocumentPayload
@@ -18,7 +19,7 @@ from services.shared.errors import ErrorCode
 
 @strawberry.type
 class DocumentMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Adds a file to the account's documents (multipart request) and notifies "
         "the recipients who chose document uploads.",
         permission_classes=[IsStaff],

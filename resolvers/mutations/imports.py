@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
+from resolvers.mutations.selection import mutation
 from schema.errors import UserError
 from schema.payloads import ImportContactsPayload
 from schema.permissions import ManagesAccounts
@@ -13,7 +14,7 @@ from services.crm import importer
 
 @strawberry.type
 class ImportMutations:
-    @strawberry.mutation(
+    @mutation(
         description=(
             "CSV with a header row. Headers match case-insensitively, spaces and underscores "
             "alike: first_name, last_name, email, account (optional: an account name to link, "

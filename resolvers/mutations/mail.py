@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from schema.messages import Message, MessagePayload
@@ -31,7 +32,7 @@ def _or(value: T | None, default: T) -> T:
 
 @strawberry.type
 class MailMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Connects an IMAP/SMTP mailbox of the firm after checking both logins; "
         "a failure answers IMAP_/SMTP_ AUTH_FAILED, CONNECTION_FAILED or TLS_FAILED and saves "
         "nothing.",
@@ -58,7 +59,7 @@ class MailMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Syncs one mailbox now and returns it as the sync left it.",
         permission_classes=uses_inbox,
     )
@@ -75,7 +76,7 @@ class MailMutations:
             )
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Replies to a message of Inbox+: stored in its thread as OUTBOUND, sent "
         "through the mailbox it came through (with In-Reply-To and References) and filed in "
         "that mailbox's Sent folder. Errors: INVALID_TEXT, NOT_FOUND, NO_MAILBOX, NO_RECIPIENT.",

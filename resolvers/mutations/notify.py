@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.enums import FirmEmailKind, NotificationCategory
 from schema.payloads import FirmPayload, SendPayload
@@ -41,7 +42,7 @@ class FirmSettingsInput:
 
 @strawberry.type
 class NotifyMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Emails every NOTIFY recipient of the accounts (one copy per address).",
         permission_classes=[IsStaff],
     )
@@ -59,7 +60,7 @@ class NotifyMutations:
         )
         return SendPayload(errors=errors, queued=queued or 0)
 
-    @strawberry.mutation(
+    @mutation(
         description="A system notification of the firm's other modules (documents, "
         "signatures, invoices...): to the recipients who chose its category; those not yet "
         "activated get a banner with a working activation link.",
@@ -80,7 +81,7 @@ class NotifyMutations:
         )
         return SendPayload(errors=errors, queued=queued or 0)
 
-    @strawberry.mutation(
+    @mutation(
         description="The firm's settings (owners and admins).", permission_classes=[ManagesStaff]
     )
     async def update_firm_settings(self, info: Info, input: FirmSettingsInput) -> FirmPayload:

@@ -7,6 +7,7 @@ from strawberry.types import Info
 
 from models import StaffRole
 from resolvers.attempt import attempt
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
 from schema.payloads import StaffMemberPayload
@@ -17,7 +18,7 @@ from services.firm import staff
 
 @strawberry.type
 class StaffMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Adds a staff member and mails them a single-use link to set a password.",
         permission_classes=[ManagesStaff],
     )
@@ -39,7 +40,7 @@ class StaffMutations:
             errors=errors, staff_member=StaffMember.from_model(member) if member else None
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Changes a member; deactivating one ends their sessions at once.",
         permission_classes=[ManagesStaff],
     )
