@@ -11,7 +11,6 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
@@ -28,6 +27,7 @@ from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
 from resolvers.subscriptions import Subscription
+from schema.budget import Budget
 from schema.extensions import (
     OperationName,
     SessionPerOperation,
@@ -37,7 +37,9 @@ from schema.extensions import (
 )
 from schema.input_text import RefuseControlCharacters
 from schema.mail import Mailbox
+from schema.suggestions import drop_suggestions
 from schema.types import NODE_TYPES
+from schema.validation import CheckedValidation
 
 Mutation = merge_types(
     "Mutation",
@@ -55,12 +57,16 @@ Mutation = merge_types(
 
 
 class PorticoSchema(strawberry.Schema):
+    hide_suggestions = False  # production: no "Did you mean ...?" of any kind
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         """Logs unexpected errors with their traceback, then shapes every error in place
         (codes, masking): strawberry calls this on each path, HTTP and WebSocket alike, and
         returns the same list to the client."""
+        if self.hide_suggestions:
+            drop_suggestions(errors)
         unexpected = [e for e in errors if not is_expected(e)]
         if unexpected:
             log_unexpected(unexpected, execution_context)
@@ -71,15 +77,17 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     rules: list[type[ValidationRule]] = []
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
-    return PorticoSchema(
+    budget = Budget(
+        max_fields=settings.max_query_fields,
+        max_result_size=settings.max_result_size,
+        max_page_size=settings.max_page_size,
+    )
+    schema = PorticoSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[*NODE_TYPES.values(), Mailbox],
-        config=StrawberryConfig(
-            relay_max_results=settings.max_page_size,
-            disable_field_suggestions=settings.production,
-        ),
+        config=StrawberryConfig(relay_max_results=settings.max_page_size),
         extensions=[
             SessionPerOperation,
             OperationName,
@@ -89,6 +97,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
+            # Replaces ValidationCache: the budget runs first, then validation (cached).
+            lambda: CheckedValidation(budget, maxsize=256),
         ],
     )
+    schema.hide_suggestions = settings.production
+    return schema

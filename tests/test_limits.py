@@ -3,7 +3,9 @@ masked internal errors; production hides introspection and suggestions."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,6 +14,15 @@ from portico.app import create_app
 from portico.settings import Settings
 from services.crm import records
 from tests.support.api import Api
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app of its own, for settings other than the fixtures'."""
+    app = create_app(settings, manage_db=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+        yield http
 
 
 def _codes(body: dict) -> list[str | None]:
@@ -29,9 +40,13 @@ def _nested(levels: int) -> str:
 
 async def test_depth_over_ten_is_refused(acme, settings):
     assert settings.max_query_depth == 10
-    at_limit = await acme.api.post(_nested(7))  # depth 10
-    assert "errors" not in at_limit, at_limit
-    over = await acme.api.post(_nested(8))  # depth 11
+    # Seven nested lists are far over the result budget (tests/test_query_budget.py): lift it.
+    unbudgeted = settings.model_copy(update={"max_result_size": 10**12})
+    async with app_client(unbudgeted) as http:
+        api = Api(http, acme.api.token)
+        at_limit = await api.post(_nested(7))  # depth 10
+        assert "errors" not in at_limit, at_limit
+        over = await api.post(_nested(8))  # depth 11
     assert over.get("data") is None
     assert "exceeds maximum operation depth" in over["errors"][0]["message"]
 
@@ -118,7 +133,8 @@ async def test_unexpected_errors_are_masked_and_logged(acme, monkeypatch, caplog
     assert "secret detail" in caplog.text  # the log keeps the traceback
 
 
-async def test_production_hides_introspection_and_suggestions(clean_db, tmp_path):
+@pytest.fixture
+async def production(clean_db, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         env="production",
         database_url=clean_db.url,
@@ -126,14 +142,42 @@ async def test_production_hides_introspection_and_suggestions(clean_db, tmp_path
         secret_key="test-secret-key-of-enough-length",
         _env_file=None,
     )
-    app = create_app(settings, manage_db=False)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://p"
-    ) as http:
-        api = Api(http)
-        body = await api.post("{ __schema { types { name } } }")
-        assert "introspection" in body["errors"][0]["message"].lower()
-        body = await api.post("{ acounts { totalCount } }")
-        assert "Did you mean" not in body["errors"][0]["message"]
-        page = await http.get("/graphql", headers={"Accept": "text/html"})
-        assert "graphiql" not in page.text.lower()
+    async with app_client(settings) as http:
+        yield http
+
+
+async def test_production_hides_introspection_and_graphiql(production):
+    body = await Api(production).post("{ __schema { types { name } } }")
+    assert "introspection" in body["errors"][0]["message"].lower()
+    page = await production.get("/graphql", headers={"Accept": "text/html"})
+    assert "graphiql" not in page.text.lower()
+
+
+CREATE = "mutation($i: CreateAccountInput!) { createAccount(input: $i) { errors { code } } }"
+
+# Each names something close to a real name: graphql-core would suggest it.
+MISSPELT = {
+    "field": ("{ acounts { totalCount } }", None),
+    "argument": ("{ accounts(frist: 1) { totalCount } }", None),
+    "enum value": (
+        'mutation { createAccount(input: {name: "X", type: FAMLY}) { errors { code } } }',
+        None,
+    ),
+    "input field": (
+        'mutation { createAccount(input: {nme: "X", type: FAMILY}) { errors { code } } }',
+        None,
+    ),
+    "type": ("query($t: AccountTyp) { accounts(type: $t) { totalCount } }", None),
+    "enum value in variables": (CREATE, {"i": {"name": "X", "type": "FAMLY"}}),
+    "input field in variables": (CREATE, {"i": {"nme": "X", "type": "FAMILY"}}),
+}
+
+
+@pytest.mark.parametrize("kind", MISSPELT)
+async def test_suggestions_only_in_development(kind, anon, production):
+    document, variables = MISSPELT[kind]
+    developing = await anon.post(document, variables)
+    assert any("Did you mean" in e["message"] for e in developing["errors"]), developing
+    body = await Api(production).post(document, variables)
+    assert body["errors"], body
+    assert not any("Did you mean" in e["message"] for e in body["errors"]), body
