@@ -20,6 +20,7 @@ from typing import Self, TypeVar
 import aioimaplib
 
 from models import Mailbox
+from portico.settings import Settings
 from services.mail.logins import (
     LOGOUT_SECONDS,
     MailLoginError,
@@ -90,11 +91,16 @@ class ImapSession:
         client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
 
     @classmethod
-    async def open(cls, mailbox: Mailbox, password: str) -> Self:
-        """Logs in as connectMailbox checked it (services/mail/logins.open_imap)."""
+    async def open(cls, mailbox: Mailbox, password: str, settings: Settings | None = None) -> Self:
+        """Logs in as connectMailbox checked it (services/mail/logins.open_imap), to a host
+        vetted as it vetted it: `settings` say whether private hosts are allowed (the
+        process's own, from the environment, when not given)."""
+        allow_private = (settings or Settings()).private_mail_hosts_allowed
         server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
         try:
-            client = await open_imap(server, mailbox.username, password, wait=IMAP_TIMEOUT)
+            client = await open_imap(
+                server, mailbox.username, password, allow_private=allow_private, wait=IMAP_TIMEOUT
+            )
         except MailLoginError as exc:
             raise MailSyncError(str(exc)) from None
         return cls(client, str(server))

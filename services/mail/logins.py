@@ -3,7 +3,13 @@
 connectMailbox checks both logins with these before it saves anything, and the sync, the IDLE
 watcher and filing replies open IMAP through `open_imap`, so all of them log in alike. A
 failure is a MailLoginError with a stable code (IMAP_/SMTP_ AUTH_FAILED, CONNECTION_FAILED,
-TLS_FAILED) and a readable reason that never holds the password.
+TLS_FAILED, or HOST_NOT_ALLOWED) and a readable reason that never holds the password.
+
+Where they connect (services/shared/network): the host is resolved once and every address
+vetted (HOST_NOT_ALLOWED for a non-public one unless `allow_private`), then the connection
+goes to a vetted address while TLS checks the host name. Before a server has greeted, every
+failure (refused, unreachable, timed out, no greeting, not a mail server) is one and the same
+CONNECTION_FAILED sentence: the answer must not tell an open port from a closed one.
 
 Transport rules:
 - IMAP: imapTls on = TLS from the first byte (IMAP4_SSL, usually port 993); off = plain IMAP.
@@ -33,6 +39,7 @@ from services.outbound.transport import (
     SmtpConfig,
     scrub,
 )
+from services.shared import network
 from services.shared.errors import ErrorCode
 
 CHECK_TIMEOUT_SECONDS = 10.0  # per server, the whole conversation
@@ -73,18 +80,70 @@ class MailLoginError(Exception):
         self.code = code
 
 
-async def open_imap(
-    server: MailServer, username: str, password: str, *, wait: float | None = None
-) -> aioimaplib.IMAP4:
-    """A logged-in IMAP client, or MailLoginError with an IMAP_* code."""
-    timeout = CHECK_TIMEOUT_SECONDS if wait is None else wait
-    if server.tls:
-        context = ssl.create_default_context()
-        client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-            host=server.host, port=server.port, timeout=timeout, ssl_context=context
+class _VettedImap(aioimaplib.IMAP4):
+    """aioimaplib's client, connected to a vetted address of `destination` (not to the name
+    again) with TLS (when `ssl_context`) checking the host name."""
+
+    def __init__(
+        self, destination: network.Destination, timeout: float, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        self._destination = destination
+        super().__init__(
+            host=destination.host, port=destination.port, timeout=timeout, ssl_context=ssl_context
         )
-    else:
-        client = aioimaplib.IMAP4(host=server.host, port=server.port, timeout=timeout)
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        # As aioimaplib's own, but through _connect: its `_client_task` is what
+        # wait_hello_from_server awaits and close_imap cancels.
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(self._connect(local_loop, ssl_context))
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, ssl_context: ssl.SSLContext | None
+    ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+        sock = await network.connect(self._destination)
+        try:
+            return await loop.create_connection(
+                lambda: self.protocol,
+                sock=sock,
+                ssl=ssl_context,
+                server_hostname=self._destination.host if ssl_context else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+
+async def open_imap(
+    server: MailServer,
+    username: str,
+    password: str,
+    *,
+    allow_private: bool,
+    wait: float | None = None,
+) -> aioimaplib.IMAP4:
+    """A logged-in IMAP client, or MailLoginError with an IMAP_* code (HOST_NOT_ALLOWED for a
+    host that is not public, unless `allow_private`)."""
+    timeout = CHECK_TIMEOUT_SECONDS if wait is None else wait
+    try:
+        async with asyncio.timeout(timeout):
+            destination = await network.resolve(
+                server.host, server.port, allow_private=allow_private
+            )
+    except network.HostNotAllowed as exc:
+        raise _not_allowed("IMAP", server, exc) from None
+    except (OSError, TimeoutError):  # no such name, or no answer from DNS
+        raise _unreachable("IMAP", server) from None
+    context = ssl.create_default_context() if server.tls else None
+    client = _VettedImap(destination, timeout, context)
     try:
         try:
             await client.wait_hello_from_server()
@@ -107,10 +166,10 @@ async def open_imap(
             raise MailLoginError(
                 ErrorCode.IMAP_CONNECTION_FAILED,
                 f"The IMAP server {server} dropped the connection during login: "
-                f"{_describe(exc, password)}",
+                f"{_scrub_imap(_describe(exc, password), password)}",
             ) from None
         if response.result != "OK":
-            answer = scrub(_imap_text(response.lines), password)
+            answer = _scrub_imap(_imap_text(response.lines), password)
             raise MailLoginError(
                 ErrorCode.IMAP_AUTH_FAILED,
                 f"The IMAP server {server} refused the username or password"
@@ -122,8 +181,10 @@ async def open_imap(
     return client
 
 
-async def check_imap(server: MailServer, username: str, password: str) -> None:
-    client = await open_imap(server, username, password)
+async def check_imap(
+    server: MailServer, username: str, password: str, *, allow_private: bool
+) -> None:
+    client = await open_imap(server, username, password, allow_private=allow_private)
     try:
         # Checked. A polite LOGOUT, briefly: a server slow to say goodbye changes nothing.
         with contextlib.suppress(Exception):
@@ -144,19 +205,26 @@ def close_imap(client: aioimaplib.IMAP4) -> None:
 
 
 async def check_smtp(
-    server: MailServer, username: str, password: str, *, wait: float | None = None
+    server: MailServer,
+    username: str,
+    password: str,
+    *,
+    allow_private: bool,
+    wait: float | None = None,
 ) -> None:
     """Connects, secures and logs in as replies will be sent (services/outbound/transport
-    .MailboxSmtp); MailLoginError with an SMTP_* code on failure."""
+    .MailboxSmtp); MailLoginError with an SMTP_* code (or HOST_NOT_ALLOWED) on failure."""
     timeout = CHECK_TIMEOUT_SECONDS if wait is None else wait
     config = SmtpConfig.for_mailbox(
         server.host, server.port, server.tls, username, password, timeout
     )
-    session = MailboxSmtp(config)
+    session = MailboxSmtp(config, allow_private=allow_private)
     try:
         async with asyncio.timeout(timeout):
             await session.open()
         await session.quit()  # checked
+    except network.HostNotAllowed as exc:
+        raise _not_allowed("SMTP", server, exc) from None
     except NoStartTls:
         raise MailLoginError(
             ErrorCode.SMTP_TLS_FAILED,
@@ -164,6 +232,8 @@ async def check_smtp(
             f"or use port {SMTPS_PORT} for TLS from the first byte.",
         ) from None
     except TimeoutError:
+        if session.phase == "connect":
+            raise _unreachable("SMTP", server) from None
         code = (
             ErrorCode.SMTP_TLS_FAILED
             if session.phase == "starttls"
@@ -187,10 +257,7 @@ def _smtp_error(
             ErrorCode.SMTP_TLS_FAILED, f"TLS with the SMTP server {server} failed: {reason}"
         )
     if phase == "connect":
-        return MailLoginError(
-            ErrorCode.SMTP_CONNECTION_FAILED,
-            f"Could not connect to the SMTP server {server}: {reason}",
-        )
+        return _unreachable("SMTP", server)
     if phase == "starttls":
         return MailLoginError(
             ErrorCode.SMTP_TLS_FAILED, f"STARTTLS with the SMTP server {server} failed: {reason}"
@@ -218,16 +285,37 @@ def _imap_connect_error(server: MailServer, exc: BaseException) -> MailLoginErro
             f"TLS with the IMAP server {server} failed: {_describe(exc)}"
             + (" (is it a plain IMAP port? turn imapTls off)" if _plain_peer(exc) else ""),
         )
-    if isinstance(exc, TimeoutError):
-        hint = "" if server.tls else " (a TLS port? turn imapTls on)"
-        return MailLoginError(
-            ErrorCode.IMAP_CONNECTION_FAILED,
-            f"The IMAP server {server} did not greet within the time allowed{hint}.",
-        )
+    return _unreachable("IMAP", server)
+
+
+_UNREACHABLE = {
+    "IMAP": (ErrorCode.IMAP_CONNECTION_FAILED, "imapTls"),
+    "SMTP": (ErrorCode.SMTP_CONNECTION_FAILED, "smtpTls"),
+}
+
+
+def _unreachable(protocol: str, server: MailServer) -> MailLoginError:
+    """One sentence for a refused connection, an unreachable host, a timeout and a listener
+    that does not greet as a mail server: telling them apart would map the network."""
+    code, tls_field = _UNREACHABLE[protocol]
     return MailLoginError(
-        ErrorCode.IMAP_CONNECTION_FAILED,
-        f"Could not connect to the IMAP server {server}: {_describe(exc)}",
+        code,
+        f"Could not connect to the {protocol} server {server}: no {protocol} server answered "
+        f"there (check the host, the port and {tls_field}).",
     )
+
+
+def _not_allowed(protocol: str, server: MailServer, exc: network.HostNotAllowed) -> MailLoginError:
+    return MailLoginError(
+        ErrorCode.HOST_NOT_ALLOWED, f"Not connecting to the {protocol} server {server}: {exc}."
+    )
+
+
+def _scrub_imap(text: str, password: str) -> str:
+    """Without the password as typed, nor as IMAP quoting sends it (quotes and backslashes
+    escaped), should a server echo the LOGIN command."""
+    escaped = aioimaplib.quoted(password)[1:-1]
+    return scrub(scrub(text, password), escaped)
 
 
 def _quoted(value: str) -> str:
@@ -262,5 +350,10 @@ def _plain_peer(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException, password: str | None = None) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        # The server's words as sent: str() would be a tuple's repr, whose escaping (a
+        # backslash doubled) hides an echoed password from scrub.
+        text = f"{exc.code} {exc.message}".strip()
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return scrub(text, password)[:300]

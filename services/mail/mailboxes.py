@@ -2,7 +2,8 @@
 
 `connect_mailbox` checks the IMAP and the SMTP login (services/mail/logins, which holds the
 transport rules) before it saves anything and answers a failure with a stable code (IMAP_/
-SMTP_ AUTH_FAILED, CONNECTION_FAILED, TLS_FAILED). The password is stored encrypted
+SMTP_ AUTH_FAILED, CONNECTION_FAILED, TLS_FAILED; HOST_NOT_ALLOWED for a host that is not
+public, unless settings.private_mail_hosts_allowed). The password is stored encrypted
 (crypto.fernet(settings, "mailbox-password")); it is never returned, logged, audited or put
 into an error message; `mailbox_password` reads it back for logging in.
 """
@@ -89,24 +90,22 @@ async def connect_mailbox(
         raise _exists(new.address)
     imap = MailServer(new.imap_host, new.imap_port, new.imap_tls)
     smtp = MailServer(new.smtp_host, new.smtp_port, new.smtp_tls)
+    allow_private = settings.private_mail_hosts_allowed
     # Both at once: the wait is the slower of the two, and every problem is reported.
     results = await asyncio.gather(
-        check_imap(imap, new.username, new.password),
-        check_smtp(smtp, new.username, new.password),
+        check_imap(imap, new.username, new.password, allow_private=allow_private),
+        check_smtp(smtp, new.username, new.password, allow_private=allow_private),
         return_exceptions=True,
     )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    for failure in failures:
-        if not isinstance(failure, MailLoginError):
-            raise failure
-    if failures:
-        raise InputError(
-            *(
-                UserError(f.code, str(f), ("input", _FIELDS[f.code]))
-                for f in failures
-                if isinstance(f, MailLoginError)
-            )
-        )
+    errors: list[UserError] = []
+    for result, host_field in zip(results, ("imapHost", "smtpHost"), strict=True):
+        if isinstance(result, MailLoginError):
+            field_name = _FIELDS.get(result.code, host_field)  # HOST_NOT_ALLOWED: the host
+            errors.append(UserError(result.code, str(result), ("input", field_name)))
+        elif isinstance(result, BaseException):
+            raise result
+    if errors:
+        raise InputError(*errors)
     try:
         async with in_transaction():
             mailbox = await Mailbox.create(

@@ -37,6 +37,7 @@ from services.outbound.outbox import (
     header_text,
     sender_address,
 )
+from services.shared import network
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,34 @@ class PermanentFailure(DeliveryFailure):
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """`text` without `secret`: servers have no reason to echo a password; if one ever does,
-    it goes no further."""
-    return text.replace(secret, "***") if secret else text
+    """`text` with every whole occurrence of `secret` replaced by ***: servers have no reason
+    to echo a password; if one ever does, it goes no further.
+
+    Whole: not glued to a letter, digit or underscore on either side, so a short password
+    leaves words alone (`p` does not touch "port") while one that begins or ends with
+    punctuation is still found next to spaces, quotes, brackets or other punctuation (a
+    regex \\b would miss "hunter2!" at the end of a sentence)."""
+    return _whole(secret).sub("***", text) if secret else text
 
 
 def mentions(exc: BaseException, secret: str | None) -> bool:
-    """Whether `secret` is in the text of `exc` or of an exception it came from (a logged
-    traceback would show it)."""
+    """Whether `secret` is, whole (as scrub finds it), in the text of `exc` or of an
+    exception it came from (a logged traceback would show it)."""
+    if not secret:
+        return False
+    pattern = _whole(secret)
     seen: set[int] = set()
     current: BaseException | None = exc
-    while secret and current is not None and id(current) not in seen:
+    while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if secret in str(current):
+        if pattern.search(str(current)):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _whole(secret: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(secret)}(?!\w)")
 
 
 class OutboxMessage(EmailMessage):
@@ -270,13 +283,17 @@ class NoStartTls(Exception):
 class MailboxSmtp:
     """One conversation with a connected mailbox's SMTP server, under the one set of rules
     that connectMailbox checks (services/mail/logins.check_smtp) and replies are sent by
-    (MailboxSmtpTransport): implicit TLS when `config.use_tls` (SmtpConfig.for_mailbox),
-    STARTTLS required when `config.start_tls` (never silently skipped), and a login only when
-    the server offers AUTH (a relay that trusts the network offers none). `phase` says how
-    far it got: connect, starttls, auth."""
+    (MailboxSmtpTransport): the host resolved once and vetted (services/shared/network:
+    HostNotAllowed unless `allow_private` or public), the connection made to a vetted
+    address while TLS checks the host name, implicit TLS when `config.use_tls`
+    (SmtpConfig.for_mailbox), STARTTLS required when `config.start_tls` (never silently
+    skipped), and a login only when the server offers AUTH (a relay that trusts the network
+    offers none). `phase` says how far it got: connect (until an SMTP server has greeted),
+    ehlo, starttls, auth."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, *, allow_private: bool) -> None:
         self.config = config
+        self.allow_private = allow_private
         self.phase = "connect"
         self.smtp = aiosmtplib.SMTP(
             hostname=config.hostname,
@@ -291,7 +308,17 @@ class MailboxSmtp:
         """Connected, secured and logged in as the rules say; NoStartTls when STARTTLS is
         required and not offered."""
         config, smtp = self.config, self.smtp
-        await smtp.connect()
+        destination = await network.resolve(
+            config.hostname, config.port, allow_private=self.allow_private
+        )
+        sock = await network.connect(destination)
+        try:
+            # aiosmtplib wants no port with a socket; TLS still checks config.hostname.
+            await smtp.connect(sock=sock, port=None)
+        except BaseException:
+            sock.close()
+            raise
+        self.phase = "ehlo"  # an SMTP server greeted
         await smtp.ehlo()
         if config.start_tls:
             self.phase = "starttls"
@@ -319,7 +346,12 @@ class MailboxSmtpTransport(SmtpTransport):
     (MailboxSmtp: the same TLS and login rules).
 
     The mailbox's password never leaves in an error: a failure's reason (stored as the
-    delivery's lastError, and logged) has it replaced by ***, should a server echo it."""
+    delivery's lastError, and logged) has it replaced by ***, should a server echo it.
+    A host that is not public is refused as connectMailbox refuses it (unless allowed)."""
+
+    def __init__(self, config: SmtpConfig, *, allow_private: bool) -> None:
+        super().__init__(config)
+        self.allow_private = allow_private
 
     @classmethod
     def for_server(
@@ -333,7 +365,8 @@ class MailboxSmtpTransport(SmtpTransport):
     ) -> MailboxSmtpTransport:
         # A send must end well inside the lease that protects it (delivery.py).
         timeout = min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4)
-        return cls(SmtpConfig.for_mailbox(host, port, tls, username, password, timeout))
+        config = SmtpConfig.for_mailbox(host, port, tls, username, password, timeout)
+        return cls(config, allow_private=settings.private_mail_hosts_allowed)
 
     async def send(self, message: EmailMessage) -> None:
         password = self.config.password
@@ -351,7 +384,7 @@ class MailboxSmtpTransport(SmtpTransport):
             raise TemporaryFailure(reason) from None
 
     async def _converse(self, message: EmailMessage) -> None:
-        session = MailboxSmtp(self.config)
+        session = MailboxSmtp(self.config, allow_private=self.allow_private)
         try:
             try:
                 smtp = await session.open()
@@ -359,6 +392,9 @@ class MailboxSmtpTransport(SmtpTransport):
                 raise TemporaryFailure(
                     f"the SMTP server {exc} does not offer STARTTLS, which the mailbox requires"
                 ) from None
+            except network.HostNotAllowed as exc:
+                # Like a refused connection: the operator may yet allow the host.
+                raise TemporaryFailure(str(exc)) from None
             await smtp.send_message(message)
             await session.quit()  # sent: a slow goodbye changes nothing
         finally:

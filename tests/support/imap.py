@@ -7,16 +7,18 @@ mail in with `append`.
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +177,33 @@ def running_dovecot(binary: str) -> Iterator[ImapServer]:
 def imap_fixture() -> Iterator[ImapServer]:
     with running_dovecot(need_dovecot()) as server:
         yield server
+
+
+@asynccontextmanager
+async def tiny_imap(context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """The port of an IMAP server on 127.0.0.1 (TLS from the first byte with `context`) that greets,
+    accepts any LOGIN and says goodbye: enough for connectMailbox's login check where
+    Dovecot's plain port will not do."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+        with suppress(ConnectionError, ssl.SSLError):
+            while line := await reader.readline():
+                tag, _, rest = line.decode(errors="replace").partition(" ")
+                command = rest.split(" ", 1)[0].strip().upper()
+                if command == "LOGOUT":
+                    writer.write(f"* BYE\r\n{tag} OK LOGOUT done\r\n".encode())
+                    break
+                if command == "CAPABILITY":
+                    writer.write(b"* CAPABILITY IMAP4rev1\r\n")
+                writer.write(f"{tag} OK {command} done\r\n".encode())
+                await writer.drain()
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -180,3 +181,44 @@ def smtp_auth_fixture() -> Iterator[AuthSmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+class EchoingSmtpServer(AuthSmtpServer):
+    """An AuthSmtpServer whose refusal repeats the password it was given inside `reply`
+    (`{password}` marks the place): a careless server, to prove the echo goes no further."""
+
+    reply = '535 5.7.8 password "{password}" rejected.'
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        result = super()._authenticate(server, session, envelope, mechanism, auth_data)
+        if result.success or not hasattr(auth_data, "password"):
+            return result
+        typed = auth_data.password.decode("utf-8", "replace")
+        return AuthResult(success=False, handled=False, message=self.reply.format(password=typed))
+
+
+class TlsSmtpServer(AuthSmtpServer):
+    """An AuthSmtpServer that offers STARTTLS with `context` (tests/support/tls.py)."""
+
+    def __init__(self, password: str, context: ssl.SSLContext) -> None:
+        super().__init__(password)
+        self.context = context
+
+    def start(self) -> None:
+        if self._controller is not None:
+            return
+        if not self.port:
+            self.port = free_port()
+        controller = Controller(
+            self,
+            hostname=self.host,
+            port=self.port,
+            authenticator=self._authenticate,
+            tls_context=self.context,
+        )
+        controller.start()
+        self._controller = controller
