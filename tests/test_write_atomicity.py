@@ -202,9 +202,16 @@ async def test_create_contact_with_a_bad_last_account_id(
     ]
 
 
-async def test_create_contact_with_too_many_accounts(acme: Firm, settings: Settings) -> None:
+async def test_create_contact_with_too_many_accounts_or_addresses(
+    acme: Firm, settings: Settings
+) -> None:
     good = (await new_account(acme.api, "Miller Family"))["id"]
     variables = {"input": {"firstName": "Anna", "lastName": "Miller", "accountIds": [good] * 101}}
+    async with unchanged(settings):
+        data = await acme.api.data(CREATE_CONTACT, variables)
+    assert payload_error(data) == "TOO_MANY"
+    emails = [{"address": f"anna{i}@miller.example", "label": "Email"} for i in range(21)]
+    variables = {"input": {"firstName": "Anna", "lastName": "Miller", "emails": emails}}
     async with unchanged(settings):
         data = await acme.api.data(CREATE_CONTACT, variables)
     assert payload_error(data) == "TOO_MANY"
