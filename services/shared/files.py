@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import mimetypes
 import os
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,25 +22,10 @@ from services.shared.errors import ErrorCode, input_error
 
 CHUNK = 1024 * 1024
 WRITE_IN_THREAD_BYTES = 1024 * 1024  # bigger contents are written off the event loop
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 def path_for(settings: Settings, sha256: str) -> Path:
     return settings.resolved_files_dir / sha256[:2] / sha256
-
-
-def safe_filename(filename: str | None) -> str:
-    """The name without its path, control characters or slashes, at most 255 characters;
-    "" when nothing is left."""
-    name = (filename or "").strip().replace("\\", "/")
-    return _UNSAFE.sub("_", os.path.basename(name))[-255:].strip(" .")
-
-
-def clean_filename(filename: str | None) -> str:
-    name = safe_filename(filename)
-    if not name:
-        raise input_error(ErrorCode.INVALID_FILENAME, "The file needs a name.", "file")
-    return name
 
 
 def document_type(name: str, declared: str | None = None) -> str:
