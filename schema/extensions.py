@@ -25,9 +25,21 @@ execution_log = logging.getLogger("strawberry.execution")
 
 
 def log_unexpected(errors: list[GraphQLError], context: ExecutionContext | None) -> None:
-    """Logs each unexpected error with its traceback (placeholder for issue 10's redaction)."""
+    """Logs each unexpected error with its traceback, naming the operation and the field
+    path only. Never str(error): a GraphQLError quotes the document's source line, and with
+    it any literal password or token; the variables stay out for the same reason."""
+    operation = _operation_name(context)
     for error in errors:
-        execution_log.error(error, exc_info=error.original_error)
+        path = ".".join(str(key) for key in error.path or ()) or "-"
+        execution_log.error(
+            "Unexpected error in operation %s at %s", operation, path, exc_info=error.original_error
+        )
+
+
+def _operation_name(context: ExecutionContext | None) -> str:
+    name = context.operation_name if context is not None else None
+    # repr: the name is the client's text, and must not start a forged log line.
+    return repr(name) if name else "(anonymous)"
 
 
 def shape_error(error: GraphQLError) -> GraphQLError:

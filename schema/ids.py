@@ -13,13 +13,18 @@ def decode(value: str, type_name: str) -> int | None:
     return parsed[1]
 
 
+# Every primary key is an IntField (32-bit on PostgreSQL): an id beyond it names no row, and
+# must not reach a query that PostgreSQL would refuse.
+MAX_PK = 2**31 - 1
+
+
 def parse(value: str) -> tuple[str, int] | None:
     try:
         gid = GlobalID.from_id(value)
         pk = int(gid.node_id)
     except (ValueError, TypeError):  # GlobalIDValueError is a ValueError
         return None
-    return (gid.type_name, pk) if 0 < pk < 2**63 else None
+    return (gid.type_name, pk) if 0 < pk <= MAX_PK else None
 
 
 def encode(type_name: str, pk: int) -> str:

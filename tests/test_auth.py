@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import httpx
+
 from models import Session, SignInThrottle
+from portico.app import create_app
+from portico.settings import Settings
 from resolvers.context import SESSION_COOKIE
 from services.shared import sessions
 from tests.support.api import PASSWORD, Api, add_staff
@@ -20,6 +26,11 @@ mutation($firm: String!, $email: String!, $password: String!) {
     accounts { id }
     currentAccount { id }
   }
+}
+"""
+CLIENT_SIGN_IN = """
+mutation($firm: String!, $email: String!, $password: String!) {
+  signIn(firm: $firm, email: $email, password: $password) { errors { code field message } token }
 }
 """
 VIEWER = "{ viewer { ... on StaffMember { email } } firm { slug } }"
@@ -185,3 +196,75 @@ async def test_parallel_guesses_cannot_outrun_the_throttle(acme, anon, settings)
     assert codes.count("INVALID_CREDENTIALS") <= settings.signin_max_failures + 1, codes
     assert codes.count("TOO_MANY_ATTEMPTS") >= attempts - settings.signin_max_failures - 1
     assert all(p["token"] is None for p in payloads)
+
+
+@contextlib.asynccontextmanager
+async def from_address(settings: Settings, host: str) -> AsyncIterator[Api]:
+    """An anonymous client of the app whose requests come from `host`."""
+    transport = httpx.ASGITransport(app=create_app(settings, manage_db=False), client=(host, 4321))
+    async with httpx.AsyncClient(transport=transport, base_url="http://portico.test") as http:
+        yield Api(http)
+
+
+async def client_sign_in(api: Api, firm: str, email: str, password: str) -> dict:
+    data = await api.data(CLIENT_SIGN_IN, {"firm": firm, "email": email, "password": password})
+    return data["signIn"]
+
+
+async def test_one_address_has_a_budget_of_failures_over_every_firm_and_email(
+    acme, globex, settings
+):
+    settings.signin_max_failures_per_address = 6  # the app shares this settings object
+    async with from_address(settings, "198.51.100.7") as guesser:
+        # Staff and client sign-ins, any firm, any email: no account reaches its own limit.
+        for firm, email in [("acme", "a@x.example"), ("globex", "b@x.example")]:
+            for password in ["wrong-password-1", "wrong-password-2"]:
+                payload = await sign_in(guesser, firm, email, password)
+                assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+        for firm, email in [("nosuch", "c@x.example"), ("acme", "owner@acme.example")]:
+            payload = await client_sign_in(guesser, firm, email, "wrong-password-1")
+            assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+        # The budget is spent: the address is refused, the right password and strangers alike.
+        refusals = [
+            await sign_in(guesser, "globex", "owner@globex.example", PASSWORD),
+            await sign_in(guesser, "acme", "nobody@acme.example", "wrong-password-1"),
+            await client_sign_in(guesser, "acme", "anna@miller.example", "wrong-password-1"),
+        ]
+        assert {(p["errors"][0]["code"], p["token"]) for p in refusals} == {
+            ("TOO_MANY_ATTEMPTS", None)
+        }
+        assert refusals[0]["errors"] == refusals[1]["errors"]  # known or not, one answer
+        # Another address is not concerned.
+        async with from_address(settings, "203.0.113.9") as colleague:
+            assert (await sign_in(colleague, "globex", "owner@globex.example", PASSWORD))["token"]
+        # Once the window has passed the address may try again.
+        await SignInThrottle.all().update(locked_until=sessions.now() - timedelta(seconds=1))
+        assert (await sign_in(guesser, "globex", "owner@globex.example", PASSWORD))["token"]
+
+
+async def test_a_success_neither_spends_nor_resets_the_address_budget(acme, settings):
+    settings.signin_max_failures_per_address = 4
+    async with from_address(settings, "198.51.100.7") as office:
+        for i in range(3):  # someone behind the same address guesses
+            await sign_in(office, "acme", f"guess{i}@x.example", "wrong-password-1")
+        for _ in range(3):  # a colleague signs in, several times
+            assert (await sign_in(office, "acme", "owner@acme.example", PASSWORD))["token"]
+        payload = await sign_in(office, "acme", "guess@x.example", "wrong-password-1")
+        assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"  # the fourth failure
+        payload = await sign_in(office, "acme", "owner@acme.example", PASSWORD)
+        assert payload["errors"][0]["code"] == "TOO_MANY_ATTEMPTS"
+
+
+async def test_the_address_budget_holds_against_parallel_guesses(acme, settings):
+    settings.signin_max_failures_per_address = 5
+    async with from_address(settings, "198.51.100.7") as guesser:
+        payloads = await asyncio.gather(
+            *(
+                sign_in(guesser, "acme", f"guess{i}@x.example", "wrong-password-1")
+                for i in range(15)
+            )
+        )
+    # Each attempt is counted before its password is checked: at most the budget get through.
+    codes = [p["errors"][0]["code"] for p in payloads]
+    assert 1 <= codes.count("INVALID_CREDENTIALS") <= 5, codes
+    assert codes.count("TOO_MANY_ATTEMPTS") >= 10, codes

@@ -24,6 +24,12 @@ def policy(context: Context) -> signin.SignInPolicy:
     return signin.SignInPolicy.from_settings(context.settings)
 
 
+def credentials(context: Context, firm: str, email: str, password: str) -> signin.Credentials:
+    """What the client typed, and where from (HTTP or WebSocket alike)."""
+    client = context.request.client
+    return signin.Credentials(firm, email, password, client.host if client else None)
+
+
 def _cookie(context: Context, token: str) -> None:
     if isinstance(context.response, Response):
         set_session_cookie(context.response, token, context.settings)
@@ -66,7 +72,10 @@ class SessionMutations:
         self, info: Info, firm: str, email: str, password: str
     ) -> SignInPayload:
         result, errors = await attempt(
-            info.context, signin.staff_sign_in(firm, email, password, policy(info.context))
+            info.context,
+            signin.staff_sign_in(
+                credentials(info.context, firm, email, password), policy(info.context)
+            ),
         )
         return _staff_payload(info.context, result, errors)
 
@@ -86,7 +95,10 @@ class SessionMutations:
     )
     async def sign_in(self, info: Info, firm: str, email: str, password: str) -> SignInPayload:
         result, errors = await attempt(
-            info.context, signin.client_sign_in(firm, email, password, policy(info.context))
+            info.context,
+            signin.client_sign_in(
+                credentials(info.context, firm, email, password), policy(info.context)
+            ),
         )
         return await _client_payload(info.context, result, errors)
 

@@ -1,20 +1,21 @@
-"""Sign-in for staff and clients: one answer for a wrong firm, email or password, and a
-throttle per (kind, firm, email), known or not."""
+"""Sign-in for staff and clients: one answer for a wrong firm, email or password, a
+throttle per (kind, firm, email), known or not, and a budget per client address."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
+from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from models import PortalUser, Session, SignInThrottle, StaffMember
+from models import Firm, PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
-from services.firm import password_links
+from services.firm import address_throttle, password_links
 from services.portal import access, invitations
 from services.shared import passwords, sessions
 from services.shared.errors import ErrorCode, InputError, input_error
@@ -29,6 +30,7 @@ class SignInPolicy:
     session_ttl: timedelta
     max_failures: int
     lockout_seconds: int
+    per_address: address_throttle.AddressBudget
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SignInPolicy:
@@ -36,6 +38,10 @@ class SignInPolicy:
             session_ttl=timedelta(hours=settings.session_ttl_hours),
             max_failures=settings.signin_max_failures,
             lockout_seconds=settings.signin_lockout_seconds,
+            per_address=address_throttle.AddressBudget(
+                max_failures=settings.signin_max_failures_per_address,
+                window=timedelta(seconds=settings.signin_lockout_seconds),
+            ),
         )
 
 
@@ -45,20 +51,28 @@ class SignedIn:
     session: Session
 
 
+@dataclass(frozen=True)
+class Credentials:
+    firm_slug: str
+    email: str
+    password: str = field(repr=False)
+    address: str | None = None  # the client's network address; None when unknown
+
+
 async def staff_sign_in(
-    firm_slug: str, email: str, password: str, policy: SignInPolicy
+    credentials: Credentials, policy: SignInPolicy
 ) -> tuple[SignedIn, StaffMember]:
     members = StaffMember.filter(active=True)
-    staff = await _authenticate("staff", members, firm_slug, email, password, policy)
+    staff = await _authenticate("staff", members, credentials, policy)
     token, session = await sessions.start_staff_session(staff, policy.session_ttl)
     return SignedIn(token, session), staff
 
 
 async def client_sign_in(
-    firm_slug: str, email: str, password: str, policy: SignInPolicy
+    credentials: Credentials, policy: SignInPolicy
 ) -> tuple[SignedIn, PortalUser]:
     """A client lands in their account when they have exactly one; otherwise they choose."""
-    user = await _authenticate("client", PortalUser.all(), firm_slug, email, password, policy)
+    user = await _authenticate("client", PortalUser.all(), credentials, policy)
     account_ids = await access.client_account_ids(user.pk)
     current = account_ids[0] if len(account_ids) == 1 else None
     token, session = await sessions.start_client_session(user, policy.session_ttl, current)
@@ -66,29 +80,43 @@ async def client_sign_in(
 
 
 async def _authenticate(
-    kind: str,
-    candidates: QuerySet[U],
-    firm_slug: str,
-    email: str,
-    password: str,
-    policy: SignInPolicy,
+    kind: str, candidates: QuerySet[U], credentials: Credentials, policy: SignInPolicy
 ) -> U:
-    key = _throttle_key(kind, firm_slug, email)
+    address_key = address_throttle.key_for(credentials.address) if credentials.address else None
+    if address_key and not await address_throttle.reserve(address_key, policy.per_address):
+        raise _too_many()
+    slug, email = credentials.firm_slug.strip().lower(), credentials.email.strip().lower()
+    key = _throttle_key(kind, slug, email)
     attempts = await _reserve_attempt(key, policy)
-    user = await candidates.filter(
-        firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
-    ).first()
+    user = await _find(candidates, slug, email)
     # verify_password always runs argon2, also when there is no such user.
+    password = credentials.password
     if not await passwords.verify_password(user.password_hash if user else None, password):
         if attempts >= policy.max_failures:
             await _lock(key, _delay(attempts - policy.max_failures, policy))
         raise input_error(ErrorCode.INVALID_CREDENTIALS, INVALID_CREDENTIALS)
     assert user is not None and user.password_hash is not None
     await SignInThrottle.filter(key=key).delete()
+    if address_key:
+        await address_throttle.release(address_key)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = await passwords.hash_password(password)
         await user.save(update_fields=["password_hash"])
     return user
+
+
+async def _find(candidates: QuerySet[U], slug: str, email: str) -> U | None:
+    """The one candidate of that firm and email. Input longer than the columns hold names
+    nobody, and must not reach the query: tortoise refuses to filter by it."""
+    if len(slug) > _max_length(Firm, "slug"):
+        return None
+    if len(email) > _max_length(candidates.model, "email_normalized"):
+        return None
+    return await candidates.filter(firm__slug=slug, email_normalized=email).first()
+
+
+def _max_length(model: type[Model], field_name: str) -> int:
+    return model._meta.fields_map[field_name].max_length
 
 
 async def _reserve_attempt(key: str, policy: SignInPolicy) -> int:
@@ -136,7 +164,7 @@ def _too_many() -> InputError:
 
 
 def _throttle_key(kind: str, firm_slug: str, email: str) -> str:
-    raw = f"{kind}\0{firm_slug.strip().lower()}\0{email.strip().lower()}"
+    raw = f"{kind}\0{firm_slug}\0{email}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

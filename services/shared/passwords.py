@@ -45,11 +45,14 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
+    # Longer than any password that can be set: wrong, never cut to fit. argon2 still runs
+    # once, on a bounded prefix, so neither the time nor the work grows with the input.
+    fits = len(password) <= MAX_PASSWORD_LENGTH
     try:
         matched = _hasher.verify(password_hash or _DUMMY_HASH, password[:MAX_PASSWORD_LENGTH])
     except (VerificationError, InvalidHashError):
         return False
-    return matched and password_hash is not None
+    return matched and fits and password_hash is not None
 
 
 def needs_rehash(password_hash: str) -> bool:
