@@ -178,12 +178,10 @@ async def test_a_sync_pass_against_a_refused_host_fails_without_connecting(
     acme: Firm,
     settings: Settings,
     listener: Listener,
-    monkeypatch: pytest.MonkeyPatch,
 ):
     # A mailbox connected while private hosts were allowed (or whose name now resolves to a
-    # private address). The sync reads the setting from the process's environment until its
-    # callers pass their settings (services/mail/imap.ImapSession.open).
-    monkeypatch.setenv("PORTICO_ALLOW_PRIVATE_MAIL_HOSTS", "false")
+    # private address).
+    settings.allow_private_mail_hosts = False
     mailbox = await add_mailbox(acme.owner.firm_id, listener.endpoint, settings)  # type: ignore[arg-type]
     payload = (await acme.api.data(SYNC, {"id": ids.encode("Mailbox", mailbox.pk)}))["syncMailbox"]
     assert payload["mailbox"]["syncStatus"] == SyncStatus.FAILED.value

@@ -489,7 +489,7 @@ async def test_the_mailbox_password_never_shows_when_filing_fails(
     s = await setup(acme, settings, imap, smtp)
     mailbox = await Mailbox.get(id=ids.decode(s.mailbox_id, "Mailbox"))
 
-    async def refuse(cls, box, password):
+    async def refuse(cls, box, password, settings):
         raise MailSyncError(f"the server said: {password} is wrong")
 
     monkeypatch.setattr(replies.ImapSession, "open", classmethod(refuse))

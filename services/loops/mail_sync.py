@@ -245,7 +245,7 @@ class _MailboxSync:
         await self.drop_watcher()
         try:
             password = mailbox_password(self.settings, mailbox)
-            watcher = await IdleWatcher.open(mailbox, password)
+            watcher = await IdleWatcher.open(mailbox, password, self.settings)
         except Exception as exc:  # the pass just logged in: a passing failure, poll this time
             log.info("mailbox %s: no IDLE connection this time: %s", self.mailbox_id, exc)
             return None

@@ -91,11 +91,10 @@ class ImapSession:
         client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
 
     @classmethod
-    async def open(cls, mailbox: Mailbox, password: str, settings: Settings | None = None) -> Self:
+    async def open(cls, mailbox: Mailbox, password: str, settings: Settings) -> Self:
         """Logs in as connectMailbox checked it (services/mail/logins.open_imap), to a host
-        vetted as it vetted it: `settings` say whether private hosts are allowed (the
-        process's own, from the environment, when not given)."""
-        allow_private = (settings or Settings()).private_mail_hosts_allowed
+        vetted as it vetted it: `settings` say whether private hosts are allowed."""
+        allow_private = settings.private_mail_hosts_allowed
         server = MailServer(mailbox.imap_host, mailbox.imap_port, mailbox.imap_tls)
         try:
             client = await open_imap(

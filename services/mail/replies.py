@@ -229,7 +229,7 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
     try:
         password = mailboxes.mailbox_password(settings, mailbox)
         async with asyncio.timeout(FILE_TIMEOUT_SECONDS):
-            session = await ImapSession.open(mailbox, password)
+            session = await ImapSession.open(mailbox, password, settings)
             try:
                 folder = dict(await session.folders()).get(SENT)
                 if folder is None:

@@ -212,7 +212,7 @@ async def _run(
             a.lower()
             for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
         )
-        session = await ImapSession.open(mailbox, password)
+        session = await ImapSession.open(mailbox, password, settings)
         try:
             await work(_Pass(scope, mailbox, session, own, bus, result, settings, auto_save_since))
         finally:
