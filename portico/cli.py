@@ -143,6 +143,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         port=port,
         workers=args.workers,
         access_log=False,  # portico.access logs one structured line per request
+        # A WebSocket message may be as large as an HTTP body: uvicorn refuses a bigger frame
+        # from its header (close 1009), before reading it; the app checks it again.
+        ws_max_size=settings.max_body_bytes,
         log_level="info",
     )
 

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: a request-size ceiling and one structured log line per request."""
+"""Pure ASGI middleware: a request-size ceiling (HTTP bodies and WebSocket messages) and one
+structured log line per request."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portico.refusals import error_json
 from services.shared.errors import ErrorCode
 
 access_log = logging.getLogger("portico.access")
@@ -15,7 +17,8 @@ access_log = logging.getLogger("portico.access")
 
 class BodyLimit:
     """Refuses request bodies over `max_bytes` with 413, whether announced or streamed;
-    multipart uploads may carry `max_upload_bytes` more."""
+    multipart uploads may carry `max_upload_bytes` more. A WebSocket message over `max_bytes`
+    closes its socket with 1009 (Message Too Big), as uvicorn's ws_max_size does."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int = 0) -> None:
         self.app = app
@@ -23,6 +26,10 @@ class BodyLimit:
         self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            socket = _CappedSocket(receive, send, self.max_bytes)
+            await self.app(scope, socket.receive, socket.send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -54,12 +61,43 @@ class _BodyTooLarge(Exception):
     pass
 
 
+MESSAGE_TOO_BIG = 1009  # RFC 6455's close code, which every WebSocket client knows
+
+
+class _CappedSocket:
+    """A WebSocket's receive and send: a message over `max_bytes` closes the socket, and the
+    app sees a disconnect (its later sends go nowhere)."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.max_bytes = max_bytes
+        self.closed = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.receive" and _too_big(message, self.max_bytes):
+            reason = f"Message over {self.max_bytes} bytes"
+            await self._send({"type": "websocket.close", "code": MESSAGE_TOO_BIG, "reason": reason})
+            self.closed = True
+            return {"type": "websocket.disconnect", "code": MESSAGE_TOO_BIG}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if not self.closed:
+            await self._send(message)
+
+
+def _too_big(message: Message, max_bytes: int) -> bool:
+    text = message.get("text")
+    if text is None:
+        return len(message.get("bytes") or b"") > max_bytes
+    # 1 to 4 bytes a character in UTF-8: encode only when the length leaves it open.
+    return len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes)
+
+
 async def _too_large(send: Send) -> None:
-    error = {
-        "message": "Request body too large",
-        "extensions": {"code": ErrorCode.PAYLOAD_TOO_LARGE},
-    }
-    body = orjson.dumps({"errors": [error]})
+    body = error_json("Request body too large", ErrorCode.PAYLOAD_TOO_LARGE)
     await send(
         {
             "type": "http.response.start",

@@ -1,14 +1,24 @@
-"""The WebSocket endpoint against a real server: the session is checked for every operation."""
+"""The WebSocket endpoint against a real server: the session is checked for every operation;
+every refused operation answers an `error` message with the errors HTTP answers; messages are
+capped at the HTTP body limit, and nothing a client sends leaves a traceback (issue 10,
+finding 9)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import pytest
 import websockets
 
+from portico.settings import Settings
 from tests.support import server
 from tests.support.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD
+from tests.support.websocket import LEGACY_WS, TRANSPORT_WS, Served, serving, socket
 
 live_server = server.live_server
 live_server_process = server.live_server_process
@@ -47,3 +57,182 @@ async def test_signing_out_ends_an_open_websocket_at_once(live_server: str) -> N
             assert after["payload"]["data"] == {"viewer": None}
             refused = await _operation(ws, "3", "{ accounts { totalCount } }")
             assert refused["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+# Refusals answered as over HTTP, both protocols; uvicorn in this process, both backends ------
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[Served]:
+    async with serving(settings) as served:
+        yield served
+
+
+@pytest.fixture(autouse=True)
+def no_error_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    with caplog.at_level(logging.INFO):
+        yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert [r.getMessage() for r in errors] == []
+
+
+def _chain(levels: int) -> str:
+    """A document `levels` fields deep (leaves not counted) and small enough for the work
+    budget: one page of contacts, then an address's contact, its addresses, ..."""
+    fields = ["contacts(first: 1)", "edges", "node"]
+    while len(fields) < levels:
+        fields.append("contact" if fields[-1] == "emailAddresses" else "emailAddresses")
+    document = "id"
+    for name in reversed(fields):
+        document = f"{name} {{ {document} }}"
+    return f"{{ {document} }}"
+
+
+REFUSED = {
+    "syntax": "{ viewer ",
+    "tokens": "{ " + " ".join(["__typename"] * 2000) + " }",
+    "unknown field": "{ accountz { totalCount } }",
+    "depth": _chain(11),
+    "unknown operation": "query A { __typename }",
+}
+
+
+# An unknown operationName is HTTP 400 BAD_REQUEST; over WebSocket strawberry's stream hands it
+# to PorticoSchema.process_errors, which masks it as INTERNAL (schema/extensions.py's to fix).
+UNKNOWN_OPERATION_MASKED = pytest.mark.xfail(
+    reason="schema/extensions.py masks CannotGetOperationTypeError as INTERNAL", strict=True
+)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(kind, marks=UNKNOWN_OPERATION_MASKED) if kind == "unknown operation" else kind
+        for kind in REFUSED
+    ],
+)
+async def test_a_refused_operation_answers_an_error_as_http_does(live, settings, protocol, kind):
+    document = REFUSED[kind]
+    request = {"query": document, "operationName": "B" if kind == "unknown operation" else None}
+    over_http = await live.http.post("/graphql", json=request)
+    expected = over_http.json()["errors"]
+    assert over_http.status_code == (400 if kind == "unknown operation" else 200)
+    if kind == "depth":
+        at_limit = await live.api(None).post(_chain(10))
+        assert "depth" not in json.dumps(at_limit)
+        assert "exceeds maximum operation depth" in expected[0]["message"]
+    async with socket(live.url, protocol=protocol) as sock:
+        await sock.start("1", request)
+        assert await sock.refused("1") == expected[: 1 if protocol == LEGACY_WS else None]
+        # The socket serves on: the next operation is answered.
+        await sock.subscribe("2", "{ __typename }")
+        answer = await sock.receive()
+        assert answer["id"] == "2" and answer["payload"] == {"data": {"__typename": "Query"}}
+
+
+PAYLOADS = [
+    {},
+    {"query": ""},
+    {"query": 5},
+    {"query": "{ __typename }", "variables": [1]},
+    {"query": "{ __typename }", "operationName": 5},
+    {"query": "{ __typename }", "extensions": "x"},
+]
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_a_payload_http_would_refuse_answers_bad_request(live, protocol):
+    async with socket(live.url, protocol=protocol) as sock:
+        for number, payload in enumerate([*PAYLOADS, "{ __typename }", None]):
+            if isinstance(payload, dict):
+                over_http = await live.http.post("/graphql", json=payload)
+                assert over_http.status_code == 400
+                expected = over_http.json()["errors"]
+            else:
+                expected = [
+                    {
+                        "message": "The operation's payload must be an object",
+                        "extensions": {"code": "BAD_REQUEST"},
+                    }
+                ]
+            await sock.start(str(number), payload)
+            assert await sock.refused(str(number)) == expected
+
+
+UNREADABLE = [
+    "5",
+    "[]",
+    "null",
+    '{"type": 5}',
+    '{"id": "1"}',
+    '{"type": "subscribe", "id": {}, "payload": {"query": "{ __typename }"}}',
+    '{"type": "subscribe", "payload": {"query": "{ __typename }"}}',
+    '{"type": "complete", "id": []}',
+    "[" * 100_000,
+    '{"type": "subscribe", "id": "1", "payload": ' + "[" * 2000 + "]" * 2000 + "}",
+]
+
+
+@pytest.mark.parametrize("message", UNREADABLE)
+async def test_graphql_transport_ws_closes_on_a_message_it_cannot_read(live, message):
+    async with socket(live.url) as sock:
+        await sock.ws.send(message)
+        code, _ = await sock.closed()
+        assert code == 4400
+
+
+async def test_graphql_ws_ignores_messages_it_cannot_read(live):
+    async with socket(live.url, protocol=LEGACY_WS) as sock:
+        for message in UNREADABLE:
+            await sock.ws.send(message.replace("subscribe", "start").replace("complete", "stop"))
+        await sock.subscribe("2", "{ __typename }")
+        assert await sock.receive() == {
+            "type": "data",
+            "id": "2",
+            "payload": {"data": {"__typename": "Query"}},
+        }
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_messages_are_capped_at_the_http_body_limit(live, settings, protocol):
+    """The app's own cap (uvicorn here keeps its default of 16 MiB): 1009, Message Too Big."""
+    envelope = {"id": "1", "type": "subscribe" if protocol == TRANSPORT_WS else "start"}
+    query = "{ __typename }"
+
+    def message(size: int) -> str:
+        payload = {"query": query, "variables": {"pad": ""}}
+        empty = len(json.dumps({**envelope, "payload": payload}))
+        payload["variables"]["pad"] = "x" * (size - empty)
+        text = json.dumps({**envelope, "payload": payload})
+        assert len(text) == size
+        return text
+
+    async with socket(live.url, protocol=protocol) as sock:
+        await sock.ws.send(message(settings.max_body_bytes))
+        answer = await sock.receive()
+        assert answer["payload"] == {"data": {"__typename": "Query"}}, answer
+        assert (await sock.receive())["type"] == "complete"
+        await sock.ws.send(message(settings.max_body_bytes + 1))
+        assert await sock.closed() == (1009, f"Message over {settings.max_body_bytes} bytes")
+    async with socket(live.url, protocol=protocol) as sock:  # the server serves on
+        await sock.subscribe("1", "{ __typename }")
+        assert (await sock.receive())["payload"] == {"data": {"__typename": "Query"}}
+
+
+# portico serve: uvicorn itself refuses an oversized frame ---------------------------------------
+
+
+async def test_portico_serve_refuses_a_frame_over_the_limit_from_its_header(live_server: str):
+    """`portico serve` gives uvicorn ws_max_size: a frame announcing more than the body limit
+    is refused (1009) from its header, before its payload is read or even sent."""
+    limit = Settings(_env_file=None).max_body_bytes
+    url = live_server.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[TRANSPORT_WS]) as ws:
+        # A masked text frame's header announcing limit + 1 bytes, and no payload.
+        header = bytes([0x81, 0x80 | 127]) + (limit + 1).to_bytes(8, "big") + os.urandom(4)
+        ws.transport.write(header)
+        async with asyncio.timeout(10):
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

@@ -53,9 +53,30 @@ class Socket:
                     return message
 
     async def subscribe(self, op_id: str, query: str, variables: dict | None = None) -> None:
+        await self.start(op_id, {"query": query, "variables": variables or {}})
+
+    async def start(self, op_id: str, payload: object) -> None:
+        """Starts an operation with any payload (`subscribe`, or `start` in graphql-ws)."""
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-        payload = {"query": query, "variables": variables or {}}
         await self.send({"id": op_id, "type": kind, "payload": payload})
+
+    async def refused(self, op_id: str) -> list[dict[str, Any]]:
+        """The errors of the `error` message that ends the operation at once, always as a
+        list (graphql-ws sends one error object), asserting nothing else came before."""
+        message = await self.receive()
+        assert message["type"] == "error" and message["id"] == op_id, message
+        payload = message["payload"]
+        return payload if self.protocol == TRANSPORT_WS else [payload]
+
+    async def closed(self) -> tuple[int, str]:
+        """The code and reason of the server's close, asserting no message came before."""
+        async with asyncio.timeout(TIMEOUT):
+            try:
+                message = await self.ws.recv()
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is not None, "the server closed without a close frame"
+                return closed.rcvd.code, closed.rcvd.reason
+        raise AssertionError(f"a message, not a close: {message!r}")
 
     async def event(self, op_id: str) -> dict[str, Any]:
         """The operation's next result: its data, asserting it carries no errors."""
@@ -139,7 +160,12 @@ async def serving(settings: Settings, lifespan: str = "on") -> AsyncIterator[Ser
     app = create_app(settings, manage_db=False)
     port = server.free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning"
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan=lifespan,
+        log_level="warning",
+        log_config=None,  # uvicorn's own records (an app's crash) reach caplog too
     )
     runner = _Uvicorn(config)
     task = asyncio.create_task(runner.serve())

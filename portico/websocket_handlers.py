@@ -1,0 +1,149 @@
+"""The two WebSocket protocols as Portico speaks them: every refused operation answers an
+`error` message with the errors (messages, codes) HTTP would answer, and no message a
+client can send reaches an internal error.
+
+Strawberry as it stands lets a parse error (the token limit included) escape its stream,
+closes graphql-transport-ws on a syntax error with a reason too long for a close frame, and
+crashes on messages that are JSON but not objects; the legacy graphql-ws ran subscriptions
+only, answering a query INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, cast
+
+from graphql import GraphQLError
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
+from strawberry.types.execution import PreExecutionError
+
+from portico.refusals import BadRequest, bad_request_error
+from portico.request_parsing import check_request
+from resolvers.context import Context
+
+StreamResult = AsyncGenerator[Any, None]
+
+# Messages that name an operation: its id must be a string to be answered (or stopped).
+_WITH_ID = {"subscribe", "complete", "start", "stop"}
+
+
+def readable(message: object) -> bool:
+    """A protocol message: an object with a `type`, and a string `id` where one belongs."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return False
+    return message["type"] not in _WITH_ID or isinstance(message.get("id"), str)
+
+
+def check_payload(payload: object) -> None:
+    """A subscribe/start payload holds one GraphQL request, typed as over HTTP."""
+    if not isinstance(payload, dict):
+        raise BadRequest("The operation's payload must be an object")
+    check_request(
+        payload.get("query"),
+        payload.get("variables"),
+        payload.get("operationName"),
+        payload.get("extensions"),
+    )
+
+
+class _Operations:
+    """The schema as both handlers call it: any operation type (the legacy handler's
+    `subscribe` included, as queries over WebSocket work as over HTTP), each stream's
+    escaping refusal answered as a result."""
+
+    def __init__(self, schema: BaseSchema) -> None:
+        self.schema = schema
+
+    async def stream(self, *args: Any, **kwargs: Any) -> StreamResult:
+        return _refusals_answered(self.schema, await self.schema.stream(*args, **kwargs))
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> StreamResult:
+        return await self.stream(*args, **kwargs)
+
+
+async def _refusals_answered(schema: BaseSchema, results: StreamResult) -> StreamResult:
+    """`results`, with an error raised before the first result (ParserCache parses in an
+    extension hook, so a syntax error or the token limit escapes strawberry's stream, and so
+    may an extension's refusal) turned into the PreExecutionError HTTP's execute makes of it:
+    shaped (codes, masking, logging of the unexpected) by the schema's process_errors."""
+    async with aclosing(results):
+        try:
+            first = await anext(results)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # answered as HTTP answers it
+            error = (
+                exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+            )
+            errors = [error]
+            schema._process_errors(errors)
+            yield PreExecutionError(data=None, errors=errors)
+            return
+        yield first
+        async for result in results:
+            yield result
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws: `{"type": "error", "id", "payload": [errors]}` for a refusal."""
+
+    def __init__(self, *, schema: BaseSchema, **kwargs: Any) -> None:
+        super().__init__(schema=cast(BaseSchema, _Operations(schema)), **kwargs)
+
+    async def handle_message(self, message: Message) -> None:
+        if not readable(message):
+            await self.handle_invalid_message("Invalid message")  # the protocol's 4400
+            return
+        await super().handle_message(message)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # Strawberry's own refusals first: unacknowledged (4401), a duplicate id (4409).
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            try:
+                check_payload(message.get("payload"))
+            except BadRequest as exc:
+                error = bad_request_error(exc.reason).formatted
+                await self.send_message({"id": message["id"], "type": "error", "payload": [error]})
+                return
+        await super().handle_subscribe(message)
+
+    async def _handle_pre_execution_error(
+        self, operation: Operation[Context, None], result: PreExecutionError
+    ) -> None:
+        # Every refusal is an `error` for its operation: never a close, which would end
+        # the socket's other operations too.
+        assert result.errors
+        await operation.send_initial_errors(result.errors)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """graphql-ws (subscriptions-transport-ws): `{"type": "error", "id", "payload": error}`,
+    the protocol's one error object, for a refusal."""
+
+    def __init__(self, *, schema: BaseSchema, **kwargs: Any) -> None:
+        super().__init__(schema=cast(BaseSchema, _Operations(schema)), **kwargs)
+
+    async def handle_message(self, message: OperationMessage) -> None:
+        if readable(message):  # the protocol ignores what it cannot read (bad JSON too)
+            await super().handle_message(message)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged:  # else strawberry closes with 4401
+            try:
+                check_payload(message.get("payload"))
+            except BadRequest as exc:
+                error = bad_request_error(exc.reason).formatted
+                await self.send_message({"type": "error", "id": message["id"], "payload": error})
+                return
+        await super().handle_start(message)
