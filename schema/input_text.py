@@ -52,13 +52,16 @@ class RefuseControlCharacters(SchemaExtension):
     between queries, mutations and subscriptions over HTTP and WebSocket: every transport
     answers it as it answers any invalid document (an `error` message on a WebSocket) and
     nothing executes. It is added as a rule made for this request, not written into
-    `pre_execution_errors`, because ValidationCache (a later extension) replaces those."""
+    `pre_execution_errors`, because the validation cache (an extension listed later)
+    replaces those; listed after it, this extension adds to its errors instead."""
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         assert context.graphql_document is not None  # parsing succeeded, or we'd not be here
         error = _in_variables(context.variables or {}) or _in_document(context.graphql_document)
-        if error is not None:
+        if error is not None and context.pre_execution_errors is not None:
+            context.pre_execution_errors = [*context.pre_execution_errors, error]
+        elif error is not None:
             context.validation_rules = (*context.validation_rules, _reporting(error))
         yield
 

@@ -54,17 +54,19 @@ async def _count_attempt(key: str, budget: AddressBudget) -> SignInThrottle:
             failures=F("failures") + 1
         ):
             return await SignInThrottle.get(key=key)
-        expired = await SignInThrottle.get_or_none(key=key)
-        if expired is None:
+        row = await SignInThrottle.get_or_none(key=key)
+        if row is None:
             try:
                 return await SignInThrottle.create(
                     key=key, failures=1, locked_until=now + budget.window
                 )
             except IntegrityError:
-                continue  # created by a parallel attempt: count on it
-        elif await SignInThrottle.filter(key=key, locked_until=expired.locked_until).update(
+                continue  # created by a parallel attempt: count in its window
+        if row.locked_until is not None and row.locked_until > now:
+            continue  # a parallel attempt opened a window meanwhile: count in it
+        if await SignInThrottle.filter(key=key, locked_until=row.locked_until).update(
             failures=1, locked_until=now + budget.window
         ):
             return await SignInThrottle.get(key=key)
-        # else a parallel attempt opened the new window first: count on it
+        # else a parallel attempt opened the new window first: count in it
     return await SignInThrottle.get(key=key)
