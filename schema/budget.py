@@ -6,9 +6,11 @@ graphql-core's execution and in strawberry's depth and alias limiters alike (bot
 every spread). Here each fragment is measured once and its spreads multiply, so measuring
 is linear in the document's text however much it would expand.
 
-Two measures, each with its own limit:
+Three measures, each with its own limit:
 - selections: fields, fragment spreads and inline fragments once fragments are expanded,
   over the whole document: it bounds the work of validation as well as of execution;
+- merge pairs: what graphql-core's field-merging rule would compare (schema/merging.py),
+  quadratic in the copies of one field or the fragments spread side by side;
 - result size: the values the executed operation could answer with. A field with a `first`
   argument is a page: the lists directly inside it (a connection's `edges`) hold `first`
   items; a list field with `first` (historyImports) holds that many; any other list is
@@ -47,12 +49,18 @@ from graphql.pyutils import Undefined
 from graphql.utilities import get_operation_ast, value_from_ast_untyped
 from graphql.validation import KnownFragmentNamesRule, NoFragmentCyclesRule
 
+from schema.merging import WalkTooLong, estimate
 from services.shared.errors import ErrorCode
 
 # Lists without a page size (an account's contacts, a contact's emailAddresses): a guess
 # large enough for ordinary records, small enough that a client's whole introspection
 # (four nested lists) stays well under the default result budget.
 PLAIN_LIST_SIZE = 10
+
+# Weighted pairs the field-merging rule may compare: a few microseconds each, so the worst
+# document under the token limit validates in about 20 ms. 50 fragments side by side,
+# each selecting `id` and `__typename`, weigh about 3,800.
+MAX_MERGE_PAIRS = 5000
 
 PAGE_ARGUMENT = "first"
 
@@ -68,6 +76,7 @@ class Budget:
     max_fields: int
     max_result_size: int
     max_page_size: int  # a larger `first` is refused by the field itself: count it as this
+    max_merge_pairs: int = MAX_MERGE_PAIRS
 
 
 class BrokenSpreads(Exception):
@@ -109,6 +118,8 @@ def _over_budget(
             f"The query selects more than {budget.max_fields} fields once its fragments "
             "are expanded. Select fewer fields or spread fragments less often."
         )
+    if merging := _merging_refusal(budget, document):
+        return merging
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         return None  # graphql-core says which operation is missing
@@ -120,6 +131,35 @@ def _over_budget(
             "Ask for smaller pages or fewer nested lists."
         )
     return None
+
+
+def _merging_refusal(budget: Budget, document: DocumentNode) -> GraphQLError | None:
+    # Operations walk at most max_fields selections (counted above); unused fragments
+    # were not counted, so they get as many again.
+    max_walk = 2 * budget.max_fields
+    try:
+        merged = estimate(document, max_walk)
+    except WalkTooLong:
+        return too_complex(
+            f"The query's fragments, unused ones included, expand to more than {max_walk} "
+            "selections. Send only the fragments the operation spreads."
+        )
+    if merged.pairs <= budget.max_merge_pairs:
+        return None
+    where = []
+    if merged.occurrences > 1:
+        where.append(
+            f"one selection set selects '{merged.busiest}' {merged.occurrences} times, "
+            "counting what its fragments bring"
+        )
+    if merged.fragments > 1:
+        where.append(f"one brings {merged.fragments} distinct fragments together")
+    return too_complex(
+        "The query repeats fields too often: checking that they merge would compare about "
+        f"{merged.pairs} pairs of fields and fragments, over the limit of "
+        f"{budget.max_merge_pairs} ({'; '.join(where)}). Select each field once per "
+        "selection set and spread fewer fragments side by side."
+    )
 
 
 def _about(size: int) -> str:

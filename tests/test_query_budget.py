@@ -12,7 +12,7 @@ import pytest
 
 from portico.app import create_app
 from portico.settings import Settings
-from schema.budget import PLAIN_LIST_SIZE
+from schema.budget import MAX_MERGE_PAIRS, PLAIN_LIST_SIZE
 from schema.sign_ins import SIGN_IN_FIELDS
 from tests.support import server
 from tests.support.api import PASSWORD, Api, Firm
@@ -113,6 +113,78 @@ async def test_a_page_too_large_is_the_fields_own_error(acme):
     """first is counted as at most max_page_size: the field itself says what is wrong."""
     body = await acme.api.post("{ accounts(first: 1000000) { totalCount } }")
     assert codes(body) == ["BAD_USER_INPUT"]
+
+
+# What validation compares: copies of one field, fragments side by side -------------------
+# graphql-core's field-merging rule compares every pair of same-named fields and of
+# fragments in one selection set: 490 copies of one field took most of a second.
+
+
+def copies(count: int, field: str = "viewer { __typename }") -> str:
+    return "{ " + " ".join(field for _ in range(count)) + " }"
+
+
+def side_by_side(count: int, on: str = "Query", body: str = "__typename") -> str:
+    spreads = " ".join(f"...F{i}" for i in range(count))
+    fragments = " ".join(f"fragment F{i} on {on} {{ {body} }}" for i in range(count))
+    return f"{{ {spreads} }} {fragments}"
+
+
+async def test_copies_of_one_field_are_refused_before_validation(anon):
+    message = refused(await anon.post(copies(490)))
+    assert "selects 'viewer' 490 times" in message
+    assert f"over the limit of {MAX_MERGE_PAIRS}" in message
+
+
+async def test_copies_just_under_the_limit_pass(anon):
+    assert MAX_MERGE_PAIRS == 5000
+    # Each pair of copies weighs two: the viewers and their __typename.
+    assert await anon.data(copies(71)) == {"viewer": None}  # 4970 pairs
+    refused(await anon.post(copies(72)))  # 5112
+
+
+async def test_fragments_side_by_side_are_refused(anon):
+    message = refused(await anon.post(side_by_side(150)))
+    assert "150 distinct fragments" in message
+    # Fifty, each with __typename as Apollo adds: about 2,500 pairs, fine.
+    query = side_by_side(50).replace("{ ", "{ __typename ", 1)
+    assert await anon.data(query) == {"__typename": "Query"}
+
+
+async def test_copies_nested_in_copies_are_refused(anon):
+    """12 copies of a field holding 10 copies each: 120 merge into one level."""
+    inner = " ".join("name" for _ in range(10))
+    message = refused(await anon.post(copies(12, f"__schema {{ queryType {{ {inner} }} }}")))
+    assert "selects 'name' 120 times" in message
+
+
+async def test_arguments_make_pairs_dearer(anon):
+    """Comparing arguments is the dearest part: each value adds to a pair's weight."""
+    field = '__type(name: "Query") { name }'
+    assert "errors" not in await anon.post(copies(40, field))  # 780 pairs of weight 2
+    refused(await anon.post(copies(60, field.replace('"Query"', '"Query", x: [1, 2, 3]'))))
+
+
+async def test_every_operation_counts_not_only_the_one_run(anon):
+    """graphql-core validates every operation in the document."""
+    operations = " ".join(
+        f"query Q{i} " + copies(20, "__schema { queryType { name } }") for i in range(10)
+    )
+    refused(await anon.post(f"query Run {{ __typename }} {operations}"))
+
+
+async def test_unused_fragments_count_too(anon):
+    """Fragments no operation spreads are validated too, and not counted by the field
+    budget: nested ones that double per level are refused however unused."""
+    nested = " ".join(
+        f"fragment G{i} on Query {{ a: __schema {{ ...G{i - 1} }} b: __schema {{ ...G{i - 1} }} }}"
+        for i in range(1, 20)
+    )
+    message = refused(
+        await anon.post(f"{{ __typename }} fragment G0 on Query {{ __typename }} {nested}")
+    )
+    assert "unused ones included" in message
+    refused(await anon.post("{ __typename } fragment U on Query " + copies(490)))
 
 
 # One sign-in per request -------------------------------------------------------------------
