@@ -7,18 +7,25 @@ from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocket
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
 from services.shared.errors import AccessError, ErrorCode
 
 INTERNAL_MESSAGE = "Internal server error"
+# A request strawberry cannot run (no query, an unknown operationName, the wrong operation
+# type for the transport): HTTP answers these 400 BAD_REQUEST before execution; over a
+# WebSocket they arrive here, and answer the same.
+BAD_REQUESTS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 def is_expected(error: GraphQLError) -> bool:
-    """Validation, input and access errors: the client's doing, not worth a traceback."""
+    """Validation, input, access and request errors: the client's doing, not worth a
+    traceback."""
     original = error.original_error
-    return original is None or isinstance(original, GraphQLError | AccessError)
+    return original is None or isinstance(original, (GraphQLError, AccessError, *BAD_REQUESTS))
 
 
 execution_log = logging.getLogger("strawberry.execution")
@@ -51,6 +58,8 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         return GraphQLError(
             str(original), error.nodes, path=error.path, extensions={"code": original.code}
         )
+    if isinstance(original, BAD_REQUESTS):
+        return GraphQLError(error.message, extensions={"code": ErrorCode.BAD_REQUEST})
     return GraphQLError(
         INTERNAL_MESSAGE, error.nodes, path=error.path, extensions={"code": ErrorCode.INTERNAL}
     )

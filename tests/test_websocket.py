@@ -97,21 +97,8 @@ REFUSED = {
 }
 
 
-# An unknown operationName is HTTP 400 BAD_REQUEST; over WebSocket strawberry's stream hands it
-# to PorticoSchema.process_errors, which masks it as INTERNAL (schema/extensions.py's to fix).
-UNKNOWN_OPERATION_MASKED = pytest.mark.xfail(
-    reason="schema/extensions.py masks CannotGetOperationTypeError as INTERNAL", strict=True
-)
-
-
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(kind, marks=UNKNOWN_OPERATION_MASKED) if kind == "unknown operation" else kind
-        for kind in REFUSED
-    ],
-)
+@pytest.mark.parametrize("kind", list(REFUSED))
 async def test_a_refused_operation_answers_an_error_as_http_does(live, settings, protocol, kind):
     document = REFUSED[kind]
     request = {"query": document, "operationName": "B" if kind == "unknown operation" else None}

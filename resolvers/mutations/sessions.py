@@ -12,6 +12,7 @@ from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
 from resolvers.attempt import attempt
 from resolvers.context import SESSION_COOKIE, Context, set_session_cookie
+from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.payloads import SignInPayload, SwitchAccountPayload
 from schema.types import Account, PortalUser, StaffMember
@@ -65,7 +66,7 @@ async def _client_payload(
 
 @strawberry.type
 class SessionMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Staff sign-in. Returns a token for Bearer use and sets the session cookie."
     )
     async def staff_sign_in(
@@ -79,7 +80,7 @@ class SessionMutations:
         )
         return _staff_payload(info.context, result, errors)
 
-    @strawberry.mutation(
+    @mutation(
         description="A new staff member sets their first password from the mailed link, "
         "and is signed in."
     )
@@ -89,7 +90,7 @@ class SessionMutations:
         )
         return _staff_payload(info.context, result, errors)
 
-    @strawberry.mutation(
+    @mutation(
         description="Client sign-in. With one account the client lands in it; with several, "
         "currentAccount stays null until they choose (switchAccount)."
     )
@@ -102,7 +103,7 @@ class SessionMutations:
         )
         return await _client_payload(info.context, result, errors)
 
-    @strawberry.mutation(
+    @mutation(
         description="Activates an invitation and signs the client in. A new portal user "
         "sets a password; someone who already has one in this firm needs none."
     )
@@ -114,7 +115,7 @@ class SessionMutations:
         )
         return await _client_payload(info.context, result, errors)
 
-    @strawberry.mutation(description="A client enters another of their accounts.")
+    @mutation(description="A client enters another of their accounts.")
     async def switch_account(self, info: Info, account_id: strawberry.ID) -> SwitchAccountPayload:
         context: Context = info.context
         context.require_client()
@@ -128,9 +129,7 @@ class SessionMutations:
         row = await AccountModel.get(pk=chosen)
         return SwitchAccountPayload(errors=[], current_account=Account.from_model(row))
 
-    @strawberry.mutation(
-        description="Hides the notice naming the current account until the next sign-in."
-    )
+    @mutation(description="Hides the notice naming the current account until the next sign-in.")
     async def dismiss_account_notice(self, info: Info) -> bool:
         context: Context = info.context
         context.require_client()
@@ -138,7 +137,7 @@ class SessionMutations:
         await client_session.dismiss_notice(context.session)
         return True
 
-    @strawberry.mutation(description="Ends this session (token and cookie alike).")
+    @mutation(description="Ends this session (token and cookie alike).")
     async def sign_out(self, info: Info) -> bool:
         context: Context = info.context
         if isinstance(context.response, Response):
