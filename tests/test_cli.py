@@ -77,6 +77,12 @@ def test_create_firm_and_set_password(env, tmp_path):
         "long-enough-secret",
     )
     assert unknown.returncode != 0 and "No such staff member" in unknown.stderr
+    for firm, email in [("a" * 65, "o@acme.example"), ("acme", "o" * 250 + "@acme.example")]:
+        too_long = portico(
+            env, "set-password", "--firm", firm, "--email", email, PORTICO_PASSWORD="long-enough-9"
+        )
+        assert too_long.returncode != 0, too_long.stderr  # not found, no traceback
+        assert "No such staff member" in too_long.stderr and "Traceback" not in too_long.stderr
     changed = portico(
         env,
         "set-password",

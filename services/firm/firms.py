@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Firm, StaffMember, StaffRole
+from models import Firm, PortalUser, StaffMember, StaffRole
 from services.shared import passwords
 from services.shared.emails import validate_address
 from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_staff_admin
 from services.shared.scope import FirmScope
+
+Person = TypeVar("Person", StaffMember, PortalUser)
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
@@ -46,11 +51,24 @@ async def create_firm(
     return firm, owner
 
 
+async def find_person(candidates: QuerySet[Person], slug: str, email: str) -> Person | None:
+    """The one candidate of that firm and (normalised) email. Input longer than the columns
+    hold names nobody, and must not reach the query: tortoise refuses to filter by it."""
+    if len(slug) > _max_length(Firm, "slug"):
+        return None
+    if len(email) > _max_length(candidates.model, "email_normalized"):
+        return None
+    return await candidates.filter(firm__slug=slug, email_normalized=email).first()
+
+
+def _max_length(model: type[Model], field_name: str) -> int:
+    return model._meta.fields_map[field_name].max_length
+
+
 async def set_staff_password(firm_slug: str, email: str, password: str) -> StaffMember:
     passwords.check_strength(password, "password")
-    staff = await StaffMember.get_or_none(
-        firm__slug=firm_slug.strip().lower(), email_normalized=email.strip().lower()
-    )
+    slug, address = firm_slug.strip().lower(), email.strip().lower()
+    staff = await find_person(StaffMember.all(), slug, address)
     if staff is None:
         raise input_error(ErrorCode.NOT_FOUND, "No such staff member in that firm.", "email")
     staff.password_hash = await passwords.hash_password(password)

@@ -10,12 +10,11 @@ from typing import TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
-from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from models import Firm, PortalUser, Session, SignInThrottle, StaffMember
+from models import PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
-from services.firm import address_throttle, password_links
+from services.firm import address_throttle, firms, password_links
 from services.portal import access, invitations
 from services.shared import passwords, sessions
 from services.shared.errors import ErrorCode, InputError, input_error
@@ -88,7 +87,7 @@ async def _authenticate(
     slug, email = credentials.firm_slug.strip().lower(), credentials.email.strip().lower()
     key = _throttle_key(kind, slug, email)
     attempts = await _reserve_attempt(key, policy)
-    user = await _find(candidates, slug, email)
+    user = await firms.find_person(candidates, slug, email)
     # verify_password always runs argon2, also when there is no such user.
     password = credentials.password
     if not await passwords.verify_password(user.password_hash if user else None, password):
@@ -103,20 +102,6 @@ async def _authenticate(
         user.password_hash = await passwords.hash_password(password)
         await user.save(update_fields=["password_hash"])
     return user
-
-
-async def _find(candidates: QuerySet[U], slug: str, email: str) -> U | None:
-    """The one candidate of that firm and email. Input longer than the columns hold names
-    nobody, and must not reach the query: tortoise refuses to filter by it."""
-    if len(slug) > _max_length(Firm, "slug"):
-        return None
-    if len(email) > _max_length(candidates.model, "email_normalized"):
-        return None
-    return await candidates.filter(firm__slug=slug, email_normalized=email).first()
-
-
-def _max_length(model: type[Model], field_name: str) -> int:
-    return model._meta.fields_map[field_name].max_length
 
 
 async def _reserve_attempt(key: str, policy: SignInPolicy) -> int:
