@@ -44,6 +44,7 @@ bench: install
 	$(BIN)/python -m bench.deliveries
 	$(BIN)/python -m bench.mail_sync
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.validation
 
 # Mutation testing of LOGIN's and NOTIFY's rule modules (never part of `make test`): slow, about
 # an hour on 2 cores. Starts afresh each time; `$(BIN)/mutmut results` lists survivors and
