@@ -24,7 +24,12 @@ from models.mail import (
 )
 from models.outbox import DeliveryStatus, OutboundEmail
 
+# Every primary key is an IntField (32-bit on PostgreSQL): a number beyond it names no row,
+# and must not reach a query, which PostgreSQL would refuse.
+MAX_PK = 2**31 - 1
+
 __all__ = [
+    "MAX_PK",
     "Account",
     "AccountContact",
     "AccountEmail",

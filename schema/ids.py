@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from strawberry.relay import GlobalID
 
+from models import MAX_PK
+
 
 def decode(value: str, type_name: str) -> int | None:
     """The primary key inside `value` when it is an id of `type_name`; None otherwise."""
@@ -11,11 +13,6 @@ def decode(value: str, type_name: str) -> int | None:
     if parsed is None or parsed[0] != type_name:
         return None
     return parsed[1]
-
-
-# Every primary key is an IntField (32-bit on PostgreSQL): an id beyond it names no row, and
-# must not reach a query that PostgreSQL would refuse.
-MAX_PK = 2**31 - 1
 
 
 def parse(value: str) -> tuple[str, int] | None:

@@ -3,9 +3,12 @@ sanitized HTML, and only for staff with the inbox right."""
 
 from __future__ import annotations
 
+import base64
+
 from models import AccountEmail
 from schema import ids
 from tests.support.api import Api, add_staff, api_for
+from tests.support.crm_ops import new_account
 from tests.support.imap import imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.support.login import invitee
 from tests.support.mail import add_mailbox, numbered
@@ -72,3 +75,32 @@ async def test_inbox_is_for_staff_with_the_inbox_right(acme, globex, client, set
     assert (await Api(client).post(INBOX))["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     bad = await acme.api.post(INBOX, {"after": "garbage"})
     assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_forged_cursors_are_bad_input_on_both_databases(acme):
+    """A cursor is the client's text: an id beyond the 32-bit keys or a time no database can
+    convert must be refused, not handed to PostgreSQL (it answered INTERNAL)."""
+    account = await new_account(acme.api, "Miller Family")
+    messages = "query($id: ID!, $after: String) { account(id: $id) { messages(after: $after) { totalCount } } }"
+    forged = [
+        "2020-01-01T00:00:00+00:00|2147483648",
+        "2020-01-01T00:00:00+00:00|-9223372036854775808",
+        "2020-01-01T00:00:00+00:00|0",
+        "0001-01-01T00:00:00+14:00|5",
+        "9999-12-31T23:59:59-14:00|5",
+        "2020-01-01T00:00:00|5",  # no time zone
+    ]
+    for position in forged:
+        cursor = base64.urlsafe_b64encode(f"message:{position}".encode()).decode()
+        for query, variables in [
+            (INBOX, {"after": cursor}),
+            (messages, {"id": account["id"], "after": cursor}),
+        ]:
+            body = await acme.api.post(query, variables)
+            [error] = body["errors"]
+            assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "after"}, (
+                position,
+                body,
+            )
+    fine = base64.urlsafe_b64encode(b"message:2020-01-01T00:00:00+00:00|5").decode()
+    assert (await acme.api.data(INBOX, {"after": fine}))["inbox"]["totalCount"] == 0

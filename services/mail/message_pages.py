@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise import Tortoise
 from tortoise.expressions import Q, Subquery
 
-from models import Account, Message, MessageAccount
+from models import MAX_PK, Account, Message, MessageAccount
 from services.shared.coalesce import Coalesced
 from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
@@ -28,15 +28,30 @@ def encode_cursor(message: Message) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
+# Cursors are the client's text: only positions a stored message could have pass, so neither
+# database is handed an id beyond its column or a time it cannot convert to UTC.
+# (A day inside Python's range: any offset still converts.)
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+
+
 def decode_cursor(cursor: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(cursor.encode()).decode()
         when, _, pk = raw.removeprefix(CURSOR_PREFIX).rpartition("|")
         if raw.startswith(CURSOR_PREFIX):
-            return datetime.fromisoformat(when), int(pk)
-    except ValueError:
+            position = datetime.fromisoformat(when), int(pk)
+            if _is_possible(position):
+                return position
+    except (ValueError, OverflowError):
         pass
     raise input_error(ErrorCode.BAD_CURSOR, f"'{cursor}' is not a cursor of this list.", "after")
+
+
+def _is_possible(position: Position) -> bool:
+    when, pk = position
+    aware = when.tzinfo is not None and when.utcoffset() is not None
+    return aware and 0 < pk <= MAX_PK and _EARLIEST <= when <= _LATEST
 
 
 async def inbox_page(
