@@ -21,6 +21,7 @@ from models import Mailbox, SyncStatus
 from portico.settings import Settings
 from schema import ids
 from services.mail import logins
+from services.outbound import transport
 from services.outbound.transport import MailboxSmtpTransport, TemporaryFailure
 from services.shared import network
 from tests.support.api import Firm
@@ -329,3 +330,16 @@ async def test_a_password_a_server_echoes_is_replaced(acme: Firm, allowed: Setti
     [smtp_error] = [e for e in errors if e["code"] == "SMTP_AUTH_FAILED"]
     assert 'password "***" rejected' in smtp_error["message"]
     assert not re.search(rf"(?<!\w){re.escape(password)}(?!\w)", smtp_error["message"])
+
+
+def test_any_occurrence_keeps_a_traceback_out_of_the_log():
+    """scrub replaces whole passwords only; whether a traceback may be logged is decided on any
+    occurrence, glued to other characters or not (a wrong yes costs only the traceback)."""
+    glued = RuntimeError("LOGIN userhunter2x refused")
+    assert transport.mentions(ValueError("wrapped"), "hunter2") is False
+    assert transport.mentions(glued, "hunter2")
+    try:
+        raise ValueError("wrapped") from glued
+    except ValueError as wrapped:
+        assert transport.mentions(wrapped, "hunter2")
+    assert transport.scrub(str(glued), "hunter2") == str(glued)

@@ -70,16 +70,16 @@ def scrub(text: str, secret: str | None) -> str:
 
 
 def mentions(exc: BaseException, secret: str | None) -> bool:
-    """Whether `secret` is, whole (as scrub finds it), in the text of `exc` or of an
-    exception it came from (a logged traceback would show it)."""
+    """Whether `secret` is anywhere in the text of `exc` or of an exception it came from (a
+    logged traceback would show it). Any occurrence, not only whole ones as scrub replaces:
+    a wrong yes costs only a traceback left out of the log."""
     if not secret:
         return False
-    pattern = _whole(secret)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if pattern.search(str(current)):
+        if secret in str(current):
             return True
         current = current.__cause__ or current.__context__
     return False
