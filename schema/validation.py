@@ -13,7 +13,9 @@ from schema.sign_ins import batched_sign_in
 
 
 class CheckedValidation(ValidationCache):
-    """Refuses over-budget documents and batched sign-ins before validating (cached)."""
+    """Refuses over-budget documents and batched sign-ins before validating. (The cache
+    keys on the rule classes, and the depth limiter and the control-character rule are made
+    per request, so it does not hit today: a speed matter, left to the speed work.)"""
 
     def __init__(self, budget: Budget, maxsize: int) -> None:
         super().__init__(maxsize=maxsize)

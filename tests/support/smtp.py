@@ -153,10 +153,13 @@ class AuthSmtpServer(SmtpServer):
             hostname=self.host,
             port=self.port,
             authenticator=self._authenticate,
-            auth_require_tls=False,
+            **self.controller_options(),
         )
         controller.start()
         self._controller = controller
+
+    def controller_options(self) -> dict[str, Any]:
+        return {"auth_require_tls": False}
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -208,17 +211,5 @@ class TlsSmtpServer(AuthSmtpServer):
         super().__init__(password)
         self.context = context
 
-    def start(self) -> None:
-        if self._controller is not None:
-            return
-        if not self.port:
-            self.port = free_port()
-        controller = Controller(
-            self,
-            hostname=self.host,
-            port=self.port,
-            authenticator=self._authenticate,
-            tls_context=self.context,
-        )
-        controller.start()
-        self._controller = controller
+    def controller_options(self) -> dict[str, Any]:
+        return {"tls_context": self.context}
