@@ -146,6 +146,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         # A WebSocket message may be as large as an HTTP body: uvicorn refuses a bigger frame
         # from its header (close 1009), before reading it; the app checks it again.
         ws_max_size=settings.max_body_bytes,
+        # The client address behind a proxy elsewhere: else every client shares the proxy's,
+        # and with it one budget of failed sign-ins.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
     )
 

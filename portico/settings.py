@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    # The reverse proxies whose X-Forwarded-For / X-Forwarded-Proto `portico serve` trusts:
+    # uvicorn's forwarded_allow_ips, comma-separated IPs or CIDRs ("*": any peer). None keeps
+    # uvicorn's default ($FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1). The client address
+    # is what the per-address sign-in budget counts.
+    forwarded_allow_ips: str | None = None
 
     graphiql: bool | None = None
     introspection: bool | None = None
