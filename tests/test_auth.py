@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -14,6 +14,7 @@ from models import Session, SignInThrottle
 from portico.app import create_app
 from portico.settings import Settings
 from resolvers.context import SESSION_COOKIE
+from services.firm import address_throttle, throttle_rows
 from services.shared import sessions
 from tests.support.api import PASSWORD, Api, add_staff
 
@@ -268,3 +269,101 @@ async def test_the_address_budget_holds_against_parallel_guesses(acme, settings)
     codes = [p["errors"][0]["code"] for p in payloads]
     assert 1 <= codes.count("INVALID_CREDENTIALS") <= 5, codes
     assert codes.count("TOO_MANY_ATTEMPTS") >= 10, codes
+
+
+async def test_an_ipv6_client_has_one_budget_per_64_and_a_mapped_ipv4_its_ipv4s(acme, settings):
+    settings.signin_max_failures_per_address = 3
+    for host in ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff:ffff:ffff:fffe"]:
+        async with from_address(settings, host) as guesser:  # each from another address
+            payload = await sign_in(guesser, "acme", "nobody@acme.example", "wrong-password-1")
+            assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+    # The /64 has spent its budget, written in any form; the next /64 has its own.
+    async with from_address(settings, "2001:DB8:0:1:abcd::9") as neighbour:
+        payload = await sign_in(neighbour, "acme", "owner@acme.example", PASSWORD)
+        assert payload["errors"][0]["code"] == "TOO_MANY_ATTEMPTS"
+    async with from_address(settings, "2001:db8:0:2::1") as elsewhere:
+        assert (await sign_in(elsewhere, "acme", "owner@acme.example", PASSWORD))["token"]
+
+    # An IPv4 client seen through an IPv6 socket is the same IPv4 client.
+    for host in ["198.51.100.7", "::ffff:198.51.100.7", "198.51.100.7"]:
+        async with from_address(settings, host) as guesser:
+            payload = await sign_in(guesser, "acme", "noone@acme.example", "wrong-password-2")
+            assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+    async with from_address(settings, "::ffff:198.51.100.7") as mapped:
+        payload = await sign_in(mapped, "acme", "owner@acme.example", PASSWORD)
+        assert payload["errors"][0]["code"] == "TOO_MANY_ATTEMPTS"
+
+
+def address_in_slice_of(key: str) -> str:
+    """An address whose budget row lands in the same pruning slice as `key`."""
+    digits = throttle_rows.SLICE_DIGITS
+    for n in range(2**16):
+        address = f"198.18.{n // 256}.{n % 256}"
+        if address_throttle.key_for(address)[:digits] == key[:digits]:
+            return address
+    raise AssertionError("no address in that slice")
+
+
+async def add_throttle_row(
+    key: str, locked_until: datetime | None, updated_at: datetime
+) -> SignInThrottle:
+    row = await SignInThrottle.create(key=key, failures=3, locked_until=locked_until)
+    await SignInThrottle.filter(key=key).update(updated_at=updated_at)  # create sets it to now
+    return row
+
+
+async def test_a_new_throttle_row_prunes_the_stale_rows_of_its_slice(acme, settings):
+    """Each new address or guessed email leaves a row: a spray must not grow the table forever."""
+    now = sessions.now()
+    window = timedelta(seconds=settings.signin_lockout_seconds)
+    long_ago, lately = now - window - timedelta(seconds=5), now - timedelta(seconds=60)
+    trigger = "198.18.0.1"
+    prefix = address_throttle.key_for(trigger)[: throttle_rows.SLICE_DIGITS]
+    rows = {
+        "window or lock ended a window ago": (long_ago, long_ago),
+        "no lock, untouched for a window": (None, long_ago),
+        "lock ended lately": (lately, long_ago),  # its count still sets the next lock
+        "locked": (now + window, long_ago),
+        "no lock, touched lately": (None, lately),
+    }
+    keys = {}
+    for n, (name, (locked_until, updated_at)) in enumerate(rows.items()):
+        keys[name] = prefix + f"{n:x}".rjust(62, "0")
+        await add_throttle_row(keys[name], locked_until, updated_at)
+    other_slice = ("0" if prefix[0] != "0" else "1") + "0" * 63
+    await add_throttle_row(other_slice, long_ago, long_ago)
+
+    async with from_address(settings, trigger) as stranger:
+        payload = await sign_in(stranger, "acme", "nobody@acme.example", "wrong-password-1")
+        assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+
+    left = set(await SignInThrottle.all().values_list("key", flat=True))
+    assert {name for name, key in keys.items() if key in left} == {
+        "lock ended lately",
+        "locked",
+        "no lock, touched lately",
+    }
+    # One slice per new row: the DELETE reads a bounded share of the table.
+    assert other_slice in left
+
+
+async def test_a_count_still_in_use_is_not_pruned(acme, settings):
+    async with from_address(settings, "198.51.100.7") as guesser:
+        for _ in range(settings.signin_max_failures - 2):
+            await sign_in(guesser, "acme", "owner@acme.example", "wrong-password-1")
+        address_key = address_throttle.key_for("198.51.100.7")
+        [email_key] = await SignInThrottle.exclude(key=address_key).values_list("key", flat=True)
+        # Long ago; then one more failure: the row is in use again.
+        long_ago = sessions.now() - timedelta(seconds=settings.signin_lockout_seconds + 5)
+        await SignInThrottle.all().update(updated_at=long_ago)
+        await sign_in(guesser, "acme", "owner@acme.example", "wrong-password-2")
+        async with from_address(settings, address_in_slice_of(email_key)) as other:
+            await sign_in(other, "acme", "nobody@acme.example", "wrong-password-1")
+        # Still counted: the next failure reaches the limit and locks the account.
+        payload = await sign_in(guesser, "acme", "owner@acme.example", "wrong-password-3")
+        assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+        payload = await sign_in(guesser, "acme", "owner@acme.example", PASSWORD)
+        assert (payload["token"], [e["code"] for e in payload["errors"]]) == (
+            None,
+            ["TOO_MANY_ATTEMPTS"],
+        )

@@ -5,11 +5,15 @@ Each address has a SignInThrottle row under its own hashed key. There `failures`
 attempts of the current window and `locked_until` is when that count expires: the end of the
 window the first failure opened, pushed to a full window from the moment the budget is spent.
 While the count is over the budget the address is refused.
+
+An IPv6 client is counted by its /64 (one subscriber's share: an attacker holding one has
+2^64 addresses); an IPv4-mapped IPv6 address counts as the IPv4 address it carries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +21,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from models import SignInThrottle
+from services.firm import throttle_rows
 from services.shared import sessions
 
 
@@ -27,7 +32,22 @@ class AddressBudget:
 
 
 def key_for(address: str) -> str:
-    return hashlib.sha256(f"address\0{address}".encode()).hexdigest()
+    return hashlib.sha256(f"address\0{budget_holder(address)}".encode()).hexdigest()
+
+
+def budget_holder(address: str) -> str:
+    """What one budget belongs to: an IPv4 address, an IPv6 /64, or (not an IP address,
+    e.g. a Unix socket's peer) the text as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    # From the integer: a zone (fe80::1%eth0) is not part of the network.
+    return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
 
 
 async def reserve(key: str, budget: AddressBudget) -> bool:
@@ -56,6 +76,7 @@ async def _count_attempt(key: str, budget: AddressBudget) -> SignInThrottle:
             return await SignInThrottle.get(key=key)
         row = await SignInThrottle.get_or_none(key=key)
         if row is None:
+            await throttle_rows.prune_near(key, budget.window)
             try:
                 return await SignInThrottle.create(
                     key=key, failures=1, locked_until=now + budget.window

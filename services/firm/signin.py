@@ -14,7 +14,7 @@ from tortoise.queryset import QuerySet
 
 from models import PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
-from services.firm import address_throttle, firms, password_links
+from services.firm import address_throttle, firms, password_links, throttle_rows
 from services.portal import access, invitations
 from services.shared import passwords, sessions
 from services.shared.errors import ErrorCode, InputError, input_error
@@ -108,7 +108,7 @@ async def _reserve_attempt(key: str, policy: SignInPolicy) -> int:
     """Counts the attempt before the password is checked (the count it returns), so
     parallel guesses cannot slip past the limit: beyond it, each attempt must first win
     the lock for the next window."""
-    throttle = await _count_attempt(key)
+    throttle = await _count_attempt(key, timedelta(seconds=policy.lockout_seconds))
     if throttle.locked_until is not None and throttle.locked_until > sessions.now():
         raise _too_many()
     over = throttle.failures - policy.max_failures
@@ -130,11 +130,15 @@ async def _lock(key: str, delay: timedelta) -> None:
     await SignInThrottle.filter(key=key).update(locked_until=sessions.now() + delay)
 
 
-async def _count_attempt(key: str) -> SignInThrottle:
-    """Adds one attempt in a single UPDATE (no lost updates under concurrency)."""
+async def _count_attempt(key: str, horizon: timedelta) -> SignInThrottle:
+    """Adds one attempt in a single UPDATE (no lost updates under concurrency). A new row
+    first prunes stale ones; updated_at (not set by a bulk UPDATE) says the row is in use."""
     for _ in range(2):
-        if await SignInThrottle.filter(key=key).update(failures=F("failures") + 1):
+        if await SignInThrottle.filter(key=key).update(
+            failures=F("failures") + 1, updated_at=sessions.now()
+        ):
             return await SignInThrottle.get(key=key)
+        await throttle_rows.prune_near(key, horizon)
         try:
             return await SignInThrottle.create(key=key, failures=1)
         except IntegrityError:
