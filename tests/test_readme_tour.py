@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from portico.settings import Settings
 from services.firm import demo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -57,3 +58,10 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
     assert answers[8]["notifyClientEvent"] == {"errors": [], "queued": 1}
     # The demo firm has no mailbox yet: Inbox+ is empty, not an error.
     assert answers[9] == {"mailboxes": [], "inbox": {"totalCount": 0, "edges": []}}
+
+
+def test_every_setting_is_in_the_readme():
+    """README's settings table is the operator's only list: each PORTICO_ variable is in it."""
+    readme = README.read_text()
+    missing = [name for name in Settings.model_fields if f"PORTICO_{name.upper()}" not in readme]
+    assert missing == []
