@@ -11,7 +11,15 @@ from models.crm import (
     NotificationCategory,
 )
 from models.documents import Document
-from models.firms import Firm, PasswordLink, Session, SignInThrottle, StaffMember, StaffRole
+from models.firms import (
+    Firm,
+    InboxNotification,
+    PasswordLink,
+    Session,
+    SignInThrottle,
+    StaffMember,
+    StaffRole,
+)
 from models.mail import (
     Attachment,
     HistoryImport,
@@ -43,6 +51,7 @@ __all__ = [
     "Firm",
     "HistoryImport",
     "HistoryStatus",
+    "InboxNotification",
     "Invitation",
     "Mailbox",
     "MailboxFolder",

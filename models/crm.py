@@ -41,6 +41,9 @@ class Account(Model):
     type = fields.CharEnumField(AccountType, max_length=16)
     auto_save_attachments = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
+    archived_at = fields.DatetimeField(
+        null=True, description="archived: out of lists and the portal"
+    )
 
     class Meta:
         table = "account"

@@ -19,6 +19,14 @@ class StaffRole(StrEnum):
     EMPLOYEE = "EMPLOYEE"
 
 
+class InboxNotification(StrEnum):
+    """What a staff member is told of new client mail (besides the live subscription)."""
+
+    OFF = "OFF"
+    IMMEDIATE = "IMMEDIATE"
+    DAILY_DIGEST = "DAILY_DIGEST"
+
+
 class Firm(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
@@ -46,6 +54,12 @@ class StaffMember(Model):
     can_use_inbox = fields.BooleanField(default=False)
     active = fields.BooleanField(default=True)
     password_hash = fields.CharField(max_length=255, null=True)
+    inbox_notification = fields.CharEnumField(
+        InboxNotification, max_length=16, default=InboxNotification.OFF
+    )
+    inbox_digest_through = fields.DatetimeField(
+        null=True, description="the daily digest has covered mail synced up to here"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
