@@ -7,11 +7,17 @@ from enum import Enum
 import strawberry
 
 from models import AccountType as _AccountType
+from models import InboxNotification as _InboxNotification
 from models import NotificationCategory as _NotificationCategory
 from models import StaffRole as _StaffRole
 
 AccountType = strawberry.enum(_AccountType, description="The kind of client entity.")
 StaffRole = strawberry.enum(_StaffRole, description="A staff member's role in the firm.")
+InboxNotification = strawberry.enum(
+    _InboxNotification,
+    description="What a staff member is emailed about new client mail: nothing, each message "
+    "at once, or one digest a day.",
+)
 
 
 @strawberry.enum(description="Whether an address's owner can use the account's portal.")

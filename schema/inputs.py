@@ -49,6 +49,24 @@ class UpdateAccountInput:
 
 
 @strawberry.input
+class UpdateContactInput:
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@strawberry.input
+class UpdateMailboxInput:
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_tls: bool | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_tls: bool | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@strawberry.input
 class CreateContactInput:
     first_name: str
     last_name: str

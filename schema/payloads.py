@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 
 from schema.errors import UserError
@@ -96,3 +98,23 @@ class FirmPayload:
 class DocumentPayload:
     errors: list[UserError]
     document: Document | None = None
+
+
+@strawberry.type
+class DataExportPayload:
+    errors: list[UserError]
+    download_url: str | None = strawberry.field(
+        default=None, description="Short-lived: a JSON bundle of the contact's data (and files)."
+    )
+    expires_at: datetime | None = None
+
+
+@strawberry.type
+class ErasurePayload:
+    errors: list[UserError]
+    erased: list[str] = strawberry.field(
+        default_factory=list, description="What was removed, in words a firm can keep on file."
+    )
+    kept: list[str] = strawberry.field(
+        default_factory=list, description="What stays, and why (e.g. account documents: retention)."
+    )

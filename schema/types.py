@@ -26,6 +26,7 @@ from models import StaffMember as StaffMemberModel
 from schema import ids
 from schema.enums import (
     AccountType,
+    InboxNotification,
     InvitationStatus,
     NotificationCategory,
     PortalStatus,
@@ -106,6 +107,9 @@ class StaffMember(ScopedNode):
         description="Sees synced mail and may reply (always for owners and admins)."
     )
     active: bool
+    inbox_notification: InboxNotification = strawberry.field(
+        description="What this member is emailed about new mail from clients (OFF by default)."
+    )
 
     @classmethod
     def from_model(cls, row: StaffMemberModel) -> StaffMember:
@@ -117,6 +121,7 @@ class StaffMember(ScopedNode):
             can_manage_accounts=row.manages_accounts,
             can_use_inbox=row.uses_inbox,
             active=row.active,
+            inbox_notification=row.inbox_notification,
         )
 
 
@@ -144,11 +149,18 @@ class Account(ScopedNode):
     name: str
     type: AccountType
     auto_save_attachments: bool
+    archived_at: datetime | None = strawberry.field(
+        description="When the account was archived: out of lists and the portal, nothing deleted."
+    )
 
     @classmethod
     def from_model(cls, row: AccountModel) -> Account:
         return cls(
-            id=row.pk, name=row.name, type=row.type, auto_save_attachments=row.auto_save_attachments
+            id=row.pk,
+            name=row.name,
+            type=row.type,
+            auto_save_attachments=row.auto_save_attachments,
+            archived_at=row.archived_at,
         )
 
     @classmethod
