@@ -14,9 +14,10 @@ import hashlib
 import mimetypes
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
+from models import Attachment, Document
 from portico.settings import Settings
 from services.shared.errors import ErrorCode, input_error
 
@@ -90,3 +91,19 @@ async def store_stream(
     finally:
         temporary.unlink(missing_ok=True)
     return digest.hexdigest(), size
+
+
+async def forget(settings: Settings, sha256s: Iterable[str]) -> list[str]:
+    """Removes the contents that no document or attachment row refers to any more, in any
+    firm (contents are shared); the ones removed. Call it after the deleting transaction
+    committed. (An upload of the same content racing the last delete can lose its file: the
+    content is written before its row; rare enough to leave.)"""
+    wanted = set(sha256s)
+    if not wanted:
+        return []
+    used = set(await Document.filter(sha256__in=wanted).values_list("sha256", flat=True))
+    used |= set(await Attachment.filter(sha256__in=wanted).values_list("sha256", flat=True))
+    removed = sorted(wanted - used)
+    for sha256 in removed:
+        path_for(settings, sha256).unlink(missing_ok=True)
+    return removed
