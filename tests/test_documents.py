@@ -9,7 +9,7 @@ import httpx
 
 from models import Document
 from resolvers.context import SESSION_COOKIE
-from tests.support.api import Api
+from tests.support.api import Api, add_staff, api_for
 from tests.support.login import FLAGS, accept, deliver, invitee, login_on, token_in
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
 
@@ -186,3 +186,54 @@ async def test_a_file_name_of_control_characters_only_is_refused(acme, client, s
     assert body["data"]["uploadDocument"]["document"] is None
     assert await Document.all().count() == 0
     assert not list(settings.resolved_files_dir.glob("??/*"))
+
+
+DELETE = """mutation($id: ID!) { deleteDocument(id: $id) {
+  errors { code field message } document { id filename } } }"""
+AUDIT = "query($id: ID!) { account(id: $id) { auditEntries { action actor before } } }"
+
+
+async def test_deleting_a_document_ends_its_download_and_forgets_unused_content(
+    acme, client, settings, smtp
+):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    first = (await upload(client, acme.api.token, anna.account_id, "a.pdf", PDF)).json()
+    second = (await upload(client, acme.api.token, anna.account_id, "b.pdf", PDF)).json()
+    first, second = (p["data"]["uploadDocument"]["document"] for p in (first, second))
+    await login_on(acme.api, anna.account_email_id)
+    [mail] = await deliver(settings, smtp)
+    client_token = (await accept(Api(client), token_in(mail)))["token"]
+    as_client = {"Authorization": f"Bearer {client_token}"}
+    assert (await client.get("/documents/" + first["id"], headers=as_client)).status_code == 200
+    stored = settings.resolved_files_dir / first["sha256"][:2] / first["sha256"]
+
+    deleted = await acme.api.ok(DELETE, {"id": first["id"]})
+    assert deleted["document"] == {"id": first["id"], "filename": "a.pdf"}
+    assert (await client.get("/documents/" + first["id"], headers=as_client)).status_code == 404
+    assert stored.is_file()  # the other document holds the same content
+    listed = (await acme.api.data(LIST, {"id": anna.account_id}))["account"]["documents"]
+    assert [e["node"]["id"] for e in listed["edges"]] == [second["id"]]
+
+    await acme.api.ok(DELETE, {"id": second["id"]})
+    assert not stored.exists()  # nothing refers to it any more
+    again = (await acme.api.data(DELETE, {"id": second["id"]}))["deleteDocument"]
+    assert again["errors"][0]["code"] == "NOT_FOUND" and again["document"] is None
+    entries = (await acme.api.data(AUDIT, {"id": anna.account_id}))["account"]["auditEntries"]
+    deletions = [e for e in entries if e["action"] == "DOCUMENT_DELETED"]
+    assert sorted(e["before"]["filename"] for e in deletions) == ["a.pdf", "b.pdf"]
+    assert {e["actor"] for e in deletions} == {"owner@acme.example"}
+
+
+async def test_deleting_a_document_is_for_staff_who_manage_accounts_of_its_firm(
+    acme, globex, client, settings
+):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    body = (await upload(client, acme.api.token, anna.account_id, "a.pdf", PDF)).json()
+    document = body["data"]["uploadDocument"]["document"]
+    refused = (await globex.api.data(DELETE, {"id": document["id"]}))["deleteDocument"]
+    assert [(e["code"], e["field"]) for e in refused["errors"]] == [("NOT_FOUND", ["id"])]
+    clerk = await api_for(client, await add_staff(acme, "clerk@acme.example"))
+    forbidden = await clerk.post(DELETE, {"id": document["id"]})
+    assert forbidden["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert await Document.all().count() == 1
+    assert (settings.resolved_files_dir / document["sha256"][:2] / document["sha256"]).is_file()

@@ -1,4 +1,4 @@
-"""uploadDocument (GraphQL multipart request; staff)."""
+"""uploadDocument (GraphQL multipart request; staff) and deleteDocument (manage-accounts)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.errors import UserError
 from schema.payloads import DocumentPayload
-from schema.permissions import IsStaff
+from schema.permissions import IsStaff, ManagesAccounts
 from schema.types import Document
 from services.portal import documents
 from services.shared.errors import ErrorCode
@@ -40,6 +40,26 @@ class DocumentMutations:
                 ids.decode(account_id, "Account"),
                 getattr(file, "filename", None),
                 file.read,
+                info.context.settings,
+            ),
+        )
+        return DocumentPayload(
+            errors=errors,
+            document=Document.from_model(document) if document else None,
+        )
+
+    @mutation(
+        description="Deletes a document: clients lose its download at once, and its file goes "
+        "when nothing else refers to the same content.",
+        permission_classes=[ManagesAccounts],
+    )
+    async def delete_document(self, info: Info, id: strawberry.ID) -> DocumentPayload:
+        document, errors = await attempt(
+            info.context,
+            documents.delete_document(
+                info.context.scope,
+                info.context.staff,
+                ids.decode(id, "Document"),
                 info.context.settings,
             ),
         )

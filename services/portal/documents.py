@@ -6,14 +6,14 @@ attachments of synced mail)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from tortoise.transactions import in_transaction
 
 from models import Account, Document, Session, StaffMember
 from portico.settings import Settings
 from services.portal import access, notify
-from services.shared import filenames, files
+from services.shared import audit, filenames, files
 from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 
@@ -58,6 +58,46 @@ async def upload(
             settings,
         )
     return document
+
+
+async def delete_document(
+    scope: FirmScope, staff: StaffMember, document_id: int | None, settings: Settings
+) -> Document:
+    """Deletes one document (audited); its content goes too once nothing refers to it.
+
+    The download ends with the row: GET /documents/{id} reads the row on every request."""
+    document = await scope.get(Document, document_id, "id")
+    async with in_transaction():
+        sha256s = await delete_documents(scope, [document.pk], staff=staff)
+    await files.forget(settings, sha256s)  # after the commit: a rollback keeps the file
+    return document
+
+
+async def delete_documents(
+    scope: FirmScope,
+    document_ids: Iterable[int],
+    *,
+    staff: StaffMember | None,
+    reason: str | None = None,
+) -> list[str]:
+    """Deletes the scope's documents among `document_ids`, one DOCUMENT_DELETED audit entry
+    each (with `reason`, e.g. "account deleted"), and returns their contents' SHA-256s.
+
+    Contract: the caller holds the transaction, and after it commits passes the returned
+    SHA-256s to `services.shared.files.forget(settings, sha256s)`, which removes only the
+    contents no document or attachment row refers to any more. Never remove files inside
+    the transaction: a rollback would bring back rows whose files are gone."""
+    rows = await scope.query(Document).filter(pk__in=list(document_ids)).order_by("id")
+    for row in rows:
+        before = {"document": row.pk, "filename": row.filename, "sha256": row.sha256}
+        if reason is not None:
+            before["reason"] = reason
+        await audit.record(
+            scope, "DOCUMENT_DELETED", account_id=row.account_id, staff=staff, before=before
+        )
+    if rows:
+        await scope.query(Document).filter(pk__in=[row.pk for row in rows]).delete()
+    return sorted({row.sha256 for row in rows})
 
 
 async def readable(session: Session | None, document_id: int | None) -> Document | None:
