@@ -13,6 +13,7 @@ from schema.inputs import (
     CreateContactInput,
     EmailAddressInput,
     UpdateAccountInput,
+    UpdateContactInput,
 )
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
 from schema.permissions import ManagesAccounts
@@ -24,6 +25,10 @@ manages_accounts = [ManagesAccounts]
 
 def _account_payload(account: object, errors: list) -> AccountPayload:
     return AccountPayload(errors=errors, account=Account.from_model(account) if account else None)
+
+
+def _contact_payload(contact: object, errors: list) -> ContactPayload:
+    return ContactPayload(errors=errors, contact=Contact.from_model(contact) if contact else None)
 
 
 def _email_payload(email: object, errors: list) -> EmailAddressPayload:
@@ -67,18 +72,52 @@ class CrmMutations:
         permission_classes=manages_accounts,
     )
     async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
-        contact, errors = await attempt(
-            info.context,
-            records.create_contact(
-                info.context.scope,
-                input.first_name,
-                input.last_name,
-                emails=[records.NewAddress(e.address, e.label) for e in input.emails or []],
-                account_ids=[ids.decode(i, "Account") for i in input.account_ids or []],
-            ),
+        return _contact_payload(
+            *await attempt(
+                info.context,
+                records.create_contact(
+                    info.context.scope,
+                    input.first_name,
+                    input.last_name,
+                    emails=[records.NewAddress(e.address, e.label) for e in input.emails or []],
+                    account_ids=[ids.decode(i, "Account") for i in input.account_ids or []],
+                ),
+            )
         )
-        return ContactPayload(
-            errors=errors, contact=Contact.from_model(contact) if contact else None
+
+    @mutation(
+        description="Renames a contact; a null name keeps its value.",
+        permission_classes=manages_accounts,
+    )
+    async def update_contact(
+        self, info: Info, id: strawberry.ID, input: UpdateContactInput
+    ) -> ContactPayload:
+        return _contact_payload(
+            *await attempt(
+                info.context,
+                records.update_contact(
+                    info.context.scope,
+                    ids.decode(id, "Contact"),
+                    first_name=input.first_name,
+                    last_name=input.last_name,
+                ),
+            )
+        )
+
+    @mutation(
+        description="Deletes a contact and its addresses from every account, as removing each "
+        "address would; returns the contact as it was (its addresses and accounts then read "
+        "empty).",
+        permission_classes=manages_accounts,
+    )
+    async def delete_contact(self, info: Info, id: strawberry.ID) -> ContactPayload:
+        return _contact_payload(
+            *await attempt(
+                info.context,
+                records.delete_contact(
+                    info.context.scope, info.context.staff, ids.decode(id, "Contact")
+                ),
+            )
         )
 
     @mutation(

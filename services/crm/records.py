@@ -27,6 +27,7 @@ from models import (
 )
 from portico.settings import Settings
 from services.portal import access
+from services.shared import audit
 from services.shared.emails import clean_label, validate_address
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
@@ -130,6 +131,66 @@ def clean_person_names(first_name: str, last_name: str, *field: str) -> tuple[st
     if errors:
         raise InputError(*errors)
     return first, last
+
+
+async def update_contact(
+    scope: FirmScope,
+    contact_id: int | None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+) -> Contact:
+    """Renames a contact: each name trimmed and checked as on create; None keeps it."""
+    contact = await scope.get(Contact, contact_id, "id")
+    first, last = clean_person_names(
+        contact.first_name if first_name is None else first_name,
+        contact.last_name if last_name is None else last_name,
+        "input",
+    )
+    contact.first_name, contact.last_name = first, last
+    await contact.save(update_fields=["first_name", "last_name"])
+    return contact
+
+
+async def delete_contact(
+    scope: FirmScope, actor: StaffMember | None, contact_id: int | None
+) -> Contact:
+    """Deletes a contact with its addresses and links, as if each address were removed:
+    pending invitations are revoked, the toggles go, and an activated client's access stays
+    (under the accounts' unlinked emails) until LOGIN is turned off there. Each account it
+    was linked to gets a CONTACT_DELETED audit entry. Returns the contact as it was."""
+    contact = await scope.get(Contact, contact_id, "id")
+    async with in_transaction():
+        addresses = list(
+            await scope.query(EmailAddress)
+            .filter(contact_id=contact.pk)
+            .order_by("id")
+            .values_list("address", flat=True)
+        )
+        account_ids = list(
+            await scope.query(AccountContact)
+            .filter(contact_id=contact.pk)
+            .order_by("account_id")
+            .values_list("account_id", flat=True)
+        )
+        leaving = await (
+            scope.query(AccountEmail)
+            .filter(email_address__contact_id=contact.pk)
+            .values_list("id", flat=True)
+        )
+        await access.rows_leaving(scope, leaving, actor, reason="contact deleted")
+        before = {
+            "contact": contact.pk,
+            "firstName": contact.first_name,
+            "lastName": contact.last_name,
+            "emails": addresses,
+        }
+        for account_id in account_ids:
+            await audit.record(
+                scope, "CONTACT_DELETED", account_id=account_id, staff=actor, before=before
+            )
+        # Its addresses, links and toggles go with it (ON DELETE CASCADE).
+        await scope.query(Contact).filter(pk=contact.pk).delete()
+    return contact
 
 
 async def create_contact(
