@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from portico import db
-from portico.downloads import download_document
+from portico.downloads import download_document, download_export
 from portico.graphiql import graphiql_routes
 from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             WebSocketRoute("/graphql", graphql),
             *link_pages(settings),
             Route("/documents/{id}", download_document(settings)),
+            Route("/exports/{token}", download_export(settings)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *(graphiql_routes() if settings.graphiql_enabled else []),

@@ -1,16 +1,18 @@
-"""GET /documents/{id}: a document's bytes, for a viewer allowed to see its account."""
+"""GET /documents/{id}: a document's bytes, for a viewer allowed to see its account.
+GET /exports/{token}: a contact's data export, for whoever holds the short-lived link."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
 from portico.settings import Settings
 from resolvers.context import token_from_request
 from schema import ids
+from services.crm import privacy
 from services.portal import documents
 from services.shared import files
 from services.shared.sessions import resolve_session
@@ -34,6 +36,34 @@ def download_document(settings: Settings) -> Callable[[Request], Awaitable[Respo
                 "X-Content-Type-Options": "nosniff",
                 "Content-Security-Policy": "sandbox",
                 "Cache-Control": "private, no-store",
+            },
+        )
+
+    return endpoint
+
+
+def download_export(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            bundle = await privacy.open_link(request.path_params["token"], settings)
+        except privacy.LinkRefused as refused:
+            if refused.expired:
+                return PlainTextResponse("This link has expired.", status_code=410)
+            return PlainTextResponse("Not found", status_code=404)
+
+        def chunks() -> Iterator[bytes]:
+            with bundle.content:
+                while chunk := bundle.content.read(files.CHUNK):
+                    yield chunk
+
+        return StreamingResponse(
+            chunks(),
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f"attachment; filename={bundle.filename}",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, no-store",
+                "Referrer-Policy": "no-referrer",
             },
         )
 

@@ -23,6 +23,7 @@ from resolvers.mutations.documents import DocumentMutations
 from resolvers.mutations.imports import ImportMutations
 from resolvers.mutations.mail import MailMutations
 from resolvers.mutations.notify import NotifyMutations
+from resolvers.mutations.privacy import PrivacyMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
 from resolvers.query import Query
@@ -52,6 +53,7 @@ Mutation = merge_types(
         NotifyMutations,
         DocumentMutations,
         MailMutations,
+        PrivacyMutations,
     ),
 )
 

@@ -1,0 +1,214 @@
+"""A contact erased (GDPR article 17): the person goes, the firm's records of what was done
+stay with the address replaced by a tombstone.
+
+Erased, in one transaction: the contact with its addresses, links and toggles (through
+records.delete_contact, so its consequences are deleteContact's), the portal users of its
+addresses with their sessions and access, the invitations and pending imports of earlier mail
+of those addresses, and the synced messages that concern only them (every other participant
+is the firm itself). Tombstoned: the address in audit entries (also inside their before and
+after, where the contact's names are blanked too) and in delivery records, whose bodies are
+dropped and whose unsent mail is cancelled. Kept: the accounts' documents (the firm's
+retention duty) and messages that also concern other people. Attachment contents go after
+the commit.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from models import (
+    AuditEntry,
+    Contact,
+    DeliveryStatus,
+    Document,
+    HistoryImport,
+    Invitation,
+    Mailbox,
+    OutboundEmail,
+    PortalUser,
+    Session,
+    StaffMember,
+)
+from portico.settings import Settings
+from services.crm import privacy, records
+from services.mail import removal
+from services.outbound import outbox
+from services.shared import audit, files
+from services.shared.scope import FirmScope
+
+ERASED_NAME = "(erased)"
+_SCAN_BATCH = 1000
+
+
+@dataclass
+class Erasure:
+    erased: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def tombstone() -> str:
+    """A stand-in address: random, so nothing leads back to the erased one, and of the
+    reserved .invalid domain, so no mail can ever go to it."""
+    return f"erased-{secrets.token_hex(5)}@erased.invalid"
+
+
+async def erase_contact(
+    scope: FirmScope, staff: StaffMember, contact_id: int | None, settings: Settings
+) -> Erasure:
+    contact = await scope.get(Contact, contact_id, "id")
+    async with in_transaction():
+        emails = await privacy.addresses_of(scope, contact.pk)
+        stones = {e.address_normalized: tombstone() for e in emails}
+        normalized = list(stones)
+        own = await _firm_addresses(scope)
+        concerning = await privacy.messages_concerning(scope, normalized)
+        only_theirs = [pk for pk, people in concerning.items() if people <= set(normalized) | own]
+        documents = await privacy.sole_documents(scope, contact.pk)
+        shared_documents = await _documents_of_linked_accounts(scope, contact.pk)
+        users = list(await scope.query(PortalUser).filter(email_normalized__in=normalized))
+        sessions = await Session.filter(portal_user_id__in=[u.pk for u in users]).count()
+
+        await records.delete_contact(scope, staff, contact.pk)
+        await scope.query(PortalUser).filter(pk__in=[u.pk for u in users]).delete()
+        invited = await scope.query(Invitation).filter(email_normalized__in=normalized).delete()
+        imports = (
+            await scope.query(HistoryImport).filter(address_normalized__in=normalized).delete()
+        )
+        sha256s = await removal.delete_messages(scope, only_theirs, settings, forget_files=False)
+        deliveries = await _tombstone_deliveries(scope, stones, settings)
+        entries = await _tombstone_audit(scope, stones, contact.pk)
+        counts = {
+            "addresses": len(emails),
+            "portalUsers": len(users),
+            "sessions": sessions,
+            "invitations": invited,
+            "historyImports": imports,
+            "messages": len(only_theirs),
+            "deliveriesTombstoned": deliveries,
+            "auditEntriesTombstoned": entries,
+        }
+        # Its own entry names the contact's id and what was done, never a name or address.
+        await audit.record(
+            scope,
+            "CONTACT_ERASED",
+            account_id=None,
+            staff=staff,
+            after={"contact": contact.pk, **counts},
+        )
+    await files.forget(settings, sha256s)  # after the commit: a rollback keeps them
+    return _answer(
+        counts, len(concerning) - len(only_theirs), len(documents), len(shared_documents)
+    )
+
+
+async def _firm_addresses(scope: FirmScope) -> set[str]:
+    """The firm's own addresses: its mailboxes and its staff."""
+    boxes = await scope.query(Mailbox).values_list("address_normalized", flat=True)
+    staff = await scope.query(StaffMember).values_list("email_normalized", flat=True)
+    return {a.lower() for a in (*boxes, *staff)}
+
+
+async def _documents_of_linked_accounts(scope: FirmScope, contact_id: int) -> list[int]:
+    return list(
+        await scope.query(Document)
+        .filter(account__contact_links__contact_id=contact_id)
+        .values_list("id", flat=True)
+    )
+
+
+async def _tombstone_deliveries(
+    scope: FirmScope, stones: dict[str, str], settings: Settings
+) -> int:
+    """Delivery records keep what was sent when, to a tombstone; the bodies (which may greet
+    the person by name) are replaced, and mail not sent yet is cancelled."""
+    erased_body = outbox.encrypt_bodies(settings, outbox.Bodies(text=ERASED_NAME, html=ERASED_NAME))
+    count = 0
+    for address, stone in stones.items():
+        rows = scope.query(OutboundEmail).filter(to_address__iexact=address)
+        await rows.filter(status=DeliveryStatus.QUEUED).update(status=DeliveryStatus.CANCELLED)
+        count += await rows.update(to_address=stone, body_encrypted=erased_body)
+    return count
+
+
+async def _tombstone_audit(scope: FirmScope, stones: dict[str, str], contact_id: int) -> int:
+    """Replaces the addresses in the firm's audit entries, in `email` and inside `before` and
+    `after` (contact deletions list them, with the names blanked here); the entries changed.
+    A scan in batches: the JSON columns cannot be searched alike on both databases."""
+    if not stones:
+        pattern = None
+    else:
+        # Whole addresses only: erasing ann@x.example leaves joann@x.example alone.
+        alternatives = "|".join(re.escape(a) for a in stones)
+        pattern = re.compile(rf"(?<![\w.+-])(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
+    changed, last = 0, 0
+    while True:
+        rows = (
+            await scope.query(AuditEntry)
+            .filter(id__gt=last)
+            .order_by("id")
+            .limit(_SCAN_BATCH)
+            .values_list("id", "email", "before", "after")
+        )
+        for pk, email, before, after in rows:
+            new = [_scrub(value, pattern, stones, contact_id) for value in (email, before, after)]
+            if new != [email, before, after]:
+                await AuditEntry.filter(pk=pk).update(email=new[0], before=new[1], after=new[2])
+                changed += 1
+        if len(rows) < _SCAN_BATCH:
+            return changed
+        last = rows[-1][0]
+
+
+def _scrub(
+    value: Any, pattern: re.Pattern[str] | None, stones: dict[str, str], contact_id: int
+) -> Any:
+    if isinstance(value, str):
+        if pattern is None:
+            return value
+        return pattern.sub(lambda m: stones[m.group(0).lower()], value)
+    if isinstance(value, list):
+        return [_scrub(v, pattern, stones, contact_id) for v in value]
+    if isinstance(value, dict):
+        scrubbed = {k: _scrub(v, pattern, stones, contact_id) for k, v in value.items()}
+        if scrubbed.get("contact") == contact_id:
+            for name in ("firstName", "lastName"):
+                if name in scrubbed:
+                    scrubbed[name] = ERASED_NAME
+        return scrubbed
+    return value
+
+
+def _answer(counts: dict[str, int], shared_messages: int, sole: int, documents: int) -> Erasure:
+    erased = [
+        "The contact record with the person's names.",
+        f"{counts['addresses']} email address(es) with their labels, their LOGIN, NOTIFY "
+        "and EMAIL SYNC settings and notification preferences in every account, and the "
+        "contact's links to accounts.",
+        f"{counts['portalUsers']} client portal sign-in(s) with {counts['sessions']} "
+        "session(s) and their access to accounts.",
+        f"{counts['invitations']} invitation(s) to the portal.",
+        f"{counts['historyImports']} pending or finished import(s) of earlier mail.",
+        f"{counts['messages']} synced message(s) that concerned only this person, with "
+        "their attachments.",
+    ]
+    kept = [
+        f"{documents} document(s) of the accounts this person was linked to "
+        f"({sole} in accounts where they were the only contact): documents belong to the "
+        "accounts and stay under the firm's retention duty; delete them with deleteDocument "
+        "when that duty ends.",
+        f"{shared_messages} synced message(s) that also concern other people: they are part "
+        "of those people's correspondence and stay as they are.",
+        f"{counts['auditEntriesTombstoned']} audit entr(y/ies) and "
+        f"{counts['deliveriesTombstoned']} delivery record(s): kept as the firm's record of "
+        "what was done and sent, with the address replaced by a random "
+        "erased-…@erased.invalid tombstone, delivery bodies removed and unsent mail "
+        "cancelled.",
+        "The accounts themselves, and this erasure's own audit entry (CONTACT_ERASED), which "
+        "names neither the person nor an address.",
+    ]
+    return Erasure(erased, kept)
