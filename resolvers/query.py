@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
@@ -86,8 +88,12 @@ class Query:
         first: int | None = 20,
         after: str | None = None,
         search: str | None = None,
+        include_archived: Annotated[
+            bool | None,
+            strawberry.argument(description="Archived accounts too (left out by default)."),
+        ] = False,
     ) -> Connection[Account]:
-        query = records.accounts(info.context.scope, search)
+        query = records.accounts(info.context.scope, search, bool(include_archived))
         max_page = info.context.settings.max_page_size
         return await paginate(
             query, first if first is not None else 20, after, Account.from_model, max_page

@@ -18,7 +18,7 @@ from schema.inputs import (
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
 from schema.permissions import ManagesAccounts
 from schema.types import Account, Contact, EmailAddress
-from services.crm import records
+from services.crm import archive, records
 
 manages_accounts = [ManagesAccounts]
 
@@ -203,6 +203,38 @@ class CrmMutations:
                 info.context,
                 records.remove_email_address(
                     info.context.scope, ids.decode(id, "EmailAddress"), staff=info.context.staff
+                ),
+            )
+        )
+
+    @mutation(
+        description="Archives an account: out of lists (accounts(includeArchived: true) shows "
+        "it), its clients lose portal access at once (kept for unarchiving), pending "
+        "invitations are revoked, no mail goes to it and sync links no new mail to it. "
+        "Nothing is deleted; archiving an archived account changes nothing.",
+        permission_classes=manages_accounts,
+    )
+    async def archive_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                info.context,
+                archive.archive_account(
+                    info.context.scope, info.context.staff, ids.decode(id, "Account")
+                ),
+            )
+        )
+
+    @mutation(
+        description="Brings an archived account back: its clients may enter again at once. "
+        "Unarchiving an active account changes nothing.",
+        permission_classes=manages_accounts,
+    )
+    async def unarchive_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                info.context,
+                archive.unarchive_account(
+                    info.context.scope, info.context.staff, ids.decode(id, "Account")
                 ),
             )
         )

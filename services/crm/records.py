@@ -49,8 +49,12 @@ class NewAddress:
 # Listing
 
 
-def accounts(scope: FirmScope, search: str | None = None) -> QuerySet[Account]:
+def accounts(
+    scope: FirmScope, search: str | None = None, include_archived: bool = False
+) -> QuerySet[Account]:
     query = scope.query(Account)
+    if not include_archived:
+        query = query.filter(archived_at=None)
     if term := _search_term(search):
         query = query.filter(name__icontains=term)
     return query.annotate(sort_name=Lower("name")).order_by("sort_name", "id")

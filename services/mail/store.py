@@ -48,13 +48,18 @@ class StoreOutcome:
 
 async def synced_accounts(scope: FirmScope, addresses: Iterable[str]) -> dict[str, set[int]]:
     """For each of `addresses` (bare, lower-cased) with EMAIL SYNC on somewhere in the firm,
-    the accounts where it is on."""
+    the accounts where it is on. Archived accounts count for none: sync links no new mail to
+    them (and downloads none only for them)."""
     wanted = list(set(addresses))
     if not wanted:
         return {}
     rows = await (
         scope.query(AccountEmail)
-        .filter(email_sync=True, email_address__address_normalized__in=wanted)
+        .filter(
+            email_sync=True,
+            email_address__address_normalized__in=wanted,
+            account__archived_at=None,
+        )
         .values_list("email_address__address_normalized", "account_id")
     )
     found: dict[str, set[int]] = {}

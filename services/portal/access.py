@@ -152,16 +152,20 @@ async def _account_email(scope: FirmScope, pk: int | None, *field: str) -> Accou
 async def address_changed(
     scope: FirmScope, email: EmailAddress, staff: StaffMember | None, settings: Settings
 ) -> None:
-    """The address of `email` changed: old links die; where LOGIN is on, a new one is sent.
+    """The address of `email` changed: old links die; where LOGIN is on, a new one is sent
+    (not in archived accounts).
     Where EMAIL SYNC is on, it is now on for the new address: its earlier mail is queued for
     import (the caller notifies wakeups.HISTORY after its transaction commits)."""
-    rows = await scope.query(AccountEmail).filter(email_address_id=email.pk)
+    rows = await (
+        scope.query(AccountEmail).filter(email_address_id=email.pk).select_related("account")
+    )
     if any(row.email_sync for row in rows):
         await history.queue(scope, [email.address_normalized])
     await invitations.revoke_for_address_change(scope, [r.pk for r in rows], staff)
     for row in rows:
         row.email_address = email
-        if row.login and not await _activated(scope, row):
+        archived = row.account.archived_at is not None  # no mail goes to an archived account
+        if row.login and not archived and not await _activated(scope, row):
             await invitations.invite(scope, row, settings, send=True, staff=staff)
 
 
@@ -176,9 +180,10 @@ async def rows_leaving(
 
 
 async def client_account_ids(user_id: int) -> list[int]:
-    """The accounts a portal user may enter now, by account name."""
+    """The accounts a portal user may enter now, by account name. Archived accounts are
+    closed: their PortalAccess rows stay, so unarchiving opens them again."""
     return list(
-        await PortalAccess.filter(portal_user_id=user_id)
+        await PortalAccess.filter(portal_user_id=user_id, account__archived_at=None)
         .order_by("account__name", "account_id")
         .values_list("account_id", flat=True)
     )

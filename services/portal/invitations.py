@@ -48,12 +48,19 @@ async def invite(
     staff: StaffMember | None,
 ) -> Invitation:
     """A new invitation for this (account, address), superseding pending ones; call inside a
-    transaction. With `send`, the email is queued in the same transaction."""
+    transaction. With `send`, the email is queued in the same transaction. An archived
+    account gets none (ACCOUNT_ARCHIVED): no mail goes to it, and its portal is closed."""
     address = account_email.email_address
+    account = await Account.get(pk=account_email.account_id)
+    if account.archived_at is not None:
+        raise input_error(
+            ErrorCode.ACCOUNT_ARCHIVED,
+            "The account is archived: unarchive it before inviting anyone.",
+        )
     await revoke_pending(scope, [account_email.pk], staff=staff, reason="superseded")
     invitation, token = await _create(scope, account_email, settings)
     if send:
-        await _send(scope, invitation, token, settings)
+        await _send(scope, invitation, token, account, settings)
     await audit.record(
         scope,
         "INVITATION_SENT" if send else "INVITATION_CREATED",
@@ -89,9 +96,10 @@ async def _create(
     return invitation, token
 
 
-async def _send(scope: FirmScope, invitation: Invitation, token: str, settings: Settings) -> None:
+async def _send(
+    scope: FirmScope, invitation: Invitation, token: str, account: Account, settings: Settings
+) -> None:
     firm = await Firm.get(pk=scope.firm_id)
-    account = await Account.get(pk=invitation.account_id)
     await outbox.enqueue(
         firm_id=firm.pk,
         firm_name=firm.name,

@@ -40,10 +40,12 @@ class Recipient:
 async def recipients(
     scope: FirmScope, account_ids: Sequence[int], category: str | None = None
 ) -> list[Recipient]:
-    """NOTIFY-on addresses of these accounts; with `category`, only those who chose it."""
+    """NOTIFY-on addresses of these accounts; with `category`, only those who chose it.
+    An archived account has none: no mail goes to it (and nothing is refused, so the firm's
+    other modules, e.g. an upload, go on)."""
     rows = (
         await scope.query(AccountEmail)
-        .filter(account_id__in=list(account_ids), notify=True)
+        .filter(account_id__in=list(account_ids), notify=True, account__archived_at=None)
         .select_related("email_address", "account")
         .order_by("account_id", "id")
     )
