@@ -182,3 +182,27 @@ class HistoryImport(Model):
     class Meta:
         table = "history_import"
         indexes = (("mailbox_id", "status"),)
+
+
+class ClientMailNotice(Model):
+    """New client mail synced live, once per account: what staff alerts and digests list."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="client_mail_notices", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
+        "portico.Message", related_name="notices", on_delete=fields.CASCADE
+    )
+    message_id: int
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portico.Account", related_name="mail_notices", on_delete=fields.CASCADE
+    )
+    account_id: int
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "client_mail_notice"
+        unique_together = (("message", "account"),)
+        indexes = (("firm_id", "created_at"),)

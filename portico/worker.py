@@ -1,8 +1,9 @@
-"""Background work: outgoing mail delivery (here) and mailbox sync (services/loops/mail_sync.py).
+"""Background work: outgoing mail delivery (here), mailbox sync (services/loops/mail_sync.py)
+and the daily inbox digests (services/loops/digest.py).
 
-`run_background` runs both side by side until stopped: `portico worker` runs it, and
+`run_background` runs them side by side until stopped: `portico worker` runs it, and
 `portico serve` starts it in process unless PORTICO_INPROCESS_WORKER=0 (see portico/app.py).
-The two loops stay independent: an error in a round of one never stops the other.
+The loops stay independent: an error in a round of one never stops the others.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 
 from portico.settings import Settings
 from services.loops.delivery import deliver_due
+from services.loops.digest import run_digest_loop
 from services.loops.mail_sync import run_sync_loop
 from services.outbound.transport import Transport, transport_for
 from services.shared import crypto
@@ -28,25 +30,30 @@ MAX_ERROR_BACKOFF_SECONDS = 60.0
 
 
 async def run_background(settings: Settings, bus: EventBus, stop: asyncio.Event) -> None:
-    """Mail delivery and mailbox sync until `stop` is set.
+    """Mail delivery, mailbox sync and inbox digests until `stop` is set.
 
-    Delivery ends early only on a configuration error (see run_worker): then the sync is
+    Delivery ends early only on a configuration error (see run_worker): then the others are
     stopped too and the error raised, as the process cannot do its work.
     """
-    sync = asyncio.create_task(run_sync_loop(settings, bus, stop), name="mailbox sync")
-    sync.add_done_callback(_report_end)
+    others = [
+        asyncio.create_task(run_sync_loop(settings, bus, stop), name="mailbox sync"),
+        asyncio.create_task(run_digest_loop(settings, stop), name="inbox digests"),
+    ]
+    for task in others:
+        task.add_done_callback(_report_end)
     try:
         await run_worker(settings, stop)
     finally:
         stop.set()
-        await sync
+        # Their errors were logged when they ended (_report_end).
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def _report_end(task: asyncio.Task[None]) -> None:
-    """The sync loop never ends before `stop` unless it failed: say so at once, not at
+    """The other loops never end before `stop` unless they failed: say so at once, not at
     shutdown (mail delivery goes on)."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("mailbox sync stopped by an error", exc_info=task.exception())
+        log.error("%s stopped by an error", task.get_name(), exc_info=task.exception())
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:

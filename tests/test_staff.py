@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from models import Session, StaffRole
-from tests.support.api import add_staff, api_for
+from models import Session, StaffMember, StaffRole
+from tests.support.api import Api, add_staff, api_for
+from tests.support.crm_ops import new_account
+from tests.support.login import portal_token
 from tests.support.staff_ops import ADD, MEMBER_FIELDS, UPDATE
 
 LIST = f"{{ staffMembers {{ {MEMBER_FIELDS} }} }}"
@@ -107,3 +109,49 @@ async def test_update_unknown_or_malformed_id_is_not_found(acme):
     for bad_id in ["nonsense", "QWNjb3VudDox", "U3RhZmZNZW1iZXI6OTk5OQ=="]:
         data = await acme.api.data(UPDATE, {"id": bad_id, "input": {"name": "X"}})
         assert data["updateStaffMember"]["errors"][0]["code"] == "NOT_FOUND"
+
+
+INBOX_SETTING = """mutation($setting: InboxNotification!) {
+  setInboxNotification(setting: $setting) {
+    errors { code } staffMember { email inboxNotification } } }"""
+MY_SETTING = "{ staffMembers { email inboxNotification } }"
+
+
+async def test_each_member_sets_their_own_inbox_notification(acme, client):
+    erin = await add_staff(acme, "erin@acme.example")  # no inbox right: may choose all the same
+    erin_api = await api_for(client, erin)
+    assert {m["inboxNotification"] for m in (await acme.api.data(MY_SETTING))["staffMembers"]} == {
+        "OFF"
+    }
+    payload = await erin_api.ok(INBOX_SETTING, {"setting": "IMMEDIATE"})
+    assert payload["staffMember"] == {
+        "email": "erin@acme.example",
+        "inboxNotification": "IMMEDIATE",
+    }
+    payload = await acme.api.ok(INBOX_SETTING, {"setting": "DAILY_DIGEST"})
+    assert payload["staffMember"]["email"] == "owner@acme.example"
+    settings = {
+        m["email"]: m["inboxNotification"]
+        for m in (await acme.api.data(MY_SETTING))["staffMembers"]
+    }
+    assert settings == {"erin@acme.example": "IMMEDIATE", "owner@acme.example": "DAILY_DIGEST"}
+    # Choosing the digest starts its window; choosing it again keeps it.
+    owner = await StaffMember.get(pk=acme.owner.pk)
+    assert owner.inbox_digest_through is not None
+    await acme.api.ok(INBOX_SETTING, {"setting": "DAILY_DIGEST"})
+    assert (
+        await StaffMember.get(pk=acme.owner.pk)
+    ).inbox_digest_through == owner.inbox_digest_through
+
+
+async def test_inbox_notification_is_for_signed_in_staff_and_known_values(acme, anon, client):
+    body = await anon.post(INBOX_SETTING, {"setting": "IMMEDIATE"})
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    account = await new_account(acme.api, "Miller Family")
+    anna = Api(client, await portal_token(acme, account["id"]))
+    body = await anna.post(INBOX_SETTING, {"setting": "IMMEDIATE"})
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    body = await acme.api.post(INBOX_SETTING, {"setting": "HOURLY"})
+    assert body["data"] is None and "HOURLY" in body["errors"][0]["message"]
+    members = (await acme.api.data(MY_SETTING))["staffMembers"]
+    assert [m["inboxNotification"] for m in members] == ["OFF"]

@@ -1,4 +1,5 @@
-"""addStaffMember and updateStaffMember (owners and admins)."""
+"""addStaffMember and updateStaffMember (owners and admins); setInboxNotification (each
+member for themself)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from models import StaffRole
 from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
+from schema.enums import InboxNotification
 from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
 from schema.payloads import StaffMemberPayload
-from schema.permissions import ManagesStaff
+from schema.permissions import IsStaff, ManagesStaff
 from schema.types import StaffMember
 from services.firm import staff
 
@@ -59,6 +61,23 @@ class StaffMutations:
             staff.update_staff_member(
                 info.context.scope, info.context.staff, ids.decode(id, "StaffMember"), changes
             ),
+        )
+        return StaffMemberPayload(
+            errors=errors, staff_member=StaffMember.from_model(member) if member else None
+        )
+
+    @mutation(
+        description="The signed-in member's alerts for new client mail: OFF, IMMEDIATE (an "
+        "email per message) or DAILY_DIGEST (one email a day). Sent only while they have the "
+        "inbox right.",
+        permission_classes=[IsStaff],
+    )
+    async def set_inbox_notification(
+        self, info: Info, setting: InboxNotification
+    ) -> StaffMemberPayload:
+        member, errors = await attempt(
+            info.context,
+            staff.set_inbox_notification(info.context.require_staff(), setting),
         )
         return StaffMemberPayload(
             errors=errors, staff_member=StaffMember.from_model(member) if member else None

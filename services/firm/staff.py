@@ -1,13 +1,15 @@
-"""Managing a firm's staff: add, change role and rights, deactivate (ends sessions)."""
+"""Managing a firm's staff: add, change role and rights, deactivate (ends sessions); and each
+member's own inbox notification setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models import StaffMember, StaffRole
+from models import InboxNotification, StaffMember, StaffRole
 from portico.settings import Settings
 from services.firm import password_links
 from services.shared import sessions
@@ -110,3 +112,25 @@ async def _keep_one_owner(scope: FirmScope, leaving: StaffMember) -> None:
         raise input_error(
             ErrorCode.LAST_OWNER, "A firm keeps at least one active owner.", "input", "role"
         )
+
+
+async def set_inbox_notification(
+    member: StaffMember, setting: InboxNotification, now: datetime | None = None
+) -> StaffMember:
+    """The signed-in member's own choice of alerts for new client mail (services/mail/alerts
+    and digests). Choosing the daily digest starts its window now: the first digest lists the
+    mail since. A member without the inbox right may choose too; nothing is sent to them
+    while they lack it (checked when sending, as the right may change at any time)."""
+    async with in_transaction():
+        current = await StaffMember.filter(id=member.pk).select_for_update().get()
+        values: dict[str, object] = {"inbox_notification": setting}
+        starts_digest = (
+            setting == InboxNotification.DAILY_DIGEST
+            and current.inbox_notification != InboxNotification.DAILY_DIGEST
+        )
+        if starts_digest:
+            values["inbox_digest_through"] = now or datetime.now(UTC)
+        await StaffMember.filter(id=member.pk).update(**values)
+        for name, value in values.items():
+            setattr(current, name, value)
+    return current
