@@ -11,6 +11,7 @@ from strawberry.types import Info
 from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
+from schema.inputs import UpdateMailboxInput
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
 from schema.messages import Message, MessagePayload
 from schema.permissions import UsesInbox
@@ -55,6 +56,61 @@ class MailMutations:
                 info.context,
                 mailboxes.connect_mailbox(
                     info.context.scope, new, info.context.settings, staff=info.context.staff
+                ),
+            )
+        )
+
+    @mutation(
+        description="Changes how a mailbox logs in (null keeps a value); both logins are "
+        "checked as connectMailbox does and a failure answers the same codes and saves "
+        "nothing. A FAILED mailbox is IDLE again and its next sync pass starts at once.",
+        permission_classes=uses_inbox,
+    )
+    async def update_mailbox(
+        self, info: Info, id: strawberry.ID, input: UpdateMailboxInput
+    ) -> MailboxPayload:
+        changes = mailboxes.MailboxChanges(
+            imap_host=input.imap_host,
+            imap_port=input.imap_port,
+            imap_tls=input.imap_tls,
+            smtp_host=input.smtp_host,
+            smtp_port=input.smtp_port,
+            smtp_tls=input.smtp_tls,
+            username=input.username,
+            password=input.password,
+        )
+        return _payload(
+            *await attempt(
+                info.context,
+                mailboxes.update_mailbox(
+                    info.context.scope,
+                    ids.decode(id, "Mailbox"),
+                    changes,
+                    info.context.settings,
+                    staff=info.context.staff,
+                ),
+            )
+        )
+
+    @mutation(
+        description="Disconnects a mailbox: its sync stops at once. Its synced mail stays "
+        "readable (no longer updated), or with deleteMessages the mail that came only through "
+        "it (stored through it, and no other mailbox of the firm among its sender and "
+        "recipients) is deleted with its attachments. Answers the mailbox as it was.",
+        permission_classes=uses_inbox,
+    )
+    async def disconnect_mailbox(
+        self, info: Info, id: strawberry.ID, delete_messages: bool | None = False
+    ) -> MailboxPayload:
+        return _payload(
+            *await attempt(
+                info.context,
+                mailboxes.disconnect_mailbox(
+                    info.context.scope,
+                    ids.decode(id, "Mailbox"),
+                    info.context.settings,
+                    staff=info.context.staff,
+                    delete_messages=bool(delete_messages),
                 ),
             )
         )

@@ -1,8 +1,11 @@
 """EMAIL SYNC, kept running: every connected mailbox of every firm stays in sync until stopped.
 
 `run_sync_loop` is a supervisor: at start and then every PORTICO_SYNC_INTERVAL_SECONDS (or at
-once when services/shared/wakeups.MAIL_SYNC says a mailbox was connected) it lists the
-mailboxes, starts one task per new mailbox and cancels the tasks of deleted ones. Beside them
+once when services/shared/wakeups.MAIL_SYNC says a mailbox was connected, changed or
+disconnected) it lists the mailboxes, starts one task per new mailbox and ends the tasks of
+disconnected ones. A mailbox whose login changed (updateMailbox) gets a fresh task once its
+old one has ended: its next pass starts at once with the new login, whatever backoff the old
+login's failures had built up. Beside them
 a history task runs the queued history imports (services/mail/history), woken at once
 (wakeups.HISTORY) when one is queued in this process.
 
@@ -50,6 +53,18 @@ STOP_GRACE_SECONDS = 5.0  # a pass in flight may finish its work before it is ca
 # that drops idle clients would otherwise be logged into over and over.
 MIN_IDLE_SECONDS = 30.0
 MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at the same moment
+# What a mailbox logs in with: when any of it changes, its task starts afresh. updateMailbox
+# encrypts the password anew every time, so each update is seen.
+LOGIN_FIELDS = (
+    "imap_host",
+    "imap_port",
+    "imap_tls",
+    "smtp_host",
+    "smtp_port",
+    "smtp_tls",
+    "username",
+    "password_encrypted",
+)
 
 
 def retry_delay(settings: Settings, failures: int, rng: random.Random | None = None) -> float:
@@ -72,7 +87,8 @@ async def run_sync_loop(settings: Settings, bus: EventBus | None, stop: asyncio.
         "on" if settings.sync_idle else "off",
     )
     passes = asyncio.Semaphore(MAX_CONCURRENT_PASSES)
-    tasks: dict[int, asyncio.Task[None]] = {}
+    syncs: dict[int, _MailboxSync] = {}
+    leaving: list[_MailboxSync] = []  # halted (disconnected or changed), still ending
     background = [asyncio.create_task(_run_history(settings, stop), name="history imports")]
     failures = 0
     try:
@@ -80,28 +96,36 @@ async def run_sync_loop(settings: Settings, bus: EventBus | None, stop: asyncio.
             while not stop.is_set():
                 wake.clear()
                 try:
-                    current = set(await Mailbox.all().values_list("id", flat=True))
+                    rows = await Mailbox.all().values_list("id", *LOGIN_FIELDS)
+                    current = {row[0]: tuple(row[1:]) for row in rows}
                     failures = 0
                 except Exception:
                     failures += 1
                     log.exception("listing mailboxes failed (%s in a row); trying again", failures)
                     current = None
                 if current is not None:
-                    for gone in tasks.keys() - current:
-                        tasks.pop(gone).cancel()  # the mailbox was deleted
+                    leaving = [s for s in leaving if not s.task.done()]
+                    for gone in syncs.keys() - current.keys():
+                        leaving.append(syncs.pop(gone).halt())  # disconnected
                     for mailbox_id in sorted(current):
-                        task = tasks.get(mailbox_id)
-                        if task is None or task.done():
-                            sync = _MailboxSync(mailbox_id, settings, bus, stop, passes)
-                            tasks[mailbox_id] = asyncio.create_task(
-                                sync.run(), name=f"mailbox sync {mailbox_id}"
-                            )
+                        sync = syncs.get(mailbox_id)
+                        if sync is not None and sync.login != current[mailbox_id]:
+                            # Changed (updateMailbox): a fresh task with the new login and no
+                            # backoff left from the old one; it starts once the old one ended.
+                            leaving.append(sync.halt())
+                        elif sync is not None and not sync.task.done():
+                            continue
+                        syncs[mailbox_id] = _MailboxSync(
+                            mailbox_id, current[mailbox_id], settings, bus, passes, after=sync
+                        )
                 timeout = (
                     retry_delay(settings, failures) if failures else settings.sync_interval_seconds
                 )
                 await wait_any(stop, timeout, wake)
     finally:
-        await _shut_down([*background, *tasks.values()])
+        for sync in [*syncs.values(), *leaving]:
+            sync.stop.set()
+        await _shut_down([*background, *(s.task for s in [*syncs.values(), *leaving])])
         log.info("mailbox sync stopped")
 
 
@@ -139,20 +163,24 @@ async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
 
 
 class _MailboxSync:
-    """Keeps one mailbox in sync: pass, wait (IDLE or poll), pass again; backoff on failure."""
+    """Keeps one mailbox in sync: pass, wait (IDLE or poll), pass again; backoff on failure.
+    Runs as its own task from construction until `stop` (its own: set by `halt` or when the
+    loop stops) or the mailbox is gone."""
 
     def __init__(
         self,
         mailbox_id: int,
+        login: tuple[object, ...],
         settings: Settings,
         bus: EventBus | None,
-        stop: asyncio.Event,
         passes: asyncio.Semaphore,
+        after: _MailboxSync | None = None,
     ) -> None:
         self.mailbox_id = mailbox_id
+        self.login = login  # the LOGIN_FIELDS it was started with
         self.settings = settings
         self.bus = bus
-        self.stop = stop
+        self.stop = asyncio.Event()
         self.passes = passes
         self.failures = 0
         self.watcher: IdleWatcher | None = None
@@ -161,8 +189,20 @@ class _MailboxSync:
         # The INBOX state (UIDVALIDITY, UIDNEXT) that last started a pass: seen again, it is
         # not new mail (e.g. the newest messages were expunged and the cursor stays below).
         self.last_hint: tuple[int | None, int | None] | None = None
+        self.task = asyncio.create_task(
+            self.run(after.task if after else None), name=f"mailbox sync {mailbox_id}"
+        )
 
-    async def run(self) -> None:
+    def halt(self) -> _MailboxSync:
+        """Ends the task: at once when it waits (IDLE is ended, its connection closed), after
+        the batch in hand when a pass runs, cancelled if that takes over STOP_GRACE_SECONDS."""
+        self.stop.set()
+        asyncio.get_running_loop().call_later(STOP_GRACE_SECONDS, self.task.cancel)
+        return self
+
+    async def run(self, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:  # the same mailbox's previous task: one at a time
+            await asyncio.wait([after])
         try:
             while not self.stop.is_set():
                 try:
@@ -192,6 +232,8 @@ class _MailboxSync:
             result = await sync_engine.sync_mailbox(
                 FirmScope(mailbox.firm_id), mailbox, self.settings, self.bus, self.stop
             )
+        if result.gone:
+            return False  # disconnected during the pass
         if result.error is not None:
             self.failures += 1
             delay = retry_delay(self.settings, self.failures)
@@ -214,6 +256,8 @@ class _MailboxSync:
             await self.drop_watcher()
             await wait_any(self.stop, self.settings.sync_interval_seconds)
             return True
+        if self.stop.is_set():
+            return True  # ending: no IDLE connection to open
         await self.wait_for_mail(mailbox)
         return True
 

@@ -19,6 +19,8 @@ Running (`run_due_imports`, from the background loop of `portico serve` / `porti
 - `stop` set mid-import ends it after the current batch and puts the imports back to PENDING
   for the next round or another process (so does cancelling the task, as far as the database
   still answers): what was stored stays, and is found again by its key.
+- a mailbox disconnected mid-import (its imports are deleted with it) ends the import at
+  its next progress write, after the current batch.
 
 Counts: `found` is what the server matched in the import's last run (for every address of
 that run when several of one mailbox were imported together), `imported` the messages with
@@ -278,6 +280,11 @@ class _Claim:
         )
         if not renewed:
             self.held = False
+            if not await HistoryImport.filter(id__in=self.ids).exists():
+                # Their mailbox was disconnected (the rows went with it): nothing more is
+                # read or stored through it.
+                log.info("history imports %s: mailbox %s disconnected", self.ids, self.mailbox_id)
+                raise _Stopped
             log.warning("history imports %s were taken over by another process", self.ids)
             return
         self.lease = lease

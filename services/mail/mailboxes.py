@@ -1,4 +1,5 @@
-"""The firm's connected mailboxes (EMAIL SYNC): connecting one, listing them.
+"""The firm's connected mailboxes (EMAIL SYNC): connecting, changing and disconnecting one,
+listing them.
 
 `connect_mailbox` checks the IMAP and the SMTP login (services/mail/logins, which holds the
 transport rules) before it saves anything and answers a failure with a stable code (IMAP_/
@@ -13,16 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from cryptography.fernet import InvalidToken
 from tortoise.exceptions import IntegrityError
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Mailbox, StaffMember
+from models import (
+    HistoryImport,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    OutboundEmail,
+    StaffMember,
+    SyncStatus,
+)
 from portico.settings import Settings
+from services.mail import removal
 from services.mail.logins import MailLoginError, MailServer, check_imap, check_smtp
-from services.shared import audit, crypto
+from services.shared import audit, crypto, files
 from services.shared.emails import validate_address
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
@@ -34,6 +45,8 @@ PASSWORD_PURPOSE = "mailbox-password"
 MAX_HOST_LENGTH = 255
 MAX_USERNAME_LENGTH = 255
 MAX_PASSWORD_LENGTH = 1024
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,24 +101,7 @@ async def connect_mailbox(
     normalized = new.address.lower()
     if await scope.query(Mailbox).filter(address_normalized=normalized).exists():
         raise _exists(new.address)
-    imap = MailServer(new.imap_host, new.imap_port, new.imap_tls)
-    smtp = MailServer(new.smtp_host, new.smtp_port, new.smtp_tls)
-    allow_private = settings.private_mail_hosts_allowed
-    # Both at once: the wait is the slower of the two, and every problem is reported.
-    results = await asyncio.gather(
-        check_imap(imap, new.username, new.password, allow_private=allow_private),
-        check_smtp(smtp, new.username, new.password, allow_private=allow_private),
-        return_exceptions=True,
-    )
-    errors: list[UserError] = []
-    for result, host_field in zip(results, ("imapHost", "smtpHost"), strict=True):
-        if isinstance(result, MailLoginError):
-            field_name = _FIELDS.get(result.code, host_field)  # HOST_NOT_ALLOWED: the host
-            errors.append(UserError(result.code, str(result), ("input", field_name)))
-        elif isinstance(result, BaseException):
-            raise result
-    if errors:
-        raise InputError(*errors)
+    await _check_logins(new, settings)
     try:
         async with in_transaction():
             mailbox = await Mailbox.create(
@@ -136,6 +132,219 @@ async def connect_mailbox(
     # This process's sync loop (if any) starts on the new mailbox now, not an interval later.
     MAIL_SYNC.notify()
     return mailbox
+
+
+@dataclass(frozen=True)
+class MailboxChanges:
+    """updateMailbox's input: None keeps the stored value; the password never shows in a repr."""
+
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_tls: bool | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_tls: bool | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+async def update_mailbox(
+    scope: FirmScope,
+    mailbox_id: int | None,
+    changes: MailboxChanges,
+    settings: Settings,
+    staff: StaffMember | None = None,
+) -> Mailbox:
+    """Changes how the mailbox logs in: the settings it would have are validated and both
+    logins checked as connectMailbox does, and nothing is saved on failure. A FAILED mailbox
+    is IDLE again (its last error was about the old settings) and the sync loops start its
+    next pass afresh (services/loops/mail_sync restarts a mailbox's task when its settings
+    change; the password is encrypted anew on every update, so even an update that changes
+    nothing else is seen)."""
+    mailbox = await scope.get(Mailbox, mailbox_id, "id")
+    password = changes.password
+    if password is None:
+        password = _stored_password(settings, mailbox)
+    new = _clean(
+        NewMailbox(
+            address=mailbox.address,
+            imap_host=_keep(changes.imap_host, mailbox.imap_host),
+            imap_port=_keep(changes.imap_port, mailbox.imap_port),
+            imap_tls=_keep(changes.imap_tls, mailbox.imap_tls),
+            smtp_host=_keep(changes.smtp_host, mailbox.smtp_host),
+            smtp_port=_keep(changes.smtp_port, mailbox.smtp_port),
+            smtp_tls=_keep(changes.smtp_tls, mailbox.smtp_tls),
+            username=_keep(changes.username, mailbox.username),
+            password=password,
+        )
+    )
+    await _check_logins(new, settings)
+    before = _audited(_as_new(mailbox))
+    after = _audited(new)
+    values: dict[str, Any] = {
+        _COLUMNS[name]: value for name, value in after.items() if value != before[name]
+    }
+    values["password_encrypted"] = encrypt_password(settings, new.password)
+    async with in_transaction():
+        if not await scope.query(Mailbox).filter(id=mailbox.pk).update(**values):
+            raise _not_found()  # disconnected meanwhile
+        # Only a FAILED status is reset: a pass in flight owns SYNCING and writes its outcome.
+        await (
+            scope.query(Mailbox)
+            .filter(id=mailbox.pk, sync_status=SyncStatus.FAILED)
+            .update(sync_status=SyncStatus.IDLE, last_error=None)
+        )
+        await audit.record(
+            scope,
+            "MAILBOX_UPDATED",
+            account_id=None,
+            email=mailbox.address,
+            staff=staff,
+            before={k: v for k, v in before.items() if v != after[k]},
+            after={
+                **{k: v for k, v in after.items() if v != before[k]},
+                "passwordChanged": changes.password is not None,
+            },
+        )
+    log.info("mailbox %s updated (firm %s)", mailbox.pk, scope.firm_id)
+    MAIL_SYNC.notify()  # this process's loop restarts the mailbox's task now
+    return await scope.get(Mailbox, mailbox.pk, "id")
+
+
+async def disconnect_mailbox(
+    scope: FirmScope,
+    mailbox_id: int | None,
+    settings: Settings,
+    staff: StaffMember | None = None,
+    *,
+    delete_messages: bool = False,
+) -> Mailbox:
+    """Removes the mailbox (its folder cursors and history imports go with it); the row as it
+    was. Its sync stops: a pass in flight, here or in another process, ends at its next
+    lease check (the row is gone), and this process's loop ends the mailbox's task (IDLE
+    connection closed) at once, other processes' loops within an interval.
+
+    The synced mail stays readable (no longer updated, `Message.mailbox` null), or with
+    `delete_messages` the mail that came only through this mailbox is deleted
+    (`only_through`), with its attachments."""
+    mailbox = await scope.get(Mailbox, mailbox_id, "id")
+    sha256s: set[str] = set()
+    async with in_transaction():
+        # Locked first (PostgreSQL): a pass storing a message of this mailbox right now
+        # commits before it, so that message is counted below and none is stored after.
+        locked = await scope.query(Mailbox).filter(id=mailbox.pk).select_for_update().first()
+        if locked is None:
+            raise _not_found()  # disconnected meanwhile
+        deleted: list[int] = []
+        if delete_messages:
+            deleted = await only_through(scope, locked)
+            sha256s = await removal.delete_messages(scope, deleted, settings, forget_files=False)
+        # The database does these too (SET NULL, CASCADE); said here, they hold whatever the
+        # connection's foreign-key settings.
+        await scope.query(Message).filter(mailbox_id=locked.pk).update(mailbox_id=None)
+        await scope.query(OutboundEmail).filter(mailbox_id=locked.pk).update(mailbox_id=None)
+        await scope.query(HistoryImport).filter(mailbox_id=locked.pk).delete()
+        await MailboxFolder.filter(mailbox_id=locked.pk).delete()
+        await scope.query(Mailbox).filter(id=locked.pk).delete()
+        await audit.record(
+            scope,
+            "MAILBOX_DISCONNECTED",
+            account_id=None,
+            email=locked.address,
+            staff=staff,
+            before=_audited(_as_new(locked)),
+            after={"deleteMessages": delete_messages, "messagesDeleted": len(deleted)},
+        )
+    await files.forget(settings, sha256s)
+    log.info(
+        "mailbox %s disconnected (firm %s, %d messages deleted)",
+        locked.pk,
+        scope.firm_id,
+        len(deleted),
+    )
+    MAIL_SYNC.notify()  # this process's loop ends the mailbox's task now
+    return locked
+
+
+async def only_through(scope: FirmScope, mailbox: Mailbox) -> list[int]:
+    """The messages that came only through `mailbox`: stored through it (`Message.mailbox`,
+    which names the mailbox a message was first stored through, or a reply was sent through)
+    and with no other mailbox of the firm among their sender and recipients (that mailbox has
+    its own copy, which its sync will not read again). Mail already kept without a mailbox
+    (an earlier disconnect) is not this mailbox's."""
+    others = {
+        a.lower()
+        for a in await scope.query(Mailbox)
+        .exclude(id=mailbox.pk)
+        .values_list("address_normalized", flat=True)
+    }
+    rows = await (
+        scope.query(Message)
+        .filter(mailbox_id=mailbox.pk)
+        .values_list("id", "from_address", "to_addresses", "cc_addresses")
+    )
+    return [
+        message_id
+        for message_id, sender, to, cc in rows
+        if not others & {a.lower() for a in (sender, *(to or []), *(cc or [])) if a}
+    ]
+
+
+async def _check_logins(new: NewMailbox, settings: Settings) -> None:
+    """Both logins at once (the wait is the slower of the two, and every problem is
+    reported); an InputError naming the field of each failure."""
+    imap = MailServer(new.imap_host, new.imap_port, new.imap_tls)
+    smtp = MailServer(new.smtp_host, new.smtp_port, new.smtp_tls)
+    allow_private = settings.private_mail_hosts_allowed
+    results = await asyncio.gather(
+        check_imap(imap, new.username, new.password, allow_private=allow_private),
+        check_smtp(smtp, new.username, new.password, allow_private=allow_private),
+        return_exceptions=True,
+    )
+    errors: list[UserError] = []
+    for result, host_field in zip(results, ("imapHost", "smtpHost"), strict=True):
+        if isinstance(result, MailLoginError):
+            field_name = _FIELDS.get(result.code, host_field)  # HOST_NOT_ALLOWED: the host
+            errors.append(UserError(result.code, str(result), ("input", field_name)))
+        elif isinstance(result, BaseException):
+            raise result
+    if errors:
+        raise InputError(*errors)
+
+
+def _stored_password(settings: Settings, mailbox: Mailbox) -> str:
+    try:
+        return mailbox_password(settings, mailbox)
+    except (InvalidToken, UnicodeError):
+        raise input_error(
+            ErrorCode.INVALID_PASSWORD,
+            "The stored password cannot be read (was PORTICO_SECRET_KEY changed?): give the "
+            "password again.",
+            "input",
+            "password",
+        ) from None
+
+
+def _keep(value: T | None, stored: T) -> T:
+    return stored if value is None else value
+
+
+def _as_new(mailbox: Mailbox) -> NewMailbox:
+    return NewMailbox(
+        address=mailbox.address,
+        imap_host=mailbox.imap_host,
+        imap_port=mailbox.imap_port,
+        imap_tls=mailbox.imap_tls,
+        smtp_host=mailbox.smtp_host,
+        smtp_port=mailbox.smtp_port,
+        smtp_tls=mailbox.smtp_tls,
+        username=mailbox.username,
+        password="",
+    )
+
+
+def _not_found() -> InputError:
+    return input_error(ErrorCode.NOT_FOUND, "No such Mailbox.", "id")
 
 
 # -- Input ---------------------------------------------------------------------------------
@@ -221,6 +430,19 @@ def _exists(address: str) -> InputError:
         "input",
         "address",
     )
+
+
+# The column of each audited field.
+_COLUMNS = {
+    "address": "address",
+    "imapHost": "imap_host",
+    "imapPort": "imap_port",
+    "imapTls": "imap_tls",
+    "smtpHost": "smtp_host",
+    "smtpPort": "smtp_port",
+    "smtpTls": "smtp_tls",
+    "username": "username",
+}
 
 
 def _audited(new: NewMailbox) -> dict[str, Any]:

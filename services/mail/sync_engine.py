@@ -33,8 +33,10 @@ One pass at a time per mailbox: the pass claims the mailbox through `lease_until
 conditional UPDATE, so it holds on SQLite and PostgreSQL alike; services/shared/leases), renews it
 after each batch, and a second caller meanwhile gets `busy` back. A pass that dies leaves a
 lease that runs out after LEASE_SECONDS; a pass that ran past its lease finds its renewal
-refused (another process took over) and stops without touching the mailbox row. `stop` ends
-a pass between batches, as a success: the cursor stands after what was stored.
+refused (another process took over) and stops without touching the mailbox row. The lease is
+also checked before each folder and before each chunk is stored, so a pass of a mailbox
+disconnected meanwhile (the row is gone) stops there with `gone` set. `stop` ends a pass
+between batches, as a success: the cursor stands after what was stored.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class SyncResult:
     unreadable: int = 0  # could not be parsed at all: skipped, the sync went on
     error: str | None = None  # the mailbox's last_error when the pass failed
     busy: bool = False  # another pass of this mailbox was running: nothing was done
+    gone: bool = False  # the mailbox was disconnected during the pass, which stopped
     message_ids: list[int] = field(default_factory=list)  # stored or newly linked
 
 
@@ -130,6 +133,10 @@ async def sync_mailbox(
             scope, mailbox, settings, bus, result, mailbox.created_at, folders, "mail sync of"
         )
     except _LeaseLost:
+        if not await scope.query(Mailbox).filter(id=mailbox.pk).exists():
+            log.info("mail sync of mailbox %s: disconnected, the pass stopped", mailbox.pk)
+            result.gone = True
+            return result
         log.warning("mail sync of mailbox %s ran past its lease: stopped", mailbox.pk)
         result.error = "Another process took this mailbox over."
         result.status = SyncStatus.SYNCING
@@ -327,7 +334,14 @@ class _Pass:
         self.lease: _Held | None = None  # a sync pass's claim on the mailbox
         self.stop: asyncio.Event | None = None
 
+    async def hold(self) -> None:
+        """A sync pass renews its lease: it stops here (_LeaseLost) once another process took
+        the mailbox over or the mailbox was disconnected. A history import has no lease."""
+        if self.lease is not None:
+            self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token)
+
     async def folder(self, role: str, name: str) -> None:
+        await self.hold()  # before its cursor row is made: the mailbox may be gone
         cursor = await _cursor(self.mailbox, role, name)
         uidvalidity, uidnext = await self.session.select(name)
         if uidvalidity is None or cursor.uidvalidity != uidvalidity:
@@ -349,8 +363,7 @@ class _Pass:
                 return  # the cursor stands after what was stored
             batch = uids[start : start + FETCH_BATCH]
             await self.batch(batch)
-            if self.lease is not None:
-                self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token)
+            await self.hold()
             cursor.last_uid = batch[-1]
             await cursor.save(update_fields=["last_uid"])
 
@@ -386,14 +399,21 @@ class _Pass:
                 item = await self.message(uid, raw, synced, uid in unclear)
                 if item is not None:
                     found.append(item)
-            outcomes = await store.store_messages(
-                self.scope,
-                found,
-                self.own_addresses,
-                mailbox_id=self.mailbox.pk,
-                settings=self.settings,
-                auto_save_since=self.auto_save_since,
-            )
+            await self.hold()  # nothing is stored for a mailbox disconnected meanwhile
+            try:
+                outcomes = await store.store_messages(
+                    self.scope,
+                    found,
+                    self.own_addresses,
+                    mailbox_id=self.mailbox.pk,
+                    settings=self.settings,
+                    auto_save_since=self.auto_save_since,
+                )
+            except Exception:
+                # Disconnected between the check and the store (the rows' mailbox is gone, so
+                # the database refused them): the pass stops as disconnected, not failed.
+                await self.hold()
+                raise
             for outcome in outcomes:
                 await self.count(outcome)
 
