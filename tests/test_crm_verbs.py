@@ -3,7 +3,21 @@ has the consequences of removing each of its addresses."""
 
 from __future__ import annotations
 
-from models import Contact, EmailAddress, OutboundEmail
+from models import (
+    AuditEntry,
+    Contact,
+    Document,
+    EmailAddress,
+    Invitation,
+    Message,
+    MessageAccount,
+    OutboundEmail,
+    PortalAccess,
+    StaffRole,
+)
+from services.mail import store as message_store
+from services.mail.parse import parse_message
+from services.shared.scope import FirmScope
 from tests.support.api import Api, add_staff, api_for
 from tests.support.crm_ops import LINK, REMOVE_EMAIL, new_account, new_contact
 from tests.support.login import (
@@ -13,9 +27,12 @@ from tests.support.login import (
     bare_pk,
     deliver,
     login_on,
+    portal_token,
     token_in,
 )
+from tests.support.mail import mail
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.test_documents import upload
 
 UPDATE_CONTACT = """
 mutation($id: ID!, $input: UpdateContactInput!) {
@@ -173,3 +190,102 @@ async def test_deleted_contacts_revoked_invitation_cannot_be_accepted(acme, clie
     await acme.api.ok(DELETE_CONTACT, {"id": anna["id"]})
     refused = await accept(Api(client), token_in(mail))
     assert [e["code"] for e in refused["errors"]] == ["INVITATION_REVOKED"]
+
+
+DELETE_ACCOUNT = """
+mutation($id: ID!) {
+  deleteAccount(id: $id) { errors { code field message } account { id name contacts { id } } }
+}
+"""
+
+
+async def _store(scope: FirmScope, subject: str, account_ids: list[int]) -> int:
+    raw = mail("anna@miller.example", "office@acme.example", subject, message_id=f"<{subject}@x>")
+    outcome = await message_store.store_message(scope, parse_message(raw), account_ids)
+    return outcome.message.pk
+
+
+async def test_delete_account_removes_what_is_only_its_own(acme, globex, client, settings, smtp):
+    family = await new_account(acme.api, "Miller Family")
+    bakery = await new_account(acme.api, "Miller Bakery", "COMPANY")
+    anna = await new_contact(
+        acme.api, "Anna", "Miller", [("anna@miller.example", "Email")], [family["id"]]
+    )
+    await acme.api.ok(LINK, {"a": bakery["id"], "c": anna["id"]})
+    ben = await new_contact(acme.api, "Ben", "Miller", [("ben@miller.example", "Email")])
+    await acme.api.ok(LINK, {"a": family["id"], "c": ben["id"]})
+    rows = (await acme.api.data(STATUS, {"id": family["id"]}))["account"]["emails"]
+    ben_row = next(r for r in rows if r["emailAddress"]["address"] == "ben@miller.example")
+    await login_on(acme.api, ben_row["id"])  # Ben's invitation: queued, not delivered
+    client_api = Api(client, await portal_token(acme, family["id"]))  # Anna may enter Family
+    shared = b"%PDF-1.4 shared content"
+    own = b"%PDF-1.4 only the family's"
+    docs = {}
+    for account, name, content in [
+        (family, "shared.pdf", shared),
+        (family, "own.pdf", own),
+        (bakery, "shared.pdf", shared),
+    ]:
+        answer = (await upload(client, acme.api.token, account["id"], name, content)).json()
+        docs[(account["name"], name)] = answer["data"]["uploadDocument"]["document"]
+    scope = FirmScope(acme.owner.firm_id)
+    family_pk, bakery_pk = bare_pk(family["id"], "Account"), bare_pk(bakery["id"], "Account")
+    only_family = await _store(scope, "only-family", [family_pk])
+    both = await _store(scope, "both", [family_pk, bakery_pk])
+
+    manager = await api_for(
+        client, await add_staff(acme, "m@acme.example", can_manage_accounts=True)
+    )
+    body = await manager.post(DELETE_ACCOUNT, {"id": family["id"]})
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    refused = await globex.api.data(DELETE_ACCOUNT, {"id": family["id"]})
+    assert [e["code"] for e in refused["deleteAccount"]["errors"]] == ["NOT_FOUND"]
+    assert (await acme.api.data(CONTACT_ACCOUNT, {"id": family["id"]}))["account"] is not None
+
+    deleted = await acme.api.ok(DELETE_ACCOUNT, {"id": family["id"]})
+    assert deleted["account"] == {"id": family["id"], "name": "Miller Family", "contacts": []}
+
+    assert (await acme.api.data(CONTACT_ACCOUNT, {"id": family["id"]}))["account"] is None
+    listed = await acme.api.data("{ accounts(includeArchived: true) { edges { node { name } } } }")
+    assert [e["node"]["name"] for e in listed["accounts"]["edges"]] == ["Miller Bakery"]
+    # Contacts stay, with their other links.
+    for contact, accounts in [(anna, ["Miller Bakery"]), (ben, [])]:
+        found = await acme.api.data(CONTACT_LINKS, {"id": contact["id"]})
+        assert [a["name"] for a in found["contact"]["accounts"]] == accounts
+    # Access, invitations and their queued mail: gone or withdrawn.
+    assert (await client_api.data("{ portalAccounts { name } }"))["portalAccounts"] == []
+    assert not await PortalAccess.filter(account_id=family_pk).exists()
+    assert not await Invitation.filter(account_id=family_pk).exists()
+    [invitation_mail] = await OutboundEmail.filter(kind="INVITATION")
+    assert (invitation_mail.status, invitation_mail.account_id) == ("CANCELLED", None)
+    assert await deliver(settings, smtp) == []
+    # Documents: the family's go; a content another account holds stays on disk.
+    assert not await Document.filter(account_id=family_pk).exists()
+    path = settings.resolved_files_dir
+    kept, gone = (docs[("Miller Bakery", "shared.pdf")], docs[("Miller Family", "own.pdf")])
+    assert (path / kept["sha256"][:2] / kept["sha256"]).is_file()
+    assert not (path / gone["sha256"][:2] / gone["sha256"]).exists()
+    bakery_docs = (await acme.api.data(DOCS, {"id": bakery["id"]}))["account"]["documents"]
+    assert [e["node"]["filename"] for e in bakery_docs["edges"]] == ["shared.pdf"]
+    # Mail: what was only the family's goes; shared mail stays, linked to the bakery.
+    assert not await Message.filter(pk=only_family).exists()
+    assert await MessageAccount.filter(message_id=both).values_list("account_id", flat=True) == [
+        bakery_pk
+    ]
+    [entry] = await AuditEntry.filter(firm_id=scope.firm_id, action="ACCOUNT_DELETED")
+    assert entry.account_id is None and entry.staff_member_id == acme.owner.pk
+    assert entry.before["name"] == "Miller Family" and entry.before["messagesDeleted"] == 1
+    again = await acme.api.data(DELETE_ACCOUNT, {"id": family["id"]})
+    assert [e["code"] for e in again["deleteAccount"]["errors"]] == ["NOT_FOUND"]
+
+
+async def test_admins_may_delete_accounts(acme, client):
+    family = await new_account(acme.api, "Miller Family")
+    admin = await api_for(client, await add_staff(acme, "a@acme.example", StaffRole.ADMIN))
+    await admin.ok(DELETE_ACCOUNT, {"id": family["id"]})
+    assert (await acme.api.data(CONTACT_ACCOUNT, {"id": family["id"]}))["account"] is None
+
+
+CONTACT_ACCOUNT = "query($id: ID!) { account(id: $id) { name } }"
+CONTACT_LINKS = "query($id: ID!) { contact(id: $id) { accounts { name } } }"
+DOCS = "query($id: ID!) { account(id: $id) { documents { edges { node { filename } } } } }"

@@ -16,9 +16,9 @@ from schema.inputs import (
     UpdateContactInput,
 )
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
-from schema.permissions import ManagesAccounts
+from schema.permissions import ManagesAccounts, ManagesStaff
 from schema.types import Account, Contact, EmailAddress
-from services.crm import archive, records
+from services.crm import archive, records, removal
 
 manages_accounts = [ManagesAccounts]
 
@@ -235,6 +235,25 @@ class CrmMutations:
                 info.context,
                 archive.unarchive_account(
                     info.context.scope, info.context.staff, ids.decode(id, "Account")
+                ),
+            )
+        )
+
+    @mutation(
+        description="Deletes an account (owners and admins) with its links, toggles, "
+        "invitations, portal access, documents and message links, and the synced mail linked "
+        "to no other account; contacts stay. Returns the account as it was.",
+        permission_classes=[ManagesStaff],
+    )
+    async def delete_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+        return _account_payload(
+            *await attempt(
+                info.context,
+                removal.delete_account(
+                    info.context.scope,
+                    info.context.staff,
+                    ids.decode(id, "Account"),
+                    info.context.settings,
                 ),
             )
         )
