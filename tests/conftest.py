@@ -61,6 +61,7 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "client_mail_notice",
     "history_import",
     "document",
     "attachment",
