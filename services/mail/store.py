@@ -28,7 +28,7 @@ from tortoise.transactions import in_transaction
 
 from models import AccountEmail, Message, MessageAccount
 from portico.settings import Settings
-from services.mail import attachments
+from services.mail import alerts, attachments
 from services.mail.parse import ParsedMessage, message_key, subject_thread_key
 from services.shared.scope import FirmScope
 
@@ -199,6 +199,7 @@ async def _store_new(
                 for row in link_rows(scope, outcome.message, outcome.new_account_ids)
             ]
         )
+        await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
     return outcomes
 
 
