@@ -120,6 +120,44 @@ MUTATIONS = {
         f'mutation {{ replyToMessage(messageId: "{ID}", body: "Thanks") {{ errors {{ code }} }} }}',
         "inbox",
     ),
+    "updateContact": (
+        f'mutation {{ updateContact(id: "{ID}", input: {{firstName: "X"}}) {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "deleteContact": (
+        f'mutation {{ deleteContact(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "archiveAccount": (
+        f'mutation {{ archiveAccount(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "unarchiveAccount": (
+        f'mutation {{ unarchiveAccount(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "deleteAccount": (f'mutation {{ deleteAccount(id: "{ID}") {{ errors {{ code }} }} }}', "admin"),
+    "deleteDocument": (
+        f'mutation {{ deleteDocument(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "exportContactData": (
+        f'mutation {{ exportContactData(id: "{ID}") {{ errors {{ code }} }} }}',
+        "manager",
+    ),
+    "eraseContact": (f'mutation {{ eraseContact(id: "{ID}") {{ errors {{ code }} }} }}', "manager"),
+    "setInboxNotification": (
+        "mutation { setInboxNotification(setting: IMMEDIATE) { errors { code } } }",
+        "staff",
+    ),
+    "updateMailbox": (
+        f'mutation {{ updateMailbox(id: "{ID}", input: {{password: "p"}}) {{ errors {{ code }} }} }}',
+        "inbox",
+    ),
+    "disconnectMailbox": (
+        f'mutation {{ disconnectMailbox(id: "{ID}") {{ errors {{ code }} }} }}',
+        "inbox",
+    ),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
         "manager-or-client",
