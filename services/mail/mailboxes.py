@@ -7,6 +7,11 @@ SMTP_ AUTH_FAILED, CONNECTION_FAILED, TLS_FAILED; HOST_NOT_ALLOWED for a host th
 public, unless settings.private_mail_hosts_allowed). The password is stored encrypted
 (crypto.fernet(settings, "mailbox-password")); it is never returned, logged, audited or put
 into an error message; `mailbox_password` reads it back for logging in.
+
+`update_mailbox` checks the login the mailbox would have exactly so (nothing saved on
+failure) and clears a FAILED status; `disconnect_mailbox` deletes the row, which stops its
+sync (services/loops/mail_sync, the lease of services/mail/sync_engine), keeping its mail or
+deleting what came only through it (`only_through`, services/mail/removal).
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ async def _delete_chunk(scope: FirmScope, wanted: list[int]) -> set[str]:
     rows = await attachments.values_list("id", "sha256")
     attachment_ids = [row_id for row_id, _ in rows]
     sha256s = {sha256 for _, sha256 in rows if sha256}
-    # The database would do these (SET NULL, CASCADE) too; said here, they hold whatever
-    # the connection's foreign-key settings.
+    # The foreign keys (enforced on both databases) would do these too, and they remove the
+    # rows of any other table pointing at a message (e.g. staff alert notices); the rows
+    # named here are said outright so that this module reads as what a delete takes.
     if attachment_ids:
         await (
             scope.query(Document)
