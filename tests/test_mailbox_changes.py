@@ -205,7 +205,7 @@ async def test_update_validates_like_connect_and_saves_nothing_on_failure(
 
     # A closed port: the new settings are checked, not the stored ones.
     with socket_closed() as port:
-        payload = await update(acme.api, mailbox_id, smtpPort=port)
+        payload = await update(acme.api, mailbox_id, smtpPort=port, password=PASSWORD)
     assert codes(payload) == [("SMTP_CONNECTION_FAILED", "smtpHost")]
 
     # Private hosts are vetted as on connect (production refuses them).
@@ -228,6 +228,93 @@ def socket_closed() -> Any:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     yield port  # nobody listens there any more
+
+
+class RecordingImap:
+    """An IMAP server on 127.0.0.1 that accepts any LOGIN and keeps every line it was sent:
+    what a server the caller picked would learn."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.lines: list[bytes] = []
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                self.lines.append(line)
+                tag, _, rest = line.decode(errors="replace").partition(" ")
+                command = rest.split(" ", 1)[0].strip().upper()
+                if command == "LOGOUT":
+                    writer.write(f"* BYE\r\n{tag} OK LOGOUT done\r\n".encode())
+                    break
+                if command == "CAPABILITY":
+                    writer.write(b"* CAPABILITY IMAP4rev1\r\n")
+                writer.write(f"{tag} OK {command} done\r\n".encode())
+                await writer.drain()
+            await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def recording_imap() -> AsyncIterator[RecordingImap]:
+    recorder = RecordingImap()
+    server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0)
+    recorder.port = server.sockets[0].getsockname()[1]
+    try:
+        yield recorder
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_stored_password_goes_only_to_the_servers_and_user_it_was_given_for(
+    acme: Firm, imap: ImapServer, smtp: SmtpServer, settings: Settings
+) -> None:
+    mailbox_id = await connected(acme, imap, smtp, imap_user())
+    [row] = await Mailbox.all()
+
+    # A retry as is (the same servers and user, however spelled) reuses the stored password.
+    assert (await update(acme.api, mailbox_id))["errors"] == []
+    same = await update(acme.api, mailbox_id, imapHost=f" {imap.host} ", username=row.username)
+    assert same["errors"] == []
+    before = await snapshot(row.pk)
+
+    async with recording_imap() as elsewhere:
+        # Another server, port, TLS setting or user without the password: refused before
+        # any connection, so nobody can have the stored password sent to a server of theirs.
+        for change in (
+            {"imapPort": elsewhere.port},
+            {"smtpPort": elsewhere.port},
+            {"imapHost": "their-server.example"},
+            {"smtpHost": "their-server.example"},
+            {"imapTls": True},
+            {"smtpTls": True},
+            {"username": imap_user("other")},
+        ):
+            payload = await update(acme.api, mailbox_id, **change)
+            assert codes(payload) == [("INVALID_PASSWORD", "password")], change
+            assert "Give the password again" in payload["errors"][0]["message"]
+            assert payload["mailbox"] is None
+        # Bad input and the missing password are reported together.
+        payload = await update(acme.api, mailbox_id, imapHost=" ", imapPort=elsewhere.port)
+        assert codes(payload) == [("INVALID_HOST", "imapHost"), ("INVALID_PASSWORD", "password")]
+        assert elsewhere.connections == 0
+        assert await snapshot(row.pk) == before
+        assert await AuditEntry.filter(action="MAILBOX_UPDATED").count() == 2  # the retries
+
+        # With the password given the new server is checked and saved.
+        payload = await update(acme.api, mailbox_id, imapPort=elsewhere.port, password="given")
+        assert payload["errors"] == [], payload
+        assert payload["mailbox"]["imapPort"] == elsewhere.port
+        assert elsewhere.connections == 1
+        assert any(b"given" in line for line in elsewhere.lines)
+    stored = await Mailbox.get(pk=row.pk)
+    assert stored.imap_port == elsewhere.port
+    assert mailbox_password(settings, stored) == "given"
+    assert PASSWORD not in str(elsewhere.lines)
 
 
 async def test_only_inbox_staff_of_the_firm_change_or_disconnect_a_mailbox(

@@ -9,16 +9,18 @@ public, unless settings.private_mail_hosts_allowed). The password is stored encr
 into an error message; `mailbox_password` reads it back for logging in.
 
 `update_mailbox` checks the login the mailbox would have exactly so (nothing saved on
-failure) and clears a FAILED status; `disconnect_mailbox` deletes the row, which stops its
-sync (services/loops/mail_sync, the lease of services/mail/sync_engine), keeping its mail or
-deleting what came only through it (`only_through`, services/mail/removal).
+failure) and clears a FAILED status; it reuses the stored password only for the same servers
+and user name (elsewhere the caller could read it). `disconnect_mailbox` deletes the row,
+which stops its sync (services/loops/mail_sync, the lease of services/mail/sync_engine),
+keeping its mail or deleting what came only through it (`only_through`,
+services/mail/removal).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from cryptography.fernet import InvalidToken
@@ -165,24 +167,40 @@ async def update_mailbox(
     is IDLE again (its last error was about the old settings) and the sync loops start its
     next pass afresh (services/loops/mail_sync restarts a mailbox's task when its settings
     change; the password is encrypted anew on every update, so even an update that changes
-    nothing else is seen)."""
+    nothing else is seen). A password left null keeps the stored one, but only for the same
+    servers and user name."""
     mailbox = await scope.get(Mailbox, mailbox_id, "id")
-    password = changes.password
-    if password is None:
-        password = _stored_password(settings, mailbox)
-    new = _clean(
-        NewMailbox(
-            address=mailbox.address,
-            imap_host=_keep(changes.imap_host, mailbox.imap_host),
-            imap_port=_keep(changes.imap_port, mailbox.imap_port),
-            imap_tls=_keep(changes.imap_tls, mailbox.imap_tls),
-            smtp_host=_keep(changes.smtp_host, mailbox.smtp_host),
-            smtp_port=_keep(changes.smtp_port, mailbox.smtp_port),
-            smtp_tls=_keep(changes.smtp_tls, mailbox.smtp_tls),
-            username=_keep(changes.username, mailbox.username),
-            password=password,
-        )
+    kept_password = changes.password is None
+    wanted = NewMailbox(
+        address=mailbox.address,
+        imap_host=_keep(changes.imap_host, mailbox.imap_host),
+        imap_port=_keep(changes.imap_port, mailbox.imap_port),
+        imap_tls=_keep(changes.imap_tls, mailbox.imap_tls),
+        smtp_host=_keep(changes.smtp_host, mailbox.smtp_host),
+        smtp_port=_keep(changes.smtp_port, mailbox.smtp_port),
+        smtp_tls=_keep(changes.smtp_tls, mailbox.smtp_tls),
+        username=_keep(changes.username, mailbox.username),
+        password=_KEPT if changes.password is None else changes.password,
     )
+    errors: list[UserError] = []
+    # The stored password goes only where it went before: sent to a host (or a plain-text
+    # port, or as another user) the caller picks, it would be theirs to read.
+    if kept_password and _login_of(wanted) != _login_of(_as_new(mailbox)):
+        errors.append(
+            UserError(
+                ErrorCode.INVALID_PASSWORD,
+                "Give the password again when you change the server or the user name.",
+                ("input", "password"),
+            )
+        )
+    try:
+        new = _clean(wanted)
+    except InputError as exc:
+        raise InputError(*exc.errors, *errors) from None  # every problem at once
+    if errors:
+        raise InputError(*errors)
+    if kept_password:
+        new = replace(new, password=_stored_password(settings, mailbox))
     await _check_logins(new, settings)
     before = _audited(_as_new(mailbox))
     after = _audited(new)
@@ -332,6 +350,23 @@ def _stored_password(settings: Settings, mailbox: Mailbox) -> str:
 
 def _keep(value: T | None, stored: T) -> T:
     return stored if value is None else value
+
+
+# Stands in for a password not given while the input is cleaned (it passes the checks).
+_KEPT = "kept"
+
+
+def _login_of(new: NewMailbox) -> tuple[Any, ...]:
+    """Where and as whom the mailbox logs in, compared as `_clean` would save it."""
+    return (
+        new.imap_host.strip(),
+        new.imap_port,
+        new.imap_tls,
+        new.smtp_host.strip(),
+        new.smtp_port,
+        new.smtp_tls,
+        new.username.strip(),
+    )
 
 
 def _as_new(mailbox: Mailbox) -> NewMailbox:
