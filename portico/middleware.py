@@ -13,6 +13,8 @@ from portico.refusals import error_json
 from services.shared.errors import ErrorCode
 
 access_log = logging.getLogger("portico.access")
+# Paths whose rest is a secret (a bearer link): logged as the prefix and an ellipsis.
+SECRET_PATHS = ("/exports/",)
 
 
 class BodyLimit:
@@ -112,7 +114,8 @@ async def _too_large(send: Send) -> None:
 
 
 class AccessLog:
-    """One JSON line per HTTP request: method, path, GraphQL operation, status, duration."""
+    """One JSON line per HTTP request: method, path (without the secret of a link), GraphQL
+    operation, status, duration."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -138,10 +141,18 @@ class AccessLog:
                 orjson.dumps(
                     {
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": logged_path(scope["path"]),
                         "operation": state.get("graphql_operation"),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     }
                 ).decode()
             )
+
+
+def logged_path(path: str) -> str:
+    """`path`, with the token of a SECRET_PATHS link replaced by an ellipsis."""
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return f"{prefix}…"
+    return path

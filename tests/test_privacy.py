@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from models import AuditEntry, Message, OutboundEmail, PortalUser, Session
+from models import AuditEntry, Message, OutboundEmail, PortalUser, Session, SignInThrottle
 from portico.settings import Settings
 from schema import ids
 from services.crm import privacy
+from services.firm import signin
 from services.mail.parse import parse_message
 from services.mail.store import store_message
+from services.outbound import outbox
 from services.shared.scope import FirmScope
 from tests.support.api import Api, add_staff, api_for
 from tests.support.login import (
@@ -210,3 +213,91 @@ async def test_erasure_removes_the_person_and_tombstones_the_records(acme, clien
     assert (await acme.api.data(ERASE, {"id": w.anna_contact}))["eraseContact"]["errors"] == [
         {"code": "NOT_FOUND", "field": ["id"]}
     ]
+
+
+def data_json(response) -> dict:
+    assert response.status_code == 200, response.text
+    return json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("data.json"))
+
+
+async def test_synced_mail_is_exported_only_to_members_who_may_read_it(
+    acme, client, settings, smtp
+):
+    w = await world(acme, client, settings, smtp)
+    await outbox.enqueue_written(  # a reply from Inbox+ to Anna: synced mail too
+        firm_id=acme.owner.firm_id,
+        from_name="Acme",
+        to=ANNA,
+        subject="Re: Figures",
+        text="Here they are.",
+        kind=outbox.REPLY_KIND,
+        message_id="<reply.1@acme.example>",
+        settings=settings,
+    )
+    clerk = await add_staff(acme, "clerk@acme.example", can_manage_accounts=True)
+    clerk_api = await api_for(client, clerk)
+    refused = await clerk_api.post("{ inbox(first: 1) { edges { node { id } } } }")
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+    url = (await clerk_api.ok(EXPORT, {"id": w.anna_contact}))["downloadUrl"]
+    response = await download(client, url)
+    data = data_json(response)
+    assert data["messages"] is None
+    [note] = data["notes"]
+    assert "left out" in note and "may not read" in note
+    assert [d["kind"] for d in data["deliveries"]] and "REPLY" not in {
+        d["kind"] for d in data["deliveries"]
+    }
+    for secret in ("For both of you", "Figures", "Here they are"):
+        assert secret not in json.dumps(data)
+
+    # Given the inbox right, the same link (checked when opened) brings the mail.
+    clerk.can_use_inbox = True
+    await clerk.save()
+    data = data_json(await download(client, url))
+    assert sorted(m["subject"] for m in data["messages"]) == ["Family", "Figures"]
+    assert any("For both of you" in (m["textBody"] or "") for m in data["messages"])
+    assert "Re: Figures" in {d["subject"] for d in data["deliveries"]}
+    assert data["notes"] == []
+
+
+async def test_the_export_lists_at_most_the_newest_messages(
+    acme, client, settings, smtp, monkeypatch
+):
+    w = await world(acme, client, settings, smtp)
+    await Message.filter(id=w.only_anna).update(sent_at=datetime(2020, 1, 1, tzinfo=UTC))
+    monkeypatch.setattr(privacy, "MAX_MESSAGES", 1)
+    url = (await acme.api.ok(EXPORT, {"id": w.anna_contact}))["downloadUrl"]
+    data = data_json(await download(client, url))
+    assert [m["subject"] for m in data["messages"]] == ["Family"]
+    assert data["notes"] == [
+        "Only the newest 1 of 2 synced messages are listed; ask the firm for the others."
+    ]
+
+
+async def test_the_access_log_never_holds_an_export_token(acme, client, settings, smtp, caplog):
+    w = await world(acme, client, settings, smtp)
+    url = (await acme.api.ok(EXPORT, {"id": w.anna_contact}))["downloadUrl"]
+    token = url.rsplit("/", 1)[1]
+    with caplog.at_level(logging.INFO, logger="portico.access"):
+        assert (await download(client, url)).status_code == 200
+        assert (await download(client, url + "x")).status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "portico.access"]
+    assert len(lines) == 2 and all('"path":"/exports/…"' in line for line in lines), lines
+    assert token not in caplog.text and token[:20] not in caplog.text
+
+
+async def test_erasure_forgets_the_sign_in_throttle_of_the_addresses(acme, client, settings, smtp):
+    w = await world(acme, client, settings, smtp)
+    staff_sign_in = SIGN_IN.replace("signIn(", "staffSignIn(")
+    for email, query in ((ANNA, SIGN_IN), (ANNA, staff_sign_in), ("ben@other.example", SIGN_IN)):
+        variables = {"firm": "acme", "email": email, "password": "wrong password"}
+        [payload] = (await Api(client).data(query, variables)).values()
+        assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
+    # The keys sign-in itself uses (the erasure computes its own: they must stay equal).
+    annas = [signin._throttle_key(kind, "acme", ANNA) for kind in ("client", "staff")]
+    bens = signin._throttle_key("client", "acme", "ben@other.example")
+    assert await SignInThrottle.filter(key__in=[*annas, bens]).count() == 3
+    await acme.api.ok(ERASE, {"id": w.anna_contact})
+    assert await SignInThrottle.filter(key__in=annas).count() == 0
+    assert await SignInThrottle.filter(key=bens).count() == 1

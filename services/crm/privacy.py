@@ -5,8 +5,10 @@ The link is stateless: an encrypted, authenticated token (Fernet, keyed from
 PORTICO_SECRET_KEY for this purpose only) naming the firm, the contact, the staff member who
 asked and the expiry. The bundle is built when the link is opened, so it shows the data as it
 is then: a contact erased or a member who lost the manage-accounts right since makes the link
-dead before it expires. The erasure (services/crm/erasure) finds the same data through
-`addresses_of` and `messages_concerning`.
+dead before it expires. Synced mail (messages, and replies among the deliveries) is in it only
+when that member has the inbox right then too (StaffMember.uses_inbox), and at most
+MAX_MESSAGES of it, the newest: opening the link rebuilds the bundle each time. The erasure
+(services/crm/erasure) finds the same data through `addresses_of` and `messages_concerning`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from models import (
     StaffMember,
 )
 from portico.settings import Settings
+from services.outbound import outbox
 from services.portal import invitations
 from services.shared import audit, crypto, files
 from services.shared.scope import FirmScope
@@ -46,6 +49,7 @@ from services.shared.scope import FirmScope
 LINK_LIFETIME = timedelta(minutes=15)
 _PURPOSE = "contact-data-export"
 _SCAN_BATCH = 1000
+MAX_MESSAGES = 5000  # per bundle, newest first: a link may be opened many times in its life
 _SPOOL_BYTES = 16 * 1024 * 1024  # bundles beyond this are spooled to a temporary file
 
 
@@ -111,7 +115,7 @@ async def open_link(token: str, settings: Settings) -> Bundle:
     contact = await scope.find(Contact, contact_id)
     if staff is None or not staff.active or not staff.manages_accounts or contact is None:
         raise LinkRefused()
-    data = await collect(scope, contact)
+    data = await collect(scope, contact, with_mail=staff.uses_inbox)
     documents = await sole_documents(scope, contact.pk)
     content = await asyncio.to_thread(_zip, data, documents, settings)
     return Bundle(f"contact-{contact.pk}-data.zip", content)
@@ -180,8 +184,10 @@ async def _linked_account_ids(scope: FirmScope, contact_id: int) -> list[int]:
     )
 
 
-async def collect(scope: FirmScope, contact: Contact) -> dict[str, Any]:
-    """data.json: everything the firm holds about the contact, keyed by what it is."""
+async def collect(scope: FirmScope, contact: Contact, *, with_mail: bool) -> dict[str, Any]:
+    """data.json: everything the firm holds about the contact, keyed by what it is. Without
+    `with_mail` (the member may not read mail) no synced mail: "messages" is null, and
+    "notes" says why."""
     emails = await addresses_of(scope, contact.pk)
     normalized = [e.address_normalized for e in emails]
     account_ids = await _linked_account_ids(scope, contact.pk)
@@ -196,6 +202,15 @@ async def collect(scope: FirmScope, contact: Contact) -> dict[str, Any]:
         if normalized or users
         else []
     )
+    notes: list[str] = []
+    if with_mail:
+        messages = await _messages(scope, normalized, notes)
+    else:
+        messages = None
+        notes.append(
+            "Synced messages and replies sent from Inbox+ were left out: the staff member "
+            "who asked for this export may not read the firm's mail."
+        )
     return {
         "format": "portico-contact-export/1",
         "generatedAt": _now().isoformat(),
@@ -212,8 +227,9 @@ async def collect(scope: FirmScope, contact: Contact) -> dict[str, Any]:
         "portalUsers": await _portal_users(scope, users),
         "invitations": await _invitations(scope, normalized),
         "auditEntries": [_audit_entry(e, accounts) for e in entries],
-        "deliveries": await _deliveries(scope, normalized),
-        "messages": await _messages(scope, normalized),
+        "deliveries": await _deliveries(scope, normalized, with_replies=with_mail),
+        "messages": messages,
+        "notes": notes,
     }
 
 
@@ -302,13 +318,18 @@ def _audit_entry(entry: AuditEntry, accounts: dict[int, Account]) -> dict[str, A
     }
 
 
-async def _deliveries(scope: FirmScope, normalized: list[str]) -> list[dict[str, Any]]:
+async def _deliveries(
+    scope: FirmScope, normalized: list[str], *, with_replies: bool
+) -> list[dict[str, Any]]:
     """Mail sent to their addresses: what, when and how it went. Not the bodies: a pending
-    invitation's body holds a live single-use link."""
+    invitation's body holds a live single-use link. Replies from Inbox+ are synced mail:
+    only `with_replies`, as among an account's deliveries (outbox.shows_replies)."""
     if not normalized:
         return []
     by_address = Q(*(Q(to_address__iexact=a) for a in normalized), join_type="OR")
     rows = await scope.query(OutboundEmail).filter(by_address).order_by("id")
+    if not with_replies:
+        rows = [row for row in rows if not outbox.is_reply(row)]
     return [
         {
             "to": row.to_address,
@@ -323,9 +344,25 @@ async def _deliveries(scope: FirmScope, normalized: list[str]) -> list[dict[str,
     ]
 
 
-async def _messages(scope: FirmScope, normalized: list[str]) -> list[dict[str, Any]]:
-    found = await messages_concerning(scope, normalized)
-    rows = await scope.query(Message).filter(id__in=list(found)).order_by("sent_at", "id")
+async def _messages(
+    scope: FirmScope, normalized: list[str], notes: list[str]
+) -> list[dict[str, Any]]:
+    """Their synced mail, newest first, at most MAX_MESSAGES (`notes` says when capped)."""
+    found = list(await messages_concerning(scope, normalized))
+    dated: list[tuple[datetime, int]] = []
+    for start in range(0, len(found), _SCAN_BATCH):  # in batches: IN lists have limits
+        batch = found[start : start + _SCAN_BATCH]
+        dated += await scope.query(Message).filter(id__in=batch).values_list("sent_at", "id")
+    newest = [pk for _, pk in sorted(dated, reverse=True)[:MAX_MESSAGES]]
+    if len(found) > MAX_MESSAGES:
+        notes.append(
+            f"Only the newest {MAX_MESSAGES} of {len(found)} synced messages are listed; "
+            "ask the firm for the others."
+        )
+    rows: list[Message] = []
+    for start in range(0, len(newest), _SCAN_BATCH):
+        rows += await scope.query(Message).filter(id__in=newest[start : start + _SCAN_BATCH])
+    rows.sort(key=lambda row: (row.sent_at, row.pk), reverse=True)
     return [
         {
             "messageId": row.message_id,

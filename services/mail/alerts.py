@@ -18,7 +18,8 @@ What never alerts:
 
 An alert names the account(s), the sender and the subject, never the body; it is queued
 without an account (`account_id` None), so it is not listed among an account's deliveries to
-staff without the inbox right.
+staff without the inbox right. Erasing a client (services/crm/erasure) drops the body and
+subject of the alerts and the body of the digests that name their address.
 """
 
 from __future__ import annotations
