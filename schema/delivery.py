@@ -1,7 +1,9 @@
 """Delivery: one outgoing message as staff see it on the account (Account.deliveries).
 
 Replies from Inbox+ are synced mail: staff without the inbox right see neither them among
-the deliveries (nor in the totals) nor by id (services/outbound/outbox.shows_replies).
+the deliveries (nor in the totals) nor by id (services/outbound/outbox.shows_replies). Staff
+alerts and digests are read by id only by the member they went to, while holding the inbox
+right, and are never among an account's deliveries (outbox.visible_to).
 """
 
 from __future__ import annotations
@@ -82,11 +84,8 @@ class Delivery(ScopedNode):
         rows = await info.context.loaders.by_id(OutboundEmail).load_many(
             [int(pk) for pk in node_ids]
         )
-        replies = outbox.shows_replies(staff)
         return [
-            cls.from_model(row)
-            if row is not None and (replies or not outbox.is_reply(row))
-            else None
+            cls.from_model(row) if row is not None and outbox.visible_to(staff, row) else None
             for row in rows
         ]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from models import StaffRole
 from schema import ids
+from services.mail import alerts, digests
 from services.outbound import outbox
 from services.shared.sessions import now
+from tests.support.api import add_staff, api_for
 from tests.support.crm_ops import new_account
 
 PAGE = """query($first: Int, $after: String) { accounts { edges { node { name
@@ -80,3 +83,67 @@ async def test_other_firms_mail_is_not_counted(acme, globex, settings):
     listed = await acme.api.data(PAGE, {"first": 5})
     [page] = [e["node"]["deliveries"] for e in listed["accounts"]["edges"]]
     assert page["totalCount"] == 1 and [d["node"]["to"] for d in page["edges"]] == ["m@x.example"]
+
+
+NODE = "query($id: ID!) { node(id: $id) { ... on Delivery { kind to } } }"
+ACCOUNT_DELIVERIES = "query($id: ID!) { account(id: $id) { deliveries { totalCount } } }"
+
+
+async def _staff_mail(settings, firm_id: int, kind: str, to: str, account_id: int | None = None):
+    """A staff alert or digest as services/mail/alerts and digests queue it (kinds from there)."""
+    return await outbox.enqueue(
+        firm_id=firm_id,
+        firm_name="Acme LLP",
+        to=to,
+        template=alerts.ALERT_TEMPLATE,
+        context={
+            "member_name": "X",
+            "firm_name": "Acme",
+            "accounts": ["Miller Family"],
+            "sender": "anna@miller.example",
+            "subject": "Divorce papers",
+            "sent_at": now(),
+        },
+        kind=kind,
+        settings=settings,
+        account_id=account_id,
+    )
+
+
+async def test_staff_alerts_are_read_only_by_their_recipient_with_the_inbox_right(
+    acme, client, settings
+):
+    """An alert names a client and a subject: ids are sequential, so an employee without the
+    inbox right, or another member, must not read one by id."""
+    firm_id = acme.owner.firm_id
+    olga = await add_staff(acme, "Olga@acme.example", can_use_inbox=True)
+    nick = await add_staff(acme, "nick@acme.example")  # no inbox right
+    rows = {
+        "owner alert": await _staff_mail(settings, firm_id, alerts.ALERT_KIND, acme.owner.email),
+        "olga alert": await _staff_mail(settings, firm_id, alerts.ALERT_KIND, olga.email),
+        "olga digest": await _staff_mail(settings, firm_id, digests.DIGEST_KIND, olga.email),
+        "nick alert": await _staff_mail(settings, firm_id, alerts.ALERT_KIND, nick.email),
+    }
+
+    async def readable(api) -> set[str]:
+        found = set()
+        for name, row in rows.items():
+            node = (await api.data(NODE, {"id": ids.encode("Delivery", row.pk)}))["node"]
+            if node is not None:
+                found.add(name)
+        return found
+
+    assert await readable(acme.api) == {"owner alert"}  # the owner: not Olga's
+    assert await readable(await api_for(client, olga)) == {"olga alert", "olga digest"}
+    # Nick had the right when his alert was queued; without it he reads none.
+    assert await readable(await api_for(client, nick)) == set()
+    other = await api_for(client, await add_staff(acme, "o@acme.example", StaffRole.ADMIN))
+    assert await readable(other) == set()
+
+    # Never an account's delivery, even for a row that names an account.
+    account = await new_account(acme.api, "Miller Family")
+    account_pk = ids.decode(account["id"], "Account")
+    await _staff_mail(settings, firm_id, alerts.ALERT_KIND, acme.owner.email, account_pk)
+    await _queue(settings, firm_id, account["id"], "client@x.example", "Invitation")
+    listed = await acme.api.data(ACCOUNT_DELIVERIES, {"id": account["id"]})
+    assert listed["account"]["deliveries"]["totalCount"] == 1

@@ -5,7 +5,10 @@
 sent from a request. A worker (services/loops/delivery.py) sends the row later.
 
 Replies from Inbox+ (kind REPLY, sent through a connected mailbox) are synced mail: staff
-without the inbox right do not see them among an account's deliveries, nor by id.
+without the inbox right do not see them among an account's deliveries, nor by id. Staff alerts
+and digests of new client mail are a member's own mail: only that member sees them, by id, and
+only while holding the inbox right; they are nobody's among an account's deliveries
+(`visible_to`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tortoise.expressions import Q
 
 from models import DeliveryStatus, NotificationCategory, OutboundEmail, StaffMember
 from portico.settings import Settings
-from services.shared import crypto, paging
+from services.shared import crypto, emails, paging
 from services.shared.scope import FirmScope
 from services.shared.wakeups import OUTBOX
 
@@ -44,6 +47,12 @@ REPLY_KIND = "REPLY"  # a reply from Inbox+, sent through a connected mailbox
 # The rows that are not replies, as SQL on the table's own columns. A reply keeps its kind
 # when its mailbox is disconnected (mailbox_id is then set to NULL).
 _NOT_A_REPLY = f"mailbox_id IS NULL AND kind <> '{REPLY_KIND}'"
+# Staff's own mail about client mail (services/mail/alerts and digests queue it, to one
+# member and without an account): it names clients, senders and subjects.
+STAFF_ALERT_KIND = "STAFF_INBOX_ALERT"
+STAFF_DIGEST_KIND = "STAFF_INBOX_DIGEST"
+STAFF_KINDS = frozenset({STAFF_ALERT_KIND, STAFF_DIGEST_KIND})
+_NOT_STAFF_MAIL = f"kind NOT IN ('{STAFF_ALERT_KIND}', '{STAFF_DIGEST_KIND}')"
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,14 @@ def is_reply(row: OutboundEmail) -> bool:
     return row.mailbox_id is not None or row.kind == REPLY_KIND
 
 
+def visible_to(staff: StaffMember, row: OutboundEmail) -> bool:
+    """Whether `staff` may read `row` by id: a staff alert or digest only its recipient, while
+    holding the inbox right; a reply staff with the inbox right; the rest all staff."""
+    if row.kind in STAFF_KINDS:
+        return staff.uses_inbox and emails.normalize(row.to_address) == staff.email_normalized
+    return shows_replies(staff) or not is_reply(row)
+
+
 DeliveryPageKey = tuple[int, int, int]  # account id, offset, size
 DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, the page's rows
 
@@ -277,9 +294,10 @@ async def delivery_pages(
 ) -> list[DeliveryPage]:
     """Account.deliveries of many accounts, newest first; one statement per distinct window.
 
-    Without `with_replies` the replies are left out, of the totals too.
+    Staff alerts and digests are never an account's (a forged or future row with an account
+    stays out); without `with_replies` the replies are left out too, of the totals as well.
     """
-    where = None if with_replies else _NOT_A_REPLY
+    where = _NOT_STAFF_MAIL if with_replies else f"{_NOT_STAFF_MAIL} AND {_NOT_A_REPLY}"
     found: dict[DeliveryPageKey, DeliveryPage] = {}
     for start, size in {(key[1], key[2]) for key in keys}:
         accounts = [key[0] for key in keys if (key[1], key[2]) == (start, size)]
