@@ -3,6 +3,11 @@ has the consequences of removing each of its addresses."""
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+import pytest
+
 from models import (
     AuditEntry,
     Contact,
@@ -242,6 +247,7 @@ async def test_delete_account_removes_what_is_only_its_own(acme, globex, client,
     assert [e["code"] for e in refused["deleteAccount"]["errors"]] == ["NOT_FOUND"]
     assert (await acme.api.data(CONTACT_ACCOUNT, {"id": family["id"]}))["account"] is not None
 
+    last_entry = await AuditEntry.all().order_by("-id").first()
     deleted = await acme.api.ok(DELETE_ACCOUNT, {"id": family["id"]})
     assert deleted["account"] == {"id": family["id"], "name": "Miller Family", "contacts": []}
 
@@ -275,8 +281,51 @@ async def test_delete_account_removes_what_is_only_its_own(acme, globex, client,
     [entry] = await AuditEntry.filter(firm_id=scope.firm_id, action="ACCOUNT_DELETED")
     assert entry.account_id is None and entry.staff_member_id == acme.owner.pk
     assert entry.before["name"] == "Miller Family" and entry.before["messagesDeleted"] == 1
+    assert entry.before["documents"] == 2
+    # The one entry written: none per document (they would name the account, and go with it).
+    assert last_entry is not None and entry.pk == last_entry.pk + 1
     again = await acme.api.data(DELETE_ACCOUNT, {"id": family["id"]})
     assert [e["code"] for e in again["deleteAccount"]["errors"]] == ["NOT_FOUND"]
+
+
+async def test_delete_account_keeps_mail_a_sync_links_elsewhere_meanwhile(acme, settings):
+    """The race: a sync pass links the family's only message to the bakery, uncommitted, while
+    deleteAccount runs. The delete waits for it and then keeps the message with that link
+    (without the lock it read "only the family's", then deleted it and the new link)."""
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("SQLite has one writer at a time: no sync write can come in between")
+    family = await new_account(acme.api, "Miller Family")
+    bakery = await new_account(acme.api, "Miller Bakery", "COMPANY")
+    scope = FirmScope(acme.owner.firm_id)
+    family_pk, bakery_pk = bare_pk(family["id"], "Account"), bare_pk(bakery["id"], "Account")
+    message_pk = await _store(scope, "racing", [family_pk])
+    sync = await asyncpg.connect(settings.database_url)
+    try:
+        linking = sync.transaction()
+        await linking.start()
+        await sync.execute(
+            "INSERT INTO message_account (firm_id, message_id, account_id, sent_at)"
+            " SELECT firm_id, id, $1, sent_at FROM message WHERE id = $2",
+            bakery_pk,
+            message_pk,
+        )
+        deleting = asyncio.create_task(acme.api.ok(DELETE_ACCOUNT, {"id": family["id"]}))
+        for _ in range(200):  # until the delete waits for the sync's lock
+            if await sync.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            assert not deleting.done(), deleting.result()
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("deleteAccount never waited for the linking transaction")
+        await linking.commit()
+        await deleting
+    finally:
+        await sync.close()
+
+    links = await MessageAccount.filter(message_id=message_pk).values_list("account_id", flat=True)
+    assert links == [bakery_pk]
+    [entry] = await AuditEntry.filter(firm_id=scope.firm_id, action="ACCOUNT_DELETED")
+    assert entry.before["messagesDeleted"] == 0
 
 
 async def test_admins_may_delete_accounts(acme, client):

@@ -20,6 +20,7 @@ from models import (
     AccountContact,
     Document,
     Invitation,
+    Message,
     MessageAccount,
     PortalAccess,
     StaffMember,
@@ -30,8 +31,6 @@ from services.mail import removal as mail_removal
 from services.portal import documents
 from services.shared import audit, files
 from services.shared.scope import FirmScope
-
-REASON = "account deleted"
 
 
 async def delete_account(
@@ -46,8 +45,10 @@ async def delete_account(
         document_ids = await (
             scope.query(Document).filter(account_id=account.pk).values_list("id", flat=True)
         )
+        # No DOCUMENT_DELETED entries: they would name this account and go with it at once;
+        # ACCOUNT_DELETED below records the count.
         sha256s = set(
-            await documents.delete_documents(scope, document_ids, staff=staff, reason=REASON)
+            await documents.delete_documents(scope, document_ids, staff=staff, audit_each=False)
         )
         only_here = await _mail_only_in(scope, account.pk)
         sha256s |= await mail_removal.delete_messages(
@@ -70,8 +71,9 @@ async def delete_account(
                 "queuedMailWithdrawn": withdrawn,
             },
         )
-        # Invitations first: deleted by the account's cascade, PostgreSQL would set both of a
-        # delivery row's references (invitation, account) to null at once and fail the check.
+        # Invitations first: left to the account's cascade, PostgreSQL's SET NULL of a
+        # delivery row's account re-checks its invitation reference while that invitation is
+        # being deleted by the same statement, and fails outbound_email_invitation_id_fkey.
         await scope.query(Invitation).filter(account_id=account.pk).delete()
         # Links, toggles, portal access and message links go with it (CASCADE).
         await scope.query(Account).filter(pk=account.pk).delete()
@@ -80,14 +82,26 @@ async def delete_account(
 
 
 async def _mail_only_in(scope: FirmScope, account_id: int) -> list[int]:
-    """The messages linked to this account and to no other."""
-    linked = scope.query(MessageAccount).filter(account_id=account_id)
+    """The messages linked to this account and to no other; call it in the deleting
+    transaction.
+
+    The messages are locked first (FOR UPDATE on PostgreSQL): a sync pass linking one of them
+    to another account meanwhile must take a key-share lock on it, so it either committed
+    before the lock (and the check below, a new statement, sees its link) or waits until the
+    delete commits (and then fails on the foreign key, as linking any just-deleted message
+    would: its transaction rolls back, no link is lost silently). Without the lock the check
+    could miss a link made after it, and deleting the message would take that link too.
+    On SQLite this transaction already holds the one write lock (it has written): no sync
+    write can come in between.
+    """
+    linked = scope.query(MessageAccount).filter(account_id=account_id).values("message_id")
+    # Rows, not values_list: Tortoise leaves FOR UPDATE out of a values query.
+    locked = scope.query(Message).filter(id__in=Subquery(linked)).select_for_update().only("id")
+    candidates = {row.pk for row in await locked}
     elsewhere = (
         scope.query(MessageAccount)
-        .filter(message_id__in=Subquery(linked.values("message_id")))
+        .filter(message_id__in=Subquery(linked))
         .exclude(account_id=account_id)
+        .values_list("message_id", flat=True)
     )
-    return sorted(
-        set(await linked.values_list("message_id", flat=True))
-        - set(await elsewhere.values_list("message_id", flat=True))
-    )
+    return sorted(candidates - set(await elsewhere))

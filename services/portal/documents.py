@@ -79,16 +79,19 @@ async def delete_documents(
     *,
     staff: StaffMember | None,
     reason: str | None = None,
+    audit_each: bool = True,
 ) -> list[str]:
     """Deletes the scope's documents among `document_ids`, one DOCUMENT_DELETED audit entry
-    each (with `reason`, e.g. "account deleted"), and returns their contents' SHA-256s.
+    each (with `reason`, e.g. "account deleted") unless `audit_each` is False (the caller
+    records the deletion itself: deleteAccount, whose account's entries go with it), and
+    returns their contents' SHA-256s.
 
     Contract: the caller holds the transaction, and after it commits passes the returned
     SHA-256s to `services.shared.files.forget(settings, sha256s)`, which removes only the
     contents no document or attachment row refers to any more. Never remove files inside
     the transaction: a rollback would bring back rows whose files are gone."""
     rows = await scope.query(Document).filter(pk__in=list(document_ids)).order_by("id")
-    for row in rows:
+    for row in rows if audit_each else []:
         before = {"document": row.pk, "filename": row.filename, "sha256": row.sha256}
         if reason is not None:
             before["reason"] = reason
