@@ -23,6 +23,7 @@ from tests.support.login import (
 )
 from tests.support.mail import add_mailbox, mail
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.test_documents import PDF, upload
 
 ARCHIVE = """
 mutation($id: ID!) {
@@ -87,7 +88,12 @@ async def test_archive_verbs_need_the_right_and_the_firm(acme, globex, client):
 
 async def test_client_loses_access_when_archived_and_regains_it(acme, client):
     family = await new_account(acme.api, "Miller Family")
-    anna = Api(client, await portal_token(acme, family["id"]))
+    token = await portal_token(acme, family["id"])
+    anna = Api(client, token)
+    uploaded = (await upload(client, acme.api.token, family["id"], "a.pdf", PDF)).json()
+    download = "/documents/" + uploaded["data"]["uploadDocument"]["document"]["id"]
+    as_client = {"Authorization": f"Bearer {token}"}
+    assert (await client.get(download, headers=as_client)).status_code == 200
     assert await anna.data(CLIENT) == {
         "portalAccounts": [{"name": "Miller Family"}],
         "currentAccount": {"name": "Miller Family"},
@@ -101,12 +107,14 @@ async def test_client_loses_access_when_archived_and_regains_it(acme, client):
     )
     assert [e["code"] for e in switched["switchAccount"]["errors"]] == ["NOT_FOUND"]
     assert await PortalAccess.filter(firm_id=acme.owner.firm_id).count() == 1  # kept
+    assert (await client.get(download, headers=as_client)).status_code == 404
 
     await acme.api.ok(UNARCHIVE, family)
     assert await anna.data(CLIENT) == {
         "portalAccounts": [{"name": "Miller Family"}],
         "currentAccount": {"name": "Miller Family"},
     }
+    assert (await client.get(download, headers=as_client)).status_code == 200
 
 
 async def test_no_mail_goes_to_an_archived_account(acme, client, settings, smtp):
