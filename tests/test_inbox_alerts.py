@@ -5,14 +5,16 @@ The daily digest is driven by calling its service with a chosen "now"."""
 from __future__ import annotations
 
 import asyncio
+import html
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
-from models import Mailbox, OutboundEmail, StaffRole
+from models import DeliveryStatus, EmailAddress, Mailbox, OutboundEmail, StaffRole
 from portico.settings import Settings
 from schema import ids
 from services.mail import alerts, digests, history
+from services.outbound import outbox
 from tests.support.api import Api, Firm, add_staff, api_for
 from tests.support.crm_ops import new_contact
 from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
@@ -29,6 +31,7 @@ SYNC = "mutation($id: ID!) { syncMailbox(id: $id) { errors { code } mailbox { sy
 INBOX = "{ inbox(first: 50) { edges { node { id subject direction } } } }"
 REPLY = """mutation($id: ID!, $body: String!) {
   replyToMessage(messageId: $id, body: $body) { errors { code } message { id } } }"""
+ERASE = "mutation($id: ID!) { eraseContact(id: $id) { errors { code } erased kept } }"
 SECRET_BODY = "The figures: 123456, do not forward."
 
 
@@ -213,3 +216,38 @@ async def test_choosing_the_digest_lists_only_mail_since(acme, settings, imap, s
     assert await digests.send_due_digests(settings, _tomorrow_morning()) == 1
     [digest] = await here.alerts()
     assert "After" in text_of(digest) and "Before" not in text_of(digest)
+
+
+async def test_erasing_a_client_scrubs_the_alerts_and_digests_that_named_them(
+    acme, client, settings, imap, smtp
+):
+    here = await office(acme, settings, imap, smtp)
+    await choose(acme.api, "IMMEDIATE")
+    dora = await add_staff(acme, "dora@acme.example", StaffRole.ADMIN)
+    await choose(await api_for(client, dora), "DAILY_DIGEST")
+    await here.receive(new_mail(subject="Tax return 2025"))
+    assert len(await here.alerts()) == 1  # the owner's alert, sent
+    await here.receive(new_mail(subject="Late receipts"))  # its alert still queued
+    assert await digests.send_due_digests(settings, _tomorrow_morning()) == 1  # queued
+    rows = await OutboundEmail.filter(kind__in=[alerts.ALERT_KIND, digests.DIGEST_KIND])
+    assert len(rows) == 3 and all(ANNA in said(settings, row) for row in rows)
+
+    contact = (await EmailAddress.get(address_normalized=ANNA)).contact_id
+    erased = await acme.api.ok(ERASE, {"id": ids.encode("Contact", contact)})
+    assert any("3 staff alert(s) and digest(s)" in sentence for sentence in erased["kept"])
+    for row in await OutboundEmail.all():
+        text = said(settings, row)
+        for secret in (ANNA, "Tax return 2025", "Late receipts"):
+            assert secret not in text, (row.kind, text)
+    statuses = {
+        row.kind: row.status
+        for row in await OutboundEmail.filter(kind__in=[alerts.ALERT_KIND, digests.DIGEST_KIND])
+    }
+    assert statuses[digests.DIGEST_KIND] == DeliveryStatus.CANCELLED
+    assert len(await here.alerts()) == 1  # the one sent before; nothing unsent goes out
+
+
+def said(settings: Settings, row: OutboundEmail) -> str:
+    """Everything an outbox row says: its recipient, subject and decrypted bodies."""
+    bodies = outbox.decrypt_bodies(settings, row)
+    return "\n".join((row.to_address, row.subject, bodies.text, html.unescape(bodies.html)))
