@@ -14,10 +14,10 @@ from models import AuditEntry, Message, OutboundEmail, PortalUser, Session, Sign
 from portico.settings import Settings
 from schema import ids
 from services.crm import privacy
-from services.firm import signin
 from services.mail.parse import parse_message
 from services.mail.store import store_message
 from services.outbound import outbox
+from services.shared import throttle_keys
 from services.shared.scope import FirmScope
 from tests.support.api import Api, add_staff, api_for
 from tests.support.login import (
@@ -295,8 +295,8 @@ async def test_erasure_forgets_the_sign_in_throttle_of_the_addresses(acme, clien
         [payload] = (await Api(client).data(query, variables)).values()
         assert payload["errors"][0]["code"] == "INVALID_CREDENTIALS"
     # The keys sign-in itself uses (the erasure computes its own: they must stay equal).
-    annas = [signin._throttle_key(kind, "acme", ANNA) for kind in ("client", "staff")]
-    bens = signin._throttle_key("client", "acme", "ben@other.example")
+    annas = [throttle_keys.account_key(kind, "acme", ANNA) for kind in ("client", "staff")]
+    bens = throttle_keys.account_key("client", "acme", "ben@other.example")
     assert await SignInThrottle.filter(key__in=[*annas, bens]).count() == 3
     await acme.api.ok(ERASE, {"id": w.anna_contact})
     assert await SignInThrottle.filter(key__in=annas).count() == 0

@@ -17,7 +17,6 @@ go after the commit.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import secrets
@@ -45,7 +44,7 @@ from portico.settings import Settings
 from services.crm import privacy, records
 from services.mail import alerts, digests, removal
 from services.outbound import outbox
-from services.shared import audit, files
+from services.shared import audit, files, throttle_keys
 from services.shared.scope import FirmScope
 
 ERASED_NAME = "(erased)"
@@ -192,14 +191,12 @@ async def _scrub_staff_alerts(
 async def _forget_throttles(scope: FirmScope, normalized: list[str]) -> None:
     """The sign-in throttle rows of the erased addresses, staff and client sign-in alike."""
     firm = await Firm.get(pk=scope.firm_id)
-    keys = [_throttle_key(kind, firm.slug, a) for kind in ("staff", "client") for a in normalized]
+    keys = [
+        throttle_keys.account_key(kind, firm.slug, address)
+        for kind in ("staff", "client")
+        for address in normalized
+    ]
     await SignInThrottle.filter(key__in=keys).delete()
-
-
-def _throttle_key(kind: str, firm_slug: str, email: str) -> str:
-    # The key services/firm/signin._throttle_key computes; keep the two equal (a test in
-    # tests/test_privacy.py fails sign-ins, erases and finds no row left).
-    return hashlib.sha256(f"{kind}\0{firm_slug}\0{email}".encode()).hexdigest()
 
 
 async def _tombstone_audit(

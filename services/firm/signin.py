@@ -3,7 +3,6 @@ throttle per (kind, firm, email), known or not, and a budget per client address.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
@@ -16,7 +15,7 @@ from models import PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
 from services.firm import address_throttle, firms, password_links, throttle_rows
 from services.portal import access, invitations
-from services.shared import passwords, sessions
+from services.shared import passwords, sessions, throttle_keys
 from services.shared.errors import ErrorCode, InputError, input_error
 
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
@@ -85,7 +84,7 @@ async def _authenticate(
     if address_key and not await address_throttle.reserve(address_key, policy.per_address):
         raise _too_many()
     slug, email = credentials.firm_slug.strip().lower(), credentials.email.strip().lower()
-    key = _throttle_key(kind, slug, email)
+    key = throttle_keys.account_key(kind, slug, email)
     attempts = await _reserve_attempt(key, policy)
     user = await firms.find_person(candidates, slug, email)
     # verify_password always runs argon2, also when there is no such user.
@@ -150,11 +149,6 @@ def _too_many() -> InputError:
     return input_error(
         ErrorCode.TOO_MANY_ATTEMPTS, "Too many failed sign-ins. Try again in a few minutes."
     )
-
-
-def _throttle_key(kind: str, firm_slug: str, email: str) -> str:
-    raw = f"{kind}\0{firm_slug}\0{email}"
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 async def accept_invitation(

@@ -44,7 +44,7 @@ from portico.settings import Settings
 from services.outbound import outbox
 from services.shared.scope import FirmScope
 
-ALERT_KIND = "STAFF_INBOX_ALERT"
+ALERT_KIND = outbox.STAFF_ALERT_KIND
 ALERT_TEMPLATE = "inbox_alert"
 # As auto-saving attachments does: the Date header is the sender's clock, and mail may take a
 # while to arrive.

@@ -36,7 +36,7 @@ DIGEST_HOUR = 7  # UTC: before the working day in Europe
 SETTLE = timedelta(minutes=5)
 MAX_WINDOW = timedelta(days=7)
 MAX_ITEMS = 100
-DIGEST_KIND = "STAFF_INBOX_DIGEST"
+DIGEST_KIND = outbox.STAFF_DIGEST_KIND
 DIGEST_TEMPLATE = "inbox_digest"
 
 
