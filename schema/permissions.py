@@ -22,7 +22,7 @@ class ManagesAccounts(BasePermission):
         return True
 
 
-class ManagesStaff(BasePermission):
+class IsOwnerOrAdmin(BasePermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         permissions.require_staff_admin(info.context.require_staff())
         return True

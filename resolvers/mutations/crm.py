@@ -16,7 +16,7 @@ from schema.inputs import (
     UpdateContactInput,
 )
 from schema.payloads import AccountPayload, ContactPayload, EmailAddressPayload
-from schema.permissions import ManagesAccounts, ManagesStaff
+from schema.permissions import IsOwnerOrAdmin, ManagesAccounts
 from schema.types import Account, Contact, EmailAddress
 from services.crm import archive, records, removal
 
@@ -243,7 +243,7 @@ class CrmMutations:
         description="Deletes an account (owners and admins) with its links, toggles, "
         "invitations, portal access, documents and message links, and the synced mail linked "
         "to no other account; contacts stay. Returns the account as it was.",
-        permission_classes=[ManagesStaff],
+        permission_classes=[IsOwnerOrAdmin],
     )
     async def delete_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
         return _account_payload(

@@ -10,7 +10,7 @@ from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.enums import FirmEmailKind, NotificationCategory
 from schema.payloads import FirmPayload, SendPayload
-from schema.permissions import IsStaff, ManagesStaff
+from schema.permissions import IsOwnerOrAdmin, IsStaff
 from schema.types import Firm
 from services.firm import firms
 from services.portal import notify
@@ -82,7 +82,7 @@ class NotifyMutations:
         return SendPayload(errors=errors, queued=queued or 0)
 
     @mutation(
-        description="The firm's settings (owners and admins).", permission_classes=[ManagesStaff]
+        description="The firm's settings (owners and admins).", permission_classes=[IsOwnerOrAdmin]
     )
     async def update_firm_settings(self, info: Info, input: FirmSettingsInput) -> FirmPayload:
         firm, errors = await attempt(

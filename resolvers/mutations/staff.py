@@ -13,7 +13,7 @@ from schema import ids
 from schema.enums import InboxNotification
 from schema.inputs import StaffMemberInput, UpdateStaffMemberInput
 from schema.payloads import StaffMemberPayload
-from schema.permissions import IsStaff, ManagesStaff
+from schema.permissions import IsOwnerOrAdmin, IsStaff
 from schema.types import StaffMember
 from services.firm import staff
 
@@ -22,7 +22,7 @@ from services.firm import staff
 class StaffMutations:
     @mutation(
         description="Adds a staff member and mails them a single-use link to set a password.",
-        permission_classes=[ManagesStaff],
+        permission_classes=[IsOwnerOrAdmin],
     )
     async def add_staff_member(self, info: Info, input: StaffMemberInput) -> StaffMemberPayload:
         member, errors = await attempt(
@@ -44,7 +44,7 @@ class StaffMutations:
 
     @mutation(
         description="Changes a member; deactivating one ends their sessions at once.",
-        permission_classes=[ManagesStaff],
+        permission_classes=[IsOwnerOrAdmin],
     )
     async def update_staff_member(
         self, info: Info, id: strawberry.ID, input: UpdateStaffMemberInput

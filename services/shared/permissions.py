@@ -13,7 +13,7 @@ def require_manage_accounts(staff: StaffMember) -> None:
 
 def require_staff_admin(staff: StaffMember) -> None:
     if not staff.is_admin:
-        raise Forbidden("Only owners and admins manage staff.")
+        raise Forbidden("Only owners and admins may do this.")
 
 
 def require_may_touch_role(actor: StaffMember, role: StaffRole) -> None:
