@@ -68,6 +68,18 @@ async def test_update_contact_trims_and_keeps_null_fields(acme):
     assert unchanged["contact"]["lastName"] == "Miller"
 
 
+async def test_a_rename_is_audited_in_each_linked_account(acme):
+    miller = await new_account(acme.api, "Miller Family")
+    company = await new_account(acme.api, "Miller GmbH")
+    anna = await new_contact(acme.api, "Anna", "Miller", [], [miller["id"], company["id"]])
+    await acme.api.ok(UPDATE_CONTACT, {"id": anna["id"], "input": {"firstName": "Hanna"}})
+    await acme.api.ok(UPDATE_CONTACT, {"id": anna["id"], "input": {"firstName": "Hanna "}})
+    for account in (miller, company):  # once each: the second call changed nothing
+        [entry] = await audit_entries(acme.api, account["id"], "CONTACT_UPDATED")
+        assert entry["actor"] == "owner@acme.example"
+        assert entry["before"]["firstName"] == "Anna" and entry["after"]["firstName"] == "Hanna"
+
+
 async def test_update_contact_refuses_bad_names_and_writes_nothing(acme):
     anna = await new_contact(acme.api, "Anna", "Miller")
     data = await acme.api.data(

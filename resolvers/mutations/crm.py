@@ -100,6 +100,7 @@ class CrmMutations:
                     ids.decode(id, "Contact"),
                     first_name=input.first_name,
                     last_name=input.last_name,
+                    actor=info.context.staff,
                 ),
             )
         )

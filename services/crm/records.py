@@ -142,16 +142,37 @@ async def update_contact(
     contact_id: int | None,
     first_name: str | None = None,
     last_name: str | None = None,
+    actor: StaffMember | None = None,
 ) -> Contact:
-    """Renames a contact: each name trimmed and checked as on create; None keeps it."""
+    """Renames a contact: each name trimmed and checked as on create; None keeps it. A real
+    change is a CONTACT_UPDATED audit entry in each account the contact is linked to."""
     contact = await scope.get(Contact, contact_id, "id")
     first, last = clean_person_names(
         contact.first_name if first_name is None else first_name,
         contact.last_name if last_name is None else last_name,
         "input",
     )
-    contact.first_name, contact.last_name = first, last
-    await contact.save(update_fields=["first_name", "last_name"])
+    if (first, last) == (contact.first_name, contact.last_name):
+        return contact
+    before = {"contact": contact.pk, "firstName": contact.first_name, "lastName": contact.last_name}
+    after = {"contact": contact.pk, "firstName": first, "lastName": last}
+    account_ids = await (
+        scope.query(AccountContact)
+        .filter(contact_id=contact.pk)
+        .values_list("account_id", flat=True)
+    )
+    async with in_transaction():
+        contact.first_name, contact.last_name = first, last
+        await contact.save(update_fields=["first_name", "last_name"])
+        for account_id in sorted(account_ids):
+            await audit.record(
+                scope,
+                "CONTACT_UPDATED",
+                account_id=account_id,
+                staff=actor,
+                before=before,
+                after=after,
+            )
     return contact
 
 
