@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -134,16 +131,6 @@ def sync_tasks(mailbox_pk: int) -> list[asyncio.Task]:
         for t in asyncio.all_tasks()
         if t.get_name() == f"mailbox sync {mailbox_pk}" and not t.done()
     ]
-
-
-def deliver_to_maildir(imap: ImapServer, user: str, raw: bytes) -> None:
-    """Into `user`'s INBOX as a local delivery agent would (fast: no IMAP login)."""
-    maildir = imap.folder / "home" / user / "Maildir"
-    name = f"{int(time.time())}.P{os.getpid()}Q{secrets.token_hex(4)}.portico-test"
-    tmp = maildir / "tmp" / name
-    tmp.write_bytes(raw)
-    tmp.chmod(0o644)
-    tmp.rename(maildir / "new" / name)
 
 
 # updateMailbox ------------------------------------------------------------------------------
@@ -456,7 +443,7 @@ async def test_disconnect_ends_a_pass_in_flight_at_its_next_lease_check(
     imap.append(user, mail(to=user, subject="Message 0"))
     total = 8 * sync_engine.FETCH_BATCH
     for n in range(1, total):
-        deliver_to_maildir(imap, user, mail(to=user, subject=f"Message {n}"))
+        imap.deliver_to_maildir(user, mail(to=user, subject=f"Message {n}"))
     [row] = await Mailbox.all()
     scope = FirmScope(row.firm_id)
     running_pass = asyncio.create_task(sync_engine.sync_mailbox(scope, row, settings))

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
@@ -86,17 +85,6 @@ def idle_records(caplog: pytest.LogCaptureFixture, mailbox: Mailbox) -> int:
         if r.name == "services.mail.idle"
         and r.getMessage().startswith(f"mailbox {mailbox.pk}: IDLE on INBOX")
     )
-
-
-def deliver_to_maildir(imap: ImapServer, user: str, raw: bytes) -> None:
-    """Puts a message into `user`'s INBOX the way a local delivery agent does (Maildir tmp/
-    then new/): it works while the IMAP server is down."""
-    maildir = imap.folder / "home" / user / "Maildir"
-    name = f"{int(time.time())}.P{os.getpid()}Q{secrets.token_hex(4)}.portico-test"
-    tmp = maildir / "tmp" / name
-    tmp.write_bytes(raw)
-    tmp.chmod(0o644)
-    tmp.rename(maildir / "new" / name)
 
 
 # Mail arrives by itself ---------------------------------------------------------------------
@@ -231,9 +219,7 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
             assert await subjects(acme.owner.firm_id) == ["Before 0"]
 
             # Mail delivered while the server is down, then the server comes back.
-            deliver_to_maildir(
-                imap, mailbox.username, mail(to=mailbox.address, subject="Meanwhile")
-            )
+            imap.deliver_to_maildir(mailbox.username, mail(to=mailbox.address, subject="Meanwhile"))
             monkeypatch.setattr(message_store, "store_messages", store)
             imap.start()
 

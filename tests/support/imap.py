@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -85,6 +86,16 @@ class ImapServer:
             client.login(user, PASSWORD)
             client.append(folder, "", imaplib.Time2Internaldate(time.time()), raw)
             client.logout()
+
+    def deliver_to_maildir(self, user: str, raw: bytes) -> None:
+        """Puts a message into `user`'s INBOX the way a local delivery agent does (Maildir
+        tmp/ then new/): no IMAP login, and it works while the IMAP server is down."""
+        maildir = self.folder / "home" / user / "Maildir"
+        name = f"{int(time.time())}.P{os.getpid()}Q{secrets.token_hex(4)}.portico-test"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        tmp.chmod(0o644)
+        tmp.rename(maildir / "new" / name)
 
     def stop(self) -> None:
         pid_file = self.folder / "run" / "master.pid"
