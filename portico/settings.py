@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     # is what the per-address sign-in budget counts.
     forwarded_allow_ips: str | None = None
 
+    # Browser origins (scheme://host[:port]) whose pages may call the API and open its
+    # WebSocket, with credentials; development also allows every http://localhost:* and
+    # http://127.0.0.1:* origin (portico/cors.py).
+    cors_origins: list[str] = []
+
     graphiql: bool | None = None
     introspection: bool | None = None
 
