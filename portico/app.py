@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from portico import db
+from portico.cors import cors_middleware, origin_policy
 from portico.downloads import download_document, download_export
 from portico.graphiql import graphiql_routes
 from portico.graphql_view import PorticoGraphQL
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     # Fail at start, not at the first mail: a bad SMTP URL, or production without a key.
     transport_for(settings)
     crypto.secret_key(settings)
-    graphql = PorticoGraphQL(build_schema(settings), settings)
+    origins = origin_policy(settings)  # a bad PORTICO_CORS_ORIGINS fails here, at start
+    graphql = PorticoGraphQL(build_schema(settings), settings, origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         ],
         middleware=[
             Middleware(AccessLog),
+            # Outside BodyLimit: a 413 carries the CORS headers too, so browsers can read it.
+            cors_middleware(origins),
             Middleware(
                 BodyLimit,
                 max_bytes=settings.max_body_bytes,

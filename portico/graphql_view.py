@@ -21,6 +21,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
+from portico.cors import PREFLIGHT_HEADERS, OriginPolicy
 from portico.graphiql import graphiql_page
 from portico.refusals import BadRequest, bad_request_response
 from portico.request_parsing import (
@@ -41,7 +42,7 @@ class PorticoGraphQL(GraphQL):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
-    def __init__(self, schema: object, settings: Settings) -> None:
+    def __init__(self, schema: object, settings: Settings, origins: OriginPolicy) -> None:
         super().__init__(
             schema,  # type: ignore[arg-type]
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
@@ -50,10 +51,12 @@ class PorticoGraphQL(GraphQL):
             # messageSynced: the current protocol and the legacy one older clients speak.
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
             # Strawberry refuses cross-origin handshakes (a page elsewhere riding on the
-            # session cookie); the public URL counts as ours even behind a proxy.
+            # session cookie); the public URL counts as ours even behind a proxy, and the
+            # origins CORS allows may connect too (is_websocket_origin_allowed).
             allowed_origins=public_origins(settings),
         )
         self.settings = settings
+        self.origins = origins
 
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -94,9 +97,11 @@ class PorticoGraphQL(GraphQL):
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:  # type: ignore[override]
         # A multipart POST is a "simple" request another site's form could send with the
         # visitor's cookie: demand what only our own clients send (CSRF guard).
-        headers = request.headers
-        if "authorization" not in headers and "graphql-require-preflight" not in headers:
-            raise BadRequest("Uploads need an Authorization or a GraphQL-Require-Preflight header")
+        if not any(name in request.headers for name in PREFLIGHT_HEADERS):
+            raise BadRequest(
+                "Uploads need an Authorization, GraphQL-Require-Preflight,"
+                " Apollo-Require-Preflight or X-Apollo-Operation-Name header"
+            )
         try:
             form = (await request.get_form_data()).form
         except (ValueError, StarletteHTTPException) as exc:
@@ -137,6 +142,9 @@ class PorticoGraphQL(GraphQL):
             raise BadRequest(reason) from exc
         except MissingQueryError as exc:
             raise BadRequest(NO_QUERY) from exc
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        return super().is_websocket_origin_allowed(request, origin) or self.origins.allows(origin)
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         # A browser opening a link (Accept: text/html) gets GraphiQL, even with ?query=...
