@@ -1,6 +1,8 @@
 """The two WebSocket protocols as Portico speaks them: every refused operation answers an
 `error` message with the errors (messages, codes) HTTP would answer, and no message a
-client can send reaches an internal error.
+client can send reaches an internal error. Credentials given at `connection_init` (or on the
+upgrade's Authorization header) that name no live session refuse the connection before any
+ack; none given is an anonymous connection.
 
 Strawberry as it stands lets a parse error (the token limit included) escape its stream,
 closes graphql-transport-ws on a syntax error with a reason too long for a close frame, and
@@ -21,18 +23,31 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
     Message,
     SubscribeMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyInitMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 from strawberry.types.execution import PreExecutionError
 
 from portico.refusals import BadRequest, bad_request_error
 from portico.request_parsing import check_request
 from resolvers.context import Context
+from services.shared.errors import ErrorCode
 
 StreamResult = AsyncGenerator[Any, None]
+
+# Credentials given at connection_init that name no live session: refused before any ack, so
+# a client's reconnect logic sees it in the close (graphql-transport-ws: graphql-ws's 4403).
+FORBIDDEN = 4403
+REFUSED_CREDENTIALS = {
+    "message": "The session token is invalid or expired: sign in again.",
+    "extensions": {"code": ErrorCode.UNAUTHENTICATED.value},
+}
 
 # Messages that name an operation: its id must be a string to be answered (or stopped).
 _WITH_ID = {"subscribe", "complete", "start", "stop"}
@@ -107,6 +122,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         await super().handle_message(message)
 
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload", {})
+        # Strawberry's own refusals first: a payload not an object (4400), a second init (4429).
+        fresh = not (self.connection_init_received or self.connection_timed_out)
+        if fresh and isinstance(payload, dict) and not await self.context.open_socket(payload):
+            self.connection_init_received = True
+            if self.connection_init_timeout_task:
+                self.connection_init_timeout_task.cancel()
+            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            return
+        await super().handle_connection_init(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         # Strawberry's own refusals first: unacknowledged (4401), a duplicate id (4409).
         if self.connection_acknowledged and message["id"] not in self.operations:
@@ -137,6 +164,17 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_message(self, message: OperationMessage) -> None:
         if readable(message):  # the protocol ignores what it cannot read (bad JSON too)
             await super().handle_message(message)
+
+    async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        payload = message.get("payload")
+        params = {} if payload is None else payload  # else strawberry's connection_error
+        if isinstance(params, dict) and not await self.context.open_socket(params):
+            # The protocol's refusal: connection_error, then a close (1011, as its reference
+            # server and strawberry close a rejected connection).
+            await self.send_message({"type": "connection_error", "payload": REFUSED_CREDENTIALS})
+            await self.websocket.close(code=1011, reason="")
+            return
+        await super().handle_connection_init(message)
 
     async def handle_start(self, message: StartMessage) -> None:
         if self.connection_acknowledged:  # else strawberry closes with 4401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -99,8 +100,20 @@ class Context:
     def socket_token(self) -> str | None:
         """A WebSocket's credentials: the token of `connection_init`'s payload, else the
         handshake's (Authorization header or session cookie)."""
-        token = (self.connection_params or {}).get("token")
-        return token if isinstance(token, str) and token else self.token
+        return params_token(self.connection_params) or self.token
+
+    async def open_socket(self, params: dict[str, Any]) -> bool:
+        """`connection_init`: keep its params and check the credentials the client gave
+        (params, else the handshake's Authorization header). False: they name no live
+        session. None given is anonymous, as is a stale cookie (script cannot clear an
+        HttpOnly cookie, so refusing it would lock a browser out; HTTP ignores it too)."""
+        self.connection_params = params
+        in_params = bool(_param_values(params))
+        token = params_token(params) if in_params else bearer_token(self.request)
+        if not in_params and token is None:
+            return True
+        self.renew(await resolve_session(token))
+        return self.session is not None
 
     async def recheck_session(self, shared: bool = False) -> None:
         """Look the session up again (one query): a WebSocket does so for every operation and
@@ -126,8 +139,34 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
 
 def token_from_request(request: Request | WebSocket) -> str | None:
     """`Authorization: Bearer` first (mobile, scripts), then the browser's session cookie."""
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
+    return bearer_token(request) or request.cookies.get(SESSION_COOKIE)
+
+
+def bearer_token(request: Request | WebSocket) -> str | None:
+    """The token of an `Authorization: Bearer` header, if any."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.cookies.get(SESSION_COOKIE)
+    return None
+
+
+# connection_init's keys for a token, as stock clients spell them (matched in any case):
+# `token`, an `Authorization` header copied as is (`Bearer ` optional), Apollo's `authToken`.
+_PARAM_KEYS = ("token", "authorization", "authtoken")
+
+
+def _param_values(params: dict[str, Any] | None) -> list[object]:
+    """The values of the token keys present with a value (null and "" mean none)."""
+    by_key = {str(key).lower(): value for key, value in (params or {}).items()}
+    return [by_key[key] for key in _PARAM_KEYS if by_key.get(key) not in (None, "")]
+
+
+def params_token(params: dict[str, Any] | None) -> str | None:
+    """The token a `connection_init` payload gives: the first key present, if a string."""
+    values = _param_values(params)
+    value = values[0] if values else None
+    if not isinstance(value, str):
+        return None
+    scheme, _, credentials = value.strip().partition(" ")
+    bearer = scheme.lower() == "bearer" and credentials.strip()
+    return credentials.strip() if bearer else value.strip()

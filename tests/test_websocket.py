@@ -10,15 +10,26 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
 import websockets
 
 from portico.settings import Settings
+from services.shared import sessions
 from tests.support import server
+from tests.support.api import Firm
 from tests.support.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD
-from tests.support.websocket import LEGACY_WS, TRANSPORT_WS, Served, serving, socket
+from tests.support.websocket import (
+    LEGACY_WS,
+    TRANSPORT_WS,
+    Served,
+    Socket,
+    connection,
+    serving,
+    socket,
+)
 
 live_server = server.live_server
 live_server_process = server.live_server_process
@@ -205,6 +216,95 @@ async def test_messages_are_capped_at_the_http_body_limit(live, settings, protoc
     async with socket(live.url, protocol=protocol) as sock:  # the server serves on
         await sock.subscribe("1", "{ __typename }")
         assert (await sock.receive())["payload"] == {"data": {"__typename": "Query"}}
+
+
+# Credentials at connection_init (issue 12, item 6) ---------------------------------------------
+
+STAFF_ONLY = "{ accounts { totalCount } }"
+
+# The spellings stock clients use for the token in connection_init's payload.
+SPELLINGS = {
+    "token": lambda token: {"token": token},
+    "Authorization": lambda token: {"Authorization": f"Bearer {token}"},
+    "authorization, no scheme": lambda token: {"authorization": token},
+    "AUTHORIZATION, bearer": lambda token: {"AUTHORIZATION": f"bearer {token}"},
+    "authToken": lambda token: {"authToken": token},
+}
+
+
+async def _fresh_token(firm: Firm) -> str:
+    token, _ = await sessions.start_staff_session(firm.owner, timedelta(hours=1))
+    return token
+
+
+async def _refused_at_connect(sock: Socket, payload: object) -> None:
+    """connection_init refused before any ack: graphql-transport-ws closes with 4403;
+    graphql-ws sends its connection_error, then closes."""
+    await sock.send({"type": "connection_init", "payload": payload})
+    if sock.protocol == TRANSPORT_WS:
+        assert await sock.closed() == (4403, "Forbidden")
+        return
+    assert await sock.receive() == {
+        "type": "connection_error",
+        "payload": {
+            "message": "The session token is invalid or expired: sign in again.",
+            "extensions": {"code": "UNAUTHENTICATED"},
+        },
+    }
+    assert await sock.closed() == (1011, "")
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+async def test_each_spelling_of_the_token_signs_the_socket_in(acme, live, protocol, spelling):
+    params = SPELLINGS[spelling](acme.api.token)
+    async with socket(live.url, protocol=protocol, params=params) as sock:
+        answer = await sock.answer("1", STAFF_ONLY)
+        assert "errors" not in answer and answer["data"]["accounts"]["totalCount"] >= 0
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_an_invalid_token_is_refused_before_any_ack(acme, live, protocol):
+    signed_out = await _fresh_token(acme)
+    await live.api(signed_out).data("mutation { signOut }")
+    payloads = [
+        *(spell("not-a-session") for spell in SPELLINGS.values()),
+        {"token": signed_out},  # a session that was, signed out since
+        {"Authorization": "Bearer"},  # a scheme, no token
+        {"authToken": 42},  # no string can name a session
+        {"token": "x" * 10_000},
+        # The params speak first: a valid handshake cookie does not rescue a bad token.
+    ]
+    cookie = {"Cookie": f"portico_session={acme.api.token}", "Origin": live.url}
+    for payload in payloads:
+        async with connection(live.url, protocol, headers=cookie) as sock:
+            await _refused_at_connect(sock, payload)
+    # A bad `Authorization` header on the upgrade itself, no token in the params.
+    bearer = {"Authorization": "Bearer not-a-session"}
+    async with connection(live.url, protocol, headers=bearer) as sock:
+        await _refused_at_connect(sock, {})
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_no_token_is_anonymous_not_refused(live, protocol):
+    stale_cookie = {"Cookie": "portico_session=long-expired", "Origin": live.url}
+    cases = [({}, None), ({"token": None, "authToken": ""}, None), ({}, stale_cookie)]
+    for params, headers in cases:
+        async with socket(live.url, protocol=protocol, params=params, headers=headers) as sock:
+            assert await sock.answer("1", "{ __typename }") == {"data": {"__typename": "Query"}}
+            refused = await sock.answer("2", STAFF_ONLY)
+            assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_signing_out_ends_access_per_operation_whatever_the_spelling(acme, live, protocol):
+    for spell in SPELLINGS.values():
+        token = await _fresh_token(acme)
+        async with socket(live.url, protocol=protocol, params=spell(token)) as sock:
+            assert "errors" not in await sock.answer("1", STAFF_ONLY)
+            await live.api(token).data("mutation { signOut }")
+            refused = await sock.answer("2", STAFF_ONLY)
+            assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 # portico serve: uvicorn itself refuses an oversized frame ---------------------------------------

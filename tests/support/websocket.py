@@ -78,6 +78,14 @@ class Socket:
                 return closed.rcvd.code, closed.rcvd.reason
         raise AssertionError(f"a message, not a close: {message!r}")
 
+    async def answer(self, op_id: str, query: str) -> dict[str, Any]:
+        """A query's one result (its data and errors), then its `complete`."""
+        await self.subscribe(op_id, query)
+        message = await self.receive()
+        assert message.get("id") == op_id and message["type"] in ("next", "data"), message
+        assert await self.receive() == {"type": "complete", "id": op_id}
+        return message["payload"]
+
     async def event(self, op_id: str) -> dict[str, Any]:
         """The operation's next result: its data, asserting it carries no errors."""
         message = await self.receive()
@@ -103,19 +111,30 @@ class Socket:
 
 
 @contextlib.asynccontextmanager
+async def connection(
+    base_url: str, protocol: str = TRANSPORT_WS, headers: dict[str, str] | None = None
+) -> AsyncIterator[Socket]:
+    """An open connection, no message sent yet."""
+    url = base_url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(
+        url, subprotocols=[protocol], additional_headers=headers or {}
+    ) as ws:
+        yield Socket(ws, protocol)
+
+
+@contextlib.asynccontextmanager
 async def socket(
     base_url: str,
     token: str | None = None,
     protocol: str = TRANSPORT_WS,
     headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> AsyncIterator[Socket]:
-    """A connection whose connection_init carries `token` (if any), acknowledged."""
-    url = base_url.replace("http://", "ws://") + "/graphql"
-    async with websockets.connect(
-        url, subprotocols=[protocol], additional_headers=headers or {}
-    ) as ws:
-        sock = Socket(ws, protocol)
-        await sock.send({"type": "connection_init", "payload": {"token": token} if token else {}})
+    """A connection whose connection_init carries `params`, else `token` (if any),
+    acknowledged."""
+    async with connection(base_url, protocol, headers) as sock:
+        payload = params if params is not None else {"token": token} if token else {}
+        await sock.send({"type": "connection_init", "payload": payload})
         assert (await sock.receive())["type"] == "connection_ack"
         yield sock
 
