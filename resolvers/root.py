@@ -84,6 +84,11 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         max_result_size=settings.max_result_size,
         max_page_size=settings.max_page_size,
     )
+    # Limits on work like the budget, so QUERY_TOO_COMPLEX like it (schema/validation.py).
+    limits = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     schema = PorticoSchema(
         query=Query,
         mutation=Mutation,
@@ -94,13 +99,11 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             SessionPerOperation,
             OperationName,
             RefuseControlCharacters,
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=256),
             # Replaces ValidationCache: the budget runs first, then validation (cached).
-            lambda: CheckedValidation(budget, maxsize=256),
+            lambda: CheckedValidation(budget, limits, maxsize=256),
         ],
     )
     schema.hide_suggestions = settings.production

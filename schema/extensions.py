@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.websockets import WebSocket
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
@@ -22,10 +22,17 @@ BAD_REQUESTS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperation
 
 
 def is_expected(error: GraphQLError) -> bool:
-    """Validation, input, access and request errors: the client's doing, not worth a
-    traceback."""
+    """Parse, validation, input, access and request errors: the client's doing, not worth a
+    traceback. A code-less GraphQLError at a field's path is graphql-core finding fault with
+    what a resolver returned: a bug."""
     original = error.original_error
-    return original is None or isinstance(original, (GraphQLError, AccessError, *BAD_REQUESTS))
+    if original is None or isinstance(original, GraphQLError):
+        return error.path is None or code_of(error) is not None
+    return isinstance(original, (AccessError, *BAD_REQUESTS))
+
+
+def code_of(error: GraphQLError) -> str | None:
+    return (error.extensions or {}).get("code")
 
 
 execution_log = logging.getLogger("strawberry.execution")
@@ -50,16 +57,42 @@ def _operation_name(context: ExecutionContext | None) -> str:
 
 
 def shape_error(error: GraphQLError) -> GraphQLError:
-    """Access errors carry their code; unexpected ones are masked as INTERNAL."""
-    original = error.original_error
-    if original is None or isinstance(original, GraphQLError):
+    """Gives every error a code. Errors that carry one keep it; access errors carry theirs;
+    unexpected ones are masked as INTERNAL. (Validation labels its own errors, in
+    schema/validation.py: only that stage can tell them from a variable's.)"""
+    if code_of(error) is not None:
         return error
+    original = error.original_error
+    if isinstance(error, GraphQLSyntaxError):  # the token limit aborts the parser the same way
+        return coded(error, ErrorCode.GRAPHQL_PARSE_FAILED)
+    if original is None or isinstance(original, GraphQLError):
+        if error.path is None:
+            # Parsed and validated, refused by graphql-core before any resolver: a variable's
+            # value does not fit its type (or a required one is missing).
+            return coded(error, ErrorCode.BAD_USER_INPUT)
+        return _internal(error)
     if isinstance(original, AccessError):
         return GraphQLError(
             str(original), error.nodes, path=error.path, extensions={"code": original.code}
         )
     if isinstance(original, BAD_REQUESTS):
         return GraphQLError(error.message, extensions={"code": ErrorCode.BAD_REQUEST})
+    return _internal(error)
+
+
+def coded(error: GraphQLError, code: ErrorCode) -> GraphQLError:
+    """A copy of `error` (message, locations, path) with `code`."""
+    return GraphQLError(
+        error.message,
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        extensions={**(error.extensions or {}), "code": code},
+    )
+
+
+def _internal(error: GraphQLError) -> GraphQLError:
     return GraphQLError(
         INTERNAL_MESSAGE, error.nodes, path=error.path, extensions={"code": ErrorCode.INTERNAL}
     )

@@ -49,6 +49,7 @@ async def test_depth_over_ten_is_refused(acme, settings):
         over = await api.post(_nested(8))  # depth 11
     assert over.get("data") is None
     assert "exceeds maximum operation depth" in over["errors"][0]["message"]
+    assert _codes(over) == ["QUERY_TOO_COMPLEX"]  # a limit on work, like the budget
 
 
 async def test_introspection_is_not_counted_as_depth(acme):
@@ -60,6 +61,7 @@ async def test_too_many_aliases(acme, settings):
     aliases = " ".join(f"a{i}: viewer {{ __typename }}" for i in range(settings.max_aliases + 1))
     body = await acme.api.post(f"{{ {aliases} }}")
     assert "aliases" in body["errors"][0]["message"].lower()
+    assert _codes(body) == ["QUERY_TOO_COMPLEX"]
     ok = " ".join(f"a{i}: viewer {{ __typename }}" for i in range(settings.max_aliases))
     assert "errors" not in await acme.api.post(f"{{ {ok} }}")
 
@@ -68,6 +70,7 @@ async def test_too_many_tokens(acme, settings):
     fields = " ".join("__typename" for _ in range(settings.max_tokens))
     body = await acme.api.post(f"{{ {fields} }}")
     assert "token" in body["errors"][0]["message"].lower()
+    assert _codes(body) == ["GRAPHQL_PARSE_FAILED"]  # the parser stops reading
 
 
 @pytest.mark.parametrize("first", [101, -1, 1000000])
@@ -149,6 +152,7 @@ async def production(clean_db, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
 async def test_production_hides_introspection_and_graphiql(production):
     body = await Api(production).post("{ __schema { types { name } } }")
     assert "introspection" in body["errors"][0]["message"].lower()
+    assert set(_codes(body)) == {"GRAPHQL_VALIDATION_FAILED"}
     page = await production.get("/graphql", headers={"Accept": "text/html"})
     assert "graphiql" not in page.text.lower()
 
@@ -181,3 +185,4 @@ async def test_suggestions_only_in_development(kind, anon, production):
     body = await Api(production).post(document, variables)
     assert body["errors"], body
     assert not any("Did you mean" in e["message"] for e in body["errors"]), body
+    assert None not in _codes(body), body

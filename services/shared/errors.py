@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # over the work budget, refused before execution
     BATCHED_SIGN_IN = "BATCHED_SIGN_IN"  # more than one sign-in field in one request
     BAD_REQUEST = "BAD_REQUEST"  # a malformed HTTP body or multipart map (HTTP 400)
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"  # not GraphQL syntax, or over the token limit
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # not valid against the schema
 
     # Input, any mutation (payload `errors[].code`)
     NOT_FOUND = "NOT_FOUND"  # no such row in the viewer's firm (also top-level)
