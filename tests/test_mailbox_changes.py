@@ -35,7 +35,12 @@ from services.mail.mailboxes import encrypt_password, mailbox_password
 from services.shared import files, sessions
 from services.shared.scope import FirmScope
 from tests.support.api import Api, Firm, add_staff, api_for, eventually
-from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
+from tests.support.imap import (  # noqa: F401  (the `imap` fixture)
+    PASSWORD,
+    ImapServer,
+    imap_fixture,
+    tiny_imap,
+)
 from tests.support.login import invitee, portal_user
 from tests.support.mail import ANNA, CONNECT, imap_user, mail, mailbox_input
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
@@ -217,46 +222,6 @@ def socket_closed() -> Any:
     yield port  # nobody listens there any more
 
 
-class RecordingImap:
-    """An IMAP server on 127.0.0.1 that accepts any LOGIN and keeps every line it was sent:
-    what a server the caller picked would learn."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.lines: list[bytes] = []
-        self.port = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
-        with contextlib.suppress(ConnectionError):
-            while line := await reader.readline():
-                self.lines.append(line)
-                tag, _, rest = line.decode(errors="replace").partition(" ")
-                command = rest.split(" ", 1)[0].strip().upper()
-                if command == "LOGOUT":
-                    writer.write(f"* BYE\r\n{tag} OK LOGOUT done\r\n".encode())
-                    break
-                if command == "CAPABILITY":
-                    writer.write(b"* CAPABILITY IMAP4rev1\r\n")
-                writer.write(f"{tag} OK {command} done\r\n".encode())
-                await writer.drain()
-            await writer.drain()
-        writer.close()
-
-
-@contextlib.asynccontextmanager
-async def recording_imap() -> AsyncIterator[RecordingImap]:
-    recorder = RecordingImap()
-    server = await asyncio.start_server(recorder.serve, "127.0.0.1", 0)
-    recorder.port = server.sockets[0].getsockname()[1]
-    try:
-        yield recorder
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 async def test_the_stored_password_goes_only_to_the_servers_and_user_it_was_given_for(
     acme: Firm, imap: ImapServer, smtp: SmtpServer, settings: Settings
 ) -> None:
@@ -269,7 +234,7 @@ async def test_the_stored_password_goes_only_to_the_servers_and_user_it_was_give
     assert same["errors"] == []
     before = await snapshot(row.pk)
 
-    async with recording_imap() as elsewhere:
+    async with tiny_imap() as elsewhere:
         # Another server, port, TLS setting or user without the password: refused before
         # any connection, so nobody can have the stored password sent to a server of theirs.
         for change in (

@@ -278,9 +278,9 @@ async def test_tls_checks_the_host_name_not_the_address(
     smtp = TlsSmtpServer(PASSWORD, localhost_tls.context)
     smtp.start()
     try:
-        async with tiny_imap(localhost_tls.context) as imap_port:
+        async with tiny_imap(localhost_tls.context) as tiny:
             by_name = mailbox_input(
-                Endpoint("localhost", imap_port),
+                Endpoint("localhost", tiny.port),
                 Endpoint("localhost", smtp.port),
                 imapTls=True,
                 smtpTls=True,  # STARTTLS on a port other than 465

@@ -17,6 +17,12 @@ from services.portal import documents
 from services.shared.errors import ErrorCode
 
 
+def _payload(document: object, errors: list) -> DocumentPayload:
+    return DocumentPayload(
+        errors=errors, document=Document.from_model(document) if document else None
+    )
+
+
 @strawberry.type
 class DocumentMutations:
     @mutation(
@@ -43,10 +49,7 @@ class DocumentMutations:
                 info.context.settings,
             ),
         )
-        return DocumentPayload(
-            errors=errors,
-            document=Document.from_model(document) if document else None,
-        )
+        return _payload(document, errors)
 
     @mutation(
         description="Deletes a document: clients lose its download at once, and its file goes "
@@ -63,7 +66,4 @@ class DocumentMutations:
                 info.context.settings,
             ),
         )
-        return DocumentPayload(
-            errors=errors,
-            document=Document.from_model(document) if document else None,
-        )
+        return _payload(document, errors)

@@ -9,19 +9,14 @@ emails), `portal.invitations.invite` (ACCOUNT_ARCHIVED) and `mail.store.synced_a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import Account, AccountEmail, DeliveryStatus, OutboundEmail, StaffMember
+from models import Account, AccountEmail, StaffMember
+from services.outbound import outbox
 from services.portal import invitations
 from services.shared import audit
 from services.shared.scope import FirmScope
 from services.shared.sessions import now
-
-# Staff's own replies are correspondence, not the portal's mail: they still go out.
-PORTAL_MAIL_KINDS = ("INVITATION", "NOTIFICATION", "DIRECT", "MASS", "AUTOMATION")
 
 
 async def archive_account(
@@ -40,7 +35,7 @@ async def archive_account(
                 scope.query(AccountEmail).filter(account_id=account.pk).values_list("id", flat=True)
             )
             await invitations.revoke_pending(scope, rows, staff=staff, reason="account archived")
-            withdrawn = await cancel_queued_mail(scope, account.pk)
+            withdrawn = await outbox.cancel_account_mail(scope, account.pk)
             await audit.record(
                 scope,
                 "ACCOUNT_ARCHIVED",
@@ -76,19 +71,3 @@ async def unarchive_account(
             )
     await account.refresh_from_db(fields=["archived_at"])
     return account
-
-
-async def cancel_queued_mail(scope: FirmScope, account_id: int) -> int:
-    """Withdraws the account's portal mail that no worker has taken yet; how many. (A row a
-    worker holds is being sent now and cannot be called back.)"""
-    unclaimed = Q(lease_until=None) | Q(lease_until__lt=datetime.now(UTC))
-    return await (
-        scope.query(OutboundEmail)
-        .filter(
-            unclaimed,
-            account_id=account_id,
-            status=DeliveryStatus.QUEUED,
-            kind__in=PORTAL_MAIL_KINDS,
-        )
-        .update(status=DeliveryStatus.CANCELLED)
-    )

@@ -26,8 +26,8 @@ from models import (
     StaffMember,
 )
 from portico.settings import Settings
-from services.crm.archive import cancel_queued_mail
 from services.mail import removal as mail_removal
+from services.outbound import outbox
 from services.portal import documents
 from services.shared import audit, files
 from services.shared.scope import FirmScope
@@ -41,7 +41,7 @@ async def delete_account(
     async with in_transaction():
         # Its queued portal mail (invitations too) is withdrawn; the invitations themselves
         # go with the account below, so no link of it works any more.
-        withdrawn = await cancel_queued_mail(scope, account.pk)
+        withdrawn = await outbox.cancel_account_mail(scope, account.pk)
         document_ids = await (
             scope.query(Document).filter(account_id=account.pk).values_list("id", flat=True)
         )

@@ -308,11 +308,30 @@ async def delivery_pages(
     return [found[key] for key in keys]
 
 
+def _unclaimed() -> Q:
+    """Queued rows no worker holds: a held row is being sent and cannot be called back."""
+    return Q(status=DeliveryStatus.QUEUED) & (
+        Q(lease_until=None) | Q(lease_until__lt=datetime.now(UTC))
+    )
+
+
 async def cancel_invitation_mail(invitation_ids: list[int]) -> int:
     """Withdraws queued (not yet claimed) mail of revoked invitations; how many."""
     if not invitation_ids:
         return 0
-    unclaimed = Q(lease_until=None) | Q(lease_until__lt=datetime.now(UTC))
-    return await OutboundEmail.filter(
-        unclaimed, invitation_id__in=invitation_ids, status=DeliveryStatus.QUEUED
-    ).update(status=DeliveryStatus.CANCELLED)
+    return await OutboundEmail.filter(_unclaimed(), invitation_id__in=invitation_ids).update(
+        status=DeliveryStatus.CANCELLED
+    )
+
+
+# Staff's own replies are correspondence, not the portal's mail: they still go out.
+PORTAL_MAIL_KINDS = ("INVITATION", "NOTIFICATION", "DIRECT", "MASS", "AUTOMATION")
+
+
+async def cancel_account_mail(scope: FirmScope, account_id: int) -> int:
+    """Withdraws the account's portal mail that no worker has taken yet; how many."""
+    return await (
+        scope.query(OutboundEmail)
+        .filter(_unclaimed(), account_id=account_id, kind__in=PORTAL_MAIL_KINDS)
+        .update(status=DeliveryStatus.CANCELLED)
+    )

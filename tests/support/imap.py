@@ -190,16 +190,23 @@ def imap_fixture() -> Iterator[ImapServer]:
         yield server
 
 
-@asynccontextmanager
-async def tiny_imap(context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
-    """The port of an IMAP server on 127.0.0.1 (TLS from the first byte with `context`) that greets,
+class TinyImap:
+    """An IMAP server on 127.0.0.1 (TLS from the first byte with `context`) that greets,
     accepts any LOGIN and says goodbye: enough for connectMailbox's login check where
-    Dovecot's plain port will not do."""
+    Dovecot's plain port will not do. It counts connections and keeps every line it was
+    sent: what a server the caller picked would learn."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self.lines: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
         with suppress(ConnectionError, ssl.SSLError):
             while line := await reader.readline():
+                self.lines.append(line)
                 tag, _, rest = line.decode(errors="replace").partition(" ")
                 command = rest.split(" ", 1)[0].strip().upper()
                 if command == "LOGOUT":
@@ -212,9 +219,15 @@ async def tiny_imap(context: ssl.SSLContext | None = None) -> AsyncIterator[int]
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+
+@asynccontextmanager
+async def tiny_imap(context: ssl.SSLContext | None = None) -> AsyncIterator[TinyImap]:
+    """A running TinyImap; its `port` is set."""
+    tiny = TinyImap()
+    server = await asyncio.start_server(tiny.serve, "127.0.0.1", 0, ssl=context)
+    tiny.port = server.sockets[0].getsockname()[1]
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield tiny
     finally:
         server.close()
         await server.wait_closed()
