@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 JS_STAMP := node_modules/.installed
+CLIENTS_STAMP := tests/clients/node_modules/.installed
 
 .PHONY: run test install lint format schema bench mutants fuzz
 
@@ -16,7 +17,7 @@ test: install
 	PORTICO_TEST_DATABASE=sqlite $(BIN)/pytest
 	PORTICO_TEST_DATABASE=postgres $(BIN)/pytest
 
-install: $(PY_STAMP) $(JS_STAMP)
+install: $(PY_STAMP) $(JS_STAMP) $(CLIENTS_STAMP)
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ $(PY_STAMP): pyproject.toml
 # GraphiQL's pinned scripts and styles, served by Portico itself (never from a CDN).
 $(JS_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Stock GraphQL clients (Apollo, urql, graphql-ws, codegen...) that tests/test_clients.py runs.
+$(CLIENTS_STAMP): tests/clients/package.json tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 	touch $@
 
 format: $(PY_STAMP)
