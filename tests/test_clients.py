@@ -24,6 +24,8 @@ from types import ModuleType
 
 import httpx
 import pytest
+import websockets
+from gql.transport.exceptions import TransportConnectionFailed, TransportServerError
 
 from tests.support import server
 from tests.support.api import Api
@@ -225,6 +227,25 @@ async def test_codegen_with_the_scalars_config_typechecks(node, tmp_path):
 async def test_gql_query_over_http(live, token):
     result = await load_gql().accounts(live.url, token)
     assert result["accounts"]["totalCount"] >= 3, result  # the demo's accounts
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_gql_query_over_both_websocket_protocols(protocol, live, token):
+    result = await load_gql().viewer(live.url, token, protocol)
+    assert result == {"viewer": {"__typename": "StaffMember", "email": DEMO_OWNER_EMAIL}}
+
+
+async def test_gql_sees_a_bad_token_refused_at_connect(live):
+    gql_client = load_gql()
+    # graphql-transport-ws: closed with 4403 before any ack.
+    with pytest.raises(TransportConnectionFailed) as failed:
+        await gql_client.viewer(live.url, "not-a-session", TRANSPORT_WS)
+    closed = failed.value.__cause__
+    assert isinstance(closed, websockets.ConnectionClosed), repr(closed)
+    assert closed.rcvd is not None and closed.rcvd.code == 4403, closed
+    # graphql-ws (legacy): connection_error, which gql raises with its payload.
+    with pytest.raises(TransportServerError, match="UNAUTHENTICATED"):
+        await gql_client.viewer(live.url, "not-a-session", LEGACY_WS)
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])

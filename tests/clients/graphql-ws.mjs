@@ -8,7 +8,7 @@ function connect(token) {
     url: WS_URL,
     webSocketImpl: WebSocket,
     connectionParams: { Authorization: `Bearer ${token}` },
-    retryAttempts: 0, // this check wants the first close, not a reconnect
+    retryAttempts: 0, // graphql-ws retries after 4403 by default; this check wants the close
   });
 }
 

@@ -11,6 +11,7 @@ from gql.transport.websockets import WebsocketsTransport
 
 ACCOUNTS = gql("query { accounts(first: 5) { totalCount edges { node { id name } } } }")
 SYNCED = gql("subscription { messageSynced { id subject accounts { name } } }")
+VIEWER = gql("{ viewer { __typename ... on StaffMember { email } } }")
 
 
 async def accounts(url: str, token: str) -> dict[str, Any]:
@@ -20,14 +21,24 @@ async def accounts(url: str, token: str) -> dict[str, Any]:
         return await session.execute(ACCOUNTS)
 
 
-async def first_synced_message(url: str, token: str, protocol: str) -> dict[str, Any]:
-    """The next message a sync stores. `protocol` is "graphql-transport-ws" or the legacy
-    "graphql-ws" (gql's WebsocketsTransport speaks both)."""
-    transport = WebsocketsTransport(
+def websocket(url: str, token: str, protocol: str) -> WebsocketsTransport:
+    """`protocol` is "graphql-transport-ws" or the legacy "graphql-ws" (gql speaks both)."""
+    return WebsocketsTransport(
         url=f"{url.replace('http', 'ws', 1)}/graphql",
         init_payload={"Authorization": f"Bearer {token}"},
         subprotocols=[protocol],
     )
+
+
+async def viewer(url: str, token: str, protocol: str) -> dict[str, Any]:
+    """Who is signed in, asked over the WebSocket (queries work on both protocols)."""
+    async with Client(transport=websocket(url, token, protocol)) as session:
+        return await session.execute(VIEWER)
+
+
+async def first_synced_message(url: str, token: str, protocol: str) -> dict[str, Any]:
+    """The next message a sync stores."""
+    transport = websocket(url, token, protocol)
     async with Client(transport=transport) as session:
         async for result in session.subscribe(SYNCED):
             assert transport.subprotocol == protocol, transport.subprotocol
