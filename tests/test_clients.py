@@ -202,6 +202,7 @@ async def test_graphql_ws_reads_the_token_and_refuses_a_bad_one(node, live, toke
 
 async def test_graphql_http_audits_pass_every_must(node, live):
     output = await run_node(node, "audit.mjs", live)
+    print(output)  # the SHOULDs that failed, if any (pytest -rP shows them)
     assert re.search(r"audit: \d+ of \d+ passed", output), output
 
 
