@@ -6,8 +6,9 @@ Each loader answers many keys with one query through the viewer's FirmScope.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 from tortoise.models import Model
@@ -28,11 +29,17 @@ from models import (
 from services.mail import attachments, history, message_pages
 from services.outbound import outbox
 from services.portal import access
-from services.shared import paging
+from services.shared import lists, paging
 from services.shared.emails import DEFAULT_LABEL
 from services.shared.scope import FirmScope
 
 M = TypeVar("M", bound=Model)
+
+# A keyset page: (parent id, continue after this position or None, page size, variant: a
+# filter such as an invitation status). Answered with the parent's total and its rows past
+# the position with their positions, up to size + 1 (one more: whether more follow).
+PageKey = tuple[int, paging.Position | None, int, str | None]
+RowsPage = tuple[int, list[tuple[Any, paging.Position]]]
 
 
 class Loaders:
@@ -57,6 +64,9 @@ class Loaders:
         self.messages_page = DataLoader(self._messages_page)
         self.history_latest = DataLoader(self._history_latest)
         self.history_unfinished = DataLoader(self._history_unfinished)
+        self.audit_page = DataLoader(self._audit_page)
+        self.invitations_page = DataLoader(self._invitations_page)
+        self.accounts_page_by_contact = DataLoader(self._accounts_page_by_contact)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -189,20 +199,68 @@ class Loaders:
         return await outbox.delivery_pages(self.scope, keys, with_replies=False)
 
     async def _documents_page(
-        self, keys: Sequence[tuple[int, int, int]]
+        self, keys: Sequence[tuple[int, paging.Position | None, int]]
     ) -> list[tuple[int, list[Document]]]:
-        return await self._pages(Document, keys)
-
-    async def _pages(
-        self, model: type[M], keys: Sequence[tuple[int, int, int]]
-    ) -> list[tuple[int, list[M]]]:
-        """Keys are (account id, offset, size); one statement per distinct window."""
-        found: dict[tuple[int, int, int], tuple[int, list[M]]] = {}
-        for start, size in {(k[1], k[2]) for k in keys}:
-            accounts = [k[0] for k in keys if (k[1], k[2]) == (start, size)]
-            found_pages = await paging.pages_by_account(self.scope, model, accounts, start, size)
-            found.update({(a, start, size): found_pages[a] for a in accounts})
+        """Keys are (account id, position, size): newest first, up to size + 1 rows each;
+        one statement per distinct (position, size)."""
+        found: dict[tuple[int, paging.Position | None, int], tuple[int, list[Document]]] = {}
+        for after, size in {(k[1], k[2]) for k in keys}:
+            accounts = [k[0] for k in keys if (k[1], k[2]) == (after, size)]
+            pages = await paging.pages_by_account(self.scope, Document, accounts, after, size)
+            found.update({(a, after, size): pages[a] for a in accounts})
         return [found[key] for key in keys]
+
+    async def _audit_page(self, keys: Sequence[PageKey]) -> list[RowsPage]:
+        async def load(pks: set[int]) -> Mapping[int, AuditEntry]:
+            rows = (
+                await self.scope.query(AuditEntry)
+                .filter(id__in=list(pks))
+                .select_related("staff_member", "portal_user")
+            )
+            return {row.pk: row for row in rows}
+
+        return await self._keyset(keys, lambda _: lists.AUDIT_BY_ACCOUNT, load)
+
+    async def _invitations_page(self, keys: Sequence[PageKey]) -> list[RowsPage]:
+        return await self._keyset(
+            keys, lists.invitations_by_account, self._by_pks(Invitation), {"now": _now()}
+        )
+
+    async def _accounts_page_by_contact(self, keys: Sequence[PageKey]) -> list[RowsPage]:
+        return await self._keyset(keys, lambda _: lists.ACCOUNTS_BY_CONTACT, self._by_pks(Account))
+
+    def _by_pks(self, model: type[M]) -> Callable[[set[int]], Any]:
+        async def load(pks: set[int]) -> Mapping[int, M]:
+            return await self.scope.by_ids(model, pks)
+
+        return load
+
+    async def _keyset(
+        self,
+        keys: Sequence[PageKey],
+        listing: Callable[[str | None], paging.Listing],
+        load: Callable[[set[int]], Any],
+        args: Mapping[str, Any] | None = None,
+    ) -> list[RowsPage]:
+        """One ranked statement per distinct (position, size, variant), then one for the
+        rows of all pages, however many parents ask."""
+        found: dict[PageKey, paging.Page] = {}
+        for after, size, variant in {(k[1], k[2], k[3]) for k in keys}:
+            parents = [k[0] for k in keys if (k[1], k[2], k[3]) == (after, size, variant)]
+            pages = await paging.keyset_pages(
+                self.scope, listing(variant), parents, after, size, args
+            )
+            found.update({(p, after, size, variant): pages[p] for p in parents})
+        wanted = {pk for _, rows in found.values() for pk, _ in rows}
+        rows = await load(wanted) if wanted else {}
+        return [
+            (found[key][0], [(rows[pk], pos) for pk, pos in found[key][1] if pk in rows])
+            for key in keys
+        ]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _person_order(contact: Contact) -> tuple[str, str, int]:

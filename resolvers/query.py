@@ -16,7 +16,7 @@ from schema import ids
 from schema.delivery import Delivery
 from schema.mail import Mailbox
 from schema.messages import Message, inbox
-from schema.pagination import Connection, paginate
+from schema.pagination import ACCOUNTS, AFTER, CONTACTS, FIRST, STAFF_MEMBERS, Connection, paginate
 from schema.permissions import IsStaff, UsesInbox
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from services.crm import records
@@ -76,10 +76,27 @@ class Query:
         account = await AccountModel.get(pk=current) if current else None
         return client_session.notice(account, info.context.session.notice_dismissed)
 
-    @strawberry.field(description="The firm's staff.", permission_classes=[IsStaff])
+    @strawberry.field(
+        description="The firm's staff.",
+        permission_classes=[IsStaff],
+        deprecation_reason="Unbounded: use staffMembersPage.",
+    )
     async def staff_members(self, info: Info) -> list[StaffMember]:
         rows = await info.context.scope.query(StaffMemberModel).order_by("name", "id")
         return [StaffMember.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="The firm's staff by name, a page at a time.", permission_classes=[IsStaff]
+    )
+    async def staff_members_page(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+    ) -> Connection[StaffMember]:
+        query = info.context.scope.query(StaffMemberModel)
+        max_page = info.context.settings.max_page_size
+        return await paginate(query, first, after, StaffMember.from_model, max_page, STAFF_MEMBERS)
 
     @strawberry.field(description="The firm's accounts by name.", permission_classes=[IsStaff])
     async def accounts(
@@ -95,9 +112,7 @@ class Query:
     ) -> Connection[Account]:
         query = records.accounts(info.context.scope, search, bool(include_archived))
         max_page = info.context.settings.max_page_size
-        return await paginate(
-            query, first if first is not None else 20, after, Account.from_model, max_page
-        )
+        return await paginate(query, first, after, Account.from_model, max_page, ACCOUNTS)
 
     @strawberry.field(
         description="One account; null when not found (for clients: unless they may enter it)."
@@ -124,9 +139,7 @@ class Query:
     ) -> Connection[Contact]:
         query = records.contacts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
-        return await paginate(
-            query, first if first is not None else 20, after, Contact.from_model, max_page
-        )
+        return await paginate(query, first, after, Contact.from_model, max_page, CONTACTS)
 
     @strawberry.field(description="One contact; null when not found.", permission_classes=[IsStaff])
     async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:

@@ -19,7 +19,7 @@ from strawberry.types import Info
 from models import DeliveryStatus as _DeliveryStatus
 from models import OutboundEmail
 from schema.enums import NotificationCategory
-from schema.pagination import Connection, connection, window
+from schema.pagination import DELIVERIES, Connection, newest_page, size_of
 from schema.types import ScopedNode
 from services.outbound import outbox
 
@@ -95,11 +95,11 @@ async def account_deliveries(
 ) -> Connection[Delivery]:
     """The account's outgoing mail, newest first (for Account.deliveries); pages of many
     accounts load together."""
-    start, size = window(
-        first if first is not None else DEFAULT_PAGE, after, info.context.settings.max_page_size
-    )
-    total, rows = await _pages(info).load((account_id, start, size))
-    return connection(rows, start, total, Delivery.from_model)
+    size = size_of(first, info.context.settings.max_page_size, DEFAULT_PAGE)
+    # outbox.delivery_pages hands the position through to paging.pages_by_account.
+    key = (account_id, DELIVERIES.position(after), size)
+    page = await _pages(info).load(key)  # type: ignore[arg-type]
+    return newest_page(page, size, after, Delivery.from_model, DELIVERIES)
 
 
 def _pages(info: Info) -> DataLoader[outbox.DeliveryPageKey, outbox.DeliveryPage]:

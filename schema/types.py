@@ -32,7 +32,18 @@ from schema.enums import (
     PortalStatus,
     StaffRole,
 )
-from schema.pagination import Connection, connection, window
+from schema.pagination import (
+    AFTER,
+    AUDIT_ENTRIES,
+    CONTACT_ACCOUNTS,
+    DOCUMENTS,
+    FIRST,
+    INVITATIONS,
+    Connection,
+    newest_page,
+    page_of,
+    size_of,
+)
 from schema.permissions import IsStaff, UsesInbox
 from services.portal import access, invitations
 
@@ -200,6 +211,7 @@ class Account(ScopedNode):
     @strawberry.field(
         description="Invitations to this account's portal, newest first.",
         permission_classes=staff,
+        deprecation_reason="Unbounded: use invitationsPage.",
     )
     async def invitations(
         self, info: Info, status: InvitationStatus | None = None
@@ -208,15 +220,34 @@ class Account(ScopedNode):
         found = [Invitation.from_model(row) for row in rows]
         return [i for i in found if status is None or i.status == status]
 
+    @strawberry.field(
+        description="Invitations to this account's portal, newest first, a page at a time.",
+        permission_classes=staff,
+    )
+    async def invitations_page(
+        self,
+        info: Info,
+        status: Annotated[
+            InvitationStatus | None,
+            strawberry.argument(description="Only the invitations in this status; null: all."),
+        ] = None,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+    ) -> Connection[Invitation]:
+        size = size_of(first, info.context.settings.max_page_size)
+        variant = status.value if status is not None else None
+        key = (self.id, INVITATIONS.position(after), size, variant)
+        page = await info.context.loaders.invitations_page.load(key)
+        return page_of(page, size, after, Invitation.from_model, INVITATIONS)
+
     @strawberry.field(description="The account's documents, newest first (staff and its clients).")
     async def documents(
         self, info: Info, first: int | None = 20, after: str | None = None
     ) -> Connection[Document]:
-        start, size = window(
-            first if first is not None else 20, after, info.context.settings.max_page_size
-        )
-        total, rows = await info.context.loaders.documents_page.load((self.id, start, size))
-        return connection(rows, start, total, Document.from_model)
+        size = size_of(first, info.context.settings.max_page_size)
+        key = (self.id, DOCUMENTS.position(after), size)
+        page = await info.context.loaders.documents_page.load(key)
+        return newest_page(page, size, after, Document.from_model, DOCUMENTS)
 
     @strawberry.field(
         description="The account's Email tab (staff only).", permission_classes=inbox_users
@@ -242,10 +273,26 @@ class Account(ScopedNode):
     @strawberry.field(
         description="Every change of access in this account, newest first.",
         permission_classes=staff,
+        deprecation_reason="Unbounded: use auditEntriesPage.",
     )
     async def audit_entries(self, info: Info) -> list[AuditEntry]:
         rows = await info.context.loaders.audit_by_account.load(self.id)
         return [AuditEntry.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="Every change of access in this account, newest first, a page at a time.",
+        permission_classes=staff,
+    )
+    async def audit_entries_page(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+    ) -> Connection[AuditEntry]:
+        size = size_of(first, info.context.settings.max_page_size)
+        key = (self.id, AUDIT_ENTRIES.position(after), size, None)
+        page = await info.context.loaders.audit_page.load(key)
+        return page_of(page, size, after, AuditEntry.from_model, AUDIT_ENTRIES)
 
 
 @strawberry.type(description="A person; may be linked to several accounts.")
@@ -264,10 +311,27 @@ class Contact(ScopedNode):
         rows = await info.context.loaders.emails_by_contact.load(self.id)
         return [EmailAddress.from_model(row) for row in rows]
 
-    @strawberry.field(description="The accounts this contact is linked to.")
+    @strawberry.field(
+        description="The accounts this contact is linked to.",
+        deprecation_reason="Unbounded: use accountsPage.",
+    )
     async def accounts(self, info: Info) -> list[Account]:
         rows = await info.context.loaders.accounts_by_contact.load(self.id)
         return [Account.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="The accounts this contact is linked to, by name, a page at a time."
+    )
+    async def accounts_page(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+    ) -> Connection[Account]:
+        size = size_of(first, info.context.settings.max_page_size)
+        key = (self.id, CONTACT_ACCOUNTS.position(after), size, None)
+        page = await info.context.loaders.accounts_page_by_contact.load(key)
+        return page_of(page, size, after, Account.from_model, CONTACT_ACCOUNTS)
 
 
 @strawberry.type(description="One email address of a contact.")

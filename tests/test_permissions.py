@@ -172,6 +172,7 @@ QUERIES = {
     "accountNotice": ("{ accountNotice }", "client"),
     "account": (f'{{ account(id: "{ID}") {{ id }} }}', "signed-in"),
     "staffMembers": ("{ staffMembers { id } }", "staff"),
+    "staffMembersPage": ("{ staffMembersPage { totalCount } }", "staff"),
     "accounts": ("{ accounts { totalCount } }", "staff"),
     "contacts": ("{ contacts { totalCount } }", "staff"),
     "contact": (f'{{ contact(id: "{ID}") {{ id }} }}', "staff"),
@@ -184,6 +185,14 @@ SUBSCRIPTIONS = {
 ACCOUNT_FIELDS = {
     # Fields of an account with a rule stricter than seeing the account: {id} is its id.
     "messages": ("query($id: ID!) { account(id: $id) { messages { totalCount } } }", "inbox"),
+    "auditEntriesPage": (
+        "query($id: ID!) { account(id: $id) { auditEntriesPage { totalCount } } }",
+        "staff",
+    ),
+    "invitationsPage": (
+        "query($id: ID!) { account(id: $id) { invitationsPage { totalCount } } }",
+        "staff",
+    ),
 }
 ALLOWED = {
     # rule: the viewers it lets through
