@@ -1,28 +1,38 @@
-"""The strawberry ASGI view: builds each request's Context, serves Portico's GraphiQL, and
-answers a request it cannot read with 400 and BAD_REQUEST (portico/request_parsing.py)."""
+"""The strawberry ASGI view: builds each request's Context, serves Portico's GraphiQL,
+answers a request it cannot read with 400 and BAD_REQUEST (portico/request_parsing.py),
+runs automatic persisted queries (services/shared/persisted_queries.py), and speaks the
+GraphQL-over-HTTP spec: the media type the client accepts (portico/media_types.py), 406,
+405 and 415, and request errors as `errors` without `data`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError, OperationDefinitionNode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLRequestData
+from strawberry.extensions import SchemaExtension
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from portico.cors import PREFLIGHT_HEADERS, OriginPolicy
 from portico.graphiql import graphiql_page
+from portico.media_types import CONTENT_TYPES, GRAPHQL_RESPONSE, JSON, negotiate
 from portico.refusals import BadRequest, bad_request_response
 from portico.request_parsing import (
     NO_QUERY,
@@ -35,7 +45,41 @@ from portico.request_parsing import (
 from portico.settings import Settings
 from portico.websocket_handlers import LegacyWSHandler, TransportWSHandler
 from resolvers.context import Context, token_from_request
+from services.shared import persisted_queries
+from services.shared.errors import ErrorCode
+from services.shared.persisted_queries import Lookup, PersistedQueryRefused
 from services.shared.sessions import resolve_session
+
+# Apollo Server's answer to a persisted-query error the client recovers from: 200 (its link
+# gives up on hashing after a 400 or 500 in older versions), and never cached, as the next
+# identical request will succeed.
+RETRY_HEADERS = {"Cache-Control": "private, no-cache, must-revalidate"}
+READABLE_BODIES = {"application/json", "multipart/form-data"}
+
+
+class OneOperationChosen(SchemaExtension):
+    """A document of several operations runs only the one `operationName` names (the
+    GraphQL spec's GetOperation): strawberry would run the first. Checked once the document
+    validated, so its errors (and the work budget over every operation) come first."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        provided = getattr(context, "_provided_operation_name", None)
+        if provided is None and document is not None:
+            operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+            if len(operations) > 1:
+                raise GraphQLError(
+                    "The document holds several operations: name the one to run in `operationName`",
+                    extensions={"code": ErrorCode.BAD_REQUEST},
+                )
+        yield
+
+
+class GraphQLSubResponse(Response):
+    """The response strawberry lets resolvers shape, carrying the negotiated media type."""
+
+    media: str = JSON
 
 
 class PorticoGraphQL(GraphQL):
@@ -55,8 +99,15 @@ class PorticoGraphQL(GraphQL):
             # origins CORS allows may connect too (is_websocket_origin_allowed).
             allowed_origins=public_origins(settings),
         )
+        # Wired here, as the rule is the transport's: HTTP and WebSocket alike.
+        schema.extensions = (*schema.extensions, OneOperationChosen)  # type: ignore[attr-defined]
         self.settings = settings
         self.origins = origins
+        self.persisted = persisted_queries.store_for(
+            settings.redis_url,
+            settings.persisted_queries_cache_bytes,
+            settings.persisted_queries_ttl_seconds,
+        )
 
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -70,15 +121,58 @@ class PorticoGraphQL(GraphQL):
     async def run(  # type: ignore[override]
         self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET
     ) -> Response | WebSocket:
+        if isinstance(request, WebSocket):
+            return await super().run(request, context, root_value)
+        media = negotiate(request.headers.get("accept"))
+        if media is None and not self.should_render_graphql_ide(request):
+            refusal = BadRequest(
+                f"Not acceptable: this server answers {GRAPHQL_RESPONSE} or {JSON}", status=406
+            )
+            return bad_request_response(refusal)
+        request.state.graphql_media = media or JSON
+        content_type = CONTENT_TYPES[media or JSON]
         # Strawberry answers its 400s as plain text: Portico's are GraphQL errors in JSON.
         try:
             return await super().run(request, context, root_value)
         except BadRequest as exc:
-            return bad_request_response(exc.reason)
+            return bad_request_response(exc, content_type)
         except HTTPException as exc:
             if exc.status_code != 400:
                 raise
-            return bad_request_response(exc.reason)
+            return bad_request_response(exc.reason, content_type)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = GraphQLSubResponse()
+        sub_response.status_code = None  # type: ignore[assignment]  # strawberry's "unset"
+        del sub_response.headers["content-length"]
+        sub_response.media = getattr(request.state, "graphql_media", JSON)
+        return sub_response
+
+    async def process_result(  # type: ignore[override]
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        if is_request_error(result):
+            response.pop("data", None)  # the spec: the operation never ran, so no `data`
+        return response
+
+    def create_response(  # type: ignore[override]
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        media = getattr(sub_response, "media", JSON)
+        response.headers["content-type"] = CONTENT_TYPES[media]
+        if (
+            media == GRAPHQL_RESPONSE
+            and isinstance(response_data, dict)
+            and "data" not in response_data
+            and not sub_response.status_code
+        ):
+            # application/graphql-response+json: a request error is a 4xx, not a 200.
+            response.status_code = 500 if _masked(response_data) else 400
+        return response
 
     def decode_json(self, data: str | bytes) -> object:
         return decode_json(data)  # HTTP bodies and WebSocket messages alike
@@ -89,9 +183,19 @@ class PorticoGraphQL(GraphQL):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if content_type not in READABLE_BODIES:
+                raise BadRequest(
+                    "Unsupported content type: send application/json"
+                    " (or multipart/form-data for uploads)",
+                    status=415,
+                )
         data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):  # a list is a batch, which strawberry refuses
-            check_request(data.query, data.variables, data.operation_name, data.extensions)
+            check_request(
+                data.query, data.variables, data.operation_name, data.extensions, persisted=True
+            )
         return data
 
     async def parse_multipart(self, request: AsyncHTTPRequestAdapter) -> dict[str, Any]:  # type: ignore[override]
@@ -122,9 +226,13 @@ class PorticoGraphQL(GraphQL):
     ) -> ExecutionResult:
         # Strawberry's own, less subscriptions: with no HTTP streaming transport on, it would
         # run one over POST or GET and fail on the stream (INTERNAL).
-        allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        lookup = await self.persisted_document(request_data)
+        if lookup is not None:
+            request_data = replace(request_data, query=lookup.document)
+        method = request_adapter.method
+        allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
         try:
-            return await self.schema.execute(
+            result = await self.schema.execute(
                 request_data.query,
                 root_value=root_value,
                 variable_values=request_data.variables,
@@ -136,12 +244,38 @@ class PorticoGraphQL(GraphQL):
         except CannotGetOperationTypeError as exc:
             raise BadRequest(exc.as_http_error_reason()) from exc
         except InvalidOperationTypeError as exc:
-            reason = exc.as_http_error_reason(request_adapter.method)
+            reason = exc.as_http_error_reason(method)
             if exc.operation_type is OperationType.SUBSCRIPTION:
                 reason += ": subscribe over the WebSocket at /graphql"
-            raise BadRequest(reason) from exc
+                raise BadRequest(reason) from exc
+            # A mutation over GET (the spec: 405, and say which method would do).
+            refusal = BadRequest(
+                reason + ": send it by POST", status=405, headers={"Allow": "POST"}
+            )
+            raise refusal from exc
         except MissingQueryError as exc:
             raise BadRequest(NO_QUERY) from exc
+        if lookup is not None and lookup.register_as and not isinstance(result, PreExecutionError):
+            # Parsed and validated (the limits included): only such documents are kept.
+            await self.persisted.put(lookup.register_as, lookup.document)
+        return result
+
+    async def persisted_document(self, request_data: GraphQLRequestData) -> Lookup | None:
+        """The document a persistedQuery extension stands for, or None without one; an
+        unknown hash, a wrong hash or version, or persisted queries off, refused."""
+        try:
+            digest = persisted_queries.requested_hash(request_data.extensions)
+            if digest is None:
+                return None
+            if self.settings.persisted_queries == "off":
+                raise persisted_queries.not_supported()
+            return await persisted_queries.resolve(self.persisted, digest, request_data.query)
+        except PersistedQueryRefused as exc:
+            if exc.retry:
+                raise BadRequest(
+                    exc.message, status=200, code=exc.code, headers=RETRY_HEADERS
+                ) from exc
+            raise BadRequest(exc.message, code=exc.code) from exc
 
     def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
         return super().is_websocket_origin_allowed(request, origin) or self.origins.allows(origin)
@@ -156,6 +290,21 @@ class PorticoGraphQL(GraphQL):
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
         return HTMLResponse(graphiql_page())
+
+
+def is_request_error(result: ExecutionResult) -> bool:
+    """Refused before execution: a document that does not parse or validate (the limits
+    included), or variables that do not fit (graphql-core's errors without a path)."""
+    if isinstance(result, PreExecutionError):
+        return True
+    return (
+        result.data is None and bool(result.errors) and all(e.path is None for e in result.errors)
+    )
+
+
+def _masked(response_data: GraphQLHTTPResponse) -> bool:
+    errors: Any = response_data.get("errors") or []
+    return any((e.get("extensions") or {}).get("code") == ErrorCode.INTERNAL for e in errors)
 
 
 def public_origins(settings: Settings) -> list[str]:

@@ -1,6 +1,9 @@
-"""How Portico refuses a request it cannot read: one error shape over HTTP and WebSocket."""
+"""How Portico refuses a request it cannot read or run: one error shape (a JSON body with
+`errors` and no `data`) over HTTP and WebSocket."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import orjson
 from graphql import GraphQLError
@@ -10,12 +13,23 @@ from services.shared.errors import ErrorCode
 
 
 class BadRequest(Exception):
-    """A request that is not a GraphQL request Portico can read: HTTP 400, or a WebSocket
-    `error` message, both with BAD_REQUEST and `reason` as the message."""
+    """A request that is not a GraphQL request Portico can run: over HTTP `status` (400
+    unless said otherwise: 405, 406, 415) with `code` and `reason` as the message, and any
+    `headers` (Allow for a 405); over a WebSocket an `error` message with the same."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int = 400,
+        code: ErrorCode = ErrorCode.BAD_REQUEST,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.status = status
+        self.code = code
+        self.headers = dict(headers or {})
 
 
 def error_json(message: str, code: ErrorCode) -> bytes:
@@ -23,8 +37,18 @@ def error_json(message: str, code: ErrorCode) -> bytes:
     return orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
 
 
-def bad_request_response(reason: str) -> Response:
-    return Response(error_json(reason, ErrorCode.BAD_REQUEST), 400, media_type="application/json")
+def bad_request_response(
+    refusal: BadRequest | str, content_type: str = "application/json"
+) -> Response:
+    """The HTTP answer to a refusal, in the media type the client accepts."""
+    if isinstance(refusal, str):
+        refusal = BadRequest(refusal)
+    return Response(
+        error_json(refusal.reason, refusal.code),
+        refusal.status,
+        headers=refusal.headers,
+        media_type=content_type,
+    )
 
 
 def bad_request_error(reason: str) -> GraphQLError:

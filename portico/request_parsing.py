@@ -32,13 +32,21 @@ def parse_json_object(data: str | bytes) -> dict[str, Any] | list[Any]:
 
 
 def check_request(
-    query: object, variables: object, operation_name: object, extensions: object
+    query: object,
+    variables: object,
+    operation_name: object,
+    extensions: object,
+    *,
+    persisted: bool = False,
 ) -> None:
     """The fields of one GraphQL request, as the GraphQL-over-HTTP spec types them (in
-    strawberry's words where it checks them too)."""
-    if query is None or query == "":
+    strawberry's words where it checks them too). With `persisted` (HTTP, where Apollo's
+    persisted queries are understood) a request naming a persistedQuery may leave the query
+    out."""
+    names_hash = isinstance(extensions, dict) and "persistedQuery" in extensions
+    if (query is None or query == "") and not (persisted and names_hash):
         raise BadRequest(NO_QUERY)
-    if not isinstance(query, str):
+    if not isinstance(query, str | None):
         raise BadRequest("The GraphQL operation's `query` must be a string or null, if provided.")
     if not isinstance(variables, dict | None):
         raise BadRequest(

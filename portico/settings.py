@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     # http://127.0.0.1:* origin (portico/cors.py).
     cors_origins: list[str] = []
 
+    # Automatic persisted queries (Apollo's protocol): "auto" registers a document sent with
+    # its hash, "off" answers PERSISTED_QUERY_NOT_SUPPORTED. The store is this process's
+    # memory (at most the bytes below), or Redis with PORTICO_REDIS_URL (kept for the TTL).
+    persisted_queries: Literal["auto", "off"] = "auto"
+    persisted_queries_cache_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    persisted_queries_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
     graphiql: bool | None = None
     introspection: bool | None = None
 

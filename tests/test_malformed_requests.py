@@ -23,9 +23,9 @@ OPERATIONS = json.dumps({"query": UPLOAD, "variables": {"a": "QWNjb3VudDox", "f"
 FILE = {"0": ("return.pdf", b"%PDF-1.4\n", "application/pdf")}
 
 
-def refused(response: httpx.Response) -> str:
-    """The message of the one BAD_REQUEST error of a 400 answer."""
-    assert response.status_code == 400, response.text
+def refused(response: httpx.Response, status: int = 400) -> str:
+    """The message of the one BAD_REQUEST error of a 400 (or `status`) answer."""
+    assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     [error] = response.json()["errors"]
     assert error["extensions"] == {"code": "BAD_REQUEST"}, error
@@ -89,8 +89,12 @@ async def test_json_bodies(client, body, says):
 
 
 async def test_an_unsupported_content_type(client):
+    # The GraphQL-over-HTTP spec: 415 Unsupported Media Type, with or without a Content-Type.
     response = await client.post("/graphql", content=b"{ __typename }", headers=PREFLIGHT)
-    assert "content type" in refused(response)
+    assert "content type" in refused(response, 415)
+    plain = {**PREFLIGHT, "content-type": "text/plain"}
+    response = await client.post("/graphql", content=b'{"query": "{ __typename }"}', headers=plain)
+    assert "content type" in refused(response, 415)
 
 
 @pytest.mark.parametrize(

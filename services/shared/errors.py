@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"  # a malformed HTTP body or multipart map (HTTP 400)
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"  # not GraphQL syntax, or over the token limit
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"  # not valid against the schema
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"  # APQ: unknown hash, send the query
+    PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"  # APQ off on this server
 
     # Input, any mutation (payload `errors[].code`)
     NOT_FOUND = "NOT_FOUND"  # no such row in the viewer's firm (also top-level)

@@ -1,0 +1,183 @@
+"""Automatic persisted queries (Apollo's protocol): a client sends the SHA-256 of a document
+instead of the document; the server answers from its store, or asks for the document once
+(PERSISTED_QUERY_NOT_FOUND) and keeps it for next time.
+
+The store is this process's memory (an LRU bounded in bytes), or Redis when
+PORTICO_REDIS_URL is set, so every process sees a document registered with any of them
+(keys namespaced, with a TTL). A Redis outage only costs a lookup: the client sends the
+document again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from services.shared.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # the only version of Apollo's protocol
+REDIS_PREFIX = "portico:apq:"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+# Apollo's own messages: its link matches the message as well as the code.
+NOT_FOUND_MESSAGE = "PersistedQueryNotFound"
+NOT_SUPPORTED_MESSAGE = "PersistedQueryNotSupported"
+
+
+class PersistedQueryRefused(Exception):
+    """A persisted-query request the server will not run: `code` and `message` go to the
+    client; `retry` tells the HTTP layer the client is expected to send the document next
+    (answered 200, as Apollo Server does, so the client's link retries)."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry = retry
+
+
+def sha256_hex(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+class Store(Protocol):
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, document: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """The most recently used documents of this process, at most `max_bytes` of them."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._documents: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+
+    async def get(self, key: str) -> str | None:
+        document = self._documents.get(key)
+        if document is not None:
+            self._documents.move_to_end(key)
+        return document
+
+    async def put(self, key: str, document: str) -> None:
+        size = len(document.encode("utf-8"))
+        if size > self.max_bytes or key in self._documents:
+            return
+        self._documents[key] = document
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, evicted = self._documents.popitem(last=False)
+            self._bytes -= len(evicted.encode("utf-8"))
+
+    async def aclose(self) -> None:
+        self._documents.clear()
+        self._bytes = 0
+
+
+class RedisStore:
+    """Documents shared by every process through Redis, each kept `ttl_seconds` after it was
+    last registered."""
+
+    def __init__(self, url: str, ttl_seconds: int) -> None:
+        self.ttl_seconds = ttl_seconds
+        # Short timeouts: a Redis outage costs a request a lookup, never a hang.
+        self._redis = Redis.from_url(
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        )
+
+    async def get(self, key: str) -> str | None:
+        try:
+            value: Any = await self._redis.get(REDIS_PREFIX + key)
+        except (RedisError, OSError) as exc:
+            log.warning("persisted queries: Redis lookup failed (%s)", exc)
+            return None
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+
+    async def put(self, key: str, document: str) -> None:
+        try:
+            await self._redis.set(REDIS_PREFIX + key, document.encode("utf-8"), ex=self.ttl_seconds)
+        except (RedisError, OSError) as exc:
+            log.warning("persisted queries: Redis store failed (%s)", exc)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a request's persistedQuery extension resolved to: the document to run, and the
+    hash to register it under once it parsed and validated (None: nothing to register)."""
+
+    document: str
+    register_as: str | None
+
+
+def requested_hash(extensions: dict[str, Any] | None) -> str | None:
+    """The sha256Hash a request names, or None when it carries no persistedQuery extension.
+    A malformed extension or an unknown version is refused."""
+    if not extensions or "persistedQuery" not in extensions:
+        return None
+    persisted = extensions["persistedQuery"]
+    if not isinstance(persisted, dict):
+        raise PersistedQueryRefused(ErrorCode.BAD_REQUEST, "`persistedQuery` must be an object")
+    if persisted.get("version") != VERSION:
+        raise PersistedQueryRefused(
+            ErrorCode.BAD_REQUEST,
+            f"Unsupported persisted query version: only version {VERSION} is supported",
+        )
+    digest = persisted.get("sha256Hash")
+    if not isinstance(digest, str) or not _SHA256_HEX.match(digest):
+        raise PersistedQueryRefused(
+            ErrorCode.BAD_REQUEST,
+            "`persistedQuery.sha256Hash` must be 64 lowercase hexadecimal characters",
+        )
+    return digest
+
+
+async def resolve(store: Store, digest: str, document: str | None) -> Lookup:
+    """The hash alone: the stored document, or PERSISTED_QUERY_NOT_FOUND. The hash with its
+    document: the document, once its SHA-256 is checked."""
+    if not document:
+        stored = await store.get(digest)
+        if stored is None:
+            raise PersistedQueryRefused(
+                ErrorCode.PERSISTED_QUERY_NOT_FOUND, NOT_FOUND_MESSAGE, retry=True
+            )
+        return Lookup(stored, None)
+    if sha256_hex(document) != digest:
+        raise PersistedQueryRefused(
+            ErrorCode.BAD_REQUEST,
+            "The persisted query's sha256Hash is not the SHA-256 of its query",
+        )
+    return Lookup(document, digest)
+
+
+def not_supported() -> PersistedQueryRefused:
+    """Persisted queries are off: Apollo's link then sends the document, and stops hashing."""
+    return PersistedQueryRefused(
+        ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED, NOT_SUPPORTED_MESSAGE, retry=True
+    )
+
+
+def store_for(redis_url: str | None, max_bytes: int, ttl_seconds: int) -> Store:
+    """Redis when PORTICO_REDIS_URL is set (several processes), else this process's memory."""
+    if redis_url:
+        return RedisStore(redis_url, ttl_seconds)
+    return MemoryStore(max_bytes)
