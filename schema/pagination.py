@@ -100,7 +100,7 @@ def _decode(cursor: str, kind: str | None) -> list[Value] | None:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
         version, found_kind, body = raw.split(":", 2)
         values = json.loads(body)
-    except (ValueError, UnicodeError, binascii.Error):
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
         return None
     if version != VERSION or (kind is not None and found_kind != kind):
         return None
@@ -120,18 +120,27 @@ def _decode_value(value: object) -> Value | None:
     if isinstance(value, dict) and set(value) == {"t"} and isinstance(value["t"], str):
         try:
             when = datetime.fromisoformat(value["t"])
-        except ValueError:
+            if when.tzinfo is None or not _EARLIEST <= when <= _LATEST:
+                return None
+            return when.astimezone(UTC)
+        except (ValueError, OverflowError):
             return None
-        if when.tzinfo is None or not _EARLIEST <= when <= _LATEST:
-            return None
-        return when.astimezone(UTC)
     if isinstance(value, bool):
         return None
     if isinstance(value, int) and abs(value) <= MAX_PK:
         return value
-    if isinstance(value, str) and len(value) <= MAX_TEXT_KEY:
+    if isinstance(value, str) and len(value) <= MAX_TEXT_KEY and _storable(value):
         return value
     return None
+
+
+def _storable(text: str) -> bool:
+    """Text a database column could hold: PostgreSQL refuses NUL and lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def _not_a_cursor(cursor: str) -> GraphQLError:

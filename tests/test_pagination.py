@@ -312,6 +312,9 @@ async def test_bad_foreign_and_tampered_cursors_are_refused(acme):
         _b64(raw.replace(f",{account.pk}]", ',"1"]')),  # an id of the wrong type
         audit_cursor,  # another list's
         "x" * 5000,
+        _b64(raw.replace('"one"', '"o\\u0000ne"')),  # text no column holds (NUL)
+        _b64(raw.replace('"one"', '"\\ud800"')),  # a lone surrogate
+        _b64("v1:accounts:" + "[" * 700 + "]" * 700),  # nesting, not a position
     ]
     for text in bad:
         assert await _codes(acme.api, query, {"first": 1, "after": text}) == [
@@ -324,6 +327,14 @@ async def test_bad_foreign_and_tampered_cursors_are_refused(acme):
         assert await _codes(acme.api, document, {"id": gid, "after": audit_cursor}) == [
             ("BAD_USER_INPUT", "after")
         ], field
+    documents = ACCOUNT_PAGE % ("documents", "totalCount")
+    for when in ("0001-01-01T00:00:00+00:00", "2026-01-01T00:00:00", "2026-13-01T00:00:00Z"):
+        text = _b64(f'v1:documents:[{{"t":"{when}"}},1]')  # beyond any time; no zone; no date
+        assert await _codes(acme.api, documents, {"id": gid, "after": text}) == [
+            ("BAD_USER_INPUT", "after")
+        ], when
+    good = _b64('v1:documents:[{"t":"2026-01-01T00:00:00+02:00"},1]')
+    assert (await acme.api.data(documents, {"id": gid, "after": good}))["account"]
     # The list's own cursor passes.
     ok = await acme.api.data(audit, {"id": gid, "first": 1, "after": audit_cursor})
     assert len(ok["account"]["auditEntriesPage"]["edges"]) == 1
@@ -413,3 +424,68 @@ async def test_nested_pages_cost_the_same_for_few_and_many_accounts(acme):
     # session, count, page; per paged field one ranked statement and one for its rows
     # (documents: none here, so no rows read); contacts one: 11 for any number of accounts.
     assert large == 11, large
+    # Continuing every account's audit page after one cursor is still one batch.
+    cursor = (await acme.api.data(NESTED_CURSOR))["accounts"]["edges"][0]["node"]
+    after = cursor["auditEntriesPage"]["pageInfo"]["endCursor"]
+    again, data = await _statements(acme.api, {"after": after})
+    assert again == large
+    first = data["accounts"]["edges"][0]["node"]["auditEntriesPage"]
+    assert len(first["edges"]) == 1 and first["pageInfo"]["hasNextPage"] is False
+
+
+NESTED_CURSOR = """
+{ accounts(first: 1) { edges { node {
+  auditEntriesPage(first: 2) { pageInfo { endCursor } }
+} } } }
+"""
+
+
+async def test_documents_pages_do_not_shift_when_newer_ones_come_and_go(acme):
+    [account] = await _accounts(_firm(acme), ["Docs"])
+
+    async def add(name: str) -> Document:
+        return await Document.create(
+            firm_id=account.firm_id,
+            account=account,
+            filename=name,
+            content_type="text/plain",
+            size=1,
+            sha256="0" * 64,
+        )
+
+    for i in range(5):
+        await add(f"d{i}")
+    gid = ids.encode("Account", account.pk)
+    query = ACCOUNT_PAGE % ("documents", PAGE % "filename")
+    page = (await acme.api.data(query, {"id": gid, "first": 2}))["account"]["documents"]
+    assert [e["node"]["filename"] for e in page["edges"]] == ["d4", "d3"]
+    await add("newest")
+    await Document.filter(account_id=account.pk, filename="d4").delete()
+    after = page["pageInfo"]["endCursor"]
+    page = (await acme.api.data(query, {"id": gid, "first": 2, "after": after}))["account"]
+    assert [e["node"]["filename"] for e in page["documents"]["edges"]] == ["d2", "d1"]
+    assert page["documents"]["pageInfo"]["hasNextPage"] is True
+
+
+@pytest.mark.parametrize("size", [1, 2])
+async def test_paging_agrees_with_the_databases_own_order_beyond_ascii(acme, size):
+    # Each database lowers and collates in its own way (SQLite: ASCII only): the cursor's
+    # comparison runs in SQL on the ORDER BY's expression, so pages follow one page exactly.
+    names = ["Émile", "émile", "Zoë", "zoe", "Ångström", "angstrom", "ÉMILE", "Zoë", "éa", "EB"]
+    firm_id = _firm(acme)
+    await _accounts(firm_id, names)
+    contact = await Contact.create(firm_id=firm_id, first_name="Ann", last_name="Lee")
+    for row in await Account.filter(firm_id=firm_id):
+        await AccountContact.create(firm_id=firm_id, account=row, contact=contact)
+    whole = (await acme.api.data(ACCOUNTS % (PAGE % "id"), {"first": 100}))["accounts"]
+    nodes = await _walk(acme.api, ACCOUNTS % (PAGE % "id"), ["accounts"], size)
+    assert nodes == [edge["node"] for edge in whole["edges"]] and len(nodes) == len(names)
+    query = (
+        "query($id: ID!, $first: Int, $after: String) { contact(id: $id) {"
+        " accountsPage(first: $first, after: $after) { %s } } }"
+    ) % (PAGE % "id")
+    gid = ids.encode("Contact", contact.pk)
+    one = await acme.api.data(query, {"id": gid, "first": 100})
+    walked = await _walk(acme.api, query, ["contact", "accountsPage"], size, id=gid)
+    assert walked == [edge["node"] for edge in one["contact"]["accountsPage"]["edges"]]
+    assert sorted(n["id"] for n in walked) == sorted(n["id"] for n in nodes)
