@@ -38,17 +38,20 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import Info
 
 from schema.mail import MAX_HISTORY_IMPORTS
-from schema.pagination import bad_input, check_page_size, decode_cursor
+from schema.pagination import (
+    AUDIT_ENTRIES,
+    CONTACT_ACCOUNTS,
+    DELIVERIES,
+    DOCUMENTS,
+    INVITATIONS,
+    argument_check,
+    bad_input,
+    check_page_size,
+)
 from services.mail import message_pages
 from services.shared.errors import InputError
 
 ArgumentCheck = Callable[[Info, dict[str, Any]], None]
-
-
-def _offset_page(info: Info, arguments: dict[str, Any]) -> None:
-    if arguments.get("first") is not None:  # null: the field's default size
-        check_page_size(arguments["first"], info.context.settings.max_page_size)
-    decode_cursor(arguments.get("after"))
 
 
 def _message_page(info: Info, arguments: dict[str, Any]) -> None:
@@ -69,8 +72,11 @@ def _history_page(info: Info, arguments: dict[str, Any]) -> None:
 # whose arguments are only enums needs none (GraphQL validates those); tests/
 # test_write_atomicity.py fails for any other field with arguments missing here.
 ARGUMENT_CHECKS: dict[tuple[str, str], ArgumentCheck] = {
-    ("Account", "documents"): _offset_page,
-    ("Account", "deliveries"): _offset_page,
+    ("Account", "documents"): argument_check(DOCUMENTS),
+    ("Account", "deliveries"): argument_check(DELIVERIES),
+    ("Account", "auditEntriesPage"): argument_check(AUDIT_ENTRIES),
+    ("Account", "invitationsPage"): argument_check(INVITATIONS),
+    ("Contact", "accountsPage"): argument_check(CONTACT_ACCOUNTS),
     ("Account", "messages"): _message_page,
     ("Mailbox", "historyImports"): _history_page,
 }
