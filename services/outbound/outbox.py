@@ -285,8 +285,9 @@ def visible_to(staff: StaffMember, row: OutboundEmail) -> bool:
     return shows_replies(staff) or not is_reply(row)
 
 
-DeliveryPageKey = tuple[int, int, int]  # account id, offset, size
-DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, the page's rows
+# account id, the keyset position after which the page starts (None: from the newest), size
+DeliveryPageKey = tuple[int, paging.Position | None, int]
+DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, up to size + 1 rows
 
 
 async def delivery_pages(
@@ -299,12 +300,12 @@ async def delivery_pages(
     """
     where = _NOT_STAFF_MAIL if with_replies else f"{_NOT_STAFF_MAIL} AND {_NOT_A_REPLY}"
     found: dict[DeliveryPageKey, DeliveryPage] = {}
-    for start, size in {(key[1], key[2]) for key in keys}:
-        accounts = [key[0] for key in keys if (key[1], key[2]) == (start, size)]
+    for after, size in {(key[1], key[2]) for key in keys}:
+        accounts = [key[0] for key in keys if (key[1], key[2]) == (after, size)]
         pages = await paging.pages_by_account(
-            scope, OutboundEmail, accounts, start, size, where=where
+            scope, OutboundEmail, accounts, after, size, where=where
         )
-        found.update({(account, start, size): pages[account] for account in accounts})
+        found.update({(account, after, size): pages[account] for account in accounts})
     return [found[key] for key in keys]
 
 
