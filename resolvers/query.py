@@ -28,12 +28,16 @@ from services.portal import client_session
 NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox, "Message": Message}
 
 
-@strawberry.type
+@strawberry.type(description="What may be read; each field says who may read it.")
 class Query:
     @strawberry.field(
         description="Any object by its global id; null when the viewer may not see it."
     )
-    async def node(self, info: Info, id: strawberry.ID) -> relay.Node | None:
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")],
+    ) -> relay.Node | None:
         parsed = ids.parse(id)
         node_type = NODES.get(parsed[0]) if parsed else None
         if parsed is None or node_type is None:
@@ -117,7 +121,11 @@ class Query:
     @strawberry.field(
         description="One account; null when not found (for clients: unless they may enter it)."
     )
-    async def account(self, info: Info, id: strawberry.ID) -> Account | None:
+    async def account(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+    ) -> Account | None:
         pk = ids.decode(id, "Account")
         if info.context.staff is None:
             info.context.require_client()
@@ -142,7 +150,11 @@ class Query:
         return await paginate(query, first, after, Contact.from_model, max_page, CONTACTS)
 
     @strawberry.field(description="One contact; null when not found.", permission_classes=[IsStaff])
-    async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
+    async def contact(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+    ) -> Contact | None:
         row = await info.context.scope.find(ContactModel, ids.decode(id, "Contact"))
         return Contact.from_model(row) if row else None
 

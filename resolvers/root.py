@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
+
 import strawberry
 from graphql import GraphQLError, ValidationRule
 from graphql.validation import NoSchemaIntrospectionCustomRule
@@ -13,6 +16,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -56,6 +60,18 @@ Mutation = merge_types(
         PrivacyMutations,
     ),
 )
+# merge_types takes no description; the merged type's definition carries it.
+Mutation.__strawberry_definition__.description = (  # type: ignore[attr-defined]
+    "What may be changed. Each mutation answers a payload whose errors list is empty on "
+    "success; a mutation with errors wrote nothing."
+)
+
+# Strawberry's DateTime, in words that say which format and zone clients get.
+DATETIME = replace(
+    DateTimeDefinition,
+    description="A date and time in ISO 8601 with its UTC offset, e.g. "
+    "2026-03-02T09:30:00+00:00; Portico stores times in UTC.",
+)
 
 
 class PorticoSchema(strawberry.Schema):
@@ -95,6 +111,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         types=[*NODE_TYPES.values(), Mailbox],
         config=StrawberryConfig(relay_max_results=settings.max_page_size),
+        scalar_overrides={datetime: DATETIME},
         extensions=[
             SessionPerOperation,
             OperationName,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -32,14 +32,22 @@ log = logging.getLogger(__name__)
 SUBSCRIBER_QUEUE = DEFAULT_MAX_QUEUE  # events held for one slow client before it misses some
 
 
-@strawberry.type
+@strawberry.type(
+    description="Live updates over WebSocket (graphql-transport-ws or graphql-ws), for staff "
+    "with the inbox right."
+)
 class Subscription:
     @strawberry.subscription(
         description="New synced mail, as it is stored: all accounts the staff member may "
         "see, or one account."
     )
     async def message_synced(
-        self, info: Info, account_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        account_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only this account's mail; null: every account."),
+        ] = None,
     ) -> AsyncGenerator[Message, None]:
         # Checked before the stream starts: a refused subscriber gets one error, nothing else.
         context: Context = info.context

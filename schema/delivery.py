@@ -16,20 +16,13 @@ from strawberry import relay
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
-from models import DeliveryStatus as _DeliveryStatus
 from models import OutboundEmail
-from schema.enums import NotificationCategory
+from schema.enums import DeliveryKind, DeliveryStatus, NotificationCategory
 from schema.pagination import DELIVERIES, Connection, newest_page, size_of
 from schema.types import ScopedNode
 from services.outbound import outbox
 
 DEFAULT_PAGE = 20
-
-DeliveryStatus = strawberry.enum(
-    _DeliveryStatus,
-    description="QUEUED: waiting or retrying; SENT: accepted by the mail server; "
-    "FAILED: refused for good or out of attempts.",
-)
 
 
 def _category(value: str | None) -> NotificationCategory | None:
@@ -44,20 +37,22 @@ def _category(value: str | None) -> NotificationCategory | None:
 class Delivery(ScopedNode):
     model = OutboundEmail
     id: relay.NodeID[int]
-    to: str
-    subject: str
+    to: str = strawberry.field(description="The recipient's address.")
+    subject: str = strawberry.field(description="The subject line as sent.")
     category: NotificationCategory | None = strawberry.field(
         description="The notification category; null for system mail such as invitations."
     )
-    kind: str = strawberry.field(description="What the mail is, e.g. INVITATION.")
-    status: DeliveryStatus
+    kind: DeliveryKind = strawberry.field(description="What the mail is, e.g. INVITATION.")
+    status: DeliveryStatus = strawberry.field(description="Where its delivery stands.")
     attempts: int = strawberry.field(description="Sending attempts made so far.")
     last_error: str | None = strawberry.field(
         description="The latest failure's reason as the mail server gave it (kept after a "
         "later success)."
     )
-    created_at: datetime
-    sent_at: datetime | None
+    created_at: datetime = strawberry.field(description="When it was queued.")
+    sent_at: datetime | None = strawberry.field(
+        description="When the mail server accepted it; null until then."
+    )
 
     @classmethod
     def from_model(cls, row: OutboundEmail) -> Delivery:
@@ -66,7 +61,7 @@ class Delivery(ScopedNode):
             to=row.to_address,
             subject=row.subject,
             category=_category(row.category),
-            kind=row.kind,
+            kind=DeliveryKind(row.kind),
             status=row.status,
             attempts=row.attempts,
             last_error=row.last_error,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry import relay
@@ -11,6 +12,8 @@ from strawberry.types import Info
 
 from models import HistoryImport as HistoryImportModel
 from models import Mailbox as MailboxModel
+from schema import ids
+from schema.enums import HistoryImportStatus, MailboxSyncStatus
 from schema.errors import UserError
 from schema.pagination import check_page_size
 from schema.types import ScopedNode
@@ -23,10 +26,13 @@ MAX_HISTORY_IMPORTS = 100
     "EMAIL SYNC was turned on for the address."
 )
 class HistoryImport:
+    id: strawberry.ID = strawberry.field(
+        description="Stable and unique, for client caches; node(id:) does not resolve it."
+    )
     address: str = strawberry.field(description="The address, lower-cased.")
-    status: str = strawberry.field(
-        description="PENDING, RUNNING, DONE or FAILED (a FAILED import is tried again once "
-        "the mailbox syncs again)."
+    status: HistoryImportStatus = strawberry.field(
+        description="Where the import stands (a FAILED import is tried again once the "
+        "mailbox syncs again)."
     )
     found: int = strawberry.field(
         description="Messages the server matched in the last run (for every address of that "
@@ -37,13 +43,16 @@ class HistoryImport:
     )
     last_error: str | None = strawberry.field(description="Why the last run failed.")
     created_at: datetime = strawberry.field(description="When EMAIL SYNC was turned on.")
-    finished_at: datetime | None
+    finished_at: datetime | None = strawberry.field(
+        description="When the last run ended (DONE or FAILED); null while none has."
+    )
 
     @classmethod
     def from_model(cls, row: HistoryImportModel) -> HistoryImport:
         return cls(
+            id=strawberry.ID(ids.encode("HistoryImport", row.pk)),
             address=row.address_normalized,
-            status=str(row.status),
+            status=HistoryImportStatus(row.status),
             found=row.found,
             imported=row.imported,
             last_error=row.last_error,
@@ -59,10 +68,10 @@ class HistoryImport:
 class Mailbox(ScopedNode):
     model = MailboxModel
     id: relay.NodeID[int]
-    address: str
-    imap_host: str
-    imap_port: int
-    sync_status: str = strawberry.field(description="IDLE, SYNCING or FAILED.")
+    address: str = strawberry.field(description="The mailbox's email address, as connected.")
+    imap_host: str = strawberry.field(description="The IMAP server's host name or IP address.")
+    imap_port: int = strawberry.field(description="The IMAP server's TCP port.")
+    sync_status: MailboxSyncStatus = strawberry.field(description="Where its sync stands.")
     last_synced_at: datetime | None = strawberry.field(
         description="When the last sync succeeded; null before the first."
     )
@@ -74,7 +83,16 @@ class Mailbox(ScopedNode):
         description="Where the import of earlier mail stands for each address whose EMAIL "
         "SYNC was turned on: the latest import of each address, newest first."
     )
-    async def history_imports(self, info: Info, first: int = 20) -> list[HistoryImport]:
+    async def history_imports(
+        self,
+        info: Info,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description=f"How many addresses, at most {MAX_HISTORY_IMPORTS} (default 20)."
+            ),
+        ] = 20,
+    ) -> list[HistoryImport]:
         check_page_size(first, MAX_HISTORY_IMPORTS)
         rows = await info.context.loaders.history_latest.load((self.id, first))
         return [HistoryImport.from_model(row) for row in rows]
@@ -90,7 +108,7 @@ class Mailbox(ScopedNode):
             address=row.address,
             imap_host=row.imap_host,
             imap_port=row.imap_port,
-            sync_status=str(row.sync_status),
+            sync_status=MailboxSyncStatus(row.sync_status),
             last_synced_at=row.last_synced_at,
             last_error=row.last_error,
         )
@@ -108,14 +126,18 @@ class Mailbox(ScopedNode):
 
 @strawberry.input(description="A mailbox to connect; both logins are checked before it is saved.")
 class ConnectMailboxInput:
-    address: str
-    imap_host: str
-    imap_port: int | None = 993
+    address: str = strawberry.field(description="The mailbox's email address.")
+    imap_host: str = strawberry.field(description="The IMAP server's host name or IP address.")
+    imap_port: int | None = strawberry.field(
+        default=993, description="The IMAP server's TCP port (default 993)."
+    )
     imap_tls: bool | None = strawberry.field(
         default=True, description="TLS from the first byte (IMAPS); false: plain IMAP."
     )
-    smtp_host: str
-    smtp_port: int | None = 587
+    smtp_host: str = strawberry.field(description="The SMTP server's host name or IP address.")
+    smtp_port: int | None = strawberry.field(
+        default=587, description="The SMTP server's TCP port (default 587)."
+    )
     smtp_tls: bool | None = strawberry.field(
         default=True,
         description="Implicit TLS on port 465, STARTTLS on any other port; false: plain SMTP.",
@@ -124,7 +146,11 @@ class ConnectMailboxInput:
     password: str = strawberry.field(description="Stored encrypted; never returned.")
 
 
-@strawberry.type
+@strawberry.type(description="What a mailbox mutation did.")
 class MailboxPayload:
-    errors: list[UserError]
-    mailbox: Mailbox | None = None
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done; empty on success."
+    )
+    mailbox: Mailbox | None = strawberry.field(
+        default=None, description="The mailbox concerned; null on failure."
+    )

@@ -12,6 +12,8 @@ from strawberry.types import Info
 
 from models import Attachment as AttachmentModel
 from models import Message as MessageModel
+from schema import ids
+from schema.enums import MessageDirection
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
 from schema.types import Account, Document, ScopedNode
@@ -21,7 +23,7 @@ from services.shared.errors import InputError
 
 @strawberry.type(description="A file attached to a synced message.")
 class Attachment:
-    filename: str
+    filename: str = strawberry.field(description="The file's name, made safe (no path).")
     content_type: str = strawberry.field(description="As the message declared it.")
     size: int = strawberry.field(description="Bytes, also when the file was not kept.")
     skipped_reason: str | None = strawberry.field(
@@ -44,6 +46,12 @@ class Attachment:
         )
 
     @strawberry.field(
+        description="Stable and unique, for client caches; node(id:) does not resolve it."
+    )
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(ids.encode("Attachment", self.row_id))
+
+    @strawberry.field(
         description="The document of an account of this message that holds this file (saved "
         "from it when the account auto-saves attachments); null when no account has it."
     )
@@ -59,13 +67,17 @@ class Attachment:
 class Message(ScopedNode):
     model = MessageModel
     id: relay.NodeID[int]
-    subject: str
-    from_: str = strawberry.field(name="from")
-    to: list[str]
-    cc: list[str]
-    sent_at: datetime
-    text_body: str | None
-    direction: str = strawberry.field(description="INBOUND or OUTBOUND.")
+    subject: str = strawberry.field(description="The Subject header, decoded.")
+    from_: str = strawberry.field(name="from", description="The sender's address.")
+    to: list[str] = strawberry.field(description="The To addresses.")
+    cc: list[str] = strawberry.field(description="The Cc addresses.")
+    sent_at: datetime = strawberry.field(
+        description="The Date header (when it had none: when it was synced)."
+    )
+    text_body: str | None = strawberry.field(description="The plain-text part, if any.")
+    direction: MessageDirection = strawberry.field(
+        description="INBOUND from outside, OUTBOUND from the firm."
+    )
     thread_id: strawberry.ID = strawberry.field(
         description="Messages of one conversation share it."
     )
@@ -81,7 +93,7 @@ class Message(ScopedNode):
             cc=list(row.cc_addresses),
             sent_at=row.sent_at,
             text_body=row.text_body,
-            direction=row.direction,
+            direction=MessageDirection(row.direction),
             thread_id=strawberry.ID(row.thread_key),
             raw_html=row.html_body,
         )
@@ -110,10 +122,14 @@ class Message(ScopedNode):
         return [Attachment.from_model(row) for row in rows]
 
 
-@strawberry.type
+@strawberry.type(description="What a reply did.")
 class MessagePayload:
-    errors: list[UserError]
-    message: Message | None = None
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done; empty on success."
+    )
+    message: Message | None = strawberry.field(
+        default=None, description="The message concerned; null on failure."
+    )
 
 
 async def inbox(info: Info, first: int | None, after: str | None) -> Connection[Message]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
@@ -20,98 +21,120 @@ from schema.types import (
 )
 
 
-@strawberry.type
+def errors_field() -> list[UserError]:
+    """The `errors` field every payload has."""
+    return strawberry.field(description="Why nothing was done; empty on success.")
+
+
+def result(what: str) -> Any:
+    """The payload's object: null whenever `errors` is not empty."""
+    return strawberry.field(default=None, description=f"{what}; null on failure.")
+
+
+@strawberry.type(description="The result of a sign-in.")
 class SignInPayload:
-    errors: list[UserError]
-    token: str | None = None
-    viewer: Viewer | None = None
+    errors: list[UserError] = errors_field()
+    token: str | None = strawberry.field(
+        default=None,
+        description="The session token: send it as `Authorization: Bearer <token>` (a cookie "
+        "is set as well); null on failure.",
+    )
+    viewer: Viewer | None = result("Who is now signed in")
     accounts: list[Account] = strawberry.field(
         default_factory=list,
         description="For clients: the accounts they may enter; several mean they must choose.",
     )
-    current_account: Account | None = None
+    current_account: Account | None = result(
+        "For clients: the account they are in now (null while they must choose)"
+    )
 
 
-@strawberry.type
+@strawberry.type(description="What a staff mutation did.")
 class StaffMemberPayload:
-    errors: list[UserError]
-    staff_member: StaffMember | None = None
+    errors: list[UserError] = errors_field()
+    staff_member: StaffMember | None = result("The staff member concerned")
 
 
-@strawberry.type
+@strawberry.type(description="What an account mutation did.")
 class AccountPayload:
-    errors: list[UserError]
-    account: Account | None = None
+    errors: list[UserError] = errors_field()
+    account: Account | None = result("The account concerned")
 
 
-@strawberry.type
+@strawberry.type(description="What a contact mutation did.")
 class ContactPayload:
-    errors: list[UserError]
-    contact: Contact | None = None
+    errors: list[UserError] = errors_field()
+    contact: Contact | None = result("The contact concerned")
 
 
-@strawberry.type
+@strawberry.type(description="What an email address mutation did.")
 class EmailAddressPayload:
-    errors: list[UserError]
-    email_address: EmailAddress | None = None
+    errors: list[UserError] = errors_field()
+    email_address: EmailAddress | None = result("The address concerned")
 
 
-@strawberry.type
+@strawberry.type(description="What a change of an address's toggles did.")
 class AccountEmailPayload:
-    errors: list[UserError]
-    account_email: AccountEmail | None = None
+    errors: list[UserError] = errors_field()
+    account_email: AccountEmail | None = result("The address in the account, as it stands now")
 
 
-@strawberry.type
+@strawberry.type(
+    description="What a CSV import did: each valid row is saved, each bad row rejected."
+)
 class ImportContactsPayload:
-    errors: list[UserError]
-    created: int
-    updated: int
-    rejected_rows: list[int]
+    errors: list[UserError] = errors_field()
+    created: int = strawberry.field(description="Contacts created.")
+    updated: int = strawberry.field(description="Existing contacts updated.")
+    rejected_rows: list[int] = strawberry.field(
+        description="Line numbers of the rows not imported (the header is line 1; errors say why)."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The result of a client switching accounts.")
 class SwitchAccountPayload:
-    errors: list[UserError]
-    current_account: Account | None = None
+    errors: list[UserError] = errors_field()
+    current_account: Account | None = result("The account the client is in now")
 
 
-@strawberry.type
+@strawberry.type(description="What an invitation mutation did.")
 class InvitationPayload:
-    errors: list[UserError]
-    invitation: Invitation | None = None
+    errors: list[UserError] = errors_field()
+    invitation: Invitation | None = result("The invitation concerned")
 
 
-@strawberry.type
+@strawberry.type(description="What a mailing did.")
 class SendPayload:
-    errors: list[UserError]
+    errors: list[UserError] = errors_field()
     queued: int = strawberry.field(default=0, description="Messages queued for clients.")
 
 
-@strawberry.type
+@strawberry.type(description="What a change of firm settings did.")
 class FirmPayload:
-    errors: list[UserError]
-    firm: Firm | None = None
+    errors: list[UserError] = errors_field()
+    firm: Firm | None = result("The firm as it stands now")
 
 
-@strawberry.type
+@strawberry.type(description="What a document mutation did.")
 class DocumentPayload:
-    errors: list[UserError]
-    document: Document | None = None
+    errors: list[UserError] = errors_field()
+    document: Document | None = result("The document concerned")
 
 
-@strawberry.type
+@strawberry.type(description="A contact's data, ready to download.")
 class DataExportPayload:
-    errors: list[UserError]
+    errors: list[UserError] = errors_field()
     download_url: str | None = strawberry.field(
         default=None, description="Short-lived: a JSON bundle of the contact's data (and files)."
     )
-    expires_at: datetime | None = None
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="When downloadUrl stops working."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="What erasing a contact removed and what it kept.")
 class ErasurePayload:
-    errors: list[UserError]
+    errors: list[UserError] = errors_field()
     erased: list[str] = strawberry.field(
         default_factory=list, description="What was removed, in words a firm can keep on file."
     )

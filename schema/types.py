@@ -26,6 +26,7 @@ from models import StaffMember as StaffMemberModel
 from schema import ids
 from schema.enums import (
     AccountType,
+    AuditAction,
     InboxNotification,
     InvitationStatus,
     NotificationCategory,
@@ -84,8 +85,8 @@ class ScopedNode(relay.Node):
 class Firm(ScopedNode):
     model = FirmModel
     id: relay.NodeID[int]
-    name: str
-    slug: str
+    name: str = strawberry.field(description="The firm's name, as clients see it in mail.")
+    slug: str = strawberry.field(description="The firm's short name, given at staff sign-in.")
     copy_address: str | None = strawberry.field(
         description="Receives a copy of every email Portico sends to clients (staff only).",
         permission_classes=staff,
@@ -108,16 +109,16 @@ class Firm(ScopedNode):
 class StaffMember(ScopedNode):
     model = StaffMemberModel
     id: relay.NodeID[int]
-    email: str
-    name: str
-    role: StaffRole
+    email: str = strawberry.field(description="Their sign-in address.")
+    name: str = strawberry.field(description="Their name, as colleagues see it.")
+    role: StaffRole = strawberry.field(description="Their role in the firm.")
     can_manage_accounts: bool = strawberry.field(
         description="May add users to accounts and flip toggles (owners and admins always may)."
     )
     can_use_inbox: bool = strawberry.field(
         description="Sees synced mail and may reply (always for owners and admins)."
     )
-    active: bool
+    active: bool = strawberry.field(description="False once deactivated: they cannot sign in.")
     inbox_notification: InboxNotification = strawberry.field(
         description="What this member is emailed about new mail from clients (OFF by default)."
     )
@@ -140,15 +141,20 @@ class StaffMember(ScopedNode):
 class PortalUser(ScopedNode):
     model = PortalUserModel
     id: relay.NodeID[int]
-    email: str
-    activated_at: datetime | None
+    email: str = strawberry.field(description="The address they sign in with.")
+    activated_at: datetime | None = strawberry.field(
+        description="When they activated their sign-in by accepting an invitation."
+    )
 
     @classmethod
     def from_model(cls, row: PortalUserModel) -> PortalUser:
         return cls(id=row.pk, email=row.email, activated_at=row.activated_at)
 
 
-Viewer = Annotated[StaffMember | PortalUser, strawberry.union("Viewer")]
+Viewer = Annotated[
+    StaffMember | PortalUser,
+    strawberry.union("Viewer", description="Who is signed in: a staff member or a client."),
+]
 
 
 @strawberry.type(
@@ -157,9 +163,11 @@ Viewer = Annotated[StaffMember | PortalUser, strawberry.union("Viewer")]
 class Account(ScopedNode):
     model = AccountModel
     id: relay.NodeID[int]
-    name: str
-    type: AccountType
-    auto_save_attachments: bool
+    name: str = strawberry.field(description="The account's name.")
+    type: AccountType = strawberry.field(description="The kind of client entity.")
+    auto_save_attachments: bool = strawberry.field(
+        description="Attachments of newly synced mail are saved into the account's documents."
+    )
     archived_at: datetime | None = strawberry.field(
         description="When the account was archived: out of lists and the portal, nothing deleted."
     )
@@ -214,7 +222,12 @@ class Account(ScopedNode):
         deprecation_reason="Unbounded: use invitationsPage.",
     )
     async def invitations(
-        self, info: Info, status: InvitationStatus | None = None
+        self,
+        info: Info,
+        status: Annotated[
+            InvitationStatus | None,
+            strawberry.argument(description="Only the invitations in this status; null: all."),
+        ] = None,
     ) -> list[Invitation]:
         rows = await info.context.loaders.invitations_by_account.load(self.id)
         found = [Invitation.from_model(row) for row in rows]
@@ -299,8 +312,8 @@ class Account(ScopedNode):
 class Contact(ScopedNode):
     model = ContactModel
     id: relay.NodeID[int]
-    first_name: str
-    last_name: str
+    first_name: str = strawberry.field(description="The contact's first name.")
+    last_name: str = strawberry.field(description="The contact's last name.")
 
     @classmethod
     def from_model(cls, row: ContactModel) -> Contact:
@@ -348,7 +361,7 @@ class EmailAddress(ScopedNode):
     def from_model(cls, row: EmailAddressModel) -> EmailAddress:
         return cls(id=row.pk, address=row.address, label=row.label, contact_id=row.contact_id)
 
-    @strawberry.field
+    @strawberry.field(description="The contact the address belongs to.")
     async def contact(self, info: Info) -> Contact:
         row = await info.context.loaders.by_id(ContactModel).load(self.contact_id)
         return Contact.from_model(row)
@@ -369,8 +382,10 @@ class AccountEmail(ScopedNode):
     email_sync: bool = strawberry.field(
         description="EMAIL SYNC: mail with this address shows in the shared inbox."
     )
-    email_address: EmailAddress
-    notification_preferences: NotificationPreferences
+    email_address: EmailAddress = strawberry.field(description="The contact's address.")
+    notification_preferences: NotificationPreferences = strawberry.field(
+        description="Which system notifications the address receives while NOTIFY is on."
+    )
     account_id: strawberry.Private[int]
     address_normalized: strawberry.Private[str]
 
@@ -417,18 +432,20 @@ class AccountEmail(ScopedNode):
         found = {row.pk: row for row in rows}
         return [cls.from_model(found[i]) if i in found else None for i in ids]
 
-    @strawberry.field
+    @strawberry.field(description="The account these toggles belong to.")
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.by_id(AccountModel).load(self.account_id)
         return Account.from_model(row)
 
 
-@strawberry.type
+@strawberry.type(description="Which system notifications an address receives in one account.")
 class NotificationPreferences:
     all: bool = strawberry.field(
         description="All system notifications, or only the categories listed in `enabled`."
     )
-    enabled: list[NotificationCategory]
+    enabled: list[NotificationCategory] = strawberry.field(
+        description="The categories chosen (used when `all` is false)."
+    )
 
 
 @strawberry.type(description="A single-use link that activates LOGIN for one address.")
@@ -436,10 +453,14 @@ class Invitation(ScopedNode):
     model = InvitationModel
     id: relay.NodeID[int]
     email: str = strawberry.field(description="The address it was sent to.")
-    status: InvitationStatus
-    sent_at: datetime | None
-    expires_at: datetime
-    accepted_at: datetime | None
+    status: InvitationStatus = strawberry.field(description="Where the invitation stands now.")
+    sent_at: datetime | None = strawberry.field(
+        description="When its email was queued; null when it was made without sending."
+    )
+    expires_at: datetime = strawberry.field(description="After this it can no longer be used.")
+    accepted_at: datetime | None = strawberry.field(
+        description="When it was accepted; null until then."
+    )
     account_id: strawberry.Private[int]
 
     @classmethod
@@ -454,7 +475,7 @@ class Invitation(ScopedNode):
             account_id=row.account_id,
         )
 
-    @strawberry.field
+    @strawberry.field(description="The account it invites to.")
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.by_id(AccountModel).load(self.account_id)
         return Account.from_model(row)
@@ -464,7 +485,7 @@ class Invitation(ScopedNode):
 class PortalAccess(ScopedNode):
     model = PortalAccessModel
     id: relay.NodeID[int]
-    portal_user: PortalUser
+    portal_user: PortalUser = strawberry.field(description="Who has the access.")
     linked: bool = strawberry.field(
         description="False when the user's address is no longer on any contact linked to "
         "the account."
@@ -496,7 +517,7 @@ class PortalAccess(ScopedNode):
         }
         return [found.get(i) for i in ids]
 
-    @strawberry.field
+    @strawberry.field(description="The account it gives access to.")
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.by_id(AccountModel).load(self.account_id)
         return Account.from_model(row)
@@ -506,11 +527,11 @@ class PortalAccess(ScopedNode):
 class Document(ScopedNode):
     model = DocumentModel
     id: relay.NodeID[int]
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    created_at: datetime
+    filename: str = strawberry.field(description="The file's name, made safe (no path).")
+    content_type: str = strawberry.field(description="The media type, e.g. application/pdf.")
+    size: int = strawberry.field(description="Bytes.")
+    sha256: str = strawberry.field(description="The SHA-256 of the content, in hex.")
+    created_at: datetime = strawberry.field(description="When it was uploaded or saved.")
 
     @classmethod
     def from_model(cls, row: DocumentModel) -> Document:
@@ -534,18 +555,30 @@ class Document(ScopedNode):
 
 @strawberry.type(description="One change of access: who did what, when, before and after.")
 class AuditEntry:
-    action: str
-    email: str | None
-    actor: str = strawberry.field(description="The staff member's or portal user's email.")
-    before: JSON | None
-    after: JSON | None
-    created_at: datetime
+    id: strawberry.ID = strawberry.field(
+        description="Stable and unique, for client caches; node(id:) does not resolve it."
+    )
+    action: AuditAction = strawberry.field(description="What changed.")
+    email: str | None = strawberry.field(
+        description="The address concerned; null when the change concerns none."
+    )
+    actor: str = strawberry.field(
+        description='The staff member\'s or portal user\'s email; "system" when neither.'
+    )
+    before: JSON | None = strawberry.field(
+        description="What changed, as it was (keys depend on the action); null when new."
+    )
+    after: JSON | None = strawberry.field(
+        description="What changed, as it is now; null when removed."
+    )
+    created_at: datetime = strawberry.field(description="When the change was made.")
 
     @classmethod
     def from_model(cls, row: AuditEntryModel) -> AuditEntry:
         who = row.staff_member or row.portal_user
         return cls(
-            action=row.action,
+            id=strawberry.ID(ids.encode("AuditEntry", row.pk)),
+            action=AuditAction(row.action),
             email=row.email,
             actor=who.email if who else "system",
             before=row.before,

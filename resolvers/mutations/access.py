@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -19,23 +21,35 @@ from services.shared.scope import FirmScope
 manages_accounts = [ManagesAccounts]
 
 
-@strawberry.input
+@strawberry.input(description="Toggles of one address in one account; null keeps a toggle.")
 class SetEmailFlagsInput:
-    account_email_id: strawberry.ID
-    login: bool | None = None
-    notify: bool | None = None
-    email_sync: bool | None = None
+    account_email_id: strawberry.ID = strawberry.field(
+        description="The id of the address in the account (AccountEmail)."
+    )
+    login: bool | None = strawberry.field(
+        default=None, description="LOGIN: access to the account's portal."
+    )
+    notify: bool | None = strawberry.field(
+        default=None, description="NOTIFY: receives the firm's mail for the account."
+    )
+    email_sync: bool | None = strawberry.field(
+        default=None, description="EMAIL SYNC: mail with the address shows in the inbox."
+    )
     send_invitation: bool | None = strawberry.field(
         default=True,
         description="When LOGIN goes on: send the invitation email now (true) or later (false).",
     )
 
 
-@strawberry.input
+@strawberry.input(description="Which system notifications an address receives in one account.")
 class NotificationPreferencesInput:
-    account_email_id: strawberry.ID
-    all: bool
-    enabled: list[NotificationCategory] | None = strawberry.field(default_factory=list)
+    account_email_id: strawberry.ID = strawberry.field(
+        description="The id of the address in the account (AccountEmail)."
+    )
+    all: bool = strawberry.field(description="All categories, or only those in `enabled`.")
+    enabled: list[NotificationCategory] | None = strawberry.field(
+        default_factory=list, description="The categories chosen when `all` is false."
+    )
 
 
 def _account_email_payload(row: AccountEmailModel | None, errors: list) -> AccountEmailPayload:
@@ -52,7 +66,14 @@ class AccessMutations:
         "access to this account at once.",
         permission_classes=manages_accounts,
     )
-    async def set_email_flags(self, info: Info, input: SetEmailFlagsInput) -> AccountEmailPayload:
+    async def set_email_flags(
+        self,
+        info: Info,
+        input: Annotated[
+            SetEmailFlagsInput,
+            strawberry.argument(description="The address in the account, and the toggles to set."),
+        ],
+    ) -> AccountEmailPayload:
         row, errors = await attempt(
             info.context,
             access.set_email_flags(
@@ -71,7 +92,12 @@ class AccessMutations:
         permission_classes=manages_accounts,
     )
     async def resend_invitation(
-        self, info: Info, account_email_id: strawberry.ID
+        self,
+        info: Info,
+        account_email_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The id of the address in the account (AccountEmail)."),
+        ],
     ) -> InvitationPayload:
         row, errors = await attempt(
             info.context,
@@ -91,7 +117,14 @@ class AccessMutations:
         permission_classes=manages_accounts,
     )
     async def remove_portal_access(
-        self, info: Info, portal_access_id: strawberry.ID
+        self,
+        info: Info,
+        portal_access_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The id of the access (PortalAccess), from Account.unlinkedEmails."
+            ),
+        ],
     ) -> AccountPayload:
         row, errors = await attempt(
             info.context,
@@ -109,7 +142,12 @@ class AccessMutations:
         "they are in."
     )
     async def set_notification_preferences(
-        self, info: Info, input: NotificationPreferencesInput
+        self,
+        info: Info,
+        input: Annotated[
+            NotificationPreferencesInput,
+            strawberry.argument(description="The address in the account, and its choice."),
+        ],
     ) -> AccountEmailPayload:
         context = info.context
         client = None

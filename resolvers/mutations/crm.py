@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -39,8 +41,12 @@ def _email_payload(email: object, errors: list) -> EmailAddressPayload:
 
 @strawberry.type
 class CrmMutations:
-    @mutation(permission_classes=manages_accounts)
-    async def create_account(self, info: Info, input: CreateAccountInput) -> AccountPayload:
+    @mutation(description="Creates a client account.", permission_classes=manages_accounts)
+    async def create_account(
+        self,
+        info: Info,
+        input: Annotated[CreateAccountInput, strawberry.argument(description="The new account.")],
+    ) -> AccountPayload:
         return _account_payload(
             *await attempt(
                 info.context,
@@ -50,9 +56,16 @@ class CrmMutations:
             )
         )
 
-    @mutation(permission_classes=manages_accounts)
+    @mutation(
+        description="Renames an account, changes its kind or its auto-save option; a null "
+        "field keeps its value.",
+        permission_classes=manages_accounts,
+    )
     async def update_account(
-        self, info: Info, id: strawberry.ID, input: UpdateAccountInput
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+        input: Annotated[UpdateAccountInput, strawberry.argument(description="What to change.")],
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
@@ -71,7 +84,11 @@ class CrmMutations:
         description="Creates a contact with its addresses, linked to the given accounts.",
         permission_classes=manages_accounts,
     )
-    async def create_contact(self, info: Info, input: CreateContactInput) -> ContactPayload:
+    async def create_contact(
+        self,
+        info: Info,
+        input: Annotated[CreateContactInput, strawberry.argument(description="The new contact.")],
+    ) -> ContactPayload:
         return _contact_payload(
             *await attempt(
                 info.context,
@@ -90,7 +107,10 @@ class CrmMutations:
         permission_classes=manages_accounts,
     )
     async def update_contact(
-        self, info: Info, id: strawberry.ID, input: UpdateContactInput
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+        input: Annotated[UpdateContactInput, strawberry.argument(description="What to change.")],
     ) -> ContactPayload:
         return _contact_payload(
             *await attempt(
@@ -111,7 +131,11 @@ class CrmMutations:
         "empty).",
         permission_classes=manages_accounts,
     )
-    async def delete_contact(self, info: Info, id: strawberry.ID) -> ContactPayload:
+    async def delete_contact(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+    ) -> ContactPayload:
         return _contact_payload(
             *await attempt(
                 info.context,
@@ -126,7 +150,10 @@ class CrmMutations:
         permission_classes=manages_accounts,
     )
     async def link_contact(
-        self, info: Info, account_id: strawberry.ID, contact_id: strawberry.ID
+        self,
+        info: Info,
+        account_id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+        contact_id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
@@ -144,7 +171,10 @@ class CrmMutations:
         permission_classes=manages_accounts,
     )
     async def unlink_contact(
-        self, info: Info, account_id: strawberry.ID, contact_id: strawberry.ID
+        self,
+        info: Info,
+        account_id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+        contact_id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
     ) -> AccountPayload:
         return _account_payload(
             *await attempt(
@@ -158,9 +188,16 @@ class CrmMutations:
             )
         )
 
-    @mutation(permission_classes=manages_accounts)
+    @mutation(
+        description="Adds an address to a contact; it appears in each linked account's emails "
+        "with its toggles off.",
+        permission_classes=manages_accounts,
+    )
     async def add_email_address(
-        self, info: Info, contact_id: strawberry.ID, email: EmailAddressInput
+        self,
+        info: Info,
+        contact_id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+        email: Annotated[EmailAddressInput, strawberry.argument(description="The address to add.")],
     ) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
@@ -179,7 +216,13 @@ class CrmMutations:
         permission_classes=manages_accounts,
     )
     async def update_email_address(
-        self, info: Info, id: strawberry.ID, address: str, label: str | None = None
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The address's id.")],
+        address: Annotated[str, strawberry.argument(description="The new address.")],
+        label: Annotated[
+            str | None, strawberry.argument(description="A new label; null keeps it.")
+        ] = None,
     ) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
@@ -198,7 +241,11 @@ class CrmMutations:
     @mutation(
         description="Removes an address; returns it as it was.", permission_classes=manages_accounts
     )
-    async def remove_email_address(self, info: Info, id: strawberry.ID) -> EmailAddressPayload:
+    async def remove_email_address(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The address's id.")],
+    ) -> EmailAddressPayload:
         return _email_payload(
             *await attempt(
                 info.context,
@@ -215,7 +262,11 @@ class CrmMutations:
         "Nothing is deleted; archiving an archived account changes nothing.",
         permission_classes=manages_accounts,
     )
-    async def archive_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+    async def archive_account(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+    ) -> AccountPayload:
         return _account_payload(
             *await attempt(
                 info.context,
@@ -230,7 +281,11 @@ class CrmMutations:
         "Unarchiving an active account changes nothing.",
         permission_classes=manages_accounts,
     )
-    async def unarchive_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+    async def unarchive_account(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+    ) -> AccountPayload:
         return _account_payload(
             *await attempt(
                 info.context,
@@ -246,7 +301,11 @@ class CrmMutations:
         "to no other account; contacts stay. Returns the account as it was.",
         permission_classes=[IsOwnerOrAdmin],
     )
-    async def delete_account(self, info: Info, id: strawberry.ID) -> AccountPayload:
+    async def delete_account(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+    ) -> AccountPayload:
         return _account_payload(
             *await attempt(
                 info.context,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
@@ -31,7 +33,16 @@ class DocumentMutations:
         permission_classes=[IsStaff],
     )
     async def upload_document(
-        self, info: Info, account_id: strawberry.ID, file: Upload
+        self,
+        info: Info,
+        account_id: Annotated[strawberry.ID, strawberry.argument(description="The account's id.")],
+        file: Annotated[
+            Upload,
+            strawberry.argument(
+                description="The file, as a part of a multipart request "
+                "(the GraphQL multipart request spec)."
+            ),
+        ],
     ) -> DocumentPayload:
         if not callable(getattr(file, "read", None)):  # a value, not a part of a multipart body
             message = "Send the file as a part of a multipart request."
@@ -56,7 +67,11 @@ class DocumentMutations:
         "when nothing else refers to the same content.",
         permission_classes=[ManagesAccounts],
     )
-    async def delete_document(self, info: Info, id: strawberry.ID) -> DocumentPayload:
+    async def delete_document(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The document's id.")],
+    ) -> DocumentPayload:
         document, errors = await attempt(
             info.context,
             documents.delete_document(

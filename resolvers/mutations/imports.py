@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -24,7 +26,17 @@ class ImportMutations:
         ),
         permission_classes=[ManagesAccounts],
     )
-    async def import_contacts(self, info: Info, csv: str) -> ImportContactsPayload:
+    async def import_contacts(
+        self,
+        info: Info,
+        csv: Annotated[
+            str,
+            strawberry.argument(
+                description="The file's text (UTF-8), header row first; the columns as "
+                "described above."
+            ),
+        ],
+    ) -> ImportContactsPayload:
         try:
             result = await importer.import_contacts(
                 info.context.scope, csv, max_rows=info.context.settings.max_import_rows

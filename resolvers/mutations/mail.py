@@ -3,7 +3,7 @@ with the inbox right)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -39,7 +39,13 @@ class MailMutations:
         "nothing.",
         permission_classes=uses_inbox,
     )
-    async def connect_mailbox(self, info: Info, input: ConnectMailboxInput) -> MailboxPayload:
+    async def connect_mailbox(
+        self,
+        info: Info,
+        input: Annotated[
+            ConnectMailboxInput, strawberry.argument(description="The mailbox and its servers.")
+        ],
+    ) -> MailboxPayload:
         new = mailboxes.NewMailbox(
             address=input.address,
             imap_host=input.imap_host,
@@ -67,7 +73,10 @@ class MailMutations:
         permission_classes=uses_inbox,
     )
     async def update_mailbox(
-        self, info: Info, id: strawberry.ID, input: UpdateMailboxInput
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The mailbox's id.")],
+        input: Annotated[UpdateMailboxInput, strawberry.argument(description="What to change.")],
     ) -> MailboxPayload:
         changes = mailboxes.MailboxChanges(
             imap_host=input.imap_host,
@@ -100,7 +109,16 @@ class MailMutations:
         permission_classes=uses_inbox,
     )
     async def disconnect_mailbox(
-        self, info: Info, id: strawberry.ID, delete_messages: bool | None = False
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The mailbox's id.")],
+        delete_messages: Annotated[
+            bool | None,
+            strawberry.argument(
+                description="Also delete the mail that came only through this mailbox "
+                "(default false)."
+            ),
+        ] = False,
     ) -> MailboxPayload:
         return _payload(
             *await attempt(
@@ -119,7 +137,11 @@ class MailMutations:
         description="Syncs one mailbox now and returns it as the sync left it.",
         permission_classes=uses_inbox,
     )
-    async def sync_mailbox(self, info: Info, id: strawberry.ID) -> MailboxPayload:
+    async def sync_mailbox(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The mailbox's id.")],
+    ) -> MailboxPayload:
         return _payload(
             *await attempt(
                 info.context,
@@ -139,7 +161,12 @@ class MailMutations:
         permission_classes=uses_inbox,
     )
     async def reply_to_message(
-        self, info: Info, message_id: strawberry.ID, body: str
+        self,
+        info: Info,
+        message_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The id of the message to answer.")
+        ],
+        body: Annotated[str, strawberry.argument(description="The reply, as plain text.")],
     ) -> MessagePayload:
         reply, errors = await attempt(
             info.context,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -16,24 +18,32 @@ from services.firm import firms
 from services.portal import notify
 
 
-@strawberry.input
+@strawberry.input(description="A firm email to the NOTIFY recipients of some accounts.")
 class SendFirmEmailInput:
-    account_ids: list[strawberry.ID]
-    subject: str
-    body: str
-    kind: FirmEmailKind | None = FirmEmailKind.DIRECT
+    account_ids: list[strawberry.ID] = strawberry.field(
+        description="Ids of the accounts whose recipients get it (at least one)."
+    )
+    subject: str = strawberry.field(description="The subject line.")
+    body: str = strawberry.field(description="The text, as plain text.")
+    kind: FirmEmailKind | None = strawberry.field(
+        default=FirmEmailKind.DIRECT, description="What kind of mailing (default DIRECT)."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A system notification for one account's recipients.")
 class ClientEventInput:
-    account_id: strawberry.ID
-    category: NotificationCategory
-    title: str
-    body: str | None = ""
-    link: str | None = None
+    account_id: strawberry.ID = strawberry.field(description="The account's id.")
+    category: NotificationCategory = strawberry.field(
+        description="Its category: only recipients who chose it (or all) get it."
+    )
+    title: str = strawberry.field(description="The subject line and heading.")
+    body: str | None = strawberry.field(default="", description="The text (default empty).")
+    link: str | None = strawberry.field(
+        default=None, description="An http(s) URL to include; null for none."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="Changes to the firm's settings.")
 class FirmSettingsInput:
     copy_address: str | None = strawberry.field(
         default=None, description="Where copies of client mail go; empty for none."
@@ -46,7 +56,14 @@ class NotifyMutations:
         description="Emails every NOTIFY recipient of the accounts (one copy per address).",
         permission_classes=[IsStaff],
     )
-    async def send_firm_email(self, info: Info, input: SendFirmEmailInput) -> SendPayload:
+    async def send_firm_email(
+        self,
+        info: Info,
+        input: Annotated[
+            SendFirmEmailInput,
+            strawberry.argument(description="The accounts, the text and the kind of mailing."),
+        ],
+    ) -> SendPayload:
         queued, errors = await attempt(
             info.context,
             notify.send_firm_email(
@@ -66,7 +83,14 @@ class NotifyMutations:
         "activated get a banner with a working activation link.",
         permission_classes=[IsStaff],
     )
-    async def notify_client_event(self, info: Info, input: ClientEventInput) -> SendPayload:
+    async def notify_client_event(
+        self,
+        info: Info,
+        input: Annotated[
+            ClientEventInput,
+            strawberry.argument(description="The account, the category and the text."),
+        ],
+    ) -> SendPayload:
         queued, errors = await attempt(
             info.context,
             notify.notify_client_event(
@@ -84,7 +108,13 @@ class NotifyMutations:
     @mutation(
         description="The firm's settings (owners and admins).", permission_classes=[IsOwnerOrAdmin]
     )
-    async def update_firm_settings(self, info: Info, input: FirmSettingsInput) -> FirmPayload:
+    async def update_firm_settings(
+        self,
+        info: Info,
+        input: Annotated[
+            FirmSettingsInput, strawberry.argument(description="The settings to change.")
+        ],
+    ) -> FirmPayload:
         firm, errors = await attempt(
             info.context,
             firms.update_firm_settings(info.context.scope, info.context.staff, input.copy_address),

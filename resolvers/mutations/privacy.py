@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -21,7 +23,11 @@ class PrivacyMutations:
         "the only one linked.",
         permission_classes=[ManagesAccounts],
     )
-    async def export_contact_data(self, info: Info, id: strawberry.ID) -> DataExportPayload:
+    async def export_contact_data(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+    ) -> DataExportPayload:
         link, errors = await attempt(
             info.context,
             privacy.export_link(
@@ -42,7 +48,11 @@ class PrivacyMutations:
         "tombstone instead of the address; answers what was erased and what was kept.",
         permission_classes=[ManagesAccounts],
     )
-    async def erase_contact(self, info: Info, id: strawberry.ID) -> ErasurePayload:
+    async def erase_contact(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The contact's id.")],
+    ) -> ErasurePayload:
         result, errors = await attempt(
             info.context,
             erasure.erase_contact(

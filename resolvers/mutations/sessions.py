@@ -3,6 +3,8 @@ client's account switching."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from starlette.responses import Response
 from strawberry.types import Info
@@ -70,7 +72,15 @@ class SessionMutations:
         description="Staff sign-in. Returns a token for Bearer use and sets the session cookie."
     )
     async def staff_sign_in(
-        self, info: Info, firm: str, email: str, password: str
+        self,
+        info: Info,
+        firm: Annotated[
+            str, strawberry.argument(description="The firm's slug, as the firm gave it.")
+        ],
+        email: Annotated[
+            str, strawberry.argument(description="The staff member's sign-in address.")
+        ],
+        password: Annotated[str, strawberry.argument(description="Their password.")],
     ) -> SignInPayload:
         result, errors = await attempt(
             info.context,
@@ -84,7 +94,12 @@ class SessionMutations:
         description="A new staff member sets their first password from the mailed link, "
         "and is signed in."
     )
-    async def set_staff_password(self, info: Info, token: str, password: str) -> SignInPayload:
+    async def set_staff_password(
+        self,
+        info: Info,
+        token: Annotated[str, strawberry.argument(description="The token from the mailed link.")],
+        password: Annotated[str, strawberry.argument(description="The new password.")],
+    ) -> SignInPayload:
         result, errors = await attempt(
             info.context, signin.set_first_password(token, password, policy(info.context))
         )
@@ -94,7 +109,15 @@ class SessionMutations:
         description="Client sign-in. With one account the client lands in it; with several, "
         "currentAccount stays null until they choose (switchAccount)."
     )
-    async def sign_in(self, info: Info, firm: str, email: str, password: str) -> SignInPayload:
+    async def sign_in(
+        self,
+        info: Info,
+        firm: Annotated[
+            str, strawberry.argument(description="The firm's slug, as the firm gave it.")
+        ],
+        email: Annotated[str, strawberry.argument(description="The client's sign-in address.")],
+        password: Annotated[str, strawberry.argument(description="Their password.")],
+    ) -> SignInPayload:
         result, errors = await attempt(
             info.context,
             signin.client_sign_in(
@@ -108,7 +131,18 @@ class SessionMutations:
         "sets a password; someone who already has one in this firm needs none."
     )
     async def accept_invitation(
-        self, info: Info, token: str, password: str | None = None
+        self,
+        info: Info,
+        token: Annotated[
+            str, strawberry.argument(description="The token from the invitation link.")
+        ],
+        password: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The password to set; may be left out by someone who already "
+                "has a portal sign-in in this firm."
+            ),
+        ] = None,
     ) -> SignInPayload:
         result, errors = await attempt(
             info.context, signin.accept_invitation(token, password, policy(info.context))
@@ -116,7 +150,14 @@ class SessionMutations:
         return await _client_payload(info.context, result, errors)
 
     @mutation(description="A client enters another of their accounts.")
-    async def switch_account(self, info: Info, account_id: strawberry.ID) -> SwitchAccountPayload:
+    async def switch_account(
+        self,
+        info: Info,
+        account_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The id of an account the client may enter."),
+        ],
+    ) -> SwitchAccountPayload:
         context: Context = info.context
         context.require_client()
         assert context.session is not None

@@ -3,6 +3,8 @@ member for themself)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -24,7 +26,11 @@ class StaffMutations:
         description="Adds a staff member and mails them a single-use link to set a password.",
         permission_classes=[IsOwnerOrAdmin],
     )
-    async def add_staff_member(self, info: Info, input: StaffMemberInput) -> StaffMemberPayload:
+    async def add_staff_member(
+        self,
+        info: Info,
+        input: Annotated[StaffMemberInput, strawberry.argument(description="Who to add.")],
+    ) -> StaffMemberPayload:
         member, errors = await attempt(
             info.context,
             staff.add_staff_member(
@@ -47,7 +53,12 @@ class StaffMutations:
         permission_classes=[IsOwnerOrAdmin],
     )
     async def update_staff_member(
-        self, info: Info, id: strawberry.ID, input: UpdateStaffMemberInput
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The staff member's id.")],
+        input: Annotated[
+            UpdateStaffMemberInput, strawberry.argument(description="What to change.")
+        ],
     ) -> StaffMemberPayload:
         changes = staff.StaffChanges(
             name=input.name,
@@ -73,7 +84,9 @@ class StaffMutations:
         permission_classes=[IsStaff],
     )
     async def set_inbox_notification(
-        self, info: Info, setting: InboxNotification
+        self,
+        info: Info,
+        setting: Annotated[InboxNotification, strawberry.argument(description="The new setting.")],
     ) -> StaffMemberPayload:
         member, errors = await attempt(
             info.context,
