@@ -108,6 +108,7 @@ class PorticoGraphQL(GraphQL):
             settings.persisted_queries_cache_bytes,
             settings.persisted_queries_ttl_seconds,
         )
+        self.allow_list = allow_list_for(settings)
 
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -262,9 +263,12 @@ class PorticoGraphQL(GraphQL):
 
     async def persisted_document(self, request_data: GraphQLRequestData) -> Lookup | None:
         """The document a persistedQuery extension stands for, or None without one; an
-        unknown hash, a wrong hash or version, or persisted queries off, refused."""
+        unknown hash, a wrong hash or version, or persisted queries off, refused. In
+        allow-list mode, every request's document, or its refusal."""
         try:
             digest = persisted_queries.requested_hash(request_data.extensions)
+            if self.allow_list is not None:
+                return self.allow_list.admit(digest, request_data.query)
             if digest is None:
                 return None
             if self.settings.persisted_queries == "off":
@@ -275,7 +279,8 @@ class PorticoGraphQL(GraphQL):
                 raise BadRequest(
                     exc.message, status=200, code=exc.code, headers=RETRY_HEADERS
                 ) from exc
-            raise BadRequest(exc.message, code=exc.code) from exc
+            status = 403 if exc.code is ErrorCode.OPERATION_NOT_ALLOWED else 400
+            raise BadRequest(exc.message, status=status, code=exc.code) from exc
 
     def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
         return super().is_websocket_origin_allowed(request, origin) or self.origins.allows(origin)
@@ -290,6 +295,17 @@ class PorticoGraphQL(GraphQL):
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
         return HTMLResponse(graphiql_page())
+
+
+def allow_list_for(settings: Settings) -> persisted_queries.AllowList | None:
+    """Allow-list mode's documents, read at start: a missing or bad manifest fails there."""
+    if settings.persisted_queries != "allowlist":
+        return None
+    if settings.persisted_queries_manifest is None:
+        raise ValueError(
+            "PORTICO_PERSISTED_QUERIES=allowlist needs PORTICO_PERSISTED_QUERIES_MANIFEST"
+        )
+    return persisted_queries.load_manifest(settings.persisted_queries_manifest)
 
 
 def is_request_error(result: ExecutionResult) -> bool:

@@ -51,6 +51,6 @@ def bad_request_response(
     )
 
 
-def bad_request_error(reason: str) -> GraphQLError:
+def bad_request_error(reason: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> GraphQLError:
     """The same refusal as a GraphQL error, for a WebSocket `error` message."""
-    return GraphQLError(reason, extensions={"code": ErrorCode.BAD_REQUEST})
+    return GraphQLError(reason, extensions={"code": code})

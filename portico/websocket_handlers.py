@@ -38,6 +38,7 @@ from portico.refusals import BadRequest, bad_request_error
 from portico.request_parsing import check_request
 from resolvers.context import Context
 from services.shared.errors import ErrorCode
+from services.shared.persisted_queries import AllowList, not_allowed
 
 StreamResult = AsyncGenerator[Any, None]
 
@@ -60,16 +61,18 @@ def readable(message: object) -> bool:
     return message["type"] not in _WITH_ID or isinstance(message.get("id"), str)
 
 
-def check_payload(payload: object) -> None:
-    """A subscribe/start payload holds one GraphQL request, typed as over HTTP."""
+def check_payload(payload: object, allow_list: AllowList | None = None) -> None:
+    """A subscribe/start payload holds one GraphQL request, typed as over HTTP; in allow-list
+    mode its document (sent in full: Apollo's persisted queries are HTTP only) is listed."""
     if not isinstance(payload, dict):
         raise BadRequest("The operation's payload must be an object")
+    query = payload.get("query")
     check_request(
-        payload.get("query"),
-        payload.get("variables"),
-        payload.get("operationName"),
-        payload.get("extensions"),
+        query, payload.get("variables"), payload.get("operationName"), payload.get("extensions")
     )
+    if allow_list is not None and query not in allow_list:
+        refusal = not_allowed()
+        raise BadRequest(refusal.message, status=403, code=refusal.code)
 
 
 class _Operations:
@@ -138,9 +141,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # Strawberry's own refusals first: unacknowledged (4401), a duplicate id (4409).
         if self.connection_acknowledged and message["id"] not in self.operations:
             try:
-                check_payload(message.get("payload"))
+                check_payload(message.get("payload"), getattr(self.view, "allow_list", None))
             except BadRequest as exc:
-                error = bad_request_error(exc.reason).formatted
+                error = bad_request_error(exc.reason, exc.code).formatted
                 await self.send_message({"id": message["id"], "type": "error", "payload": [error]})
                 return
         await super().handle_subscribe(message)
@@ -179,9 +182,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_start(self, message: StartMessage) -> None:
         if self.connection_acknowledged:  # else strawberry closes with 4401
             try:
-                check_payload(message.get("payload"))
+                check_payload(message.get("payload"), getattr(self.view, "allow_list", None))
             except BadRequest as exc:
-                error = bad_request_error(exc.reason).formatted
+                error = bad_request_error(exc.reason, exc.code).formatted
                 await self.send_message({"type": "error", "id": message["id"], "payload": error})
                 return
         await super().handle_start(message)

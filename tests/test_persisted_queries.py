@@ -10,6 +10,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -232,3 +233,72 @@ async def test_redis_shares_documents_between_processes(settings):
     finally:
         await redis.delete("portico:apq:" + sha(document))
         await redis.aclose()
+
+
+# Allow-list mode: only the operations of a manifest run ------------------------------------
+
+LISTED = "query Listed { __typename }"
+
+
+def allow_list(settings: Settings, tmp_path: Path) -> Settings:
+    manifest = {
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": [{"id": sha(LISTED), "name": "Listed", "type": "query", "body": LISTED}],
+    }
+    path = tmp_path / "persisted-query-manifest.json"
+    path.write_text(json.dumps(manifest))
+    return settings.model_copy(
+        update={"persisted_queries": "allowlist", "persisted_queries_manifest": path}
+    )
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_allow_list_runs_listed_documents_by_hash_or_text(settings, tmp_path, method):
+    async with app_client(allow_list(settings, tmp_path)) as http:
+        assert (await send(http, method, LISTED)).json() == {"data": {"__typename": "Query"}}
+        assert (await send(http, method, LISTED, LISTED)).json()["data"] == {"__typename": "Query"}
+        plain = await http.post("/graphql", json={"query": LISTED})
+        assert plain.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_allow_list_refuses_everything_else(settings, tmp_path):
+    other = fresh_document()
+    async with app_client(allow_list(settings, tmp_path)) as http:
+        refused = await http.post("/graphql", json={"query": other})
+        assert "manifest" in only_error(refused, 403, "OPERATION_NOT_ALLOWED")
+        only_error(await send(http, "POST", other, other), 403, "OPERATION_NOT_ALLOWED")
+        only_error(await send(http, "POST", other), 200, NOT_FOUND)  # and nothing registered
+        only_error(await send(http, "POST", other), 200, NOT_FOUND)
+
+
+async def test_allow_list_applies_over_websocket(settings, tmp_path):
+    async with serving(allow_list(settings, tmp_path)) as served, socket(served.url) as sock:
+        await sock.subscribe("1", "{ __typename }")
+        [error] = await sock.refused("1")
+        assert error["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+        assert await sock.answer("2", LISTED) == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        None,
+        "not json",
+        {"format": "other"},
+        {
+            "format": "apollo-persisted-query-manifest",
+            "version": 1,
+            "operations": [{"id": "x", "body": LISTED}],
+        },
+    ],
+)
+async def test_allow_list_without_a_good_manifest_fails_at_start(settings, tmp_path, manifest):
+    path = tmp_path / "manifest.json"
+    if manifest is not None:
+        path.write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    bad = settings.model_copy(
+        update={"persisted_queries": "allowlist", "persisted_queries_manifest": path}
+    )
+    with pytest.raises(ValueError):
+        create_app(bad, manage_db=False)

@@ -1,6 +1,7 @@
 """Automatic persisted queries (Apollo's protocol): a client sends the SHA-256 of a document
 instead of the document; the server answers from its store, or asks for the document once
-(PERSISTED_QUERY_NOT_FOUND) and keeps it for next time.
+(PERSISTED_QUERY_NOT_FOUND) and keeps it for next time. In allow-list mode the documents of
+an operations manifest are the only ones that run.
 
 The store is this process's memory (an LRU bounded in bytes), or Redis when
 PORTICO_REDIS_URL is set, so every process sees a document registered with any of them
@@ -11,10 +12,12 @@ document again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -33,6 +36,8 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Apollo's own messages: its link matches the message as well as the code.
 NOT_FOUND_MESSAGE = "PersistedQueryNotFound"
 NOT_SUPPORTED_MESSAGE = "PersistedQueryNotSupported"
+MISMATCH_MESSAGE = "The persisted query's sha256Hash is not the SHA-256 of its query"
+MANIFEST_FORMAT = "apollo-persisted-query-manifest"
 
 
 class PersistedQueryRefused(Exception):
@@ -162,10 +167,7 @@ async def resolve(store: Store, digest: str, document: str | None) -> Lookup:
             )
         return Lookup(stored, None)
     if sha256_hex(document) != digest:
-        raise PersistedQueryRefused(
-            ErrorCode.BAD_REQUEST,
-            "The persisted query's sha256Hash is not the SHA-256 of its query",
-        )
+        raise PersistedQueryRefused(ErrorCode.BAD_REQUEST, MISMATCH_MESSAGE)
     return Lookup(document, digest)
 
 
@@ -174,6 +176,64 @@ def not_supported() -> PersistedQueryRefused:
     return PersistedQueryRefused(
         ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED, NOT_SUPPORTED_MESSAGE, retry=True
     )
+
+
+class AllowList:
+    """The documents of an operations manifest (Apollo's persisted-query-manifest JSON): in
+    allow-list mode the only ones that run, by hash or by their exact text."""
+
+    def __init__(self, documents: dict[str, str]) -> None:
+        self._by_hash = documents
+
+    def __contains__(self, document: str) -> bool:
+        return sha256_hex(document) in self._by_hash
+
+    def admit(self, digest: str | None, document: str | None) -> Lookup:
+        """The listed document a request names by hash, or its own text if listed."""
+        if document:
+            if digest is not None and sha256_hex(document) != digest:
+                raise PersistedQueryRefused(ErrorCode.BAD_REQUEST, MISMATCH_MESSAGE)
+            if document not in self:
+                raise not_allowed()
+            return Lookup(document, None)
+        listed = self._by_hash.get(digest) if digest else None
+        if listed is None:
+            raise PersistedQueryRefused(
+                ErrorCode.PERSISTED_QUERY_NOT_FOUND, NOT_FOUND_MESSAGE, retry=True
+            )
+        return Lookup(listed, None)
+
+
+def not_allowed() -> PersistedQueryRefused:
+    return PersistedQueryRefused(
+        ErrorCode.OPERATION_NOT_ALLOWED,
+        "This server runs only the operations of its operations manifest",
+    )
+
+
+def load_manifest(path: Path) -> AllowList:
+    """Reads an Apollo persisted-query manifest: {"format": "apollo-persisted-query-manifest",
+    "version": 1, "operations": [{"id", "name", "type", "body"}, ...]}. Each document is
+    listed under the SHA-256 of its body (what Apollo's tools use as its id); a manifest
+    whose id is anything else is refused, as no client could name that document by it."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the operations manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not an {MANIFEST_FORMAT} file")
+    if manifest.get("version") != 1 or not isinstance(manifest.get("operations"), list):
+        raise ValueError(f"{path}: only version 1 manifests, with an `operations` list, are read")
+    documents: dict[str, str] = {}
+    for operation in manifest["operations"]:
+        body = operation.get("body") if isinstance(operation, dict) else None
+        if not isinstance(body, str) or not body:
+            raise ValueError(f"{path}: every operation needs a `body`")
+        digest = sha256_hex(body)
+        if operation.get("id", digest) != digest:
+            raise ValueError(f"{path}: the id of {operation.get('name')!r} is not its SHA-256")
+        documents[digest] = body
+    return AllowList(documents)
 
 
 def store_for(redis_url: str | None, max_bytes: int, ttl_seconds: int) -> Store:
