@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.websocket import serving, socket
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 VITE = "http://localhost:5173"  # a dev server CORS allows in development
@@ -170,3 +172,12 @@ async def test_a_malformed_body_is_400_in_the_media_type_accepted(client, accept
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].split(";")[0] == media
     assert "data" not in response.json()
+
+
+async def test_several_operations_need_an_operation_name_over_websocket_too(settings):
+    document = "query A { a: __typename } mutation B { signOut }"
+    async with serving(settings) as served, socket(served.url) as sock:
+        await sock.subscribe("1", document)
+        [error] = await sock.refused("1")
+        assert error["extensions"]["code"] == "BAD_REQUEST"
+        assert "operationName" in error["message"]
