@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             if worker is not None:
                 await worker
             await bus.close()
+            await graphql.persisted.aclose()  # the Redis store's connections
             if manage_db:
                 await db.close_db()
 
