@@ -36,6 +36,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     "sha256Hash; send the request again with its query.",
     Code.PERSISTED_QUERY_NOT_SUPPORTED: "Persisted queries are off on this server; send the "
     "query itself.",
+    Code.OPERATION_NOT_ALLOWED: "This server runs only the operations of its allow-list, and "
+    "this document is not one of them (HTTP 403).",
     Code.GRAPHQL_PARSE_FAILED: "The document is not GraphQL syntax, or has too many tokens.",
     Code.GRAPHQL_VALIDATION_FAILED: "The document does not validate against the schema; "
     "retrying will not help.",
