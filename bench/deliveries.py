@@ -100,7 +100,7 @@ async def queue(settings: Settings, firm: Firm, count: int) -> None:
                 "link": f"https://portal.example/p?token={i}",
                 "expires_at": datetime(2030, 1, 1, tzinfo=UTC),
             },
-            kind="staff_password",
+            kind="STAFF_ONBOARDING",  # as services.firm queues a password link
         )
         for i in range(count)
     ]

@@ -73,10 +73,12 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             stop.set()
             if worker is not None:
                 await worker
-            await bus.close()
-            await graphql.persisted.aclose()  # the Redis store's connections
-            if manage_db:
-                await db.close_db()
+            try:
+                await bus.close()
+            finally:
+                await graphql.persisted.aclose()  # the Redis store's connections
+                if manage_db:
+                    await db.close_db()
 
     return Starlette(
         routes=[

@@ -104,9 +104,7 @@ class PorticoGraphQL(GraphQL):
         self.settings = settings
         self.origins = origins
         self.persisted = persisted_queries.store_for(
-            settings.redis_url,
-            settings.persisted_queries_cache_bytes,
-            settings.persisted_queries_ttl_seconds,
+            settings.redis_url, settings.persisted_queries_cache_bytes
         )
         self.allow_list = allow_list_for(settings)
 
@@ -134,13 +132,17 @@ class PorticoGraphQL(GraphQL):
         content_type = CONTENT_TYPES[media or JSON]
         # Strawberry answers its 400s as plain text: Portico's are GraphQL errors in JSON.
         try:
-            return await super().run(request, context, root_value)
+            response = await super().run(request, context, root_value)
         except BadRequest as exc:
-            return bad_request_response(exc, content_type)
+            response = bad_request_response(exc, content_type)
         except HTTPException as exc:
             if exc.status_code != 400:
                 raise
-            return bad_request_response(exc.reason, content_type)
+            response = bad_request_response(exc.reason, content_type)
+        # Every answer is one viewer's (the URL of a GET is the same for all): never kept by
+        # a browser cache, a proxy or a CDN.
+        response.headers.setdefault("cache-control", "no-store")
+        return response
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = GraphQLSubResponse()

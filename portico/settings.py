@@ -34,11 +34,11 @@ class Settings(BaseSettings):
     # Automatic persisted queries (Apollo's protocol): "auto" registers a document sent with
     # its hash, "off" answers PERSISTED_QUERY_NOT_SUPPORTED, "allowlist" runs only the
     # documents of the manifest below (Apollo's persisted-query-manifest JSON). The store is
-    # this process's memory (at most the bytes below), or Redis with PORTICO_REDIS_URL.
+    # a cache of at most the bytes below: this process's memory, or Redis with
+    # PORTICO_REDIS_URL.
     persisted_queries: Literal["auto", "off", "allowlist"] = "auto"
     persisted_queries_manifest: Path | None = None
     persisted_queries_cache_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
-    persisted_queries_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
     graphiql: bool | None = None
     introspection: bool | None = None

@@ -151,6 +151,22 @@ async def test_a_query_over_get_works(client):
     assert response.json() == {"data": {"__typename": "Query"}}
 
 
+async def test_no_answer_is_kept_by_a_cache(client, acme):
+    # The URL of a GET is the same for every viewer: a shared cache must never keep one
+    # firm's answer for another's (persisted queries make GETs common).
+    signed_in = {"Authorization": f"Bearer {acme.api.token}"}
+    answers = [
+        await client.get(
+            "/graphql", params={"query": "{ viewer { __typename } }"}, headers=signed_in
+        ),
+        await client.get("/graphql", params={"query": "{ viewer { "}),
+        await client.get("/graphql", params={"query": "mutation { signOut }"}),
+        await client.post("/graphql", json={"query": "{ __typename }"}, headers=signed_in),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 405, 200]
+    assert all(a.headers["cache-control"] == "no-store" for a in answers)
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/xml"])
 async def test_a_body_of_another_media_type_is_415(client, content_type):
     headers = {"Origin": VITE, "GraphQL-Require-Preflight": "1"}

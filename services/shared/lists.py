@@ -1,5 +1,7 @@
 """The child lists the API pages through paging.keyset_pages, each in the order its old,
-unpaged field shows (so the new pages and the old lists agree)."""
+unpaged field shows. One difference: Contact.accountsPage sorts names with the database's
+LOWER, as Query.accounts does, where the deprecated Contact.accounts sorts with Python's
+casefold; the two agree on ASCII names and may differ beyond."""
 
 from __future__ import annotations
 

@@ -3,10 +3,12 @@ instead of the document; the server answers from its store, or asks for the docu
 (PERSISTED_QUERY_NOT_FOUND) and keeps it for next time. In allow-list mode the documents of
 an operations manifest are the only ones that run.
 
-The store is this process's memory (an LRU bounded in bytes), or Redis when
-PORTICO_REDIS_URL is set, so every process sees a document registered with any of them
-(keys namespaced, with a TTL). A Redis outage only costs a lookup: the client sends the
-document again.
+The store is this process's memory, or Redis when PORTICO_REDIS_URL is set, so every
+process sees a document registered with any of them. Either is a least-recently-used cache
+bounded in bytes (PORTICO_PERSISTED_QUERIES_CACHE_BYTES), each entry counted with its key
+and bookkeeping, and documents over MAX_DOCUMENT_BYTES run but are never kept: anyone may
+register a document, so nobody can fill the memory or the Redis the event bus shares. A
+Redis outage only costs a lookup: the client sends the document again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,11 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # the only version of Apollo's protocol
 REDIS_PREFIX = "portico:apq:"
+# Far above any real operation (an app's largest are a few KB): bigger ones are not kept.
+MAX_DOCUMENT_BYTES = 32 * 1024
+# What an entry costs beyond its document and key: dict slot, str headers, LRU links (Python),
+# hash field and sorted-set member (Redis). Measured around 200 bytes in CPython.
+ENTRY_OVERHEAD = 256
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 # Apollo's own messages: its link matches the message as well as the code.
@@ -64,6 +72,15 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+def entry_size(key: str, document: str) -> int:
+    """The bytes one stored document counts against the cache's budget."""
+    return len(key) + len(document.encode("utf-8")) + ENTRY_OVERHEAD
+
+
+def keepable(document: str) -> bool:
+    return len(document.encode("utf-8")) <= MAX_DOCUMENT_BYTES
+
+
 class MemoryStore:
     """The most recently used documents of this process, at most `max_bytes` of them."""
 
@@ -79,26 +96,50 @@ class MemoryStore:
         return document
 
     async def put(self, key: str, document: str) -> None:
-        size = len(document.encode("utf-8"))
-        if size > self.max_bytes or key in self._documents:
+        size = entry_size(key, document)
+        if not keepable(document) or size > self.max_bytes or key in self._documents:
             return
         self._documents[key] = document
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, evicted = self._documents.popitem(last=False)
-            self._bytes -= len(evicted.encode("utf-8"))
+            evicted_key, evicted = self._documents.popitem(last=False)
+            self._bytes -= entry_size(evicted_key, evicted)
 
     async def aclose(self) -> None:
         self._documents.clear()
         self._bytes = 0
 
 
-class RedisStore:
-    """Documents shared by every process through Redis, each kept `ttl_seconds` after it was
-    last registered."""
+# One registration, atomically: keep the document, mark it the most recently used, and drop
+# the least recently used while the namespace holds more than its budget. KEYS: the documents
+# (a hash by SHA-256), their order of use (a sorted set), the bytes counted (a counter).
+_REDIS_PUT = """
+local documents, order, total = KEYS[1], KEYS[2], KEYS[3]
+local key, document = ARGV[1], ARGV[2]
+local now, budget, overhead = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('HSETNX', documents, key, document) == 1 then
+  redis.call('INCRBY', total, #key + #document + overhead)
+end
+redis.call('ZADD', order, now, key)
+local used = tonumber(redis.call('GET', total) or '0')
+while used > budget do
+  local oldest = redis.call('ZPOPMIN', order)
+  if #oldest == 0 then break end
+  local length = redis.call('HSTRLEN', documents, oldest[1])
+  if redis.call('HDEL', documents, oldest[1]) == 1 then
+    used = redis.call('DECRBY', total, #oldest[1] + length + overhead)
+  end
+end
+"""
 
-    def __init__(self, url: str, ttl_seconds: int) -> None:
-        self.ttl_seconds = ttl_seconds
+
+class RedisStore:
+    """Documents shared by every process through Redis: one least-recently-used cache of
+    `max_bytes`, under the key prefix `prefix`."""
+
+    def __init__(self, url: str, max_bytes: int, prefix: str = REDIS_PREFIX) -> None:
+        self.max_bytes = max_bytes
+        self.keys = [f"{prefix}documents", f"{prefix}order", f"{prefix}bytes"]
         # Short timeouts: a Redis outage costs a request a lookup, never a hang.
         self._redis = Redis.from_url(
             url,
@@ -106,18 +147,26 @@ class RedisStore:
             socket_timeout=2,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
         )
+        self._put = self._redis.register_script(_REDIS_PUT)
 
     async def get(self, key: str) -> str | None:
+        documents, order, _ = self.keys
         try:
-            value: Any = await self._redis.get(REDIS_PREFIX + key)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hget(documents, key)
+                pipe.zadd(order, {key: time.time()}, xx=True)  # used now, if still kept
+                value, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("persisted queries: Redis lookup failed (%s)", exc)
             return None
         return value.decode("utf-8") if isinstance(value, bytes) else value
 
     async def put(self, key: str, document: str) -> None:
+        if not keepable(document) or entry_size(key, document) > self.max_bytes:
+            return
+        arguments = [key, document.encode("utf-8"), time.time(), self.max_bytes, ENTRY_OVERHEAD]
         try:
-            await self._redis.set(REDIS_PREFIX + key, document.encode("utf-8"), ex=self.ttl_seconds)
+            await self._put(keys=self.keys, args=arguments)
         except (RedisError, OSError) as exc:
             log.warning("persisted queries: Redis store failed (%s)", exc)
 
@@ -236,8 +285,8 @@ def load_manifest(path: Path) -> AllowList:
     return AllowList(documents)
 
 
-def store_for(redis_url: str | None, max_bytes: int, ttl_seconds: int) -> Store:
+def store_for(redis_url: str | None, max_bytes: int) -> Store:
     """Redis when PORTICO_REDIS_URL is set (several processes), else this process's memory."""
     if redis_url:
-        return RedisStore(redis_url, ttl_seconds)
+        return RedisStore(redis_url, max_bytes)
     return MemoryStore(max_bytes)
