@@ -28,7 +28,7 @@ async def _queue(settings, firm_id: int, account_gid: str, to: str, subject: str
             "link": "http://x/",
             "expires_at": now(),
         },
-        kind="TEST",
+        kind="DIRECT",
         settings=settings,
         account_id=ids.decode(account_gid, "Account"),
     )

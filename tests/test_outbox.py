@@ -46,7 +46,7 @@ async def invite(
             "link": LINK,
             "expires_at": EXPIRES,
         },
-        kind="invitation",
+        kind="INVITATION",
         settings=settings,
         account_id=account_id,
     )
@@ -76,7 +76,7 @@ async def test_rendered_invitation(settings):
     firm = await make_firm()
     row = await invite(settings, firm, account_name="Miller <b>Family</b>")
     assert row.subject == "Acme & Sons LLP invites you to the Miller <b>Family</b> client portal"
-    assert row.from_name == "Acme & Sons LLP" and row.kind == "invitation"
+    assert row.from_name == "Acme & Sons LLP" and row.kind == "INVITATION"
     assert row.message_id.startswith("<outbox.") and row.message_id.endswith("@portico.example>")
 
     message = build_message(row, outbox.decrypt_bodies(settings, row), settings)
@@ -115,7 +115,7 @@ async def test_staff_password_template(settings):
         to="new.member@acme.example",
         template="staff_password",
         context={"firm_name": firm.name, "member_name": "Ada", "link": LINK, "expires_at": EXPIRES},
-        kind="staff_password",
+        kind="STAFF_ONBOARDING",
         settings=settings,
     )
     bodies = outbox.decrypt_bodies(settings, row)
@@ -132,7 +132,7 @@ async def test_a_missing_template_value_is_an_error_not_a_blank(settings):
             to="client@example.com",
             template="invitation",
             context={"firm_name": firm.name, "account_name": "X", "expires_at": EXPIRES},
-            kind="invitation",
+            kind="INVITATION",
             settings=settings,
         )
     assert await OutboundEmail.all().count() == 0
@@ -188,10 +188,10 @@ async def test_unknown_category_and_overlong_kind_are_refused(settings):
         "settings": settings,
     }
     with pytest.raises(ValueError):
-        await outbox.enqueue(**base, kind="notification", category="NOT_A_CATEGORY")
+        await outbox.enqueue(**base, kind="NOTIFICATION", category="NOT_A_CATEGORY")
     with pytest.raises(ValueError):
         await outbox.enqueue(**base, kind="k" * 33)
-    row = await outbox.enqueue(**base, kind="notification", category="DOCUMENT_UPLOADS")
+    row = await outbox.enqueue(**base, kind="NOTIFICATION", category="DOCUMENT_UPLOADS")
     assert row.category == "DOCUMENT_UPLOADS"
 
 
@@ -255,13 +255,13 @@ async def test_enqueue_in_production_without_a_secret_key_fails_clearly(settings
 
 
 async def test_delivery_node_maps_the_row(settings):
-    from schema.delivery import Delivery, DeliveryStatus, NotificationCategory
+    from schema.delivery import Delivery, DeliveryKind, DeliveryStatus, NotificationCategory
 
     firm = await make_firm()
     row = await invite(settings, firm)
     row.category = "INVOICES_AND_PAYMENTS"
     node = Delivery.from_model(row)
-    assert node.to == "client@example.com" and node.kind == "invitation"
+    assert node.to == "client@example.com" and node.kind == DeliveryKind.INVITATION
     assert node.status == DeliveryStatus.QUEUED and node.attempts == 0
     assert node.category == NotificationCategory.INVOICES_AND_PAYMENTS
     row.category = None
