@@ -106,9 +106,12 @@ class Query:
     async def accounts(
         self,
         info: Info,
-        first: int | None = 20,
-        after: str | None = None,
-        search: str | None = None,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(description="Only accounts whose name contains this text."),
+        ] = None,
         include_archived: Annotated[
             bool | None,
             strawberry.argument(description="Archived accounts too (left out by default)."),
@@ -141,9 +144,14 @@ class Query:
     async def contacts(
         self,
         info: Info,
-        first: int | None = 20,
-        after: str | None = None,
-        search: str | None = None,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only contacts whose name or an address contains this text."
+            ),
+        ] = None,
     ) -> Connection[Contact]:
         query = records.contacts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
@@ -164,7 +172,10 @@ class Query:
         permission_classes=[UsesInbox],
     )
     async def inbox(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
     ) -> Connection[Message]:
         return await inbox(info, first, after)
 

@@ -255,7 +255,10 @@ class Account(ScopedNode):
 
     @strawberry.field(description="The account's documents, newest first (staff and its clients).")
     async def documents(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
     ) -> Connection[Document]:
         size = size_of(first, info.context.settings.max_page_size)
         key = (self.id, DOCUMENTS.position(after), size)
@@ -266,7 +269,10 @@ class Account(ScopedNode):
         description="The account's Email tab (staff only).", permission_classes=inbox_users
     )
     async def messages(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
     ) -> Connection[Annotated[Message, strawberry.lazy("schema.messages")]]:
         from schema.messages import account_messages  # schema.messages imports this module
 
@@ -277,7 +283,10 @@ class Account(ScopedNode):
         permission_classes=staff,
     )
     async def deliveries(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
     ) -> Connection[Annotated[Delivery, strawberry.lazy("schema.delivery")]]:
         from schema.delivery import account_deliveries  # schema.delivery imports this module
 
@@ -563,7 +572,7 @@ class AuditEntry:
         description="The address concerned; null when the change concerns none."
     )
     actor: str = strawberry.field(
-        description='The staff member\'s or portal user\'s email; "system" when neither.'
+        description="The staff member's or portal user's email; \"system\" when neither."
     )
     before: JSON | None = strawberry.field(
         description="What changed, as it was (keys depend on the action); null when new."
