@@ -43,9 +43,10 @@ schema: $(PY_STAMP)
 	$(BIN)/portico export-schema > schema.graphql
 
 # Benchmarks (never part of `make test`): mass_send, deliveries and mail_sync need PostgreSQL,
-# mail_sync Dovecot, fanout Redis.
+# mail_sync Dovecot, fanout Redis, http wrk (Debian: apt-get install -y wrk).
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.mass_send
 	$(BIN)/python -m bench.deliveries
 	$(BIN)/python -m bench.mail_sync

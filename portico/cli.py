@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1)
+    # "auto": uvloop and httptools (uvicorn[standard]) where installed; the others are for
+    # comparing them (bench/http.py) or for a platform without them.
+    serve.add_argument(
+        "--loop", choices=("auto", "uvloop", "asyncio"), default="auto", help="event loop"
+    )
+    serve.add_argument(
+        "--http", choices=("auto", "httptools", "h11"), default="auto", help="HTTP parser"
+    )
     serve.set_defaults(run=_serve)
 
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
@@ -142,6 +150,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         host=host,
         port=port,
         workers=args.workers,
+        loop=args.loop,
+        http=args.http,
         access_log=False,  # portico.access logs one structured line per request
         # A WebSocket message may be as large as an HTTP body: uvicorn refuses a bigger frame
         # from its header (close 1009), before reading it; the app checks it again.

@@ -1,0 +1,326 @@
+"""Portico over HTTP against hand-written endpoints serving the same JSON, with wrk.
+
+    python -m bench.http [--postgres] [--rounds N] [--duration S] [--reads nested,search]
+                         [--loops]
+
+Seeds one database (a temporary SQLite file, or with --postgres a throwaway PostgreSQL
+database at PORTICO_BENCH_POSTGRES, default as in the tests) with 50 accounts x 2 contacts
+x 2 addresses (bench/__main__.py's seed), then starts one uvicorn process each:
+- portico:  `portico serve` in production mode, in-process worker off, a staff token;
+- tortoise: a hand-written Starlette endpoint on the same Tortoise models with
+  prefetch_related (bench/baselines.py);
+- sql:      a hand-written Starlette endpoint: the plain SQL statements, rows into orjson;
+- with --loops also portico-asyncio: `portico serve --loop asyncio --http h11`, the same
+  server without uvloop and httptools.
+Each read (nested: the issue's `accounts(first: 50)` query; search: `contacts(first: 50,
+search:)`) is fetched once from every endpoint first, and the bench stops if any answer
+differs from Portico's. Then, after a warm-up, wrk (Debian's package) loads one endpoint
+at a time (`-t1 -c8`, DURATION seconds), in turns, ROUNDS rounds; any non-2xx answer or
+socket error stops the bench. Reported: the median requests/s of each endpoint, and
+Portico's ratio (Portico's requests/s / the endpoint's), as issue 13's table shows it:
+0.25 means Portico serves a quarter as many requests. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+from bench.__main__ import ACCOUNTS, seed
+from bench.__main__ import QUERY as NESTED
+from portico import db
+from services.firm import firms
+from services.shared import sessions
+from services.shared.scope import FirmScope
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "PORTICO_BENCH_POSTGRES",
+    os.environ.get("PORTICO_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test"),
+)
+SEARCH = """{ contacts(first: 50, search: "b1") { edges { node {
+  firstName lastName emailAddresses { address } } } } }"""
+# Each read: Portico's document, and the baselines' path for the same answer.
+READS = {"nested": (NESTED, "/accounts"), "search": (SEARCH, "/contacts?search=b1")}
+READY_TIMEOUT = 60.0
+WARMUP_SECONDS = 3
+
+
+@dataclass
+class Endpoint:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    graphql: bool  # POST /graphql with a token, else GET of the baseline path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    rates: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def main() -> None:
+    args = _arguments()
+    if shutil.which("wrk") is None:
+        sys.exit("error: wrk is missing (Debian: apt-get install -y wrk)")
+    reads = [name.strip() for name in args.reads.split(",")]
+    if unknown := set(reads) - READS.keys():
+        sys.exit(f"error: unknown reads {sorted(unknown)}; known: {sorted(READS)}")
+    with tempfile.TemporaryDirectory() as folder, _database(Path(folder), args.postgres) as url:
+        firm_id, token = asyncio.run(_prepare(url))
+        endpoints = _endpoints(url, firm_id, Path(folder), args.loops)
+        with _running(endpoints):
+            for read in reads:
+                _check_same_answers(endpoints, read, token)
+            scripts = {read: _wrk_script(Path(folder), read, token) for read in reads}
+            for read in reads:
+                for endpoint in endpoints:
+                    _wrk(endpoint, read, scripts[read], WARMUP_SECONDS, args.connections)
+            for round_ in range(args.rounds):
+                for read in reads:
+                    for endpoint in endpoints:
+                        rate = _wrk(endpoint, read, scripts[read], args.duration, args.connections)
+                        endpoint.rates.setdefault(read, []).append(rate)
+                        print(f"  round {round_ + 1} {read:6} {endpoint.name:15} {rate:9.1f} req/s")
+    _report(endpoints, reads, args)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__)
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL database")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per turn")
+    parser.add_argument("--connections", type=int, default=8, help="wrk -c")
+    parser.add_argument("--reads", default="nested,search", help="comma-separated: nested,search")
+    parser.add_argument(
+        "--loops", action="store_true", help="also Portico with --loop asyncio --http h11"
+    )
+    return parser.parse_args()
+
+
+@contextlib.contextmanager
+def _database(folder: Path, postgres: bool) -> Iterator[str]:
+    if not postgres:
+        yield f"sqlite://{folder / 'bench.sqlite3'}"
+        return
+    name = f"portico_bench_{secrets.token_hex(4)}"
+    asyncio.run(_postgres(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _postgres(statement: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _prepare(url: str) -> tuple[int, str]:
+    """Migrates and seeds; the firm's id and a staff token for Portico."""
+    await db.migrate(url)
+    await db.init_db(url)
+    try:
+        firm, owner = await firms.create_firm(
+            "Bench", "bench", "o@bench.example", "O", "bench-password-1"
+        )
+        await seed(FirmScope(firm.id))
+        token, _ = await sessions.start_staff_session(owner, timedelta(hours=2))
+    finally:
+        await db.close_db()
+    return firm.id, token
+
+
+def _endpoints(url: str, firm_id: int, folder: Path, loops: bool) -> list[Endpoint]:
+    # Only our settings: a developer's PORTICO_* must not leak in.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")}
+    base.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    portico = {
+        **base,
+        "PORTICO_ENV": "production",
+        "PORTICO_SECRET_KEY": secrets.token_hex(32),
+        "PORTICO_DATABASE_URL": url,
+        "PORTICO_VAR_DIR": str(folder / "var"),
+        "PORTICO_INPROCESS_WORKER": "false",
+    }
+    plain = {**base, "BENCH_DATABASE_URL": url, "BENCH_FIRM_ID": str(firm_id)}
+    serve = [str(Path(sys.executable).with_name("portico")), "serve", "--host", "127.0.0.1"]
+    # The baselines run under uvicorn as `portico serve` runs Portico (loop and HTTP "auto").
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1"]
+    quiet = ["--no-access-log", "--log-level", "warning"]
+    endpoints = [Endpoint("portico", serve, portico, graphql=True)]
+    if loops:
+        slow = [*serve, "--loop", "asyncio", "--http", "h11"]
+        endpoints.append(Endpoint("portico-asyncio", slow, portico, graphql=True))
+    endpoints += [
+        Endpoint("tortoise", [*uvicorn, *quiet, "bench.baselines:tortoise_app"], plain, False),
+        Endpoint("sql", [*uvicorn, *quiet, "bench.baselines:sql_app"], plain, False),
+    ]
+    return endpoints
+
+
+@contextlib.contextmanager
+def _running(endpoints: list[Endpoint]) -> Iterator[None]:
+    """Every endpoint in its own process; each idles while another is loaded."""
+    try:
+        for endpoint in endpoints:
+            _start(endpoint)
+        yield
+    finally:
+        for endpoint in endpoints:
+            if endpoint.process is not None and endpoint.process.poll() is None:
+                endpoint.process.terminate()
+                try:
+                    endpoint.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    endpoint.process.kill()
+                    endpoint.process.wait()
+
+
+def _start(endpoint: Endpoint) -> None:
+    endpoint.port = _free_port()
+    Path(endpoint.env.get("PORTICO_VAR_DIR", "/tmp")).mkdir(parents=True, exist_ok=True)
+    endpoint.log = Path(tempfile.mkstemp(prefix=f"bench-{endpoint.name}-", suffix=".log")[1])
+    with endpoint.log.open("wb") as log:
+        endpoint.process = subprocess.Popen(
+            [*endpoint.command, "--port", str(endpoint.port)],
+            cwd=endpoint.env.get("PORTICO_VAR_DIR", str(ROOT)),
+            env=endpoint.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    probe = "/readyz" if endpoint.graphql else "/accounts"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if endpoint.process.poll() is not None:
+            sys.exit(f"error: {endpoint.name} exited:\n{endpoint.log.read_text()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(endpoint.url + probe, timeout=5).status_code == 200:
+                return
+        time.sleep(0.2)
+    sys.exit(f"error: {endpoint.name} not ready:\n{endpoint.log.read_text()}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fetch(endpoint: Endpoint, read: str, token: str) -> bytes:
+    document, path = READS[read]
+    if endpoint.graphql:
+        response = httpx.post(
+            endpoint.url + "/graphql",
+            json={"query": document},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    else:
+        response = httpx.get(endpoint.url + path, timeout=30)
+    if response.status_code != 200:
+        sys.exit(f"error: {endpoint.name} {read}: HTTP {response.status_code}\n{response.text}")
+    return response.content
+
+
+def _check_same_answers(endpoints: list[Endpoint], read: str, token: str) -> None:
+    """Fails loudly unless every endpoint answers exactly what Portico answers."""
+    expected = orjson.loads(_fetch(endpoints[0], read, token))
+    if "errors" in expected or not _rows_in(expected):
+        sys.exit(f"error: Portico's {read} answer is not a full page: {expected}")
+    for endpoint in endpoints[1:]:
+        answer = orjson.loads(_fetch(endpoint, read, token))
+        if answer != expected:
+            sys.exit(
+                f"error: {endpoint.name} answers {read} differently from Portico:\n"
+                f"  portico: {orjson.dumps(expected)[:600]!r}\n"
+                f"  {endpoint.name}: {orjson.dumps(answer)[:600]!r}"
+            )
+    print(f"{read}: every endpoint gives Portico's answer ({len(_rows_in(expected))} rows)")
+
+
+def _rows_in(answer: dict[str, object]) -> list[object]:
+    data = answer.get("data") or {}
+    assert isinstance(data, dict)
+    [connection] = data.values()
+    return list(connection["edges"])
+
+
+def _wrk_script(folder: Path, read: str, token: str) -> Path:
+    """The Lua script making wrk send Portico's request: a POST with the document and token."""
+    body = orjson.dumps({"query": READS[read][0]}).decode()
+    script = folder / f"{read}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {_lua_string(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    )
+    return script
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _wrk(endpoint: Endpoint, read: str, script: Path, seconds: int, connections: int) -> float:
+    """Requests per second wrk reached; stops the bench on any failed request."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    if endpoint.graphql:
+        command += ["-s", str(script), endpoint.url + "/graphql"]
+    else:
+        command.append(endpoint.url + READS[read][1])
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output or "Socket errors" in output:
+        sys.exit(f"error: {endpoint.name} {read} failed under load:\n{output}")
+    found = re.search(r"Requests/sec:\s*([\d.]+)", output)
+    if found is None:
+        sys.exit(f"error: no Requests/sec in wrk's output:\n{output}")
+    return float(found.group(1))
+
+
+def _report(endpoints: list[Endpoint], reads: list[str], args: argparse.Namespace) -> None:
+    backend = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"\nHTTP, {ACCOUNTS} accounts x 2 contacts x 2 addresses, {backend}, "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds} rounds"
+    )
+    for read in reads:
+        portico = statistics.median(endpoints[0].rates[read])
+        print(f"  {read}")
+        for endpoint in endpoints:
+            rate = statistics.median(endpoint.rates[read])
+            print(
+                f"    {endpoint.name:15} {rate:9.1f} req/s   Portico's ratio {portico / rate:6.3f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
