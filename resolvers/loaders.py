@@ -19,13 +19,17 @@ from models import (
     AccountEmail,
     Attachment,
     AuditEntry,
-    Contact,
     Document,
     EmailAddress,
     HistoryImport,
     Invitation,
     PortalAccess,
 )
+from schema.enums import NotificationCategory
+from schema.types import AccountEmail as AccountEmailNode
+from schema.types import Contact as ContactNode
+from schema.types import EmailAddress as EmailAddressNode
+from schema.types import NotificationPreferences
 from services.mail import attachments, history, message_pages
 from services.outbound import outbox
 from services.portal import access
@@ -79,15 +83,22 @@ class Loaders:
             self._by_id[model] = DataLoader(load)
         return self._by_id[model]  # type: ignore[return-value]
 
-    async def _contacts_by_account(self, keys: Sequence[int]) -> list[list[Contact]]:
+    async def _contacts_by_account(self, keys: Sequence[int]) -> list[list[ContactNode]]:
+        # Rows, not model instances: only the columns the type shows.
         links = (
             await self.scope.query(AccountContact)
             .filter(account_id__in=keys, contact__firm_id=self.scope.firm_id)
-            .select_related("contact")
+            .values_list("account_id", "contact_id", "contact__first_name", "contact__last_name")
         )
-        grouped: dict[int, list[Contact]] = defaultdict(list)
-        for link in sorted(links, key=lambda k: _person_order(k.contact)):
-            grouped[link.account_id].append(link.contact)
+        nodes: dict[int, ContactNode] = {}
+        grouped: dict[int, list[ContactNode]] = defaultdict(list)
+        for account_id, contact_id, first, last in sorted(links, key=_link_person_order):
+            node = nodes.get(contact_id)
+            if node is None:
+                node = nodes[contact_id] = ContactNode(
+                    id=contact_id, first_name=first, last_name=last
+                )
+            grouped[account_id].append(node)
         return [grouped[key] for key in keys]
 
     async def _accounts_by_contact(self, keys: Sequence[int]) -> list[list[Account]]:
@@ -101,24 +112,30 @@ class Loaders:
             grouped[link.contact_id].append(link.account)
         return [grouped[key] for key in keys]
 
-    async def _emails_by_contact(self, keys: Sequence[int]) -> list[list[EmailAddress]]:
-        rows = await self.scope.query(EmailAddress).filter(contact_id__in=keys)
-        grouped: dict[int, list[EmailAddress]] = defaultdict(list)
+    async def _emails_by_contact(self, keys: Sequence[int]) -> list[list[EmailAddressNode]]:
+        rows = (
+            await self.scope.query(EmailAddress)
+            .filter(contact_id__in=keys)
+            .values_list("id", "contact_id", "address", "label")
+        )
+        grouped: dict[int, list[EmailAddressNode]] = defaultdict(list)
         # The default field ("Email") first, then the custom ones in the order added.
-        for row in sorted(rows, key=lambda r: (r.label != DEFAULT_LABEL, r.id)):
-            grouped[row.contact_id].append(row)
+        for pk, contact_id, address, label in sorted(rows, key=_address_order):
+            grouped[contact_id].append(
+                EmailAddressNode(id=pk, address=address, label=label, contact_id=contact_id)
+            )
         return [grouped[key] for key in keys]
 
-    async def _account_emails_by_account(self, keys: Sequence[int]) -> list[list[AccountEmail]]:
+    async def _account_emails_by_account(self, keys: Sequence[int]) -> list[list[AccountEmailNode]]:
         rows = (
             await self.scope.query(AccountEmail)
             .filter(account_id__in=keys)
-            .select_related("email_address")
             .order_by("email_address__contact_id", "email_address_id")
+            .values_list(*_ACCOUNT_EMAIL_COLUMNS)
         )
-        grouped: dict[int, list[AccountEmail]] = defaultdict(list)
+        grouped: dict[int, list[AccountEmailNode]] = defaultdict(list)
         for row in rows:
-            grouped[row.account_id].append(row)
+            grouped[row[1]].append(_account_email_node(row))
         return [grouped[key] for key in keys]
 
     async def _activated(self, keys: Sequence[tuple[int, str]]) -> list[bool]:
@@ -263,5 +280,47 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _person_order(contact: Contact) -> tuple[str, str, int]:
-    return (contact.last_name.casefold(), contact.first_name.casefold(), contact.id)
+def _link_person_order(link: tuple[int, int, str, str]) -> tuple[str, str, int]:
+    """A contact link row (account id, contact id, first name, last name) by person."""
+    return (link[3].casefold(), link[2].casefold(), link[1])
+
+
+def _address_order(row: tuple[int, int, str, str]) -> tuple[bool, int]:
+    """An address row (id, contact id, address, label): the default field first."""
+    return (row[3] != DEFAULT_LABEL, row[0])
+
+
+# What AccountEmail shows, with its address; _account_email_node reads them in this order.
+_ACCOUNT_EMAIL_COLUMNS = (
+    "id",
+    "account_id",
+    "login",
+    "notify",
+    "email_sync",
+    "notify_all",
+    "notify_categories",
+    "email_address_id",
+    "email_address__address",
+    "email_address__label",
+    "email_address__contact_id",
+    "email_address__address_normalized",
+)
+
+
+def _account_email_node(row: tuple[Any, ...]) -> AccountEmailNode:
+    (pk, account_id, login, notify, email_sync, notify_all, categories) = row[:7]
+    (address_id, address, label, contact_id, normalized) = row[7:]
+    return AccountEmailNode(
+        id=pk,
+        login=login,
+        notify=notify,
+        email_sync=email_sync,
+        email_address=EmailAddressNode(
+            id=address_id, address=address, label=label, contact_id=contact_id
+        ),
+        notification_preferences=NotificationPreferences(
+            all=notify_all, enabled=[NotificationCategory(c) for c in categories]
+        ),
+        account_id=account_id,
+        address_normalized=normalized,
+    )

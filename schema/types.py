@@ -196,16 +196,14 @@ class Account(ScopedNode):
 
     @strawberry.field(description="The contacts linked to this account.", permission_classes=staff)
     async def contacts(self, info: Info) -> list[Contact]:
-        rows = await info.context.loaders.contacts_by_account.load(self.id)
-        return [Contact.from_model(row) for row in rows]
+        return await info.context.loaders.contacts_by_account.load(self.id)
 
     @strawberry.field(
         description="Every address of every linked contact, with this account's toggles.",
         permission_classes=staff,
     )
     async def emails(self, info: Info) -> list[AccountEmail]:
-        rows = await info.context.loaders.account_emails_by_account.load(self.id)
-        return [AccountEmail.from_model(row) for row in rows]
+        return await info.context.loaders.account_emails_by_account.load(self.id)
 
     @strawberry.field(
         description="Portal users who still have access but whose address is on no linked "
@@ -330,8 +328,7 @@ class Contact(ScopedNode):
 
     @strawberry.field(description="The contact's addresses, the default field first.")
     async def email_addresses(self, info: Info) -> list[EmailAddress]:
-        rows = await info.context.loaders.emails_by_contact.load(self.id)
-        return [EmailAddress.from_model(row) for row in rows]
+        return await info.context.loaders.emails_by_contact.load(self.id)
 
     @strawberry.field(
         description="The accounts this contact is linked to.",
