@@ -40,11 +40,10 @@ from schema.extensions import (
     log_unexpected,
     shape_error,
 )
-from schema.input_text import RefuseControlCharacters
 from schema.mail import Mailbox
 from schema.suggestions import drop_suggestions
 from schema.types import NODE_TYPES
-from schema.validation import CheckedValidation
+from schema.validation import CheckedValidation, DocumentValidator
 
 Mutation = merge_types(
     "Mutation",
@@ -76,6 +75,7 @@ DATETIME = replace(
 
 class PorticoSchema(strawberry.Schema):
     hide_suggestions = False  # production: no "Did you mean ...?" of any kind
+    validator: DocumentValidator  # validation kept per document, shared by every request
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -105,6 +105,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
     ]
+    # One per schema: what each document alone decides is validated once (schema/validation.py).
+    validator = DocumentValidator(budget, limits, maxsize=256)
     schema = PorticoSchema(
         query=Query,
         mutation=Mutation,
@@ -115,13 +117,14 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             SessionPerOperation,
             OperationName,
-            RefuseControlCharacters,
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=256),
-            # Replaces ValidationCache: the budget runs first, then validation (cached).
-            lambda: CheckedValidation(budget, limits, maxsize=256),
+            # Replaces strawberry's validation: the budget first, then the rules, each
+            # document's own results kept; control characters checked there too.
+            lambda: CheckedValidation(validator),
         ],
     )
     schema.hide_suggestions = settings.production
+    schema.validator = validator
     return schema

@@ -93,36 +93,69 @@ def refusal(
     operation_name: str | None,
 ) -> list[GraphQLError]:
     """The errors that stop `document` before validation; none when it fits the budget."""
+    errors, measurable = document_refusal(budget, schema, document)
+    if errors or not measurable:
+        return errors
+    return size_refusal(budget, schema, document, variables, operation_name)
+
+
+def document_refusal(
+    budget: Budget, schema: GraphQLSchema, document: DocumentNode
+) -> tuple[list[GraphQLError], bool]:
+    """The part of the budget the document alone decides (selections, merge pairs), so it
+    can be kept per document: its errors, and whether the result size may be measured
+    (not when its spreads are broken)."""
     try:
-        error = _over_budget(budget, schema, document, variables, operation_name)
+        error = _over_document_budget(budget, document)
     except BrokenSpreads:
-        return validate(schema, document, [KnownFragmentNamesRule, NoFragmentCyclesRule])
+        return validate(schema, document, [KnownFragmentNamesRule, NoFragmentCyclesRule]), False
     except RecursionError:  # fragments nesting fields deeper than Python's stack
-        error = too_complex("The query nests its fields too deeply.")
-    return [error] if error else []
+        error = _too_deep()
+    return ([error] if error else []), True
 
 
-def _over_budget(
+def size_refusal(
     budget: Budget,
     schema: GraphQLSchema,
     document: DocumentNode,
     variables: Mapping[str, Any] | None,
     operation_name: str | None,
-) -> GraphQLError | None:
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
+) -> list[GraphQLError]:
+    """The part that depends on the request: the chosen operation's result size, with the
+    page sizes its variables give. Only for a document document_refusal let through."""
+    try:
+        error = _over_size(budget, schema, document, variables, operation_name)
+    except RecursionError:
+        error = _too_deep()
+    return [error] if error else []
+
+
+def _too_deep() -> GraphQLError:
+    return too_complex("The query nests its fields too deeply.")
+
+
+def _over_document_budget(budget: Budget, document: DocumentNode) -> GraphQLError | None:
+    fragments = _fragments(document)
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if _Selections(fragments).of_document(operations) > budget.max_fields:
         return too_complex(
             f"The query selects more than {budget.max_fields} fields once its fragments "
             "are expanded. Select fewer fields or spread fragments less often."
         )
-    if merging := _merging_refusal(budget, document):
-        return merging
+    return _merging_refusal(budget, document)
+
+
+def _over_size(
+    budget: Budget,
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    variables: Mapping[str, Any] | None,
+    operation_name: str | None,
+) -> GraphQLError | None:
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         return None  # graphql-core says which operation is missing
+    fragments = _fragments(document)
     size = _ResultSize(schema, fragments, budget.max_page_size, variables, operation).total()
     if size > budget.max_result_size:
         return too_complex(
@@ -131,6 +164,10 @@ def _over_budget(
             "Ask for smaller pages or fewer nested lists."
         )
     return None
+
+
+def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
 
 
 def _merging_refusal(budget: Budget, document: DocumentNode) -> GraphQLError | None:

@@ -5,12 +5,19 @@ field of Portico has a use for the other controls, so every string of an operati
 variables, through input objects and lists, and every string literal of the document) is
 checked at once, whatever field it is meant for. Tab, LF and CR stay: multi-line text, and
 CRLF line ends from Windows and browser forms.
+
+The refusal is one BAD_USER_INPUT error naming the first variable or argument at fault,
+with no data, before any resolver runs. It travels as a validation error because that is
+the one step strawberry shares between queries, mutations and subscriptions over HTTP and
+WebSocket: every transport answers it as it answers any invalid document (an `error`
+message on a WebSocket) and nothing executes. schema/validation.py places it among
+graphql-core's errors where a rule reporting it at the document's start would.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from graphql import (
@@ -22,14 +29,12 @@ from graphql import (
     ListValueNode,
     ObjectValueNode,
     StringValueNode,
-    ValidationRule,
     ValueNode,
     VariableDefinitionNode,
     Visitor,
     visit,
 )
 from graphql.language import SKIP
-from strawberry.extensions import SchemaExtension
 
 from services.shared.errors import ErrorCode
 
@@ -44,29 +49,9 @@ def refused_character(text: str) -> str | None:
     return match.group() if match else None
 
 
-class RefuseControlCharacters(SchemaExtension):
-    """Refuses the whole operation, with one BAD_USER_INPUT error naming the first variable
-    or argument at fault and no data, before any resolver runs.
-
-    The refusal travels as a validation error because that is the one step strawberry shares
-    between queries, mutations and subscriptions over HTTP and WebSocket: every transport
-    answers it as it answers any invalid document (an `error` message on a WebSocket) and
-    nothing executes. It is added as a rule made for this request, not written into
-    `pre_execution_errors`, because the validation cache (an extension listed later)
-    replaces those; listed after it, this extension adds to its errors instead."""
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        assert context.graphql_document is not None  # parsing succeeded, or we'd not be here
-        error = _in_variables(context.variables or {}) or _in_document(context.graphql_document)
-        if error is not None and context.pre_execution_errors is not None:
-            context.pre_execution_errors = [*context.pre_execution_errors, error]
-        elif error is not None:
-            context.validation_rules = (*context.validation_rules, _reporting(error))
-        yield
-
-
-def _in_variables(variables: dict[str, Any]) -> GraphQLError | None:
+def variable_refusal(variables: Mapping[str, Any]) -> GraphQLError | None:
+    """The refusal of the first variable holding a refused character, if any: checked for
+    every request, since the variables change from one request to the next."""
     for path, text in _strings_in(variables):
         character = refused_character(text)
         if character is not None:
@@ -80,7 +65,7 @@ def _in_variables(variables: dict[str, Any]) -> GraphQLError | None:
 _Path = tuple[Any, str | int] | None
 
 
-def _strings_in(variables: dict[str, Any]) -> Iterator[tuple[_Path, str]]:
+def _strings_in(variables: Mapping[str, Any]) -> Iterator[tuple[_Path, str]]:
     """Every string in the variables with its path, depth first and without recursion
     (the nesting depth is the client's choice)."""
     stack: list[tuple[_Path, Any]] = [((None, name), value) for name, value in variables.items()]
@@ -106,7 +91,9 @@ def _render(path: _Path) -> str:
     return text
 
 
-def _in_document(document: DocumentNode) -> GraphQLError | None:
+def literal_refusal(document: DocumentNode) -> GraphQLError | None:
+    """The refusal of the first string literal holding a refused character, if any: the
+    document alone decides it, so schema/validation.py keeps it with the document."""
     finder = _LiteralFinder()
     visit(document, finder)
     return finder.error
@@ -173,14 +160,3 @@ def _refusal(
         node,
         extensions={"code": ErrorCode.BAD_USER_INPUT, **extensions},
     )
-
-
-def _reporting(error: GraphQLError) -> type[ValidationRule]:
-    """A validation rule, made for one request, that reports `error`."""
-
-    class Refusal(ValidationRule):
-        def enter_document(self, *_: object) -> object:
-            self.report_error(error)
-            return SKIP
-
-    return Refusal
