@@ -9,7 +9,14 @@ each subscribed to `messageSynced { id subject }`. Then, EVENTS (default 20) tim
 message linked to a demo account (committed) and publishes its event exactly as the sync
 engine does, and records when each subscriber receives it. Reported: the time from the
 publish after the commit to the LAST subscriber's delivery (p50/p99 over the events), and
-the same for every single delivery. Never part of `make test`.
+the same for every single delivery, and the server's memory per idle subscription (its
+resident size after all have subscribed, less before the first connected, over SUBSCRIBERS:
+each is one WebSocket connection with one subscription). Never part of `make test`.
+
+Subscribers with the same document and visibility share one execution per event
+(resolvers/fanout.py): each one's cost is writing the encoded message to its socket.
+PORTICO_BENCH_DEFLATE=0 makes the clients decline permessage-deflate (browsers offer it; the
+server then compresses every message for every socket), to see what compression costs.
 """
 
 from __future__ import annotations
@@ -46,6 +53,15 @@ SIGN_IN = """mutation($f: String!, $e: String!, $p: String!) {
   staffSignIn(firm: $f, email: $e, password: $p) { token } }"""
 SUBSCRIBE = "subscription { messageSynced { id subject } }"
 CONNECT_BATCH = 100  # connections opened at once
+DEFLATE = os.environ.get("PORTICO_BENCH_DEFLATE", "1") != "0"
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident size of a process (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
 
 
 def start(folder: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -79,7 +95,10 @@ def start(folder: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str
 
 async def subscriber(url: str, token: str, ready: asyncio.Event, arrivals: dict[int, float]):
     """One client: connects, subscribes, then notes when each message id arrives."""
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_queue=None) as ws:
+    compression = "deflate" if DEFLATE else None
+    async with websockets.connect(
+        url, subprotocols=["graphql-transport-ws"], max_queue=None, compression=compression
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
@@ -139,6 +158,7 @@ async def main(count: int, events: int) -> None:
             arrivals: list[dict[int, float]] = [{} for _ in range(count)]
             readies = [asyncio.Event() for _ in range(count)]
             tasks = []
+            rss_before = rss_bytes(process.pid)
             for start_at in range(0, count, CONNECT_BATCH):
                 for i in range(start_at, min(count, start_at + CONNECT_BATCH)):
                     tasks.append(
@@ -155,6 +175,8 @@ async def main(count: int, events: int) -> None:
                 await announce(account, str(warm), bus)
                 await asyncio.sleep(1.0)
 
+            await asyncio.sleep(1.0)
+            idle = (rss_bytes(process.pid) - rss_before) / count
             last: list[float] = []
             each: list[float] = []
             for n in range(events):
@@ -185,6 +207,8 @@ async def main(count: int, events: int) -> None:
     print("(one uvicorn process, SQLite, events through Redis; from publish to delivery)")
     print(f"  last subscriber   p50 {pct(last, 50):7.1f} ms   p99 {pct(last, 99):7.1f} ms")
     print(f"  every delivery    p50 {pct(each, 50):7.1f} ms   p99 {pct(each, 99):7.1f} ms")
+    deflate = "permessage-deflate" if DEFLATE else "no compression"
+    print(f"  memory per idle subscription (server RSS, {deflate}): {idle / 1024:.1f} KB")
 
 
 if __name__ == "__main__":

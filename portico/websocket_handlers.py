@@ -12,11 +12,13 @@ only, answering a query INTERNAL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import Any, cast
 
 from graphql import GraphQLError
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -36,6 +38,7 @@ from strawberry.types.execution import PreExecutionError
 
 from portico.refusals import BadRequest, bad_request_error
 from portico.request_parsing import check_request
+from resolvers import fanout
 from resolvers.context import Context
 from services.shared.errors import ErrorCode
 from services.shared.persisted_queries import AllowList, not_allowed
@@ -148,6 +151,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         await super().handle_subscribe(message)
 
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # In the operation's own task: where a multiplexed subscription writes its results.
+        message = {"id": operation.id, "type": "next"}
+        fanout.current_sink.set(
+            _sink(self, message, operation.query, operation.variables, operation.operation_name)
+        )
+        await super().run_operation(operation)
+
     async def _handle_pre_execution_error(
         self, operation: Operation[Context, None], result: PreExecutionError
     ) -> None:
@@ -188,3 +199,41 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self.send_message({"type": "error", "id": message["id"], "payload": error})
                 return
         await super().handle_start(message)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        # In the operation's own task: where a multiplexed subscription writes its results.
+        message = {"type": "data", "id": operation_id}
+        fanout.current_sink.set(_sink(self, message, query, variables, operation_name))
+        await super().handle_async_results(operation_id, query, operation_name, variables)
+
+
+def _sink(
+    handler: TransportWSHandler | LegacyWSHandler,
+    message: dict[str, Any],
+    query: str,
+    variables: dict[str, object] | None,
+    operation_name: str | None,
+) -> fanout.Sink:
+    """Where a multiplexed subscription writes this operation's results: `message` (with its
+    payload) encoded as the view encodes every message, sent as strawberry sends it."""
+    encode = handler.view.encode_json
+    prefix, suffix = fanout.framing(encode, message)
+    socket: WebSocket = handler.websocket.ws  # type: ignore[attr-defined]
+
+    async def send(data: str | bytes) -> None:
+        # A client gone meanwhile is not an error: the handler's read loop sees the close
+        # and ends the operations (RuntimeError: the socket is already closed).
+        with suppress(WebSocketDisconnect, RuntimeError):
+            if isinstance(data, bytes):
+                await socket.send_bytes(data)
+            else:
+                await socket.send_text(data)
+
+    task = asyncio.current_task()  # the operation's (the handlers call this in it)
+    return fanout.Sink(send, encode, prefix, suffix, query, variables, operation_name, task)

@@ -5,6 +5,10 @@ on its firm's channel after the commit. Each subscriber reads that channel throu
 queue of its own (a slow client misses events, never delays others), checks its session
 again, and loads the message through its own firm scope with fresh loaders, so what it
 receives is what a query would show at that moment.
+
+Over the WebSocket handlers, subscribers with the same document, variables and visibility
+share that work (resolvers/fanout.py): one session query for all of them per event, one
+execution, one encoding; each still gets exactly what it would get alone.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from models import Account as AccountModel
+from resolvers import fanout
 from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
@@ -62,6 +67,9 @@ class Subscription:
                 "Live updates are not available on this server.",
                 extensions={"code": ErrorCode.SUBSCRIPTIONS_UNAVAILABLE},
             )
+        sink = fanout.current_sink.get()
+        if sink is not None and fanout.registry_for(bus).enabled:
+            return _multiplexed(context, info.schema, bus, account_pk, sink)
         return _synced_messages(context, bus, account_pk)
 
 
@@ -82,6 +90,45 @@ async def _synced_messages(
                 yield Message.from_model(row)
 
 
+async def _multiplexed(
+    context: Context, schema: Any, bus: EventBus, account_id: int | None, sink: fanout.Sink
+) -> AsyncGenerator[Message, None]:
+    """As `_synced_messages`, each event worked out once for the subscriber's group
+    (resolvers/fanout.py) and written to the socket as it is: the same checks in the same
+    order, the same errors."""
+    staff = context.require_staff()
+    registry = fanout.registry_for(bus)
+    member = fanout.Member(context.socket_token, sink, context.request, context.settings)
+    group = registry.join(
+        fanout.group_key(sink, staff, account_id),
+        member,
+        schema=schema,
+        sink=sink,
+        channel=firm_channel(staff.firm_id),
+        accepts=lambda event: _message_of(event, account_id),
+    )
+    try:
+        await group.started()
+        while (outcome := await member.next()) is not None:
+            if outcome.error is not None:
+                raise outcome.error
+            # Signed out, deactivated or the inbox right taken away: the error ends the stream.
+            if member.token in outcome.sessions:
+                context.renew(outcome.sessions[member.token])
+            else:  # joined after the group's lookup: its own (still shared) one
+                await context.recheck_session(shared=True)
+            _require_inbox(context)
+            if outcome.row is None:  # gone meanwhile: nothing to show
+                continue
+            await member.flushed()  # what the group wrote for it goes out first
+            if outcome.payload is not None and _sees_as(context, group.view):
+                await sink.send(sink.frame(outcome.payload))
+            else:  # its rights changed since it joined: executed for it alone, as stock
+                yield Message.from_model(outcome.row)
+    finally:
+        registry.leave(group, member)
+
+
 def _message_of(event: dict[str, Any], account_id: int | None) -> int | None:
     """The id of the message an event announces, if this subscriber wants it."""
     message_id = event.get("messageId")
@@ -93,6 +140,10 @@ def _message_of(event: dict[str, Any], account_id: int | None) -> int | None:
     ):
         return None
     return message_id
+
+
+def _sees_as(context: Context, view: fanout.Visibility) -> bool:
+    return fanout.visibility(context.require_staff()) == view
 
 
 def _require_inbox(context: Context) -> None:
