@@ -253,17 +253,19 @@ def _fetch(endpoint: Endpoint, read: str, token: str) -> bytes:
 
 
 def _check_same_answers(endpoints: list[Endpoint], read: str, token: str) -> None:
-    """Fails loudly unless every endpoint answers exactly what Portico answers."""
+    """Fails loudly unless every endpoint answers exactly what Portico answers: the same
+    JSON once whitespace is set aside (key order and types count: true is not 1)."""
     expected = orjson.loads(_fetch(endpoints[0], read, token))
     if "errors" in expected or not _rows_in(expected):
         sys.exit(f"error: Portico's {read} answer is not a full page: {expected}")
+    # Compact re-encoded bytes, not Python equality, which takes True for 1 and ignores order.
+    wanted = orjson.dumps(expected)
     for endpoint in endpoints[1:]:
-        answer = orjson.loads(_fetch(endpoint, read, token))
-        if answer != expected:
+        answer = orjson.dumps(orjson.loads(_fetch(endpoint, read, token)))
+        if answer != wanted:
             sys.exit(
                 f"error: {endpoint.name} answers {read} differently from Portico:\n"
-                f"  portico: {orjson.dumps(expected)[:600]!r}\n"
-                f"  {endpoint.name}: {orjson.dumps(answer)[:600]!r}"
+                f"  portico: {wanted[:600]!r}\n  {endpoint.name}: {answer[:600]!r}"
             )
     print(f"{read}: every endpoint gives Portico's answer ({len(_rows_in(expected))} rows)")
 
