@@ -92,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, _database(Path(folder), args.postgres) as url:
         firm_id, token = asyncio.run(_prepare(url))
         endpoints = _endpoints(url, firm_id, Path(folder), args.loops)
-        with _running(endpoints):
+        with _running(endpoints, Path(folder)):
             for read in reads:
                 _check_same_answers(endpoints, read, token)
             scripts = {read: _wrk_script(Path(folder), read, token) for read in reads}
@@ -186,11 +186,12 @@ def _endpoints(url: str, firm_id: int, folder: Path, loops: bool) -> list[Endpoi
 
 
 @contextlib.contextmanager
-def _running(endpoints: list[Endpoint]) -> Iterator[None]:
-    """Every endpoint in its own process; each idles while another is loaded."""
+def _running(endpoints: list[Endpoint], folder: Path) -> Iterator[None]:
+    """Every endpoint in its own process (its log in `folder`); each idles while another is
+    loaded."""
     try:
         for endpoint in endpoints:
-            _start(endpoint)
+            _start(endpoint, folder)
         yield
     finally:
         for endpoint in endpoints:
@@ -203,14 +204,16 @@ def _running(endpoints: list[Endpoint]) -> Iterator[None]:
                     endpoint.process.wait()
 
 
-def _start(endpoint: Endpoint) -> None:
+def _start(endpoint: Endpoint, folder: Path) -> None:
     endpoint.port = _free_port()
-    Path(endpoint.env.get("PORTICO_VAR_DIR", "/tmp")).mkdir(parents=True, exist_ok=True)
-    endpoint.log = Path(tempfile.mkstemp(prefix=f"bench-{endpoint.name}-", suffix=".log")[1])
+    # Portico runs in its var dir, so no project .env is read; the baselines in the project.
+    cwd = Path(endpoint.env.get("PORTICO_VAR_DIR", ROOT))
+    cwd.mkdir(parents=True, exist_ok=True)
+    endpoint.log = folder / f"{endpoint.name}.log"
     with endpoint.log.open("wb") as log:
         endpoint.process = subprocess.Popen(
             [*endpoint.command, "--port", str(endpoint.port)],
-            cwd=endpoint.env.get("PORTICO_VAR_DIR", str(ROOT)),
+            cwd=cwd,
             env=endpoint.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
