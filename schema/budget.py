@@ -41,6 +41,7 @@ from graphql import (
     SelectionSetNode,
     TypeMetaFieldDef,
     TypeNameMetaFieldDef,
+    VariableNode,
     get_named_type,
     get_nullable_type,
     validate,
@@ -128,6 +129,46 @@ def size_refusal(
     except RecursionError:
         error = _too_deep()
     return [error] if error else []
+
+
+# What size_refusal reads of one variable, as a key: the int it holds, or only that it
+# holds something else (the page size is then the argument's default) or nothing (then
+# the variable's default applies).
+NOT_AN_INT = "not an int"
+ABSENT = "absent"
+
+
+def page_variables(document: DocumentNode) -> tuple[str, ...]:
+    """The variables given directly as a `first` argument: of all the variables, the only
+    ones size_refusal reads (anything else in `first` is no int whatever they hold)."""
+    names: set[str] = set()
+    stack = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
+    while stack:
+        selection_set = stack.pop()
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                names.update(
+                    a.value.name.value
+                    for a in selection.arguments or ()
+                    if a.name.value == PAGE_ARGUMENT and isinstance(a.value, VariableNode)
+                )
+            if not isinstance(selection, FragmentSpreadNode):
+                stack.append(selection.selection_set)
+    return tuple(sorted(names))
+
+
+def page_key(names: tuple[str, ...], variables: Mapping[str, Any] | None) -> tuple[object, ...]:
+    """What size_refusal reads of `variables` (the names from page_variables)."""
+    given = variables or {}
+    return tuple(
+        value if _is_int(value) else NOT_AN_INT if name in given else ABSENT
+        for name in names
+        for value in (given.get(name),)
+    )
 
 
 def _too_deep() -> GraphQLError:

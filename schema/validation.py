@@ -8,8 +8,9 @@ QUERY_TOO_COMPLEX, the rest GRAPHQL_VALIDATION_FAILED.
 Once: what the document alone decides (the budget's selections and merge pairs, the
 one-sign-in rule, the depth and alias limits, graphql-core's rules, control characters in
 its literals) is kept per document text in a bounded LRU. What the request decides runs
-every time: the result size (page sizes may come from variables, and operationName picks
-the operation measured) and control characters in the variables. A request answers exactly
+every time: control characters in the variables, and the result size (page sizes may come
+from variables, and operationName picks the operation measured), kept per operation name
+and the values of the variables given as `first`. A request answers exactly
 the errors, in the order, that running every step anew would.
 """
 
@@ -27,7 +28,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from schema.budget import Budget, document_refusal, size_refusal
+from schema.budget import Budget, document_refusal, page_key, page_variables, size_refusal
 from schema.extensions import code_of, coded
 from schema.input_text import literal_refusal, variable_refusal
 from schema.sign_ins import batched_sign_in
@@ -36,6 +37,10 @@ from services.shared.errors import ErrorCode
 # Documents longer than this (in characters) are validated but not kept: as for persisted
 # queries (services/shared/persisted_queries.py), ordinary documents are far smaller.
 MAX_KEPT_DOCUMENT = 32 * 1024
+
+# Result sizes kept per document, one per operation name and page sizes from variables:
+# enough for a client's few pages, bounded against one asking for every page size there is.
+MAX_SIZES_KEPT = 16
 
 # graphql-core's validate() stops after this many errors and adds TOO_MANY.
 MAX_ERRORS = 100
@@ -56,11 +61,22 @@ class DocumentChecks:
     """What one document alone decides, each part computed on first need, in the order a
     request needs them (nothing after a refusal is computed until a request gets there)."""
 
-    __slots__ = ("budget", "literal", "literal_known", "marked", "measurable", "rules")
+    __slots__ = (
+        "budget",
+        "literal",
+        "literal_known",
+        "marked",
+        "measurable",
+        "pages",
+        "rules",
+        "sizes",
+    )
 
     def __init__(self) -> None:
         self.budget: list[GraphQLError] | None = None
         self.measurable = True  # False: broken spreads, the result size is not measured
+        self.pages: tuple[str, ...] | None = None  # the variables the result size reads
+        self.sizes: dict[tuple[object, ...], list[GraphQLError]] = {}
         self.rules: list[GraphQLError] | None = None  # the one-sign-in rule, then the limits
         self.literal: GraphQLError | None = None
         self.literal_known = False
@@ -112,7 +128,7 @@ class DocumentValidator:
         if checks.budget:
             return checks.budget
         if checks.measurable and (
-            errors := size_refusal(self.budget, schema, document, variables, operation_name)
+            errors := self._size(checks, schema, document, variables, operation_name)
         ):
             return errors
         if checks.rules is None:
@@ -132,6 +148,26 @@ class DocumentValidator:
             # One more error allowed: the marker takes a place a refusal may not fill.
             checks.marked = validate(schema, document, marked_rules, max_errors=MAX_ERRORS + 1)
         return _unmarked(checks.marked, refusal)
+
+    def _size(
+        self,
+        checks: DocumentChecks,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+    ) -> list[GraphQLError]:
+        """The result size's refusal, kept per operation name and what the result size
+        reads of the variables."""
+        if checks.pages is None:
+            checks.pages = page_variables(document)
+        key = (operation_name, *page_key(checks.pages, variables))
+        errors = checks.sizes.get(key)
+        if errors is None:
+            errors = size_refusal(self.budget, schema, document, variables, operation_name)
+            if len(checks.sizes) < MAX_SIZES_KEPT:
+                checks.sizes[key] = errors
+        return errors
 
     def _checks(self, text: str | None) -> DocumentChecks:
         if text is None or len(text) > self.max_kept:

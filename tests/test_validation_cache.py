@@ -152,6 +152,12 @@ async def test_variables_decide_the_budget_of_a_cached_document(served: Served) 
     assert codes(over) == ["QUERY_TOO_COMPLEX"]
     assert await served.post(PAGED, {"n": 1}) == fits
     assert await served.post(PAGED, {"n": 50}) == over
+    # Absent, the variable's default counts; null or a string, the field's own default.
+    defaulted = "query($n: Int = 1) { " + nested("$n") + " }"
+    assert await served.twice(defaulted) == fits
+    assert codes(await served.post(defaulted, {"n": None})) == ["QUERY_TOO_COMPLEX"]
+    assert codes(await served.post(defaulted, {"n": "1"})) == ["QUERY_TOO_COMPLEX"]
+    assert await served.post(defaulted, {"n": 1}) == fits
 
 
 async def test_operation_name_picks_the_operation_measured_on_a_cached_document(
