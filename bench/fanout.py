@@ -9,9 +9,9 @@ each subscribed to `messageSynced { id subject }`. Then, EVENTS (default 20) tim
 message linked to a demo account (committed) and publishes its event exactly as the sync
 engine does, and records when each subscriber receives it. Reported: the time from the
 publish after the commit to the LAST subscriber's delivery (p50/p99 over the events), and
-the same for every single delivery, and the server's memory per idle subscription (its
-resident size after all have subscribed, less before the first connected, over SUBSCRIBERS:
-each is one WebSocket connection with one subscription). Never part of `make test`.
+the same for every single delivery, and the server's memory (resident size, over
+SUBSCRIBERS): per open, acknowledged WebSocket connection, then per idle subscription on it
+(after the warm-up events). Never part of `make test`.
 
 Subscribers with the same document and visibility share one execution per event
 (resolvers/fanout.py): each one's cost is writing the encoded message to its socket.
@@ -93,16 +93,20 @@ def start(folder: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str
     raise RuntimeError((folder / "portico.log").read_text())
 
 
-async def subscriber(url: str, token: str, ready: asyncio.Event, arrivals: dict[int, float]):
-    """One client: connects, subscribes, then notes when each message id arrives."""
+async def subscriber(
+    url: str, token: str, go: asyncio.Event, ready: asyncio.Event, arrivals: dict[int, float]
+):
+    """One client: connects, subscribes once `go` is set, then notes when each message id
+    arrives."""
     compression = "deflate" if DEFLATE else None
     async with websockets.connect(
         url, subprotocols=["graphql-transport-ws"], max_queue=None, compression=compression
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
         ready.set()
+        await go.wait()
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}}))
         async for raw in ws:
             now = time.perf_counter()
             message = json.loads(raw)
@@ -157,16 +161,20 @@ async def main(count: int, events: int) -> None:
             ws_url = url.replace("http://", "ws://") + "/graphql"
             arrivals: list[dict[int, float]] = [{} for _ in range(count)]
             readies = [asyncio.Event() for _ in range(count)]
+            go = asyncio.Event()
             tasks = []
             rss_before = rss_bytes(process.pid)
             for start_at in range(0, count, CONNECT_BATCH):
                 for i in range(start_at, min(count, start_at + CONNECT_BATCH)):
                     tasks.append(
-                        asyncio.create_task(subscriber(ws_url, token, readies[i], arrivals[i]))
+                        asyncio.create_task(subscriber(ws_url, token, go, readies[i], arrivals[i]))
                     )
                 await asyncio.gather(
                     *(r.wait() for r in readies[start_at : start_at + CONNECT_BATCH])
                 )
+            await asyncio.sleep(1.0)
+            rss_connected = rss_bytes(process.pid)
+            go.set()
             # A subscription is live on the server only some time after its `subscribe`:
             # warm-up events (negative numbers) until every subscriber has had one.
             warm = 0
@@ -176,7 +184,9 @@ async def main(count: int, events: int) -> None:
                 await asyncio.sleep(1.0)
 
             await asyncio.sleep(1.0)
-            idle = (rss_bytes(process.pid) - rss_before) / count
+            rss_subscribed = rss_bytes(process.pid)
+            per_connection = (rss_connected - rss_before) / count
+            per_subscription = (rss_subscribed - rss_connected) / count
             last: list[float] = []
             each: list[float] = []
             for n in range(events):
@@ -208,7 +218,10 @@ async def main(count: int, events: int) -> None:
     print(f"  last subscriber   p50 {pct(last, 50):7.1f} ms   p99 {pct(last, 99):7.1f} ms")
     print(f"  every delivery    p50 {pct(each, 50):7.1f} ms   p99 {pct(each, 99):7.1f} ms")
     deflate = "permessage-deflate" if DEFLATE else "no compression"
-    print(f"  memory per idle subscription (server RSS, {deflate}): {idle / 1024:.1f} KB")
+    print(
+        f"  server memory ({deflate}): {per_connection / 1024:.1f} KB per connection, "
+        f"{per_subscription / 1024:.1f} KB per idle subscription on it"
+    )
 
 
 if __name__ == "__main__":
