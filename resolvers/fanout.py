@@ -175,6 +175,13 @@ class Member:
         self._closed = True
         self._wakeup.set()
 
+    def cancel_write(self) -> None:
+        """Drops a write the socket held back: once the operation has ended nothing of it
+        may go out (the client may reuse its id), as cancelling a stock operation's task
+        cancels its pending send."""
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
+
     async def next(self) -> Outcome | None:
         """The next event's outcome; None once the group has ended (the bus closed)."""
         while not self._items:

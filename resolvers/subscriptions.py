@@ -111,12 +111,15 @@ async def _multiplexed(
         await group.started()
         while (outcome := await member.next()) is not None:
             if outcome.error is not None:
-                raise outcome.error
+                # A fresh exception per member: re-raising the one shared object would grow
+                # its traceback with every member's frames (and the log with it).
+                raise RuntimeError("messageSynced: the event could not be worked out") from (
+                    outcome.error
+                )
             # Signed out, deactivated or the inbox right taken away: the error ends the stream.
-            if member.token in outcome.sessions:
-                context.renew(outcome.sessions[member.token])
-            else:  # joined after the group's lookup: its own (still shared) one
-                await context.recheck_session(shared=True)
+            # Checked now, not with the group's lookup: an outcome waits here only when this
+            # socket was backed up or joined late, and a revocation may have come meanwhile.
+            await context.recheck_session(shared=True)
             _require_inbox(context)
             if outcome.row is None:  # gone meanwhile: nothing to show
                 continue
@@ -126,6 +129,7 @@ async def _multiplexed(
             else:  # its rights changed since it joined: executed for it alone, as stock
                 yield Message.from_model(outcome.row)
     finally:
+        member.cancel_write()
         registry.leave(group, member)
 
 
