@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from portico.settings import Settings
-from tests.support.api import Api
+from tests.support.api import Api, chained_document
 from tests.support.websocket import LEGACY_WS, TRANSPORT_WS, Served, serving, socket
 
 PARSE = "GRAPHQL_PARSE_FAILED"
@@ -22,18 +22,6 @@ INPUT = "BAD_USER_INPUT"
 CREATE = "mutation($i: CreateAccountInput!) { createAccount(input: $i) { errors { code } } }"
 PAGE = "query($n: Int) { accounts(first: $n) { totalCount } }"
 REQUIRED = "query($n: Int!) { accounts(first: $n) { totalCount } }"
-
-
-def _deep(levels: int) -> str:
-    """One page of contacts, then an address's contact, its addresses, ...: `levels` deep
-    and small enough for the work budget."""
-    fields = ["contacts(first: 1)", "edges", "node"]
-    while len(fields) < levels:
-        fields.append("contact" if fields[-1] == "emailAddresses" else "emailAddresses")
-    document = "id"
-    for name in reversed(fields):
-        document = f"{name} {{ {document} }}"
-    return f"{{ {document} }}"
 
 
 # kind: (document, variables, code)
@@ -57,7 +45,7 @@ CASES: dict[str, tuple[str, dict[str, Any] | None, str]] = {
     "unknown fragment": ("{ ...F }", None, VALIDATION),
     "unused variable": ("query($x: Int) { __typename }", None, VALIDATION),
     "no subselection": ("{ accounts }", None, VALIDATION),
-    "depth": (_deep(11), None, TOO_COMPLEX),
+    "depth": (chained_document(11), None, TOO_COMPLEX),
     "aliases": (" ".join(["{", *(f"a{i}: __typename" for i in range(40)), "}"]), None, TOO_COMPLEX),
     "variable of the wrong type": (PAGE, {"n": "x"}, INPUT),
     "variable out of range": (PAGE, {"n": 2**40}, INPUT),
@@ -83,7 +71,7 @@ async def test_each_kind_of_refusal_carries_its_code_over_http(kind, anon, setti
 
 
 async def test_depth_at_the_limit_is_answered(acme):
-    assert "errors" not in await acme.api.post(_deep(10))
+    assert "errors" not in await acme.api.post(chained_document(10))
 
 
 async def test_a_code_already_given_is_kept(anon):

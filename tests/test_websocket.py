@@ -19,7 +19,7 @@ import websockets
 from portico.settings import Settings
 from services.shared import sessions
 from tests.support import server
-from tests.support.api import Firm
+from tests.support.api import Firm, chained_document
 from tests.support.server import DEMO_FIRM, DEMO_OWNER_EMAIL, DEMO_PASSWORD
 from tests.support.websocket import (
     LEGACY_WS,
@@ -87,23 +87,11 @@ def no_error_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert [r.getMessage() for r in errors] == []
 
 
-def _chain(levels: int) -> str:
-    """A document `levels` fields deep (leaves not counted) and small enough for the work
-    budget: one page of contacts, then an address's contact, its addresses, ..."""
-    fields = ["contacts(first: 1)", "edges", "node"]
-    while len(fields) < levels:
-        fields.append("contact" if fields[-1] == "emailAddresses" else "emailAddresses")
-    document = "id"
-    for name in reversed(fields):
-        document = f"{name} {{ {document} }}"
-    return f"{{ {document} }}"
-
-
 REFUSED = {
     "syntax": "{ viewer ",
     "tokens": "{ " + " ".join(["__typename"] * 2000) + " }",
     "unknown field": "{ accountz { totalCount } }",
-    "depth": _chain(11),
+    "depth": chained_document(11),
     "unknown operation": "query A { __typename }",
 }
 
@@ -117,7 +105,7 @@ async def test_a_refused_operation_answers_an_error_as_http_does(live, settings,
     expected = over_http.json()["errors"]
     assert over_http.status_code == (400 if kind == "unknown operation" else 200)
     if kind == "depth":
-        at_limit = await live.api(None).post(_chain(10))
+        at_limit = await live.api(None).post(chained_document(10))
         assert "depth" not in json.dumps(at_limit)
         assert "exceeds maximum operation depth" in expected[0]["message"]
     async with socket(live.url, protocol=protocol) as sock:

@@ -7,27 +7,24 @@ from __future__ import annotations
 
 from services.shared.paging import Listing
 
-# Account.auditEntriesPage: newest first, as Account.auditEntries (by id).
-AUDIT_BY_ACCOUNT = Listing(
-    source='"audit_entry" t',
-    parent="t.account_id",
-    id="t.id",
-    keys=(),
-    key_types=(),
-    where="t.firm_id = {firm}",
-    descending=True,
-)
 
-# Account.invitationsPage: newest first, as Account.invitations (by id).
-INVITATIONS_BY_ACCOUNT = Listing(
-    source='"invitation" t',
-    parent="t.account_id",
-    id="t.id",
-    keys=(),
-    key_types=(),
-    where="t.firm_id = {firm}",
-    descending=True,
-)
+def _newest_of_account(table: str, condition: str | None = None) -> Listing:
+    """An account's rows of `table` in the viewer's firm, newest (highest id) first, as the
+    old unpaged lists show them; `condition` keeps only some."""
+    where = "t.firm_id = {firm}" + (f" AND {condition}" if condition else "")
+    return Listing(
+        source=f'"{table}" t',
+        parent="t.account_id",
+        id="t.id",
+        keys=(),
+        key_types=(),
+        where=where,
+        descending=True,
+    )
+
+
+# Account.auditEntriesPage, as Account.auditEntries.
+AUDIT_BY_ACCOUNT = _newest_of_account("audit_entry")
 
 # An invitation's status in SQL, as tokens.link_status decides it (accepted, then revoked,
 # then expired at `{now}`); {now} is the caller's parameter.
@@ -40,18 +37,8 @@ INVITATION_STATUS = {
 
 
 def invitations_by_account(status: str | None) -> Listing:
-    """Account.invitationsPage, only the invitations in `status` when given."""
-    if status is None:
-        return INVITATIONS_BY_ACCOUNT
-    return Listing(
-        source=INVITATIONS_BY_ACCOUNT.source,
-        parent=INVITATIONS_BY_ACCOUNT.parent,
-        id=INVITATIONS_BY_ACCOUNT.id,
-        keys=(),
-        key_types=(),
-        where=f"t.firm_id = {{firm}} AND {INVITATION_STATUS[status]}",
-        descending=True,
-    )
+    """Account.invitationsPage (as Account.invitations), only those in `status` when given."""
+    return _newest_of_account("invitation", INVITATION_STATUS[status] if status else None)
 
 
 # Contact.accountsPage: by name, case-insensitively (LOWER, as Query.accounts), then id.

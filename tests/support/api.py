@@ -107,3 +107,15 @@ async def eventually(
         if not deadline.expired():
             raise  # from `check` itself
         pytest.fail(f"not within {seconds:g} s: {what}")
+
+
+def chained_document(levels: int) -> str:
+    """A document `levels` fields deep (leaves not counted) and small enough for the work
+    budget: one page of contacts, then an address's contact, its addresses, ..."""
+    fields = ["contacts(first: 1)", "edges", "node"]
+    while len(fields) < levels:
+        fields.append("contact" if fields[-1] == "emailAddresses" else "emailAddresses")
+    document = "id"
+    for name in reversed(fields):
+        document = f"{name} {{ {document} }}"
+    return f"{{ {document} }}"
