@@ -1,11 +1,14 @@
 """Portico over HTTP against hand-written endpoints serving the same JSON, with wrk.
 
-    python -m bench.http [--postgres] [--rounds N] [--duration S] [--reads nested,search]
-                         [--loops]
+    python -m bench.http [--postgres] [--rounds N] [--duration S]
+                         [--reads nested,search,inbox,account] [--loops]
 
 Seeds one database (a temporary SQLite file, or with --postgres a throwaway PostgreSQL
 database at PORTICO_BENCH_POSTGRES, default as in the tests) with 50 accounts x 2 contacts
-x 2 addresses (bench/__main__.py's seed), then starts one uvicorn process each:
+x 2 addresses (bench/__main__.py's seed) plus the portal screens' data (bench/data.py:
+120 synced messages over the accounts with 0-2 attachments each, and on the first account
+toggles, invitations, a portal user, 30 deliveries and 30 documents), then starts one
+uvicorn process each:
 - portico:  `portico serve` in production mode, in-process worker off, a staff token;
 - tortoise: a hand-written Starlette endpoint on the same Tortoise models with
   prefetch_related (bench/baselines.py);
@@ -13,13 +16,15 @@ x 2 addresses (bench/__main__.py's seed), then starts one uvicorn process each:
 - with --loops also portico-asyncio: `portico serve --loop asyncio --http h11`, the same
   server without uvloop and httptools.
 Each read (nested: the issue's `accounts(first: 50)` query; search: `contacts(first: 50,
-search:)`) is fetched once from every endpoint first, and the bench stops if any answer
-differs from Portico's. Then, after a warm-up, wrk (Debian's package) loads one endpoint
-at a time (`-t1 -c8`, DURATION seconds), in turns, ROUNDS rounds; any non-2xx answer or
-socket error stops the bench. Reported: the median requests/s of each endpoint, and
-Portico's ratio (Portico's requests/s / the endpoint's in the same round, the median over
-the rounds), as issue 13's table shows it: 0.25 means Portico serves a quarter as many
-requests; on the portico-asyncio row it is what uvloop and httptools gain. Never part of
+search:)`; inbox: `inbox(first: 50)` with each message's accounts and attachments; account:
+one `account(id:)` with its emails' portal status and latest invitation, `deliveries(first:
+20)` and `documents(first: 20)`) is fetched once from every endpoint first, and the bench
+stops if any answer differs from Portico's. Then, after a warm-up, wrk (Debian's package)
+loads one endpoint at a time (`-t1 -c8`, DURATION seconds), in turns, ROUNDS rounds; any
+non-2xx answer or socket error stops the bench. Reported: the median requests/s of each
+endpoint, and Portico's ratio (Portico's requests/s / the endpoint's in the same round, the
+median over the rounds), as issue 13's table shows it: 0.25 means Portico serves a quarter
+as many requests; on the portico-asyncio row it is what uvloop and httptools gain. Never part of
 `make test`.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import re
@@ -46,6 +52,7 @@ import asyncpg
 import httpx
 import orjson
 
+from bench import data
 from bench.__main__ import ACCOUNTS, seed
 from bench.__main__ import QUERY as NESTED
 from portico import db
@@ -60,8 +67,26 @@ POSTGRES_URL = os.environ.get(
 )
 SEARCH = """{ contacts(first: 50, search: "b1") { edges { node {
   firstName lastName emailAddresses { address } } } } }"""
-# Each read: Portico's document, and the baselines' path for the same answer.
-READS = {"nested": (NESTED, "/accounts"), "search": (SEARCH, "/contacts?search=b1")}
+INBOX = """{ inbox(first: 50) { totalCount pageInfo { hasNextPage endCursor } edges { node {
+  id subject from to cc sentAt direction
+  accounts { id name }
+  attachments { id filename contentType size skippedReason } } } } }"""
+# {account} is the seeded account's global id (bench/data.py:screens).
+ACCOUNT = """{ account(id: "{account}") { id name
+  emails { login notify emailSync portalStatus latestInvitation { status sentAt }
+    emailAddress { address } }
+  deliveries(first: 20) { totalCount pageInfo { hasNextPage } edges { node {
+    id to subject kind category status attempts lastError createdAt sentAt } } }
+  documents(first: 20) { totalCount pageInfo { hasNextPage } edges { node {
+    id filename contentType size createdAt } } } } }"""
+# Each read: Portico's document, and the baselines' path for the same answer ({pk}: the
+# seeded account's primary key, {account}: its global id).
+READS = {
+    "nested": (NESTED, "/accounts"),
+    "search": (SEARCH, "/contacts?search=b1"),
+    "inbox": (INBOX, "/inbox"),
+    "account": (ACCOUNT, "/account?id={pk}"),
+}
 READY_TIMEOUT = 60.0
 WARMUP_SECONDS = 3
 
@@ -90,7 +115,8 @@ def main() -> None:
     if unknown := set(reads) - READS.keys():
         sys.exit(f"error: unknown reads {sorted(unknown)}; known: {sorted(READS)}")
     with tempfile.TemporaryDirectory() as folder, _database(Path(folder), args.postgres) as url:
-        firm_id, token = asyncio.run(_prepare(url))
+        firm_id, token, account_pk = asyncio.run(_prepare(url))
+        _fill_in(account_pk)
         endpoints = _endpoints(url, firm_id, Path(folder), args.loops)
         with _running(endpoints, Path(folder)):
             for read in reads:
@@ -114,7 +140,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per turn")
     parser.add_argument("--connections", type=int, default=8, help="wrk -c")
-    parser.add_argument("--reads", default="nested,search", help="comma-separated: nested,search")
+    parser.add_argument(
+        "--reads",
+        default="nested,search,inbox,account",
+        help="comma-separated: nested,search,inbox,account",
+    )
     parser.add_argument(
         "--loops", action="store_true", help="also Portico with --loop asyncio --http h11"
     )
@@ -142,8 +172,9 @@ async def _postgres(statement: str) -> None:
         await conn.close()
 
 
-async def _prepare(url: str) -> tuple[int, str]:
-    """Migrates and seeds; the firm's id and a staff token for Portico."""
+async def _prepare(url: str) -> tuple[int, str, int]:
+    """Migrates and seeds; the firm's id, a staff token for Portico (the owner's: the inbox
+    right too) and the account the account read opens."""
     await db.migrate(url)
     await db.init_db(url)
     try:
@@ -151,10 +182,18 @@ async def _prepare(url: str) -> tuple[int, str]:
             "Bench", "bench", "o@bench.example", "O", "bench-password-1"
         )
         await seed(FirmScope(firm.id))
+        account_pk = await data.screens(firm.id)
         token, _ = await sessions.start_staff_session(owner, timedelta(hours=2))
     finally:
         await db.close_db()
-    return firm.id, token
+    return firm.id, token, account_pk
+
+
+def _fill_in(account_pk: int) -> None:
+    """Puts the seeded account into the account read (its document and baseline path)."""
+    document, path = READS["account"]
+    gid = base64.b64encode(f"Account:{account_pk}".encode()).decode()
+    READS["account"] = (document.replace("{account}", gid), path.format(pk=account_pk))
 
 
 def _endpoints(url: str, firm_id: int, folder: Path, loops: bool) -> list[Endpoint]:
@@ -274,10 +313,17 @@ def _check_same_answers(endpoints: list[Endpoint], read: str, token: str) -> Non
 
 
 def _rows_in(answer: dict[str, object]) -> list[object]:
+    """The rows of the answer's lists: a connection's edges; for one account, its emails,
+    deliveries and documents (each must be there for the check to mean anything)."""
     data = answer.get("data") or {}
     assert isinstance(data, dict)
-    [connection] = data.values()
-    return list(connection["edges"])
+    [top] = data.values()
+    if top is None:
+        return []
+    if "edges" in top:
+        return list(top["edges"])
+    parts = [top["emails"], top["deliveries"]["edges"], top["documents"]["edges"]]
+    return [row for part in parts for row in part] if all(parts) else []
 
 
 def _wrk_script(folder: Path, read: str, token: str) -> Path:
