@@ -125,6 +125,7 @@ class Member:
     stream with the stock error or executes the event as stock."""
 
     __slots__ = (
+        "_busy",
         "_closed",
         "_items",
         "_sending",
@@ -146,14 +147,16 @@ class Member:
         self._wakeup = asyncio.Event()
         self._sending: asyncio.Future[None] | None = None  # a write the socket held back
         self._closed = False
+        self._busy = False  # its task holds an outcome it has not finished with
 
     def deliver(self, outcome: Outcome, view: Visibility) -> None:
         """Hands the member one event: written at once when its session passes the checks
-        and sees what the group sees, and nothing of it is still queued or being written
-        (order is kept); else queued for its task."""
+        and sees what the group sees, and nothing of it is still queued, in its task's
+        hands (which may be checking its session) or being written (order is kept); else
+        queued for its task."""
         if not self.sink.open:
             return
-        if outcome.error is None and not self._items and self._idle():
+        if outcome.error is None and not self._items and not self._busy and self._idle():
             session = outcome.sessions.get(self.token) if self.token else None
             staff = session.staff_member if session is not None else None
             if staff is not None and staff.uses_inbox and visibility(staff) == view:
@@ -183,12 +186,15 @@ class Member:
             self._sending.cancel()
 
     async def next(self) -> Outcome | None:
-        """The next event's outcome; None once the group has ended (the bus closed)."""
+        """The next event's outcome; None once the group has ended (the bus closed). The
+        task is done with the one before: the group may write to the socket again."""
+        self._busy = False
         while not self._items:
             if self._closed:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
+        self._busy = True
         return self._items.popleft()
 
     async def flushed(self) -> None:
@@ -196,6 +202,11 @@ class Member:
         if not self._idle():
             assert self._sending is not None
             await asyncio.shield(self._sending)
+
+    @property
+    def held_back(self) -> bool:
+        """A write the group made is waiting for the socket to drain."""
+        return not self._idle()
 
     def _idle(self) -> bool:
         return self._sending is None or self._sending.done()

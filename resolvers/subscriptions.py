@@ -110,6 +110,9 @@ async def _multiplexed(
     try:
         await group.started()
         while (outcome := await member.next()) is not None:
+            # What the group wrote for it goes out first; only then is the next event taken
+            # up (checked, sent), as a stock subscriber's next event waits for its last send.
+            await member.flushed()
             if outcome.error is not None:
                 # A fresh exception per member: re-raising the one shared object would grow
                 # its traceback with every member's frames (and the log with it).
@@ -118,12 +121,12 @@ async def _multiplexed(
                 )
             # Signed out, deactivated or the inbox right taken away: the error ends the stream.
             # Checked now, not with the group's lookup: an outcome waits here only when this
-            # socket was backed up or joined late, and a revocation may have come meanwhile.
+            # socket was backed up or joined late, and a revocation may have come meanwhile
+            # (while the socket drained too).
             await context.recheck_session(shared=True)
             _require_inbox(context)
             if outcome.row is None:  # gone meanwhile: nothing to show
                 continue
-            await member.flushed()  # what the group wrote for it goes out first
             if outcome.payload is not None and _sees_as(context, group.view):
                 await sink.send(sink.frame(outcome.payload))
             else:  # its rights changed since it joined: executed for it alone, as stock

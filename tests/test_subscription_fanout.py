@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+import socket as stdlib_socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import websockets
 
 from models import Message, MessageAccount, StaffMember
 from resolvers import fanout
@@ -244,3 +246,173 @@ async def test_deactivating_a_member_ends_their_multiplexed_stream(acme, live):
         await announce_message(bus, acme.owner.firm_id, pk, [ids.decode(family["id"], "Account")])
         assert await sock.ended_by("1") == "UNAUTHENTICATED"
     await eventually(lambda: not groups(live))
+
+
+# A socket held full: a real client that stops reading ----------------------------------------
+
+BIG = 512 * 1024  # one event's frame is more than a socket's buffers take in
+
+
+@asynccontextmanager
+async def slow_socket(live: Served, token: str) -> AsyncIterator[Socket]:
+    """An acknowledged graphql-transport-ws connection with a small receive buffer, whose
+    client can stop reading from its socket (`stop_reading`): then what the server writes
+    to it backs up as to a client on a slow network."""
+    raw = stdlib_socket.socket()
+    raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    host, port = live.url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+    url = live.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(
+        url,
+        sock=raw,
+        subprotocols=[TRANSPORT_WS],  # type: ignore[list-item]
+        max_size=None,
+        compression=None,
+    ) as ws:
+        sock = Socket(ws, TRANSPORT_WS)
+        await sock.send({"type": "connection_init", "payload": {"token": token}})
+        assert (await sock.receive())["type"] == "connection_ack"
+        yield sock
+
+
+def stop_reading(sock: Socket) -> None:
+    """The client reads nothing more from its socket until `read_on` (a real pause: the
+    kernel's buffers fill, then the server's transport holds what it writes)."""
+    sock.ws.transport.pause_reading()
+
+
+def member_of(live: Served, token: str) -> fanout.Member:
+    (member,) = [m for g in groups(live).values() for m in g.members if m.token == token]
+    return member
+
+
+async def back_up(
+    live: Served, firm_id: int, account: dict, fast: Socket, slow: fanout.Member
+) -> list[str]:
+    """Announces big mail until the group's write to `slow` is held back by its full socket
+    (the first event's frame fills it, the second's waits); `fast`, in the same group,
+    reads each event (then the group has handed it to every member). The events' short
+    names, in order."""
+    names: list[str] = []
+    for n in range(100):
+        names.append(f"{n:03d}")
+        await announce(live, firm_id, account, names[-1] + secrets.token_hex(BIG // 2))
+        assert (await fast.event("1"))["subject"][:3] == names[-1]
+        if slow.held_back:
+            return names
+    raise AssertionError("the slow socket never backed up")
+
+
+async def announce(live: Served, firm_id: int, account: dict, subject: str) -> None:
+    pk = await store_mail(firm_id, account["id"], subject)
+    await announce_message(live.app.state.bus, firm_id, pk, [ids.decode(account["id"], "Account")])
+
+
+async def read_on(sock: Socket, until: Callable[[dict], bool]) -> list[dict]:
+    """Reads again: the messages (keep-alives skipped) up to the first one `until` accepts,
+    that one included."""
+    sock.ws.transport.resume_reading()
+    found: list[dict] = []
+    while not found or not until(found[-1]):
+        found.append(await sock.receive())
+    return found
+
+
+def subject_of(message: dict) -> str | None:
+    data = (message.get("payload") or {}).get("data") or {}
+    return data["messageSynced"]["subject"][:3] if data else None
+
+
+async def test_an_event_that_waited_for_a_full_socket_checks_the_session_then(acme, live):
+    """Events queued behind a write the socket held back are checked when the member takes
+    them up, as a stock subscriber checks an event once its previous send is done: a
+    sign-out while the socket was full ends the stream, not the group's earlier verdict."""
+    firm_id = acme.owner.firm_id
+    family = await new_account(acme.api, "Miller Family")
+    slow_token = await token_for(await add_staff(acme, "slow@acme.example", can_use_inbox=True))
+    fast_token = await token_for(await add_staff(acme, "fast@acme.example", can_use_inbox=True))
+    async with socket(live.url, fast_token) as fast, slow_socket(live, slow_token) as slow:
+        await fast.subscribe("1", SYNCED)
+        await slow.subscribe("1", SYNCED)
+        await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 2)
+        assert len(groups(live)) == 1
+        stop_reading(slow)
+        member = member_of(live, slow_token)
+        names = await back_up(live, firm_id, family, fast, member)
+        # Two more, seen by the group with the session still live: they wait in the queue.
+        for name in ("late", "last"):
+            await announce(live, firm_id, family, name)
+            assert (await fast.event("1"))["subject"] == name
+        await live.api(slow_token).data("mutation { signOut }")
+
+        # (Had the group's verdict been kept, "late" and "last" would come.)
+        got = await read_on(slow, lambda m: m["type"] == "complete" or subject_of(m) == "las")
+        assert [subject_of(m) for m in got] == [*names, None, None]
+        assert got[-2]["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert got[-1] == {"type": "complete", "id": "1"}
+        await slow.nothing_pending()
+
+
+async def test_a_held_back_write_is_dropped_when_the_operation_ends(acme, live):
+    """The client completes its operation while the group's write waits for its full socket:
+    that write never goes out, so the id, reused at once, carries only the new operation's."""
+    firm_id = acme.owner.firm_id
+    family = await new_account(acme.api, "Miller Family")
+    slow_token = await token_for(await add_staff(acme, "slow@acme.example", can_use_inbox=True))
+    async with socket(live.url, acme.api.token) as fast, slow_socket(live, slow_token) as slow:
+        # The same group: the owner's visibility, a filter on no account, both sockets.
+        await fast.subscribe("1", SYNCED)
+        await slow.subscribe("1", SYNCED)
+        await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 2)
+        member = member_of(live, slow_token)
+        stop_reading(slow)
+        names = await back_up(live, firm_id, family, fast, member)
+
+        await slow.send({"id": "1", "type": "complete"})
+        await eventually(lambda: all(member not in g.members for g in groups(live).values()))
+        await slow.subscribe("1", SYNCED)  # the id reused
+        await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 2)
+        await announce(live, firm_id, family, "new")
+        assert (await fast.event("1"))["subject"] == "new"
+
+        got = await read_on(slow, lambda message: subject_of(message) == "new")
+        assert [subject_of(m) for m in got] == [*names[:-1], "new"]
+        await slow.nothing_pending()
+
+
+async def test_a_failed_event_ends_each_member_with_an_error_of_its_own(acme, live, caplog):
+    """An event the group cannot work out (its id is beyond what the database can look up)
+    ends every member's stream as it ends a stock subscriber's; each member's error is its
+    own, so the traceback logged for one holds no other member's frames."""
+    firm_id = acme.owner.firm_id
+    family = await new_account(acme.api, "Miller Family")
+    bus = live.app.state.bus
+    async with AsyncExitStack() as stack:
+        sockets = []
+        for mode in ("stock", "multiplexed", "multiplexed", "multiplexed"):
+            fanout.registry_for(bus).enabled = mode == "multiplexed"
+            sock = await stack.enter_async_context(socket(live.url, acme.api.token))
+            await sock.subscribe("1", SYNCED)
+            sockets.append(sock)
+            # The stock subscriber's bus subscription, then the group's.
+            listening = min(len(sockets), 2)
+            await eventually(lambda n=listening: bus.subscriber_count(firm_channel(firm_id)) == n)
+        fanout.registry_for(bus).enabled = True
+        await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 3)
+        caplog.clear()
+        await announce_message(bus, firm_id, 2**63, [ids.decode(family["id"], "Account")])
+        stock, *multiplexed = [await frames(sock, 2) for sock in sockets]
+        assert all(got == stock for got in multiplexed)
+        assert json.loads(stock[0])["payload"]["errors"][0]["extensions"]["code"] == "INTERNAL"
+        assert json.loads(stock[1]) == {"type": "complete", "id": "1"}
+
+    logged = [r for r in caplog.records if r.getMessage().startswith("Unexpected error")]
+    assert len(logged) == 4
+    assert len({id(r.exc_info[1]) for r in logged if r.exc_info}) == 4  # one error each
+    # As logged then (the text is made when the record is emitted): the members' tracebacks
+    # are alike, none grown by the frames of those that raised before it.
+    members = [r.exc_text or "" for r in logged if "_multiplexed" in (r.exc_text or "")]
+    assert len(members) == 3
+    assert len({text.count("\n") for text in members}) == 1
