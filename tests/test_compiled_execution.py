@@ -1,0 +1,396 @@
+"""The compiled execution path (compiled/) answers byte for byte what strawberry's stock
+executor answers (issue 13's differential test).
+
+Each document is posted twice per viewer, once with `plans.enabled` off (stock) and once on
+(compiled), and the two response bodies must be the same bytes. The documents: queries
+generated over the running schema by hypothesis-graphql and rewritten with variables,
+fragments, aliases and @include/@skip (tests/support/query_variants.py), plus named edge
+cases. The data: two firms seeded through the API (tests/support/compiled_world.py). The
+viewers: a firm owner, a staff member with no rights, a signed-in client, anonymous.
+Every other test's documents are checked too, by tests/conftest.py's shadow check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from graphql import GraphQLSchema
+from hypothesis import HealthCheck, Phase, given, settings
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+import compiled.executor as compiled_executor
+from compiled import Plans
+from portico.app import create_app
+from portico.settings import Settings
+from tests.support.api import Api
+from tests.support.compiled_world import World, build_world
+from tests.support.query_variants import Generated, documents
+
+# Root fields whose type is an object (or a list of objects): the planner's ground, split by
+# who may ask them, so that most generated documents have an error-free answer for someone.
+# The others (`node`, `viewer`) are abstract: documents asking them run on the stock executor.
+STAFF_ROOTS = [
+    "firm",
+    "staffMembers",
+    "staffMembersPage",
+    "accounts",
+    "account",
+    "contacts",
+    "contact",
+    "inbox",
+    "mailboxes",
+]
+CLIENT_ROOTS = ["firm", "portalAccounts", "currentAccount", "accountNotice", "account"]
+GENERATED = {"staff": 200, "client": 80, "any": 60}  # documents drawn per group of roots
+MIN_COMPILED_SHARE = 0.5  # of the error-free answers, at least this share ran compiled
+
+BENCH_NESTED = """{ accounts(first: 50) { edges { node {
+  contacts { emailAddresses { address } } emails { login emailAddress { address } } } } } }"""
+
+
+@dataclass
+class Answer:
+    body: dict[str, Any]
+    compiled: bool  # answered from a plan
+    fell_back: bool  # a plan met an error or null; stock answered
+    stock: bool  # the planner does not cover the document
+
+
+@dataclass
+class Bench:
+    http: httpx.AsyncClient
+    plans: Plans
+    schema: GraphQLSchema
+    world: World
+    mismatches: list[str] = field(default_factory=list)
+
+    async def post(self, api: Api, query: str, variables: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        self.http.cookies.clear()
+        return response
+
+    async def both(
+        self, viewer: str, query: str, variables: dict[str, Any] | None = None
+    ) -> Answer:
+        """The document's answer, asserting stock and compiled gave the same bytes (or, with
+        `collect`, noting the difference)."""
+        api = {**self.world.viewers(), "other": self.world.other_owner}[viewer]
+        variables = variables or {}
+        self.plans.enabled = False
+        stock = await self.post(api, query, variables)
+        self.plans.enabled = True
+        before = self.plans.stats()
+        ours = await self.post(api, query, variables)
+        after = self.plans.stats()
+        if (ours.status_code, ours.content) != (stock.status_code, stock.content):
+            self.mismatches.append(
+                f"viewer {viewer}\nquery {query}\nvariables {json.dumps(variables)}\n"
+                f"stock    {stock.status_code} {stock.text}\ncompiled {ours.status_code} {ours.text}"
+            )
+        return Answer(
+            stock.json(),
+            after.compiled > before.compiled,
+            after.fell_back > before.fell_back,
+            after.stock > before.stock,
+        )
+
+    async def same(
+        self, viewer: str, query: str, variables: dict[str, Any] | None = None
+    ) -> Answer:
+        answer = await self.both(viewer, query, variables)
+        assert not self.mismatches, "compiled and stock answers differ:\n" + "\n\n".join(
+            self.mismatches
+        )
+        return answer
+
+
+def plans_of(app: Starlette) -> tuple[Plans, GraphQLSchema]:
+    [endpoint] = [r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/graphql"]
+    return endpoint.schema.plans, endpoint.schema._schema
+
+
+@pytest.fixture
+async def bench(settings: Settings) -> AsyncIterator[Bench]:
+    app = create_app(settings, manage_db=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portico.test") as http:
+        world = await build_world(http)
+        plans, schema = plans_of(app)
+        plans.clear()
+        yield Bench(http, plans, schema, world)
+        plans.enabled = True
+
+
+def generated(schema: GraphQLSchema, roots: list[str], world: World, count: int) -> list[Generated]:
+    """`count` documents drawn the same way on every run (derandomized), without repeats."""
+    found: dict[str, Generated] = {}
+
+    @settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(documents(schema, roots, world.ids, world.cursors))
+    def collect(document: Generated) -> None:
+        found.setdefault(document.query + json.dumps(document.variables), document)
+
+    collect()
+    return list(found.values())
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [e.get("extensions", {}).get("code", "") for e in body.get("errors", [])]
+
+
+# -- generated documents ---------------------------------------------------------------
+
+
+async def test_generated_queries_answer_as_the_stock_executor(bench: Bench) -> None:
+    every_root = list(bench.schema.query_type.fields)  # type: ignore[union-attr]
+    roots = {"staff": STAFF_ROOTS, "client": CLIENT_ROOTS, "any": every_root}
+    docs = [
+        doc
+        for group, count in GENERATED.items()
+        for doc in generated(bench.schema, roots[group], bench.world, count)
+    ]
+    errors_seen: dict[tuple[str, str], int] = {}
+    tally = {"runs": 0, "clean": 0, "compiled": 0, "clean_compiled": 0, "fell_back": 0}
+    for doc in docs:
+        for viewer in bench.world.viewers():
+            answer = await bench.both(viewer, doc.query, doc.variables)
+            clean = "errors" not in answer.body
+            tally["runs"] += 1
+            tally["clean"] += clean
+            tally["compiled"] += answer.compiled
+            tally["clean_compiled"] += clean and answer.compiled
+            tally["fell_back"] += answer.fell_back
+            for code in set(codes(answer.body)):
+                errors_seen[(viewer, code)] = errors_seen.get((viewer, code), 0) + 1
+    print(f"\ngenerated documents: {len(docs)}; {tally}; errors {errors_seen}")
+    assert not bench.mismatches, f"{len(bench.mismatches)} differ:\n" + "\n\n".join(
+        bench.mismatches[:20]
+    )
+    # Worthless if everything had run on the stock executor.
+    assert tally["clean_compiled"] >= MIN_COMPILED_SHARE * tally["clean"], tally
+    assert tally["clean"] >= tally["runs"] // 4, tally
+
+
+# -- named cases ---------------------------------------------------------------------
+
+
+async def test_aliases_of_one_field_with_other_arguments(bench: Bench) -> None:
+    alpha = bench.world.named["alpha"]
+    query = """query($id: ID!, $two: Int) {
+      a: accounts(first: 1) { edges { node { name } } }
+      b: accounts(first: $two, includeArchived: true) { totalCount edges { node { n: name archivedAt } } }
+      one: account(id: $id) {
+        d1: documents(first: 1) { totalCount edges { node { filename } } }
+        d2: documents(first: 3) { edges { node { f: filename size } } }
+        name
+        again: name
+      }
+    }"""
+    answer = await bench.same("owner", query, {"id": alpha, "two": 2})
+    assert answer.compiled
+    data = answer.body["data"]
+    assert len(data["a"]["edges"]) == 1 and len(data["b"]["edges"]) == 2
+    assert len(data["one"]["d1"]["edges"]) == 1 and len(data["one"]["d2"]["edges"]) == 3
+    assert data["one"]["name"] == data["one"]["again"] == "Alpha Family"
+
+
+async def test_named_and_inline_fragments_merge_sub_selections(bench: Bench) -> None:
+    query = """query($id: ID!) { account(id: $id) {
+      ...Names
+      ... on Account { contacts { lastName emailAddresses { label } } }
+      ... { emails { login } contacts { id } }
+    } }
+    fragment Names on Account {
+      name contacts { firstName emailAddresses { address } }
+      emails { notify emailAddress { ...Addr } }
+    }
+    fragment Addr on EmailAddress { address contact { lastName } }"""
+    for viewer in ("owner", "limited"):
+        answer = await bench.same(viewer, query, {"id": bench.world.named["alpha"]})
+        assert answer.compiled, viewer
+        contact = answer.body["data"]["account"]["contacts"][0]
+        assert list(contact) == ["firstName", "emailAddresses", "lastName", "id"]
+        assert list(contact["emailAddresses"][0]) == ["address", "label"]
+
+
+async def test_include_and_skip_on_variables_both_ways(bench: Bench) -> None:
+    query = """query($a: Boolean!, $b: Boolean!) { accounts(first: 3) { edges { node {
+      name
+      contacts @include(if: $a) { firstName }
+      emails @skip(if: $b) { login }
+      ... @include(if: $b) { type }
+    } } } }"""
+    for a in (True, False):
+        for b in (True, False):
+            answer = await bench.same("owner", query, {"a": a, "b": b})
+            assert answer.compiled
+            node = answer.body["data"]["accounts"]["edges"][0]["node"]
+            assert ("contacts" in node) is a
+            assert ("emails" in node) is not b
+            assert ("type" in node) is b
+
+
+async def test_a_documents_include_skip_variants_are_planned_once_each(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiles: list[int] = []
+    real = compiled_executor.compile_query
+
+    def counted(executor: Any) -> Any:
+        compiles.append(1)
+        return real(executor)
+
+    monkeypatch.setattr(compiled_executor, "compile_query", counted)
+    query = """query($a: Boolean!, $n: Int) { accounts(first: $n) { edges { node {
+      name contacts @include(if: $a) { firstName } } } } }"""
+    answers = {}
+    for a in (True, False, True, False):
+        for n in (1, 2):  # not a condition variable: one plan serves both
+            answer = await bench.same("owner", query, {"a": a, "n": n})
+            assert answer.compiled
+            answers.setdefault((a, n), answer.body)
+            assert answer.body == answers[(a, n)]
+    assert len(compiles) == 2  # one plan for a=true, one for a=false, each kept
+    assert answers[(True, 1)] != answers[(False, 1)]
+
+
+async def test_the_plan_cache_is_bounded(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiles: list[str] = []
+    real = compiled_executor.compile_query
+
+    def counted(executor: Any) -> Any:
+        compiles.append(executor.operation.selection_set.selections[0].alias.value)
+        return real(executor)
+
+    monkeypatch.setattr(compiled_executor, "compile_query", counted)
+    bench.plans.maxsize = 2
+    doc = {k: f"{{ {k}: accounts(first: 1) {{ totalCount }} }}" for k in ("a", "b", "c")}
+    for key in ("a", "b", "a", "c", "b", "c"):
+        assert (await bench.same("owner", doc[key])).compiled
+    # a, b kept; a hit; c evicts b; b again evicts a; c is still kept.
+    assert compiles == ["a", "b", "c", "b"]
+    assert len(bench.plans._entries) <= 2
+
+
+async def test_typename_at_several_levels(bench: Bench) -> None:
+    query = """{ __typename accounts(first: 2) { __typename edges { __typename node {
+      __typename t: __typename contacts { __typename emailAddresses { __typename address } }
+    } } pageInfo { __typename hasNextPage } } }"""
+    answer = await bench.same("owner", query)
+    assert answer.compiled
+    assert answer.body["data"]["__typename"] == "Query"
+    node = answer.body["data"]["accounts"]["edges"][0]["node"]
+    assert node["__typename"] == node["t"] == "Account"
+    client = await bench.same("client", "{ __typename currentAccount { __typename id name } }")
+    assert client.compiled
+    assert client.body["data"]["currentAccount"]["__typename"] == "Account"
+
+
+async def test_nullable_fields_that_are_null(bench: Bench) -> None:
+    query = """{ accounts(first: 10, includeArchived: true) { edges { node {
+      name archivedAt
+      emails { login emailAddress { address } latestInvitation { status acceptedAt } }
+      deliveries(first: 5) { edges { node { lastError sentAt } } }
+    } } } }"""
+    answer = await bench.same("owner", query)
+    assert answer.compiled
+    nodes = {e["node"]["name"]: e["node"] for e in answer.body["data"]["accounts"]["edges"]}
+    assert nodes["Alpha Family"]["archivedAt"] is None
+    assert nodes["Gone Family"]["archivedAt"] is not None
+    latest = [e["latestInvitation"] for e in nodes["Alpha Family"]["emails"]]
+    assert None in latest and any(i is not None for i in latest)
+    client = await bench.same("client", "{ accountNotice currentAccount { archivedAt } }")
+    assert client.compiled
+
+
+# KNOWN COMPILED-PATH BUG (reported to the lead, /tmp/team/compiled_bugs.md): Firm.copyAddress
+# is a plain attribute with a staff-only permission; the planner reads it as an attribute and
+# never runs the permission, so a client reads the firm's copy address. Fails until fixed.
+@pytest.mark.parametrize("viewer", ["client", "owner", "limited", "anonymous"])
+async def test_a_staff_only_attribute_is_refused_to_a_client(bench: Bench, viewer: str) -> None:
+    answer = await bench.same(viewer, "{ firm { name copyAddress } }")
+    if viewer == "client":
+        assert answer.body["data"]["firm"]["copyAddress"] is None
+        assert codes(answer.body) == ["FORBIDDEN"]
+    elif viewer != "anonymous":
+        assert answer.body["data"]["firm"]["copyAddress"] == "copies@acme.example"
+        assert answer.compiled
+
+
+@pytest.mark.parametrize(
+    ("viewer", "query"),
+    [
+        ("limited", "{ accounts(first: 2) { totalCount } inbox(first: 2) { totalCount } }"),
+        ("limited", "{ mailboxes { address } accounts(first: 1) { edges { node { name } } } }"),
+        ("client", "{ currentAccount { name contacts { id } } }"),
+        ("client", "{ portalAccounts { name emails { login } } }"),
+        ("anonymous", "{ accounts(first: 2) { totalCount } }"),
+        ("anonymous", "{ firm { name } currentAccount { name } }"),
+    ],
+)
+async def test_an_error_inside_a_planned_query(bench: Bench, viewer: str, query: str) -> None:
+    answer = await bench.same(viewer, query)
+    assert answer.body.get("errors"), answer.body
+    assert not answer.compiled
+    assert answer.fell_back or answer.stock
+
+
+async def test_a_bad_cursor_gives_the_same_errors(bench: Bench) -> None:
+    for after in ("not-a-cursor", "", bench.world.cursors[0]):
+        answer = await bench.same(
+            "owner",
+            "query($a: String) { accounts(first: 2, after: $a) { totalCount edges { cursor } } }",
+            {"a": after},
+        )
+        assert ("errors" in answer.body) is (after != bench.world.cursors[0]), answer.body
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ viewer { __typename ... on StaffMember { name } } accounts(first: 2) { totalCount } }",
+        "query($id: ID!) { node(id: $id) { id ... on Account { name contacts { firstName } } } accounts(first: 1) { totalCount } }",
+        "{ __schema { queryType { name } } accounts(first: 1) { totalCount } }",
+    ],
+)
+async def test_a_query_with_an_abstract_part_runs_on_stock(bench: Bench, query: str) -> None:
+    for viewer in ("owner", "client"):
+        answer = await bench.same(
+            viewer, query, {"id": bench.world.named["alpha"]} if "$id" in query else None
+        )
+        assert answer.stock and not answer.compiled, viewer
+
+
+async def test_the_benchmarks_nested_accounts_query(bench: Bench) -> None:
+    answer = await bench.same("owner", BENCH_NESTED)
+    assert answer.compiled
+    edges = answer.body["data"]["accounts"]["edges"]
+    assert any(e["node"]["contacts"] and e["node"]["emails"] for e in edges)
+    for viewer in ("limited", "client", "anonymous"):
+        await bench.same(viewer, BENCH_NESTED)
+
+
+async def test_tenancy_the_other_firm_sees_its_own(bench: Bench) -> None:
+    query = """query($id: ID!) { account(id: $id) { name } accounts(first: 5, includeArchived: true) {
+      edges { node { name contacts { emailAddresses { address } } } } } }"""
+    answer = await bench.same("other", query, {"id": bench.world.named["alpha"]})
+    assert answer.compiled
+    assert answer.body["data"]["account"] is None
+    addresses = json.dumps(answer.body["data"]["accounts"])
+    assert "globex" in addresses and "acme" not in addresses
