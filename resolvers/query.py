@@ -119,7 +119,9 @@ class Query:
     ) -> Connection[Account]:
         query = records.accounts(info.context.scope, search, bool(include_archived))
         max_page = info.context.settings.max_page_size
-        return await paginate(query, first, after, Account.from_model, max_page, ACCOUNTS)
+        return await paginate(
+            query, first, after, Account.from_values, max_page, ACCOUNTS, Account.COLUMNS
+        )
 
     @strawberry.field(
         description="One account; null when not found (for clients: unless they may enter it)."
@@ -155,7 +157,9 @@ class Query:
     ) -> Connection[Contact]:
         query = records.contacts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
-        return await paginate(query, first, after, Contact.from_model, max_page, CONTACTS)
+        return await paginate(
+            query, first, after, Contact.from_values, max_page, CONTACTS, Contact.COLUMNS
+        )
 
     @strawberry.field(description="One contact; null when not found.", permission_classes=[IsStaff])
     async def contact(

@@ -20,6 +20,7 @@ from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from compiled import Plans, executor_class
 from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
@@ -76,6 +77,7 @@ DATETIME = replace(
 class PorticoSchema(strawberry.Schema):
     hide_suggestions = False  # production: no "Did you mean ...?" of any kind
     validator: DocumentValidator  # validation kept per document, shared by every request
+    plans: Plans  # compiled query plans (compiled/), shared by every request
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -107,6 +109,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     ]
     # One per schema: what each document alone decides is validated once (schema/validation.py).
     validator = DocumentValidator(budget, limits, maxsize=256)
+    plans = Plans()
     schema = PorticoSchema(
         query=Query,
         mutation=Mutation,
@@ -114,6 +117,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         types=[*NODE_TYPES.values(), Mailbox],
         config=StrawberryConfig(relay_max_results=settings.max_page_size),
         scalar_overrides={datetime: DATETIME},
+        execution_context_class=executor_class(plans),
         extensions=[
             SessionPerOperation,
             OperationName,
@@ -127,4 +131,5 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     )
     schema.hide_suggestions = settings.production
     schema.validator = validator
+    schema.plans = plans
     return schema

@@ -213,13 +213,21 @@ async def paginate(
     convert: Callable[[M], NodeT],
     max_page_size: int,
     keyset: Keyset,
+    columns: Sequence[str] = (),
 ) -> Connection[NodeT]:
-    """One COUNT and one page query (first + 1 rows: whether more follow), whatever the size."""
+    """One COUNT and one page query (first + 1 rows: whether more follow), whatever the size.
+    With `columns` (the id among them), rows are dicts of those columns, not models:
+    `convert` takes a dict."""
     size = size_of(first, max_page_size)
     position = keyset.position(after)
     total = await query.count()
     page = query.filter(keyset.after(position)) if position is not None else query
-    rows: Sequence[M] = await page.order_by(*keyset.order()).limit(size + 1)
+    ordered = page.order_by(*keyset.order()).limit(size + 1)
+    if columns:
+        found = await ordered.values(*columns, *keyset.keys)
+        places = [(*(r[k] for k in keyset.keys), r["id"]) for r in found]
+        return connection(found, places, size, total, after, convert, keyset)  # type: ignore[arg-type]
+    rows: Sequence[M] = await ordered
     positions = [(*(getattr(r, k) for k in keyset.keys), r.pk) for r in rows]
     return connection(rows, positions, size, total, after, convert, keyset)
 

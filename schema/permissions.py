@@ -1,4 +1,8 @@
-"""Field permissions: one class per rule of services/shared/permissions.py."""
+"""Field permissions: one class per rule of services/shared/permissions.py.
+
+Each decides on the viewer (the request's context) alone, never on the object it guards:
+the compiled executor (compiled/) relies on that to check a field once for all the objects
+of a level instead of once per object."""
 
 from __future__ import annotations
 
@@ -10,25 +14,29 @@ from strawberry.types import Info
 from services.shared import permissions
 
 
-class IsStaff(BasePermission):
+class ViewerPermission(BasePermission):
+    """A permission decided by the context alone (the `source` argument is never read)."""
+
+
+class IsStaff(ViewerPermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         info.context.require_staff()
         return True
 
 
-class ManagesAccounts(BasePermission):
+class ManagesAccounts(ViewerPermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         permissions.require_manage_accounts(info.context.require_staff())
         return True
 
 
-class IsOwnerOrAdmin(BasePermission):
+class IsOwnerOrAdmin(ViewerPermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         permissions.require_staff_admin(info.context.require_staff())
         return True
 
 
-class UsesInbox(BasePermission):
+class UsesInbox(ViewerPermission):
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         permissions.require_inbox(info.context.require_staff())
         return True

@@ -33,6 +33,7 @@ from schema.enums import (
     PortalStatus,
     StaffRole,
 )
+from schema.loaded import loaded_by
 from schema.pagination import (
     AFTER,
     AUDIT_ENTRIES,
@@ -182,6 +183,25 @@ class Account(ScopedNode):
             archived_at=row.archived_at,
         )
 
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "name",
+        "type",
+        "auto_save_attachments",
+        "archived_at",
+    )
+
+    @classmethod
+    def from_values(cls, row: dict[str, Any]) -> Account:
+        """From a dict of COLUMNS (a page read as rows, not models)."""
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            type=row["type"],
+            auto_save_attachments=row["auto_save_attachments"],
+            archived_at=row["archived_at"],
+        )
+
     @classmethod
     async def resolve_client_nodes(
         cls, info: Info, node_ids: Iterable[str]
@@ -194,13 +214,18 @@ class Account(ScopedNode):
         rows = {row.pk: row for row in await AccountModel.filter(pk__in=allowed & set(wanted))}
         return [cls.from_model(rows[i]) if i in rows else None for i in wanted]
 
-    @strawberry.field(description="The contacts linked to this account.", permission_classes=staff)
+    @strawberry.field(
+        description="The contacts linked to this account.",
+        permission_classes=staff,
+        metadata=loaded_by("contacts_by_account"),
+    )
     async def contacts(self, info: Info) -> list[Contact]:
         return await info.context.loaders.contacts_by_account.load(self.id)
 
     @strawberry.field(
         description="Every address of every linked contact, with this account's toggles.",
         permission_classes=staff,
+        metadata=loaded_by("account_emails_by_account"),
     )
     async def emails(self, info: Info) -> list[AccountEmail]:
         return await info.context.loaders.account_emails_by_account.load(self.id)
@@ -326,7 +351,17 @@ class Contact(ScopedNode):
     def from_model(cls, row: ContactModel) -> Contact:
         return cls(id=row.pk, first_name=row.first_name, last_name=row.last_name)
 
-    @strawberry.field(description="The contact's addresses, the default field first.")
+    COLUMNS: ClassVar[tuple[str, ...]] = ("id", "first_name", "last_name")
+
+    @classmethod
+    def from_values(cls, row: dict[str, Any]) -> Contact:
+        """From a dict of COLUMNS (a page read as rows, not models)."""
+        return cls(id=row["id"], first_name=row["first_name"], last_name=row["last_name"])
+
+    @strawberry.field(
+        description="The contact's addresses, the default field first.",
+        metadata=loaded_by("emails_by_contact"),
+    )
     async def email_addresses(self, info: Info) -> list[EmailAddress]:
         return await info.context.loaders.emails_by_contact.load(self.id)
 

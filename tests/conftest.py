@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from tortoise import Tortoise
 
+from compiled import executor as compiled_executor
 from portico import db
 from portico.app import create_app
 from portico.settings import Settings
@@ -33,6 +34,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep = [item for item in items if "database" in getattr(item, "fixturenames", ())]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def compiled_matches_stock() -> Iterator[None]:
+    """Every query the compiled path answers during a test is answered again by the stock
+    executor (compiled/executor.py's shadow check); any difference fails the test. So every
+    query document of the suite, on the suite's own data and viewers, is a differential
+    test of the compiled path."""
+    compiled_executor.SHADOW["on"] = True
+    compiled_executor.MISMATCHES.clear()
+    yield
+    compiled_executor.SHADOW["on"] = False
+    found = list(compiled_executor.MISMATCHES)
+    compiled_executor.MISMATCHES.clear()
+    assert not found, f"the compiled path answered differently: {found[:3]}"
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from compiled import executor as compiled_executor
+
 SKIP_PREFIXES = ("Created connection pool", "Closed connection pool")
 
 
@@ -22,7 +24,10 @@ class _Counter(logging.Handler):
 
 @contextmanager
 def count_sql() -> Iterator[list[str]]:
-    """Yields the list that fills with each statement executed inside the block."""
+    """Yields the list that fills with each statement executed inside the block (with the
+    compiled path's shadow check paused: it would add the stock executor's statements)."""
+    shadow = compiled_executor.SHADOW["on"]
+    compiled_executor.SHADOW["on"] = False
     logger = logging.getLogger("tortoise.db_client")
     counter = _Counter()
     old_level = logger.level
@@ -33,3 +38,4 @@ def count_sql() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(counter)
         logger.setLevel(old_level)
+        compiled_executor.SHADOW["on"] = shadow

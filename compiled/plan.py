@@ -1,0 +1,212 @@
+"""A query's selection compiled once against the schema into a plan of shapes.
+
+A Shape is one selection set on one object type: its response keys in answer order, each
+knowing how to get its value for a whole level of objects at once and how to complete it
+(a leaf's output coercion, a list, a nested Shape). Fields are collected by graphql-core's
+own `collect_fields`/`collect_subfields`, so merging, fragments, aliases and @include/@skip
+follow the stock executor exactly; a plan therefore depends on the values of the variables
+that @include/@skip read, and is kept per those values (compiled/executor.py).
+
+Whatever the plan does not cover raises Unsupported while compiling, and the stock executor
+runs the document: abstract types (interfaces, unions), introspection, mutations and
+subscriptions, middleware, fragment variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from graphql import (
+    GraphQLField,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    OperationType,
+    is_abstract_type,
+    is_leaf_type,
+    is_object_type,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import (
+    FieldDetailsList,
+    GroupedFieldSet,
+    collect_fields,
+    collect_subfields,
+)
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.types.field import StrawberryField
+
+from schema.loaded import LOADED_BY, LoadedBy
+from schema.permissions import ViewerPermission
+
+STRAWBERRY_FIELD = "strawberry-definition"  # where strawberry keeps a field's definition
+
+
+class Unsupported(Exception):
+    """The document holds something only the stock executor runs."""
+
+
+class Kind(Enum):
+    TYPENAME = "typename"  # the object type's name
+    ATTRIBUTE = "attribute"  # a plain attribute of the object (strawberry's basic field)
+    LOADED = "loaded"  # one DataLoader's answer per object: load_many for the level
+    RESOLVED = "resolved"  # the field's own resolver, called per object as stock does
+
+
+@dataclass(slots=True)
+class Leaf:
+    coerce: Callable[[Any], Any]  # the type's output coercion, as the stock executor calls it
+    nullable: bool
+
+
+@dataclass(slots=True)
+class Listed:
+    item: Completion
+    nullable: bool
+
+
+@dataclass(slots=True)
+class Shape:
+    type: GraphQLObjectType
+    selections: list[Selection]
+    is_type_of: Callable[[Any, Any], Any] | None
+    nullable: bool
+
+
+Completion = Leaf | Listed | Shape
+
+
+@dataclass(slots=True)
+class Selection:
+    key: str  # the response key (alias or name)
+    kind: Kind
+    parent_type: GraphQLObjectType
+    field_def: GraphQLField | None  # None only for __typename
+    details: FieldDetailsList  # the field's nodes, for arguments and resolve info
+    completion: Completion | None  # None only for __typename
+    attribute: str = ""  # ATTRIBUTE: the object's attribute
+    loaded: LoadedBy | None = None  # LOADED: which loader, keyed by which attribute
+    permissions: tuple[BasePermission, ...] = ()  # LOADED: checked once per level
+    strawberry_field: StrawberryField | None = None
+
+
+def compile_query(executor: Executor) -> Shape:
+    """The plan of the executor's operation, given its variables' values for @include and
+    @skip; Unsupported when the stock executor must run it."""
+    operation = executor.operation
+    if operation.operation is not OperationType.QUERY or operation.directives:
+        raise Unsupported("only plain queries")
+    if executor.middleware_manager is not None and executor.middleware_manager.middlewares:
+        raise Unsupported("middleware wraps resolvers")
+    root = executor.schema.query_type
+    assert root is not None  # a schema with queries
+    collected = collect_fields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        root,
+        operation,
+        executor.hide_suggestions,
+    )
+    if collected.new_defer_usages:
+        raise Unsupported("@defer")
+    return Shape(root, _selections(executor, root, collected.grouped_field_set), None, False)
+
+
+def _selections(
+    executor: Executor, parent: GraphQLObjectType, grouped: GroupedFieldSet
+) -> list[Selection]:
+    selections = []
+    for key, details in grouped.items():
+        if any(d.fragment_variable_values is not None for d in details):
+            raise Unsupported("fragment variables")
+        name = details[0].node.name.value
+        if name == "__typename":
+            selections.append(Selection(key, Kind.TYPENAME, parent, None, details, None))
+            continue
+        if name.startswith("__"):
+            raise Unsupported("introspection")
+        field_def = executor.schema.get_field(parent, name)
+        if field_def is None:
+            continue  # as stock: a field the type lacks is left out of the answer
+        completion = _completion(executor, field_def.type, details, nullable=True)
+        selections.append(_selection(key, parent, field_def, details, completion))
+    return selections
+
+
+def _selection(
+    key: str,
+    parent: GraphQLObjectType,
+    field_def: GraphQLField,
+    details: FieldDetailsList,
+    completion: Completion,
+) -> Selection:
+    field = field_def.extensions.get(STRAWBERRY_FIELD)
+    if not isinstance(field, StrawberryField):
+        return Selection(key, Kind.RESOLVED, parent, field_def, details, completion)
+    if getattr(field_def.resolve, "_is_default", False) and field.default_resolver is getattr:
+        return Selection(
+            key, Kind.ATTRIBUTE, parent, field_def, details, completion, field.python_name
+        )
+    loaded = field.metadata.get(LOADED_BY)
+    permissions = _viewer_permissions(field)
+    if isinstance(loaded, LoadedBy) and not field_def.args and permissions is not None:
+        return Selection(
+            key,
+            Kind.LOADED,
+            parent,
+            field_def,
+            details,
+            completion,
+            loaded=loaded,
+            permissions=permissions,
+            strawberry_field=field,
+        )
+    return Selection(key, Kind.RESOLVED, parent, field_def, details, completion)
+
+
+def _viewer_permissions(field: StrawberryField) -> tuple[BasePermission, ...] | None:
+    """The field's permissions when they are all the field's extensions do and each is
+    decided by the viewer alone (so once per level is enough); else None."""
+    found: list[BasePermission] = []
+    for extension in field.extensions:
+        if not isinstance(extension, PermissionExtension) or extension.fail_silently:
+            return None
+        if not all(isinstance(p, ViewerPermission) for p in extension.permissions):
+            return None
+        found.extend(extension.permissions)
+    return tuple(found)
+
+
+def _completion(
+    executor: Executor, type_: GraphQLOutputType, details: FieldDetailsList, nullable: bool
+) -> Completion:
+    if isinstance(type_, GraphQLNonNull):
+        return _completion(executor, type_.of_type, details, nullable=False)
+    if isinstance(type_, GraphQLList):
+        return Listed(_completion(executor, type_.of_type, details, nullable=True), nullable)
+    if is_leaf_type(type_):
+        assert isinstance(type_, GraphQLLeafType)
+        return Leaf(type_.coerce_output_value, nullable)
+    if is_abstract_type(type_) or not is_object_type(type_):
+        raise Unsupported("abstract types")
+    assert isinstance(type_, GraphQLObjectType)
+    sub = collect_subfields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        executor.operation,
+        type_,
+        details,
+        executor.hide_suggestions,
+    )
+    if sub.new_defer_usages:
+        raise Unsupported("@defer")
+    return Shape(
+        type_, _selections(executor, type_, sub.grouped_field_set), type_.is_type_of, nullable
+    )

@@ -1,0 +1,218 @@
+"""Runs a plan a level at a time: each selection gets its values for all the objects of a
+level in one step (an attribute read, one `load_many`, or the resolvers called together),
+then completes them in one loop.
+
+Anything the stock executor would answer with an error (an exception, a null where the
+type forbids one, a value of the wrong type) raises Fallback: reads have no side effects,
+so the stock executor then runs the whole operation and gives the exact errors and nulls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from graphql import GraphQLResolveInfo, Undefined
+from graphql.execution import Executor
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
+from strawberry.types import Info
+
+from compiled.plan import Completion, Kind, Leaf, Listed, Selection, Shape
+
+
+class Fallback(Exception):
+    """The plan met something only the stock executor answers exactly."""
+
+
+async def run_plan(plan: Shape, executor: Executor) -> dict[str, Any]:
+    """The operation's data, as the stock executor would build it for an error-free run."""
+    return (await _Run(executor).objects(plan, [executor.root_value]))[0]
+
+
+class _Run:
+    __slots__ = ("context", "executor")
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.context = executor.context_value
+
+    async def objects(self, shape: Shape, sources: list[Any]) -> list[dict[str, Any]]:
+        """One answer object per source, its keys in the selection's order."""
+        # Every selection's loads start before any is awaited, so sibling fields share a
+        # DataLoader batch as they do under the stock executor.
+        started: list[Any] = []
+        try:
+            for selection in shape.selections:
+                started.append(self.values(selection, sources))
+            columns = [await _value(values) for values in started]
+        except BaseException:
+            await _settled_quietly(started)
+            raise
+        for i, selection in enumerate(shape.selections):
+            if selection.completion is not None:
+                columns[i] = self.complete(selection.completion, columns[i])
+        nested = [i for i, column in enumerate(columns) if isinstance(column, Awaitable)]
+        if nested:
+            for i, column in zip(nested, await _settled([columns[i] for i in nested]), strict=True):
+                columns[i] = column
+        if not columns:
+            return [{} for _ in sources]
+        keys = [selection.key for selection in shape.selections]
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def values(self, selection: Selection, sources: list[Any]) -> list[Any] | Awaitable[Any]:
+        """The selection's raw values for the sources, or a started future of them."""
+        kind = selection.kind
+        if kind is Kind.ATTRIBUTE:
+            name = selection.attribute
+            return [getattr(source, name) for source in sources]
+        if kind is Kind.TYPENAME:
+            return [selection.parent_type.name] * len(sources)
+        if not sources:
+            return []
+        if kind is Kind.LOADED:
+            return self.loaded(selection, sources)
+        return self.resolved(selection, sources)
+
+    def loaded(self, selection: Selection, sources: list[Any]) -> Awaitable[Any]:
+        info = Info(_raw_info=self.info(selection), _field=selection.strawberry_field)
+        for permission in selection.permissions:
+            if permission.has_permission(None, info) is not True:  # an awaitable too
+                raise Fallback
+        assert selection.loaded is not None
+        loader = getattr(self.context.loaders, selection.loaded.loader)
+        key = selection.loaded.key
+        return loader.load_many([getattr(source, key) for source in sources])
+
+    def resolved(self, selection: Selection, sources: list[Any]) -> list[Any] | Awaitable[Any]:
+        """The field's resolver for each object, called as the stock executor calls it."""
+        executor, field_def = self.executor, selection.field_def
+        assert field_def is not None
+        node = selection.details[0].node
+        arguments = (
+            get_argument_values(
+                field_def, node, executor.variable_values, None, executor.hide_suggestions
+            )
+            if field_def.args or node.arguments
+            else {}
+        )
+        resolve = field_def.resolve or executor.field_resolver
+        info = self.info(selection)
+        results = [resolve(source, info, **arguments) for source in sources]
+        if any(isinstance(result, Awaitable) for result in results):
+            return asyncio.ensure_future(_settled([_value(result) for result in results]))
+        return results
+
+    def info(self, selection: Selection) -> GraphQLResolveInfo:
+        """Resolve info for the level; its path is the field's key alone (nothing in
+        Portico reads paths, and errors are the stock executor's to report)."""
+        assert selection.field_def is not None
+        return self.executor.build_resolve_info(
+            selection.field_def,
+            [d.node for d in selection.details],
+            selection.parent_type,
+            Path(None, selection.key, selection.parent_type.name),
+        )
+
+    def complete(
+        self, completion: Completion, values: list[Any]
+    ) -> list[Any] | Awaitable[list[Any]]:
+        if type(completion) is Leaf:
+            return _leaves(completion, values)
+        if type(completion) is Listed:
+            return self.lists(completion, values)
+        assert isinstance(completion, Shape)
+        return self.shapes(completion, values)
+
+    def lists(self, completion: Listed, values: list[Any]) -> list[Any] | Awaitable[list[Any]]:
+        flat: list[Any] = []
+        sizes: list[int] = []
+        for value in values:
+            if value is None or value is Undefined:
+                if not completion.nullable:
+                    raise Fallback
+                sizes.append(-1)
+                continue
+            if isinstance(value, (str, bytes, Mapping, Exception)) or not hasattr(
+                value, "__iter__"
+            ):
+                raise Fallback
+            before = len(flat)
+            flat.extend(value)
+            sizes.append(len(flat) - before)
+        items = self.complete(completion.item, flat)
+        if isinstance(items, Awaitable):
+            return _regrouped_later(items, sizes)
+        return _regrouped(items, sizes)
+
+    async def shapes(self, shape: Shape, values: list[Any]) -> list[Any]:
+        present = []
+        for value in values:
+            if value is None or value is Undefined:
+                if not shape.nullable:
+                    raise Fallback
+                continue
+            if shape.is_type_of is not None and shape.is_type_of(value, None) is not True:
+                raise Fallback
+            present.append(value)
+        answers = iter(await self.objects(shape, present))
+        return [None if v is None or v is Undefined else next(answers) for v in values]
+
+
+def _leaves(leaf: Leaf, values: list[Any]) -> list[Any]:
+    coerce, out = leaf.coerce, []
+    for value in values:
+        if value is None or value is Undefined:
+            if not leaf.nullable:
+                raise Fallback
+            out.append(None)
+            continue
+        if isinstance(value, Exception):
+            raise Fallback
+        coerced = coerce(value)
+        if coerced is None or coerced is Undefined:
+            raise Fallback
+        out.append(coerced)
+    return out
+
+
+def _regrouped(items: list[Any], sizes: list[int]) -> list[Any]:
+    out: list[Any] = []
+    at = 0
+    for size in sizes:
+        if size < 0:
+            out.append(None)
+        else:
+            out.append(items[at : at + size])
+            at += size
+    return out
+
+
+async def _regrouped_later(items: Awaitable[list[Any]], sizes: list[int]) -> list[Any]:
+    return _regrouped(await items, sizes)
+
+
+async def _value(value: Any) -> Any:
+    return await value if isinstance(value, Awaitable) else value
+
+
+async def _settled_quietly(started: list[Any]) -> None:
+    """Lets loads already started finish before a Fallback (no task left running, no
+    failure left unretrieved)."""
+    waiting = [value for value in started if isinstance(value, Awaitable)]
+    if waiting:
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def _settled(awaitables: list[Awaitable[Any]]) -> list[Any]:
+    """Every awaitable's result once all have finished (none is left running on a
+    failure); any failure is a Fallback."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            raise Fallback from result
+    return results
