@@ -39,12 +39,13 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.relay import Node
 from strawberry.types.field import StrawberryField
 
 from schema.loaded import LOADED_BY, LoadedBy
 from schema.permissions import ViewerPermission
 
-STRAWBERRY_FIELD = "strawberry-definition"  # where strawberry keeps a field's definition
+STRAWBERRY_FIELD = "strawberry-definition"  # where strawberry keeps a type's or field's definition
 
 
 class Unsupported(Exception):
@@ -55,6 +56,7 @@ class Kind(Enum):
     TYPENAME = "typename"  # the object type's name
     ATTRIBUTE = "attribute"  # a plain attribute of the object (strawberry's basic field)
     LOADED = "loaded"  # one DataLoader's answer per object: load_many for the level
+    NODE_ID = "node_id"  # a Relay node's global id, from its id attribute
     RESOLVED = "resolved"  # the field's own resolver, called per object as stock does
 
 
@@ -93,6 +95,7 @@ class Selection:
     loaded: LoadedBy | None = None  # LOADED: which loader, keyed by which attribute
     permissions: tuple[BasePermission, ...] = ()  # LOADED: checked once per level
     strawberry_field: StrawberryField | None = None
+    node_class: type | None = None  # NODE_ID: the only class its objects may have
 
 
 def compile_query(executor: Executor) -> Shape:
@@ -149,9 +152,23 @@ def _selection(
     field = field_def.extensions.get(STRAWBERRY_FIELD)
     if not isinstance(field, StrawberryField):
         return Selection(key, Kind.RESOLVED, parent, field_def, details, completion)
-    if getattr(field_def.resolve, "_is_default", False) and field.default_resolver is getattr:
+    # Strawberry's own test for a field that is only its attribute: no resolver, and no
+    # extension (a permission among them) wrapping the read.
+    if field.is_basic_field and field.default_resolver is getattr:
         return Selection(
             key, Kind.ATTRIBUTE, parent, field_def, details, completion, field.python_name
+        )
+    node_class = _plain_node_class(parent, field)
+    if node_class is not None:
+        return Selection(
+            key,
+            Kind.NODE_ID,
+            parent,
+            field_def,
+            details,
+            completion,
+            node_class.resolve_id_attr(),
+            node_class=node_class,
         )
     loaded = field.metadata.get(LOADED_BY)
     permissions = _viewer_permissions(field)
@@ -168,6 +185,25 @@ def _selection(
             strawberry_field=field,
         )
     return Selection(key, Kind.RESOLVED, parent, field_def, details, completion)
+
+
+def _plain_node_class(parent: GraphQLObjectType, field: StrawberryField) -> type[Node] | None:
+    """The parent's class when `field` is strawberry's Relay `id` and the class keeps the
+    stock way of naming itself and its id (GlobalID of the type's name and the id attribute)."""
+    resolver = field.base_resolver
+    if resolver is None or field.extensions or field.arguments:
+        return None
+    if getattr(resolver.wrapped_func, "__func__", None) is not Node._id.__func__:  # type: ignore[attr-defined]
+        return None
+    definition = parent.extensions.get(STRAWBERRY_FIELD)
+    origin = getattr(definition, "origin", None)
+    if not (isinstance(origin, type) and issubclass(origin, Node)):
+        return None
+    plain = (
+        origin.resolve_id.__func__ is Node.resolve_id.__func__  # type: ignore[attr-defined]
+        and origin.resolve_typename.__func__ is Node.resolve_typename.__func__  # type: ignore[attr-defined]
+    )
+    return origin if plain else None
 
 
 def _viewer_permissions(field: StrawberryField) -> tuple[BasePermission, ...] | None:
