@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, OperationDefinitionNode
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -107,6 +108,15 @@ class PorticoGraphQL(GraphQL):
             settings.redis_url, settings.persisted_queries_cache_bytes
         )
         self.allow_list = allow_list_for(settings)
+
+    def encode_json(self, data: object) -> str:
+        """Strawberry's compact JSON, by orjson: many times faster on a page of answers.
+        Text, as WebSocket clients expect text frames; non-ASCII characters are written as
+        themselves, not as \\u escapes."""
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:  # what orjson refuses (an integer over 64 bits): the stock encoder
+            return str(super().encode_json(data))
 
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | WebSocket
