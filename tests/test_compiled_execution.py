@@ -12,8 +12,10 @@ Every other test's documents are checked too, by tests/conftest.py's shadow chec
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,10 @@ class Bench:
     schema: GraphQLSchema
     world: World
     mismatches: list[str] = field(default_factory=list)
+    # Answers equal but for the order of their errors: the stock executor lists errors as
+    # its concurrent resolvers fail, so two stock runs of one document differ so too (seen
+    # on PostgreSQL with errors under several root fields); the order carries no meaning.
+    error_order_only: int = 0
 
     async def post(self, api: Api, query: str, variables: dict[str, Any]) -> httpx.Response:
         headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
@@ -81,8 +87,8 @@ class Bench:
     async def both(
         self, viewer: str, query: str, variables: dict[str, Any] | None = None
     ) -> Answer:
-        """The document's answer, asserting stock and compiled gave the same bytes (or, with
-        `collect`, noting the difference)."""
+        """The document's answer, stock first, then compiled; a difference in status or
+        bytes is noted in `mismatches` (`same` fails on it at once)."""
         api = {**self.world.viewers(), "other": self.world.other_owner}[viewer]
         variables = variables or {}
         self.plans.enabled = False
@@ -91,7 +97,11 @@ class Bench:
         before = self.plans.stats()
         ours = await self.post(api, query, variables)
         after = self.plans.stats()
-        if (ours.status_code, ours.content) != (stock.status_code, stock.content):
+        if (ours.status_code, ours.content) == (stock.status_code, stock.content):
+            pass
+        elif ours.status_code == stock.status_code and _in_another_order(stock, ours):
+            self.error_order_only += 1
+        else:
             self.mismatches.append(
                 f"viewer {viewer}\nquery {query}\nvariables {json.dumps(variables)}\n"
                 f"stock    {stock.status_code} {stock.text}\ncompiled {ours.status_code} {ours.text}"
@@ -111,6 +121,14 @@ class Bench:
             self.mismatches
         )
         return answer
+
+
+def _in_another_order(stock: httpx.Response, ours: httpx.Response) -> bool:
+    """The same data and the same errors, listed in another order."""
+    a, b = stock.json(), ours.json()
+    if a.get("data") != b.get("data") or set(a) != set(b) or len(a.get("errors", ())) < 2:
+        return False
+    return sorted(map(json.dumps, a["errors"])) == sorted(map(json.dumps, b["errors"]))
 
 
 def plans_of(app: Starlette) -> tuple[Plans, GraphQLSchema]:
@@ -150,6 +168,20 @@ def generated(schema: GraphQLSchema, roots: list[str], world: World, count: int)
     return list(found.values())
 
 
+# What the rewritten documents must hold, each in a good share of them.
+FEATURES: dict[str, Callable[[str], bool]] = {
+    "variables": lambda q: "$" in q,
+    "named fragments": lambda q: "\nfragment " in q,
+    "inline fragments": lambda q: re.search(r"\.\.\. (on \w+ )?\{", q) is not None,
+    "aliases": lambda q: re.search(r"\b(\w+)_\d+: \1\b", q) is not None,
+    "aliased fields with arguments": lambda q: re.search(r"\b(\w+)_\d+: \1\(", q) is not None,
+    "@include": lambda q: "@include(if: $" in q,
+    "@skip": lambda q: "@skip(if: $" in q,
+    "__typename": lambda q: "__typename" in q,
+    "abstract parts (node, viewer)": lambda q: re.search(r"\b(node|viewer)\b[({]", q) is not None,
+}
+
+
 def codes(body: dict[str, Any]) -> list[str]:
     return [e.get("extensions", {}).get("code", "") for e in body.get("errors", [])]
 
@@ -165,6 +197,8 @@ async def test_generated_queries_answer_as_the_stock_executor(bench: Bench) -> N
         for group, count in GENERATED.items()
         for doc in generated(bench.schema, roots[group], bench.world, count)
     ]
+    for feature, present in FEATURES.items():
+        assert sum(present(doc.query) for doc in docs) >= len(docs) // 10, feature
     errors_seen: dict[tuple[str, str], int] = {}
     tally = {"runs": 0, "clean": 0, "compiled": 0, "clean_compiled": 0, "fell_back": 0}
     for doc in docs:
@@ -178,6 +212,7 @@ async def test_generated_queries_answer_as_the_stock_executor(bench: Bench) -> N
             tally["fell_back"] += answer.fell_back
             for code in set(codes(answer.body)):
                 errors_seen[(viewer, code)] = errors_seen.get((viewer, code), 0) + 1
+    tally["error_order_only"] = bench.error_order_only
     print(f"\ngenerated documents: {len(docs)}; {tally}; errors {errors_seen}")
     assert not bench.mismatches, f"{len(bench.mismatches)} differ:\n" + "\n\n".join(
         bench.mismatches[:20]
@@ -319,9 +354,9 @@ async def test_nullable_fields_that_are_null(bench: Bench) -> None:
     assert client.compiled
 
 
-# KNOWN COMPILED-PATH BUG (reported to the lead, /tmp/team/compiled_bugs.md): Firm.copyAddress
-# is a plain attribute with a staff-only permission; the planner reads it as an attribute and
-# never runs the permission, so a client reads the firm's copy address. Fails until fixed.
+# Found by the generated documents: Firm.copyAddress is a plain attribute with a staff-only
+# permission, and the planner once read it as a bare attribute, so a client read the firm's
+# copy address.
 @pytest.mark.parametrize("viewer", ["client", "owner", "limited", "anonymous"])
 async def test_a_staff_only_attribute_is_refused_to_a_client(bench: Bench, viewer: str) -> None:
     answer = await bench.same(viewer, "{ firm { name copyAddress } }")
@@ -338,6 +373,12 @@ async def test_a_staff_only_attribute_is_refused_to_a_client(bench: Bench, viewe
     [
         ("limited", "{ accounts(first: 2) { totalCount } inbox(first: 2) { totalCount } }"),
         ("limited", "{ mailboxes { address } accounts(first: 1) { edges { node { name } } } }"),
+        (
+            "limited",
+            "{ accounts(first: 2) { edges { node { name messages(first: 1) { totalCount } } } } }",
+        ),
+        ("owner", "{ firm { name } currentAccount { name } }"),
+        ("owner", "{ accounts(first: 2) { totalCount } portalAccounts { name } }"),
         ("client", "{ currentAccount { name contacts { id } } }"),
         ("client", "{ portalAccounts { name emails { login } } }"),
         ("anonymous", "{ accounts(first: 2) { totalCount } }"),
@@ -347,18 +388,20 @@ async def test_a_staff_only_attribute_is_refused_to_a_client(bench: Bench, viewe
 async def test_an_error_inside_a_planned_query(bench: Bench, viewer: str, query: str) -> None:
     answer = await bench.same(viewer, query)
     assert answer.body.get("errors"), answer.body
-    assert not answer.compiled
-    assert answer.fell_back or answer.stock
+    # Planned, met the error, answered by the stock executor.
+    assert answer.fell_back and not answer.compiled
 
 
-async def test_a_bad_cursor_gives_the_same_errors(bench: Bench) -> None:
-    for after in ("not-a-cursor", "", bench.world.cursors[0]):
-        answer = await bench.same(
-            "owner",
-            "query($a: String) { accounts(first: 2, after: $a) { totalCount edges { cursor } } }",
-            {"a": after},
-        )
-        assert ("errors" in answer.body) is (after != bench.world.cursors[0]), answer.body
+async def test_a_bad_argument_gives_the_same_errors(bench: Bench) -> None:
+    query = """query($a: String, $n: Int) { accounts(first: $n, after: $a) {
+      totalCount edges { cursor node { name } } } }"""
+    good = bench.world.cursors[0]
+    cases = [("not-a-cursor", 2), ("", 2), (good, -1), (None, 10_000), (good, 2), (None, 2)]
+    for after, first in cases:
+        answer = await bench.same("owner", query, {"a": after, "n": first})
+        refused = (after, first) not in ((good, 2), (None, 2))
+        assert bool(codes(answer.body)) is refused, (after, first, answer.body)
+        assert answer.compiled is not refused, (after, first)
 
 
 @pytest.mark.parametrize(
@@ -394,3 +437,57 @@ async def test_tenancy_the_other_firm_sees_its_own(bench: Bench) -> None:
     assert answer.body["data"]["account"] is None
     addresses = json.dumps(answer.body["data"]["accounts"])
     assert "globex" in addresses and "acme" not in addresses
+
+
+async def test_each_operation_of_a_document_has_its_own_plan(bench: Bench) -> None:
+    document = """query Names { accounts(first: 3) { edges { node { name } } } }
+    query People { contacts(first: 3) { edges { node { firstName lastName } } } }"""
+    answers = {}
+    for _ in range(2):
+        for name in ("Names", "People"):
+            api = bench.world.owner
+            headers = {"Authorization": f"Bearer {api.token}"}
+            body = {"query": document, "operationName": name}
+            bench.plans.enabled = False
+            stock = await bench.http.post("/graphql", json=body, headers=headers)
+            bench.plans.enabled = True
+            before = bench.plans.stats()
+            ours = await bench.http.post("/graphql", json=body, headers=headers)
+            assert bench.plans.stats().compiled == before.compiled + 1
+            assert ours.content == stock.content
+            answers.setdefault(name, ours.content)
+            assert answers[name] == ours.content
+    assert answers["Names"] != answers["People"]
+
+
+async def test_a_query_over_get_answers_as_stock(bench: Bench) -> None:
+    headers = {"Authorization": f"Bearer {bench.world.owner.token}"}
+    params = {
+        "query": "query($n: Int) { accounts(first: $n) { edges { node { name contacts { id } } } } }",
+        "variables": json.dumps({"n": 2}),
+    }
+    bench.plans.enabled = False
+    stock = await bench.http.get("/graphql", params=params, headers=headers)
+    bench.plans.enabled = True
+    before = bench.plans.stats()
+    ours = await bench.http.get("/graphql", params=params, headers=headers)
+    assert bench.plans.stats().compiled == before.compiled + 1
+    assert (ours.status_code, ours.content) == (stock.status_code, stock.content)
+    assert "errors" not in ours.json()
+
+
+async def test_one_plan_serves_concurrent_requests_of_every_viewer(bench: Bench) -> None:
+    """The plan is shared; what one request meets (its viewer, its loaders, its errors) must
+    not leak into another running at the same time."""
+    query = """{ accounts(first: 5, includeArchived: true) { edges { node {
+      name contacts { firstName emailAddresses { address } } emails { login } } } } }"""
+    viewers = list(bench.world.viewers().items())
+    bench.plans.enabled = False
+    expected = {name: (await bench.post(api, query, {})).content for name, api in viewers}
+    bench.plans.enabled = True
+    await bench.post(bench.world.owner, query, {})  # planned
+    rounds = [pair for _ in range(5) for pair in viewers]
+    answers = await asyncio.gather(*(bench.post(api, query, {}) for _, api in rounds))
+    for (name, _), answer in zip(rounds, answers, strict=True):
+        assert answer.content == expected[name], name
+    assert bench.plans.stats().compiled >= 6  # the owner's, at least
