@@ -1,18 +1,28 @@
 """Seeded data and viewers for the compiled path's differential test
 (tests/test_compiled_execution.py): two firms made through the API, with accounts, contacts,
-several addresses each, LOGIN/NOTIFY/EMAIL SYNC toggled on some, invitations, documents, an
-archived account; an owner, a staff member with no rights, a signed-in client, anonymous."""
+several addresses each, LOGIN/NOTIFY/EMAIL SYNC toggled on some, invitations, a copy
+address, an archived account; documents and synced mail as rows. The viewers: an owner, a
+staff member with no rights, a signed-in client, anonymous, and the second firm's owner."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from models import Document, PortalAccess, PortalUser
+from models import (
+    Attachment,
+    Document,
+    Mailbox,
+    Message,
+    MessageAccount,
+    PortalAccess,
+    PortalUser,
+)
 from services.shared import sessions
 from tests.support.api import Api, Firm, add_staff, api_for, make_firm
 from tests.support.crm_ops import new_account, new_contact
@@ -43,6 +53,7 @@ class World:
             "limited": self.limited,
             "client": self.client,
             "anonymous": self.anonymous,
+            "other": self.other_owner,
         }
 
 
@@ -96,6 +107,7 @@ async def seed_firm(firm: Firm, slug: str) -> dict[str, Any]:
             size=1000 + n,
             sha256=f"{n:064x}",
         )
+    await seed_mail(firm.owner.firm_id, slug, [pk_of(alpha["id"]), pk_of(bakery["id"])])
     await api.ok(ARCHIVE, {"id": gone["id"]})
     await api.ok(FIRM_SETTINGS, {"copy": f"copies@{slug}.example"})
     return {
@@ -103,6 +115,57 @@ async def seed_firm(firm: Firm, slug: str) -> dict[str, Any]:
         "contacts": [ann, bob, cy],
         "toggles": toggles,
     }
+
+
+async def seed_mail(firm_id: int, slug: str, accounts: list[int]) -> None:
+    """Synced mail as rows (syncing has its own tests): a mailbox, messages in and out linked
+    to one account or two, attachments kept and skipped, an HTML-only body, a tie in time."""
+    mailbox = await Mailbox.create(
+        firm_id=firm_id,
+        address=f"office@{slug}.example",
+        address_normalized=f"office@{slug}.example",
+        imap_host="imap.invalid",
+        imap_port=993,
+        smtp_host="smtp.invalid",
+        smtp_port=465,
+        username=f"office@{slug}.example",
+        password_encrypted="not-used",
+        last_error="login refused" if slug == "acme" else None,
+    )
+    when = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    for n in range(5):
+        message_id = f"<{slug}-{n}@client.example>"
+        key = hashlib.sha256(message_id.encode()).hexdigest()
+        message = await Message.create(
+            firm_id=firm_id,
+            message_id=message_id,
+            message_key=key,
+            thread_key=key if n != 3 else hashlib.sha256(b"<thread>").hexdigest(),
+            subject=f"Message {n}",
+            from_address=f"ann-{slug}@lee.example" if n % 2 == 0 else f"office@{slug}.example",
+            to_addresses=[f"office@{slug}.example"],
+            cc_addresses=[f"bob-{slug}@lee.example"] if n == 1 else [],
+            sent_at=when + timedelta(minutes=min(n, 3)),  # messages 3 and 4 at one moment
+            text_body=None if n == 2 else f"Hello {n}",
+            html_body="<p>Hi <b>there</b><script>x()</script></p>" if n == 2 else None,
+            direction="INBOUND" if n % 2 == 0 else "OUTBOUND",
+            mailbox=mailbox,
+        )
+        for account in accounts[: 1 + n % 2]:
+            await MessageAccount.create(
+                firm_id=firm_id, message=message, account_id=account, sent_at=message.sent_at
+            )
+        for position in range(n % 3):
+            await Attachment.create(
+                firm_id=firm_id,
+                message=message,
+                position=position,
+                filename=f"scan-{n}-{position}.pdf",
+                content_type="application/pdf",
+                size=100 * (n + 1),
+                sha256=None if position else f"{n:064x}",
+                skipped_reason="too large" if position else None,
+            )
 
 
 async def all_ids(firm_id: int) -> list[str]:
@@ -120,6 +183,8 @@ async def all_ids(firm_id: int) -> list[str]:
         "Invitation": "invitation",
         "Document": "document",
         "StaffMember": "staff_member",
+        "Message": "message",
+        "Mailbox": "mailbox",
     }
     for type_name, table in tables.items():
         rows = await conn.execute_query_dict(
