@@ -23,17 +23,23 @@ from models import (
     EmailAddress,
     HistoryImport,
     Invitation,
+    MessageAccount,
     PortalAccess,
 )
-from schema.enums import NotificationCategory
+from schema.enums import InvitationStatus, NotificationCategory
+from schema.messages import Attachment as AttachmentNode
+from schema.types import Account as AccountNode
 from schema.types import AccountEmail as AccountEmailNode
 from schema.types import Contact as ContactNode
+from schema.types import Document as DocumentNode
 from schema.types import EmailAddress as EmailAddressNode
+from schema.types import Invitation as InvitationNode
 from schema.types import NotificationPreferences
 from services.mail import attachments, history, message_pages
 from services.outbound import outbox
 from services.portal import access
-from services.shared import lists, paging
+from services.portal.invitations import Status
+from services.shared import lists, paging, tokens
 from services.shared.emails import DEFAULT_LABEL
 from services.shared.scope import FirmScope
 
@@ -149,10 +155,17 @@ class Loaders:
             grouped[row.account_id].append(row)
         return [grouped[key] for key in keys]
 
-    async def _latest_invitation(self, keys: Sequence[int]) -> list[Invitation | None]:
-        rows = await self.scope.query(Invitation).filter(account_email_id__in=keys).order_by("id")
-        latest = {row.account_email_id: row for row in rows}  # later rows win
-        return [latest.get(key) for key in keys]
+    async def _latest_invitation(self, keys: Sequence[int]) -> list[InvitationNode | None]:
+        # Rows, not model instances: only the columns the type shows (and revoked_at).
+        rows = (
+            await self.scope.query(Invitation)
+            .filter(account_email_id__in=keys)
+            .order_by("id")
+            .values_list("account_email_id", *_INVITATION_COLUMNS)
+        )
+        at = _now()
+        latest = {row[0]: row for row in rows}  # later rows win
+        return [_invitation_node(latest[key][1:], at) if key in latest else None for key in keys]
 
     async def _accesses_by_account(
         self, keys: Sequence[int]
@@ -172,13 +185,47 @@ class Loaders:
             grouped[row.account_id].append(row)
         return [grouped[key] for key in keys]
 
-    async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[Account]]:
-        found = await message_pages.accounts_by_message(self.scope, keys)
-        return [found[key] for key in keys]
+    async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[AccountNode]]:
+        """Each message's accounts by id (as message_pages.accounts_by_message), as rows."""
+        links = (
+            await self.scope.query(MessageAccount)
+            .filter(message_id__in=list(keys))
+            .order_by("account_id")
+            .values_list("message_id", *(f"account__{c}" for c in _ACCOUNT_COLUMNS))
+        )
+        nodes: dict[int, AccountNode] = {}
+        grouped: dict[int, list[AccountNode]] = defaultdict(list)
+        for message_id, *account in links:
+            node = nodes.get(account[0])
+            if node is None:
+                node = nodes[account[0]] = _account_node(account)
+            grouped[message_id].append(node)
+        return [grouped[key] for key in keys]
 
-    async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[Attachment]]:
-        found = await attachments.by_message(self.scope, keys)
-        return [found[key] for key in keys]
+    async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[AttachmentNode]]:
+        """Each message's files in the order they came (as attachments.by_message), as rows."""
+        rows = (
+            await self.scope.query(Attachment)
+            .filter(message_id__in=list(keys))
+            .order_by("message_id", "position")
+            .values_list(
+                "id", "message_id", "filename", "content_type", "size", "skipped_reason", "sha256"
+            )
+        )
+        grouped: dict[int, list[AttachmentNode]] = defaultdict(list)
+        for pk, message_id, filename, content_type, size, skipped, sha256 in rows:
+            grouped[message_id].append(
+                AttachmentNode(
+                    filename=filename,
+                    content_type=content_type,
+                    size=size,
+                    skipped_reason=skipped,
+                    row_id=pk,
+                    message_id=message_id,
+                    sha256=sha256,
+                )
+            )
+        return [grouped[key] for key in keys]
 
     async def _history_latest(self, keys: Sequence[tuple[int, int]]) -> list[list[HistoryImport]]:
         """Keys (mailbox id, first): one query per distinct `first`."""
@@ -217,15 +264,43 @@ class Loaders:
 
     async def _documents_page(
         self, keys: Sequence[tuple[int, paging.Position | None, int]]
-    ) -> list[tuple[int, list[Document]]]:
-        """Keys are (account id, position, size): newest first, up to size + 1 rows each;
-        one statement per distinct (position, size)."""
-        found: dict[tuple[int, paging.Position | None, int], tuple[int, list[Document]]] = {}
+    ) -> list[RowsPage]:
+        """Keys are (account id, position, size): newest first, up to size + 1 documents
+        each, with their positions; one ranked statement per distinct (position, size), then
+        one for the rows of all pages (as paging.pages_by_account), read as rows."""
+        found: dict[tuple[int, paging.Position | None, int], paging.Page] = {}
         for after, size in {(k[1], k[2]) for k in keys}:
             accounts = [k[0] for k in keys if (k[1], k[2]) == (after, size)]
-            pages = await paging.pages_by_account(self.scope, Document, accounts, after, size)
+            pages = await paging.keyset_pages(self.scope, _DOCUMENTS, accounts, after, size)
             found.update({(a, after, size): pages[a] for a in accounts})
-        return [found[key] for key in keys]
+        wanted = {pk for _, rows in found.values() for pk, _ in rows}
+        nodes = await self._document_nodes(wanted) if wanted else {}
+        # The position is the row's own (created_at, id), as newest_page took it from models.
+        return [
+            (
+                found[key][0],
+                [(nodes[pk], (nodes[pk].created_at, pk)) for pk, _ in found[key][1] if pk in nodes],
+            )
+            for key in keys
+        ]
+
+    async def _document_nodes(self, pks: set[int]) -> dict[int, DocumentNode]:
+        rows = (
+            await self.scope.query(Document)
+            .filter(id__in=list(pks))
+            .values_list("id", "filename", "content_type", "size", "sha256", "created_at")
+        )
+        return {
+            pk: DocumentNode(
+                id=pk,
+                filename=filename,
+                content_type=content_type,
+                size=size,
+                sha256=sha256,
+                created_at=created_at,
+            )
+            for pk, filename, content_type, size, sha256, created_at in rows
+        }
 
     async def _audit_page(self, keys: Sequence[PageKey]) -> list[RowsPage]:
         async def load(pks: set[int]) -> Mapping[int, AuditEntry]:
@@ -288,6 +363,47 @@ def _link_person_order(link: tuple[int, int, str, str]) -> tuple[str, str, int]:
 def _address_order(row: tuple[int, int, str, str]) -> tuple[bool, int]:
     """An address row (id, contact id, address, label): the default field first."""
     return (row[3] != DEFAULT_LABEL, row[0])
+
+
+# Account.documents' list: as paging.pages_by_account lists the document table.
+_DOCUMENTS = paging.newest_first(Document._meta.db_table)
+
+# What Account shows (Account.from_model), in _account_node's order.
+_ACCOUNT_COLUMNS = ("id", "name", "type", "auto_save_attachments", "archived_at")
+
+
+def _account_node(row: Sequence[Any]) -> AccountNode:
+    pk, name, type_, auto_save, archived_at = row
+    return AccountNode(
+        id=pk, name=name, type=type_, auto_save_attachments=auto_save, archived_at=archived_at
+    )
+
+
+# What Invitation shows, with revoked_at for its status; _invitation_node's order.
+_INVITATION_COLUMNS = (
+    "id",
+    "email",
+    "sent_at",
+    "expires_at",
+    "accepted_at",
+    "revoked_at",
+    "account_id",
+)
+
+
+def _invitation_node(row: Sequence[Any], at: datetime) -> InvitationNode:
+    pk, email, sent_at, expires_at, accepted_at, revoked_at, account_id = row
+    # invitations.status_of on the row's times: a used link is an accepted invitation.
+    status = tokens.link_status(accepted_at, revoked_at, expires_at, at)
+    return InvitationNode(
+        id=pk,
+        email=email,
+        status=InvitationStatus(Status.ACCEPTED if status == tokens.USED else status),
+        sent_at=sent_at,
+        expires_at=expires_at,
+        accepted_at=accepted_at,
+        account_id=account_id,
+    )
 
 
 # What AccountEmail shows, with its address; _account_email_node reads them in this order.

@@ -113,13 +113,11 @@ class Message(ScopedNode):
 
     @strawberry.field(description="The accounts whose Email tab shows this message.")
     async def accounts(self, info: Info) -> list[Account]:
-        rows = await info.context.loaders.accounts_by_message.load(self.id)
-        return [Account.from_model(row) for row in rows]
+        return await info.context.loaders.accounts_by_message.load(self.id)
 
     @strawberry.field(description="The files attached to the message, in the order they came.")
     async def attachments(self, info: Info) -> list[Attachment]:
-        rows = await info.context.loaders.attachments_by_message.load(self.id)
-        return [Attachment.from_model(row) for row in rows]
+        return await info.context.loaders.attachments_by_message.load(self.id)
 
 
 @strawberry.type(description="What a reply did.")

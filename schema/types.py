@@ -42,7 +42,6 @@ from schema.pagination import (
     FIRST,
     INVITATIONS,
     Connection,
-    newest_page,
     page_of,
     size_of,
 )
@@ -286,7 +285,7 @@ class Account(ScopedNode):
         size = size_of(first, info.context.settings.max_page_size)
         key = (self.id, DOCUMENTS.position(after), size)
         page = await info.context.loaders.documents_page.load(key)
-        return newest_page(page, size, after, Document.from_model, DOCUMENTS)
+        return page_of(page, size, after, lambda node: node, DOCUMENTS)  # loaded as nodes
 
     @strawberry.field(
         description="The account's Email tab (staff only).", permission_classes=inbox_users
@@ -455,8 +454,7 @@ class AccountEmail(ScopedNode):
 
     @strawberry.field(description="The newest invitation for this address in this account.")
     async def latest_invitation(self, info: Info) -> Invitation | None:
-        row = await info.context.loaders.latest_invitation.load(self.id)
-        return Invitation.from_model(row) if row else None
+        return await info.context.loaders.latest_invitation.load(self.id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -1,5 +1,6 @@
 """The read path answers exactly what the data says: nested queries over accounts, contacts,
-addresses, toggles, invitations, documents and deliveries, as staff and as a client, compared
+addresses, toggles, invitations, documents and deliveries, as staff and as a client, and
+the inbox's messages with their accounts and attachments, compared
 with answers built here from plain SQL and the product rules, on data with ties, nulls, an
 archived account and another firm's look-alike rows. The loaders read rows rather than
 model instances for speed (issue 13); this is the proof that nothing else changed."""
@@ -16,8 +17,11 @@ from tortoise import Tortoise
 from models import (
     Account,
     AccountEmail,
+    Attachment,
     Document,
     Invitation,
+    Message,
+    MessageAccount,
     OutboundEmail,
     PortalAccess,
     PortalUser,
@@ -503,3 +507,155 @@ async def test_same_contact_under_two_accounts_is_the_same_answer(acme):
             seen.setdefault(contact["id"], []).append(contact)
     shared = [answers for answers in seen.values() if len(answers) > 1]
     assert shared and all(a == answers[0] for answers in shared for a in answers)
+
+
+INBOX = """
+query($after: String) { inbox(first: 3, after: $after) {
+  totalCount pageInfo { hasNextPage endCursor }
+  edges { node {
+    id subject from to cc sentAt direction
+    accounts { id name type autoSaveAttachments archivedAt }
+    attachments { id filename contentType size skippedReason }
+  } }
+} }
+"""
+
+DOCUMENT_PAGES = """
+query($id: ID!, $after: String) { account(id: $id) {
+  documents(first: 2, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } edges { node { id createdAt } }
+  }
+} }
+"""
+
+
+async def seed_mail(firm_id: int, slug: str, account_pks: list[int]) -> None:
+    """Messages with ties in time, one in two accounts (one of them archived), files kept
+    and skipped, and one message in no account (not in the inbox)."""
+    same_moment = NOW - timedelta(hours=1)
+    for n in range(5):
+        message = await Message.create(
+            firm_id=firm_id,
+            message_id=f"<{slug}-{n}@mail.test>",
+            message_key=f"{slug}{n}".ljust(64, "0"),
+            thread_key=f"{slug}-thread",
+            subject=f"Subject {n}",
+            from_address=f"from{n}@{slug}.example",
+            to_addresses=[f"to{n}@{slug}.example"],
+            cc_addresses=[f"cc@{slug}.example"] if n % 2 else [],
+            sent_at=same_moment if n < 3 else NOW - timedelta(minutes=n),
+            direction="OUTBOUND" if n == 4 else "INBOUND",
+        )
+        linked = [] if n == 3 else account_pks[: 2 if n == 0 else 1]
+        for account_pk in reversed(linked):
+            await MessageAccount.create(
+                firm_id=firm_id,
+                message_id=message.pk,
+                account_id=account_pk,
+                sent_at=message.sent_at,
+            )
+        for position in reversed(range(n % 3)):  # stored out of order: position decides
+            await Attachment.create(
+                firm_id=firm_id,
+                message_id=message.pk,
+                position=position,
+                filename=f"{slug}-{n}-{position}.pdf",
+                content_type="application/pdf",
+                size=100 * n + position,
+                sha256=None if position else f"{n:064x}",
+                skipped_reason="too large" if position else None,
+            )
+
+
+async def expected_inbox(firm_id: int) -> list[dict[str, Any]]:
+    """Every inbox node, newest first (sent_at, then id), from plain SQL."""
+    messages = await rows(
+        f"SELECT * FROM message WHERE firm_id = {firm_id} AND id IN "
+        f"(SELECT message_id FROM message_account WHERE firm_id = {firm_id})"
+    )
+    messages.sort(key=lambda m: (iso(m["sent_at"]), m["id"]), reverse=True)
+    links = await rows(
+        "SELECT l.message_id, a.* FROM message_account l JOIN account a ON a.id = l.account_id "
+        f"WHERE l.firm_id = {firm_id} ORDER BY l.account_id"
+    )
+    files = await rows(f"SELECT * FROM attachment WHERE firm_id = {firm_id} ORDER BY position")
+
+    def node(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": gid("Message", m["id"]),
+            "subject": m["subject"],
+            "from": m["from_address"],
+            "to": as_list(m["to_addresses"]),
+            "cc": as_list(m["cc_addresses"]),
+            "sentAt": iso(m["sent_at"]),
+            "direction": m["direction"],
+            "accounts": [
+                {
+                    "id": gid("Account", a["id"]),
+                    "name": a["name"],
+                    "type": a["type"],
+                    "autoSaveAttachments": bool(a["auto_save_attachments"]),
+                    "archivedAt": iso(a["archived_at"]),
+                }
+                for a in links
+                if a["message_id"] == m["id"]
+            ],
+            "attachments": [
+                {
+                    "id": gid("Attachment", f["id"]),
+                    "filename": f["filename"],
+                    "contentType": f["content_type"],
+                    "size": f["size"],
+                    "skippedReason": f["skipped_reason"],
+                }
+                for f in files
+                if f["message_id"] == m["id"]
+            ],
+        }
+
+    return [node(m) for m in messages]
+
+
+async def test_inbox_reads_equal_plain_sql(acme, globex):
+    seeded = await seed(acme.owner.firm_id, "acme")
+    other = await seed(globex.owner.firm_id, "globex")
+    await seed_mail(acme.owner.firm_id, "acme", [seeded["alpha"].pk, seeded["gone"].pk])
+    await seed_mail(globex.owner.firm_id, "globex", [other["alpha"].pk])
+    for firm in (acme, globex):
+        expected = await expected_inbox(firm.owner.firm_id)
+        nodes, after = [], None
+        while True:  # every page, through the cursors
+            page = (await firm.api.data(INBOX, {"after": after}))["inbox"]
+            assert page["totalCount"] == len(expected)
+            nodes += [edge["node"] for edge in page["edges"]]
+            after = page["pageInfo"]["endCursor"]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+        assert nodes == expected
+    # The data has what the comparison is meant to cover.
+    first = await expected_inbox(acme.owner.firm_id)
+    assert len(first) == 4 and len(first[-1]["accounts"]) == 2  # the oldest: two accounts
+    assert any(a["archivedAt"] for n in first for a in n["accounts"])
+    assert {f["skippedReason"] for n in first for f in n["attachments"]} == {None, "too large"}
+
+
+async def test_document_pages_follow_plain_sql(acme, globex):
+    """Account.documents page by page, through its cursors (ties in time decided by id)."""
+    seeded = await seed(acme.owner.firm_id, "acme")
+    await seed(globex.owner.firm_id, "globex")
+    alpha = seeded["alpha"].pk
+    documents = await rows(f"SELECT id, created_at FROM document WHERE account_id = {alpha}")
+    documents.sort(key=lambda d: (iso(d["created_at"]), d["id"]), reverse=True)
+    expected = [
+        {"id": gid("Document", d["id"]), "createdAt": iso(d["created_at"])} for d in documents
+    ]
+    nodes, after = [], None
+    while True:
+        variables = {"id": gid("Account", alpha), "after": after}
+        page = (await acme.api.data(DOCUMENT_PAGES, variables))["account"]["documents"]
+        assert page["totalCount"] == len(expected)
+        nodes += [edge["node"] for edge in page["edges"]]
+        after = page["pageInfo"]["endCursor"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+    assert nodes == expected and len(nodes) == 3
