@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,10 @@ STAFF_ROOTS = [
     "mailboxes",
 ]
 CLIENT_ROOTS = ["firm", "portalAccounts", "currentAccount", "accountNotice", "account"]
-GENERATED = {"staff": 300, "client": 100, "any": 80}  # documents drawn per group of roots
+# Documents drawn per group of roots; PORTICO_COMPILED_SCALE=n draws n times as many, for a
+# deeper search by hand (`make test` keeps the default).
+SCALE = int(os.environ.get("PORTICO_COMPILED_SCALE", "1"))
+GENERATED = {"staff": 300 * SCALE, "client": 100 * SCALE, "any": 80 * SCALE}
 MIN_COMPILED_SHARE = 0.5  # of the error-free answers, at least this share ran compiled
 
 BENCH_NESTED = """{ accounts(first: 50) { edges { node {
@@ -78,10 +82,20 @@ class Bench:
     error_order_only: int = 0
 
     async def post(self, api: Api, query: str, variables: dict[str, Any]) -> httpx.Response:
+        """The response; an exception out of the app is a response of status 599 naming it,
+        so that it counts as a difference instead of ending the run."""
         headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
-        response = await self.http.post(
-            "/graphql", json={"query": query, "variables": variables}, headers=headers
-        )
+        try:
+            response = await self.http.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=headers
+            )
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this test is being cancelled
+            response = httpx.Response(599, text=f"the app raised {error!r}")
+        except Exception as error:
+            response = httpx.Response(599, text=f"the app raised {error!r}")
         self.http.cookies.clear()
         return response
 
@@ -108,7 +122,7 @@ class Bench:
                 f"stock    {stock.status_code} {stock.text}\ncompiled {ours.status_code} {ours.text}"
             )
         return Answer(
-            stock.json(),
+            stock.json() if stock.status_code != 599 else {"errors": [stock.text]},
             after.compiled > before.compiled,
             after.fell_back > before.fell_back,
             after.stock > before.stock,
@@ -461,6 +475,20 @@ async def test_the_portal_screens_reads(bench: Bench) -> None:
         await bench.same(viewer, INBOX)
         await bench.same(viewer, ACCOUNT_SCREEN, alpha)
         await bench.same(viewer, SEARCH, {"s": "lee"})
+
+
+# KNOWN BUG, IN THE STOCK EXECUTOR (reported to the lead): a field failing under `b` makes
+# graphql-core cancel b's sibling fields; b.contacts waits on the DataLoader future that
+# a.contacts shares (same key), so cancelling it cancels the shared future and a.contacts
+# raises CancelledError out of the whole request. The compiled path answers (its fallback
+# finds the loads done). Fails until the loaders stop handing out one shared future.
+@pytest.mark.parametrize("field", ["contacts { id }", "invitations { email }"])
+async def test_a_shared_loader_key_under_a_failing_sibling(bench: Bench, field: str) -> None:
+    query = f"""query($id: ID!) {{ a: account(id: $id) {{ {field} }}
+      b: account(id: $id) {{ {field} messages(first: 1) {{ totalCount }} }} }}"""
+    answer = await bench.same("limited", query, {"id": bench.world.named["alpha"]})
+    assert codes(answer.body) == ["FORBIDDEN"]
+    assert answer.body["data"]["b"] is None and answer.body["data"]["a"] is not None
 
 
 async def test_tenancy_the_other_firm_sees_its_own(bench: Bench) -> None:
