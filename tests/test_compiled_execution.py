@@ -55,6 +55,7 @@ CLIENT_ROOTS = ["firm", "portalAccounts", "currentAccount", "accountNotice", "ac
 # deeper search by hand (`make test` keeps the default).
 SCALE = int(os.environ.get("PORTICO_COMPILED_SCALE", "1"))
 GENERATED = {"staff": 300 * SCALE, "client": 100 * SCALE, "any": 80 * SCALE}
+STOCK_RERUNS = 8  # stock runs to find a compiled answer among, when the first differs
 MIN_COMPILED_SHARE = 0.5  # of the error-free answers, at least this share ran compiled
 
 BENCH_NESTED = """{ accounts(first: 50) { edges { node {
@@ -80,6 +81,33 @@ class Bench:
     # its concurrent resolvers fail, so two stock runs of one document differ so too (seen
     # on PostgreSQL with errors under several root fields); the order carries no meaning.
     error_order_only: int = 0
+    # Answers the stock executor itself gives on another run of the same request: with
+    # several failing fields, which errors are reported (and whether a non-null parent is
+    # nulled first) depends on which of its concurrent resolvers fails first.
+    stock_varies: int = 0
+
+    async def stock_also_gives(
+        self, api: Api, query: str, variables: dict[str, Any], ours: httpx.Response
+    ) -> bool:
+        """Whether the compiled answer is one the stock executor gives too: found among its
+        reruns, or, when its reruns disagree among themselves, the same data with errors
+        each of which some stock run reported."""
+        self.plans.enabled = False
+        try:
+            runs = [await self.post(api, query, variables) for _ in range(STOCK_RERUNS)]
+        finally:
+            self.plans.enabled = True
+        answers = {(r.status_code, r.content) for r in runs}
+        if (ours.status_code, ours.content) in answers:
+            return True
+        if len(answers) < 2 or any(r.status_code != ours.status_code for r in runs):
+            return False
+        mine = ours.json()
+        bodies = [r.json() for r in runs]
+        reported = {json.dumps(e, sort_keys=True) for b in bodies for e in b.get("errors", ())}
+        return all(b.get("data") == mine.get("data") for b in bodies) and all(
+            json.dumps(e, sort_keys=True) in reported for e in mine.get("errors", ())
+        )
 
     async def post(self, api: Api, query: str, variables: dict[str, Any]) -> httpx.Response:
         """The response; an exception out of the app is a response of status 599 naming it,
@@ -116,13 +144,15 @@ class Bench:
             pass
         elif ours.status_code == stock.status_code and _in_another_order(stock, ours):
             self.error_order_only += 1
+        elif await self.stock_also_gives(api, query, variables, ours):
+            self.stock_varies += 1
         else:
             self.mismatches.append(
                 f"viewer {viewer}\nquery {query}\nvariables {json.dumps(variables)}\n"
                 f"stock    {stock.status_code} {stock.text}\ncompiled {ours.status_code} {ours.text}"
             )
         return Answer(
-            stock.json() if stock.status_code != 599 else {"errors": [stock.text]},
+            stock.json() if stock.status_code != 599 else {"errors": [{"message": stock.text}]},
             after.compiled > before.compiled,
             after.fell_back > before.fell_back,
             after.stock > before.stock,
@@ -228,6 +258,7 @@ async def test_generated_queries_answer_as_the_stock_executor(bench: Bench) -> N
             for code in set(codes(answer.body)):
                 errors_seen[(viewer, code)] = errors_seen.get((viewer, code), 0) + 1
     tally["error_order_only"] = bench.error_order_only
+    tally["stock_varies"] = bench.stock_varies
     print(f"\ngenerated documents: {len(docs)}; {tally}; errors {errors_seen}")
     assert not bench.mismatches, f"{len(bench.mismatches)} differ:\n" + "\n\n".join(
         bench.mismatches[:20]
