@@ -129,7 +129,7 @@ class Member:
         "_closed",
         "_items",
         "_sending",
-        "_wakeup",
+        "_waiter",
         "dropped",
         "request",
         "settings",
@@ -143,8 +143,10 @@ class Member:
         self.request = request  # a shared execution's context needs the app
         self.settings = settings
         self.dropped = 0
-        self._items: deque[Outcome] = deque()
-        self._wakeup = asyncio.Event()
+        # Made only while something waits in them: most members never queue anything, and
+        # an empty deque or an asyncio.Event (a deque inside) costs about 700 bytes each.
+        self._items: deque[Outcome] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the task waiting in `next`
         self._sending: asyncio.Future[None] | None = None  # a write the socket held back
         self._closed = False
         self._busy = False  # its task holds an outcome it has not finished with
@@ -168,15 +170,23 @@ class Member:
         self.offer(outcome)
 
     def offer(self, outcome: Outcome) -> None:
-        if len(self._items) >= SUBSCRIBER_QUEUE:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        if len(items) >= SUBSCRIBER_QUEUE:
             self.dropped += 1  # too slow: misses this event, as a stock subscriber would
             return
-        self._items.append(outcome)
-        self._wakeup.set()
+        items.append(outcome)
+        self._wake()
 
     def close(self) -> None:
         self._closed = True
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def cancel_write(self) -> None:
         """Drops a write the socket held back: once the operation has ended nothing of it
@@ -192,10 +202,16 @@ class Member:
         while not self._items:
             if self._closed:
                 return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         self._busy = True
-        return self._items.popleft()
+        outcome = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return outcome
 
     async def flushed(self) -> None:
         """Returns once a write the socket held back is done (before the task writes)."""

@@ -337,7 +337,7 @@ async def test_an_event_that_waited_for_a_full_socket_checks_the_session_then(ac
         await fast.subscribe("1", SYNCED)
         await slow.subscribe("1", SYNCED)
         await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 2)
-        assert len(groups(live)) == 1
+        assert len(groups(live)) == 1  # one group: `fast` has each event once `slow` has
         stop_reading(slow)
         member = member_of(live, slow_token)
         names = await back_up(live, firm_id, family, fast, member)
@@ -361,11 +361,12 @@ async def test_a_held_back_write_is_dropped_when_the_operation_ends(acme, live):
     firm_id = acme.owner.firm_id
     family = await new_account(acme.api, "Miller Family")
     slow_token = await token_for(await add_staff(acme, "slow@acme.example", can_use_inbox=True))
-    async with socket(live.url, acme.api.token) as fast, slow_socket(live, slow_token) as slow:
-        # The same group: the owner's visibility, a filter on no account, both sockets.
+    fast_token = await token_for(await add_staff(acme, "fast@acme.example", can_use_inbox=True))
+    async with socket(live.url, fast_token) as fast, slow_socket(live, slow_token) as slow:
         await fast.subscribe("1", SYNCED)
         await slow.subscribe("1", SYNCED)
         await eventually(lambda: sum(len(g.members) for g in groups(live).values()) == 2)
+        assert len(groups(live)) == 1  # one group: `fast` has each event once `slow` has
         member = member_of(live, slow_token)
         stop_reading(slow)
         names = await back_up(live, firm_id, family, fast, member)
