@@ -42,7 +42,7 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.relay import Node
 from strawberry.types.field import StrawberryField
 
-from schema.loaded import LOADED_BY, LoadedBy
+from schema.batched import BATCH, Batch
 from schema.permissions import ViewerPermission
 
 STRAWBERRY_FIELD = "strawberry-definition"  # where strawberry keeps a type's or field's definition
@@ -55,7 +55,7 @@ class Unsupported(Exception):
 class Kind(Enum):
     TYPENAME = "typename"  # the object type's name
     ATTRIBUTE = "attribute"  # a plain attribute of the object (strawberry's basic field)
-    LOADED = "loaded"  # one DataLoader's answer per object: load_many for the level
+    BATCHED = "batched"  # a batched field (schema/batched.py): one call for the level
     NODE_ID = "node_id"  # a Relay node's global id, from its id attribute
     RESOLVED = "resolved"  # the field's own resolver, called per object as stock does
 
@@ -92,8 +92,8 @@ class Selection:
     details: FieldDetailsList  # the field's nodes, for arguments and resolve info
     completion: Completion | None  # None only for __typename
     attribute: str = ""  # ATTRIBUTE: the object's attribute
-    loaded: LoadedBy | None = None  # LOADED: which loader, keyed by which attribute
-    permissions: tuple[BasePermission, ...] = ()  # LOADED: checked once per level
+    batch: Batch | None = None  # BATCHED: the values for a level's objects
+    permissions: tuple[BasePermission, ...] = ()  # BATCHED: checked once per level
     strawberry_field: StrawberryField | None = None
     node_class: type | None = None  # NODE_ID: the only class its objects may have
 
@@ -170,17 +170,17 @@ def _selection(
             node_class.resolve_id_attr(),
             node_class=node_class,
         )
-    loaded = field.metadata.get(LOADED_BY)
+    batch = field.metadata.get(BATCH)
     permissions = _viewer_permissions(field)
-    if isinstance(loaded, LoadedBy) and not field_def.args and permissions is not None:
+    if batch is not None and not field_def.args and permissions is not None:
         return Selection(
             key,
-            Kind.LOADED,
+            Kind.BATCHED,
             parent,
             field_def,
             details,
             completion,
-            loaded=loaded,
+            batch=batch,
             permissions=permissions,
             strawberry_field=field,
         )

@@ -75,19 +75,20 @@ class _Run:
             return _global_ids(selection, sources)
         if not sources:
             return []
-        if kind is Kind.LOADED:
-            return self.loaded(selection, sources)
+        if kind is Kind.BATCHED:
+            return self.batched(selection, sources)
         return self.resolved(selection, sources)
 
-    def loaded(self, selection: Selection, sources: list[Any]) -> Awaitable[Any]:
+    def batched(self, selection: Selection, sources: list[Any]) -> Awaitable[Any]:
+        """The field's values for every source from one call, its permissions (decided by
+        the viewer alone) checked once."""
         info = Info(_raw_info=self.info(selection), _field=selection.strawberry_field)
         for permission in selection.permissions:
             if permission.has_permission(None, info) is not True:  # an awaitable too
                 raise Fallback
-        assert selection.loaded is not None
-        loader = getattr(self.context.loaders, selection.loaded.loader)
-        key = selection.loaded.key
-        return loader.load_many([getattr(source, key) for source in sources])
+        assert selection.batch is not None
+        # Started now (a coroutine would wait until awaited), so siblings share batches.
+        return asyncio.ensure_future(selection.batch(self.context, sources))
 
     def resolved(self, selection: Selection, sources: list[Any]) -> list[Any] | Awaitable[Any]:
         """The field's resolver for each object, called as the stock executor calls it."""

@@ -5,8 +5,9 @@ Each loader answers many keys with one query through the viewer's FirmScope.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,11 +17,9 @@ from tortoise.models import Model
 from models import (
     Account,
     AccountContact,
-    AccountEmail,
     Attachment,
     AuditEntry,
     Document,
-    EmailAddress,
     HistoryImport,
     Invitation,
     MessageAccount,
@@ -39,7 +38,7 @@ from services.mail import attachments, history, message_pages
 from services.outbound import outbox
 from services.portal import access
 from services.portal.invitations import Status
-from services.shared import lists, paging, tokens
+from services.shared import lists, paging, sql, tokens
 from services.shared.emails import DEFAULT_LABEL
 from services.shared.scope import FirmScope
 
@@ -52,31 +51,45 @@ PageKey = tuple[int, paging.Position | None, int, str | None]
 RowsPage = tuple[int, list[tuple[Any, paging.Position]]]
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Loader(DataLoader[K, V]):
+    """A DataLoader whose every caller awaits a future of its own. The stock executor
+    cancels the pending siblings of a field that failed; a cancelled caller must not cancel
+    the result other fields share for the same key (a CancelledError would then end the
+    whole operation instead of one field's error)."""
+
+    def load(self, key: K) -> Awaitable[V]:
+        return asyncio.shield(super().load(key))
+
+
 class Loaders:
     def __init__(self, scope: FirmScope) -> None:
         self.scope = scope
         self._by_id: dict[type[Model], DataLoader[int, Model | None]] = {}
-        self.contacts_by_account = DataLoader(self._contacts_by_account)
-        self.accounts_by_contact = DataLoader(self._accounts_by_contact)
-        self.emails_by_contact = DataLoader(self._emails_by_contact)
-        self.account_emails_by_account = DataLoader(self._account_emails_by_account)
-        self.activated = DataLoader(self._activated)
-        self.invitations_by_account = DataLoader(self._invitations_by_account)
-        self.latest_invitation = DataLoader(self._latest_invitation)
-        self.accesses_by_account = DataLoader(self._accesses_by_account)
-        self.audit_by_account = DataLoader(self._audit_by_account)
-        self.deliveries_page = DataLoader(self._deliveries_page)
-        self.deliveries_page_without_replies = DataLoader(self._deliveries_page_without_replies)
-        self.documents_page = DataLoader(self._documents_page)
-        self.accounts_by_message = DataLoader(self._accounts_by_message)
-        self.attachments_by_message = DataLoader(self._attachments_by_message)
-        self.documents_by_attachment = DataLoader(self._documents_by_attachment)
-        self.messages_page = DataLoader(self._messages_page)
-        self.history_latest = DataLoader(self._history_latest)
-        self.history_unfinished = DataLoader(self._history_unfinished)
-        self.audit_page = DataLoader(self._audit_page)
-        self.invitations_page = DataLoader(self._invitations_page)
-        self.accounts_page_by_contact = DataLoader(self._accounts_page_by_contact)
+        self.contacts_by_account = Loader(self._contacts_by_account)
+        self.accounts_by_contact = Loader(self._accounts_by_contact)
+        self.emails_by_contact = Loader(self._emails_by_contact)
+        self.account_emails_by_account = Loader(self._account_emails_by_account)
+        self.activated = Loader(self._activated)
+        self.invitations_by_account = Loader(self._invitations_by_account)
+        self.latest_invitation = Loader(self._latest_invitation)
+        self.accesses_by_account = Loader(self._accesses_by_account)
+        self.audit_by_account = Loader(self._audit_by_account)
+        self.deliveries_page = Loader(self._deliveries_page)
+        self.deliveries_page_without_replies = Loader(self._deliveries_page_without_replies)
+        self.documents_page = Loader(self._documents_page)
+        self.accounts_by_message = Loader(self._accounts_by_message)
+        self.attachments_by_message = Loader(self._attachments_by_message)
+        self.documents_by_attachment = Loader(self._documents_by_attachment)
+        self.messages_page = Loader(self._messages_page)
+        self.history_latest = Loader(self._history_latest)
+        self.history_unfinished = Loader(self._history_unfinished)
+        self.audit_page = Loader(self._audit_page)
+        self.invitations_page = Loader(self._invitations_page)
+        self.accounts_page_by_contact = Loader(self._accounts_page_by_contact)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -86,15 +99,19 @@ class Loaders:
                 rows = await self.scope.by_ids(model, keys)
                 return [rows.get(key) for key in keys]
 
-            self._by_id[model] = DataLoader(load)
+            self._by_id[model] = Loader(load)
         return self._by_id[model]  # type: ignore[return-value]
 
     async def _contacts_by_account(self, keys: Sequence[int]) -> list[list[ContactNode]]:
-        # Rows, not model instances: only the columns the type shows.
-        links = (
-            await self.scope.query(AccountContact)
-            .filter(account_id__in=keys, contact__firm_id=self.scope.firm_id)
-            .values_list("account_id", "contact_id", "contact__first_name", "contact__last_name")
+        # Rows, not model instances: only the columns the type shows, by hand-written SQL
+        # (services/shared/sql.py) as this is a page's hottest read.
+        firm = self.scope.firm_id
+        links = await sql.select(
+            "SELECT ac.account_id, ac.contact_id, c.first_name, c.last_name"
+            " FROM account_contact ac JOIN contact c ON c.id = ac.contact_id"
+            f" WHERE ac.firm_id = ? AND ac.account_id IN ({sql.marks(len(keys))})"
+            " AND c.firm_id = ?",
+            [firm, *keys, firm],
         )
         nodes: dict[int, ContactNode] = {}
         grouped: dict[int, list[ContactNode]] = defaultdict(list)
@@ -119,10 +136,10 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _emails_by_contact(self, keys: Sequence[int]) -> list[list[EmailAddressNode]]:
-        rows = (
-            await self.scope.query(EmailAddress)
-            .filter(contact_id__in=keys)
-            .values_list("id", "contact_id", "address", "label")
+        rows = await sql.select(
+            "SELECT id, contact_id, address, label FROM email_address"
+            f" WHERE firm_id = ? AND contact_id IN ({sql.marks(len(keys))})",
+            [self.scope.firm_id, *keys],
         )
         grouped: dict[int, list[EmailAddressNode]] = defaultdict(list)
         # The default field ("Email") first, then the custom ones in the order added.
@@ -133,11 +150,12 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _account_emails_by_account(self, keys: Sequence[int]) -> list[list[AccountEmailNode]]:
-        rows = (
-            await self.scope.query(AccountEmail)
-            .filter(account_id__in=keys)
-            .order_by("email_address__contact_id", "email_address_id")
-            .values_list(*_ACCOUNT_EMAIL_COLUMNS)
+        rows = await sql.select(
+            f"SELECT {_ACCOUNT_EMAIL_COLUMNS} FROM account_email ae"
+            " JOIN email_address e ON e.id = ae.email_address_id"
+            f" WHERE ae.firm_id = ? AND ae.account_id IN ({sql.marks(len(keys))})"
+            " ORDER BY e.contact_id, ae.email_address_id",
+            [self.scope.firm_id, *keys],
         )
         grouped: dict[int, list[AccountEmailNode]] = defaultdict(list)
         for row in rows:
@@ -408,18 +426,8 @@ def _invitation_node(row: Sequence[Any], at: datetime) -> InvitationNode:
 
 # What AccountEmail shows, with its address; _account_email_node reads them in this order.
 _ACCOUNT_EMAIL_COLUMNS = (
-    "id",
-    "account_id",
-    "login",
-    "notify",
-    "email_sync",
-    "notify_all",
-    "notify_categories",
-    "email_address_id",
-    "email_address__address",
-    "email_address__label",
-    "email_address__contact_id",
-    "email_address__address_normalized",
+    "ae.id, ae.account_id, ae.login, ae.notify, ae.email_sync, ae.notify_all,"
+    " ae.notify_categories, e.id, e.address, e.label, e.contact_id, e.address_normalized"
 )
 
 
@@ -428,14 +436,15 @@ def _account_email_node(row: tuple[Any, ...]) -> AccountEmailNode:
     (address_id, address, label, contact_id, normalized) = row[7:]
     return AccountEmailNode(
         id=pk,
-        login=login,
-        notify=notify,
-        email_sync=email_sync,
+        login=bool(login),
+        notify=bool(notify),
+        email_sync=bool(email_sync),
         email_address=EmailAddressNode(
             id=address_id, address=address, label=label, contact_id=contact_id
         ),
         notification_preferences=NotificationPreferences(
-            all=notify_all, enabled=[NotificationCategory(c) for c in categories]
+            all=bool(notify_all),
+            enabled=[NotificationCategory(c) for c in sql.json_list(categories)],
         ),
         account_id=account_id,
         address_normalized=normalized,

@@ -13,6 +13,7 @@ from strawberry.types import Info
 from models import HistoryImport as HistoryImportModel
 from models import Mailbox as MailboxModel
 from schema import ids
+from schema.batched import loaded_field
 from schema.enums import HistoryImportStatus, MailboxSyncStatus
 from schema.errors import UserError
 from schema.pagination import check_page_size
@@ -97,9 +98,9 @@ class Mailbox(ScopedNode):
         rows = await info.context.loaders.history_latest.load((self.id, first))
         return [HistoryImport.from_model(row) for row in rows]
 
-    @strawberry.field(description="History imports waiting or running on this mailbox.")
-    async def history_pending(self, info: Info) -> int:
-        return await info.context.loaders.history_unfinished.load(self.id)
+    history_pending: int = loaded_field(
+        "history_unfinished", description="History imports waiting or running on this mailbox."
+    )
 
     @classmethod
     def from_model(cls, row: MailboxModel) -> Mailbox:

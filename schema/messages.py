@@ -13,6 +13,7 @@ from strawberry.types import Info
 from models import Attachment as AttachmentModel
 from models import Message as MessageModel
 from schema import ids
+from schema.batched import loaded_field
 from schema.enums import MessageDirection
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
@@ -111,13 +112,13 @@ class Message(ScopedNode):
     def html_body(self) -> str | None:
         return parse.sanitize_html(self.raw_html) if self.raw_html else None
 
-    @strawberry.field(description="The accounts whose Email tab shows this message.")
-    async def accounts(self, info: Info) -> list[Account]:
-        return await info.context.loaders.accounts_by_message.load(self.id)
-
-    @strawberry.field(description="The files attached to the message, in the order they came.")
-    async def attachments(self, info: Info) -> list[Attachment]:
-        return await info.context.loaders.attachments_by_message.load(self.id)
+    accounts: list[Account] = loaded_field(
+        "accounts_by_message", description="The accounts whose Email tab shows this message."
+    )
+    attachments: list[Attachment] = loaded_field(
+        "attachments_by_message",
+        description="The files attached to the message, in the order they came.",
+    )
 
 
 @strawberry.type(description="What a reply did.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
@@ -24,6 +24,7 @@ from models import PortalAccess as PortalAccessModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
 from schema import ids
+from schema.batched import batched_field, loaded_field
 from schema.enums import (
     AccountType,
     AuditAction,
@@ -33,7 +34,6 @@ from schema.enums import (
     PortalStatus,
     StaffRole,
 )
-from schema.loaded import loaded_by
 from schema.pagination import (
     AFTER,
     AUDIT_ENTRIES,
@@ -213,21 +213,16 @@ class Account(ScopedNode):
         rows = {row.pk: row for row in await AccountModel.filter(pk__in=allowed & set(wanted))}
         return [cls.from_model(rows[i]) if i in rows else None for i in wanted]
 
-    @strawberry.field(
+    contacts: list[Contact] = loaded_field(
+        "contacts_by_account",
         description="The contacts linked to this account.",
         permission_classes=staff,
-        metadata=loaded_by("contacts_by_account"),
     )
-    async def contacts(self, info: Info) -> list[Contact]:
-        return await info.context.loaders.contacts_by_account.load(self.id)
-
-    @strawberry.field(
+    emails: list[AccountEmail] = loaded_field(
+        "account_emails_by_account",
         description="Every address of every linked contact, with this account's toggles.",
         permission_classes=staff,
-        metadata=loaded_by("account_emails_by_account"),
     )
-    async def emails(self, info: Info) -> list[AccountEmail]:
-        return await info.context.loaders.account_emails_by_account.load(self.id)
 
     @strawberry.field(
         description="Portal users who still have access but whose address is on no linked "
@@ -357,12 +352,9 @@ class Contact(ScopedNode):
         """From a dict of COLUMNS (a page read as rows, not models)."""
         return cls(id=row["id"], first_name=row["first_name"], last_name=row["last_name"])
 
-    @strawberry.field(
-        description="The contact's addresses, the default field first.",
-        metadata=loaded_by("emails_by_contact"),
+    email_addresses: list[EmailAddress] = loaded_field(
+        "emails_by_contact", description="The contact's addresses, the default field first."
     )
-    async def email_addresses(self, info: Info) -> list[EmailAddress]:
-        return await info.context.loaders.emails_by_contact.load(self.id)
 
     @strawberry.field(
         description="The accounts this contact is linked to.",
@@ -407,6 +399,20 @@ class EmailAddress(ScopedNode):
         return Contact.from_model(row)
 
 
+async def portal_statuses(context: Any, emails: Sequence[AccountEmail]) -> list[PortalStatus]:
+    """Each address's portal status: activation is looked up only where LOGIN is on."""
+    asked = [(e.account_id, e.address_normalized) for e in emails if e.login]
+    activated = dict(zip(asked, await context.loaders.activated.load_many(asked), strict=True))
+    return [
+        PortalStatus(
+            access.portal_status(
+                e.login, e.login and activated[(e.account_id, e.address_normalized)]
+            )
+        )
+        for e in emails
+    ]
+
+
 @strawberry.type(
     description="One email address as it stands in one account, with that account's three toggles."
 )
@@ -445,16 +451,15 @@ class AccountEmail(ScopedNode):
             address_normalized=row.email_address.address_normalized,
         )
 
-    @strawberry.field(description="NO_ACCESS, PENDING_ACTIVATION until accepted, or ACTIVE.")
-    async def portal_status(self, info: Info) -> PortalStatus:
-        activated = self.login and await info.context.loaders.activated.load(
-            (self.account_id, self.address_normalized)
-        )
-        return PortalStatus(access.portal_status(self.login, activated))
+    portal_status: PortalStatus = batched_field(
+        portal_statuses,
+        description="NO_ACCESS, PENDING_ACTIVATION until accepted, or ACTIVE.",
+    )
 
-    @strawberry.field(description="The newest invitation for this address in this account.")
-    async def latest_invitation(self, info: Info) -> Invitation | None:
-        return await info.context.loaders.latest_invitation.load(self.id)
+    latest_invitation: Invitation | None = loaded_field(
+        "latest_invitation",
+        description="The newest invitation for this address in this account.",
+    )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

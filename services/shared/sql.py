@@ -1,0 +1,35 @@
+"""Hand-written SELECTs for the hottest reads (a page's nested lists), on Tortoise's
+connection: building a query through the ORM costs several times the statement itself.
+
+Statements mark parameters with `?`; PostgreSQL gets them numbered ($1, $2, ...). Rows
+come back as the driver gives them (indexable by position): SQLite gives 0/1 for booleans
+and text for JSON, so callers convert with `bool` and `json_list`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tortoise import Tortoise
+
+
+async def select(sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of one SELECT whose parameters are marked `?`."""
+    conn = Tortoise.get_connection("default")
+    if conn.capabilities.dialect == "postgres":
+        parts = sql.split("?")
+        sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+    _, rows = await conn.execute_query(sql, list(params))
+    return list(rows)
+
+
+def marks(count: int) -> str:
+    """`count` parameter marks for an IN list."""
+    return ", ".join("?" * count)
+
+
+def json_list(value: Any) -> list[Any]:
+    """A JSON column holding a list: text on SQLite (and PostgreSQL without a codec)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else list(value)
