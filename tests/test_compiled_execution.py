@@ -508,11 +508,11 @@ async def test_the_portal_screens_reads(bench: Bench) -> None:
         await bench.same(viewer, SEARCH, {"s": "lee"})
 
 
-# KNOWN BUG, IN THE STOCK EXECUTOR (reported to the lead): a field failing under `b` makes
-# graphql-core cancel b's sibling fields; b.contacts waits on the DataLoader future that
-# a.contacts shares (same key), so cancelling it cancels the shared future and a.contacts
-# raises CancelledError out of the whole request. The compiled path answers (its fallback
-# finds the loads done). Fails until the loaders stop handing out one shared future.
+# Found by a deeper generated run (PORTICO_COMPILED_SCALE=6), in the stock executor: a field
+# failing under `b` makes graphql-core cancel b's sibling fields; b.contacts waited on the
+# DataLoader future a.contacts shares (same key), so cancelling it cancelled the shared
+# future and a.contacts raised CancelledError out of the whole request (resolvers/loaders.py
+# now shields the shared future).
 @pytest.mark.parametrize("field", ["contacts { id }", "invitations { email }"])
 async def test_a_shared_loader_key_under_a_failing_sibling(bench: Bench, field: str) -> None:
     query = f"""query($id: ID!) {{ a: account(id: $id) {{ {field} }}
