@@ -2,9 +2,9 @@
 behind `if TYPE_CHECKING:`), points down the layers, and no modules import each other in a
 circle outside schema/.
 
-Layers, lowest first: models < services < schema < resolvers < portico (portico.settings
-may be read by all). Inside services/, packages import along one order: shared < outbound
-< mail < portal < crm < firm < loops.
+Layers, lowest first: models < services < schema < compiled < resolvers < portico
+(portico.settings may be read by all). Inside services/, packages import along one order:
+shared < outbound < mail < portal < crm < firm < loops.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("models", "services", "schema", "resolvers", "portico")
+LAYERS = ("models", "services", "schema", "compiled", "resolvers", "portico")
 SERVICE_PACKAGES = ("shared", "outbound", "mail", "portal", "crm", "firm", "loops")
 READ_BY_ALL = ("portico.settings",)
 CYCLES_ALLOWED_IN = ("schema",)  # strawberry types refer to each other by design
