@@ -6,8 +6,8 @@ Each document is posted twice per viewer, once with `plans.enabled` off (stock) 
 generated over the running schema by hypothesis-graphql and rewritten with variables,
 fragments, aliases and @include/@skip (tests/support/query_variants.py), plus named edge
 cases. The data: two firms seeded through the API (tests/support/compiled_world.py). The
-viewers: a firm owner, a staff member with no rights, a signed-in client, anonymous, and
-the second firm's owner.
+viewers: a firm owner, a staff member with no rights, one with the inbox right only, a
+signed-in client, anonymous, and the second firm's owner.
 Every other test's documents are checked too, by tests/conftest.py's shadow check.
 """
 
@@ -349,6 +349,23 @@ async def test_a_documents_include_skip_variants_are_planned_once_each(
             assert answer.body == answers[(a, n)]
     assert len(compiles) == 2  # one plan for a=true, one for a=false, each kept
     assert answers[(True, 1)] != answers[(False, 1)]
+
+
+async def test_more_include_skip_variants_than_are_kept(bench: Bench) -> None:
+    """Past the variants kept per operation, each further one is planned anew, and answers
+    the same."""
+    names = ["name", "type", "archivedAt", "autoSaveAttachments", "id"]
+    fields = " ".join(f"{n} @include(if: $f{i})" for i, n in enumerate(names))
+    declared = ", ".join(f"$f{i}: Boolean!" for i in range(len(names)))
+    query = f"query({declared}) {{ accounts(first: 2) {{ edges {{ node {{ {fields} }} }} }} }}"
+    assert 2 ** len(names) > compiled_executor.MAX_VARIANTS
+    for round_ in range(2):
+        for bits in range(2 ** len(names)):
+            variables = {f"f{i}": bool(bits >> i & 1) for i in range(len(names))}
+            answer = await bench.same("owner", query, variables)
+            assert answer.compiled, (round_, bits)
+            node = answer.body["data"]["accounts"]["edges"][0]["node"]
+            assert list(node) == [n for i, n in enumerate(names) if bits >> i & 1]
 
 
 async def test_the_plan_cache_is_bounded(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:

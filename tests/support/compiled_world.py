@@ -2,7 +2,8 @@
 (tests/test_compiled_execution.py): two firms made through the API, with accounts, contacts,
 several addresses each, LOGIN/NOTIFY/EMAIL SYNC toggled on some, invitations, a copy
 address, an archived account; documents and synced mail as rows. The viewers: an owner, a
-staff member with no rights, a signed-in client, anonymous, and the second firm's owner."""
+staff member with no rights, one with the inbox right only, a signed-in client, anonymous,
+and the second firm's owner."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ CURSORS = "{ accounts(first: 3, includeArchived: true) { edges { cursor } } cont
 class World:
     owner: Api
     limited: Api  # staff with no rights: no inbox, no managing accounts
+    inbox_user: Api  # staff with the inbox right only
     client: Api  # a portal user signed in to one of her accounts
     anonymous: Api
     other_owner: Api  # the second firm's owner
@@ -51,6 +53,7 @@ class World:
         return {
             "owner": self.owner,
             "limited": self.limited,
+            "inbox": self.inbox_user,
             "client": self.client,
             "anonymous": self.anonymous,
             "other": self.other_owner,
@@ -201,6 +204,7 @@ async def build_world(http: httpx.AsyncClient) -> World:
     await seed_firm(globex, "globex")
     limited = await add_staff(acme, "limited@acme.example")
     assert not limited.uses_inbox and not limited.manages_accounts
+    reader = await add_staff(acme, "reader@acme.example", can_use_inbox=True)
     alpha, bakery, _, gone = (pk_of(a["id"]) for a in mine["accounts"])
     user = await PortalUser.create(
         firm_id=acme.owner.firm_id,
@@ -215,6 +219,7 @@ async def build_world(http: httpx.AsyncClient) -> World:
     world = World(
         owner=acme.api,
         limited=await api_for(http, limited),
+        inbox_user=await api_for(http, reader),
         client=Api(http, token),
         anonymous=Api(http),
         other_owner=globex.api,
