@@ -19,13 +19,16 @@ from models import (
     AccountContact,
     Attachment,
     AuditEntry,
+    DeliveryStatus,
     Document,
     HistoryImport,
     Invitation,
     MessageAccount,
     PortalAccess,
 )
-from schema.enums import InvitationStatus, NotificationCategory
+from schema.delivery import Delivery as DeliveryNode
+from schema.delivery import delivery_category
+from schema.enums import DeliveryKind, InvitationStatus, NotificationCategory
 from schema.messages import Attachment as AttachmentNode
 from schema.types import Account as AccountNode
 from schema.types import AccountEmail as AccountEmailNode
@@ -49,6 +52,9 @@ M = TypeVar("M", bound=Model)
 # the position with their positions, up to size + 1 (one more: whether more follow).
 PageKey = tuple[int, paging.Position | None, int, str | None]
 RowsPage = tuple[int, list[tuple[Any, paging.Position]]]
+# A newest-first page of an account's list: (account id, position or None, size), answered
+# with the total and up to size + 1 (node, position) pairs.
+NewestKey = tuple[int, paging.Position | None, int]
 
 
 K = TypeVar("K")
@@ -273,30 +279,36 @@ class Loaders:
         found = await attachments.documents_by_attachment(self.scope, keys)
         return [found[key[0]] for key in keys]
 
-    async def _deliveries_page(
-        self, keys: Sequence[outbox.DeliveryPageKey]
-    ) -> list[outbox.DeliveryPage]:
-        return await outbox.delivery_pages(self.scope, keys, with_replies=True)
+    async def _deliveries_page(self, keys: Sequence[NewestKey]) -> list[RowsPage]:
+        return await self._newest_pages(
+            keys, outbox.delivery_listing(with_replies=True), self._delivery_nodes
+        )
 
-    async def _deliveries_page_without_replies(
-        self, keys: Sequence[outbox.DeliveryPageKey]
-    ) -> list[outbox.DeliveryPage]:
+    async def _deliveries_page_without_replies(self, keys: Sequence[NewestKey]) -> list[RowsPage]:
         """For staff without the inbox right: replies from Inbox+ left out."""
-        return await outbox.delivery_pages(self.scope, keys, with_replies=False)
+        return await self._newest_pages(
+            keys, outbox.delivery_listing(with_replies=False), self._delivery_nodes
+        )
 
-    async def _documents_page(
-        self, keys: Sequence[tuple[int, paging.Position | None, int]]
+    async def _documents_page(self, keys: Sequence[NewestKey]) -> list[RowsPage]:
+        return await self._newest_pages(keys, _DOCUMENTS, self._document_nodes)
+
+    async def _newest_pages(
+        self,
+        keys: Sequence[NewestKey],
+        listing: paging.Listing,
+        load: Callable[[set[int]], Awaitable[Mapping[int, Any]]],
     ) -> list[RowsPage]:
-        """Keys are (account id, position, size): newest first, up to size + 1 documents
-        each, with their positions; one ranked statement per distinct (position, size), then
-        one for the rows of all pages (as paging.pages_by_account), read as rows."""
-        found: dict[tuple[int, paging.Position | None, int], paging.Page] = {}
+        """Keys are (account id, position, size): newest first, up to size + 1 nodes each,
+        with their positions; one ranked statement per distinct (position, size), then one
+        for the rows of all pages (as paging.pages_by_account), read as nodes by `load`."""
+        found: dict[NewestKey, paging.Page] = {}
         for after, size in {(k[1], k[2]) for k in keys}:
             accounts = [k[0] for k in keys if (k[1], k[2]) == (after, size)]
-            pages = await paging.keyset_pages(self.scope, _DOCUMENTS, accounts, after, size)
+            pages = await paging.keyset_pages(self.scope, listing, accounts, after, size)
             found.update({(a, after, size): pages[a] for a in accounts})
         wanted = {pk for _, rows in found.values() for pk, _ in rows}
-        nodes = await self._document_nodes(wanted) if wanted else {}
+        nodes = await load(wanted) if wanted else {}
         # The position is the row's own (created_at, id), as newest_page took it from models.
         return [
             (
@@ -305,6 +317,16 @@ class Loaders:
             )
             for key in keys
         ]
+
+    async def _delivery_nodes(self, pks: set[int]) -> dict[int, DeliveryNode]:
+        # Hand-written SQL (services/shared/sql.py): every account screen shows deliveries.
+        rows = await sql.select(
+            "SELECT id, to_address, subject, category, kind, status, attempts, last_error,"
+            " created_at, sent_at FROM outbound_email"
+            f" WHERE firm_id = ? AND id IN ({sql.marks(len(pks))})",
+            [self.scope.firm_id, *pks],
+        )
+        return {row[0]: _delivery_node(row) for row in rows}
 
     async def _document_nodes(self, pks: set[int]) -> dict[int, DocumentNode]:
         rows = (
@@ -385,6 +407,32 @@ def _link_person_order(link: tuple[int, int, str, str]) -> tuple[str, str, int]:
 def _address_order(row: tuple[int, int, str, str]) -> tuple[bool, int]:
     """An address row (id, contact id, address, label): the default field first."""
     return (row[3] != DEFAULT_LABEL, row[0])
+
+
+def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
+    """An outbound_email row (_delivery_nodes' columns) as Delivery.from_model shows it."""
+    pk, to, subject, category, kind, status, attempts, last_error, created_at, sent_at = row
+    return DeliveryNode(
+        id=pk,
+        to=to,
+        subject=subject,
+        category=delivery_category(category),
+        kind=DeliveryKind(kind),
+        status=DeliveryStatus(status),
+        attempts=attempts,
+        last_error=last_error,
+        created_at=_utc(created_at),
+        sent_at=None if sent_at is None else _utc(sent_at),
+    )
+
+
+def _utc(value: Any) -> datetime:
+    """A stored time as Tortoise gives it (use_tz, UTC): SQLite keeps ISO text, PostgreSQL
+    gives an aware datetime; both come out aware in UTC, with the same ISO text."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 # Account.documents' list: as paging.pages_by_account lists the document table.

@@ -18,14 +18,15 @@ from strawberry.types import Info
 
 from models import OutboundEmail
 from schema.enums import DeliveryKind, DeliveryStatus, NotificationCategory
-from schema.pagination import DELIVERIES, Connection, newest_page, size_of
+from schema.pagination import DELIVERIES, Connection, page_of, size_of
 from schema.types import ScopedNode
 from services.outbound import outbox
+from services.shared import paging
 
 DEFAULT_PAGE = 20
 
 
-def _category(value: str | None) -> NotificationCategory | None:
+def delivery_category(value: str | None) -> NotificationCategory | None:
     """The stored category; null for system mail (and for a value this version lacks)."""
     try:
         return NotificationCategory(value) if value else None
@@ -60,7 +61,7 @@ class Delivery(ScopedNode):
             id=row.pk,
             to=row.to_address,
             subject=row.subject,
-            category=_category(row.category),
+            category=delivery_category(row.category),
             kind=DeliveryKind(row.kind),
             status=row.status,
             attempts=row.attempts,
@@ -89,15 +90,18 @@ async def account_deliveries(
     info: Info, account_id: int, first: int | None, after: str | None
 ) -> Connection[Delivery]:
     """The account's outgoing mail, newest first (for Account.deliveries); pages of many
-    accounts load together."""
+    accounts load together, as nodes with their positions (resolvers/loaders.py)."""
     size = size_of(first, info.context.settings.max_page_size, DEFAULT_PAGE)
-    # outbox.delivery_pages hands the position through to paging.pages_by_account.
     key = (account_id, DELIVERIES.position(after), size)
     page = await _pages(info).load(key)  # type: ignore[arg-type]
-    return newest_page(page, size, after, Delivery.from_model, DELIVERIES)
+    return page_of(page, size, after, lambda node: node, DELIVERIES)  # loaded as nodes
 
 
-def _pages(info: Info) -> DataLoader[outbox.DeliveryPageKey, outbox.DeliveryPage]:
+# The account's total and up to size + 1 deliveries with their positions.
+DeliveryPage = tuple[int, list[tuple[Delivery, paging.Position]]]
+
+
+def _pages(info: Info) -> DataLoader[outbox.DeliveryPageKey, DeliveryPage]:
     loaders = info.context.loaders
     if outbox.shows_replies(info.context.require_staff()):
         return loaders.deliveries_page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import strawberry
@@ -85,7 +85,7 @@ class Message(ScopedNode):
     raw_html: strawberry.Private[str | None]
 
     @classmethod
-    def from_model(cls, row: MessageModel) -> Message:
+    def from_model(cls, row: MessageModel | message_pages.MessageRow) -> Message:
         return cls(
             id=row.pk,
             subject=row.subject,
@@ -159,7 +159,10 @@ async def account_messages(
 
 
 def message_connection(
-    rows: list[MessageModel], total: int, more: bool, after: str | None
+    rows: Sequence[MessageModel | message_pages.MessageRow],
+    total: int,
+    more: bool,
+    after: str | None,
 ) -> Connection[Message]:
     """One keyset page of messages in the Relay shape."""
     edges = [Edge(node=Message.from_model(r), cursor=message_pages.encode_cursor(r)) for r in rows]

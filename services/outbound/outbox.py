@@ -287,26 +287,17 @@ def visible_to(staff: StaffMember, row: OutboundEmail) -> bool:
 
 # account id, the keyset position after which the page starts (None: from the newest), size
 DeliveryPageKey = tuple[int, paging.Position | None, int]
-DeliveryPage = tuple[int, list[OutboundEmail]]  # the account's total, up to size + 1 rows
 
 
-async def delivery_pages(
-    scope: FirmScope, keys: Sequence[DeliveryPageKey], *, with_replies: bool
-) -> list[DeliveryPage]:
-    """Account.deliveries of many accounts, newest first; one statement per distinct window.
+def delivery_listing(*, with_replies: bool) -> paging.Listing:
+    """Account.deliveries' list, newest first, for paging.keyset_pages (one statement per
+    distinct window, however many accounts ask).
 
     Staff alerts and digests are never an account's (a forged or future row with an account
     stays out); without `with_replies` the replies are left out too, of the totals as well.
     """
     where = _NOT_STAFF_MAIL if with_replies else f"{_NOT_STAFF_MAIL} AND {_NOT_A_REPLY}"
-    found: dict[DeliveryPageKey, DeliveryPage] = {}
-    for after, size in {(key[1], key[2]) for key in keys}:
-        accounts = [key[0] for key in keys if (key[1], key[2]) == (after, size)]
-        pages = await paging.pages_by_account(
-            scope, OutboundEmail, accounts, after, size, where=where
-        )
-        found.update({(account, after, size): pages[account] for account in accounts})
-    return [found[key] for key in keys]
+    return paging.newest_first(OutboundEmail._meta.db_table, where=where)
 
 
 def _unclaimed() -> Q:

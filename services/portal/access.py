@@ -15,7 +15,7 @@ from models import Account, AccountEmail, EmailAddress, PortalAccess, PortalUser
 from portico.settings import Settings
 from services.mail import history
 from services.portal import invitations
-from services.shared import audit
+from services.shared import audit, sql
 from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_manage_accounts
 from services.shared.scope import FirmScope
@@ -203,15 +203,18 @@ async def activated_pairs(
     pairs = list(pairs)
     if not pairs:
         return set()
-    rows = await (
-        scope.query(PortalAccess)
-        .filter(
-            account_id__in={a for a, _ in pairs},
-            portal_user__email_normalized__in={e for _, e in pairs},
-        )
-        .values_list("account_id", "portal_user__email_normalized")
+    # Hand-written (services/shared/sql.py): every account screen asks (portalStatus), and
+    # Tortoise rebuilt this join for each request. The statement it made, as rows.
+    accounts = list({a for a, _ in pairs})
+    addresses = list({e for _, e in pairs})
+    rows = await sql.select(
+        "SELECT pa.account_id, u.email_normalized FROM portal_access pa"
+        " JOIN portal_user u ON u.id = pa.portal_user_id"
+        f" WHERE pa.firm_id = ? AND pa.account_id IN ({sql.marks(len(accounts))})"
+        f" AND u.email_normalized IN ({sql.marks(len(addresses))})",
+        [scope.firm_id, *accounts, *addresses],
     )
-    return set(rows) & set(pairs)
+    return {(row[0], row[1]) for row in rows} & set(pairs)
 
 
 async def accesses_by_account(
