@@ -10,6 +10,9 @@ import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from cryptography.fernet import InvalidToken
+
 from models import AuditEntry, Message, OutboundEmail, PortalUser, Session, SignInThrottle
 from portico.settings import Settings
 from schema import ids
@@ -17,7 +20,7 @@ from services.crm import privacy
 from services.mail.parse import parse_message
 from services.mail.store import store_message
 from services.outbound import outbox
-from services.shared import throttle_keys
+from services.shared import crypto, throttle_keys
 from services.shared.scope import FirmScope
 from tests.support.api import Api, add_staff, api_for
 from tests.support.login import (
@@ -146,10 +149,23 @@ async def test_export_links_expire_and_refuse_tampering(acme, client, settings, 
     future = datetime.now(UTC) + timedelta(minutes=5)
     forged = privacy.sign(other, acme.owner.firm_id, contact_pk, acme.owner.pk, future)
     assert (await download(client, f"/exports/{forged}")).status_code == 404
+    assert (await download(client, f"/exports/{token}x")).status_code == 404
     assert (await download(client, url)).status_code == 200
     # The link is built when opened: once the contact is erased it leads nowhere.
     await acme.api.ok(ERASE, {"id": w.anna_contact})
     assert (await download(client, url)).status_code == 404
+
+
+def test_a_link_token_opens_only_exactly_as_issued(settings: Settings) -> None:
+    """base64 decoding ignores text after the padding; whether a token is padded depends
+    on the length of what it holds, so both kinds are tried."""
+    for size, padded in ((40, False), (50, True)):
+        token = crypto.fernet(settings, "test").encrypt(b"x" * size).decode()
+        assert token.endswith("=") is padded
+        assert crypto.open_link_token(settings, "test", token) == b"x" * size
+        for changed in (token + "x", token + "=", token + "\n", " " + token, token[:-1]):
+            with pytest.raises(InvalidToken):
+                crypto.open_link_token(settings, "test", changed)
 
 
 async def test_export_and_erasure_are_for_managers_of_the_contacts_firm(

@@ -104,7 +104,7 @@ class LinkRefused(Exception):
 async def open_link(token: str, settings: Settings) -> Bundle:
     """The bundle the link names, built now; LinkRefused otherwise."""
     try:
-        claims = json.loads(crypto.fernet(settings, _PURPOSE).decrypt(token.encode()))
+        claims = json.loads(crypto.open_link_token(settings, _PURPOSE, token))
         firm_id, contact_id, staff_id, expires = (claims[k] for k in ("f", "c", "s", "e"))
     except (InvalidToken, ValueError, KeyError, TypeError):
         raise LinkRefused() from None

@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -47,6 +47,18 @@ def secret_key(settings: Settings) -> str:
 def fernet(settings: Settings, purpose: str) -> Fernet:
     """A Fernet whose key is derived for one purpose, so keys of different uses never match."""
     return _derived(secret_key(settings), purpose)
+
+
+def open_link_token(settings: Settings, purpose: str, token: str) -> bytes:
+    """What a token handed out in a link holds; InvalidToken unless it is exactly as issued.
+    (base64 decoding ignores text after the padding, so `token + "x"` would open too.)"""
+    try:
+        exact = base64.urlsafe_b64encode(base64.urlsafe_b64decode(token)).decode() == token
+    except ValueError:  # not base64 at all (binascii.Error), or not ASCII
+        exact = False
+    if not exact:
+        raise InvalidToken
+    return fernet(settings, purpose).decrypt(token.encode())
 
 
 @functools.lru_cache(maxsize=16)
