@@ -24,9 +24,12 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from compiled.plan import Shape, Unsupported, compile_query
 from compiled.run import run_plan
+from schema.validation import MAX_KEPT_DOCUMENT
 
 # Plans kept, one entry per operation of the documents the parser cache keeps; and per
 # operation, one plan per combination of the values its @include/@skip variables take.
+# Documents longer than the validator keeps (MAX_KEPT_DOCUMENT) run on the stock executor:
+# kept here, their trees would stay in memory.
 MAX_OPERATIONS = 256
 MAX_VARIANTS = 16
 
@@ -79,6 +82,8 @@ class Plans:
 
     def plan_for(self, executor: CompiledExecutor) -> Shape | None:
         operation = executor.operation
+        if operation.loc is None or len(operation.loc.source.body) > MAX_KEPT_DOCUMENT:
+            return None
         entry = self._entries.get(id(operation))
         if entry is None or entry.operation is not operation:
             entry = _Entry(
