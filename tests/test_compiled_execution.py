@@ -9,6 +9,12 @@ cases. The data: two firms seeded through the API (tests/support/compiled_world.
 viewers: a firm owner, a staff member with no rights, one with the inbox right only, a
 signed-in client, anonymous, and the second firm's owner.
 Every other test's documents are checked too, by tests/conftest.py's shadow check.
+
+Byte-identical, except where the stock executor disagrees with itself from run to run: the
+order of errors, and which errors are reported beneath a value another error nulled (it
+cancels a failed field's siblings, so that depends on which resolver fails first). Those
+are counted apart (`error_order_only`, `stock_varies`); PORTICO_COMPILED_SCALE=n searches
+n times as many generated documents.
 """
 
 from __future__ import annotations
