@@ -17,13 +17,12 @@ from tortoise.models import Model
 from models import (
     Account,
     AccountContact,
-    Attachment,
+    AccountType,
     AuditEntry,
     DeliveryStatus,
     Document,
     HistoryImport,
     Invitation,
-    MessageAccount,
     PortalAccess,
 )
 from schema.delivery import Delivery as DeliveryNode
@@ -184,12 +183,12 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _latest_invitation(self, keys: Sequence[int]) -> list[InvitationNode | None]:
-        # Rows, not model instances: only the columns the type shows (and revoked_at).
-        rows = (
-            await self.scope.query(Invitation)
-            .filter(account_email_id__in=keys)
-            .order_by("id")
-            .values_list("account_email_id", *_INVITATION_COLUMNS)
+        # Rows by hand-written SQL (every account screen asks): only the columns the type
+        # shows (and revoked_at).
+        rows = await sql.select(
+            f"SELECT account_email_id, {', '.join(_INVITATION_COLUMNS)} FROM invitation"
+            f" WHERE firm_id = ? AND account_email_id IN ({sql.marks(len(keys))}) ORDER BY id",
+            [self.scope.firm_id, *keys],
         )
         at = _now()
         latest = {row[0]: row for row in rows}  # later rows win
@@ -214,12 +213,15 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[AccountNode]]:
-        """Each message's accounts by id (as message_pages.accounts_by_message), as rows."""
-        links = (
-            await self.scope.query(MessageAccount)
-            .filter(message_id__in=list(keys))
-            .order_by("account_id")
-            .values_list("message_id", *(f"account__{c}" for c in _ACCOUNT_COLUMNS))
+        """Each message's accounts by id (as message_pages.accounts_by_message), as rows by
+        hand-written SQL: the inbox's hottest read (the statement Tortoise made)."""
+        columns = ", ".join(f"a.{c}" for c in _ACCOUNT_COLUMNS)
+        links = await sql.select(
+            f"SELECT ma.message_id, {columns} FROM message_account ma"
+            " JOIN account a ON a.id = ma.account_id"
+            f" WHERE ma.firm_id = ? AND ma.message_id IN ({sql.marks(len(keys))})"
+            " ORDER BY ma.account_id",
+            [self.scope.firm_id, *keys],
         )
         nodes: dict[int, AccountNode] = {}
         grouped: dict[int, list[AccountNode]] = defaultdict(list)
@@ -231,14 +233,13 @@ class Loaders:
         return [grouped[key] for key in keys]
 
     async def _attachments_by_message(self, keys: Sequence[int]) -> list[list[AttachmentNode]]:
-        """Each message's files in the order they came (as attachments.by_message), as rows."""
-        rows = (
-            await self.scope.query(Attachment)
-            .filter(message_id__in=list(keys))
-            .order_by("message_id", "position")
-            .values_list(
-                "id", "message_id", "filename", "content_type", "size", "skipped_reason", "sha256"
-            )
+        """Each message's files in the order they came (as attachments.by_message), as rows
+        by hand-written SQL."""
+        rows = await sql.select(
+            "SELECT id, message_id, filename, content_type, size, skipped_reason, sha256"
+            f" FROM attachment WHERE firm_id = ? AND message_id IN ({sql.marks(len(keys))})"
+            " ORDER BY message_id, position",
+            [self.scope.firm_id, *keys],
         )
         grouped: dict[int, list[AttachmentNode]] = defaultdict(list)
         for pk, message_id, filename, content_type, size, skipped, sha256 in rows:
@@ -329,10 +330,11 @@ class Loaders:
         return {row[0]: _delivery_node(row) for row in rows}
 
     async def _document_nodes(self, pks: set[int]) -> dict[int, DocumentNode]:
-        rows = (
-            await self.scope.query(Document)
-            .filter(id__in=list(pks))
-            .values_list("id", "filename", "content_type", "size", "sha256", "created_at")
+        # Hand-written SQL (services/shared/sql.py): every account screen shows documents.
+        rows = await sql.select(
+            "SELECT id, filename, content_type, size, sha256, created_at FROM document"
+            f" WHERE firm_id = ? AND id IN ({sql.marks(len(pks))})",
+            [self.scope.firm_id, *pks],
         )
         return {
             pk: DocumentNode(
@@ -341,7 +343,7 @@ class Loaders:
                 content_type=content_type,
                 size=size,
                 sha256=sha256,
-                created_at=created_at,
+                created_at=_utc(created_at),
             )
             for pk, filename, content_type, size, sha256, created_at in rows
         }
@@ -422,7 +424,7 @@ def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
         attempts=attempts,
         last_error=last_error,
         created_at=_utc(created_at),
-        sent_at=None if sent_at is None else _utc(sent_at),
+        sent_at=_utc_or_none(sent_at),
     )
 
 
@@ -435,6 +437,10 @@ def _utc(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _utc_or_none(value: Any) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
 # Account.documents' list: as paging.pages_by_account lists the document table.
 _DOCUMENTS = paging.newest_first(Document._meta.db_table)
 
@@ -445,7 +451,11 @@ _ACCOUNT_COLUMNS = ("id", "name", "type", "auto_save_attachments", "archived_at"
 def _account_node(row: Sequence[Any]) -> AccountNode:
     pk, name, type_, auto_save, archived_at = row
     return AccountNode(
-        id=pk, name=name, type=type_, auto_save_attachments=auto_save, archived_at=archived_at
+        id=pk,
+        name=name,
+        type=AccountType(type_),
+        auto_save_attachments=bool(auto_save),  # SQLite gives 0/1
+        archived_at=_utc_or_none(archived_at),
     )
 
 
@@ -463,6 +473,8 @@ _INVITATION_COLUMNS = (
 
 def _invitation_node(row: Sequence[Any], at: datetime) -> InvitationNode:
     pk, email, sent_at, expires_at, accepted_at, revoked_at, account_id = row
+    sent_at, expires_at = _utc_or_none(sent_at), _utc(expires_at)
+    accepted_at, revoked_at = _utc_or_none(accepted_at), _utc_or_none(revoked_at)
     # invitations.status_of on the row's times: a used link is an accepted invitation.
     status = tokens.link_status(accepted_at, revoked_at, expires_at, at)
     return InvitationNode(
