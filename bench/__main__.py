@@ -22,7 +22,7 @@ import httpx
 import orjson
 from tortoise import Tortoise
 
-from portico import db
+from portico import db, heap
 from portico.app import create_app
 from portico.settings import Settings
 from services.crm import records
@@ -121,6 +121,7 @@ async def main() -> None:
         await seed(FirmScope(firm.id))
         token, _ = await sessions.start_staff_session(owner, timedelta(hours=1))
         app = create_app(Settings(database_url=url, _env_file=None), manage_db=False)
+        heap.settle()  # as `portico serve` does once started (portico/heap.py)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
             headers = {"Authorization": f"Bearer {token}"}

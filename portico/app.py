@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from portico import db
+from portico import db, heap
 from portico.cors import cors_middleware, origin_policy
 from portico.downloads import download_document, download_export
 from portico.graphiql import graphiql_routes
@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             if manage_db and settings.inprocess_worker
             else None
         )
+        if manage_db:  # a server process (tests build many apps in one process: not theirs)
+            heap.settle()
         try:
             yield
         finally:
