@@ -58,6 +58,11 @@ class _Run:
         if nested:
             for i, column in zip(nested, await _settled([columns[i] for i in nested]), strict=True):
                 columns[i] = column
+        if len(columns) == 1:  # the common case, built without zipping rows
+            [key], [column] = [selection.key for selection in shape.selections], columns
+            if len(column) != len(sources):
+                raise Fallback  # a batch that answered for other objects than it was asked
+            return [{key: value} for value in column]
         if not columns:
             return [{} for _ in sources]
         keys = [selection.key for selection in shape.selections]

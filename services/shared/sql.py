@@ -8,10 +8,10 @@ and text for JSON, so callers convert with `bool` and `json_list`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from tortoise import Tortoise
 
 
@@ -32,4 +32,4 @@ def marks(count: int) -> str:
 
 def json_list(value: Any) -> list[Any]:
     """A JSON column holding a list: text on SQLite (and PostgreSQL without a codec)."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else list(value)
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else list(value)
