@@ -276,9 +276,51 @@ class Loaders:
 
     async def _documents_by_attachment(
         self, keys: Sequence[attachments.AttachmentKey]
-    ) -> list[Document | None]:
-        found = await attachments.documents_by_attachment(self.scope, keys)
-        return [found[key[0]] for key in keys]
+    ) -> list[DocumentNode | None]:
+        """For each kept attachment, the document holding its content in an account of its
+        message: the one saved from it when there is one, else the oldest (the rule of
+        attachments.documents_by_attachment, its two statements), read as rows."""
+        firm = self.scope.firm_id
+        messages = sorted({key[1] for key in keys})
+        links = await sql.select(
+            "SELECT message_id, account_id FROM message_account"
+            f" WHERE firm_id = ? AND message_id IN ({sql.marks(len(messages))})",
+            [firm, *messages],
+        )
+        accounts_of: dict[int, set[int]] = defaultdict(set)
+        for message_id, account_id in links:
+            accounts_of[message_id].add(account_id)
+        if not accounts_of:
+            return [None for _ in keys]
+        accounts = sorted({a for ids in accounts_of.values() for a in ids})
+        contents = sorted({key[2] for key in keys})
+        rows = await sql.select(
+            "SELECT id, filename, content_type, size, sha256, created_at, account_id,"
+            " attachment_id FROM document"
+            f" WHERE firm_id = ? AND account_id IN ({sql.marks(len(accounts))})"
+            f" AND sha256 IN ({sql.marks(len(contents))}) ORDER BY id",
+            [firm, *accounts, *contents],
+        )
+        nodes: dict[int, DocumentNode] = {}
+        by_content: dict[str, list[tuple[int, int, int | None]]] = defaultdict(list)
+        for pk, filename, content_type, size, sha256, created_at, account_id, source in rows:
+            nodes[pk] = DocumentNode(
+                id=pk,
+                filename=filename,
+                content_type=content_type,
+                size=size,
+                sha256=sha256,
+                created_at=_utc(created_at),
+            )
+            by_content[sha256].append((pk, account_id, source))
+        found: list[DocumentNode | None] = []
+        for attachment_id, message_id, sha256 in keys:
+            mine = accounts_of[message_id]
+            candidates = [d for d in by_content[sha256] if d[1] in mine]
+            own = [d for d in candidates if d[2] == attachment_id]
+            chosen = (own or candidates or [None])[0]
+            found.append(None if chosen is None else nodes[chosen[0]])
+        return found
 
     async def _deliveries_page(self, keys: Sequence[NewestKey]) -> list[RowsPage]:
         return await self._newest_pages(

@@ -60,8 +60,7 @@ class Attachment:
         if self.sha256 is None:
             return None  # not kept: no document can hold it
         key = (self.row_id, self.message_id, self.sha256)
-        row = await info.context.loaders.documents_by_attachment.load(key)
-        return Document.from_model(row) if row is not None else None
+        return await info.context.loaders.documents_by_attachment.load(key)  # loaded as nodes
 
 
 @strawberry.type(description="A message synced from (or sent through) a connected mailbox.")

@@ -515,7 +515,7 @@ query($after: String) { inbox(first: 3, after: $after) {
   edges { node {
     id subject from to cc sentAt direction textBody threadId
     accounts { id name type autoSaveAttachments archivedAt }
-    attachments { id filename contentType size skippedReason }
+    attachments { id filename contentType size skippedReason document { id filename createdAt } }
   } }
 } }
 """
@@ -581,6 +581,24 @@ async def expected_inbox(firm_id: int) -> list[dict[str, Any]]:
         f"WHERE l.firm_id = {firm_id} ORDER BY l.account_id"
     )
     files = await rows(f"SELECT * FROM attachment WHERE firm_id = {firm_id} ORDER BY position")
+    documents = await rows(f"SELECT * FROM document WHERE firm_id = {firm_id} ORDER BY id")
+
+    def held_by(f: dict[str, Any]) -> dict[str, Any] | None:
+        """The document of one of the message's accounts with the file's content: the one
+        saved from this attachment, else the oldest; none for a file not kept."""
+        if f["sha256"] is None:
+            return None
+        accounts = {a["id"] for a in links if a["message_id"] == f["message_id"]}
+        alike = [d for d in documents if d["sha256"] == f["sha256"] and d["account_id"] in accounts]
+        own = [d for d in alike if d["attachment_id"] == f["id"]]
+        d = (own or alike or [None])[0]
+        if d is None:
+            return None
+        return {
+            "id": gid("Document", d["id"]),
+            "filename": d["filename"],
+            "createdAt": iso(d["created_at"]),
+        }
 
     def node(m: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -611,6 +629,7 @@ async def expected_inbox(firm_id: int) -> list[dict[str, Any]]:
                     "contentType": f["content_type"],
                     "size": f["size"],
                     "skippedReason": f["skipped_reason"],
+                    "document": held_by(f),
                 }
                 for f in files
                 if f["message_id"] == m["id"]
@@ -625,6 +644,17 @@ async def test_inbox_reads_equal_plain_sql(acme, globex):
     other = await seed(globex.owner.firm_id, "globex")
     await seed_mail(acme.owner.firm_id, "acme", [seeded["alpha"].pk, seeded["gone"].pk])
     await seed_mail(globex.owner.firm_id, "globex", [other["alpha"].pk])
+    # A document saved from one attachment: it wins over an older one with the same content.
+    [kept] = await Attachment.filter(firm_id=acme.owner.firm_id, filename="acme-1-0.pdf")
+    await Document.create(
+        firm_id=acme.owner.firm_id,
+        account_id=seeded["alpha"].pk,
+        attachment_id=kept.pk,
+        filename="saved.pdf",
+        content_type="application/pdf",
+        size=100,
+        sha256=kept.sha256,
+    )
     for firm in (acme, globex):
         expected = await expected_inbox(firm.owner.firm_id)
         nodes, after = [], None
@@ -641,6 +671,13 @@ async def test_inbox_reads_equal_plain_sql(acme, globex):
     assert len(first) == 4 and len(first[-1]["accounts"]) == 2  # the oldest: two accounts
     assert any(a["archivedAt"] for n in first for a in n["accounts"])
     assert {f["skippedReason"] for n in first for f in n["attachments"]} == {None, "too large"}
+    held = [f["document"]["filename"] for n in first for f in n["attachments"] if f["document"]]
+    assert "saved.pdf" in held and "acme-2.pdf" in held  # its own, and the oldest alike
+    assert any(
+        f["document"] is None and f["skippedReason"] is None
+        for n in first
+        for f in n["attachments"]
+    )
 
 
 async def test_document_pages_follow_plain_sql(acme, globex):
