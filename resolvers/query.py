@@ -16,7 +16,16 @@ from schema import ids
 from schema.delivery import Delivery
 from schema.mail import Mailbox
 from schema.messages import Message, inbox
-from schema.pagination import ACCOUNTS, AFTER, CONTACTS, FIRST, STAFF_MEMBERS, Connection, paginate
+from schema.pagination import (
+    ACCOUNTS,
+    AFTER,
+    CONTACTS,
+    FIRST,
+    STAFF_MEMBERS,
+    Connection,
+    asks_total,
+    paginate,
+)
 from schema.permissions import IsStaff, UsesInbox
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from services.crm import records
@@ -100,7 +109,15 @@ class Query:
     ) -> Connection[StaffMember]:
         query = info.context.scope.query(StaffMemberModel)
         max_page = info.context.settings.max_page_size
-        return await paginate(query, first, after, StaffMember.from_model, max_page, STAFF_MEMBERS)
+        return await paginate(
+            query,
+            first,
+            after,
+            StaffMember.from_model,
+            max_page,
+            STAFF_MEMBERS,
+            total=asks_total(info),
+        )
 
     @strawberry.field(description="The firm's accounts by name.", permission_classes=[IsStaff])
     async def accounts(
@@ -120,7 +137,14 @@ class Query:
         query = records.accounts(info.context.scope, search, bool(include_archived))
         max_page = info.context.settings.max_page_size
         return await paginate(
-            query, first, after, Account.from_values, max_page, ACCOUNTS, Account.COLUMNS
+            query,
+            first,
+            after,
+            Account.from_values,
+            max_page,
+            ACCOUNTS,
+            Account.COLUMNS,
+            total=asks_total(info),
         )
 
     @strawberry.field(
@@ -158,7 +182,14 @@ class Query:
         query = records.contacts(info.context.scope, search)
         max_page = info.context.settings.max_page_size
         return await paginate(
-            query, first, after, Contact.from_values, max_page, CONTACTS, Contact.COLUMNS
+            query,
+            first,
+            after,
+            Contact.from_values,
+            max_page,
+            CONTACTS,
+            Contact.COLUMNS,
+            total=asks_total(info),
         )
 
     @strawberry.field(description="One contact; null when not found.", permission_classes=[IsStaff])

@@ -23,6 +23,8 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.relay import PageInfo
+from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
@@ -214,22 +216,40 @@ async def paginate(
     max_page_size: int,
     keyset: Keyset,
     columns: Sequence[str] = (),
+    total: bool = True,
 ) -> Connection[NodeT]:
-    """One COUNT and one page query (first + 1 rows: whether more follow), whatever the size.
+    """One COUNT and one page query (first + 1 rows: whether more follow), whatever the size;
+    no COUNT when `total` is False (totalCount not asked for: it is then 0, never read).
     With `columns` (the id among them), rows are dicts of those columns, not models:
     `convert` takes a dict."""
     size = size_of(first, max_page_size)
     position = keyset.position(after)
-    total = await query.count()
+    count = await query.count() if total else 0
     page = query.filter(keyset.after(position)) if position is not None else query
     ordered = page.order_by(*keyset.order()).limit(size + 1)
     if columns:
         found = await ordered.values(*columns, *keyset.keys)
         places = [(*(r[k] for k in keyset.keys), r["id"]) for r in found]
-        return connection(found, places, size, total, after, convert, keyset)  # type: ignore[arg-type]
+        return connection(found, places, size, count, after, convert, keyset)  # type: ignore[arg-type]
     rows: Sequence[M] = await ordered
     positions = [(*(getattr(r, k) for k in keyset.keys), r.pk) for r in rows]
-    return connection(rows, positions, size, total, after, convert, keyset)
+    return connection(rows, positions, size, count, after, convert, keyset)
+
+
+def asks_total(info: Info) -> bool:
+    """Whether a connection field's selection reads totalCount (inside fragments too; a
+    field under @include/@skip counts as asked)."""
+    return any(_reads("totalCount", field.selections) for field in info.selected_fields)
+
+
+def _reads(name: str, selections: Sequence[Any]) -> bool:
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                return True
+        elif _reads(name, selection.selections):  # a fragment spread or inline fragment
+            return True
+    return False
 
 
 def connection(

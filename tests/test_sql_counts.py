@@ -58,8 +58,15 @@ async def test_nested_accounts_query_is_constant(acme):
     assert len(data["accounts"]["edges"]) == 50
     assert all(len(edge["node"]["emails"]) == 4 for edge in data["accounts"]["edges"])
     assert small == large
-    # session, count, page, contacts, their addresses, account emails
-    assert large == 6, large
+    # session, page, contacts, their addresses, account emails: no COUNT, as no totalCount
+    assert large == 5, large
+    # Asked for, in a fragment too, totalCount costs the COUNT.
+    for total in ("totalCount", "... on AccountConnection { totalCount }"):
+        counted, data = await _statements(
+            acme.api, NESTED.replace("{ edges", f"{{ {total} edges", 1)
+        )
+        assert data["accounts"]["totalCount"] == 50
+        assert counted == 6, counted
 
 
 async def test_nested_contacts_query_is_constant(acme):
