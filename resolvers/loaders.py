@@ -36,7 +36,7 @@ from schema.types import Document as DocumentNode
 from schema.types import EmailAddress as EmailAddressNode
 from schema.types import Invitation as InvitationNode
 from schema.types import NotificationPreferences
-from services.mail import attachments, history, message_pages
+from services.mail import history, message_pages
 from services.outbound import outbox
 from services.portal import access
 from services.portal.invitations import Status
@@ -56,6 +56,7 @@ RowsPage = tuple[int, list[tuple[Any, paging.Position]]]
 NewestKey = tuple[int, paging.Position | None, int]
 
 
+AttachmentKey = tuple[int, int, str]  # (attachment id, message id, sha256)
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -275,7 +276,7 @@ class Loaders:
         return await message_pages.account_pages(self.scope, keys)
 
     async def _documents_by_attachment(
-        self, keys: Sequence[attachments.AttachmentKey]
+        self, keys: Sequence[AttachmentKey]
     ) -> list[DocumentNode | None]:
         """For each kept attachment, the document holding its content in an account of its
         message: the one saved from it when there is one, else the oldest (the rule of
@@ -310,7 +311,7 @@ class Loaders:
                 content_type=content_type,
                 size=size,
                 sha256=sha256,
-                created_at=_utc(created_at),
+                created_at=sql.utc(created_at),
             )
             by_content[sha256].append((pk, account_id, source))
         found: list[DocumentNode | None] = []
@@ -385,7 +386,7 @@ class Loaders:
                 content_type=content_type,
                 size=size,
                 sha256=sha256,
-                created_at=_utc(created_at),
+                created_at=sql.utc(created_at),
             )
             for pk, filename, content_type, size, sha256, created_at in rows
         }
@@ -465,22 +466,13 @@ def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
         status=DeliveryStatus(status),
         attempts=attempts,
         last_error=last_error,
-        created_at=_utc(created_at),
+        created_at=sql.utc(created_at),
         sent_at=_utc_or_none(sent_at),
     )
 
 
-def _utc(value: Any) -> datetime:
-    """A stored time as Tortoise gives it (use_tz, UTC): SQLite keeps ISO text, PostgreSQL
-    gives an aware datetime; both come out aware in UTC, with the same ISO text."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _utc_or_none(value: Any) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else sql.utc(value)
 
 
 # Account.documents' list: as paging.pages_by_account lists the document table.
@@ -515,7 +507,7 @@ _INVITATION_COLUMNS = (
 
 def _invitation_node(row: Sequence[Any], at: datetime) -> InvitationNode:
     pk, email, sent_at, expires_at, accepted_at, revoked_at, account_id = row
-    sent_at, expires_at = _utc_or_none(sent_at), _utc(expires_at)
+    sent_at, expires_at = _utc_or_none(sent_at), sql.utc(expires_at)
     accepted_at, revoked_at = _utc_or_none(accepted_at), _utc_or_none(revoked_at)
     # invitations.status_of on the row's times: a used link is an accepted invitation.
     status = tokens.link_status(accepted_at, revoked_at, expires_at, at)

@@ -20,11 +20,10 @@ own correspondence is no news to them.
 from __future__ import annotations
 
 import mimetypes
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from models import Account, Attachment, Document, MessageAccount
+from models import Account, Attachment, Document
 from portico.settings import Settings
 from services.mail.parse import ParsedAttachment
 from services.shared import filenames, files
@@ -168,44 +167,4 @@ async def by_message(scope: FirmScope, message_ids: Sequence[int]) -> dict[int, 
     found: dict[int, list[Attachment]] = {pk: [] for pk in message_ids}
     for row in rows:
         found[row.message_id].append(row)
-    return found
-
-
-AttachmentKey = tuple[int, int, str]  # (attachment id, message id, sha256)
-
-
-async def documents_by_attachment(
-    scope: FirmScope, keys: Sequence[AttachmentKey]
-) -> dict[int, Document | None]:
-    """For each kept attachment, the document holding its content in an account of its
-    message: the one saved from it when there is one, else the oldest. Two statements for any
-    number of attachments."""
-    found: dict[int, Document | None] = {key[0]: None for key in keys}
-    if not keys:
-        return found
-    links = (
-        await scope.query(MessageAccount)
-        .filter(message_id__in=sorted({key[1] for key in keys}))
-        .values_list("message_id", "account_id")
-    )
-    accounts_of: dict[int, set[int]] = defaultdict(set)
-    for message_id, account_id in links:
-        accounts_of[message_id].add(account_id)
-    if not accounts_of:
-        return found
-    rows = (
-        await scope.query(Document)
-        .filter(
-            account_id__in=sorted({a for ids in accounts_of.values() for a in ids}),
-            sha256__in=sorted({key[2] for key in keys}),
-        )
-        .order_by("id")
-    )
-    by_content: dict[str, list[Document]] = defaultdict(list)
-    for row in rows:
-        by_content[row.sha256].append(row)
-    for attachment_id, message_id, sha256 in keys:
-        candidates = [d for d in by_content[sha256] if d.account_id in accounts_of[message_id]]
-        own = [d for d in candidates if d.attachment_id == attachment_id]
-        found[attachment_id] = (own or candidates or [None])[0]
     return found

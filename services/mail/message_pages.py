@@ -112,21 +112,12 @@ def _message_row(row: Any) -> MessageRow:
         sender,
         sql.json_list(to),
         sql.json_list(cc),
-        _utc(sent_at),
+        sql.utc(sent_at),
         text,
         html,
         direction,
         thread,
     )
-
-
-def _utc(value: Any) -> datetime:
-    """A stored time as Tortoise gives it (use_tz, UTC): SQLite keeps ISO text, PostgreSQL
-    gives an aware datetime; both come out aware in UTC, so their ISO text is the same."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 async def accounts_by_message(

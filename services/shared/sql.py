@@ -9,6 +9,7 @@ and text for JSON, so callers convert with `bool` and `json_list`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,6 +29,15 @@ async def select(sql: str, params: Sequence[Any]) -> list[Any]:
 def marks(count: int) -> str:
     """`count` parameter marks for an IN list."""
     return ", ".join("?" * count)
+
+
+def utc(value: Any) -> datetime:
+    """A stored time as Tortoise gives it (use_tz, UTC): SQLite keeps ISO text, PostgreSQL
+    an aware datetime; both come out aware in UTC, so their ISO text is the same."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def json_list(value: Any) -> list[Any]:
