@@ -13,6 +13,7 @@ from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
     OperationDefinitionNode,
+    OperationType,
     VariableNode,
     print_ast,
     visit,
@@ -22,7 +23,7 @@ from graphql.execution.executor import CollectedErrors
 from graphql.language import Visitor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from compiled.plan import Shape, Unsupported, compile_query
+from compiled.plan import Shape, compile_query
 from compiled.run import run_plan
 from schema.validation import MAX_KEPT_DOCUMENT
 
@@ -82,6 +83,8 @@ class Plans:
 
     def plan_for(self, executor: CompiledExecutor) -> Shape | None:
         operation = executor.operation
+        if operation.operation is not OperationType.QUERY:
+            return None  # before taking a slot in the cache
         if operation.loc is None or len(operation.loc.source.body) > MAX_KEPT_DOCUMENT:
             return None
         entry = self._entries.get(id(operation))
@@ -100,7 +103,7 @@ class Plans:
             return entry.variants[key]
         try:
             plan: Shape | None = compile_query(executor)
-        except Unsupported:
+        except Exception:  # Unsupported, or anything graphql-core raised: stock runs it
             plan = None
         if len(entry.variants) < MAX_VARIANTS:
             entry.variants[key] = plan
@@ -125,7 +128,9 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
     async def _answer(self, plan: Shape) -> ExecutionResult:
         try:
             data = await run_plan(plan, self)
-        except Exception:
+        except Exception:  # any failure: the stock executor answers it exactly (below)
+            data = None
+        if data is None:  # run outside the handler, so its errors do not chain to ours
             self.plans.fell_back += 1
             result = super().execute_operation()
             return await result if self.is_awaitable(result) else result  # type: ignore[no-any-return]

@@ -45,7 +45,9 @@ from strawberry.types.field import StrawberryField
 from schema.batched import BATCH, Batch
 from schema.permissions import ViewerPermission
 
-STRAWBERRY_FIELD = "strawberry-definition"  # where strawberry keeps a type's or field's definition
+STRAWBERRY_DEFINITION = (
+    "strawberry-definition"  # where strawberry keeps a type's or field's definition
+)
 
 
 class Unsupported(Exception):
@@ -149,7 +151,7 @@ def _selection(
     details: FieldDetailsList,
     completion: Completion,
 ) -> Selection:
-    field = field_def.extensions.get(STRAWBERRY_FIELD)
+    field = field_def.extensions.get(STRAWBERRY_DEFINITION)
     if not isinstance(field, StrawberryField):
         return Selection(key, Kind.RESOLVED, parent, field_def, details, completion)
     # Strawberry's own test for a field that is only its attribute: no resolver, and no
@@ -195,7 +197,7 @@ def _plain_node_class(parent: GraphQLObjectType, field: StrawberryField) -> type
         return None
     if getattr(resolver.wrapped_func, "__func__", None) is not Node._id.__func__:  # type: ignore[attr-defined]
         return None
-    definition = parent.extensions.get(STRAWBERRY_FIELD)
+    definition = parent.extensions.get(STRAWBERRY_DEFINITION)
     origin = getattr(definition, "origin", None)
     if not (isinstance(origin, type) and issubclass(origin, Node)):
         return None

@@ -10,6 +10,7 @@ so the stock executor then runs the whole operation and gives the exact errors a
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -41,19 +42,27 @@ class _Run:
 
     async def objects(self, shape: Shape, sources: list[Any]) -> list[dict[str, Any]]:
         """One answer object per source, its keys in the selection's order."""
-        # Every selection's loads start before any is awaited, so sibling fields share a
-        # DataLoader batch as they do under the stock executor.
+        # Every selection's loads start before any is awaited, so sibling fields can share
+        # DataLoader batches (the SQL may be batched otherwise than under the stock executor;
+        # the answers are the same).
         started: list[Any] = []
         try:
             for selection in shape.selections:
                 started.append(self.values(selection, sources))
             columns = [await _value(values) for values in started]
+        except asyncio.CancelledError:
+            _cancel(started)  # the request is gone: stop its work, as stock does
+            raise
         except BaseException:
             await _settled_quietly(started)
             raise
-        for i, selection in enumerate(shape.selections):
-            if selection.completion is not None:
-                columns[i] = self.complete(selection.completion, columns[i])
+        try:
+            for i, selection in enumerate(shape.selections):
+                if selection.completion is not None:
+                    columns[i] = self.complete(selection.completion, columns[i])
+        except BaseException:
+            _close(columns)  # nested completions made before a refusal never run
+            raise
         nested = [i for i, column in enumerate(columns) if isinstance(column, Awaitable)]
         if nested:
             for i, column in zip(nested, await _settled([columns[i] for i in nested]), strict=True):
@@ -89,7 +98,9 @@ class _Run:
         the viewer alone) checked once."""
         info = Info(_raw_info=self.info(selection), _field=selection.strawberry_field)
         for permission in selection.permissions:
-            if permission.has_permission(None, info) is not True:  # an awaitable too
+            allowed = permission.has_permission(NO_OBJECT, info)
+            if allowed is not True:
+                _close([allowed])  # an async check: only the stock executor awaits it
                 raise Fallback
         assert selection.batch is not None
         # Started now (a coroutine would wait until awaited), so siblings share batches.
@@ -109,7 +120,13 @@ class _Run:
         )
         resolve = field_def.resolve or executor.field_resolver
         info = self.info(selection)
-        results = [resolve(source, info, **arguments) for source in sources]
+        results: list[Any] = []
+        try:
+            for source in sources:
+                results.append(resolve(source, info, **arguments))
+        except BaseException:
+            _close(results)
+            raise
         if any(isinstance(result, Awaitable) for result in results):
             return asyncio.ensure_future(_settled([_value(result) for result in results]))
         return results
@@ -144,9 +161,9 @@ class _Run:
                     raise Fallback
                 sizes.append(-1)
                 continue
-            if isinstance(value, (str, bytes, Mapping, Exception)) or not hasattr(
-                value, "__iter__"
-            ):
+            if isinstance(value, (str, bytes, Mapping)) or _unfinished(value):
+                raise Fallback
+            if not hasattr(value, "__iter__"):
                 raise Fallback
             before = len(flat)
             flat.extend(value)
@@ -163,6 +180,8 @@ class _Run:
                 if not shape.nullable:
                     raise Fallback
                 continue
+            if _unfinished(value):
+                raise Fallback
             if shape.is_type_of is not None and shape.is_type_of(value, None) is not True:
                 raise Fallback
             present.append(value)
@@ -197,7 +216,7 @@ def _leaves(leaf: Leaf, values: list[Any]) -> list[Any]:
                 raise Fallback
             out.append(None)
             continue
-        if isinstance(value, Exception):
+        if value.__class__ not in _PLAIN and _unfinished(value):
             raise Fallback
         coerced = coerce(value)
         if coerced is None or coerced is Undefined:
@@ -220,6 +239,47 @@ def _regrouped(items: list[Any], sizes: list[int]) -> list[Any]:
 
 async def _regrouped_later(items: Awaitable[list[Any]], sizes: list[int]) -> list[Any]:
     return _regrouped(await items, sizes)
+
+
+# Leaf values that are plainly data (the common case): neither an error nor an awaitable.
+_PLAIN = frozenset({str, int, bool, float})
+
+
+class _NoObject:
+    """What a ViewerPermission gets as `source` when checked once for a level: reading it
+    fails, so a permission that looked at the object would fall back to the stock
+    executor (which passes each object) instead of deciding on nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise Fallback
+
+    def __bool__(self) -> bool:
+        raise Fallback
+
+
+NO_OBJECT = _NoObject()
+
+
+def _unfinished(value: Any) -> bool:
+    """An error or an awaitable where a value belongs: the stock executor raises or awaits
+    it, so only it answers exactly."""
+    return isinstance(value, Exception) or inspect.isawaitable(value)
+
+
+def _close(values: list[Any]) -> None:
+    """Closes coroutines made but never to be awaited (no 'never awaited' warning)."""
+    for value in values:
+        if inspect.iscoroutine(value):
+            value.close()
+
+
+def _cancel(started: list[Any]) -> None:
+    """Cancels this run's own started work; shielded loader results stay for others."""
+    for value in started:
+        if isinstance(value, asyncio.Future):
+            value.cancel()
+        elif inspect.iscoroutine(value):
+            value.close()
 
 
 async def _value(value: Any) -> Any:

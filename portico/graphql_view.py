@@ -116,7 +116,8 @@ class PorticoGraphQL(GraphQL):
         try:
             return orjson.dumps(data).decode()
         except TypeError:  # what orjson refuses (an integer over 64 bits): the stock encoder
-            return str(super().encode_json(data))
+            encoded = super().encode_json(data)
+            return encoded.decode() if isinstance(encoded, bytes) else encoded
 
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -62,10 +62,10 @@ V = TypeVar("V")
 
 
 class Loader(DataLoader[K, V]):
-    """A DataLoader whose every caller awaits a future of its own. The stock executor
-    cancels the pending siblings of a field that failed; a cancelled caller must not cancel
-    the result other fields share for the same key (a CancelledError would then end the
-    whole operation instead of one field's error)."""
+    """A DataLoader whose callers cannot cancel what they share: each pending load is
+    shielded. The stock executor cancels the pending siblings of a field that failed; a
+    cancelled caller must not cancel the result other fields share for the same key (a
+    CancelledError would then end the whole operation instead of one field's error)."""
 
     def load(self, key: K) -> Awaitable[V]:
         return asyncio.shield(super().load(key))
@@ -216,7 +216,7 @@ class Loaders:
     async def _accounts_by_message(self, keys: Sequence[int]) -> list[list[AccountNode]]:
         """Each message's accounts by id (as message_pages.accounts_by_message), as rows by
         hand-written SQL: the inbox's hottest read (the statement Tortoise made)."""
-        columns = ", ".join(f"a.{c}" for c in _ACCOUNT_COLUMNS)
+        columns = ", ".join(f"a.{c}" for c in AccountNode.COLUMNS)
         links = await sql.select(
             f"SELECT ma.message_id, {columns} FROM message_account ma"
             " JOIN account a ON a.id = ma.account_id"
@@ -467,29 +467,23 @@ def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
         attempts=attempts,
         last_error=last_error,
         created_at=sql.utc(created_at),
-        sent_at=_utc_or_none(sent_at),
+        sent_at=sql.utc_or_none(sent_at),
     )
-
-
-def _utc_or_none(value: Any) -> datetime | None:
-    return None if value is None else sql.utc(value)
 
 
 # Account.documents' list: as paging.pages_by_account lists the document table.
 _DOCUMENTS = paging.newest_first(Document._meta.db_table)
 
-# What Account shows (Account.from_model), in _account_node's order.
-_ACCOUNT_COLUMNS = ("id", "name", "type", "auto_save_attachments", "archived_at")
-
 
 def _account_node(row: Sequence[Any]) -> AccountNode:
+    """An account from a row of Account.COLUMNS, as the driver gives it."""
     pk, name, type_, auto_save, archived_at = row
     return AccountNode(
         id=pk,
         name=name,
         type=AccountType(type_),
         auto_save_attachments=bool(auto_save),  # SQLite gives 0/1
-        archived_at=_utc_or_none(archived_at),
+        archived_at=sql.utc_or_none(archived_at),
     )
 
 
@@ -507,8 +501,8 @@ _INVITATION_COLUMNS = (
 
 def _invitation_node(row: Sequence[Any], at: datetime) -> InvitationNode:
     pk, email, sent_at, expires_at, accepted_at, revoked_at, account_id = row
-    sent_at, expires_at = _utc_or_none(sent_at), sql.utc(expires_at)
-    accepted_at, revoked_at = _utc_or_none(accepted_at), _utc_or_none(revoked_at)
+    sent_at, expires_at = sql.utc_or_none(sent_at), sql.utc(expires_at)
+    accepted_at, revoked_at = sql.utc_or_none(accepted_at), sql.utc_or_none(revoked_at)
     # invitations.status_of on the row's times: a used link is an accepted invitation.
     status = tokens.link_status(accepted_at, revoked_at, expires_at, at)
     return InvitationNode(

@@ -1,7 +1,8 @@
 """Hand-written SELECTs for the hottest reads (a page's nested lists), on Tortoise's
 connection: building a query through the ORM costs several times the statement itself.
 
-Statements mark parameters with `?`; PostgreSQL gets them numbered ($1, $2, ...). Rows
+Statements mark parameters with `?`; PostgreSQL gets them numbered ($1, $2, ...): every
+`?` is one, so a statement holds no other (no `?` in a literal, no jsonb `?` operator). Rows
 come back as the driver gives them (indexable by position): SQLite gives 0/1 for booleans
 and text for JSON, so callers convert with `bool` and `json_list`.
 """
@@ -38,6 +39,10 @@ def utc(value: Any) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def utc_or_none(value: Any) -> datetime | None:
+    return None if value is None else utc(value)
 
 
 def json_list(value: Any) -> list[Any]:
