@@ -304,15 +304,9 @@ class Loaders:
         )
         nodes: dict[int, DocumentNode] = {}
         by_content: dict[str, list[tuple[int, int, int | None]]] = defaultdict(list)
-        for pk, filename, content_type, size, sha256, created_at, account_id, source in rows:
-            nodes[pk] = DocumentNode(
-                id=pk,
-                filename=filename,
-                content_type=content_type,
-                size=size,
-                sha256=sha256,
-                created_at=sql.utc(created_at),
-            )
+        for row in rows:
+            pk, sha256, account_id, source = row[0], row[4], row[6], row[7]
+            nodes[pk] = _document_node(row)
             by_content[sha256].append((pk, account_id, source))
         found: list[DocumentNode | None] = []
         for attachment_id, message_id, sha256 in keys:
@@ -379,17 +373,7 @@ class Loaders:
             f" WHERE firm_id = ? AND id IN ({sql.marks(len(pks))})",
             [self.scope.firm_id, *pks],
         )
-        return {
-            pk: DocumentNode(
-                id=pk,
-                filename=filename,
-                content_type=content_type,
-                size=size,
-                sha256=sha256,
-                created_at=sql.utc(created_at),
-            )
-            for pk, filename, content_type, size, sha256, created_at in rows
-        }
+        return {row[0]: _document_node(row) for row in rows}
 
     async def _audit_page(self, keys: Sequence[PageKey]) -> list[RowsPage]:
         async def load(pks: set[int]) -> Mapping[int, AuditEntry]:
@@ -473,6 +457,19 @@ def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
 
 # Account.documents' list: as paging.pages_by_account lists the document table.
 _DOCUMENTS = paging.newest_first(Document._meta.db_table)
+
+
+def _document_node(row: Sequence[Any]) -> DocumentNode:
+    """A document from a row starting id, filename, content_type, size, sha256, created_at."""
+    pk, filename, content_type, size, sha256, created_at = row[:6]
+    return DocumentNode(
+        id=pk,
+        filename=filename,
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        created_at=sql.utc(created_at),
+    )
 
 
 def _account_node(row: Sequence[Any]) -> AccountNode:
