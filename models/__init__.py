@@ -26,11 +26,12 @@ from models.mail import (
     HistoryStatus,
     Mailbox,
     MailboxFolder,
+    MailboxSkip,
     Message,
     MessageAccount,
     SyncStatus,
 )
-from models.outbox import DeliveryStatus, OutboundEmail
+from models.outbox import DeliveryStatus, Mailing, OutboundEmail
 
 # Every primary key is an IntField (32-bit on PostgreSQL): a number beyond it names no row,
 # and must not reach a query, which PostgreSQL would refuse.
@@ -55,6 +56,8 @@ __all__ = [
     "Invitation",
     "Mailbox",
     "MailboxFolder",
+    "MailboxSkip",
+    "Mailing",
     "Message",
     "MessageAccount",
     "NotificationCategory",

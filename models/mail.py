@@ -40,6 +40,10 @@ class Mailbox(Model):
     last_synced_at = fields.DatetimeField(null=True)
     last_error = fields.TextField(null=True)
     lease_until = fields.DatetimeField(null=True, description="a worker is syncing it")
+    sync_done = fields.IntField(default=0, description="messages the current or last pass read")
+    sync_total = fields.IntField(
+        null=True, description="messages the current or last pass had to read; null before one"
+    )
     created_by: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
         "portico.StaffMember", related_name="mailboxes", null=True, on_delete=fields.SET_NULL
     )
@@ -95,6 +99,14 @@ class Message(Model):
         "portico.Mailbox", related_name="messages", null=True, on_delete=fields.SET_NULL
     )
     mailbox_id: int | None
+    sender_auth = fields.CharField(
+        max_length=8,
+        null=True,
+        description="PASS or FAIL: DMARC as the firm's receiving server reported it; null: none",
+    )
+    content_skipped = fields.TextField(
+        null=True, description="why the body and attachments were not stored (too large)"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -149,6 +161,39 @@ class Attachment(Model):
     class Meta:
         table = "attachment"
         unique_together = (("message", "position"),)
+
+
+class MailboxSkip(Model):
+    """A message that failed to fetch, parse or store: its attempts, then skipped for a while.
+
+    Skipped (the rest of the folder syncs on) once it has failed too often, until retry_after."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="mailbox_skips", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    mailbox: fields.ForeignKeyRelation[Mailbox] = fields.ForeignKeyField(
+        "portico.Mailbox", related_name="skips", on_delete=fields.CASCADE
+    )
+    mailbox_id: int
+    folder = fields.CharField(max_length=255)
+    uidvalidity = fields.BigIntField(null=True)
+    uid = fields.BigIntField()
+    reason = fields.TextField()
+    attempts = fields.IntField(default=1)
+    first_seen_at = fields.DatetimeField(auto_now_add=True)
+    last_attempt_at = fields.DatetimeField()
+    skipped_at = fields.DatetimeField(
+        null=True, description="when it was given up on; null: not yet"
+    )
+    retry_after = fields.DatetimeField(
+        null=True, description="a skipped message is tried again then"
+    )
+
+    class Meta:
+        table = "mailbox_skip"
+        unique_together = (("mailbox", "folder", "uidvalidity", "uid"),)
 
 
 class HistoryStatus(StrEnum):

@@ -23,6 +23,24 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "CANCELLED"  # withdrawn before a worker sent it (a revoked invitation)
 
 
+class Mailing(Model):
+    """One sendFirmEmail: its rows in the outbox say how far it has gone (progress)."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="mailings", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    kind = fields.CharField(max_length=32)
+    subject = fields.CharField(max_length=998)
+    total = fields.IntField(default=0, description="messages queued for it")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "mailing"
+        indexes = (("firm_id", "created_at"),)
+
+
 class OutboundEmail(Model):
     """One message to one recipient, written in the transaction of the change that caused it.
 
@@ -74,6 +92,14 @@ class OutboundEmail(Model):
         "portico.Message", related_name="outbound_emails", null=True, on_delete=fields.SET_NULL
     )
     thread_message_id: int | None
+    mailing: fields.ForeignKeyNullableRelation[Mailing] = fields.ForeignKeyField(
+        "portico.Mailing",
+        related_name="outbound_emails",
+        null=True,
+        on_delete=fields.SET_NULL,
+        db_index=True,
+    )
+    mailing_id: int | None
     headers = fields.JSONField(null=True, description="extra headers such as In-Reply-To")
     filed_at = fields.DatetimeField(null=True, description="copy appended to the Sent folder")
 

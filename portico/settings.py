@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     sync_idle: bool = True
     sync_retry_base_seconds: float = Field(default=5, gt=0)
     sync_retry_max_seconds: float = Field(default=900, gt=0)
+    # Hostile and broken mail (services/mail/sync_engine.py, services/mail/store.py): a message
+    # larger than this is never read whole (headers kept, body and attachments skipped); one
+    # that fails this often is skipped for sync_skip_retry_hours.
+    sync_max_message_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    sync_max_failures: int = Field(default=3, gt=0)
+    sync_skip_retry_hours: float = Field(default=24, gt=0)
+    # Auto-save trusts a sender only as the firm's receiving server vouched: the
+    # Authentication-Results headers of this authserv-id are read (none set: no header is
+    # trusted, and no message counts as failing); dmarc=fail refuses auto-save, and with
+    # mail_auth_strict only dmarc=pass allows it.
+    mail_auth_serv_id: str | None = None
+    mail_auth_strict: bool = False
     signin_max_failures: int = Field(default=5, gt=0)
     signin_lockout_seconds: int = Field(default=900, gt=0)
     # Failed sign-ins from one client address (any firm, any email) within the lockout window.
