@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     sync_max_message_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     sync_max_failures: int = Field(default=3, gt=0)
     sync_skip_retry_hours: float = Field(default=24, gt=0)
-    # Auto-save trusts a sender only as the firm's receiving server vouched: the
-    # Authentication-Results headers of this authserv-id are read (none set: no header is
-    # trusted, and no message counts as failing); dmarc=fail refuses auto-save, and with
-    # mail_auth_strict only dmarc=pass allows it.
+    # Auto-save trusts a sender only as the firm's receiving server vouched: the topmost
+    # Authentication-Results header of this authserv-id is read (none set: the topmost
+    # header, which the last server to receive the mail added); dmarc=fail refuses auto-save,
+    # and with mail_auth_strict only dmarc=pass allows it.
     mail_auth_serv_id: str | None = None
     mail_auth_strict: bool = False
     signin_max_failures: int = Field(default=5, gt=0)
