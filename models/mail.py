@@ -42,7 +42,7 @@ class Mailbox(Model):
     lease_until = fields.DatetimeField(null=True, description="a worker is syncing it")
     sync_done = fields.IntField(default=0, description="messages the current or last pass read")
     sync_total = fields.IntField(
-        null=True, description="messages the current or last pass had to read; null before one"
+        null=True, description="messages the current or last pass had to read (null before one)"
     )
     created_by: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
         "portico.StaffMember", related_name="mailboxes", null=True, on_delete=fields.SET_NULL
@@ -102,7 +102,7 @@ class Message(Model):
     sender_auth = fields.CharField(
         max_length=8,
         null=True,
-        description="PASS or FAIL: DMARC as the firm's receiving server reported it; null: none",
+        description="PASS or FAIL: DMARC as the receiving server of the firm reported it",
     )
     content_skipped = fields.TextField(
         null=True, description="why the body and attachments were not stored (too large)"
@@ -185,7 +185,7 @@ class MailboxSkip(Model):
     first_seen_at = fields.DatetimeField(auto_now_add=True)
     last_attempt_at = fields.DatetimeField()
     skipped_at = fields.DatetimeField(
-        null=True, description="when it was given up on; null: not yet"
+        null=True, description="when it was given up on (null: not yet)"
     )
     retry_after = fields.DatetimeField(
         null=True, description="a skipped message is tried again then"

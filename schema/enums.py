@@ -154,6 +154,18 @@ class MessageDirection(Enum):
     )
 
 
+@strawberry.enum(
+    description="Whether the firm's receiving server found the sender genuine (DMARC, as its "
+    "Authentication-Results header said)."
+)
+class SenderAuthentication(Enum):
+    PASS = strawberry.enum_value("PASS", description="The sender's domain vouched for it.")
+    FAIL = strawberry.enum_value(
+        "FAIL", description="The sender's domain did not: the From address may be forged."
+    )
+    NONE = strawberry.enum_value("NONE", description="The receiving server reported nothing.")
+
+
 @strawberry.enum(description="What an outgoing email is.")
 class DeliveryKind(Enum):
     INVITATION = strawberry.enum_value(

@@ -14,7 +14,7 @@ from models import Attachment as AttachmentModel
 from models import Message as MessageModel
 from schema import ids
 from schema.batched import loaded_field
-from schema.enums import MessageDirection
+from schema.enums import MessageDirection, SenderAuthentication
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
 from schema.types import Account, Document, ScopedNode
@@ -81,6 +81,14 @@ class Message(ScopedNode):
     thread_id: strawberry.ID = strawberry.field(
         description="Messages of one conversation share it."
     )
+    sender_authentication: SenderAuthentication = strawberry.field(
+        description="DMARC as the firm's receiving server reported it. Attachments of mail that "
+        "failed (or, in strict mode, did not pass) are never saved into Documents."
+    )
+    content_skipped: str | None = strawberry.field(
+        description="Why the body and attachments were not stored (the message was larger "
+        "than the size limit: its headers were kept); null when they were."
+    )
     raw_html: strawberry.Private[str | None]
 
     @classmethod
@@ -95,6 +103,8 @@ class Message(ScopedNode):
             text_body=row.text_body,
             direction=MessageDirection(row.direction),
             thread_id=strawberry.ID(row.thread_key),
+            sender_authentication=SenderAuthentication(row.sender_auth or "NONE"),
+            content_skipped=row.content_skipped,
             raw_html=row.html_body,
         )
 

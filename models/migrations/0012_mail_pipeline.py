@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ('attempts', fields.IntField(default=1)),
                 ('first_seen_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('last_attempt_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
-                ('skipped_at', fields.DatetimeField(null=True, description='when it was given up on; null: not yet', auto_now=False, auto_now_add=False)),
+                ('skipped_at', fields.DatetimeField(null=True, description='when it was given up on (null: not yet)', auto_now=False, auto_now_add=False)),
                 ('retry_after', fields.DatetimeField(null=True, description='a skipped message is tried again then', auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'mailbox_skip', 'app': 'portico', 'unique_together': (('mailbox', 'folder', 'uidvalidity', 'uid'),), 'pk_attr': 'id', 'table_description': 'A message that failed to fetch, parse or store: its attempts, then skipped for a while.'},
@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Mailbox',
             name='sync_total',
-            field=fields.IntField(null=True, description='messages the current or last pass had to read; null before one'),
+            field=fields.IntField(null=True, description='messages the current or last pass had to read (null before one)'),
         ),
         ops.AddField(
             model_name='Message',
@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Message',
             name='sender_auth',
-            field=fields.CharField(null=True, description="PASS or FAIL: DMARC as the firm's receiving server reported it; null: none", max_length=8),
+            field=fields.CharField(null=True, description="PASS or FAIL: DMARC as the receiving server of the firm reported it", max_length=8),
         ),
         ops.AddField(
             model_name='OutboundEmail',

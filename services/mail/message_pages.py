@@ -37,6 +37,8 @@ class MessageRow(NamedTuple):
     html_body: str | None
     direction: str
     thread_key: str
+    sender_auth: str | None
+    content_skipped: str | None
 
 
 def encode_cursor(message: Message | MessageRow) -> str:
@@ -100,12 +102,12 @@ async def inbox_page(
 # What MessageRow holds, in its order.
 _MESSAGE_COLUMNS = (
     "id, subject, from_address, to_addresses, cc_addresses, sent_at, text_body, html_body,"
-    " direction, thread_key"
+    " direction, thread_key, sender_auth, content_skipped"
 )
 
 
 def _message_row(row: Any) -> MessageRow:
-    pk, subject, sender, to, cc, sent_at, text, html, direction, thread = row
+    pk, subject, sender, to, cc, sent_at, text, html, direction, thread, auth, skipped = row
     return MessageRow(
         pk,
         subject,
@@ -117,6 +119,8 @@ def _message_row(row: Any) -> MessageRow:
         html,
         direction,
         thread,
+        auth,
+        skipped,
     )
 
 
