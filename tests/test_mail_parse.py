@@ -71,3 +71,17 @@ def test_parsing_never_raises_on_damaged_mail() -> None:
         for text in texts:
             text.encode("utf-8")
             assert "\x00" not in text
+
+
+def test_a_header_block_alone_parses() -> None:
+    """Sync reads an oversized message from its headers alone (then marks it skipped)."""
+    head = (
+        b"From: A <a@x.example>\r\nTo: b@y.example\r\nSubject: big\r\nMessage-ID: <big@x>\r\n"
+        b"Date: Mon, 2 Mar 2026 09:30:00 +0000\r\n"
+        b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n'
+    )
+    for raw in (head, head[:-2], head[:-4]):
+        parsed = parse_message(raw)
+        assert parsed.message_id == "<big@x>" and parsed.subject == "big"
+        assert parsed.participants == ["a@x.example", "b@y.example"]
+        assert parsed.attachments == [] and parsed.content_skipped is None

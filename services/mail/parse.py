@@ -83,6 +83,9 @@ class ParsedMessage:
     references: list[str] = field(default_factory=list)
     from_addresses: list[str] = field(default_factory=list)  # all of From (usually one)
     attachments: list[ParsedAttachment] = field(default_factory=list)
+    # Why the content (bodies, attachments) is not kept, e.g. a message over the size limit
+    # read from its headers alone; None: kept as parsed.
+    content_skipped: str | None = None
 
     @property
     def participants(self) -> list[str]:

@@ -11,6 +11,9 @@ replies use too), their attachments, the auto-saved Documents and the links.
 `store_messages` sends one fetched chunk through it at once; `store_message` one message,
 and the chunk's messages one by one when another pass stored one of them meanwhile.
 
+A message whose content is skipped (`ParsedMessage.content_skipped`: read from its headers
+alone, e.g. over the size limit) is stored with the reason and no bodies or attachments.
+
 Auto-save: a message sent since `auto_save_since` (mail sent since the mailbox was
 connected: "attachments of future synced mail") has its kept attachments saved into the
 Documents of each account it is linked to (when stored, or linked later) whose auto-save
@@ -29,7 +32,7 @@ from tortoise.transactions import in_transaction
 from models import AccountEmail, Message, MessageAccount
 from portico.settings import Settings
 from services.mail import alerts, attachments
-from services.mail.parse import ParsedMessage, message_key, subject_thread_key
+from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, subject_thread_key
 from services.shared.scope import FirmScope
 
 AUTO_SAVE_SLACK = timedelta(hours=1)
@@ -180,7 +183,7 @@ async def _store_new(
     pass stored one meanwhile)."""
     threads = await _thread_keys(scope, [parsed for parsed, _ in items])
     kept = [
-        await attachments.keep(parsed.attachments, settings) if settings else []
+        await attachments.keep(_stored_attachments(parsed), settings) if settings else []
         for parsed, _ in items
     ]
     outcomes: list[StoreOutcome] = []
@@ -203,6 +206,11 @@ async def _store_new(
     return outcomes
 
 
+def _stored_attachments(parsed: ParsedMessage) -> list[ParsedAttachment]:
+    """The attachments kept with `parsed`: none when its content is skipped."""
+    return [] if parsed.content_skipped is not None else parsed.attachments
+
+
 def _auto_saves(parsed: ParsedMessage, since: datetime | None) -> bool:
     """Whether the message is "future synced mail" whose attachments are auto-saved: sent
     since `since`, give or take AUTO_SAVE_SLACK (the Date header is the sender's clock, and
@@ -216,6 +224,7 @@ def message_row(
     """The (unsaved) Message of `parsed` in the thread `thread_key`: OUTBOUND when it is from
     one of `own` (the firm's mailboxes' addresses), else INBOUND."""
     from_us = bool(parsed.from_address) and parsed.from_address in own
+    skipped = parsed.content_skipped is not None
     return Message(
         firm_id=scope.firm_id,
         message_id=parsed.message_id,
@@ -226,8 +235,9 @@ def message_row(
         to_addresses=parsed.to,
         cc_addresses=parsed.cc,
         sent_at=parsed.sent_at,
-        text_body=parsed.text_body,
-        html_body=parsed.html_body,
+        text_body=None if skipped else parsed.text_body,
+        html_body=None if skipped else parsed.html_body,
+        content_skipped=parsed.content_skipped,
         direction=OUTBOUND if from_us else INBOUND,
         references=parsed.reference_chain,
         mailbox_id=mailbox_id,
