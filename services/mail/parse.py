@@ -86,6 +86,19 @@ class ParsedMessage:
     # Why the content (bodies, attachments) is not kept, e.g. a message over the size limit
     # read from its headers alone; None: kept as parsed.
     content_skipped: str | None = None
+    # Each Authentication-Results header (RFC 8601), topmost first: its authserv-id
+    # (lower-cased) and its DMARC result ("pass", "fail", ... lower-cased; None: no dmarc).
+    authentication_results: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def sender_auth(self, serv_id: str | None) -> str | None:
+        """ "PASS" or "FAIL" as the receiving server reported DMARC, else None: the topmost
+        header of authserv-id `serv_id`, or with None the topmost header (the last server the
+        message reached added it; a sender can only add headers below it)."""
+        wanted = serv_id.strip().lower() if serv_id is not None else None
+        for authserv_id, dmarc in self.authentication_results:
+            if wanted is None or authserv_id == wanted:
+                return {"pass": "PASS", "fail": "FAIL"}.get(dmarc or "")
+        return None
 
     @property
     def participants(self) -> list[str]:
@@ -133,6 +146,7 @@ def parse_message(
         references=_MSG_ID.findall(_header(msg, "References"))[:MAX_REFERENCES],
         from_addresses=from_addresses,
         attachments=_attachments(msg, max_attachment_bytes),
+        authentication_results=authentication_results(msg),
     )
 
 
@@ -471,6 +485,99 @@ _READ: dict[tuple[str, str], _Plain] = {}
 _READ_KEPT = 1_000  # values kept, all forgotten when full
 _READ_KEPT_CHARS = 2_000  # longer values are read each time
 _PARSER = BytesParser(policy=_Policy())
+
+
+# Authentication-Results (RFC 8601) ------------------------------------------------------------
+#
+# authserv-id [version] ( "; none" / 1*( ";" method [ "/" version ] "=" result [reason] [props] ) )
+# with comments (nested parentheses) and quoted strings anywhere a value goes. Only the
+# authserv-id and the dmarc result are read: comments are dropped, the rest is split on ";"
+# outside quoted strings.
+
+MAX_AUTH_RESULTS = 20  # headers read, topmost first (the ones receiving servers added)
+_METHOD_RESULT = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*(?:/\s*\d+\s*)?=\s*([A-Za-z0-9_\-]+)")
+_AUTHSERV_ID = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;"]+))')
+
+
+def authentication_results(msg: EmailMessage) -> list[tuple[str, str | None]]:
+    """(authserv-id, dmarc result) of each Authentication-Results header, topmost first; a
+    header whose authserv-id cannot be read is left out."""
+    found: list[tuple[str, str | None]] = []
+    for name, value in msg.raw_items():
+        if name.lower() != "authentication-results" or not isinstance(value, str):
+            continue
+        read = _authentication_result(_unfold(value))
+        if read is not None:
+            found.append(read)
+            if len(found) >= MAX_AUTH_RESULTS:
+                break
+    return found
+
+
+def _authentication_result(value: str) -> tuple[str, str | None] | None:
+    head, *results = _split_results(_without_comments(value))
+    match = _AUTHSERV_ID.match(head)
+    if match is None:
+        return None
+    authserv_id = clean_text(match.group(1) if match.group(1) is not None else match.group(2))
+    dmarc: str | None = None
+    for result in results:
+        method = _METHOD_RESULT.match(result)
+        if method is not None and method.group(1).lower() == "dmarc":
+            verdict = method.group(2).lower()
+            if dmarc is None or verdict == "fail":  # two dmarc results: a failure counts
+                dmarc = verdict
+    return authserv_id.strip().lower(), dmarc
+
+
+def _without_comments(value: str) -> str:
+    """`value` without its comments (nested parentheses, quoted pairs); quoted strings kept."""
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if depth == 0:
+                out.append(char)
+            continue
+        if char == "\\" and (quoted or depth):
+            escaped = True
+            if depth == 0:
+                out.append(char)
+            continue
+        if quoted:
+            quoted = char != '"'
+            out.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            quoted = char == '"'
+            out.append(char)
+    return "".join(out)
+
+
+def _split_results(value: str) -> list[str]:
+    """`value` split on ";" outside quoted strings."""
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    escaped = False
+    for at, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            parts.append(value[start:at])
+            start = at + 1
+    parts.append(value[start:])
+    return parts
 
 
 # Bodies ------------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ alone, e.g. over the size limit) is stored with the reason and no bodies or atta
 Auto-save: a message sent since `auto_save_since` (mail sent since the mailbox was
 connected: "attachments of future synced mail") has its kept attachments saved into the
 Documents of each account it is linked to (when stored, or linked later) whose auto-save
-attachments option is on.
+attachments option is on, unless its sender failed authentication.
+
+Sender authentication (`Message.sender_auth`): the DMARC result of the Authentication-Results
+header the firm's receiving server added (settings.mail_auth_serv_id; unset: the topmost
+header), PASS, FAIL or None (`ParsedMessage.sender_auth`). FAIL refuses auto-save; with
+settings.mail_auth_strict anything but PASS does. Such mail is still stored and linked. When a
+message is linked later (another copy of it), the stored row's verdict decides: its
+attachments are the ones that would be saved.
 """
 
 from __future__ import annotations
@@ -111,7 +118,9 @@ async def store_message(
     if new:
         async with in_transaction():
             await MessageAccount.bulk_create(link_rows(scope, existing, new), ignore_conflicts=True)
-            if settings is not None and _auto_saves(parsed, auto_save_since):
+            if settings is not None and _auto_saves(
+                parsed, auto_save_since, existing.sender_auth, settings
+            ):
                 await attachments.auto_save(scope, existing.pk, new, settings)
     return StoreOutcome(existing, False, new)
 
@@ -189,10 +198,15 @@ async def _store_new(
     outcomes: list[StoreOutcome] = []
     async with in_transaction():
         for (parsed, accounts), thread_key, files in zip(items, threads, kept, strict=True):
-            message = message_row(scope, parsed, own, mailbox_id, thread_key)
+            auth = parsed.sender_auth(settings.mail_auth_serv_id) if settings else None
+            message = message_row(scope, parsed, own, mailbox_id, thread_key, sender_auth=auth)
             await message.save()
             await attachments.record(scope, message.pk, files)
-            if settings is not None and files and _auto_saves(parsed, auto_save_since):
+            if (
+                settings is not None
+                and files
+                and _auto_saves(parsed, auto_save_since, auth, settings)
+            ):
                 await attachments.auto_save(scope, message.pk, accounts, settings)
             outcomes.append(StoreOutcome(message, True, sorted(accounts)))
         await MessageAccount.bulk_create(
@@ -211,18 +225,30 @@ def _stored_attachments(parsed: ParsedMessage) -> list[ParsedAttachment]:
     return [] if parsed.content_skipped is not None else parsed.attachments
 
 
-def _auto_saves(parsed: ParsedMessage, since: datetime | None) -> bool:
+def _auto_saves(
+    parsed: ParsedMessage, since: datetime | None, sender_auth: str | None, settings: Settings
+) -> bool:
     """Whether the message is "future synced mail" whose attachments are auto-saved: sent
     since `since`, give or take AUTO_SAVE_SLACK (the Date header is the sender's clock, and
-    mail may take a while to arrive)."""
-    return since is not None and parsed.sent_at >= since - AUTO_SAVE_SLACK
+    mail may take a while to arrive), from a sender that did not fail authentication
+    (`sender_auth`; with mail_auth_strict, one that passed it)."""
+    if since is None or parsed.sent_at < since - AUTO_SAVE_SLACK:
+        return False
+    return sender_auth == "PASS" if settings.mail_auth_strict else sender_auth != "FAIL"
 
 
 def message_row(
-    scope: FirmScope, parsed: ParsedMessage, own: set[str], mailbox_id: int | None, thread_key: str
+    scope: FirmScope,
+    parsed: ParsedMessage,
+    own: set[str],
+    mailbox_id: int | None,
+    thread_key: str,
+    *,
+    sender_auth: str | None = None,
 ) -> Message:
     """The (unsaved) Message of `parsed` in the thread `thread_key`: OUTBOUND when it is from
-    one of `own` (the firm's mailboxes' addresses), else INBOUND."""
+    one of `own` (the firm's mailboxes' addresses), else INBOUND; `sender_auth` as read
+    (`ParsedMessage.sender_auth`)."""
     from_us = bool(parsed.from_address) and parsed.from_address in own
     skipped = parsed.content_skipped is not None
     return Message(
@@ -238,6 +264,7 @@ def message_row(
         text_body=None if skipped else parsed.text_body,
         html_body=None if skipped else parsed.html_body,
         content_skipped=parsed.content_skipped,
+        sender_auth=sender_auth,
         direction=OUTBOUND if from_us else INBOUND,
         references=parsed.reference_chain,
         mailbox_id=mailbox_id,
