@@ -12,12 +12,14 @@ from strawberry.types import Info
 
 from models import HistoryImport as HistoryImportModel
 from models import Mailbox as MailboxModel
+from models import MailboxSkip as MailboxSkipModel
 from schema import ids
 from schema.batched import loaded_field
 from schema.enums import HistoryImportStatus, MailboxSyncStatus
 from schema.errors import UserError
 from schema.pagination import check_page_size
 from schema.types import ScopedNode
+from services.mail import skips
 
 MAX_HISTORY_IMPORTS = 100
 
@@ -63,6 +65,48 @@ class HistoryImport:
 
 
 @strawberry.type(
+    description="A message of a mailbox the sync could not fetch, read or store. It is tried "
+    "again on the next passes; once it has failed too often it is skipped (the rest of the "
+    "mailbox syncs on) until retryAfter, when it is tried again."
+)
+class SkippedMessage:
+    folder: str = strawberry.field(description="The IMAP folder, as the server names it.")
+    uid: int = strawberry.field(description="Its IMAP UID in that folder.")
+    reason: str = strawberry.field(description="Why the last attempt failed.")
+    attempts: int = strawberry.field(description="How many attempts failed.")
+    first_seen_at: datetime = strawberry.field(description="When it first failed.")
+    last_attempt_at: datetime = strawberry.field(description="When it last failed.")
+    skipped_at: datetime | None = strawberry.field(
+        description="When it was given up on for a while; null: it is tried again next pass."
+    )
+    retry_after: datetime | None = strawberry.field(
+        description="When a skipped message is tried again; null while not skipped."
+    )
+
+    @classmethod
+    def from_model(cls, row: MailboxSkipModel) -> SkippedMessage:
+        return cls(
+            folder=row.folder,
+            uid=row.uid,
+            reason=row.reason,
+            attempts=row.attempts,
+            first_seen_at=row.first_seen_at,
+            last_attempt_at=row.last_attempt_at,
+            skipped_at=row.skipped_at,
+            retry_after=row.retry_after,
+        )
+
+
+@strawberry.type(description="How far the current (or last) sync pass of a mailbox has read.")
+class SyncProgress:
+    done: int = strawberry.field(description="Messages read so far.")
+    total: int = strawberry.field(
+        description="Messages the pass has to read, as far as known (it grows as each folder "
+        "is looked at)."
+    )
+
+
+@strawberry.type(
     description="An IMAP/SMTP mailbox of the firm whose mail is synced (staff with the inbox "
     "right). The password is never returned."
 )
@@ -79,6 +123,18 @@ class Mailbox(ScopedNode):
     last_error: str | None = strawberry.field(
         description="Why the last sync failed; null when it succeeded."
     )
+    sync_progress: SyncProgress | None = strawberry.field(
+        description="How far the current sync pass has read (the last pass's figures when "
+        "none runs); null before the first pass."
+    )
+
+    @strawberry.field(
+        description="Messages that failed to sync (fetch, read or store) and are being "
+        "retried or skipped, by folder and UID (at most 500)."
+    )
+    async def skipped_messages(self, info: Info) -> list[SkippedMessage]:
+        rows = await skips.of_mailbox(info.context.scope, self.id)
+        return [SkippedMessage.from_model(row) for row in rows]
 
     @strawberry.field(
         description="Where the import of earlier mail stands for each address whose EMAIL "
@@ -112,6 +168,9 @@ class Mailbox(ScopedNode):
             sync_status=MailboxSyncStatus(row.sync_status),
             last_synced_at=row.last_synced_at,
             last_error=row.last_error,
+            sync_progress=None
+            if row.sync_total is None
+            else SyncProgress(done=row.sync_done, total=row.sync_total),
         )
 
     @classmethod

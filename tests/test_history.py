@@ -350,3 +350,68 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
     [done] = (await imports(acme.api))[o.user]["historyImports"]
     assert (done["status"], done["found"], done["imported"]) == ("DONE", 123, 123)
     assert await Message.all().count() == 123
+
+
+# Non-ASCII addresses (issue 14) -------------------------------------------------------------
+
+JUERGEN = "jürgen@müller.example"
+
+
+async def with_juergen(acme, imap, settings) -> tuple[Office, str]:
+    """The office, and Jürgen (a non-ASCII address) in the family account with his old mail
+    in INBOX (8-bit headers, as SMTPUTF8 mail arrives); his AccountEmail id there."""
+    o = await office(acme, imap, settings)
+    await new_contact(acme.api, "Jürgen", "Müller", [(JUERGEN, "Email")], [o.family])
+    emails = (await acme.api.data(STATUS, {"id": o.family}))["account"]["emails"]
+    [row] = [e for e in emails if e["emailAddress"]["address"] == JUERGEN]
+    raw = (
+        f"From: Jürgen Müller <{JUERGEN}>\r\nTo: {o.user}\r\nSubject: Grüße\r\n"
+        f"Message-ID: <{secrets.token_hex(8)}@müller.example>\r\n"
+        "Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "\r\nHallo!\r\n"
+    ).encode()
+    imap.append(o.user, raw)
+    await acme.api.data(SYNC, {"id": o.mailbox_id})  # the cursor moves past it
+    return o, row["id"]
+
+
+async def test_a_non_ascii_address_is_searched_with_charset_utf8(acme, settings, imap):
+    from tests.support.imap_proxy import imap_proxy
+
+    o, juergen = await with_juergen(acme, imap, settings)
+    await email_sync(acme.api, juergen, True)
+    async with imap_proxy(imap.host, imap.port) as proxy:  # to see what goes on the wire
+        await Mailbox.all().update(imap_host=proxy.host, imap_port=proxy.port)
+        assert await history.run_due_imports(settings) == 1
+    # Dovecot would read the 8-bit string without CHARSET too; a strict server would not.
+    searches = [line for line in proxy.sent_lines if b" SEARCH " in line]
+    assert any(b"SEARCH CHARSET UTF-8 OR FROM" in line for line in searches)
+    assert all(JUERGEN.encode() in line for line in searches)
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert (done["address"], done["status"], done["lastError"]) == (JUERGEN, "DONE", None)
+    assert (done["found"], done["imported"]) == (1, 1)
+    assert (await inbox(acme.api))["Grüße"] == ["Doe Family"]
+
+
+async def test_an_address_the_server_refuses_to_search_fails_alone(acme, settings, imap):
+    from tests.support.imap_proxy import imap_proxy
+
+    o, juergen = await with_juergen(acme, imap, settings)
+    await email_sync(acme.api, juergen, True)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        # A server without UTF-8 search: Dovecot answers NO [BADCHARSET] to a charset it
+        # does not know, as such a server does to UTF-8.
+        proxy.rewrite = [(b"CHARSET UTF-8", b"CHARSET X-NO-SUCH")]
+        await Mailbox.all().update(imap_host=proxy.host, imap_port=proxy.port)
+        assert await history.run_due_imports(settings) == 2
+    found = {i["address"]: i for i in (await imports(acme.api))[o.user]["historyImports"]}
+    assert (found[JANE.lower()]["status"], found[JANE.lower()]["lastError"]) == ("DONE", None)
+    assert found[JANE.lower()]["imported"] == 3
+    refused = found[JUERGEN]
+    assert refused["status"] == "FAILED" and refused["imported"] == 0
+    assert refused["lastError"].startswith(f"The IMAP server {proxy.host}:{proxy.port} refused")
+    assert (
+        f"to search for {JUERGEN}" in refused["lastError"] and "BADCHARSET" in refused["lastError"]
+    )
+    assert "Grüße" not in await inbox(acme.api) and "From Jane" in await inbox(acme.api)

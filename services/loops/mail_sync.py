@@ -23,9 +23,11 @@ Each mailbox task repeats: a sync pass (services/mail/sync_engine.sync_mailbox),
 - A busy pass (another process holds the mailbox's lease) drops its IDLE connection and waits
   for the next interval: that process is keeping the mailbox in sync meanwhile. The lease is
   what makes several workers on one PostgreSQL database safe.
-- Stopping interrupts the waits at once (IDLE is ended and the watcher logs out); a pass
-  in flight ends after the batch in hand, and is cancelled if that takes more than
-  STOP_GRACE_SECONDS.
+- Stopping (SIGTERM) interrupts the waits at once (IDLE is ended and the watcher logs out);
+  a pass in flight abandons its IMAP command at once and hands its lease back (lease_until
+  cleared) once the chunk it may be storing is written, so the mailbox is claimable at once
+  and the next pass stores the rest, each message once; it is cancelled if that takes more
+  than STOP_GRACE_SECONDS (the cancelled pass still clears its lease).
 """
 
 from __future__ import annotations

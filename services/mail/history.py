@@ -23,8 +23,13 @@ Running (`run_due_imports`, from the background loop of `portico serve` / `porti
   its next progress write, after the current batch.
 
 Counts: `found` is what the server matched in the import's last run (for every address of
-that run when several of one mailbox were imported together), `imported` the messages with
-that address stored or newly linked to an account, over all runs.
+that run when several of one mailbox were imported together; known once a folder is searched,
+so it shows the import's size while it runs), `imported` the messages with that address
+stored or newly linked to an account, over all runs. Both are written after every batch.
+
+Addresses are isolated: a non-ASCII address is searched with CHARSET UTF-8, and an address the
+server refuses to search (no UTF-8 search, say) fails alone with the server's words as its
+last_error; the other addresses of the same login are imported and DONE.
 
 A FAILED import is tried again once RETRY_AFTER has passed, but only when the mailbox has
 synced successfully since it failed (so a wrong password is not tried over and over, which
@@ -213,7 +218,6 @@ class _Claim:
         self.mailbox_id = mailbox_id
         self.rows = rows
         self.lease = lease
-        self.counted = 0  # message ids of the result already counted
         self.imported: dict[str, int] = {row.address_normalized: 0 for row in rows}
         self.held = True  # False once another process has taken the rows over
         self.stop: asyncio.Event | None = None
@@ -252,7 +256,13 @@ class _Claim:
                 await asyncio.wait_for(self._release(), RELEASE_SECONDS)
             raise
         await self._count(result)
-        await self._finish(mailbox, result.error, found=result.fetched, only=active)
+        # An address the server refused to search fails alone: the others' imports are done.
+        refused = {a: e for a, e in result.address_errors.items() if a in active}
+        await self._finish(
+            mailbox, result.error, found=result.total, only=[a for a in active if a not in refused]
+        )
+        for address, error in refused.items():
+            await self._finish(mailbox, error, found=0, only=[address])
         log.info(
             "history import from mailbox %s of %s: %s (%d found, %d stored, %d linked)",
             mailbox.pk,
@@ -276,7 +286,7 @@ class _Claim:
     async def _save(self, result: sync_engine.SyncResult) -> None:
         lease = _new_lease(_now())
         renewed = await HistoryImport.filter(id__in=self.ids, lease_until=self.lease).update(
-            lease_until=lease, found=result.fetched
+            lease_until=lease, found=result.total
         )
         if not renewed:
             self.held = False
@@ -294,9 +304,10 @@ class _Claim:
             )
 
     async def _count(self, result: sync_engine.SyncResult) -> None:
-        """Adds the messages stored or linked since the last call to their addresses."""
-        new = result.message_ids[self.counted :]
-        self.counted = len(result.message_ids)
+        """Adds the messages stored or linked since the last call to their addresses (taken
+        out of the result, which holds only those not yet counted)."""
+        new = list(result.message_ids)
+        result.message_ids.clear()
         if not new:
             return
         people = await Message.filter(id__in=new).values_list(

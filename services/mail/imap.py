@@ -7,6 +7,18 @@ readable MailSyncError when the connection drops, the server does not answer wit
 IMAP_TIMEOUT, or the command fails (`guarded`). It finds INBOX and the Sent folder
 (SPECIAL-USE `\\Sent`, else a usual name), selects a folder (its UIDVALIDITY and UIDNEXT),
 searches UIDs and fetches parts of messages. The IDLE watcher (services/mail/idle) is one.
+
+Reading what a server may refuse message by message (issue 14): `fetch` returns what
+came back with the server's refusal (NO or BAD) instead of raising, so the sync can tell the
+one message that fails from the rest, and ServerHungUp when the server said BYE and hung up
+during it (what Dovecot does when it cannot read a message).
+History searches use `CHARSET UTF-8` for a non-ASCII address (quoted: aioimaplib sends no
+literals in SEARCH; servers read 8-bit quoted strings, as Dovecot does) and report a refused
+address on its own (`search_participants`).
+
+Stopping: a session given a `stop` event fails its command in flight (and every later one) with
+SyncStopped as soon as it is set, so a pass stopping mid-FETCH hands its mailbox back at once
+instead of waiting for a large answer; nothing written to the database is interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from typing import Self, TypeVar
 
 import aioimaplib
@@ -32,6 +45,7 @@ from services.mail.logins import (
 log = logging.getLogger(__name__)
 
 IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
+LATE_ANSWER_SECONDS = 0.2  # an answer that came with the connection's end is still read
 
 INBOX = "INBOX"
 SENT = "SENT"
@@ -46,6 +60,37 @@ class MailSyncError(Exception):
     """A failure worth showing as the mailbox's last error (its text holds no secret)."""
 
 
+class ServerHungUp(MailSyncError):
+    """The server said BYE and closed the connection during a command: with its words (e.g.
+    Dovecot's "FETCH failed: Internal error occurred" for a message it cannot read)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"The IMAP server {where} closed the connection: {reason}")
+        self.reason = reason
+
+
+class SyncStopped(Exception):  # not an error: the process is stopping
+    """The session's `stop` was set: its command in flight was abandoned."""
+
+
+@dataclass
+class Fetched:
+    """What a UID FETCH brought: each UID's literal, the RFC822.SIZE of those that carry one,
+    and the server's words when it refused the command (NO or BAD) for some of them."""
+
+    data: dict[int, bytes] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)
+    refused: str | None = None
+
+
+@dataclass
+class Searched:
+    """UIDs that matched, and the addresses the server refused to search, with its words."""
+
+    uids: list[int] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 _LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<delim>NIL|"(?:[^"\\]|\\.)*") (?P<name>.*)$')
 _LITERAL = re.compile(rb"^\{(\d+)\+?\}$")
 _FETCH_START = re.compile(rb"^\d+ FETCH \(")
@@ -55,20 +100,40 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 
 
-async def guarded(command: Awaitable[T], lost: asyncio.Event, where: str, what: str) -> T:
+async def guarded(
+    command: Awaitable[T],
+    lost: asyncio.Event,
+    where: str,
+    what: str,
+    stop: asyncio.Event | None = None,
+) -> T:
     """The IMAP command's answer, or MailSyncError as soon as the connection drops (`lost` is
-    set by the protocol), the server does not answer in time, or the command fails."""
+    set by the protocol), the server does not answer in time, or the command fails;
+    SyncStopped as soon as `stop` is set."""
     task = asyncio.ensure_future(command)
-    lost_wait = asyncio.ensure_future(lost.wait())
+    if stop is not None and stop.is_set():
+        task.cancel()
+        raise SyncStopped
+    waits = {asyncio.ensure_future(lost.wait())}
+    if stop is not None:
+        waits.add(asyncio.ensure_future(stop.wait()))
     try:
-        done, _ = await asyncio.wait({task, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, *waits}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise
     finally:
-        lost_wait.cancel()
+        for wait in waits:
+            wait.cancel()
+    if task not in done and lost.is_set():
+        # The answer may have come just before the server hung up (a refusal, then BYE):
+        # it is taken if it is there.
+        await asyncio.wait({task}, timeout=LATE_ANSWER_SECONDS)
+        done = {task} if task.done() else done
     if task not in done:
         task.cancel()
+        if stop is not None and stop.is_set() and not lost.is_set():
+            raise SyncStopped
         raise MailSyncError(f"The IMAP server {where} closed the connection ({what}).")
     try:
         return task.result()
@@ -88,7 +153,20 @@ class ImapSession:
         self.client = client
         self.where = where
         self.lost = asyncio.Event()
+        self.stop: asyncio.Event | None = None  # set: commands fail with SyncStopped
+        self.abandoned = False  # a command was abandoned midway (stop)
+        self.bye: str | None = None  # the server's last words, when it said BYE
         client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
+        # aioimaplib drops an untagged BYE that comes during a command; its text is kept to
+        # tell a server that hung up on purpose (refusing a message) from one that died.
+        untagged = client.protocol._untagged_response
+
+        def keep_bye(line: bytes) -> object:
+            if line.upper().startswith(b"* BYE"):
+                self.bye = line[5:].strip().decode(errors="replace")[:300]
+            return untagged(line)
+
+        client.protocol._untagged_response = keep_bye
 
     @classmethod
     async def open(cls, mailbox: Mailbox, password: str, settings: Settings) -> Self:
@@ -105,7 +183,13 @@ class ImapSession:
         return cls(client, str(server))
 
     async def call(self, what: str, command: Awaitable[T]) -> T:
-        return await guarded(command, self.lost, self.where, what)
+        try:
+            return await guarded(command, self.lost, self.where, what, self.stop)
+        except SyncStopped:
+            # A command was abandoned midway: its answer may still come, so the connection
+            # is closed without the courtesy of a LOGOUT (which would queue behind it).
+            self.abandoned = True
+            raise
 
     async def folders(self) -> list[tuple[str, str]]:
         """(role, name) of INBOX and, when there is one, the Sent folder."""
@@ -145,37 +229,59 @@ class ImapSession:
                 uids.update(int(u) for u in re.findall(rb"\d+", line))
         return sorted(uids)
 
-    async def search_participants(self, addresses: Sequence[str]) -> list[int]:
-        """UIDs in the selected folder with any of `addresses` in From, To or Cc."""
+    async def search_participants(self, addresses: Sequence[str]) -> Searched:
+        """UIDs in the selected folder with any of `addresses` in From, To or Cc. An address
+        the server refuses to search (NO or BAD, e.g. no CHARSET UTF-8 for a non-ASCII one)
+        is reported in `refused` and does not keep the others from being searched."""
+        found = Searched()
         uids: set[int] = set()
         for address in addresses:
-            quoted = aioimaplib.quoted(address)
-            criteria = ("OR", "FROM", quoted, "OR", "TO", quoted, "CC", quoted)
-            command = self.client.uid_search(*criteria, charset=None)
+            ascii_only = address.isascii()
+            value = aioimaplib.quoted(address)  # UTF-8 in a quoted string where not ASCII
+            criteria = ("OR", "FROM", value, "OR", "TO", value, "CC", value)
+            command = self.client.uid_search(*criteria, charset=None if ascii_only else "UTF-8")
             response = await self.call("UID SEARCH", command)
             if response.result != "OK":
-                raise MailSyncError(
-                    f"The IMAP server {self.where} refused SEARCH: {_text(response)}"
+                found.refused[address] = (
+                    f"The IMAP server {self.where} refused to search for {address}: "
+                    f"{_text(response)}"
                 )
+                continue
             for line in response.lines[:-1]:
                 if isinstance(line, bytes):
                     uids.update(int(u) for u in re.findall(rb"\d+", line))
-        return sorted(uids)
+        found.uids = sorted(uids)
+        return found
 
-    async def fetch(
-        self, uids: Sequence[int], parts: str
-    ) -> tuple[dict[int, bytes], dict[int, int]]:
-        """UID FETCH of `parts` (one literal per message): the literal of each UID, and the
-        RFC822.SIZE of each when asked for."""
-        message_set = ",".join(str(u) for u in uids)
-        response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
+    async def uid_exists(self, uid: int) -> bool:
+        """Whether the selected folder still holds `uid` (not expunged meanwhile)."""
+        command = self.client.uid_search("UID", str(uid), charset=None)
+        response = await self.call("UID SEARCH", command)
         if response.result != "OK":
-            raise MailSyncError(f"The IMAP server {self.where} refused FETCH: {_text(response)}")
-        return _fetched(response.lines), _sizes(response.lines)
+            return True  # cannot tell: counted as there, so a failure is not taken for gone
+        for line in response.lines[:-1]:
+            if isinstance(line, bytes) and uid in {int(u) for u in re.findall(rb"\d+", line)}:
+                return True
+        return False
+
+    async def fetch(self, uids: Sequence[int], parts: str) -> Fetched:
+        """UID FETCH of `parts` (one literal per message): the literal of each UID, and the
+        RFC822.SIZE of each when asked for. A refusal (NO or BAD: the server could not read
+        some message) comes back in `refused` with whatever it did send, for the caller to
+        sort out by UID; a lost connection or a timeout raises MailSyncError."""
+        message_set = ",".join(str(u) for u in uids)
+        try:
+            response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
+        except MailSyncError:
+            if self.bye is not None and self.lost.is_set():
+                raise ServerHungUp(self.where, self.bye) from None
+            raise
+        refused = None if response.result == "OK" else _text(response)
+        return Fetched(_fetched(response.lines), _sizes(response.lines), refused)
 
     async def close(self) -> None:
         try:
-            if not self.lost.is_set():
+            if not self.lost.is_set() and not self.abandoned:
                 await asyncio.wait_for(self.client.logout(), LOGOUT_SECONDS)
         except Exception as exc:  # logging out of a broken connection: it is gone anyway
             log.debug("IMAP logout from %s: %s", self.where, exc)

@@ -8,13 +8,22 @@ earlier mail of some addresses the same way (IMAP SEARCH instead of the cursor).
 one set-up (`_run`: the password, the firm's own addresses, the session, the pass).
 
 What is read, and how:
-- Each batch of new UIDs is read in two steps: first only the From, To and Cc headers (and
-  each message's size), then the whole message (BODY.PEEK[]) of those with a participant
-  whose address has EMAIL SYNC on in an account of the firm. The bodies of other people's
-  mail are never downloaded, let alone stored (privacy).
+- Each batch of new UIDs is read in two steps: first only the From, To, Cc and Content-Type
+  headers (and each message's size), then the whole message (BODY.PEEK[]) of those with a
+  participant whose address has EMAIL SYNC on in an account of the firm. The bodies of other
+  people's mail are never downloaded, let alone stored (privacy).
 - Whole messages are downloaded a few at a time, up to BODY_BATCH_BYTES a round trip, and
   each raw message is let go once parsed. (A message whose participants cannot be read from
   its headers is downloaded whole to find them.)
+- Size limit: a message whose RFC822.SIZE is over `sync_max_message_bytes` is never
+  downloaded: its header block alone (BODY.PEEK[HEADER]) is stored, with `content_skipped`
+  saying why ("larger than 50 MB: body and attachments not stored"). A message whose size the
+  server did not give is read in parts of READ_BYTES (BODY.PEEK[]<offset.length>) and
+  handled as oversize as soon as it passes the limit, so at most the limit is ever held.
+- Bounces: a DSN (Content-Type multipart/report; report-type=delivery-status, seen in the
+  header step) is read even when no participant syncs, at most DSN_MAX_BYTES of it, for
+  services/mail/bounces to mark the outbox message it reports FAILED; it is stored only when a
+  participant syncs, as any message.
 - Every read is a PEEK: the sync never sets \\Seen, and never stores flags, deletes, moves or
   expunges anything on the server.
 
@@ -24,10 +33,24 @@ the bus after the commit (services/mail/events). A sync pass auto-saves attachme
 sent since the mailbox was connected; so the first pass of a new mailbox, a rescan and a
 history import (earlier mail) keep attachments but save none into Documents.
 
-Failures: a message that cannot be parsed is counted and skipped (parsing itself falls back
-field by field, so this is rare); a connection, login or server failure ends the pass with the
-mailbox FAILED and a readable `last_error` (never the password). The cursor only moves past
-messages that were handled, so the next pass takes up where this one stopped.
+Failures of one message (services/mail/skips): the server refuses to FETCH it (NO or BAD, or
+sends nothing for a UID it still has; in a batch, each missing UID is asked for alone to find
+it), parsing raises, or storing it fails on its data (a chunk that fails is stored again one
+message at a time to find the culprit). The failure is recorded in MailboxSkip and the pass
+goes on with the rest; the message is tried first on the next passes, and skipped until
+retry_after once it has failed sync_max_failures times. A server that hangs up on a message
+(BYE, then closes: Dovecot, when it cannot read one) is logged into again, at most
+MAX_HANGUPS times a pass, and the message it hangs up on again gets the failure.
+Failures of the pass: a connection lost without BYE, a login or server failure, or the
+database failing (its connection, not one message's data) end the pass with the mailbox
+FAILED and a readable `last_error` (never the password). The cursor moves after every batch,
+and after each stored chunk of a batch the pass could not finish, so the next pass takes up
+after what was stored; a message stored twice over is found again by its key, never doubled.
+
+Progress: Mailbox.sync_done (UIDs read) and sync_total (UIDs to read, known folder by folder)
+are written with each lease renewal, so after every batch at no extra statement.
+Memory: nothing of a pass grows with the mailbox but the list of new UIDs of the folder (a
+few bytes each); `SyncResult.message_ids` holds the last batch's only.
 
 One pass at a time per mailbox: the pass claims the mailbox through `lease_until` (a
 conditional UPDATE, so it holds on SQLite and PostgreSQL alike; services/shared/leases), renews it
@@ -36,7 +59,10 @@ lease that runs out after LEASE_SECONDS; a pass that ran past its lease finds it
 refused (another process took over) and stops without touching the mailbox row. The lease is
 also checked before each folder and before each chunk is stored, so a pass of a mailbox
 disconnected meanwhile (the row is gone) stops there with `gone` set. `stop` ends a pass
-between batches, as a success: the cursor stands after what was stored.
+between batches, as a success: the cursor stands after what was stored. Set while an IMAP
+command is in flight (a large FETCH), it abandons the command at once (imap.SyncStopped;
+the connection is closed without LOGOUT) and the pass hands its lease back (lease_until
+cleared) after the chunk it may be storing: the bound is one chunk's store, not a batch.
 """
 
 from __future__ import annotations
@@ -44,17 +70,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 
+import asyncpg
 from cryptography.fernet import InvalidToken
+from tortoise.exceptions import DBConnectionError, TransactionManagementError
 from tortoise.expressions import Q
 
 from models import Mailbox, MailboxFolder, SyncStatus
 from portico.settings import Settings
-from services.mail import store
+from services.mail import bounces, skips, store
 from services.mail.events import announce_message
-from services.mail.imap import ImapSession, MailSyncError
+from services.mail.imap import Fetched, ImapSession, MailSyncError, ServerHungUp, SyncStopped
 from services.mail.mailboxes import mailbox_password
 from services.mail.parse import ParsedMessage, parse_message, parse_participants
 from services.outbound.transport import scrub
@@ -70,9 +99,21 @@ LEASE_SECONDS = 900  # a pass renews its claim after every batch
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
+READ_BYTES = 4 * 1024 * 1024  # a message of unknown size is read this much at a time
+MAX_HANGUPS = 10  # per pass: logins again after the server hung up refusing a message
 
-PARTICIPANT_FIELDS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO CC)])"
+# Content-Type tells a bounce (DSN) from other mail before anything is downloaded.
+PARTICIPANT_FIELDS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO CC CONTENT-TYPE)])"
 MESSAGE_FIELDS = "(UID BODY.PEEK[])"
+HEADER_FIELDS = "(UID BODY.PEEK[HEADER])"  # all of an oversize message that is read
+
+# The database itself failing (not one message's data): a pass fails rather than skip.
+_ASYNCPG_CONNECTION = (
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 
 @dataclass
@@ -84,10 +125,19 @@ class SyncResult:
     linked: int = 0  # messages already stored that gained accounts
     skipped: int = 0  # no participant with EMAIL SYNC on: not stored (nor downloaded)
     unreadable: int = 0  # could not be parsed at all: skipped, the sync went on
+    failed: int = 0  # attempts that failed (fetch, parse, store): recorded in MailboxSkip
+    oversize: int = 0  # over sync_max_message_bytes: headers stored, content skipped
+    bounced: int = 0  # outbox messages a DSN marked FAILED
+    total: int = 0  # UIDs the pass (or import) had to read, as far as known
     error: str | None = None  # the mailbox's last_error when the pass failed
     busy: bool = False  # another pass of this mailbox was running: nothing was done
     gone: bool = False  # the mailbox was disconnected during the pass, which stopped
-    message_ids: list[int] = field(default_factory=list)  # stored or newly linked
+    stopped: bool = False  # `stop` ended the pass early (the cursor after what was stored)
+    # Messages stored or newly linked by the last batch only (a whole pass's would grow
+    # with the mailbox): a history import takes them after every batch.
+    message_ids: list[int] = field(default_factory=list)
+    # A history import: the addresses the server refused to search, with its words.
+    address_errors: dict[str, str] = field(default_factory=dict)
 
 
 # The pass -----------------------------------------------------------------------------------
@@ -124,8 +174,13 @@ async def sync_mailbox(
 
     async def folders(pass_: _Pass) -> None:
         pass_.lease, pass_.stop = held, stop
-        for role, name in await pass_.session.folders():
-            await pass_.folder(role, name)
+        # A stop set mid-FETCH abandons it (SyncStopped): the lease is handed back at once.
+        pass_.session.stop = stop
+        try:
+            for role, name in await pass_.session.folders():
+                await pass_.folder(role, name)
+        except SyncStopped:
+            result.stopped = True
 
     try:
         # Attachments of mail sent since the mailbox was connected are auto-saved.
@@ -173,15 +228,20 @@ async def import_history(
     `mailbox`: IMAP SEARCH on FROM, TO and CC, then the same reads and storing as a sync pass.
     Folder cursors are left alone, and it runs beside a sync pass of the same mailbox (a
     message both store is found again by its key). `progress` is awaited after every batch.
-    Failures are reported in the result (`error`), not raised and not set on the mailbox."""
+    Failures are reported in the result (`error`), not raised and not set on the mailbox; an
+    address the server refused to search is reported in `address_errors` alone."""
     _check_firm(scope, mailbox)
     result = SyncResult(mailbox.pk, SyncStatus.SYNCING)
     wanted = sorted({a.strip().lower() for a in addresses if a.strip()})
 
     async def search(pass_: _Pass) -> None:
         for _role, name in await pass_.session.folders():
-            await pass_.session.select(name)
-            uids = await pass_.session.search_participants(wanted)
+            await pass_.select(name)
+            found = await pass_.session.search_participants(wanted)
+            for address, reason in found.refused.items():  # the others are imported
+                result.address_errors.setdefault(address, reason)
+            uids = found.uids
+            result.total += len(uids)
             for start in range(0, len(uids), FETCH_BATCH):
                 await pass_.batch(uids[start : start + FETCH_BATCH])
                 if progress is not None:
@@ -219,11 +279,18 @@ async def _run(
             a.lower()
             for a in await scope.query(Mailbox).values_list("address_normalized", flat=True)
         )
-        session = await ImapSession.open(mailbox, password, settings)
+
+        async def login() -> ImapSession:
+            return await ImapSession.open(mailbox, password, settings)
+
+        pass_ = _Pass(scope, mailbox, await login(), own, bus, result, settings, auto_save_since)
+        pass_.login = login
         try:
-            await work(_Pass(scope, mailbox, session, own, bus, result, settings, auto_save_since))
+            await work(pass_)
         finally:
-            await session.close()
+            await pass_.session.close()  # (the last one, when it logged in again)
+    except SyncStopped:  # stopping: not a failure (the cursor stands after what was stored)
+        result.stopped = True
     except MailSyncError as exc:
         result.error = _scrub(str(exc), password)
     except Exception as exc:  # a bug or a database failure: logged with its trace
@@ -251,7 +318,7 @@ async def _claim(scope: FirmScope, mailbox: Mailbox) -> datetime | None:
     claimed = await (
         scope.query(Mailbox)
         .filter(free, id=mailbox.pk)
-        .update(sync_status=SyncStatus.SYNCING, lease_until=lease)
+        .update(sync_status=SyncStatus.SYNCING, lease_until=lease, sync_done=0, sync_total=0)
     )
     if not claimed:
         return None
@@ -259,13 +326,16 @@ async def _claim(scope: FirmScope, mailbox: Mailbox) -> datetime | None:
     return lease
 
 
-async def _renew(scope: FirmScope, mailbox: Mailbox, lease: datetime) -> datetime:
-    """A fresh lease, only while this pass still holds the mailbox."""
+async def _renew(
+    scope: FirmScope, mailbox: Mailbox, lease: datetime, result: SyncResult
+) -> datetime:
+    """A fresh lease, only while this pass still holds the mailbox; the pass's progress is
+    written with it (read so far, of the total known so far)."""
     renewed = lease_token(_now(), LEASE_SECONDS)
     held = (
         await scope.query(Mailbox)
         .filter(id=mailbox.pk, lease_until=lease)
-        .update(lease_until=renewed)
+        .update(lease_until=renewed, sync_done=result.fetched, sync_total=result.total)
     )
     if not held:
         raise _LeaseLost
@@ -333,17 +403,33 @@ class _Pass:
         self.auto_save_since = auto_save_since
         self.lease: _Held | None = None  # a sync pass's claim on the mailbox
         self.stop: asyncio.Event | None = None
+        # The selected folder (failures are recorded against it), and the highest UID of it
+        # below which every message of the pass is handled (stored, not wanted, or failed).
+        self.folder_name: str | None = None
+        self.uidvalidity: int | None = None
+        self.reached = 0
+        self.failures: set[int] = set()  # UIDs that failed in this pass
+        self.login: Callable[[], Awaitable[ImapSession]] | None = None
+        self.hangups = 0
 
     async def hold(self) -> None:
-        """A sync pass renews its lease: it stops here (_LeaseLost) once another process took
-        the mailbox over or the mailbox was disconnected. A history import has no lease."""
+        """A sync pass renews its lease (and shows its progress): it stops here (_LeaseLost)
+        once another process took the mailbox over or the mailbox was disconnected. A history
+        import has no lease."""
         if self.lease is not None:
-            self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token)
+            self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
+
+    async def select(self, name: str) -> int | None:
+        """Selects the folder; its UIDNEXT."""
+        uidvalidity, uidnext = await self.session.select(name)
+        self.folder_name, self.uidvalidity, self.reached = name, uidvalidity, 0
+        return uidnext
 
     async def folder(self, role: str, name: str) -> None:
         await self.hold()  # before its cursor row is made: the mailbox may be gone
         cursor = await _cursor(self.mailbox, role, name)
-        uidvalidity, uidnext = await self.session.select(name)
+        uidnext = await self.select(name)
+        uidvalidity = self.uidvalidity
         if uidvalidity is None or cursor.uidvalidity != uidvalidity:
             if cursor.uidvalidity is not None:
                 log.info(
@@ -355,28 +441,59 @@ class _Pass:
                 )
             cursor.uidvalidity, cursor.last_uid = uidvalidity, 0
             await cursor.save(update_fields=["name", "uidvalidity", "last_uid"])
-        if uidnext is not None and uidnext <= cursor.last_uid + 1:
+            await skips.forget_other_uidvalidity(self.mailbox.pk, name, uidvalidity)
+        retry, recorded = await skips.of_folder(self.mailbox.pk, name, uidvalidity)
+        uids: list[int] = []
+        if uidnext is None or uidnext > cursor.last_uid + 1:
+            found = await self.session.uids_after(cursor.last_uid)
+            # A message with a failure recorded is read with the retries (when due), not here.
+            uids = [u for u in found if u > cursor.last_uid and u not in recorded]
+            del found
+        if not retry and not uids:
             return  # nothing new since the last pass
-        uids = [u for u in await self.session.uids_after(cursor.last_uid) if u > cursor.last_uid]
-        for start in range(0, len(uids), FETCH_BATCH):
-            if self.stop is not None and self.stop.is_set():
-                return  # the cursor stands after what was stored
-            batch = uids[start : start + FETCH_BATCH]
-            await self.batch(batch)
-            await self.hold()
-            cursor.last_uid = batch[-1]
-            await cursor.save(update_fields=["last_uid"])
+        self.result.total += len(retry) + len(uids)
+        await self.hold()  # shows the pass's total
+        try:
+            # Messages that failed before go first; they are no longer due once through.
+            for start in range(0, len(retry), FETCH_BATCH):
+                await self.batch(retry[start : start + FETCH_BATCH])
+            await skips.cleared(
+                self.mailbox.pk, name, uidvalidity, [u for u in retry if u not in self.failures]
+            )
+            for start in range(0, len(uids), FETCH_BATCH):
+                if self.stop is not None and self.stop.is_set():
+                    return  # the cursor stands after what was stored
+                batch = uids[start : start + FETCH_BATCH]
+                await self.batch(batch)
+                self.reached = batch[-1]
+                await self.hold()
+                cursor.last_uid = batch[-1]
+                await cursor.save(update_fields=["last_uid"])
+        except (MailSyncError, SyncStopped):
+            # The server went away or the process is stopping mid-batch: the cursor moves
+            # past the chunks of the batch that were stored, and no further.
+            if self.reached > cursor.last_uid:
+                cursor.last_uid = self.reached
+                await cursor.save(update_fields=["last_uid"])
+            raise
 
     async def batch(self, uids: Sequence[int]) -> None:
+        """Reads and stores the messages `uids` of the selected folder (those with a
+        participant whose EMAIL SYNC is on), and the bounces among them."""
         self.result.fetched += len(uids)
-        headers, sizes = await self.session.fetch(uids, PARTICIPANT_FIELDS)
+        self.result.message_ids.clear()  # the caller took those of the last batch
+        head = await self.fetch(uids, PARTICIPANT_FIELDS)
         participants: dict[int, list[str]] = {}
         unclear: set[int] = set()  # who it concerns is known only once it is read whole
+        dsns: set[int] = set()
         for uid in uids:
+            headers = head.data.get(uid)
+            if headers is None:
+                continue  # failed (recorded) or expunged meanwhile
+            if bounces.is_dsn(headers):
+                dsns.add(uid)
             try:
-                participants[uid] = parse_participants(headers[uid])
-            except KeyError:
-                unclear.add(uid)
+                participants[uid] = parse_participants(headers)
             except Exception:
                 log.warning("mailbox %s: UID %s: unreadable headers", self.mailbox.pk, uid)
                 unclear.add(uid)
@@ -388,34 +505,199 @@ class _Pass:
             for uid in uids
             if uid in unclear or any(a in synced for a in participants.get(uid, ()))
         ]
-        self.result.skipped += len(uids) - len(wanted)
-        for chunk in _by_size(wanted, sizes, BODY_BATCH_BYTES):
-            bodies, _ = await self.session.fetch(chunk, MESSAGE_FIELDS)
-            found: list[tuple[ParsedMessage, set[int]]] = []
-            for uid in chunk:
-                raw = bodies.pop(uid, None)  # let go of each message once it is parsed
-                if raw is None:
-                    continue  # expunged meanwhile
-                item = await self.message(uid, raw, synced, uid in unclear)
-                if item is not None:
-                    found.append(item)
-            await self.hold()  # nothing is stored for a mailbox disconnected meanwhile
-            try:
-                outcomes = await store.store_messages(
-                    self.scope,
-                    found,
-                    self.own_addresses,
-                    mailbox_id=self.mailbox.pk,
-                    settings=self.settings,
-                    auto_save_since=self.auto_save_since,
-                )
-            except Exception:
-                # Disconnected between the check and the store (the rows' mailbox is gone, so
-                # the database refused them): the pass stops as disconnected, not failed.
-                await self.hold()
-                raise
-            for outcome in outcomes:
-                await self.count(outcome)
+        self.result.skipped += len(participants) + len(unclear) - len(wanted)
+        mine = set(wanted)
+        bounced = [uid for uid in uids if uid in dsns and uid not in mine]
+        if bounced:  # read for their report alone: a bounded read, never stored
+            await self.bounces(bounced)
+        for kind, unit in _units(wanted, head.sizes, self.settings.sync_max_message_bytes):
+            if kind is _Unit.OVERSIZE:
+                items = await self.oversize(unit, synced)
+            elif kind is _Unit.UNKNOWN:
+                items = await self.unknown_size(unit[0], synced, unit[0] in unclear)
+            else:
+                items = await self.whole(unit, synced, unclear)
+            await self.store(items)
+            self.reached = max(self.reached, unit[-1])
+
+    async def fetch(self, uids: Sequence[int], parts: str) -> Fetched:
+        """UID FETCH of `parts`; a UID that comes back without data (the server refused it,
+        or sent nothing) is asked for alone, and failing again counts as its failure (unless
+        it was expunged meanwhile).
+
+        A server may hang up on a FETCH it refuses (Dovecot says BYE and closes the
+        connection when it cannot read a message): the pass logs in again and asks for each
+        message alone, and the one it hangs up on again gets the failure. A connection lost
+        without a BYE is no message's fault: the pass fails (MailSyncError)."""
+        try:
+            got = await self.session.fetch(uids, parts)
+        except ServerHungUp as exc:
+            await self.log_in_again(exc)
+            if len(uids) == 1:
+                await self.failed(uids[0], f"The server refused to fetch it: {exc.reason}")
+                return Fetched()
+            got = Fetched(refused=exc.reason)  # nothing usable came: each is asked alone
+        missing = [uid for uid in uids if uid not in got.data]
+        if not missing:
+            return got
+        for uid in missing:
+            if len(uids) == 1:
+                one = got
+            else:
+                try:
+                    one = await self.session.fetch([uid], parts)
+                except ServerHungUp as exc:
+                    await self.log_in_again(exc)
+                    await self.failed(uid, f"The server refused to fetch it: {exc.reason}")
+                    continue
+            if uid in one.data:
+                got.data[uid] = one.data[uid]
+                got.sizes.update(one.sizes)
+            elif one.refused is not None:
+                await self.failed(uid, f"The server refused to fetch it: {one.refused}")
+            elif await self.session.uid_exists(uid):
+                await self.failed(uid, "The server sent nothing for it.")
+        return got
+
+    async def log_in_again(self, hung_up: ServerHungUp) -> None:
+        """A new session on the same folder after the server hung up (at most MAX_HANGUPS
+        times a pass; then, or when the folder changed meanwhile, the pass fails)."""
+        if self.login is None or self.folder_name is None or self.hangups >= MAX_HANGUPS:
+            raise hung_up
+        self.hangups += 1
+        await self.session.close()
+        self.session = await self.login()
+        self.session.stop = self.stop
+        uidvalidity, _ = await self.session.select(self.folder_name)
+        if uidvalidity != self.uidvalidity:
+            raise MailSyncError(f"{self.folder_name} changed on the server during the sync.")
+
+    async def bounces(self, uids: Sequence[int]) -> None:
+        """Reads the report of each DSN in `uids` (at most DSN_MAX_BYTES of it) and marks the
+        outbox messages it reports as failed."""
+        got = await self.fetch(uids, f"(UID BODY.PEEK[]<0.{bounces.DSN_MAX_BYTES}>)")
+        for uid in uids:
+            raw = got.data.pop(uid, None)
+            if raw is not None:
+                self.result.bounced += await bounces.apply(self.scope, raw)
+
+    async def whole(
+        self, uids: Sequence[int], synced: dict[str, set[int]], unclear: set[int]
+    ) -> list[_Item]:
+        """Downloads messages of known size, under the limit, in one round trip."""
+        bodies = (await self.fetch(uids, MESSAGE_FIELDS)).data
+        items: list[_Item] = []
+        for uid in uids:
+            raw = bodies.pop(uid, None)  # let go of each message once it is parsed
+            if raw is None:
+                continue  # failed (recorded) or expunged meanwhile
+            item = await self.message(uid, raw, synced, uid in unclear)
+            if item is not None:
+                items.append(item)
+        return items
+
+    async def unknown_size(
+        self, uid: int, synced: dict[str, set[int]], unclear: bool
+    ) -> list[_Item]:
+        """A message whose size the server did not say: read in parts of READ_BYTES, and
+        handled as oversize as soon as it passes the limit (never read whole)."""
+        limit = self.settings.sync_max_message_bytes
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            length = min(READ_BYTES, limit + 1 - total)
+            parts_asked = f"(UID BODY.PEEK[]<{total}.{length}>)"
+            if total == 0:  # a failure to read it at all is its failure
+                piece = (await self.fetch([uid], parts_asked)).data.get(uid)
+                if piece is None:
+                    return []
+            else:  # past its end the server sends an empty string, not a literal
+                piece = (await self.session.fetch([uid], parts_asked)).data.get(uid)
+            piece = piece or b""
+            parts.append(piece)
+            total += len(piece)
+            if total > limit:
+                del parts
+                return await self.oversize([uid], synced)
+            if len(piece) < length:
+                break
+        item = await self.message(uid, b"".join(parts), synced, unclear)
+        return [item] if item is not None else []
+
+    async def oversize(self, uids: Sequence[int], synced: dict[str, set[int]]) -> list[_Item]:
+        """Messages over sync_max_message_bytes: their headers are stored, with the reason
+        their body and attachments are not (neither is ever downloaded)."""
+        reason = f"larger than {_size_text(self.settings.sync_max_message_bytes)}: body and " + (
+            "attachments not stored"
+        )
+        headers = (await self.fetch(uids, HEADER_FIELDS)).data
+        items: list[_Item] = []
+        for uid in uids:
+            raw = headers.pop(uid, None)
+            if raw is None:
+                continue
+            item = await self.message(uid, raw, synced, True)
+            if item is not None:
+                item = _Item(uid, replace(item.parsed, content_skipped=reason), item.accounts)
+                items.append(item)
+        self.result.oversize += len(items)
+        return items
+
+    async def store(self, items: list[_Item]) -> None:
+        """Stores one downloaded chunk in one transaction. When that fails on the data (not
+        the database connection), its messages are stored one by one to find the culprit,
+        whose failure is recorded while the others are kept."""
+        if not items:
+            return
+        await self.hold()  # nothing is stored for a mailbox disconnected meanwhile
+        try:
+            outcomes = await self._store(items)
+        except Exception as exc:
+            # Disconnected between the check and the store (the rows' mailbox is gone, so
+            # the database refused them): the pass stops as disconnected, not failed.
+            await self.hold()
+            if _connection_failure(exc) or len(items) == 1:
+                if _connection_failure(exc):
+                    raise
+                await self.failed(items[0].uid, _store_error(exc))
+                return
+            log.warning("mailbox %s: a chunk failed to store, one by one now", self.mailbox.pk)
+            outcomes = []
+            for item in items:
+                try:
+                    outcomes += await self._store([item])
+                except Exception as one:
+                    if _connection_failure(one):
+                        raise
+                    await self.failed(item.uid, _store_error(one))
+        for outcome in outcomes:
+            await self.count(outcome)
+
+    async def _store(self, items: Sequence[_Item]) -> list[store.StoreOutcome]:
+        return await store.store_messages(
+            self.scope,
+            [(item.parsed, item.accounts) for item in items],
+            self.own_addresses,
+            mailbox_id=self.mailbox.pk,
+            settings=self.settings,
+            auto_save_since=self.auto_save_since,
+        )
+
+    async def failed(self, uid: int, reason: str) -> None:
+        """One failed attempt at a message: recorded (services/mail/skips); the pass goes on."""
+        self.result.failed += 1
+        self.failures.add(uid)
+        log.warning("mailbox %s, %s, UID %s: %s", self.mailbox.pk, self.folder_name, uid, reason)
+        if self.folder_name is not None:
+            await skips.failed(
+                self.scope,
+                self.mailbox.pk,
+                self.folder_name,
+                self.uidvalidity,
+                uid,
+                reason,
+                self.settings,
+            )
 
     async def count(self, outcome: store.StoreOutcome) -> None:
         """Counts a stored message and announces it (after its commit)."""
@@ -431,21 +713,24 @@ class _Pass:
 
     async def message(
         self, uid: int, raw: bytes, synced: dict[str, set[int]], unclear: bool
-    ) -> tuple[ParsedMessage, set[int]] | None:
+    ) -> _Item | None:
         """Parses one downloaded message: with the accounts it goes to, or None when it goes
         nowhere or cannot be read (`unclear`: its participants were not known from the
-        headers, so they are looked up now)."""
+        headers, so they are looked up now). A DSN's report is applied on the way."""
         limit = self.settings.max_upload_bytes
         try:
+            if bounces.is_dsn(raw.split(b"\r\n\r\n", 1)[0]):
+                self.result.bounced += await bounces.apply(self.scope, raw)
             # A big message (attachments) is parsed off the event loop, which also serves
             # the API when the sync runs inside `portico serve`.
             if len(raw) > PARSE_IN_THREAD_BYTES:
                 parsed = await asyncio.to_thread(parse_message, raw, max_attachment_bytes=limit)
             else:
                 parsed = parse_message(raw, max_attachment_bytes=limit)
-        except Exception:
+        except Exception as exc:
             log.exception("mailbox %s: UID %s could not be parsed", self.mailbox.pk, uid)
             self.result.unreadable += 1
+            await self.failed(uid, f"Could not be read: {type(exc).__name__}: {exc}")
             return None
         if unclear:
             missing = [a for a in parsed.participants if a not in synced]
@@ -454,7 +739,76 @@ class _Pass:
         if not account_ids:
             self.result.skipped += 1
             return None
-        return parsed, account_ids
+        return _Item(uid, parsed, account_ids)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A parsed message of the folder, with the accounts it goes to."""
+
+    uid: int
+    parsed: ParsedMessage
+    accounts: set[int]
+
+
+class _Unit(Enum):
+    WHOLE = "whole"  # known sizes under the limit: downloaded together
+    UNKNOWN = "unknown"  # no RFC822.SIZE: read in bounded parts
+    OVERSIZE = "oversize"  # over the limit: headers only
+
+
+def _units(uids: Sequence[int], sizes: dict[int, int], limit: int) -> list[tuple[_Unit, list[int]]]:
+    """The wanted `uids` in order, in the round trips that read them: runs of messages under
+    the limit of at most BODY_BATCH_BYTES, and each message of unknown size or over the
+    limit apart (so a unit ends only where every UID below it is handled)."""
+    units: list[tuple[_Unit, list[int]]] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if run:
+            units.extend((_Unit.WHOLE, r) for r in _by_size(run, sizes, BODY_BATCH_BYTES))
+            run.clear()
+
+    for uid in uids:
+        size = sizes.get(uid)
+        if size is not None and size <= limit:
+            run.append(uid)
+            continue
+        flush()
+        units.append((_Unit.UNKNOWN if size is None else _Unit.OVERSIZE, [uid]))
+    flush()
+    return units
+
+
+def _size_text(limit: int) -> str:
+    """50 MB, 97.7 KB: a limit as people read it."""
+    if limit >= 1024 * 1024:
+        return f"{limit / (1024 * 1024):.3g} MB"
+    return f"{limit / 1024:.3g} KB"
+
+
+def _store_error(exc: Exception) -> str:
+    return f"Could not be stored: {type(exc).__name__}: {exc}"
+
+
+def _connection_failure(exc: BaseException) -> bool:
+    """Whether a failed store is the database's (connection lost, server shutting down,
+    SQLite locked), not one message's data: the pass then fails, as before."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | DBConnectionError | TransactionManagementError):
+            return True
+        if isinstance(current, _ASYNCPG_CONNECTION):
+            return True
+        text = str(current).lower()
+        if "database is locked" in text or (
+            "connection" in text and ("closed" in text or "lost" in text or "terminat" in text)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> list[list[int]]:

@@ -1,0 +1,456 @@
+"""Hostile and broken mail in the sync (issue 14, goals 4, 6, 7, 8) against a real Dovecot.
+
+- A message the server will not FETCH, that cannot be parsed or cannot be stored is retried
+  on the next passes, then skipped for a while; the rest of the mailbox syncs on, and the
+  skipped messages are shown on the mailbox (Mailbox.skippedMessages).
+- A message over the size limit is never downloaded: its headers are stored with the reason.
+  One whose size the server does not say is read in bounded parts (a proxy in front of
+  Dovecot takes RFC822.SIZE out of its answers).
+- A bounce (DSN) for an outbox message marks it FAILED, even when no participant syncs.
+- Progress of a pass is shown on the mailbox (syncProgress).
+- A stop during a large FETCH hands the mailbox back at once; the IMAP connection cut in the
+  middle of a large FETCH fails the pass readably, and the next pass stores the rest, each
+  message once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models import (
+    DeliveryStatus,
+    Mailbox,
+    MailboxFolder,
+    MailboxSkip,
+    Message,
+    OutboundEmail,
+    SyncStatus,
+)
+from schema import ids
+from services.mail import store as message_store
+from services.mail import sync_engine
+from services.mail.imap import ImapSession
+from services.outbound import outbox
+from tests.support.api import api_for
+from tests.support.imap import ImapServer, imap_fixture  # noqa: F401
+from tests.support.imap_proxy import ImapProxy, imap_proxy
+from tests.support.mail import add_mailbox, mail
+from tests.test_mailsync import (
+    JANE,
+    STRANGER,
+    World,
+    stored,
+    sync,
+    world_fixture,  # noqa: F401  (the `world` fixture)
+)
+
+SKIPPED = """{ mailboxes { id skippedMessages { folder uid reason attempts firstSeenAt
+  lastAttemptAt skippedAt retryAfter } syncProgress { done total } } }"""
+
+
+def maildir_file(imap: ImapServer, user: str, marker: str) -> Path:
+    """The file of the message in `user`'s INBOX whose text holds `marker` (Dovecot may move
+    it from new/ to cur/ meanwhile: looked for again then)."""
+    maildir = imap.folder / "home" / user / "Maildir"
+    for _ in range(20):
+        for sub in ("cur", "new"):
+            for path in (maildir / sub).iterdir():
+                with suppress(FileNotFoundError):
+                    if marker.encode() in path.read_bytes():
+                        return path
+        time.sleep(0.05)
+    raise AssertionError(f"no message with {marker!r}")
+
+
+def with_settings(world: World, **changes: Any) -> World:
+    return dataclasses.replace(world, settings=world.settings.model_copy(update=changes))
+
+
+async def through_proxy(mailbox: Mailbox, proxy: ImapProxy) -> None:
+    mailbox.imap_host, mailbox.imap_port = proxy.host, proxy.port
+    await mailbox.save()
+
+
+# Skips --------------------------------------------------------------------------------------
+
+
+async def test_a_message_the_server_will_not_fetch_is_retried_then_skipped_and_shown(
+    world: World, imap: ImapServer, client: Any
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    maildir_file(imap, mailbox.username, "Letter 1").chmod(
+        0
+    )  # Dovecot (user dovecot) cannot read it: FETCH fails, then it hangs up
+    api = await api_for(client, world.owner)
+    try:
+        # Dovecot says BYE and hangs up: the pass logs in again, reads the others one by one,
+        # and counts the failure on the one it hangs up on again.
+        first = await sync(world, mailbox)
+        assert (first.status, first.error, first.stored, first.failed) == (
+            SyncStatus.IDLE,
+            None,
+            2,
+            1,
+        )
+        assert sorted(m.subject for m in await stored(world)) == ["Letter 0", "Letter 2"]
+        [row] = await MailboxSkip.all()
+        assert (row.folder, row.uid, row.attempts, row.skipped_at) == ("INBOX", 2, 1, None)
+        assert "refused to fetch it: FETCH failed: Internal error" in row.reason
+
+        # Tried again on each pass until the third failure, then skipped for a day.
+        for attempts in (2, 3):
+            again = await sync(world, mailbox)
+            assert (again.status, again.fetched, again.failed) == (SyncStatus.IDLE, 1, 1)
+            await row.refresh_from_db()
+            assert row.attempts == attempts
+        assert row.skipped_at is not None and row.retry_after is not None
+        expected = row.skipped_at + timedelta(hours=world.settings.sync_skip_retry_hours)
+        assert abs((row.retry_after - expected).total_seconds()) < 1
+        assert (await sync(world, mailbox)).fetched == 0  # not read again before retry_after
+        await row.refresh_from_db()
+        assert row.attempts == 3
+
+        [shown] = (await api.data(SKIPPED))["mailboxes"]
+        assert shown["id"] == ids.encode("Mailbox", mailbox.pk)
+        [skipped] = shown["skippedMessages"]
+        assert (skipped["folder"], skipped["uid"], skipped["attempts"]) == ("INBOX", 2, 3)
+        assert skipped["skippedAt"] and skipped["retryAfter"] and skipped["firstSeenAt"]
+        assert "refused to fetch" in skipped["reason"]
+    finally:
+        maildir_file(imap, mailbox.username, "Letter 1").chmod(0o644)  # (moved to cur/)
+
+    # Its retry time comes: it is read, stored, and no longer listed.
+    await MailboxSkip.filter(pk=row.pk).update(retry_after=datetime.now(UTC) - timedelta(1))
+    retried = await sync(world, mailbox)
+    assert (retried.stored, retried.failed) == (1, 0)
+    assert await MailboxSkip.all().count() == 0
+    assert sorted(m.subject for m in await stored(world)) == [f"Letter {n}" for n in range(3)]
+    assert (await api.data(SKIPPED))["mailboxes"][0]["skippedMessages"] == []
+
+
+async def test_a_message_that_fails_to_parse_or_store_is_found_and_the_rest_is_stored(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(5):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    parse = sync_engine.parse_message
+    store = message_store._store_new
+
+    def parse_fails_on_2(raw: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"Letter 2" in raw:
+            raise RecursionError("maximum recursion depth exceeded")  # a hostile structure
+        return parse(raw, *args, **kwargs)
+
+    async def store_refuses_4(scope: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(parsed.subject == "Letter 4" for parsed, _ in items):
+            raise ValueError("a value the database refuses")  # a data error, not the connection
+        return await store(scope, items, *args, **kwargs)
+
+    monkeypatch.setattr(sync_engine, "parse_message", parse_fails_on_2)
+    monkeypatch.setattr(message_store, "_store_new", store_refuses_4)
+    result = await sync(world, mailbox)
+
+    assert (result.status, result.stored, result.failed) == (SyncStatus.IDLE, 3, 2)
+    assert sorted(m.subject for m in await stored(world)) == ["Letter 0", "Letter 1", "Letter 3"]
+    skips = {row.uid: row.reason for row in await MailboxSkip.all()}
+    assert sorted(skips) == [3, 5]
+    assert skips[3].startswith("Could not be read: RecursionError")
+    assert skips[5].startswith("Could not be stored: ValueError")
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 5  # the failures are held in their rows, not by the cursor
+
+    monkeypatch.setattr(sync_engine, "parse_message", parse)
+    monkeypatch.setattr(message_store, "_store_new", store)
+    fixed = await sync(world, mailbox)
+    assert (fixed.fetched, fixed.stored, fixed.failed) == (2, 2, 0)
+    assert len(await stored(world)) == 5 and await MailboxSkip.all().count() == 0
+
+
+async def test_a_database_connection_failure_fails_the_pass_and_records_no_skip(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Letter"))
+    store = message_store._store_new
+
+    async def connection_lost(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionResetError("connection was closed in the middle of operation")
+
+    monkeypatch.setattr(message_store, "_store_new", connection_lost)
+    failed = await sync(world, mailbox)
+    assert failed.status == SyncStatus.FAILED and "ConnectionResetError" in (failed.error or "")
+    assert await MailboxSkip.all().count() == 0
+    monkeypatch.setattr(message_store, "_store_new", store)
+    assert (await sync(world, mailbox)).stored == 1
+
+
+# Size limit ---------------------------------------------------------------------------------
+
+
+def big_mail(sender: str, to: str, subject: str, size: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Message-ID"] = f"<{subject.replace(' ', '.')}@client.example>"
+    msg.set_content("See the scan attached.")
+    msg.add_attachment(
+        b"%PDF" + b"x" * size, maintype="application", subtype="pdf", filename="scan.pdf"
+    )
+    return bytes(msg)
+
+
+async def test_a_message_over_the_size_limit_keeps_its_headers_only(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = with_settings(world, sync_max_message_bytes=100_000)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, big_mail(JANE, mailbox.address, "Huge scan", 300_000))
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Small note"))
+    fetch = ImapSession.fetch
+    asked: list[str] = []
+
+    async def seen(session: ImapSession, uids: Any, parts: str) -> Any:
+        asked.append(parts)
+        return await fetch(session, uids, parts)
+
+    monkeypatch.setattr(ImapSession, "fetch", seen)
+    result = await sync(small, mailbox)
+
+    assert (result.stored, result.oversize) == (2, 1)
+    huge, note = await stored(world)
+    assert huge.subject == "Huge scan" and huge.from_address == JANE.lower()
+    assert huge.content_skipped == "larger than 97.7 KB: body and attachments not stored"
+    assert huge.text_body is None and huge.html_body is None
+    assert note.content_skipped is None and note.text_body
+    assert sync_engine.HEADER_FIELDS in asked
+    # The big one was never asked for whole (the small one alone was).
+    assert asked.count(sync_engine.MESSAGE_FIELDS) == 1
+
+
+async def test_a_message_of_unknown_size_is_read_in_bounded_parts(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = with_settings(world, sync_max_message_bytes=200_000)
+    monkeypatch.setattr(sync_engine, "READ_BYTES", 64 * 1024)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, big_mail(JANE, mailbox.address, "Huge scan", 1_000_000))
+    imap.append(mailbox.username, big_mail(JANE, mailbox.address, "Medium scan", 100_000))
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        proxy.strip_sizes = True  # the server does not say how large they are
+        await through_proxy(mailbox, proxy)
+        result = await sync(small, mailbox)
+    assert (result.error, result.stored, result.oversize) == (None, 2, 1)
+    huge, medium = await stored(world)
+    assert huge.content_skipped and huge.content_skipped.startswith("larger than")
+    assert medium.content_skipped is None
+    partial = [line for line in proxy.sent_lines if b"BODY.PEEK[]<" in line]
+    # The huge one was read up to the limit and no further (4 parts of 64 KB), the medium one
+    # in 3 parts: never a whole-message FETCH.
+    assert not [line for line in proxy.sent_lines if b"BODY.PEEK[])" in line]
+    assert len(partial) == 4 + 3
+
+
+# Bounces ------------------------------------------------------------------------------------
+
+
+def dsn(original_id: str, status: str, sender_to: str) -> bytes:
+    report = (
+        "Reporting-MTA: dns; mx.client.example\r\n\r\n"
+        "Final-Recipient: rfc822; nobody@client.example\r\n"
+        f"Action: {'failed' if status.startswith('5') else 'delayed'}\r\n"
+        f"Status: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} <nobody@client.example>: user unknown\r\n"
+    )
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.client.example>\r\n"
+        f"To: {sender_to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <dsn-{status}-{time.monotonic_ns()}@mx.client.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system.\r\n"
+        f"--B\r\nContent-Type: message/delivery-status\r\n\r\n{report}\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: {sender_to}\r\nTo: nobody@client.example\r\nMessage-ID: {original_id}\r\n"
+        "Subject: Your invitation\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+async def test_a_bounce_marks_the_outbox_message_failed_without_being_stored(
+    world: World, imap: ImapServer
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    rows = []
+    for _ in range(3):
+        rows.append(
+            await OutboundEmail.create(
+                firm_id=world.scope.firm_id,
+                kind="invitation",
+                to_address="nobody@client.example",
+                from_name="Acme",
+                subject="Your invitation",
+                body_encrypted="x",
+                message_id=outbox.new_message_id(world.settings, "acme.example"),
+                status=DeliveryStatus.SENT,
+                next_attempt_at=datetime.now(UTC),
+            )
+        )
+    imap.append(mailbox.username, dsn(rows[0].message_id, "5.1.1", mailbox.address))
+    imap.append(mailbox.username, dsn(rows[1].message_id, "4.4.1", mailbox.address))  # delayed
+    result = await sync(world, mailbox)
+
+    assert (result.bounced, result.stored) == (1, 0)  # no participant syncs: not stored
+    assert await Message.all().count() == 0
+    failed, delayed, untouched = [await OutboundEmail.get(pk=row.pk) for row in rows]
+    assert failed.status == DeliveryStatus.FAILED
+    assert failed.last_error == (
+        "Bounced: 5.1.1 smtp; 550 5.1.1 <nobody@client.example>: user unknown"
+    )
+    assert (delayed.status, delayed.last_error) == (DeliveryStatus.SENT, None)
+    assert untouched.status == DeliveryStatus.SENT
+
+
+# Progress -----------------------------------------------------------------------------------
+
+
+async def test_progress_is_written_per_batch_and_shown(
+    world: World, imap: ImapServer, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    api = await api_for(client, world.owner)
+    assert (await api.data(SKIPPED))["mailboxes"][0]["syncProgress"] is None
+    for n in range(5):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 2)
+    store = message_store.store_messages
+    seen: list[dict[str, int]] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        seen.append((await api.data(SKIPPED))["mailboxes"][0]["syncProgress"])
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(message_store, "store_messages", watched)
+    await sync(world, mailbox)
+    assert seen == [  # as each batch's messages are stored
+        {"done": 2, "total": 5},
+        {"done": 4, "total": 5},
+        {"done": 5, "total": 5},
+    ]
+    assert (await api.data(SKIPPED))["mailboxes"][0]["syncProgress"] == {"done": 5, "total": 5}
+
+
+# Stopping and faults ------------------------------------------------------------------------
+
+
+async def fill(imap: ImapServer, user: str, count: int, size: int = 20_000) -> None:
+    """`count` messages from Jane, written straight to Maildir (fast)."""
+    imap.append(user, mail(JANE, user, "Letter 000"))  # creates the Maildir
+    for n in range(1, count):
+        imap.deliver_to_maildir(user, mail(JANE, user, f"Letter {n:03}", body="x" * size))
+
+
+async def test_a_stop_during_a_large_fetch_hands_the_mailbox_back_at_once(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 120)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 40)
+    stop = asyncio.Event()
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        await through_proxy(mailbox, proxy)
+        store = message_store.store_messages
+        first_stored = asyncio.Event()
+
+        async def second_batch_held(*args: Any, **kwargs: Any) -> Any:
+            stored = await store(*args, **kwargs)
+            proxy.body_fetch_seen.clear()
+            proxy.hold_body_fetch = True  # the next large answer is slow to come
+            first_stored.set()
+            return stored
+
+        monkeypatch.setattr(message_store, "store_messages", second_batch_held)
+        running = asyncio.create_task(
+            sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
+        )
+        await asyncio.wait_for(first_stored.wait(), 30)
+        await asyncio.wait_for(proxy.body_fetch_seen.wait(), 30)
+        await asyncio.sleep(0.2)  # the second batch's FETCH is in flight, its answer held
+        stop.set()  # SIGTERM
+        started = time.monotonic()
+        result = await asyncio.wait_for(running, 10)
+        assert time.monotonic() - started < 2  # not the IMAP timeout
+    monkeypatch.setattr(message_store, "store_messages", store)
+
+    assert (result.status, result.error, result.stopped) == (SyncStatus.IDLE, None, True)
+    assert result.stored == 40
+    row = await Mailbox.get(pk=mailbox.pk)
+    assert row.lease_until is None
+    assert await sync_engine._claim(world.scope, row) is not None  # claimable at once
+    await Mailbox.filter(pk=mailbox.pk).update(lease_until=None)
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 40
+
+    row.imap_host, row.imap_port = imap.host, imap.port
+    await row.save()
+    rest = await sync(world, row)
+    assert (rest.fetched, rest.stored) == (80, 80)
+    subjects = [m.subject for m in await stored(world)]
+    assert sorted(subjects) == [f"Letter {n:03}" for n in range(120)]
+
+
+async def test_the_imap_connection_cut_mid_fetch_fails_readably_and_the_next_pass_resumes(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 150)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 50)
+    monkeypatch.setattr(sync_engine, "BODY_BATCH_BYTES", 200_000)  # about 10 a round trip
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        await through_proxy(mailbox, proxy)
+        store = message_store.store_messages
+        chunks = 0
+
+        async def cut_in_the_second_batch(*args: Any, **kwargs: Any) -> Any:
+            nonlocal chunks
+            stored = await store(*args, **kwargs)
+            chunks += 1
+            if chunks == 7:  # in the second batch: its next FETCH is cut midway
+                proxy.cut_body_fetch_after = 100_000
+            return stored
+
+        monkeypatch.setattr(message_store, "store_messages", cut_in_the_second_batch)
+        failed = await sync(world, mailbox)
+        assert proxy.cuts == 1
+    monkeypatch.setattr(message_store, "store_messages", store)
+
+    assert failed.status == SyncStatus.FAILED
+    assert failed.error and "closed the connection (UID FETCH)" in failed.error
+    kept = await Message.all().count()
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert 50 < kept < 150
+    assert inbox.last_uid == kept  # after what was stored, mid-batch, and no further
+    row = await Mailbox.get(pk=mailbox.pk)
+    assert (row.sync_status, row.lease_until) == (SyncStatus.FAILED, None)
+
+    row.imap_host, row.imap_port = imap.host, imap.port  # the server is back
+    await row.save()
+    resumed = await sync(world, row)
+    assert (resumed.status, resumed.fetched, resumed.stored) == (
+        SyncStatus.IDLE,
+        150 - kept,
+        150 - kept,
+    )
+    subjects = [m.subject for m in await stored(world)]
+    assert sorted(subjects) == [f"Letter {n:03}" for n in range(150)]  # each once
+    assert STRANGER not in subjects
