@@ -93,6 +93,7 @@ class Loaders:
         self.documents_page = Loader(self._documents_page)
         self.accounts_by_message = Loader(self._accounts_by_message)
         self.attachments_by_message = Loader(self._attachments_by_message)
+        self.delivery_by_message = Loader(self._delivery_by_message)
         self.documents_by_attachment = Loader(self._documents_by_attachment)
         self.messages_page = Loader(self._messages_page)
         self.history_latest = Loader(self._history_latest)
@@ -257,6 +258,22 @@ class Loaders:
             )
         return [grouped[key] for key in keys]
 
+    async def _delivery_by_message(self, keys: Sequence[int]) -> list[DeliveryNode | None]:
+        """Each message's delivery: the outbox row of a reply written in Inbox+ (its
+        thread_message points at the stored reply), as rows by hand-written SQL; None for
+        mail not sent through Portico. Staff alerts and digests never point at a message,
+        and are left out all the same (only their recipient may read them)."""
+        staff_kinds = sorted(outbox.STAFF_KINDS)
+        rows = await sql.select(
+            f"SELECT {_DELIVERY_COLUMNS}, thread_message_id FROM outbound_email"
+            f" WHERE firm_id = ? AND thread_message_id IN ({sql.marks(len(keys))})"
+            f" AND kind NOT IN ({sql.marks(len(staff_kinds))}) ORDER BY id",
+            [self.scope.firm_id, *keys, *staff_kinds],
+        )
+        # One row per reply; were there more, the newest (the last by id) would tell.
+        found = {row[-1]: _delivery_node(row[:-1]) for row in rows}
+        return [found.get(key) for key in keys]
+
     async def _history_latest(self, keys: Sequence[tuple[int, int]]) -> list[list[HistoryImport]]:
         """Keys (mailbox id, first): one query per distinct `first`."""
         found: dict[tuple[int, int], list[HistoryImport]] = {}
@@ -359,8 +376,7 @@ class Loaders:
     async def _delivery_nodes(self, pks: set[int]) -> dict[int, DeliveryNode]:
         # Hand-written SQL (services/shared/sql.py): every account screen shows deliveries.
         rows = await sql.select(
-            "SELECT id, to_address, subject, category, kind, status, attempts, last_error,"
-            " created_at, sent_at FROM outbound_email"
+            f"SELECT {_DELIVERY_COLUMNS} FROM outbound_email"
             f" WHERE firm_id = ? AND id IN ({sql.marks(len(pks))})",
             [self.scope.firm_id, *pks],
         )
@@ -436,6 +452,12 @@ def _link_person_order(link: tuple[int, int, str, str]) -> tuple[str, str, int]:
 def _address_order(row: tuple[int, int, str, str]) -> tuple[bool, int]:
     """An address row (id, contact id, address, label): the default field first."""
     return (row[3] != DEFAULT_LABEL, row[0])
+
+
+# What Delivery shows, in _delivery_node's order.
+_DELIVERY_COLUMNS = (
+    "id, to_address, subject, category, kind, status, attempts, last_error, created_at, sent_at"
+)
 
 
 def _delivery_node(row: Sequence[Any]) -> DeliveryNode:

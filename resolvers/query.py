@@ -14,6 +14,7 @@ from models import Firm as FirmModel
 from models import StaffMember as StaffMemberModel
 from schema import ids
 from schema.delivery import Delivery
+from schema.enums import DeliveryStatus
 from schema.mail import Mailbox
 from schema.messages import Message, inbox
 from schema.pagination import (
@@ -211,8 +212,16 @@ class Query:
         info: Info,
         first: Annotated[int | None, strawberry.argument(description=FIRST)] = 20,
         after: Annotated[str | None, strawberry.argument(description=AFTER)] = None,
+        delivery_status: Annotated[
+            DeliveryStatus | None,
+            strawberry.argument(
+                description="Only replies written in Inbox+ whose delivery is in this status "
+                "(FAILED: the replies that could not be sent); CANCELLED is refused, as a reply "
+                "is never withdrawn. Left out: all mail."
+            ),
+        ] = None,
     ) -> Connection[Message]:
-        return await inbox(info, first, after)
+        return await inbox(info, first, after, delivery_status)
 
     @strawberry.field(
         description="The firm's connected mailboxes by address, with their sync status "

@@ -14,9 +14,11 @@ from models import Attachment as AttachmentModel
 from models import Message as MessageModel
 from schema import ids
 from schema.batched import loaded_field
-from schema.enums import MessageDirection, SenderAuthentication
+from schema.delivery import Delivery
+from schema.enums import DeliveryStatus, MessageDirection, SenderAuthentication
 from schema.errors import UserError
 from schema.pagination import Connection, Edge, bad_input, check_page_size
+from schema.permissions import UsesInbox
 from schema.types import Account, Document, ScopedNode
 from services.mail import message_pages, parse
 from services.shared.errors import InputError
@@ -128,6 +130,16 @@ class Message(ScopedNode):
         "attachments_by_message",
         description="The files attached to the message, in the order they came.",
     )
+    delivery: Delivery | None = loaded_field(
+        "delivery_by_message",
+        description="How the sending went, for a reply written in Inbox+ (queued, sent, or "
+        "failed with the mail server's reason); null for mail not sent through Portico.",
+        permission_classes=[UsesInbox],  # as the message itself (and Delivery's rule for replies)
+    )
+
+
+# The inbox's filter argument, by its GraphQL name.
+DELIVERY = "deliveryStatus"
 
 
 @strawberry.type(description="What a reply did.")
@@ -140,13 +152,21 @@ class MessagePayload:
     )
 
 
-async def inbox(info: Info, first: int | None, after: str | None) -> Connection[Message]:
+async def inbox(
+    info: Info,
+    first: int | None,
+    after: str | None,
+    delivery_status: DeliveryStatus | None = None,
+) -> Connection[Message]:
     """Inbox+: the firm's synced mail, newest first, keyset-paged (the field checks the
-    inbox right)."""
+    inbox right); with `delivery_status`, only replies whose delivery is in that status."""
     size = first if first is not None else 20
     check_page_size(size, info.context.settings.max_page_size)
+    if delivery_status == DeliveryStatus.CANCELLED:  # only invitation mail is ever withdrawn
+        raise bad_input("A reply is never cancelled: ask for QUEUED, SENT or FAILED.", DELIVERY)
+    status = None if delivery_status is None else str(delivery_status.value)
     try:
-        total, rows, more = await message_pages.inbox_page(info.context.scope, size, after)
+        total, rows, more = await message_pages.inbox_page(info.context.scope, size, after, status)
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
     return message_connection(rows, total, more, after)

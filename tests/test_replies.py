@@ -495,3 +495,117 @@ async def test_the_mailbox_password_never_shows_when_filing_fails(
     monkeypatch.setattr(replies.ImapSession, "open", classmethod(refuse))
     assert await replies.file_sent_copy(settings, mailbox, Mail()) is False
     assert PASSWORD not in caplog.text and "the server said: *** is wrong" in caplog.text
+
+
+# Issue 14, goal 5: each reply's delivery in its thread, the failed ones in Inbox+, and no
+# second copy in Sent when the provider filed one itself.
+
+WITH_DELIVERY = """query($status: DeliveryStatus) { inbox(first: 50, deliveryStatus: $status) {
+  totalCount edges { node { id subject direction
+    delivery { id status attempts lastError sentAt } } } } }"""
+THREAD_NODE = """query($id: ID!) { node(id: $id) { ... on Message {
+  delivery { id status lastError } } } }"""
+TAB_WITH_DELIVERY = """query($id: ID!) { account(id: $id) {
+  messages { edges { node { id delivery { status } } } }
+  deliveries { edges { node { id status } } } } }"""
+
+
+async def test_the_thread_shows_each_reply_delivery_and_the_inbox_the_failed_ones(
+    acme, globex, client, settings, imap, smtp
+):
+    s = await setup(acme, settings, imap, smtp)
+    original = await s.receive(mail(SENDER, s.user))
+    sent = await s.reply(original["id"], "First, sent.")
+    await s.deliver()
+    failed = await s.reply(original["id"], "Second, refused.")
+    smtp.refuse_rcpt("550 5.1.1 no such user")
+    await s.deliver()
+    smtp.refuse_rcpt(None)
+    queued = await s.reply(original["id"], "Third, not sent yet.")
+
+    async def inbox(api: Api, status: str | None = None) -> tuple[int, dict[str, dict | None]]:
+        page = (await api.data(WITH_DELIVERY, {"status": status}))["inbox"]
+        return page["totalCount"], {e["node"]["id"]: e["node"]["delivery"] for e in page["edges"]}
+
+    total, shown = await inbox(s.api)
+    assert total == 4 and shown[original["id"]] is None  # synced mail: not sent through Portico
+    assert shown[sent["id"]]["status"] == "SENT" and shown[sent["id"]]["sentAt"] is not None
+    assert shown[sent["id"]]["attempts"] == 1 and shown[sent["id"]]["lastError"] is None
+    assert shown[failed["id"]] == {
+        **shown[failed["id"]],
+        "status": "FAILED",
+        "attempts": 1,
+        "lastError": "550 5.1.1 no such user",  # the server's reason
+        "sentAt": None,
+    }
+    assert shown[queued["id"]] == {**shown[queued["id"]], "status": "QUEUED", "attempts": 0}
+
+    # Inbox+ shows the failed replies alone; each status filters alike.
+    assert await inbox(s.api, "FAILED") == (1, {failed["id"]: shown[failed["id"]]})
+    assert await inbox(s.api, "SENT") == (1, {sent["id"]: shown[sent["id"]]})
+    assert await inbox(s.api, "QUEUED") == (1, {queued["id"]: shown[queued["id"]]})
+    body = await s.api.post(WITH_DELIVERY, {"status": "CANCELLED"})
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "deliveryStatus"}
+    assert "never cancelled" in error["message"]
+    body = await s.api.post(WITH_DELIVERY, {"status": "LOST"})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    # The same delivery by the message's id, in the account's Email tab, and as a Delivery.
+    by_id = (await s.api.data(THREAD_NODE, {"id": failed["id"]}))["node"]["delivery"]
+    assert by_id == {
+        "id": shown[failed["id"]]["id"],
+        "status": "FAILED",
+        "lastError": "550 5.1.1 no such user",
+    }
+    tab = (await s.api.data(TAB_WITH_DELIVERY, {"id": s.account_id}))["account"]
+    in_tab = {e["node"]["id"]: e["node"]["delivery"] for e in tab["messages"]["edges"]}
+    assert in_tab == {k: v and {"status": v["status"]} for k, v in shown.items()}
+    deliveries = {e["node"]["id"]: e["node"]["status"] for e in tab["deliveries"]["edges"]}
+    assert deliveries == {v["id"]: v["status"] for v in shown.values() if v}
+
+    # Who may read it: as the message, staff with the inbox right; nobody else.
+    inbox_user = await api_for(
+        client, await add_staff(acme, "inbox@acme.example", can_use_inbox=True)
+    )
+    assert await inbox(inbox_user, "FAILED") == (1, {failed["id"]: shown[failed["id"]]})
+    reader = await api_for(client, await add_staff(acme, "reader@acme.example"))
+    assert (await reader.post(WITH_DELIVERY))["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert (await reader.data(THREAD_NODE, {"id": failed["id"]}))["node"] is None
+    assert (await globex.api.data(THREAD_NODE, {"id": failed["id"]}))["node"] is None
+    assert await inbox(globex.api, "FAILED") == (0, {})
+
+
+class ProviderFilingSmtpServer(AuthSmtpServer):
+    """An SMTP server that files what it accepts in the sender's Sent folder itself, as
+    Gmail and Office 365 do (on the test Dovecot, before it answers DATA)."""
+
+    def __init__(self, password: str, imap: ImapServer) -> None:
+        super().__init__(password)
+        self.imap = imap
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
+        raw = envelope.original_content or envelope.content
+        self.imap.append(envelope.mail_from, raw, folder="Sent")
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_no_second_copy_when_the_provider_filed_the_reply_itself(acme, settings, imap):
+    provider = ProviderFilingSmtpServer(PASSWORD, imap)
+    provider.start()
+    try:
+        s = await setup(acme, settings, imap, provider)
+        original = await s.receive(mail(SENDER, s.user))
+        await s.reply(original["id"], "Thanks!")
+        await s.deliver()
+        [received] = provider.wait_for(1)
+    finally:
+        provider.stop()
+    # One copy in Sent: the provider's; the reply counts as filed.
+    [(_, raw)] = s.sent_folder()
+    assert headers_of(raw)["Message-ID"] == received["Message-ID"]
+    row = await OutboundEmail.get(kind="REPLY")
+    assert row.status == DeliveryStatus.SENT and row.filed_at is not None
+    # The folder was only looked at: the provider's copy keeps its flags (no \Seen set).
+    [(flags, _)] = s.sent_folder()
+    assert b"\\Seen" not in flags

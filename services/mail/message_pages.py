@@ -73,17 +73,28 @@ def _is_possible(position: Position) -> bool:
 
 
 async def inbox_page(
-    scope: FirmScope, first: int, after: str | None
+    scope: FirmScope, first: int, after: str | None, delivery_status: str | None = None
 ) -> tuple[int, list[MessageRow], bool]:
-    """(total, the page, whether more follow): the firm's synced mail, newest first.
+    """(total, the page, whether more follow): the firm's synced mail, newest first; with
+    `delivery_status`, only the replies sent from Inbox+ whose delivery is in that status
+    (FAILED: the replies that failed, for staff to see and write again).
 
     Hand-written SQL (services/shared/sql.py), as the ORM's statements were: a COUNT, then
     the page; rows, not models (building the query and 51 models cost more than the SQL).
+    A reply's delivery is its outbox row (outbound_email.thread_message_id points at the
+    stored reply; one row per reply): the filter is a semi-join on it, so the page is still
+    one statement and the filter's rows are found by status first.
     """
     firm = scope.firm_id
     linked = "firm_id = ? AND id IN (SELECT message_id FROM message_account WHERE firm_id = ?)"
-    [(total,)] = await sql.select(f"SELECT COUNT(*) FROM message WHERE {linked}", [firm, firm])
     params: list[Any] = [firm, firm]
+    if delivery_status is not None:
+        linked += (
+            " AND id IN (SELECT thread_message_id FROM outbound_email"
+            " WHERE firm_id = ? AND status = ? AND thread_message_id IS NOT NULL)"
+        )
+        params += [firm, delivery_status]
+    [(total,)] = await sql.select(f"SELECT COUNT(*) FROM message WHERE {linked}", params)
     past = ""
     if after is not None:
         when, pk = decode_cursor(after)

@@ -7,6 +7,13 @@ folder. The queued row and the stored Message share one Message-ID, so when the 
 reads that Sent folder it finds the copy as the message it already has (same key), and
 stores nothing twice.
 
+Providers such as Gmail and Office 365 file what their SMTP server sent in Sent themselves:
+before the APPEND, `file_sent_copy` searches the Sent folder for the Message-ID (SEARCH HEADER
+Message-ID) and, when the copy is there, appends nothing and counts the reply as filed. A
+server that refuses the search gets the APPEND (a second copy rather than none). The stored
+reply's delivery (its outbox row, QUEUED, SENT or FAILED with the server's reason) is shown on
+the message (Message.delivery) and filters Inbox+ (inbox(deliveryStatus:)).
+
 Choices where the issue is silent:
 - The mailbox: the one the message came through, else the firm's mailbox whose address
   took part in the message, else the firm's first mailbox by address.
@@ -235,6 +242,9 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
                 if folder is None:
                     log.warning("mailbox %s has no Sent folder: reply not filed", mailbox.pk)
                     return False
+                if await _already_filed(session, folder, str(message["Message-ID"] or "")):
+                    log.info("mailbox %s filed the reply in Sent itself: no APPEND", mailbox.pk)
+                    return True
                 response = await session.call(
                     "APPEND",
                     session.client.append(raw, aioimaplib.quoted(folder), flags="\\Seen"),
@@ -257,3 +267,30 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
         log.warning("mailbox %s refused to file the reply: %s", mailbox.pk, answer)
         return False
     return True
+
+
+async def _already_filed(session: ImapSession, folder: str, message_id: str) -> bool:
+    """Whether the Sent folder holds a message with this Message-ID already: providers such
+    as Gmail and Office 365 file what their SMTP server sent themselves, and a second copy
+    from the APPEND would show twice in the staff member's mail program.
+
+    The folder is SELECTed (aioimaplib's EXAMINE leaves the client unselected, so its SEARCH
+    would be refused; a SEARCH changes no flag either way). A server that refuses the SELECT
+    or the SEARCH answers False: better a second copy than none. A MailSyncError (the
+    connection is gone) is raised, as for the APPEND itself.
+    """
+    if not _MESSAGE_ID.fullmatch(message_id):
+        return False  # nothing a search could match exactly
+    opened = await session.call(
+        f"SELECT {folder}", session.client.select(aioimaplib.quoted(folder))
+    )
+    if opened.result != "OK":
+        log.warning("could not open %s to look for %s: %s", folder, message_id, opened.result)
+        return False
+    criteria = ("HEADER", "Message-ID", aioimaplib.quoted(message_id))
+    found = await session.call("UID SEARCH", session.client.uid_search(*criteria, charset=None))
+    if found.result != "OK":
+        log.warning("could not search %s for %s: %s", folder, message_id, found.result)
+        return False
+    # aioimaplib gives the untagged answer's UIDs without "* SEARCH"; none: an empty line.
+    return any(isinstance(line, bytes) and re.search(rb"\d", line) for line in found.lines[:-1])
