@@ -89,7 +89,11 @@ class OutboundEmail(Model):
     )
     mailbox_id: int | None
     thread_message: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
-        "portico.Message", related_name="outbound_emails", null=True, on_delete=fields.SET_NULL
+        "portico.Message",
+        related_name="outbound_emails",
+        null=True,
+        on_delete=fields.SET_NULL,
+        db_index=True,  # a reply's delivery, read beside its message
     )
     thread_message_id: int | None
     mailing: fields.ForeignKeyNullableRelation[Mailing] = fields.ForeignKeyField(
@@ -105,4 +109,5 @@ class OutboundEmail(Model):
 
     class Meta:
         table = "outbound_email"
-        indexes = (("status", "next_attempt_at"),)
+        # Due rows for the workers; failed replies for Inbox+ (inbox(deliveryStatus:)).
+        indexes = (("status", "next_attempt_at"), ("firm_id", "status", "thread_message_id"))

@@ -60,11 +60,20 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Message',
             name='sender_auth',
-            field=fields.CharField(null=True, description="PASS or FAIL: DMARC as the receiving server of the firm reported it", max_length=8),
+            field=fields.CharField(null=True, description='PASS or FAIL: DMARC as the receiving server of the firm reported it', max_length=8),
+        ),
+        ops.AlterField(
+            model_name='OutboundEmail',
+            name='thread_message',
+            field=fields.ForeignKeyField('portico.Message', source_field='thread_message_id', null=True, db_index=True, db_constraint=True, to_field='id', related_name='outbound_emails', on_delete=OnDelete.SET_NULL),
         ),
         ops.AddField(
             model_name='OutboundEmail',
             name='mailing',
             field=fields.ForeignKeyField('portico.Mailing', source_field='mailing_id', null=True, db_index=True, db_constraint=True, to_field='id', related_name='outbound_emails', on_delete=OnDelete.SET_NULL),
+        ),
+        ops.AddIndex(
+            model_name='OutboundEmail',
+            index=Index(fields=['firm_id', 'status', 'thread_message_id']),
         ),
     ]
