@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 
 from schema.errors import UserError
+from schema.mailings import Mailing
 from schema.types import (
     Account,
     AccountEmail,
@@ -107,6 +108,11 @@ class InvitationPayload:
 class SendPayload:
     errors: list[UserError] = errors_field()
     queued: int = strawberry.field(default=0, description="Messages queued for clients.")
+    mailing: Mailing | None = strawberry.field(
+        default=None,
+        description="The mailing, whose counts show its delivery going on (sendFirmEmail "
+        "only); null on failure.",
+    )
 
 
 @strawberry.type(description="What a change of firm settings did.")

@@ -11,6 +11,7 @@ from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.enums import FirmEmailKind, NotificationCategory
+from schema.mailings import Mailing
 from schema.payloads import FirmPayload, SendPayload
 from schema.permissions import IsOwnerOrAdmin, IsStaff
 from schema.types import Firm
@@ -53,7 +54,9 @@ class FirmSettingsInput:
 @strawberry.type
 class NotifyMutations:
     @mutation(
-        description="Emails every NOTIFY recipient of the accounts (one copy per address).",
+        description="Emails every NOTIFY recipient of the accounts (one copy per address), "
+        "up to 10,000 accounts at once; answers once the mail is queued, with the mailing "
+        "whose counts show its delivery.",
         permission_classes=[IsStaff],
     )
     async def send_firm_email(
@@ -64,9 +67,9 @@ class NotifyMutations:
             strawberry.argument(description="The accounts, the text and the kind of mailing."),
         ],
     ) -> SendPayload:
-        queued, errors = await attempt(
+        sent, errors = await attempt(
             info.context,
-            notify.send_firm_email(
+            notify.queue_firm_email(
                 info.context.scope,
                 [ids.decode(i, "Account") for i in input.account_ids],
                 input.subject,
@@ -75,7 +78,11 @@ class NotifyMutations:
                 info.context.settings,
             ),
         )
-        return SendPayload(errors=errors, queued=queued or 0)
+        if sent is None:
+            return SendPayload(errors=errors)
+        return SendPayload(
+            errors=errors, queued=sent.queued, mailing=Mailing.from_model(sent.mailing)
+        )
 
     @mutation(
         description="A system notification of the firm's other modules (documents, "

@@ -9,6 +9,11 @@ without the inbox right do not see them among an account's deliveries, nor by id
 and digests of new client mail are a member's own mail: only that member sees them, by id, and
 only while holding the inbox right; they are nobody's among an account's deliveries
 (`visible_to`).
+
+A mass mailing (`enqueue_bulk`) writes the same rows as `enqueue_many` without building a model
+instance per row: each template's text is rendered once per distinct set of the values it
+names (`Renderer`), equal bodies are encrypted once, and the rows go in as a few multi-row
+INSERTs (one `unnest` statement per batch on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes, select_autoescape
+from tortoise import Tortoise
 from tortoise.expressions import Q
 
 from models import DeliveryStatus, NotificationCategory, OutboundEmail, StaffMember
@@ -78,7 +84,8 @@ _templates.filters["when"] = readable_date
 
 # CR and LF start a new header line; the other line breaks and controls have no place there.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
-_SPECIALS = frozenset('<>,;:"()[]\\')
+# Whitespace (\s is exactly str.isspace) or one of RFC 5322's specials <>,;:"()[]\\
+_NOT_IN_ADDRESS = re.compile(r'[\s<>,;:"()\[\]\\]')
 
 
 def header_text(value: str, limit: int = MAX_SUBJECT) -> str:
@@ -99,7 +106,7 @@ def header_safe_address(value: str) -> str:
         or not domain
         or "@" in local
         or _UNSAFE.search(address)
-        or any(c.isspace() or c in _SPECIALS for c in address)
+        or _NOT_IN_ADDRESS.search(address)
     ):
         raise ValueError(f"not a single email address: {value!r}")
     return address
@@ -210,6 +217,174 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
         body_encrypted=encrypt_bodies(settings, bodies),
         message_id=new_message_id(settings),
         next_attempt_at=datetime.now(UTC),
+    )
+
+
+class Renderer:
+    """`render` that renders each distinct text once (for one batch of mail).
+
+    A template's output depends only on the context values it names, so mails that agree on
+    those share the text: a mailing to thousands renders its body once and its subject once
+    per distinct account name. Only plain values (str, int, bool, None) are compared, by type
+    too; a template that includes or extends another, or a context with other values, is
+    rendered every time.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[Any, ...], str] = {}
+
+    def render(self, template: str, context: dict[str, Any]) -> tuple[str, Bodies]:
+        subject = self._text(f"{template}.subject.txt", context)
+        text = self._text(f"{template}.txt", context)
+        html = self._text(f"{template}.html", context)
+        return header_text(subject), Bodies(text=text, html=html)
+
+    def _text(self, name: str, context: dict[str, Any]) -> str:
+        names = _names_used(name)
+        key: tuple[Any, ...] | None = (name,) if names is not None else None
+        for variable in names or ():
+            value = context.get(variable, _MISSING)
+            if type(value) not in _PLAIN:
+                key = None
+                break
+            key += (type(value), value)  # type: ignore[operator]
+        if key is None:
+            return _templates.get_template(name).render(context)
+        text = self._texts.get(key)
+        if text is None:  # a missing value fails here, as in render()
+            text = self._texts[key] = _templates.get_template(name).render(context)
+        return text
+
+
+_MISSING = object()
+_PLAIN = frozenset({str, int, bool, type(None), object})  # object: _MISSING
+_COMPOSED = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
+
+
+@functools.lru_cache(maxsize=64)
+def _names_used(name: str) -> tuple[str, ...] | None:
+    """The context names a template reads, sorted; None when it pulls in other templates."""
+    source, _, _ = _templates.loader.get_source(_templates, name)  # type: ignore[union-attr]
+    tree = _templates.parse(source)
+    if any(True for _ in tree.find_all(_COMPOSED)):
+        return None
+    return tuple(sorted(meta.find_undeclared_variables(tree)))
+
+
+# The columns enqueue_bulk writes; the others are NULL (or their default) on a new row.
+_BULK_COLUMNS = (
+    "firm_id",
+    "account_id",
+    "invitation_id",
+    "mailing_id",
+    "kind",
+    "category",
+    "to_address",
+    "from_name",
+    "subject",
+    "body_encrypted",
+    "message_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+# PostgreSQL array types of those columns, for INSERT ... SELECT FROM unnest(...).
+_PG_TYPES = (
+    "int",
+    "int",
+    "int",
+    "int",
+    *["text"] * 7,
+    "text",
+    "int",
+    "timestamptz",
+    "timestamptz",
+)
+# Columns whose length the model limits (bulk_create checks them through the fields).
+_LIMITED = ("kind", "category", "to_address", "from_name", "subject", "message_id")
+
+
+async def enqueue_bulk(
+    firm_id: int,
+    firm_name: str,
+    mails: Sequence[Mail],
+    settings: Settings,
+    *,
+    mailing_id: int | None = None,
+) -> int:
+    """`enqueue_many` for a mass mailing: the same rows (tests/test_mass_mail.py compares
+    them), written as plain values with few statements, in the caller's transaction; how many.
+
+    Raises ValueError for a malformed address, kind or category, as `enqueue_many` does.
+    """
+    from_name = header_text(firm_name, MAX_NAME)
+    now = datetime.now(UTC)
+    renderer = Renderer()
+    sealed: dict[Bodies, str] = {}  # equal bodies encrypted once (one Fernet key, cached)
+    domain = sender_address(settings).rpartition("@")[2]
+    rows: list[tuple[Any, ...]] = []
+    for mail in mails:
+        _check_kind(mail.kind)
+        category = NotificationCategory(mail.category).value if mail.category else None
+        subject, bodies = renderer.render(mail.template, mail.context)
+        body = sealed.get(bodies)
+        if body is None:
+            body = sealed[bodies] = encrypt_bodies(settings, bodies)
+        rows.append(
+            (
+                firm_id,
+                mail.account_id,
+                mail.invitation_id,
+                mailing_id,
+                mail.kind,
+                category,
+                header_safe_address(mail.to),
+                from_name,
+                subject,
+                body,
+                new_message_id(settings, domain),
+                DeliveryStatus.QUEUED.value,
+                0,
+                now,
+                now,
+            )
+        )
+    _check_lengths(rows)
+    for start in range(0, len(rows), BATCH):
+        await _insert(rows[start : start + BATCH])
+    if rows:
+        OUTBOX.notify()  # as in enqueue_many: a worker that finds nothing yet looks again soon
+    return len(rows)
+
+
+def _check_lengths(rows: list[tuple[Any, ...]]) -> None:
+    """The model's length limits, as bulk_create would check them (SQLite does not)."""
+    fields = OutboundEmail._meta.fields_map
+    for column in _LIMITED:
+        index = _BULK_COLUMNS.index(column)
+        limit = fields[column].max_length  # type: ignore[attr-defined]
+        for row in rows:
+            if row[index] is not None and len(row[index]) > limit:
+                raise ValueError(f"{column} longer than {limit} characters: {row[index]!r}")
+
+
+async def _insert(rows: list[tuple[Any, ...]]) -> None:
+    conn = Tortoise.get_connection("default")
+    table = OutboundEmail._meta.db_table
+    columns = ", ".join(_BULK_COLUMNS)
+    if conn.capabilities.dialect == "postgres":
+        # One statement whatever the batch: each column travels as one array parameter.
+        arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_PG_TYPES, start=1))
+        values = [list(column) for column in zip(*rows, strict=True)]
+        await conn.execute_query(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})", values
+        )
+        return
+    marks = "(" + ", ".join("?" * len(_BULK_COLUMNS)) + ")"
+    await conn.execute_query(
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join([marks] * len(rows))}",
+        [value for row in rows for value in row],
     )
 
 
