@@ -50,10 +50,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # set: events fan out through Redis to every process
     smtp_url: str | None = None
     mail_from: str = "Portico <no-reply@localhost>"
+    # Retries of outgoing mail (services/loops/delivery.py): a doubling wait from the base up
+    # to the max (±20 % jitter); the defaults keep trying for 4 to 5 days, as RFC 5321 asks.
     mail_retry_base_seconds: float = Field(default=30, gt=0)
-    mail_retry_max_seconds: float = Field(default=3600, gt=0)
-    mail_max_attempts: int = Field(default=12, gt=0)
+    mail_retry_max_seconds: float = Field(default=4 * 3600, gt=0)
+    mail_max_attempts: int = Field(default=39, gt=0)
     mail_lease_seconds: float = Field(default=300, gt=0)
+    # Sends in flight at once per worker (and connections kept open per SMTP server).
+    mail_send_concurrency: int = Field(default=8, gt=0, le=100)
     # Mail hosts on loopback, private or link-local networks: refused in production unless
     # allowed (an on-premises mail server).
     allow_private_mail_hosts: bool | None = None

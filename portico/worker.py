@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from portico.settings import Settings
-from services.loops.delivery import deliver_due
+from services.loops.delivery import MailboxTransports, deliver_due
 from services.loops.digest import run_digest_loop
 from services.loops.mail_sync import run_sync_loop
 from services.outbound.transport import Transport, transport_for
@@ -69,34 +69,46 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         log.exception("mail delivery cannot start")
         raise
     log.info("mail delivery started: %s", transport)
+    # SMTP connections stay open between messages and rounds (services/outbound/smtp_pool);
+    # those idle too long are closed after each round, all of them on stop.
+    mailboxes = MailboxTransports(settings)
     errors = 0
     woken = False
-    with OUTBOX.listen() as wake:
-        while not stop.is_set():
-            wake.clear()  # a notify() during the round below triggers another round
-            try:
-                delivered = await _drain(settings, transport, stop)
-                errors = 0
-            except Exception:
-                errors += 1
-                log.exception("mail delivery round failed (%s in a row); trying again", errors)
-                delivered = 0
-            if errors:
-                timeout = min(settings.worker_poll_seconds * 2**errors, MAX_ERROR_BACKOFF_SECONDS)
-            elif woken and not delivered:
-                timeout = min(RECHECK_SECONDS, settings.worker_poll_seconds)
-            else:
-                timeout = settings.worker_poll_seconds
-            await wait_any(stop, timeout, wake)
-            woken = wake.is_set() and not stop.is_set()
+    try:
+        with OUTBOX.listen() as wake:
+            while not stop.is_set():
+                wake.clear()  # a notify() during the round below triggers another round
+                try:
+                    delivered = await _drain(settings, transport, mailboxes, stop)
+                    errors = 0
+                except Exception:
+                    errors += 1
+                    log.exception("mail delivery round failed (%s in a row); trying again", errors)
+                    delivered = 0
+                if errors:
+                    timeout = min(
+                        settings.worker_poll_seconds * 2**errors, MAX_ERROR_BACKOFF_SECONDS
+                    )
+                elif woken and not delivered:
+                    timeout = min(RECHECK_SECONDS, settings.worker_poll_seconds)
+                else:
+                    timeout = settings.worker_poll_seconds
+                await wait_any(stop, timeout, wake)
+                woken = wake.is_set() and not stop.is_set()
+    finally:
+        await asyncio.gather(transport.aclose(), mailboxes.aclose(), return_exceptions=True)
 
 
-async def _drain(settings: Settings, transport: Transport, stop: asyncio.Event) -> int:
+async def _drain(
+    settings: Settings, transport: Transport, mailboxes: MailboxTransports, stop: asyncio.Event
+) -> int:
     """Rounds of deliver_due until nothing is due; how many rows were claimed in all."""
     total = 0
     while not stop.is_set():
-        claimed = await deliver_due(settings, transport, stop=stop)
+        claimed = await deliver_due(settings, transport, stop=stop, mailboxes=mailboxes)
         if not claimed:
             break
         total += claimed
+    await transport.prune()
+    await mailboxes.prune()
     return total

@@ -12,6 +12,32 @@ Several workers (in several processes, on PostgreSQL) share the queue:
   the same Message-ID, so the recipient's software can recognise the repeat. Delivery is
   at least once: exactly once cannot be had from SMTP, which has no idempotency key.
 
+A claim's rows are sent by up to PORTICO_MAIL_SEND_CONCURRENCY runners at once, over SMTP
+connections kept open between messages (services/outbound/smtp_pool). The platform's mail
+is written as bytes directly (services/outbound/wire). SENT outcomes of the platform's mail
+are written FLUSH_ROWS at a time (or once the oldest has waited FLUSH_SECONDS, and at the
+end of the claim), as one UPDATE … WHERE id IN (…) AND lease_until = the claim's token;
+failures, and replies (which are then filed), one row at a time. A crash between a send
+and its batch's UPDATE sends those messages again after the lease (at least once, as
+above); in normal operation each goes once.
+
+Stopping (SIGTERM sets `stop`): the rows of the claim not yet started are handed back at
+once (lease cleared, due now, no attempt counted); the sends under way finish, each within
+the SMTP timeout (at most a quarter of the lease), their outcomes are written, and then the
+worker closes its connections.
+
+The classic duplicate: a server that takes the whole DATA and drops the connection (or
+times out) before its final reply may have kept the message. Portico cannot know, so that
+is a temporary failure: the row is retried after the backoff with the same Message-ID, and
+the recipient may see it twice. A failure before DATA (the connection gone at MAIL FROM or
+RCPT TO, or 421) on a reused connection is certain to have delivered nothing: the message
+goes at once over a new connection, in the same attempt.
+
+Retries: a doubling wait from PORTICO_MAIL_RETRY_BASE_SECONDS up to
+PORTICO_MAIL_RETRY_MAX_SECONDS, ±20 % (services/shared/backoff), for
+PORTICO_MAIL_MAX_ATTEMPTS attempts; the defaults (30 s, 4 h, 39) keep trying for 4 to 5
+days, as RFC 5321 asks, then FAILED with the last reason.
+
 Replies from Inbox+ (rows with a mailbox) go through that mailbox's own SMTP server, logged
 in as the mailbox, with its address as From; every other row through the one transport of
 PORTICO_SMTP_URL (or .eml files), as before. Retries and failures are the same for both.
@@ -26,13 +52,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from tortoise.expressions import Q
+from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from models import DeliveryStatus, Mailbox, OutboundEmail
@@ -47,6 +74,7 @@ from services.outbound.transport import (
     Transport,
     build_message,
 )
+from services.outbound.wire import build_wire
 from services.shared import backoff
 from services.shared.leases import lease_token
 
@@ -55,13 +83,16 @@ log = logging.getLogger(__name__)
 # A send starts only in the first half of the lease; the SMTP timeout (60 s by default) must
 # stay below the other half, so a send never outlives the lease that protects it.
 SEND_WINDOW = 0.5
+CLAIM_ROWS = 50  # at least, per claim (claim_size)
+FLUSH_ROWS = 25  # SENT outcomes written together, or once the oldest waited FLUSH_SECONDS
+FLUSH_SECONDS = 1.0
 
 
 def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = None) -> float:
     """Seconds to wait after the `attempts`-th failed attempt (services/shared/backoff).
 
-    With the defaults (30 s, 3600 s, 12 attempts): 30 s, 1 min, 2 min, … 1 h, about five
-    hours from the first try to FAILED.
+    With the defaults (30 s, 4 h, 39 attempts): 30 s, 1 min, 2 min, … 4 h, then every 4 h:
+    from the first try to FAILED at least 4 days with the shortest jitter, about 5 at most.
     """
     return backoff.retry_delay(
         settings.mail_retry_base_seconds, settings.mail_retry_max_seconds, attempts, rng
@@ -92,29 +123,181 @@ async def claim_due(settings: Settings, *, limit: int, now: datetime) -> Claim:
     return Claim(list(rows), lease)
 
 
+def claim_size(settings: Settings) -> int:
+    """Rows per claim: enough to keep every concurrent send busy for several messages."""
+    return max(CLAIM_ROWS, 4 * settings.mail_send_concurrency)
+
+
 async def deliver_due(
     settings: Settings,
     transport: Transport,
     *,
-    limit: int = 50,
+    limit: int | None = None,
     now: datetime | None = None,
     stop: asyncio.Event | None = None,
+    mailboxes: MailboxTransports | None = None,
 ) -> int:
-    """Claim due mail and send it; the number of rows claimed (0: nothing was due).
+    """Claim due mail and send it, up to PORTICO_MAIL_SEND_CONCURRENCY at once; the number
+    of rows claimed (0: nothing was due).
 
-    `now` fixes the clock (tests); `stop` ends the batch early, handing the rows not yet
-    sent back to the queue at once.
+    `now` fixes the clock (tests); `stop` ends the batch early: the rows not yet started go
+    back to the queue at once, the sends under way finish (each within the SMTP timeout).
+    `mailboxes` keeps the connected mailboxes' connections between calls (the worker's);
+    without it they are closed on return.
     """
-    claim = await claim_due(settings, limit=limit, now=now or _utcnow())
-    routes = await _mailbox_routes(settings, claim.rows)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.mail_lease_seconds * SEND_WINDOW
-    for index, row in enumerate(claim.rows):
-        if (stop is not None and stop.is_set()) or loop.time() > deadline:
-            await _release(claim.rows[index:], claim.lease)
-            break
-        await _deliver_one(settings, transport, row, claim.lease, now, routes)
+    claim = await claim_due(settings, limit=limit or claim_size(settings), now=now or _utcnow())
+    if not claim.rows:
+        return 0
+    own = mailboxes is None
+    transports = mailboxes if mailboxes is not None else MailboxTransports(settings)
+    try:
+        routes = await _mailbox_routes(settings, claim.rows, transports)
+        await _Batch(settings, transport, claim, routes, now, stop).run()
+    finally:
+        if own:
+            await transports.aclose()
     return len(claim.rows)
+
+
+class MailboxTransports:
+    """The transports of connected mailboxes' SMTP servers, one per server and login, kept
+    between rounds so that their connections are reused (a worker holds one)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._transports: dict[tuple[str, int, bool, str, str], MailboxSmtpTransport] = {}
+
+    def get(self, mailbox: Mailbox, password: str) -> MailboxSmtpTransport:
+        key = (mailbox.smtp_host, mailbox.smtp_port, mailbox.smtp_tls, mailbox.username, password)
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = MailboxSmtpTransport.for_server(*key, self._settings)
+            self._transports[key] = transport
+        return transport
+
+    async def prune(self) -> None:
+        """Close connections idle too long; forget transports that hold none."""
+        for key, transport in list(self._transports.items()):
+            await transport.prune()
+            if not transport.pool.idle:
+                del self._transports[key]
+
+    async def aclose(self) -> None:
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            await transport.aclose()
+
+
+class _Batch:
+    """One claim's rows sent by up to `mail_send_concurrency` runners; SENT outcomes of the
+    platform's mail written FLUSH_ROWS at a time (one UPDATE, still under the lease)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        claim: Claim,
+        routes: _Routes,
+        now: datetime | None,
+        stop: asyncio.Event | None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.claim = claim
+        self.routes = routes
+        self.now = now
+        self.stop = stop
+        self.pending = deque(claim.rows)
+        self.sent: list[OutboundEmail] = []  # sent, their outcome not yet written
+        self.first_sent = 0.0  # when the first of them was sent (loop time)
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        # Sends start only in the first part of the lease (SEND_WINDOW).
+        self.deadline = loop.time() + settings.mail_lease_seconds * SEND_WINDOW
+
+    async def run(self) -> None:
+        watcher = asyncio.create_task(self._release_on_stop()) if self.stop else None
+        try:
+            runners = min(self.settings.mail_send_concurrency, len(self.pending))
+            async with asyncio.TaskGroup() as group:
+                for _ in range(runners):
+                    group.create_task(self._runner())
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            await self._flush()
+
+    async def _runner(self) -> None:
+        while self.pending:
+            if (self.stop is not None and self.stop.is_set()) or self.loop.time() > self.deadline:
+                await self._release_pending()
+                return
+            row = self.pending.popleft()
+            await self._deliver_one(row)
+            if len(self.sent) >= FLUSH_ROWS or (
+                self.sent and self.loop.time() - self.first_sent > FLUSH_SECONDS
+            ):
+                await self._flush()
+
+    async def _release_on_stop(self) -> None:
+        assert self.stop is not None
+        await self.stop.wait()
+        try:
+            await self._release_pending()
+        except Exception:  # their lease runs out instead
+            log.exception("could not hand back the mail not yet sent")
+
+    async def _release_pending(self) -> None:
+        """Hand the rows not yet started back at once (the claim's other rows go on)."""
+        rows = list(self.pending)
+        self.pending.clear()
+        if rows:
+            await _release(rows, self.claim.lease)
+
+    async def _flush(self) -> None:
+        rows, self.sent = self.sent, []
+        if rows:
+            await _record_sent(rows, self.claim.lease, self.now or _utcnow())
+
+    async def _deliver_one(self, row: OutboundEmail) -> None:
+        settings, lease, now = self.settings, self.claim.lease, self.now
+        route: _Route | None = None
+        try:
+            try:
+                bodies = decrypt_bodies(settings, row)
+            except InvalidToken:
+                # Only a different secret key does this; restoring the key makes it work.
+                raise TemporaryFailure(
+                    "cannot decrypt the message: the secret key differs from the one that queued it"
+                ) from None
+            route = _route_of(row, self.routes)
+            if route is None:
+                wire = build_wire(row, bodies, settings)
+                await self.transport.send(wire)
+            else:
+                message = build_message(row, bodies, settings, sender=route.mailbox.address)
+                await route.transport.send(message)
+        except PermanentFailure as exc:
+            log.warning("mail %s to %s failed permanently: %s", row.pk, row.to_address, exc)
+            await _record(row, lease, status=DeliveryStatus.FAILED, last_error=str(exc))
+        except TemporaryFailure as exc:
+            await _retry_later(settings, row, lease, str(exc), now)
+        except Exception as exc:  # a bug must not stop the queue: count it as an attempt
+            log.exception("mail %s: unexpected error while sending", row.pk)
+            await _retry_later(settings, row, lease, f"{type(exc).__name__}: {exc}", now)
+        else:
+            log.info("mail %s sent to %s", row.pk, row.to_address)
+            if route is None:
+                if not self.sent:
+                    self.first_sent = self.loop.time()
+                self.sent.append(row)
+                return
+            recorded = await _record(
+                row, lease, status=DeliveryStatus.SENT, sent_at=now or _utcnow()
+            )
+            if recorded:  # a lost lease: the new holder sends and files
+                await _file(settings, row, route, message)
 
 
 @dataclass(frozen=True)
@@ -129,7 +312,9 @@ class _Route:
 _Routes = dict[int, _Route | str]
 
 
-async def _mailbox_routes(settings: Settings, rows: list[OutboundEmail]) -> _Routes:
+async def _mailbox_routes(
+    settings: Settings, rows: list[OutboundEmail], transports: MailboxTransports
+) -> _Routes:
     """The mailboxes of the claimed replies, with their transports (no query without any)."""
     wanted = {row.mailbox_id for row in rows if row.mailbox_id is not None}
     if not wanted:
@@ -142,15 +327,7 @@ async def _mailbox_routes(settings: Settings, rows: list[OutboundEmail]) -> _Rou
             # A changed PORTICO_SECRET_KEY; restoring it (or reconnecting) makes it work.
             routes[mailbox.pk] = "cannot decrypt the mailbox password: connect the mailbox again"
             continue
-        transport = MailboxSmtpTransport.for_server(
-            mailbox.smtp_host,
-            mailbox.smtp_port,
-            mailbox.smtp_tls,
-            mailbox.username,
-            password,
-            settings,
-        )
-        routes[mailbox.pk] = _Route(mailbox, transport)
+        routes[mailbox.pk] = _Route(mailbox, transports.get(mailbox, password))
     return routes
 
 
@@ -165,45 +342,6 @@ def _route_of(row: OutboundEmail, routes: _Routes) -> _Route | None:
         # The mailbox was disconnected after the reply was queued: never send it as Portico.
         raise PermanentFailure("the mailbox this reply was to be sent through is not connected")
     return route
-
-
-async def _deliver_one(
-    settings: Settings,
-    transport: Transport,
-    row: OutboundEmail,
-    lease: datetime,
-    now: datetime | None,
-    routes: _Routes,
-) -> None:
-    route: _Route | None = None
-    try:
-        try:
-            bodies = decrypt_bodies(settings, row)
-        except InvalidToken:
-            # Only a different secret key does this; restoring the key makes it work again.
-            raise TemporaryFailure(
-                "cannot decrypt the message: the secret key differs from the one that queued it"
-            ) from None
-        route = _route_of(row, routes)
-        if route is None:
-            message = build_message(row, bodies, settings)
-            await transport.send(message)
-        else:
-            message = build_message(row, bodies, settings, sender=route.mailbox.address)
-            await route.transport.send(message)
-    except PermanentFailure as exc:
-        log.warning("mail %s to %s failed permanently: %s", row.pk, row.to_address, exc)
-        await _record(row, lease, status=DeliveryStatus.FAILED, last_error=str(exc))
-    except TemporaryFailure as exc:
-        await _retry_later(settings, row, lease, str(exc), now)
-    except Exception as exc:  # a bug must not stop the queue: count it as an attempt
-        log.exception("mail %s: unexpected error while sending", row.pk)
-        await _retry_later(settings, row, lease, f"{type(exc).__name__}: {exc}", now)
-    else:
-        log.info("mail %s sent to %s", row.pk, row.to_address)
-        recorded = await _record(row, lease, status=DeliveryStatus.SENT, sent_at=now or _utcnow())
-        if route is not None and recorded:  # a lost lease: the new holder sends and files
-            await _file(settings, row, route, message)
 
 
 async def _file(
@@ -246,6 +384,21 @@ async def _record(row: OutboundEmail, lease: datetime, **changes: Any) -> bool:
     if not updated:
         log.warning("mail %s: lease lost before the outcome was recorded", row.pk)
     return bool(updated)
+
+
+async def _record_sent(rows: list[OutboundEmail], lease: datetime, sent_at: datetime) -> None:
+    """SENT for every row still held by this claim: one UPDATE for the lot."""
+    updated = await OutboundEmail.filter(
+        id__in=[row.pk for row in rows], status=DeliveryStatus.QUEUED, lease_until=lease
+    ).update(
+        status=DeliveryStatus.SENT, attempts=F("attempts") + 1, lease_until=None, sent_at=sent_at
+    )
+    if updated < len(rows):
+        log.warning(
+            "%s of %s sent mails: lease lost before SENT was recorded",
+            len(rows) - updated,
+            len(rows),
+        )
 
 
 async def _release(rows: list[OutboundEmail], lease: datetime) -> None:

@@ -1,10 +1,14 @@
 """Turning an outbox row into a message, and the ways of sending it.
 
 SMTP (PORTICO_SMTP_URL) or .eml files for the platform's own mail; a connected mailbox's
-SMTP server for replies from Inbox+ (MailboxSmtpTransport). Every transport has one method,
-`async send(message)`, and raises TemporaryFailure (try again later) or PermanentFailure
-(never will work) with the server's reason, so the delivery loop needs to know nothing
-about SMTP.
+SMTP server for replies from Inbox+ (MailboxSmtpTransport). Every transport has
+`async send(message)`, for an EmailMessage or a WireMessage (services/outbound/wire: the
+platform's mail, written directly), and raises TemporaryFailure (try again later) or
+PermanentFailure (never will work) with the server's reason, so the delivery loop needs to
+know nothing about SMTP; and `async aclose()`, which ends its open connections.
+
+The SMTP transports keep their connections open between messages (services/outbound/
+smtp_pool: reuse, and what happens when a reused connection turns out closed).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import aiosmtplib
 
 from models import OutboundEmail
 from portico.settings import Settings
+from services.outbound.failures import DeliveryFailure, PermanentFailure, TemporaryFailure
 from services.outbound.outbox import (
     EXTRA_HEADERS,
     MAX_EXTRA_HEADER,
@@ -37,6 +42,8 @@ from services.outbound.outbox import (
     header_text,
     sender_address,
 )
+from services.outbound.smtp_pool import Outgoing, SmtpPool
+from services.outbound.wire import WireMessage, ascii_address
 from services.shared import network
 
 log = logging.getLogger(__name__)
@@ -44,18 +51,8 @@ log = logging.getLogger(__name__)
 SMTP_TIMEOUT_SECONDS = 60.0
 SMTPS_PORT = 465  # a mailbox's smtpTls on this port is implicit TLS, elsewhere STARTTLS
 QUIT_SECONDS = 2.0
-
-
-class DeliveryFailure(Exception):
-    """A send that did not happen; the message is the reason shown as lastError."""
-
-
-class TemporaryFailure(DeliveryFailure):
-    """4xx replies, refused connections, timeouts: the same message may work later."""
-
-
-class PermanentFailure(DeliveryFailure):
-    """5xx replies: the server will not take this message, retrying cannot help."""
+# Connections kept open per SMTP server: as many as a worker sends at once by default.
+POOL_SIZE = 8
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -96,7 +93,11 @@ class OutboxMessage(EmailMessage):
 
 
 class Transport(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: Outgoing) -> None: ...
+
+    async def prune(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def build_message(
@@ -117,10 +118,10 @@ def build_message(
     """
     message = OutboxMessage()
     message.row_id = row.pk
-    address = _ascii_address(sender) if sender else sender_address(settings)
+    address = ascii_address(sender) if sender else sender_address(settings)
     message["From"] = Address(display_name=header_text(row.from_name), addr_spec=address)
     try:
-        message["To"] = Address(addr_spec=_ascii_address(row.to_address))
+        message["To"] = Address(addr_spec=ascii_address(row.to_address))
     except (ValueError, HeaderParseError) as exc:  # the parser's defects are ValueErrors
         raise PermanentFailure(f"{row.to_address} is not a valid address: {exc}") from exc
     message["Subject"] = header_text(row.subject)
@@ -136,31 +137,15 @@ def build_message(
     return message
 
 
-def _ascii_address(address: str) -> str:
-    """The address as SMTP without the SMTPUTF8 extension carries it: an IDNA domain.
-
-    A non-ASCII local part (jörg@…) has no ASCII form: the mail fails with that reason
-    rather than leaving with a mangled address.
-    """
-    local, _, domain = address.rpartition("@")
-    if not local.isascii():
-        raise PermanentFailure(
-            f"{address} has non-ASCII characters before the @, which needs SMTPUTF8; "
-            "Portico does not send such mail yet"
-        )
-    try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError as exc:
-        raise PermanentFailure(f"{address}: the domain has no ASCII form ({exc})") from exc
-
-
 def transport_for(settings: Settings) -> Transport:
     """SMTP when PORTICO_SMTP_URL is set, else .eml files under the var folder."""
     if settings.smtp_url:
         config = SmtpConfig.from_url(settings.smtp_url)
         # A send must end well inside the lease that protects it (services/loops/delivery.py).
         timeout = min(config.timeout, settings.mail_lease_seconds / 4)
-        return SmtpTransport(replace(config, timeout=timeout))
+        return SmtpTransport(
+            replace(config, timeout=timeout), pool_size=settings.mail_send_concurrency
+        )
     return FileTransport(settings.outbox_dir)
 
 
@@ -232,16 +217,18 @@ def _flag(value: str) -> bool:
 
 
 class SmtpTransport:
-    """One SMTP connection per message: simple, and no stale connection to recover from."""
+    """SMTP over connections kept open between messages (SmtpPool); `config.timeout` bounds
+    each send, a new connection included."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, *, pool_size: int = POOL_SIZE) -> None:
         self.config = config
+        self.pool = SmtpPool(self._open, pool_size)
 
     def __str__(self) -> str:  # for the log: never the credentials
         tls = " (TLS)" if self.config.use_tls else " (STARTTLS)" if self.config.start_tls else ""
         return f"SMTP to {self.config.hostname}:{self.config.port}{tls}"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
         try:
             # aiosmtplib's timeout is per command; this one bounds the whole conversation.
             async with asyncio.timeout(self.config.timeout):
@@ -249,6 +236,8 @@ class SmtpTransport:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # One recipient per message, so this is that recipient's answer.
             raise _classify(exc.recipients[0]) from exc
+        except DeliveryFailure:
+            raise
         except aiosmtplib.SMTPAuthenticationError as exc:
             # Our credentials, not this message: keep it queued while the operator fixes them.
             raise TemporaryFailure(f"authentication failed: {_reply(exc)}") from exc
@@ -260,10 +249,19 @@ class SmtpTransport:
             # Refused or dropped connections, timeouts, TLS trouble, STARTTLS not offered.
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _converse(self, message: EmailMessage) -> None:
+    async def prune(self) -> None:
+        await self.pool.prune()
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    async def _converse(self, message: Outgoing) -> None:
+        await self.pool.send(message)
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        """A new connection: greeted, STARTTLS as configured, logged in when configured."""
         config = self.config
-        await aiosmtplib.send(
-            message,
+        smtp = aiosmtplib.SMTP(
             hostname=config.hostname,
             port=config.port,
             username=config.username,
@@ -273,6 +271,12 @@ class SmtpTransport:
             validate_certs=config.validate_certs,
             timeout=config.timeout,
         )
+        try:
+            await smtp.connect()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
 
 class NoStartTls(Exception):
@@ -349,8 +353,10 @@ class MailboxSmtpTransport(SmtpTransport):
     delivery's lastError, and logged) has it replaced by ***, should a server echo it.
     A host that is not public is refused as connectMailbox refuses it (unless allowed)."""
 
-    def __init__(self, config: SmtpConfig, *, allow_private: bool) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: SmtpConfig, *, allow_private: bool, pool_size: int = POOL_SIZE
+    ) -> None:
+        super().__init__(config, pool_size=pool_size)
         self.allow_private = allow_private
 
     @classmethod
@@ -366,9 +372,13 @@ class MailboxSmtpTransport(SmtpTransport):
         # A send must end well inside the lease that protects it (delivery.py).
         timeout = min(SMTP_TIMEOUT_SECONDS, settings.mail_lease_seconds / 4)
         config = SmtpConfig.for_mailbox(host, port, tls, username, password, timeout)
-        return cls(config, allow_private=settings.private_mail_hosts_allowed)
+        return cls(
+            config,
+            allow_private=settings.private_mail_hosts_allowed,
+            pool_size=settings.mail_send_concurrency,
+        )
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
         password = self.config.password
         try:
             await super().send(message)
@@ -383,22 +393,22 @@ class MailboxSmtpTransport(SmtpTransport):
             log.error("%s: unexpected error while sending: %s", self, reason)
             raise TemporaryFailure(reason) from None
 
-    async def _converse(self, message: EmailMessage) -> None:
+    async def _open(self) -> aiosmtplib.SMTP:
         session = MailboxSmtp(self.config, allow_private=self.allow_private)
         try:
-            try:
-                smtp = await session.open()
-            except NoStartTls as exc:
-                raise TemporaryFailure(
-                    f"the SMTP server {exc} does not offer STARTTLS, which the mailbox requires"
-                ) from None
-            except network.HostNotAllowed as exc:
-                # Like a refused connection: the operator may yet allow the host.
-                raise TemporaryFailure(str(exc)) from None
-            await smtp.send_message(message)
-            await session.quit()  # sent: a slow goodbye changes nothing
-        finally:
+            return await session.open()
+        except NoStartTls as exc:
             session.close()
+            raise TemporaryFailure(
+                f"the SMTP server {exc} does not offer STARTTLS, which the mailbox requires"
+            ) from None
+        except network.HostNotAllowed as exc:
+            session.close()
+            # Like a refused connection: the operator may yet allow the host.
+            raise TemporaryFailure(str(exc)) from None
+        except BaseException:
+            session.close()
+            raise
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
@@ -427,18 +437,28 @@ class FileTransport:
     def __str__(self) -> str:
         return f".eml files in {self.folder}"
 
-    def path_for(self, message: EmailMessage) -> Path:
-        safe_id = _UNSAFE_FILENAME.sub("_", str(message["Message-ID"] or "")).strip("_.")
-        row_id = getattr(message, "row_id", None)
+    def path_for(self, message: Outgoing) -> Path:
+        if isinstance(message, WireMessage):
+            message_id, row_id = message.message_id, message.row_id
+        else:
+            message_id, row_id = str(message["Message-ID"] or ""), getattr(message, "row_id", None)
+        safe_id = _UNSAFE_FILENAME.sub("_", message_id).strip("_.")
         name = f"{row_id}-{safe_id}" if row_id is not None else safe_id or secrets.token_hex(8)
         return self.folder / f"{name}.eml"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
+        data = message.data if isinstance(message, WireMessage) else message.as_bytes()
         try:
             # A thread: fsync may block, and this loop may be serving requests too.
-            await asyncio.to_thread(self._write, self.path_for(message), message.as_bytes())
+            await asyncio.to_thread(self._write, self.path_for(message), data)
         except OSError as exc:  # a full disk or a missing permission may be fixed later
             raise TemporaryFailure(f"cannot write the .eml file: {exc}") from exc
+
+    async def prune(self) -> None:
+        """Nothing held open."""
+
+    async def aclose(self) -> None:
+        """Nothing held open."""
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
