@@ -261,14 +261,14 @@ class Loaders:
     async def _delivery_by_message(self, keys: Sequence[int]) -> list[DeliveryNode | None]:
         """Each message's delivery: the outbox row of a reply written in Inbox+ (its
         thread_message points at the stored reply), as rows by hand-written SQL; None for
-        mail not sent through Portico. Staff alerts and digests never point at a message,
-        and are left out all the same (only their recipient may read them)."""
-        staff_kinds = sorted(outbox.STAFF_KINDS)
+        mail not sent through Portico. Only replies count (as in inbox(deliveryStatus:)):
+        staff alerts and digests never point at a message, and only their recipient may
+        read them."""
         rows = await sql.select(
             f"SELECT {_DELIVERY_COLUMNS}, thread_message_id FROM outbound_email"
             f" WHERE firm_id = ? AND thread_message_id IN ({sql.marks(len(keys))})"
-            f" AND kind NOT IN ({sql.marks(len(staff_kinds))}) ORDER BY id",
-            [self.scope.firm_id, *keys, *staff_kinds],
+            " AND kind = ? ORDER BY id",
+            [self.scope.firm_id, *keys, outbox.REPLY_KIND],
         )
         # One row per reply; were there more, the newest (the last by id) would tell.
         found = {row[-1]: _delivery_node(row[:-1]) for row in rows}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from models import DeliveryStatus, Message, OutboundEmail
+from services.outbound import outbox
 from tests.support.sqlcount import count_sql
 from tests.test_account_messages import NESTED, populate, statements
 
@@ -110,3 +111,33 @@ async def test_account_messages_with_deliveries_cost_the_same_for_5_and_20_accou
     assert small == large
     # session, accounts page, ranked links, messages, the messages' accounts, deliveries
     assert large == 6, large
+
+
+async def test_only_replies_of_this_firm_count(acme, globex):
+    """The filter and the field read the same rows: this firm's replies. Another firm's row
+    pointing at one of ours, or a staff alert pointing at a message, counts for neither."""
+    await populate(acme, 0, 2)
+    message = await Message.filter(firm_id=acme.owner.firm_id).first()
+    assert message is not None
+    common = {
+        "to_address": "x@y.example",
+        "from_name": "X",
+        "subject": "s",
+        "body_encrypted": "-",
+        "next_attempt_at": datetime.now(UTC),
+        "status": DeliveryStatus.FAILED,
+        "thread_message_id": message.pk,
+    }
+    failed = {"first": 50, "status": "FAILED"}
+    await OutboundEmail.create(
+        firm_id=globex.owner.firm_id, kind=outbox.REPLY_KIND, message_id="<g@x>", **common
+    )
+    assert (await acme.api.data(INBOX, failed))["inbox"]["totalCount"] == 0
+    page = (await acme.api.data(INBOX, {"first": 50}))["inbox"]
+    assert page["edges"] and all(e["node"]["delivery"] is None for e in page["edges"])
+
+    alert = sorted(outbox.STAFF_KINDS)[0]
+    await OutboundEmail.create(firm_id=acme.owner.firm_id, kind=alert, message_id="<s@x>", **common)
+    assert (await acme.api.data(INBOX, failed))["inbox"]["totalCount"] == 0
+    page = (await acme.api.data(INBOX, {"first": 50}))["inbox"]
+    assert all(e["node"]["delivery"] is None for e in page["edges"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -609,3 +610,61 @@ async def test_no_second_copy_when_the_provider_filed_the_reply_itself(acme, set
     # The folder was only looked at: the provider's copy keeps its flags (no \Seen set).
     [(flags, _)] = s.sent_folder()
     assert b"\\Seen" not in flags
+
+
+@asynccontextmanager
+async def slow_search_proxy(host: str, port: int, delay: float) -> AsyncIterator[int]:
+    """A TCP proxy to the IMAP server that holds the answer to a UID SEARCH `delay` seconds."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        searching = asyncio.Event()
+
+        async def to_server() -> None:
+            while line := await reader.readline():
+                if b"UID SEARCH" in line.upper():
+                    searching.set()
+                up_writer.write(line)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while data := await up_reader.read(65536):
+                if searching.is_set():
+                    await asyncio.sleep(delay)
+                    searching.clear()
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.ensure_future(to_server()), asyncio.ensure_future(to_client())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()
+            up_writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_a_slow_sent_search_still_files_one_copy(acme, settings, imap, smtp, monkeypatch):
+    """A server slow to search Sent for the Message-ID gets the copy all the same: the search
+    has its own short budget, and the APPEND goes over a fresh connection."""
+    setup_ = await setup(acme, settings, imap, smtp)
+    monkeypatch.setattr(replies, "SEARCH_TIMEOUT_SECONDS", 1.0)
+    mailbox = await Mailbox.get(id=ids.decode(setup_.mailbox_id, "Mailbox"))
+    message = EmailMessage()
+    message["From"] = setup_.user
+    message["To"] = "anna@miller.example"
+    message["Subject"] = "Re: slow"
+    message["Message-ID"] = "<slow-search@acme.example>"
+    message.set_content("hello")
+    async with slow_search_proxy(imap.host, imap.port, 3.0) as port:
+        mailbox.imap_port = port
+        await mailbox.save()
+        assert await replies.file_sent_copy(settings, mailbox, message) is True
+    assert len(setup_.sent_folder()) == 1

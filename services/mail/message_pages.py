@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from tortoise import Tortoise
 
 from models import MAX_PK, Account, Message, MessageAccount
+from services.outbound import outbox
 from services.shared import sql
 from services.shared.coalesce import Coalesced
 from services.shared.errors import ErrorCode, input_error
@@ -91,9 +92,9 @@ async def inbox_page(
     if delivery_status is not None:
         linked += (
             " AND id IN (SELECT thread_message_id FROM outbound_email"
-            " WHERE firm_id = ? AND status = ? AND thread_message_id IS NOT NULL)"
+            " WHERE firm_id = ? AND kind = ? AND status = ? AND thread_message_id IS NOT NULL)"
         )
-        params += [firm, delivery_status]
+        params += [firm, outbox.REPLY_KIND, delivery_status]
     [(total,)] = await sql.select(f"SELECT COUNT(*) FROM message WHERE {linked}", params)
     past = ""
     if after is not None:

@@ -55,6 +55,7 @@ REPLY_KIND = outbox.REPLY_KIND  # OutboundEmail.kind of a reply, sent through a 
 MAX_BODY = 100_000  # characters the staff member may write
 MAX_QUOTE = 100_000  # characters of the original quoted below the reply
 FILE_TIMEOUT_SECONDS = 30.0  # the whole APPEND conversation
+SEARCH_TIMEOUT_SECONDS = 10.0  # the look for a copy the provider filed itself (within it)
 # "Re:" or the German "AW:" (also "Re[2]:") already there: no second prefix.
 _REPLY_PREFIX = re.compile(r"^\s*(?:re|aw)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
 # A Message-ID that can go into In-Reply-To and References as it is.
@@ -242,7 +243,18 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
                 if folder is None:
                     log.warning("mailbox %s has no Sent folder: reply not filed", mailbox.pk)
                     return False
-                if await _already_filed(session, folder, str(message["Message-ID"] or "")):
+                try:
+                    async with asyncio.timeout(SEARCH_TIMEOUT_SECONDS):
+                        message_id = str(message["Message-ID"] or "")
+                        found = await _already_filed(session, folder, message_id)
+                except TimeoutError:
+                    # Better a second copy than none. Its late answer may yet come on this
+                    # connection, so the APPEND goes over a fresh one.
+                    log.warning("mailbox %s: the Sent search took too long", mailbox.pk)
+                    found = False
+                    await session.close()
+                    session = await ImapSession.open(mailbox, password, settings)
+                if found:
                     log.info("mailbox %s filed the reply in Sent itself: no APPEND", mailbox.pk)
                     return True
                 response = await session.call(
