@@ -4,7 +4,10 @@ HTML and text made storable, and damaged mail that never makes it raise."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from email.message import EmailMessage
+
+import pytest
 
 from services.mail.parse import (
     clean_text,
@@ -85,3 +88,80 @@ def test_a_header_block_alone_parses() -> None:
         assert parsed.message_id == "<big@x>" and parsed.subject == "big"
         assert parsed.participants == ["a@x.example", "b@y.example"]
         assert parsed.attachments == [] and parsed.content_skipped is None
+
+
+def test_boundary_lines_are_matched_as_the_feedparser_expression_matches_them() -> None:
+    """parse.py hands email.feedparser a `_Boundary` for its boundary expression: the same
+    answers (match or not, and each group) as the compiled expression, on every kind of line."""
+    import re
+
+    from services.mail import parse
+
+    rnd = random.Random(8)
+    pieces = ["--", "-", " ", "\t", "\r", "\n", "\r\n", "x", "=", "\\", "?", "(", ")", "é", ""]
+    for boundary in ["===============67==", "a.b(c)*?+\\d", "simple", " sp ace", "ü-\t-"]:
+        separator = "--" + boundary
+        pattern = (
+            "(?P<sep>" + re.escape(separator) + r")(?P<end>--)?(?P<ws>[ \t]*)"
+            r"(?P<linesep>\r\n|\r|\n)?$"
+        )
+        real, ours = re.compile(pattern), parse._FeedparserRe.compile(pattern)
+        assert isinstance(ours, parse._Boundary)
+        for _ in range(3000):
+            line = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 5)))
+            if rnd.random() < 0.8:
+                line = separator + line
+            if rnd.random() < 0.1:
+                line = line[: rnd.randint(0, len(line))]
+            expected, got = real.match(line), ours.match(line)
+            assert (expected is None) == (got is None), repr(line)
+            if expected is not None:
+                for group in (0, "sep", "end", "ws", "linesep"):
+                    assert got.group(group) == expected.group(group), (repr(line), group)
+    assert parse._FeedparserRe.compile("a(b)c").match("abc")  # anything else: real `re`
+
+
+def test_parsing_with_the_boundary_shortcut_gives_what_the_stock_parser_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whole messages (nested multiparts, damaged ones) parse the same with `re` itself."""
+    import email.feedparser
+    import re
+
+    from services.mail import parse
+
+    assert isinstance(email.feedparser.re, parse._FeedparserRe)
+    corpus = _multipart_corpus()
+    now = datetime(2026, 3, 2, tzinfo=UTC)  # for the ones whose Date is damaged
+    ours = [parse_message(raw, now) for raw in corpus]
+    monkeypatch.setattr(email.feedparser, "re", re)
+    assert [parse_message(raw, now) for raw in corpus] == ours
+
+
+def _multipart_corpus() -> list[bytes]:
+    msg = EmailMessage()
+    msg["From"] = "A <a@x.example>"
+    msg["Subject"] = "Nested"
+    msg["Date"] = "Mon, 2 Mar 2026 09:30:00 +0000"
+    msg.set_content("Hello\r\n\r\n--not a boundary\r\n")
+    msg.add_alternative("<p>Hello</p>", subtype="html")
+    msg.add_attachment(b"%PDF" * 50, maintype="application", subtype="pdf", filename="a.pdf")
+    inner = EmailMessage()
+    inner["Subject"] = "Forwarded"
+    inner.set_content("inner")
+    inner.add_attachment(b"x" * 10, maintype="image", subtype="png", filename="i.png")
+    msg.add_attachment(inner)
+    base = msg.as_bytes()
+    rnd = random.Random(9)
+    corpus = [base, base.replace(b"\r\n", b"\n"), base.replace(b"\n", b"\r\n")]
+    noise = [b"--", b"\r\n", b"\n", b" ", b"\t", b"\r", b"=="]
+    for _ in range(300):
+        raw = bytearray(base)
+        for _ in range(rnd.randint(1, 8)):
+            pos = rnd.randrange(len(raw))
+            if rnd.random() < 0.5:
+                del raw[pos : pos + rnd.randint(1, 6)]
+            else:
+                raw[pos:pos] = rnd.choice(noise)
+        corpus.append(bytes(raw))
+    return corpus

@@ -79,23 +79,28 @@ def too_large(limit: int) -> str:
 
 async def record(scope: FirmScope, message_id: int, kept: Sequence[Kept]) -> None:
     """The message's attachment rows, in the order they came (inside its transaction)."""
-    if not kept:
-        return
-    await Attachment.bulk_create(
-        [
-            Attachment(
-                firm_id=scope.firm_id,
-                message_id=message_id,
-                position=position,
-                filename=item.filename,
-                content_type=item.content_type,
-                size=item.size,
-                sha256=item.sha256,
-                skipped_reason=item.skipped_reason,
-            )
-            for position, item in enumerate(kept)
-        ]
-    )
+    await record_many(scope, [(message_id, kept)])
+
+
+async def record_many(scope: FirmScope, messages: Sequence[tuple[int, Sequence[Kept]]]) -> None:
+    """The attachment rows of several messages (id, kept) in one statement (inside their
+    transaction), each message's in the order they came."""
+    rows = [
+        Attachment(
+            firm_id=scope.firm_id,
+            message_id=message_id,
+            position=position,
+            filename=item.filename,
+            content_type=item.content_type,
+            size=item.size,
+            sha256=item.sha256,
+            skipped_reason=item.skipped_reason,
+        )
+        for message_id, kept in messages
+        for position, item in enumerate(kept)
+    ]
+    if rows:
+        await Attachment.bulk_create(rows)
 
 
 async def auto_save(

@@ -33,7 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tortoise.exceptions import IntegrityError, OperationalError
+import asyncpg
+from tortoise import Tortoise
+from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
 from models import AccountEmail, Message, MessageAccount
@@ -43,8 +45,17 @@ from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, su
 from services.shared.scope import FirmScope
 
 AUTO_SAVE_SLACK = timedelta(hours=1)
+INSERT_ROWS = 200  # messages per INSERT statement (17 values each: within SQLite's limit)
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
+
+# asyncpg's words for a connection that went away (terminated, closed mid-operation).
+_LOST = (
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 Item = tuple[ParsedMessage, set[int]]  # a message and the accounts it goes to
 
@@ -161,7 +172,15 @@ async def store_messages(
                 settings,
                 auto_save_since,
             )
-        except (IntegrityError, OperationalError):
+        except Exception as exc:
+            if _connection_lost(exc):
+                await _renew_connections()
+                raise DBConnectionError(
+                    f"The database connection was lost while storing {len(fresh)} new "
+                    "messages: none of them was stored; the next pass stores them."
+                ) from exc
+            if not isinstance(exc, IntegrityError | OperationalError):
+                raise
             # Raced with another pass (a duplicate key; on PostgreSQL maybe a deadlock of the
             # two transactions): rolled back whole, then one by one, as it sorts them out.
             later = list(items)
@@ -189,35 +208,89 @@ async def _store_new(
     auto_save_since: datetime | None,
 ) -> list[StoreOutcome]:
     """Messages none of which is stored yet, in one transaction (IntegrityError when another
-    pass stored one meanwhile)."""
+    pass stored one meanwhile), with a few statements whatever their number: one multi-row
+    INSERT of the messages (then their ids by key), one of all their attachments, one of all
+    the links; auto-save per message with files to save."""
     threads = await _thread_keys(scope, [parsed for parsed, _ in items])
     kept = [
         await attachments.keep(_stored_attachments(parsed), settings) if settings else []
         for parsed, _ in items
     ]
-    outcomes: list[StoreOutcome] = []
+    serv_id = settings.mail_auth_serv_id if settings else None
+    rows = [
+        message_row(
+            scope,
+            parsed,
+            own,
+            mailbox_id,
+            thread_key,
+            sender_auth=parsed.sender_auth(serv_id) if settings else None,
+        )
+        for (parsed, _), thread_key in zip(items, threads, strict=True)
+    ]
     async with in_transaction():
-        for (parsed, accounts), thread_key, files in zip(items, threads, kept, strict=True):
-            auth = parsed.sender_auth(settings.mail_auth_serv_id) if settings else None
-            message = message_row(scope, parsed, own, mailbox_id, thread_key, sender_auth=auth)
-            await message.save()
-            await attachments.record(scope, message.pk, files)
+        await _insert_messages(scope, rows)
+        await attachments.record_many(
+            scope, [(row.pk, files) for row, files in zip(rows, kept, strict=True)]
+        )
+        outcomes: list[StoreOutcome] = []
+        for (parsed, accounts), row, files in zip(items, rows, kept, strict=True):
             if (
                 settings is not None
                 and files
-                and _auto_saves(parsed, auto_save_since, auth, settings)
+                and _auto_saves(parsed, auto_save_since, row.sender_auth, settings)
             ):
-                await attachments.auto_save(scope, message.pk, accounts, settings)
-            outcomes.append(StoreOutcome(message, True, sorted(accounts)))
+                await attachments.auto_save(scope, row.pk, accounts, settings)
+            outcomes.append(StoreOutcome(row, True, sorted(accounts)))
         await MessageAccount.bulk_create(
             [
-                row
+                link
                 for outcome in outcomes
-                for row in link_rows(scope, outcome.message, outcome.new_account_ids)
+                for link in link_rows(scope, outcome.message, outcome.new_account_ids)
             ]
         )
         await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
     return outcomes
+
+
+async def _insert_messages(scope: FirmScope, rows: Sequence[Message]) -> None:
+    """Inserts `rows` (new messages of distinct keys) with one multi-row INSERT per
+    INSERT_ROWS, then gives each its id, read back by key (a bulk insert returns none)."""
+    if len(rows) == 1:
+        await rows[0].save()  # one statement either way
+        return
+    for start in range(0, len(rows), INSERT_ROWS):
+        await Message.bulk_create(rows[start : start + INSERT_ROWS])
+    ids = dict(
+        await scope.query(Message)
+        .filter(message_key__in=[row.message_key for row in rows])
+        .values_list("message_key", "id")
+    )
+    for row in rows:
+        row.pk = ids[row.message_key]
+        row._saved_in_db = True  # an update from now on, never a second insert
+
+
+async def _renew_connections() -> None:
+    """After a lost connection, every pooled connection to PostgreSQL is replaced on its next
+    use: the server may have cut them all (restart, failover, pg_terminate_backend), and one
+    left mid-rollback must not serve the next statement (the pass's error is written next)."""
+    pool = getattr(Tortoise.get_connection("default"), "_pool", None)
+    if isinstance(pool, asyncpg.Pool):
+        await pool.expire_connections()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` (or what it arose from: a failed rollback hides the first error) is the
+    database connection going away, rather than the data being refused."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, DBConnectionError, *_LOST)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _stored_attachments(parsed: ParsedMessage) -> list[ParsedAttachment]:
