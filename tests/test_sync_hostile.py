@@ -36,8 +36,8 @@ from models import (
     SyncStatus,
 )
 from schema import ids
+from services.mail import bounces, sync_engine
 from services.mail import store as message_store
-from services.mail import sync_engine
 from services.mail.imap import ImapSession
 from services.outbound import outbox
 from tests.support.api import api_for
@@ -190,7 +190,7 @@ async def test_a_database_connection_failure_fails_the_pass_and_records_no_skip(
 
     monkeypatch.setattr(message_store, "_store_new", connection_lost)
     failed = await sync(world, mailbox)
-    assert failed.status == SyncStatus.FAILED and "ConnectionResetError" in (failed.error or "")
+    assert failed.status == SyncStatus.FAILED and "connection" in (failed.error or "")
     assert await MailboxSkip.all().count() == 0
     monkeypatch.setattr(message_store, "_store_new", store)
     assert (await sync(world, mailbox)).stored == 1
@@ -454,3 +454,21 @@ async def test_the_imap_connection_cut_mid_fetch_fails_readably_and_the_next_pas
     subjects = [m.subject for m in await stored(world)]
     assert sorted(subjects) == [f"Letter {n:03}" for n in range(150)]  # each once
     assert STRANGER not in subjects
+
+
+def test_a_bounce_finds_its_original_in_a_returned_message_or_in_reply_to() -> None:
+    returned = dsn("<outbox.1@acme.example>", "5.2.2", "office@acme.example").replace(
+        b"Content-Type: text/rfc822-headers", b"Content-Type: message/rfc822"
+    )
+    bounce = bounces.read(returned)
+    assert bounce is not None
+    assert (bounce.message_ids, bounce.status) == (["<outbox.1@acme.example>"], "5.2.2")
+    # No returned headers at all: what the DSN answers.
+    bare = dsn("<x@y>", "5.1.1", "office@acme.example").split(b"--B\r\nContent-Type: text/rfc822")[
+        0
+    ]
+    bare = bare.replace(b"MIME-Version", b"In-Reply-To: <outbox.2@acme.example>\r\nMIME-Version")
+    assert bounces.read(bare + b"--B--\r\n").message_ids == ["<outbox.2@acme.example>"]
+    assert bounces.read(mail(JANE, "office@acme.example", "Not a bounce")) is None
+    delayed = bounces.read(dsn("<outbox.3@acme.example>", "4.4.7", "office@acme.example"))
+    assert delayed is not None and delayed.status is None  # only 5.x.x counts

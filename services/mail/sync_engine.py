@@ -453,6 +453,7 @@ class _Pass:
             return  # nothing new since the last pass
         self.result.total += len(retry) + len(uids)
         await self.hold()  # shows the pass's total
+        reading_new = False  # retried UIDs may lie above the cursor (a history import's)
         try:
             # Messages that failed before go first; they are no longer due once through.
             for start in range(0, len(retry), FETCH_BATCH):
@@ -460,6 +461,7 @@ class _Pass:
             await skips.cleared(
                 self.mailbox.pk, name, uidvalidity, [u for u in retry if u not in self.failures]
             )
+            self.reached, reading_new = 0, True
             for start in range(0, len(uids), FETCH_BATCH):
                 if self.stop is not None and self.stop.is_set():
                     return  # the cursor stands after what was stored
@@ -472,7 +474,7 @@ class _Pass:
         except (MailSyncError, SyncStopped):
             # The server went away or the process is stopping mid-batch: the cursor moves
             # past the chunks of the batch that were stored, and no further.
-            if self.reached > cursor.last_uid:
+            if reading_new and self.reached > cursor.last_uid:
                 cursor.last_uid = self.reached
                 await cursor.save(update_fields=["last_uid"])
             raise
