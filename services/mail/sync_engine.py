@@ -721,7 +721,7 @@ class _Pass:
         headers, so they are looked up now). A DSN's report is applied on the way."""
         limit = self.settings.max_upload_bytes
         try:
-            if bounces.is_dsn(raw.split(b"\r\n\r\n", 1)[0]):
+            if bounces.is_dsn(_header_block(raw)):
                 self.result.bounced += await bounces.apply(self.scope, raw)
             # A big message (attachments) is parsed off the event loop, which also serves
             # the API when the sync runs inside `portico serve`.
@@ -780,6 +780,12 @@ def _units(uids: Sequence[int], sizes: dict[int, int], limit: int) -> list[tuple
         units.append((_Unit.UNKNOWN if size is None else _Unit.OVERSIZE, [uid]))
     flush()
     return units
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The header lines of a raw message (a copy of those alone, not of the body)."""
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[:end]
 
 
 def _size_text(limit: int) -> str:
