@@ -105,7 +105,7 @@ async def _drain(
     """Rounds of deliver_due until nothing is due; how many rows were claimed in all."""
     total = 0
     while not stop.is_set():
-        claimed = await deliver_due(settings, transport, stop=stop, mailboxes=mailboxes)
+        claimed = await deliver_due(settings, transport, stop=stop, mailboxes=mailboxes, more=True)
         if not claimed:
             break
         total += claimed

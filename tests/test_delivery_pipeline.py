@@ -252,6 +252,24 @@ async def test_a_drop_after_data_is_retried_with_the_same_message_id(settings, s
 # Concurrency and stopping
 
 
+async def test_the_worker_claims_more_while_the_last_sends_run(settings, server, firm):
+    server.slow(0.05)
+    mail = mail_settings(settings, server, mail_send_concurrency=2)
+    rows = await queue(mail, firm, 23)
+    transport = transport_for(mail)
+    with count_sql() as statements:
+        # Claims of 5: the next is made once two rows are left, until one comes back short.
+        assert await deliver_due(mail, transport, limit=5, more=True) == 23
+    claims = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "LIMIT" in s]
+    await transport.aclose()
+    assert len(claims) == 5  # 5, 5, 5, 5, 3: no claim after the short one
+    assert ids(server) == Counter({row.message_id: 1 for row in rows})
+    after = await OutboundEmail.all()
+    assert {(row.status, row.attempts, row.lease_until) for row in after} == {
+        (DeliveryStatus.SENT, 1, None)
+    }
+
+
 async def test_at_most_the_configured_sends_run_at_once(settings, server, firm):
     server.slow(0.3)
     mail = mail_settings(settings, server, mail_send_concurrency=3)

@@ -136,27 +136,32 @@ async def deliver_due(
     now: datetime | None = None,
     stop: asyncio.Event | None = None,
     mailboxes: MailboxTransports | None = None,
+    more: bool = False,
 ) -> int:
     """Claim due mail and send it, up to PORTICO_MAIL_SEND_CONCURRENCY at once; the number
     of rows claimed (0: nothing was due).
 
-    `now` fixes the clock (tests); `stop` ends the batch early: the rows not yet started go
-    back to the queue at once, the sends under way finish (each within the SMTP timeout).
-    `mailboxes` keeps the connected mailboxes' connections between calls (the worker's);
-    without it they are closed on return.
+    `more` (the worker) keeps claiming while mail is due: the next claim is made while the
+    last sends of the one before are under way, so the sends never wait for it. `now` fixes
+    the clock (tests); `stop` ends early: the rows not yet started go back to the queue at
+    once, the sends under way finish (each within the SMTP timeout). `mailboxes` keeps the
+    connected mailboxes' connections between calls (the worker's); without it they are
+    closed on return.
     """
-    claim = await claim_due(settings, limit=limit or claim_size(settings), now=now or _utcnow())
+    limit = limit or claim_size(settings)
+    claim = await claim_due(settings, limit=limit, now=now or _utcnow())
     if not claim.rows:
         return 0
     own = mailboxes is None
     transports = mailboxes if mailboxes is not None else MailboxTransports(settings)
+    sending = _Sending(settings, transport, transports, limit if more else 0, now, stop)
     try:
-        routes = await _mailbox_routes(settings, claim.rows, transports)
-        await _Batch(settings, transport, claim, routes, now, stop).run()
+        await sending.add(claim)
+        await sending.run()
     finally:
         if own:
             await transports.aclose()
-    return len(claim.rows)
+    return sending.claimed
 
 
 class MailboxTransports:
@@ -188,39 +193,52 @@ class MailboxTransports:
             await transport.aclose()
 
 
-class _Batch:
-    """One claim's rows sent by up to `mail_send_concurrency` runners; SENT outcomes of the
-    platform's mail written FLUSH_ROWS at a time (one UPDATE, still under the lease)."""
+class _Sending:
+    """Claimed rows sent by up to `mail_send_concurrency` runners; SENT outcomes of the
+    platform's mail written FLUSH_ROWS at a time (one UPDATE per claim, under its lease).
+    With `refill` (a claim size), a runner claims more once only a round of sends is left."""
 
     def __init__(
         self,
         settings: Settings,
         transport: Transport,
-        claim: Claim,
-        routes: _Routes,
+        mailboxes: MailboxTransports,
+        refill: int,
         now: datetime | None,
         stop: asyncio.Event | None,
     ) -> None:
         self.settings = settings
         self.transport = transport
-        self.claim = claim
-        self.routes = routes
+        self.mailboxes = mailboxes
+        self.refill = refill
         self.now = now
         self.stop = stop
-        self.pending = deque(claim.rows)
+        self.loop = asyncio.get_running_loop()
+        self.routes: _Routes = {}
+        self.pending: deque[OutboundEmail] = deque()  # each row's lease_until is its token
+        self.start_by: dict[int, float] = {}  # row id: the latest loop time to start its send
+        self.claimed = 0
+        self.claiming = False
+        self.claim_done = asyncio.Event()
         self.sent: list[OutboundEmail] = []  # sent, their outcome not yet written
         self.first_sent = 0.0  # when the first of them was sent (loop time)
-        loop = asyncio.get_running_loop()
-        self.loop = loop
+
+    async def add(self, claim: Claim) -> None:
+        self.routes.update(await _mailbox_routes(self.settings, claim.rows, self.mailboxes))
         # Sends start only in the first part of the lease (SEND_WINDOW).
-        self.deadline = loop.time() + settings.mail_lease_seconds * SEND_WINDOW
+        start_by = self.loop.time() + self.settings.mail_lease_seconds * SEND_WINDOW
+        for row in claim.rows:
+            self.start_by[row.pk] = start_by
+        self.pending.extend(claim.rows)
+        self.claimed += len(claim.rows)
+        if len(claim.rows) < self.refill or self._stopping():
+            self.refill = 0  # the queue is drained (for now): no more claims
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self._release_on_stop()) if self.stop else None
         try:
-            runners = min(self.settings.mail_send_concurrency, len(self.pending))
             async with asyncio.TaskGroup() as group:
-                for _ in range(runners):
+                for _ in range(self.settings.mail_send_concurrency):
                     group.create_task(self._runner())
         finally:
             if watcher is not None:
@@ -228,40 +246,73 @@ class _Batch:
                 await asyncio.gather(watcher, return_exceptions=True)
             await self._flush()
 
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
     async def _runner(self) -> None:
-        while self.pending:
-            if (self.stop is not None and self.stop.is_set()) or self.loop.time() > self.deadline:
-                await self._release_pending()
+        concurrency = self.settings.mail_send_concurrency
+        while True:
+            if self._stopping():
+                await self._hand_back(list(self.pending))
                 return
+            if self.refill and not self.claiming and len(self.pending) <= concurrency:
+                await self._claim_more()
+            if not self.pending:
+                if not self.claiming:
+                    return
+                await self.claim_done.wait()  # another runner is claiming more
+                continue
             row = self.pending.popleft()
+            if self.loop.time() > self.start_by.pop(row.pk):
+                # Too late to start within this claim's lease: back to the queue with the
+                # rest of the claim (a slow server); another round claims them afresh.
+                late = [row, *(r for r in self.pending if r.lease_until == row.lease_until)]
+                for other in late[1:]:
+                    self.pending.remove(other)
+                await self._hand_back(late)
+                continue
             await self._deliver_one(row)
             if len(self.sent) >= FLUSH_ROWS or (
                 self.sent and self.loop.time() - self.first_sent > FLUSH_SECONDS
             ):
                 await self._flush()
 
+    async def _claim_more(self) -> None:
+        self.claiming = True
+        self.claim_done.clear()
+        try:
+            claim = await claim_due(self.settings, limit=self.refill, now=self.now or _utcnow())
+            await self.add(claim)
+        finally:
+            self.claiming = False
+            self.claim_done.set()
+
     async def _release_on_stop(self) -> None:
         assert self.stop is not None
         await self.stop.wait()
         try:
-            await self._release_pending()
+            await self._hand_back(list(self.pending))
         except Exception:  # their lease runs out instead
             log.exception("could not hand back the mail not yet sent")
 
-    async def _release_pending(self) -> None:
-        """Hand the rows not yet started back at once (the claim's other rows go on)."""
-        rows = list(self.pending)
-        self.pending.clear()
-        if rows:
-            await _release(rows, self.claim.lease)
+    async def _hand_back(self, rows: list[OutboundEmail]) -> None:
+        """Hand rows not yet started back at once (the other rows go on)."""
+        for row in rows:
+            self.start_by.pop(row.pk, None)
+            if row in self.pending:
+                self.pending.remove(row)
+        for lease, group in _by_lease(rows).items():
+            await _release(group, lease)
 
     async def _flush(self) -> None:
         rows, self.sent = self.sent, []
-        if rows:
-            await _record_sent(rows, self.claim.lease, self.now or _utcnow())
+        for lease, group in _by_lease(rows).items():
+            await _record_sent(group, lease, self.now or _utcnow())
 
     async def _deliver_one(self, row: OutboundEmail) -> None:
-        settings, lease, now = self.settings, self.claim.lease, self.now
+        settings, now = self.settings, self.now
+        lease = row.lease_until
+        assert lease is not None  # set by claim_due: this claim's token
         route: _Route | None = None
         try:
             try:
@@ -384,6 +435,14 @@ async def _record(row: OutboundEmail, lease: datetime, **changes: Any) -> bool:
     if not updated:
         log.warning("mail %s: lease lost before the outcome was recorded", row.pk)
     return bool(updated)
+
+
+def _by_lease(rows: list[OutboundEmail]) -> dict[datetime, list[OutboundEmail]]:
+    groups: dict[datetime, list[OutboundEmail]] = {}
+    for row in rows:
+        assert row.lease_until is not None
+        groups.setdefault(row.lease_until, []).append(row)
+    return groups
 
 
 async def _record_sent(rows: list[OutboundEmail], lease: datetime, sent_at: datetime) -> None:
