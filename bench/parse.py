@@ -11,7 +11,11 @@ Builds MESSAGES (default 2,000) sample messages, a quarter of each kind:
   bodies, an attachment with an RFC 2231 file name.
 Then times, in this process on the same bytes:
 - portico:  `parse_message(raw)` (and `parse_participants` on each message's From/To/Cc block);
-- baseline: `email.message_from_bytes(raw, policy=compat32)`, the least any parse must do.
+- baseline: `email.message_from_bytes(raw, policy=compat32)`, the least any parse must do
+  with the standard library (its multipart boundaries matched as parse.py has the feedparser
+  match them, without a regular expression per message: parse.py is imported);
+- rust: `fast_mail_parser.parse_email(raw)` (the Rust mail-parser) when it is installed,
+  for reference: not used by Portico (its answers are not the stdlib path's).
 Each figure is the median of ROUNDS passes over all messages, in ms per message; the ratio
 is Portico time / baseline time. Never part of `make test`.
 """
@@ -115,18 +119,33 @@ def bare(raw: bytes) -> object:
     return message_from_bytes(raw, policy=policy.compat32)
 
 
+def rust() -> Callable[[bytes], object] | None:
+    try:
+        import fast_mail_parser
+    except ImportError:
+        return None
+    return fast_mail_parser.parse_email
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
     by_kind = {kind: [message(kind, n) for n in range(count // len(KINDS))] for kind in KINDS}
     every = [raw for n in range(count // len(KINDS)) for raw in (by_kind[k][n] for k in KINDS)]
     sizes = {kind: statistics.mean(len(r) for r in by_kind[kind]) for kind in KINDS}
     print(f"parse_message, {len(every)} messages, median of {ROUNDS} passes, ms per message")
-    print(f"  {'kind':<12} {'size':>8} {'portico':>9} {'baseline':>9} {'ratio':>7}")
+    other = rust()
+    print(
+        f"  {'kind':<12} {'size':>8} {'portico':>9} {'baseline':>9} {'ratio':>7}"
+        + (f" {'rust':>9}" if other else "")
+    )
     rows = [(kind, by_kind[kind], f"{sizes[kind] / 1024:6.1f}KB") for kind in KINDS]
     rows.append(("all", every, ""))
     for name, samples, size in rows:
         ours, base = timed(parse_message, samples), timed(bare, samples)
-        print(f"  {name:<12} {size:>8} {ours * 1000:9.3f} {base * 1000:9.3f} {ours / base:6.1f}x")
+        line = f"  {name:<12} {size:>8} {ours * 1000:9.3f} {base * 1000:9.3f} {ours / base:6.1f}x"
+        if other is not None:
+            line += f" {timed(other, samples) * 1000:9.3f}"
+        print(line)
     blocks = [header_block(raw) for raw in every]
     ours, base = timed(parse_participants, blocks), timed(bare, blocks)
     print("parse_participants, the From/To/Cc block of each message")

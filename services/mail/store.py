@@ -7,9 +7,24 @@ that are new since. OUTBOUND when it is from one of the firm's mailboxes, else I
 
 One path writes new messages (`_store_new`): their attachments' files first
 (services/mail/attachments.keep), then in one transaction the rows (`message_row`, which
-replies use too), their attachments, the auto-saved Documents and the links.
-`store_messages` sends one fetched chunk through it at once; `store_message` one message,
-and the chunk's messages one by one when another pass stored one of them meanwhile.
+replies use too), their attachments, the auto-saved Documents and the links, in a few
+statements whatever the chunk's size: one multi-row INSERT ... ON CONFLICT DO NOTHING
+RETURNING of the messages (a key already stored, by an earlier pass or by another pass
+meanwhile, is simply not inserted: no look-up first), one INSERT of all their attachments,
+one of all the links, the alerts; auto-save per message with files to save.
+`store_messages` sends one fetched chunk through it at once; the messages it did not insert
+(stored already, or twice in the chunk) then go through `store_message`, which links them.
+A transaction failing on the data (a deadlock with another pass) is rolled back whole and
+the chunk stored one by one.
+
+All or nothing per chunk, also when the database goes away: a connection lost mid-store
+(server restart, failover, `pg_terminate_backend`) rolls the chunk's transaction back whole
+(no message without its links, attachments or documents; files written already are
+content-addressed and reused), renews the pool's connections, and raises DBConnectionError
+("The database connection was lost while storing N new messages: none of them was stored;
+the next pass stores them"): the pass fails with that reason, its cursor before the chunk,
+and the next pass stores each message once. A commit whose answer was lost is found again
+by key on the next pass (linked, never stored twice). tests/test_store_faults.py.
 
 A message whose content is skipped (`ParsedMessage.content_skipped`: read from its headers
 alone, e.g. over the size limit) is stored with the reason and no bodies or attachments.
@@ -35,6 +50,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
@@ -45,7 +61,7 @@ from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, su
 from services.shared.scope import FirmScope
 
 AUTO_SAVE_SLACK = timedelta(hours=1)
-INSERT_ROWS = 200  # messages per INSERT statement (17 values each: within SQLite's limit)
+INSERT_ROWS = 100  # messages per INSERT statement (about 20 values each: within any limit)
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
 
@@ -110,7 +126,7 @@ async def store_message(
     existing = await scope.query(Message).get_or_none(message_key=parsed.message_key)
     if existing is None:
         try:
-            [outcome] = await _store_new(
+            outcomes, _ = await _store_new(
                 scope,
                 [(parsed, accounts)],
                 set(own_addresses),
@@ -118,10 +134,12 @@ async def store_message(
                 settings,
                 auto_save_since,
             )
-            return outcome
+            if outcomes:
+                return outcomes[0]
         except IntegrityError:
-            # Stored meanwhile by another pass (another mailbox with the same message).
-            existing = await scope.query(Message).get(message_key=parsed.message_key)
+            pass
+        # Stored meanwhile by another pass (another mailbox with the same message).
+        existing = await scope.query(Message).get(message_key=parsed.message_key)
     linked = set(
         await MessageAccount.filter(message_id=existing.pk).values_list("account_id", flat=True)
     )
@@ -146,25 +164,22 @@ async def store_messages(
     auto_save_since: datetime | None = None,
 ) -> list[StoreOutcome]:
     """`store_message` for many messages (one fetched chunk) with few statements: the new
-    ones are stored in one transaction. A message already stored, or seen twice in `items`,
-    goes through `store_message`; so do all of them when another pass stored one meanwhile
-    (the transaction is then rolled back whole and nothing is half-written)."""
-    existing = set(
-        await scope.query(Message)
-        .filter(message_key__in=[parsed.message_key for parsed, _ in items])
-        .values_list("message_key", flat=True)
-    )
+    ones are stored in one transaction (their INSERT skips the keys already stored, so no
+    statement asks first). A message already stored, or seen twice in `items`, goes through
+    `store_message` after it; so do all of them when the transaction failed on the data (a
+    deadlock with another pass: rolled back whole, nothing half-written). A lost connection
+    raises DBConnectionError: nothing of the chunk is written, the next pass stores it."""
     fresh: dict[str, Item] = {}
     later: list[Item] = []
     for parsed, accounts in items:
-        if parsed.message_key in existing or parsed.message_key in fresh:
+        if parsed.message_key in fresh:
             later.append((parsed, accounts))
         else:
             fresh[parsed.message_key] = (parsed, accounts)
     outcomes: list[StoreOutcome] = []
     if fresh:
         try:
-            outcomes = await _store_new(
+            outcomes, taken = await _store_new(
                 scope,
                 list(fresh.values()),
                 set(own_addresses),
@@ -181,9 +196,11 @@ async def store_messages(
                 ) from exc
             if not isinstance(exc, IntegrityError | OperationalError):
                 raise
-            # Raced with another pass (a duplicate key; on PostgreSQL maybe a deadlock of the
-            # two transactions): rolled back whole, then one by one, as it sorts them out.
-            later = list(items)
+            # Raced with another pass (on PostgreSQL maybe a deadlock of the two
+            # transactions): rolled back whole, then one by one, as it sorts them out.
+            outcomes, later = [], list(items)
+        else:
+            later = taken + later
     for parsed, accounts in later:
         outcomes.append(
             await store_message(
@@ -206,11 +223,11 @@ async def _store_new(
     mailbox_id: int | None,
     settings: Settings | None,
     auto_save_since: datetime | None,
-) -> list[StoreOutcome]:
-    """Messages none of which is stored yet, in one transaction (IntegrityError when another
-    pass stored one meanwhile), with a few statements whatever their number: one multi-row
-    INSERT of the messages (then their ids by key), one of all their attachments, one of all
-    the links; auto-save per message with files to save."""
+) -> tuple[list[StoreOutcome], list[Item]]:
+    """Messages of distinct keys, in one transaction with a few statements whatever their
+    number: one multi-row INSERT of the messages (those whose key is stored already are left
+    out and answered as `taken`), one of all their attachments, one of all the links;
+    auto-save per message with files to save."""
     threads = await _thread_keys(scope, [parsed for parsed, _ in items])
     kept = [
         await attachments.keep(_stored_attachments(parsed), settings) if settings else []
@@ -228,8 +245,14 @@ async def _store_new(
         )
         for (parsed, _), thread_key in zip(items, threads, strict=True)
     ]
-    async with in_transaction():
-        await _insert_messages(scope, rows)
+    async with in_transaction() as conn:
+        inserted = await _insert_messages(conn, rows)
+        taken = [item for i, item in enumerate(items) if i not in inserted]
+        if taken:
+            chosen = sorted(inserted)
+            items = [items[i] for i in chosen]
+            rows = [rows[i] for i in chosen]
+            kept = [kept[i] for i in chosen]
         await attachments.record_many(
             scope, [(row.pk, files) for row, files in zip(rows, kept, strict=True)]
         )
@@ -250,25 +273,40 @@ async def _store_new(
             ]
         )
         await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
-    return outcomes
+    return outcomes, taken
 
 
-async def _insert_messages(scope: FirmScope, rows: Sequence[Message]) -> None:
-    """Inserts `rows` (new messages of distinct keys) with one multi-row INSERT per
-    INSERT_ROWS, then gives each its id, read back by key (a bulk insert returns none)."""
-    if len(rows) == 1:
-        await rows[0].save()  # one statement either way
-        return
+async def _insert_messages(conn: BaseDBAsyncClient, rows: Sequence[Message]) -> set[int]:
+    """Inserts those of `rows` (messages of distinct keys) whose key the firm has not stored
+    yet, with one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per INSERT_ROWS
+    (PostgreSQL and SQLite alike), and gives each inserted row its id; their positions. The
+    values are converted as Tortoise's own bulk insert converts them (`to_db_value`)."""
+    inserted: set[int] = set()
+    executor = conn.executor_class(model=Message, db=conn)
+    fields = Message._meta.fields_map
+    names = list(executor.regular_columns)
+    columns = ", ".join(f'"{fields[name].source_field or name}"' for name in names)
+    one = "(" + ", ".join("?" * len(names)) + ")"
     for start in range(0, len(rows), INSERT_ROWS):
-        await Message.bulk_create(rows[start : start + INSERT_ROWS])
-    ids = dict(
-        await scope.query(Message)
-        .filter(message_key__in=[row.message_key for row in rows])
-        .values_list("message_key", "id")
-    )
-    for row in rows:
-        row.pk = ids[row.message_key]
-        row._saved_in_db = True  # an update from now on, never a second insert
+        part = rows[start : start + INSERT_ROWS]
+        values = [
+            fields[name].to_db_value(getattr(row, name), row) for row in part for name in names
+        ]
+        sql = (
+            f'INSERT INTO "message" ({columns}) VALUES {", ".join([one] * len(part))} '
+            'ON CONFLICT ("firm_id", "message_key") DO NOTHING RETURNING "id", "message_key"'
+        )
+        if conn.capabilities.dialect == "postgres":
+            pieces = sql.split("?")
+            sql = pieces[0] + "".join(f"${i}{p}" for i, p in enumerate(pieces[1:], start=1))
+        returned = await conn.execute_query_dict(sql, values)  # rows, also on PostgreSQL
+        ids = {r["message_key"]: r["id"] for r in returned}
+        for at, row in enumerate(part, start=start):
+            if row.message_key in ids:
+                row.pk = ids[row.message_key]
+                row._saved_in_db = True  # an update from now on, never a second insert
+                inserted.add(at)
+    return inserted
 
 
 async def _renew_connections() -> None:
