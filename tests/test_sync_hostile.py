@@ -472,3 +472,45 @@ def test_a_bounce_finds_its_original_in_a_returned_message_or_in_reply_to() -> N
     assert bounces.read(mail(JANE, "office@acme.example", "Not a bounce")) is None
     delayed = bounces.read(dsn("<outbox.3@acme.example>", "4.4.7", "office@acme.example"))
     assert delayed is not None and delayed.status is None  # only 5.x.x counts
+
+
+async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Dovecot process serving the pass is killed while it writes a large answer: no
+    # message's fault, so no failure is recorded; the next pass stores the rest, each once.
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 60, size=200_000)  # more than socket buffers hold
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 30)
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        await through_proxy(mailbox, proxy)
+        store = message_store.store_messages
+        first_stored = asyncio.Event()
+
+        async def then_hold(*args: Any, **kwargs: Any) -> Any:
+            stored = await store(*args, **kwargs)
+            proxy.body_fetch_seen.clear()
+            proxy.hold_body_fetch = True
+            first_stored.set()
+            return stored
+
+        monkeypatch.setattr(message_store, "store_messages", then_hold)
+        running = asyncio.create_task(sync(world, mailbox))
+        await asyncio.wait_for(first_stored.wait(), 30)
+        await asyncio.wait_for(proxy.body_fetch_seen.wait(), 30)
+        await asyncio.to_thread(imap.end_sessions, mailbox.username)  # mid-FETCH
+        proxy.release.set()
+        failed = await asyncio.wait_for(running, 30)
+    monkeypatch.setattr(message_store, "store_messages", store)
+
+    assert failed.status == SyncStatus.FAILED and failed.stored == 30
+    assert failed.error and "closed the connection" in failed.error
+    assert await MailboxSkip.all().count() == 0
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 30
+    row = await Mailbox.get(pk=mailbox.pk)
+    row.imap_host, row.imap_port = imap.host, imap.port
+    await row.save()
+    rest = await sync(world, row)
+    assert (rest.status, rest.stored) == (SyncStatus.IDLE, 30)
+    assert sorted(m.subject for m in await stored(world)) == [f"Letter {n:03}" for n in range(60)]

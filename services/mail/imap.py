@@ -273,7 +273,12 @@ class ImapSession:
         try:
             response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
         except MailSyncError:
-            if self.bye is not None and self.lost.is_set():
+            # A server going down says so too ("Server shutting down."): no message's fault.
+            if (
+                self.bye is not None
+                and self.lost.is_set()
+                and "shutting down" not in self.bye.lower()
+            ):
                 raise ServerHungUp(self.where, self.bye) from None
             raise
         refused = None if response.result == "OK" else _text(response)
