@@ -6,9 +6,11 @@ On a throwaway PostgreSQL database (PORTICO_BENCH_POSTGRES, default as in the te
 on a temporary SQLite file, makes a firm with ACCOUNTS (default 1,000) accounts, each with
 one contact whose address has NOTIFY on (written in bulk), then times:
 - portico:  `services.portal.notify.send_firm_email(..., kind="MASS")` for all the accounts: finding
-  the recipients, rendering, encrypting and queuing the rows in its transaction;
+  the recipients, rendering, encrypting and queuing the rows (and their Mailing row) in its
+  transaction;
 - baseline: one `OutboundEmail.bulk_create` (batches of outbox.BATCH rows, in a transaction)
-  of the same rows already rendered and encrypted: the least any mass mailing must write;
+  of the same rows already rendered and encrypted (their mailing_id too): the least any mass
+  mailing must write;
 - api:      the same mailing through GraphQL (`sendFirmEmail` over ASGI, as a client sees it).
 Each is the median of ROUNDS runs, every run on an empty outbox. The ratio is Portico time /
 baseline time (how many times longer than the bare INSERTs). Never part of `make test`.
@@ -86,6 +88,7 @@ async def measure(url: str, count: int, folder: Path) -> dict[str, float]:
             "body_encrypted",
             "message_id",
             "next_attempt_at",
+            "mailing_id",
         ]
         rendered = await OutboundEmail.all().order_by("id").values(*fields)
         prepared: list[OutboundEmail] = []

@@ -284,3 +284,40 @@ async def test_ten_thousand_accounts_in_one_mutation(acme, settings):
     assert (payload["mailing"]["total"], payload["mailing"]["queued"]) == (10_000, 10_000)
     assert await OutboundEmail.filter(status=DeliveryStatus.QUEUED).count() == 10_000
     assert len(set(await OutboundEmail.all().values_list("to_address", flat=True))) == 10_000
+
+
+def _outcome(render, template: str, context: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", render(template, context)
+    except Exception as exc:  # a missing value or a method on None fails both ways alike
+        return "error", type(exc)
+
+
+def test_the_renderer_renders_what_render_renders():
+    """Every template, with contexts that vary each value it reads among plain values (falsy,
+    truthy, markup-looking, missing): one Renderer for all of them answers exactly as a
+    fresh render() of each, errors included."""
+    pool = [None, "", "Anna & <b>Co</b>", "x", True, False, 0, 1]
+    templates = sorted({p.name.split(".")[0] for p in outbox.TEMPLATES.iterdir()})
+    for template in templates:
+        names = sorted(
+            set().union(
+                *(
+                    outbox._shape(f"{template}.{part}").free  # type: ignore[union-attr]
+                    for part in ("subject.txt", "txt", "html")
+                )
+            )
+        )
+        renderer = outbox.Renderer()
+        base = {name: f"value of {name}" for name in names}
+        contexts = [base]
+        for name in names:
+            contexts += [{**base, name: value} for value in pool]
+            contexts.append({k: v for k, v in base.items() if k != name})
+        for first in names:  # pairs of values: branches that depend on two names
+            for second in names:
+                contexts += [{**base, first: a, second: b} for a in pool[:3] for b in pool[:3]]
+        for context in contexts:
+            assert _outcome(renderer.render, template, context) == _outcome(
+                outbox.render, template, context
+            ), (template, context)

@@ -17,12 +17,12 @@ from tests.support.login import (
     FLAGS,
     accept,
     activated_client,
-    deliver,
     invitee,
     login_on,
     text_of,
     token_in,
 )
+from tests.support.login import deliver as deliver_all
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.support.sqlcount import count_sql
 
@@ -33,6 +33,14 @@ SEND_WHY = SEND.replace("errors { code field }", "errors { code field message }"
 EVENT_WHY = EVENT.replace("errors { code field }", "errors { code field message }")
 PREFS = """mutation($input: NotificationPreferencesInput!) { setNotificationPreferences(input: $input) {
   errors { code } accountEmail { notificationPreferences { all enabled } } } }"""
+
+
+async def deliver(settings, smtp) -> list:
+    """Every message received so far, in the order it was queued: the worker sends several
+    at once (services/loops/delivery), so they may arrive in any order."""
+    messages = await deliver_all(settings, smtp)
+    queued = dict(await OutboundEmail.all().values_list("message_id", "id"))
+    return sorted(messages, key=lambda message: queued[message["Message-ID"].strip()])
 
 
 async def _flags(api: Api, account_email_id: str, **flags: bool) -> None:

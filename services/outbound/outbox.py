@@ -223,11 +223,13 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
 class Renderer:
     """`render` that renders each distinct text once (for one batch of mail).
 
-    A template's output depends only on the context values it names, so mails that agree on
-    those share the text: a mailing to thousands renders its body once and its subject once
-    per distinct account name. Only plain values (str, int, bool, None) are compared, by type
-    too; a template that includes or extends another, or a context with other values, is
-    rendered every time.
+    A template's output depends only on the context values its executed parts read, so mails
+    that agree on those share the text: a mailing to thousands renders its body once, and its
+    subject (`{% if name_account %}[{{ account_name }}] {% endif %}{{ subject }}`) once, plus
+    once per account whose name it shows. Branches are decided only by `{% if name %}` on a
+    context value the template never assigns; any other construct counts all the names in
+    it. Only plain values (str, int, bool, None) are compared, with their type; a template
+    that pulls in another, or a context with other values, is rendered every time.
     """
 
     def __init__(self) -> None:
@@ -240,7 +242,8 @@ class Renderer:
         return header_text(subject), Bodies(text=text, html=html)
 
     def _text(self, name: str, context: dict[str, Any]) -> str:
-        names = _names_used(name)
+        shape = _shape(name)
+        names = shape.names_read(context) if shape is not None else None
         key: tuple[Any, ...] | None = (name,) if names is not None else None
         for variable in names or ():
             value = context.get(variable, _MISSING)
@@ -257,18 +260,88 @@ class Renderer:
 
 
 _MISSING = object()
-_PLAIN = frozenset({str, int, bool, type(None), object})  # object: _MISSING
+_PLAIN = frozenset({str, int, bool, type(None), object})  # object: _MISSING (fails to render)
 _COMPOSED = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
 
 
+@dataclass(frozen=True, eq=False)
+class _Shape:
+    """What a template reads: its free names (the context's), and those of them that pick
+    the branch of a top-level `{% if name %}` (never assigned in the template)."""
+
+    body: tuple[nodes.Node, ...]
+    free: frozenset[str]
+    tests: tuple[str, ...]
+
+    def names_read(self, context: dict[str, Any]) -> tuple[str, ...] | None:
+        """The free names that rendering `context` reads; None if a test value is not plain."""
+        truths = []
+        for test in self.tests:
+            value = context.get(test, _MISSING)
+            if type(value) not in _PLAIN or value is _MISSING:
+                return None
+            truths.append(bool(value))  # what {% if %} tests, for a plain value
+        return _names_read(self, tuple(truths))
+
+
 @functools.lru_cache(maxsize=64)
-def _names_used(name: str) -> tuple[str, ...] | None:
-    """The context names a template reads, sorted; None when it pulls in other templates."""
+def _shape(name: str) -> _Shape | None:
     source, _, _ = _templates.loader.get_source(_templates, name)  # type: ignore[union-attr]
     tree = _templates.parse(source)
     if any(True for _ in tree.find_all(_COMPOSED)):
         return None
-    return tuple(sorted(meta.find_undeclared_variables(tree)))
+    free = frozenset(meta.find_undeclared_variables(tree))
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx != "load"}
+    tests = {
+        node.test.name
+        for node in tree.find_all(nodes.If)
+        if isinstance(node.test, nodes.Name) and node.test.name in free - assigned
+    }
+    return _Shape(tuple(tree.body), free, tuple(sorted(tests)))
+
+
+@functools.lru_cache(maxsize=256)
+def _names_read(shape: _Shape, truths: tuple[bool, ...]) -> tuple[str, ...]:
+    found: set[str] = set()
+    _walk(list(shape.body), dict(zip(shape.tests, truths, strict=True)), found)
+    return tuple(sorted(found & shape.free))
+
+
+def _walk(body: list[nodes.Node], truth: dict[str, bool], found: set[str]) -> None:
+    """Adds the names the top-level statements in `body` read, following decided branches."""
+    for node in body:
+        if isinstance(node, nodes.If):
+            _walk_if([node, *node.elif_], node.else_, truth, found)
+        else:
+            found |= _all_names(node)
+
+
+def _walk_if(
+    branches: list[nodes.If], else_: list[nodes.Node], truth: dict[str, bool], found: set[str]
+) -> None:
+    for i, branch in enumerate(branches):
+        test = branch.test
+        if not (isinstance(test, nodes.Name) and test.name in truth):
+            # A test not decided here: this branch and every later one may run.
+            for rest in [*branches[i:]]:
+                found |= _all_names(rest.test)
+                for node in rest.body:
+                    found |= _all_names(node)
+            for node in else_:
+                found |= _all_names(node)
+            return
+        found.add(test.name)
+        if truth[test.name]:
+            _walk(branch.body, truth, found)
+            return
+    _walk(else_, truth, found)
+
+
+def _all_names(node: nodes.Node) -> set[str]:
+    names = {n.name for n in node.find_all(nodes.Name)}
+    if isinstance(node, nodes.Name):
+        names.add(node.name)
+    return names
 
 
 # The columns enqueue_bulk writes; the others are NULL (or their default) on a new row.
