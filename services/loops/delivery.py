@@ -13,7 +13,8 @@ Several workers (in several processes, on PostgreSQL) share the queue:
   at least once: exactly once cannot be had from SMTP, which has no idempotency key.
 
 A claim's rows are sent by up to PORTICO_MAIL_SEND_CONCURRENCY runners at once, over SMTP
-connections kept open between messages (services/outbound/smtp_pool). The platform's mail
+connections kept open between messages (services/outbound/smtp_pool); the worker claims the
+next rows while the last round of a claim's sends runs (`more`). The platform's mail
 is written as bytes directly (services/outbound/wire). SENT outcomes of the platform's mail
 are written FLUSH_ROWS at a time (or once the oldest has waited FLUSH_SECONDS, and at the
 end of the claim), as one UPDATE … WHERE id IN (…) AND lease_until = the claim's token;
@@ -257,6 +258,7 @@ class _Sending:
                 return
             if self.refill and not self.claiming and len(self.pending) <= concurrency:
                 await self._claim_more()
+                continue  # stop may have come meanwhile
             if not self.pending:
                 if not self.claiming:
                     return
