@@ -136,21 +136,33 @@ class CompiledExecutor(StrawberryGraphQLCoreExecutionContext):
             return await result if self.is_awaitable(result) else result  # type: ignore[no-any-return]
         self.plans.compiled += 1
         if SHADOW["on"]:
-            await self._compare(data)
+            await self._compare(plan, data)
         return self.build_response(data)  # type: ignore[return-value]
 
-    async def _compare(self, data: dict[str, Any]) -> None:
+    async def _compare(self, plan: Shape, data: dict[str, Any]) -> None:
+        mismatch = await self._differs(data)
+        if mismatch is not None:
+            # A test's background worker may have written between the two runs: a planner
+            # bug differs again when both run once more, a race (almost always) does not.
+            again = await run_plan(plan, self)
+            mismatch = await self._differs(again) if again is not None else mismatch
+        if mismatch is not None:
+            MISMATCHES.append(mismatch)
+
+    async def _differs(self, data: dict[str, Any]) -> Mismatch | None:
+        """The stock executor's answer now, when it is not `data`."""
         kept, self.collected_errors = self.collected_errors, CollectedErrors()
         stock = super().execute_operation()
         if self.is_awaitable(stock):
             stock = await stock
         self.collected_errors = kept
         ours = json.dumps(data, default=repr)
+        if not stock.errors and ours == json.dumps(stock.data, default=repr):
+            return None
         theirs = json.dumps(
             {"data": stock.data, "errors": [str(e) for e in stock.errors or ()]}, default=repr
         )
-        if stock.errors or ours != json.dumps(stock.data, default=repr):
-            MISMATCHES.append(Mismatch(print_ast(self.operation), ours, theirs))
+        return Mismatch(print_ast(self.operation), ours, theirs)
 
 
 def executor_class(plans: Plans) -> type[CompiledExecutor]:

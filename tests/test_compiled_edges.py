@@ -11,6 +11,7 @@ import strawberry
 from strawberry.types import Info
 
 from compiled import Plans, executor_class
+from compiled import executor as executor_module
 from compiled.run import Fallback
 from schema.batched import batched_field
 from schema.permissions import ViewerPermission
@@ -110,3 +111,34 @@ async def test_a_fallbacks_errors_do_not_carry_the_abandoned_plan() -> None:
         while chain is not None and seen < 10:
             assert not isinstance(chain, Fallback)
             chain, seen = chain.__context__, seen + 1
+
+
+async def test_the_shadow_check_records_a_difference_that_holds_and_forgives_a_race(
+    monkeypatch: Any,
+) -> None:
+    """The suite's differential check (tests/conftest.py): a plan that answers wrongly is
+    recorded; one wrong answer followed by a right one (another task wrote between the two
+    runs) is not."""
+    real = executor_module.run_plan
+    wrong_answers: list[int] = []
+
+    async def tampered(plan: Any, context: Any) -> Any:
+        data = await real(plan, context)
+        if wrong_answers and data is not None:
+            wrong_answers.pop()
+            data["items"][0]["name"] = "changed"
+        return data
+
+    monkeypatch.setattr(executor_module, "run_plan", tampered)
+    compiled, _, _ = schemas()
+    query = "{ items { name } }"
+    try:
+        wrong_answers[:] = [1]  # the first run only: a race
+        await compiled.execute(query)
+        assert executor_module.MISMATCHES == []
+        wrong_answers[:] = [1, 1]  # both runs: a bug
+        await compiled.execute(query)
+        [mismatch] = executor_module.MISMATCHES
+        assert "changed" in mismatch.compiled and "changed" not in mismatch.stock
+    finally:
+        executor_module.MISMATCHES.clear()
