@@ -198,6 +198,11 @@ async def test_a_mailing_shows_its_delivery_going_on(acme, settings, smtp):
     assert mailing["createdAt"].endswith("+00:00")
 
     async def counts() -> tuple[int, int, int, int]:
+        """Through node(id:) once resolvers/query.NODES lists Mailing; the service until then."""
+        if "Mailing" in query.NODES:
+            read = (await acme.api.data(NODE, {"id": mailing["id"]}))["node"]
+            assert read["total"] == 8
+            return read["queued"], read["sent"], read["failed"], read["cancelled"]
         row = await Mailing.get()
         progress = await mailings.progress(row.firm_id, row.pk)
         return progress.queued, progress.sent, progress.failed, progress.cancelled
