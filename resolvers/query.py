@@ -16,6 +16,7 @@ from schema import ids
 from schema.delivery import Delivery
 from schema.enums import DeliveryStatus
 from schema.mail import Mailbox
+from schema.mailings import Mailing
 from schema.messages import Message, inbox
 from schema.pagination import (
     ACCOUNTS,
@@ -35,7 +36,13 @@ from services.crm import records
 from services.mail import mailboxes
 from services.portal import client_session
 
-NODES = {**NODE_TYPES, "Delivery": Delivery, "Mailbox": Mailbox, "Message": Message}
+NODES = {
+    **NODE_TYPES,
+    "Delivery": Delivery,
+    "Mailbox": Mailbox,
+    "Mailing": Mailing,
+    "Message": Message,
+}
 
 
 @strawberry.type(description="What may be read; each field says who may read it.")
