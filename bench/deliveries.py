@@ -12,6 +12,9 @@ parsing or flattening in the loop), with a new connection per message, in 1 and 
 processes; for reference also one process reusing a single connection (`sendmail`). Every
 run checks that each message arrived exactly once.
 
+ROUNDS (default 1) runs the whole sequence again and reports medians, each round's figures
+below them: on a shared machine a single round can be off by a factor of two.
+
 Until issue 14 the baseline sent parsed EmailMessages (`send_message`, which flattens each
 message again, about 1 ms): the byte loop is faster, so the ratios are stricter than before.
 
