@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -31,8 +32,13 @@ from portico.worker import run_worker
 from services.loops.delivery import deliver_due, retry_delay
 from services.outbound import outbox
 from services.outbound.outbox import Bodies
-from services.outbound.transport import SmtpTransport, build_message, transport_for
-from services.outbound.wire import build_wire
+from services.outbound.transport import (
+    SmtpTransport,
+    build_message,
+    outgoing_message,
+    transport_for,
+)
+from services.outbound.wire import WireMessage, build_wire
 from tests.support.smtp import SmtpServer, free_port
 from tests.support.sqlcount import count_sql
 
@@ -385,3 +391,13 @@ def test_wire_messages_read_as_build_message_ones(row, bodies):
         assert (mine is None) == (reference is None)
         if mine is not None:
             assert mine.get_content() == reference.get_content()
+
+
+def test_a_row_with_threading_headers_goes_through_build_message():
+    settings = Settings(mail_from="Portico <mail@portico.example>", _env_file=None)
+    row = _row(headers={"In-Reply-To": "<m1@client.example>"})
+    message = outgoing_message(row, BODIES[0], settings)
+    assert isinstance(message, EmailMessage) and message["In-Reply-To"] == "<m1@client.example>"
+    with pytest.raises(ValueError, match="build_message"):
+        build_wire(row, BODIES[0], settings)
+    assert isinstance(outgoing_message(_row(), BODIES[0], settings), WireMessage)

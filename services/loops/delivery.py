@@ -74,8 +74,8 @@ from services.outbound.transport import (
     TemporaryFailure,
     Transport,
     build_message,
+    outgoing_message,
 )
-from services.outbound.wire import build_wire
 from services.shared import backoff
 from services.shared.leases import lease_token
 
@@ -326,8 +326,7 @@ class _Sending:
                 ) from None
             route = _route_of(row, self.routes)
             if route is None:
-                wire = build_wire(row, bodies, settings)
-                await self.transport.send(wire)
+                await self.transport.send(outgoing_message(row, bodies, settings))
             else:
                 message = build_message(row, bodies, settings, sender=route.mailbox.address)
                 await route.transport.send(message)

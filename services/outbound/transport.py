@@ -43,7 +43,7 @@ from services.outbound.outbox import (
     sender_address,
 )
 from services.outbound.smtp_pool import Outgoing, SmtpPool
-from services.outbound.wire import WireMessage, ascii_address
+from services.outbound.wire import WireMessage, ascii_address, build_wire
 from services.shared import network
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,14 @@ def build_message(
     if bodies.html:
         message.add_alternative(bodies.html, subtype="html")
     return message
+
+
+def outgoing_message(row: OutboundEmail, bodies: Bodies, settings: Settings) -> Outgoing:
+    """The platform's own mail for `row`: written directly (services/outbound/wire), or by
+    build_message when the row has extra headers (their folding is the email package's)."""
+    if row.headers:
+        return build_message(row, bodies, settings)
+    return build_wire(row, bodies, settings)
 
 
 def transport_for(settings: Settings) -> Transport:

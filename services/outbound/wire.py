@@ -13,7 +13,8 @@ microseconds:
   the boundary starts with "=_", which quoted-printable can never contain;
 - the same validation as build_message: a To that is not one valid address, or a local part
   that needs SMTPUTF8, is a PermanentFailure; a row with extra headers (a reply's threading)
-  goes through build_message, whose folding of long References is the email package's.
+  goes through build_message instead (transport.outgoing_message), whose folding of long
+  References is the email package's.
 
 `from_email` turns an EmailMessage (a reply, which is also filed in the Sent folder as
 sent) into the same WireMessage, flattened as aiosmtplib would: 8-bit parts kept only when
@@ -97,10 +98,8 @@ def build_wire(
 ) -> WireMessage:
     """The platform's own mail for `row` (From: PORTICO_MAIL_FROM's address with the row's
     name) as it goes out; the same message build_message makes, written directly."""
-    if row.headers:  # a reply's threading headers: rare, and folded by the email package
-        from services.outbound.transport import build_message  # transport imports this module
-
-        return from_email(build_message(row, bodies, settings, date), eight_bit=False)
+    if row.headers:
+        raise ValueError("a row with extra headers goes through build_message")
     sender = sender_address(settings)
     recipient = recipient_address(row.to_address)
     lines = [
