@@ -47,11 +47,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
+from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models import AccountEmail, Message, MessageAccount
@@ -265,12 +267,13 @@ async def _store_new(
             ):
                 await attachments.auto_save(scope, row.pk, accounts, settings)
             outcomes.append(StoreOutcome(row, True, sorted(accounts)))
-        await MessageAccount.bulk_create(
+        await _insert_links(
+            conn,
             [
                 link
                 for outcome in outcomes
                 for link in link_rows(scope, outcome.message, outcome.new_account_ids)
-            ]
+            ],
         )
         await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
     return outcomes, taken
@@ -279,27 +282,16 @@ async def _store_new(
 async def _insert_messages(conn: BaseDBAsyncClient, rows: Sequence[Message]) -> set[int]:
     """Inserts those of `rows` (messages of distinct keys) whose key the firm has not stored
     yet, with one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per INSERT_ROWS
-    (PostgreSQL and SQLite alike), and gives each inserted row its id; their positions. The
-    values are converted as Tortoise's own bulk insert converts them (`to_db_value`)."""
+    (PostgreSQL and SQLite alike), and gives each inserted row its id; their positions."""
     inserted: set[int] = set()
-    executor = conn.executor_class(model=Message, db=conn)
-    fields = Message._meta.fields_map
-    names = list(executor.regular_columns)
-    columns = ", ".join(f'"{fields[name].source_field or name}"' for name in names)
-    one = "(" + ", ".join("?" * len(names)) + ")"
     for start in range(0, len(rows), INSERT_ROWS):
         part = rows[start : start + INSERT_ROWS]
-        values = [
-            fields[name].to_db_value(getattr(row, name), row) for row in part for name in names
-        ]
-        sql = (
-            f'INSERT INTO "message" ({columns}) VALUES {", ".join([one] * len(part))} '
-            'ON CONFLICT ("firm_id", "message_key") DO NOTHING RETURNING "id", "message_key"'
+        returned = await _insert(
+            conn,
+            Message,
+            part,
+            'ON CONFLICT ("firm_id", "message_key") DO NOTHING RETURNING "id", "message_key"',
         )
-        if conn.capabilities.dialect == "postgres":
-            pieces = sql.split("?")
-            sql = pieces[0] + "".join(f"${i}{p}" for i, p in enumerate(pieces[1:], start=1))
-        returned = await conn.execute_query_dict(sql, values)  # rows, also on PostgreSQL
         ids = {r["message_key"]: r["id"] for r in returned}
         for at, row in enumerate(part, start=start):
             if row.message_key in ids:
@@ -307,6 +299,34 @@ async def _insert_messages(conn: BaseDBAsyncClient, rows: Sequence[Message]) -> 
                 row._saved_in_db = True  # an update from now on, never a second insert
                 inserted.add(at)
     return inserted
+
+
+async def _insert_links(conn: BaseDBAsyncClient, rows: Sequence[MessageAccount]) -> None:
+    """The links of new messages, INSERT_ROWS to a multi-row INSERT."""
+    for start in range(0, len(rows), INSERT_ROWS):
+        await _insert(conn, MessageAccount, rows[start : start + INSERT_ROWS], "")
+
+
+async def _insert(
+    conn: BaseDBAsyncClient, model: type[Model], rows: Sequence[Model], tail: str
+) -> list[dict[str, Any]]:
+    """One multi-row INSERT of `rows` (then `tail`: ON CONFLICT, RETURNING) and the rows it
+    returned. The values are converted as Tortoise's own bulk insert converts them (each
+    field's `to_db_value`; Tortoise's bulk insert runs a statement per row)."""
+    if not rows:
+        return []
+    executor = conn.executor_class(model=model, db=conn)
+    fields = model._meta.fields_map
+    names = list(executor.regular_columns)
+    columns = ", ".join(f'"{fields[name].source_field or name}"' for name in names)
+    one = "(" + ", ".join("?" * len(names)) + ")"
+    values = [fields[name].to_db_value(getattr(row, name), row) for row in rows for name in names]
+    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES '
+    sql += ", ".join([one] * len(rows)) + (f" {tail}" if tail else "")
+    if conn.capabilities.dialect == "postgres":
+        pieces = sql.split("?")
+        sql = pieces[0] + "".join(f"${i}{p}" for i, p in enumerate(pieces[1:], start=1))
+    return list(await conn.execute_query_dict(sql, values))  # rows, also on PostgreSQL
 
 
 async def _renew_connections() -> None:
