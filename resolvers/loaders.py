@@ -23,6 +23,7 @@ from models import (
     Document,
     HistoryImport,
     Invitation,
+    MailboxSkip,
     PortalAccess,
 )
 from schema.delivery import Delivery as DeliveryNode
@@ -36,7 +37,7 @@ from schema.types import Document as DocumentNode
 from schema.types import EmailAddress as EmailAddressNode
 from schema.types import Invitation as InvitationNode
 from schema.types import NotificationPreferences
-from services.mail import history, message_pages
+from services.mail import history, message_pages, skips
 from services.outbound import outbox
 from services.portal import access
 from services.portal.invitations import Status
@@ -98,6 +99,7 @@ class Loaders:
         self.messages_page = Loader(self._messages_page)
         self.history_latest = Loader(self._history_latest)
         self.history_unfinished = Loader(self._history_unfinished)
+        self.skips_by_mailbox = Loader(self._skips_by_mailbox)
         self.audit_page = Loader(self._audit_page)
         self.invitations_page = Loader(self._invitations_page)
         self.accounts_page_by_contact = Loader(self._accounts_page_by_contact)
@@ -286,6 +288,10 @@ class Loaders:
     async def _history_unfinished(self, keys: Sequence[int]) -> list[int]:
         counts = await history.unfinished_by_mailbox(self.scope, keys)
         return [counts[key] for key in keys]
+
+    async def _skips_by_mailbox(self, keys: Sequence[int]) -> list[list[MailboxSkip]]:
+        rows = await skips.of_mailboxes(self.scope, keys)
+        return [rows[key] for key in keys]
 
     async def _messages_page(
         self, keys: Sequence[message_pages.PageKey]

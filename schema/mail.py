@@ -19,7 +19,6 @@ from schema.enums import HistoryImportStatus, MailboxSyncStatus
 from schema.errors import UserError
 from schema.pagination import check_page_size
 from schema.types import ScopedNode
-from services.mail import skips
 
 MAX_HISTORY_IMPORTS = 100
 
@@ -133,7 +132,7 @@ class Mailbox(ScopedNode):
         "retried or skipped, by folder and UID (at most 500)."
     )
     async def skipped_messages(self, info: Info) -> list[SkippedMessage]:
-        rows = await skips.of_mailbox(info.context.scope, self.id)
+        rows = await info.context.loaders.skips_by_mailbox.load(self.id)
         return [SkippedMessage.from_model(row) for row in rows]
 
     @strawberry.field(

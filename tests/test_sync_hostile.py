@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import imaplib
+import re
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -37,13 +39,15 @@ from models import (
 )
 from schema import ids
 from services.mail import bounces, sync_engine
+from services.mail import imap as imap_session
 from services.mail import store as message_store
-from services.mail.imap import ImapSession
+from services.mail.imap import Fetched, ImapSession, ServerHungUp, ServerTimedOut
 from services.outbound import outbox
 from tests.support.api import api_for
-from tests.support.imap import ImapServer, imap_fixture  # noqa: F401
+from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
 from tests.support.imap_proxy import ImapProxy, imap_proxy
 from tests.support.mail import add_mailbox, mail
+from tests.support.sqlcount import count_sql
 from tests.test_mailsync import (
     JANE,
     STRANGER,
@@ -53,6 +57,7 @@ from tests.test_mailsync import (
     world_fixture,  # noqa: F401  (the `world` fixture)
 )
 
+SKIPPED_STATEMENTS = 3  # the mailboxes page with skippedMessages, for 1 mailbox as for 4
 SKIPPED = """{ mailboxes { id skippedMessages { folder uid reason attempts firstSeenAt
   lastAttemptAt skippedAt retryAfter } syncProgress { done total } } }"""
 
@@ -196,6 +201,72 @@ async def test_a_database_connection_failure_fails_the_pass_and_records_no_skip(
     assert (await sync(world, mailbox)).stored == 1
 
 
+async def test_a_failure_in_inbox_does_not_keep_the_same_uid_of_sent_failing(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failures are told apart by folder and UID: INBOX UID 1 failing must not keep the row of
+    # Sent UID 1 (a history import's failure) once Sent UID 1 went through.
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Bad letter"))
+    client = imaplib.IMAP4(imap.host, imap.port)
+    client.login(mailbox.username, PASSWORD)
+    client.create("Sent")
+    client.logout()
+    imap.append(mailbox.username, mail(mailbox.address, JANE, "Good sent"), folder="Sent")
+    parse = sync_engine.parse_message
+
+    def fails_on_bad(raw: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"Bad letter" in raw:
+            raise ValueError("hostile")
+        return parse(raw, *args, **kwargs)
+
+    monkeypatch.setattr(sync_engine, "parse_message", fails_on_bad)
+    first = await sync(world, mailbox)
+    assert (first.error, first.failed, first.stored) == (None, 1, 1)
+    sent = await MailboxFolder.get(mailbox_id=mailbox.pk, role="SENT")
+    await MailboxSkip.create(
+        firm_id=world.scope.firm_id,
+        mailbox_id=mailbox.pk,
+        folder=sent.name,
+        uidvalidity=sent.uidvalidity,
+        uid=1,
+        reason="The server sent nothing for it.",
+        last_attempt_at=datetime.now(UTC),
+    )
+    second = await sync(world, mailbox)
+    assert (second.error, second.failed) == (None, 1)  # INBOX UID 1 again
+    assert await MailboxSkip.filter(folder=sent.name).count() == 0
+    assert await MailboxSkip.filter(folder="INBOX", uid=1).count() == 1
+
+
+async def test_skipped_messages_of_many_mailboxes_in_one_statement(
+    world: World, imap: ImapServer, client: Any
+) -> None:
+    api = await api_for(client, world.owner)
+
+    async def statements() -> int:
+        with count_sql() as sql:
+            shown = (await api.data(SKIPPED))["mailboxes"]
+        assert all(len(box["skippedMessages"]) == 1 for box in shown)
+        return len(sql)
+
+    counts = []
+    for n in range(4):
+        box = await add_mailbox(world.scope.firm_id, imap, world.settings)
+        await MailboxSkip.create(
+            firm_id=world.scope.firm_id,
+            mailbox_id=box.pk,
+            folder="INBOX",
+            uidvalidity=1,
+            uid=n + 1,
+            reason="Could not be read: ValueError",
+            last_attempt_at=datetime.now(UTC),
+        )
+        if n in (0, 3):
+            counts.append(await statements())
+    assert counts == [SKIPPED_STATEMENTS, SKIPPED_STATEMENTS]  # 1 mailbox, then 4
+
+
 # Size limit ---------------------------------------------------------------------------------
 
 
@@ -261,13 +332,139 @@ async def test_a_message_of_unknown_size_is_read_in_bounded_parts(
     assert len(partial) == 4 + 3
 
 
+async def test_a_message_of_header_lines_is_read_in_part_only(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Oversize by its header lines alone: neither its participants' headers nor its header
+    # block is read whole (partial FETCHes of HEADER_BYTES); what came is used.
+    small = with_settings(world, sync_max_message_bytes=100_000)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    # Header lines after From, To, Subject, Date and Message-ID: 900 KB of them, and Cc lines
+    # of 400 KB (so the participants' headers are cut short too).
+    filler = "".join(f"X-Filler-{n}: {'y' * 900}\r\n" for n in range(1000)).encode()
+    crowd = ",\r\n ".join(f"person{n:05}@crowd.example" for n in range(15_000)).encode()
+    for subject, extra in (("Header bomb", filler), ("Crowd", b"Cc: " + crowd + b"\r\n")):
+        raw = mail(JANE, mailbox.address, subject)
+        imap.append(mailbox.username, raw.replace(b"Content-Type:", extra + b"Content-Type:", 1))
+    fetch = ImapSession.fetch
+    biggest = 0
+
+    async def seen(session: ImapSession, uids: Any, parts: str) -> Any:
+        nonlocal biggest
+        got = await fetch(session, uids, parts)
+        biggest = max([biggest, *(len(v) for v in got.data.values())])
+        return got
+
+    monkeypatch.setattr(ImapSession, "fetch", seen)
+    result = await sync(small, mailbox)
+
+    assert (result.error, result.stored, result.oversize) == (None, 2, 2)
+    assert 0 < biggest <= sync_engine.HEADER_BYTES
+    for row, subject in zip(await stored(world), ("Header bomb", "Crowd"), strict=True):
+        # What came before the cut is kept; body and attachments are skipped.
+        assert (row.subject, row.from_address) == (subject, JANE.lower())
+        assert row.content_skipped and row.content_skipped.startswith("larger than")
+
+
+async def test_a_message_of_unknown_size_ending_at_a_part_is_stored_whole(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The part after its end comes back as an empty string, not a refusal: stored, no failure.
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, big_mail(JANE, mailbox.address, "Medium scan", 100_000))
+    client = imaplib.IMAP4(imap.host, imap.port)
+    client.login(mailbox.username, PASSWORD)
+    client.select("INBOX")
+    _, [answer] = client.fetch("1", "(RFC822.SIZE)")
+    client.logout()
+    size = int(re.search(rb"RFC822\.SIZE (\d+)", answer).group(1))  # type: ignore[union-attr]
+    monkeypatch.setattr(sync_engine, "READ_BYTES", size)  # one part, all of it
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        proxy.strip_sizes = True
+        await through_proxy(mailbox, proxy)
+        result = await sync(world, mailbox)
+    assert (result.error, result.stored, result.failed) == (None, 1, 0)
+    partial = [line for line in proxy.sent_lines if b"BODY.PEEK[]<" in line]
+    assert len(partial) == 2  # all of it, then one past its end
+    [row] = await stored(world)
+    assert row.subject == "Medium scan" and row.content_skipped is None
+
+
+async def refuse_later_parts(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception | None = None
+) -> None:
+    """The server refuses (or with `failure`: hangs up on, times out on) every part of a
+    message read in parts but the first."""
+    fetch = ImapSession.fetch
+
+    async def later_parts_fail(session: ImapSession, uids: Any, parts: str) -> Any:
+        if "BODY.PEEK[]<" in parts and "<0." not in parts:
+            if failure is not None:
+                raise failure
+            return Fetched(refused="NO [SERVERBUG] Internal error")
+        return await fetch(session, uids, parts)
+
+    monkeypatch.setattr(ImapSession, "fetch", later_parts_fail)
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (None, "The server refused to fetch it: NO [SERVERBUG] Internal error"),
+        (
+            ServerHungUp("dovecot", "FETCH failed: Internal error occurred"),
+            "The server refused to fetch it: FETCH failed: Internal error occurred",
+        ),
+        (
+            ServerTimedOut("The IMAP server dovecot did not answer (UID FETCH)."),
+            "The server did not answer when asked for it",
+        ),
+    ],
+    ids=["refused", "hung-up", "timed-out"],
+)
+async def test_a_later_part_that_fails_is_the_messages_failure_and_nothing_is_stored(
+    world: World,
+    imap: ImapServer,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception | None,
+    reason: str,
+) -> None:
+    # Never a message stored cut short; the rest of the folder syncs on, pass after pass.
+    small = with_settings(world, sync_max_message_bytes=1_000_000)
+    monkeypatch.setattr(sync_engine, "READ_BYTES", 64 * 1024)
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, big_mail(JANE, mailbox.address, "Medium scan", 200_000))
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Later letter"))
+    await refuse_later_parts(monkeypatch, failure)
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        proxy.strip_sizes = True
+        await through_proxy(mailbox, proxy)
+        first = await sync(small, mailbox)
+        assert (first.error, first.failed, first.stored) == (None, 1, 1)
+        assert [m.subject for m in await stored(world)] == ["Later letter"]
+        [row] = await MailboxSkip.all()
+        assert (row.uid, row.attempts) == (1, 1) and row.reason.startswith(reason)
+        again = await sync(small, mailbox)
+        assert (again.error, again.fetched, again.failed, again.stored) == (None, 1, 1, 0)
+    await row.refresh_from_db()
+    assert row.attempts == 2
+    assert [m.subject for m in await stored(world)] == ["Later letter"]
+
+
 # Bounces ------------------------------------------------------------------------------------
 
 
-def dsn(original_id: str, status: str, sender_to: str) -> bytes:
+def dsn(
+    original_id: str,
+    status: str,
+    sender_to: str,
+    recipient: str = "nobody@client.example",
+    original_recipient: str | None = None,
+) -> bytes:
+    original = f"Original-Recipient: rfc822; {original_recipient}\r\n" if original_recipient else ""
     report = (
         "Reporting-MTA: dns; mx.client.example\r\n\r\n"
-        "Final-Recipient: rfc822; nobody@client.example\r\n"
+        f"{original}Final-Recipient: rfc822; {recipient}\r\n"
         f"Action: {'failed' if status.startswith('5') else 'delayed'}\r\n"
         f"Status: {status}\r\n"
         f"Diagnostic-Code: smtp; 550 {status} <nobody@client.example>: user unknown\r\n"
@@ -396,6 +593,7 @@ async def test_a_stop_during_a_large_fetch_hands_the_mailbox_back_at_once(
     assert result.stored == 40
     row = await Mailbox.get(pk=mailbox.pk)
     assert row.lease_until is None
+    assert row.last_synced_at is None  # it did not get through the mailbox
     assert await sync_engine._claim(world.scope, row) is not None  # claimable at once
     await Mailbox.filter(pk=mailbox.pk).update(lease_until=None)
     inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
@@ -462,16 +660,67 @@ def test_a_bounce_finds_its_original_in_a_returned_message_or_in_reply_to() -> N
     )
     bounce = bounces.read(returned)
     assert bounce is not None
-    assert (bounce.message_ids, bounce.status) == (["<outbox.1@acme.example>"], "5.2.2")
+    assert (bounce.message_id, bounce.status) == ("<outbox.1@acme.example>", "5.2.2")
     # No returned headers at all: what the DSN answers.
     bare = dsn("<x@y>", "5.1.1", "office@acme.example").split(b"--B\r\nContent-Type: text/rfc822")[
         0
     ]
-    bare = bare.replace(b"MIME-Version", b"In-Reply-To: <outbox.2@acme.example>\r\nMIME-Version")
-    assert bounces.read(bare + b"--B--\r\n").message_ids == ["<outbox.2@acme.example>"]
+    answered = bare.replace(
+        b"MIME-Version", b"In-Reply-To: <outbox.2@acme.example>\r\nMIME-Version"
+    )
+    assert bounces.read(answered + b"--B--\r\n").message_id == "<outbox.2@acme.example>"
+    # Never References: anyone in a thread knows its ids.
+    referring = bare.replace(
+        b"MIME-Version", b"References: <outbox.2@acme.example>\r\nMIME-Version"
+    )
+    assert bounces.read(referring + b"--B--\r\n").message_id is None
     assert bounces.read(mail(JANE, "office@acme.example", "Not a bounce")) is None
     delayed = bounces.read(dsn("<outbox.3@acme.example>", "4.4.7", "office@acme.example"))
     assert delayed is not None and delayed.status is None  # only 5.x.x counts
+
+
+async def test_a_bounce_fails_only_a_sent_row_to_the_recipient_it_names(world: World) -> None:
+    # Anyone can send what looks like a DSN: it may fail only the SENT row with the returned
+    # Message-ID whose recipient it names.
+    async def row(to: str, status: DeliveryStatus) -> OutboundEmail:
+        return await OutboundEmail.create(
+            firm_id=world.scope.firm_id,
+            kind="invitation",
+            to_address=to,
+            from_name="Acme",
+            subject="Your invitation",
+            body_encrypted="x",
+            message_id=outbox.new_message_id(world.settings, "acme.example"),
+            status=status,
+            next_attempt_at=datetime.now(UTC),
+        )
+
+    sent = await row("Nobody@Client.example", DeliveryStatus.SENT)
+    queued = await row("nobody@client.example", DeliveryStatus.QUEUED)
+    other = await row("c1@client.example", DeliveryStatus.SENT)
+    office = "office@acme.example"
+
+    # References naming every row of a thread, no returned message: nothing.
+    forged = dsn("<x@y>", "5.1.1", office).split(b"--B\r\nContent-Type: text/rfc822")[0]
+    ids_ = " ".join(r.message_id for r in (sent, queued, other)).encode()
+    forged = forged.replace(b"MIME-Version", b"References: " + ids_ + b"\r\nMIME-Version")
+    assert await bounces.apply(world.scope, forged + b"--B--\r\n") == 0
+    # A QUEUED row has not been sent: no bounce is about it.
+    assert await bounces.apply(world.scope, dsn(queued.message_id, "5.1.1", office)) == 0
+    # Another recipient than the row's: nothing.
+    assert await bounces.apply(world.scope, dsn(other.message_id, "5.1.1", office)) == 0
+    assert [(await OutboundEmail.get(pk=r.pk)).status for r in (sent, queued, other)] == [
+        DeliveryStatus.SENT,
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.SENT,
+    ]
+    # The row's recipient as Original-Recipient (the Final one rewritten), without case.
+    named = dsn(sent.message_id, "5.1.1", office, "mbox42@relay.example", "NOBODY@client.EXAMPLE")
+    assert await bounces.apply(world.scope, named) == 1
+    failed = await OutboundEmail.get(pk=sent.pk)
+    assert failed.status == DeliveryStatus.FAILED and failed.last_error
+    assert failed.last_error.startswith("Bounced: 5.1.1 smtp; 550")
+    assert await bounces.apply(world.scope, named) == 0  # done: not failed twice
 
 
 async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
@@ -514,3 +763,71 @@ async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
     rest = await sync(world, row)
     assert (rest.status, rest.stored) == (SyncStatus.IDLE, 30)
     assert sorted(m.subject for m in await stored(world)) == [f"Letter {n:03}" for n in range(60)]
+
+
+async def test_a_stop_between_batches_is_no_sync_of_the_mailbox(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(5):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 2)
+    stop = asyncio.Event()
+    store = message_store.store_messages
+
+    async def stop_after_first(*args: Any, **kwargs: Any) -> Any:
+        stop.set()  # SIGTERM while the first batch is stored
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(message_store, "store_messages", stop_after_first)
+    result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
+    assert (result.status, result.error, result.stopped, result.stored) == (
+        SyncStatus.IDLE,
+        None,
+        True,
+        2,
+    )
+    row = await Mailbox.get(pk=mailbox.pk)
+    assert (row.last_synced_at, row.lease_until, row.sync_status) == (None, None, SyncStatus.IDLE)
+
+    monkeypatch.setattr(message_store, "store_messages", store)
+    done = await sync(world, mailbox)
+    assert (done.stopped, done.stored) == (False, 3)
+    assert (await Mailbox.get(pk=mailbox.pk)).last_synced_at is not None
+
+
+class _WithoutByeHook:
+    """An aioimaplib protocol as a later aioimaplib might have it: no `_untagged_response`."""
+
+    def __init__(self, protocol: object) -> None:
+        object.__setattr__(self, "_protocol", protocol)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_untagged_response":
+            raise AttributeError(name)
+        return getattr(self._protocol, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._protocol, name, value)
+
+
+async def test_the_session_works_without_aioimaplibs_private_hook(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The BYE capture wraps a private method of aioimaplib (pinned <3): were it gone, the
+    # session still works; only a hang-up's reason would be lost.
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    imap.append(mailbox.username, mail(JANE, mailbox.address, "Letter"))
+    open_imap = imap_session.open_imap
+    sessions: list[Any] = []
+
+    async def without_hook(*args: Any, **kwargs: Any) -> Any:
+        client = await open_imap(*args, **kwargs)
+        client.protocol = _WithoutByeHook(client.protocol)
+        sessions.append(client)
+        return client
+
+    monkeypatch.setattr(imap_session, "open_imap", without_hook)
+    result = await sync(world, mailbox)
+    assert (result.error, result.stored) == (None, 1)
+    assert sessions and [m.subject for m in await stored(world)] == ["Letter"]

@@ -7,13 +7,19 @@ address), so it is downloaded for this alone, at most DSN_MAX_BYTES of it (the r
 before the returned message), and stored only when a participant syncs, as any message.
 
 `apply` reads the report with the stdlib email package:
-- the original Message-ID from the returned headers (a text/rfc822-headers part), else the
-  returned message (message/rfc822), else the DSN's own In-Reply-To and References;
-- each recipient's Status and Diagnostic-Code from the message/delivery-status part.
-Only a permanent failure (a Status of 5.x.x) counts: the OutboundEmail of the same firm with
-that Message-ID becomes FAILED with "Bounced: <status> <diagnostic>" as its last_error. A
-delayed (4.x.x) or successful (2.x.x) notice changes nothing, nor does a DSN whose original is
-not in the firm's outbox, nor one for a row already FAILED or CANCELLED.
+- the original Message-ID: the Message-ID of the returned headers (a text/rfc822-headers
+  part) or the returned message (message/rfc822), else the first id of the DSN's own
+  In-Reply-To. Never References: anyone in a thread knows all of its ids, so a forged
+  "DSN" could name every message of it;
+- each recipient's Final-Recipient, Original-Recipient, Status and Diagnostic-Code from the
+  message/delivery-status part.
+Anyone can send a message that looks like a DSN, so what it may change is narrow: only a
+permanent failure (a Status of 5.x.x) counts, and only for the OutboundEmail of the same firm
+with that Message-ID that is SENT (a QUEUED or retrying row has not been sent: no bounce can
+be about it; FAILED and CANCELLED rows are done) and whose to_address is that failed
+recipient's Final-Recipient or Original-Recipient (compared without case). It becomes FAILED
+with "Bounced: <status> <diagnostic>" as its last_error. A delayed (4.x.x) or successful
+(2.x.x) notice changes nothing.
 """
 
 from __future__ import annotations
@@ -38,16 +44,34 @@ _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 
 
 @dataclass(frozen=True)
-class Bounce:
-    """What a DSN says: the Message-IDs it is about, and the first permanent failure."""
+class Failure:
+    """One recipient's permanent failure in a DSN."""
 
-    message_ids: list[str]
-    status: str | None  # e.g. "5.1.1"; None: no permanent failure reported
+    recipients: frozenset[str]  # Final-Recipient and Original-Recipient, lower case
+    status: str  # e.g. "5.1.1"
     diagnostic: str
 
     @property
     def reason(self) -> str:
         return f"Bounced: {self.status} {self.diagnostic}".strip()[:MAX_ERROR]
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """What a DSN says: the Message-ID it is about, and its recipients' permanent failures."""
+
+    message_id: str | None
+    failures: list[Failure]
+
+    @property
+    def status(self) -> str | None:
+        """The first permanent failure's status; None: no permanent failure reported."""
+        return self.failures[0].status if self.failures else None
+
+    def failure_for(self, address: str) -> Failure | None:
+        """The permanent failure reported for `address` (compared without case), if any."""
+        wanted = address.strip().lower()
+        return next((f for f in self.failures if wanted in f.recipients), None)
 
 
 def is_dsn(headers: bytes) -> bool:
@@ -70,8 +94,7 @@ def read(raw: bytes) -> Bounce | None:
         and str(msg.get_param("report-type", "")).lower() == "delivery-status"
     ):
         return None
-    status, diagnostic = _permanent_failure(msg)
-    return Bounce(_original_ids(msg), status, diagnostic)
+    return Bounce(_original_id(msg), _permanent_failures(msg))
 
 
 async def apply(scope: FirmScope, raw: bytes) -> int:
@@ -82,32 +105,61 @@ async def apply(scope: FirmScope, raw: bytes) -> int:
     except Exception:
         log.warning("firm %s: an unreadable delivery status notification", scope.firm_id)
         return 0
-    if bounce is None or bounce.status is None or not bounce.message_ids:
+    if bounce is None or not bounce.failures or bounce.message_id is None:
         return 0
-    changed = await (
+    sent = await (
         scope.query(OutboundEmail)
-        .filter(message_id__in=bounce.message_ids)
-        .exclude(status__in=[DeliveryStatus.FAILED, DeliveryStatus.CANCELLED])
-        .update(status=DeliveryStatus.FAILED, last_error=bounce.reason, lease_until=None)
+        .filter(message_id=bounce.message_id, status=DeliveryStatus.SENT)
+        .values_list("id", "to_address")
     )
+    changed = 0
+    for row_id, to_address in sent:
+        failure = bounce.failure_for(to_address)
+        if failure is None:
+            continue  # not the recipient this message went to
+        changed += await (
+            scope.query(OutboundEmail)
+            .filter(id=row_id, status=DeliveryStatus.SENT)
+            .update(status=DeliveryStatus.FAILED, last_error=failure.reason, lease_until=None)
+        )
     if changed:
-        log.info("firm %s: %s bounced (%s)", scope.firm_id, bounce.message_ids, bounce.status)
+        log.info("firm %s: %s bounced (%s)", scope.firm_id, bounce.message_id, bounce.status)
     return changed
 
 
-def _permanent_failure(msg: Message) -> tuple[str | None, str]:
-    """The first recipient's 5.x.x Status and its Diagnostic-Code (or Action)."""
+def _permanent_failures(msg: Message) -> list[Failure]:
+    """Each recipient block with a 5.x.x Status: its addresses, status and Diagnostic-Code
+    (or Action). A block naming no recipient names no row."""
+    found: list[Failure] = []
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
         for block in _status_blocks(part):
             match = _STATUS.search(str(block.get("Status", "")))
-            if match and match.group(1) == "5":
-                diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
-                if not diagnostic:
-                    diagnostic = str(block.get("Action", "failed")).strip()
-                return match.group(0), diagnostic
-    return None, ""
+            if not (match and match.group(1) == "5"):
+                continue
+            recipients = frozenset(
+                address
+                for name in ("Final-Recipient", "Original-Recipient")
+                if (address := _recipient(block.get(name)))
+            )
+            if not recipients:
+                continue
+            diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+            if not diagnostic:
+                diagnostic = str(block.get("Action", "failed")).strip()
+            found.append(Failure(recipients, match.group(0), diagnostic))
+    return found
+
+
+def _recipient(value: object) -> str:
+    """The address of a Final-Recipient or Original-Recipient field ("rfc822; a@b.example"),
+    lower case; "" when absent."""
+    if not value:
+        return ""
+    text = str(value)
+    address = text.split(";", 1)[1] if ";" in text else text
+    return address.strip().strip("<>").strip().lower()
 
 
 def _status_blocks(part: Message) -> list[Message]:
@@ -119,9 +171,9 @@ def _status_blocks(part: Message) -> list[Message]:
     return [HeaderParser(policy=compat32).parsestr(b) for b in re.split(r"\r?\n\r?\n", text)]
 
 
-def _original_ids(msg: Message) -> list[str]:
+def _original_id(msg: Message) -> str | None:
     """The Message-ID of the message that bounced: from the returned headers or message,
-    else what the DSN answers (In-Reply-To, References)."""
+    else the message the DSN answers (the first id of its In-Reply-To; never References)."""
     for part in msg.walk():
         kind = part.get_content_type()
         if kind == "text/rfc822-headers":
@@ -134,8 +186,9 @@ def _original_ids(msg: Message) -> list[str]:
         else:
             continue
         if found:
-            return found
-    return _ids(msg.get("In-Reply-To")) + _ids(msg.get("References"))
+            return found[0]
+    answered = _ids(msg.get("In-Reply-To"))
+    return answered[0] if answered else None
 
 
 def _ids(value: object) -> list[str]:

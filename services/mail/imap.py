@@ -12,9 +12,11 @@ Reading what a server may refuse message by message (issue 14): `fetch` returns 
 came back with the server's refusal (NO or BAD) instead of raising, so the sync can tell the
 one message that fails from the rest, and ServerHungUp when the server said BYE and hung up
 during it (what Dovecot does when it cannot read a message).
-History searches use `CHARSET UTF-8` for a non-ASCII address (quoted: aioimaplib sends no
-literals in SEARCH; servers read 8-bit quoted strings, as Dovecot does) and report a refused
-address on its own (`search_participants`).
+History searches use `CHARSET UTF-8` for a non-ASCII address, in a quoted UTF-8 string, and
+report a refused address on its own (`search_participants`). RFC 3501 wants a literal for
+8-bit text; aioimaplib cannot send one in SEARCH: it answers the server's continuation
+request only for APPEND, and refuses CR or LF in any argument, so not even a LITERAL+
+(`{n+}` CRLF text) literal goes through. Dovecot and most servers read the quoted string.
 
 Stopping: a session given a `stop` event fails its command in flight (and every later one) with
 SyncStopped as soon as it is set, so a pass stopping mid-FETCH hands its mailbox back at once
@@ -69,6 +71,11 @@ class ServerHungUp(MailSyncError):
         self.reason = reason
 
 
+class ServerTimedOut(MailSyncError):
+    """The server did not answer a command within IMAP_TIMEOUT (the connection may still
+    bring its answer later, so it is not reused)."""
+
+
 class SyncStopped(Exception):  # not an error: the process is stopping
     """The session's `stop` was set: its command in flight was abandoned."""
 
@@ -81,6 +88,9 @@ class Fetched:
     data: dict[int, bytes] = field(default_factory=dict)
     sizes: dict[int, int] = field(default_factory=dict)
     refused: str | None = None
+    # UIDs answered with an empty section instead of a literal (`BODY[]<n> ""`: a part asked
+    # past the message's end), told apart from a UID the server sent nothing for.
+    empty: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -98,6 +108,7 @@ _UID = re.compile(rb"\bUID (\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
+_EMPTY_SECTION = re.compile(rb'BODY\[[^\]]*\](?:<\d+>)? (?:""|NIL)')
 
 
 async def guarded(
@@ -138,7 +149,7 @@ async def guarded(
     try:
         return task.result()
     except (TimeoutError, aioimaplib.CommandTimeout):
-        raise MailSyncError(f"The IMAP server {where} did not answer ({what}).") from None
+        raise ServerTimedOut(f"The IMAP server {where} did not answer ({what}).") from None
     except aioimaplib.AioImapException as exc:
         raise MailSyncError(f"IMAP error from {where} ({what}): {exc}") from None
     except OSError as exc:
@@ -157,16 +168,25 @@ class ImapSession:
         self.abandoned = False  # a command was abandoned midway (stop)
         self.bye: str | None = None  # the server's last words, when it said BYE
         client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
-        # aioimaplib drops an untagged BYE that comes during a command; its text is kept to
-        # tell a server that hung up on purpose (refusing a message) from one that died.
-        untagged = client.protocol._untagged_response
+        self._keep_bye(client.protocol)
+
+    def _keep_bye(self, protocol: object) -> None:
+        """aioimaplib drops an untagged BYE that comes during a command; its text is kept to
+        tell a server that hung up on purpose (refusing a message) from one that died. This
+        wraps a private method of aioimaplib (pinned <3 in pyproject.toml): without it the
+        session works the same, only every hang-up counts as a lost connection (no message
+        blamed, the pass fails)."""
+        untagged = getattr(protocol, "_untagged_response", None)
+        if not callable(untagged):
+            log.warning("aioimaplib has no _untagged_response: a BYE's reason is not kept")
+            return
 
         def keep_bye(line: bytes) -> object:
             if line.upper().startswith(b"* BYE"):
                 self.bye = line[5:].strip().decode(errors="replace")[:300]
             return untagged(line)
 
-        client.protocol._untagged_response = keep_bye
+        protocol._untagged_response = keep_bye  # type: ignore[attr-defined]
 
     @classmethod
     async def open(cls, mailbox: Mailbox, password: str, settings: Settings) -> Self:
@@ -185,7 +205,7 @@ class ImapSession:
     async def call(self, what: str, command: Awaitable[T]) -> T:
         try:
             return await guarded(command, self.lost, self.where, what, self.stop)
-        except SyncStopped:
+        except (SyncStopped, ServerTimedOut):
             # A command was abandoned midway: its answer may still come, so the connection
             # is closed without the courtesy of a LOGOUT (which would queue behind it).
             self.abandoned = True
@@ -282,7 +302,8 @@ class ImapSession:
                 raise ServerHungUp(self.where, self.bye) from None
             raise
         refused = None if response.result == "OK" else _text(response)
-        return Fetched(_fetched(response.lines), _sizes(response.lines), refused)
+        lines = response.lines
+        return Fetched(_fetched(lines), _sizes(lines), refused, _empty(lines))
 
     async def close(self) -> None:
         try:
@@ -374,6 +395,17 @@ def _fetched(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
         if uid is None and (match := _UID.search(line)):
             uid = int(match.group(1))
     keep()
+    return found
+
+
+def _empty(lines: Sequence[bytes | bytearray]) -> set[int]:
+    """UIDs whose FETCH line carries an empty section (`""` or NIL) instead of a literal."""
+    found: set[int] = set()
+    for line in lines:
+        if not (isinstance(line, bytes) and _FETCH_START.match(line)):
+            continue
+        if _EMPTY_SECTION.search(line) and (uid := _UID.search(line)):
+            found.add(int(uid.group(1)))
     return found
 
 

@@ -11,7 +11,7 @@ start of the folder's next pass (`of_folder`); at the last allowed failure it is
 pass: the whole rest of a 50,000-message folder, three times.) A retried message that goes
 through loses its row (`cleared`); one whose folder's UIDVALIDITY changed is forgotten with
 it (`forget_other_uidvalidity`: the UID names another message now). The rows are shown on the
-mailbox (Mailbox.skippedMessages).
+mailbox (Mailbox.skippedMessages, loaded for a page of mailboxes at once: `of_mailboxes`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from models import MailboxSkip
 from portico.settings import Settings
+from services.shared import sql
 from services.shared.scope import FirmScope
 
 MAX_REASON = 1000  # characters
@@ -98,11 +99,41 @@ async def forget_other_uidvalidity(mailbox_id: int, folder: str, uidvalidity: in
     )
 
 
-async def of_mailbox(scope: FirmScope, mailbox_id: int) -> list[MailboxSkip]:
-    """The mailbox's failing and skipped messages, by folder and UID."""
-    return list(
-        await scope.query(MailboxSkip)
-        .filter(mailbox_id=mailbox_id)
-        .order_by("folder", "uid")
-        .limit(MAX_LISTED)
+async def of_mailboxes(
+    scope: FirmScope, mailbox_ids: Sequence[int]
+) -> dict[int, list[MailboxSkip]]:
+    """Each mailbox's failing and skipped messages, by folder and UID, at most MAX_LISTED a
+    mailbox: one statement for all of them (a page of mailboxes), the cap per mailbox kept
+    by the database (ROW_NUMBER, PostgreSQL and SQLite 3.25+)."""
+    found: dict[int, list[MailboxSkip]] = {m: [] for m in mailbox_ids}
+    if not mailbox_ids:
+        return found
+    columns = (
+        "id, mailbox_id, folder, uidvalidity, uid, reason, attempts, first_seen_at,"
+        " last_attempt_at, skipped_at, retry_after"
     )
+    rows = await sql.select(
+        f"SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER"
+        " (PARTITION BY mailbox_id ORDER BY folder, uid) AS n FROM mailbox_skip"
+        f" WHERE firm_id = ? AND mailbox_id IN ({sql.marks(len(mailbox_ids))})) listed"
+        " WHERE n <= ? ORDER BY mailbox_id, folder, uid",
+        [scope.firm_id, *mailbox_ids, MAX_LISTED],
+    )
+    for row in rows:
+        found[row[1]].append(
+            MailboxSkip(
+                id=row[0],
+                firm_id=scope.firm_id,
+                mailbox_id=row[1],
+                folder=row[2],
+                uidvalidity=row[3],
+                uid=row[4],
+                reason=row[5],
+                attempts=row[6],
+                first_seen_at=sql.utc(row[7]),
+                last_attempt_at=sql.utc(row[8]),
+                skipped_at=sql.utc_or_none(row[9]),
+                retry_after=sql.utc_or_none(row[10]),
+            )
+        )
+    return found

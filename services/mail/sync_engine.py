@@ -19,7 +19,12 @@ What is read, and how:
   downloaded: its header block alone (BODY.PEEK[HEADER]) is stored, with `content_skipped`
   saying why ("larger than 50 MB: body and attachments not stored"). A message whose size the
   server did not give is read in parts of READ_BYTES (BODY.PEEK[]<offset.length>) and
-  handled as oversize as soon as it passes the limit, so at most the limit is ever held.
+  handled as oversize as soon as it passes the limit, so at most the limit is ever held. A
+  part after the first that fails (refused, hung up on, not answered) is the message's
+  failure: nothing of it is stored, never a message cut short.
+- Header reads are partial (<0.HEADER_BYTES>), the participants' fields and an oversize
+  message's header block alike: a message of header lines alone is never read whole. A block
+  cut short loses its last field (the cut may have split it); the fields before it count.
 - Bounces: a DSN (Content-Type multipart/report; report-type=delivery-status, seen in the
   header step) is read even when no participant syncs, at most DSN_MAX_BYTES of it, for
   services/mail/bounces to mark the outbox message it reports FAILED; it is stored only when a
@@ -38,9 +43,10 @@ sends nothing for a UID it still has; in a batch, each missing UID is asked for 
 it), parsing raises, or storing it fails on its data (a chunk that fails is stored again one
 message at a time to find the culprit). The failure is recorded in MailboxSkip and the pass
 goes on with the rest; the message is tried first on the next passes, and skipped until
-retry_after once it has failed sync_max_failures times. A server that hangs up on a message
-(BYE, then closes: Dovecot, when it cannot read one) is logged into again, at most
-MAX_HANGUPS times a pass, and the message it hangs up on again gets the failure.
+retry_after once it has failed sync_max_failures times (failures are told apart by folder
+and UID). A server that hangs up on a message (BYE, then closes: Dovecot, when it cannot read
+one) or does not answer its FETCH in time is logged into again, at most MAX_HANGUPS times a
+pass, and the message it hangs up on (or times out on) again gets the failure.
 Failures of the pass: a connection lost without BYE, a login or server failure, or the
 database failing (its connection, not one message's data) end the pass with the mailbox
 FAILED and a readable `last_error` (never the password). The cursor moves after every batch,
@@ -59,7 +65,8 @@ lease that runs out after LEASE_SECONDS; a pass that ran past its lease finds it
 refused (another process took over) and stops without touching the mailbox row. The lease is
 also checked before each folder and before each chunk is stored, so a pass of a mailbox
 disconnected meanwhile (the row is gone) stops there with `gone` set. `stop` ends a pass
-between batches, as a success: the cursor stands after what was stored. Set while an IMAP
+between batches: the cursor stands after what was stored, the mailbox is left IDLE, but
+last_synced_at is not set (the pass did not get through the mailbox). Set while an IMAP
 command is in flight (a large FETCH), it abandons the command at once (imap.SyncStopped;
 the connection is closed without LOGOUT) and the pass hands its lease back (lease_until
 cleared) after the chunk it may be storing: the bound is one chunk's store, not a batch.
@@ -83,7 +90,14 @@ from models import Mailbox, MailboxFolder, SyncStatus
 from portico.settings import Settings
 from services.mail import bounces, skips, store
 from services.mail.events import announce_message
-from services.mail.imap import Fetched, ImapSession, MailSyncError, ServerHungUp, SyncStopped
+from services.mail.imap import (
+    Fetched,
+    ImapSession,
+    MailSyncError,
+    ServerHungUp,
+    ServerTimedOut,
+    SyncStopped,
+)
 from services.mail.mailboxes import mailbox_password
 from services.mail.parse import ParsedMessage, parse_message, parse_participants
 from services.outbound.transport import scrub
@@ -100,12 +114,17 @@ MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
 READ_BYTES = 4 * 1024 * 1024  # a message of unknown size is read this much at a time
-MAX_HANGUPS = 10  # per pass: logins again after the server hung up refusing a message
+MAX_HANGUPS = 10  # per pass: logins again after the server hung up (or timed out) on one
+# Header reads are partial: a message of header lines alone (a million To: lines) is never
+# read whole. The parts of a header cut there that came are used (From, To, Cc come early).
+HEADER_BYTES = 256 * 1024
 
 # Content-Type tells a bounce (DSN) from other mail before anything is downloaded.
-PARTICIPANT_FIELDS = "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO CC CONTENT-TYPE)])"
+PARTICIPANT_FIELDS = (
+    f"(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO CC CONTENT-TYPE)]<0.{HEADER_BYTES}>)"
+)
 MESSAGE_FIELDS = "(UID BODY.PEEK[])"
-HEADER_FIELDS = "(UID BODY.PEEK[HEADER])"  # all of an oversize message that is read
+HEADER_FIELDS = f"(UID BODY.PEEK[HEADER]<0.{HEADER_BYTES}>)"  # what of an oversize one is read
 
 # The database itself failing (not one message's data): a pass fails rather than skip.
 _ASYNCPG_CONNECTION = (
@@ -178,6 +197,8 @@ async def sync_mailbox(
         pass_.session.stop = stop
         try:
             for role, name in await pass_.session.folders():
+                if result.stopped:
+                    break  # stopped in the last folder: the next is left for the next pass
                 await pass_.folder(role, name)
         except SyncStopped:
             result.stopped = True
@@ -346,7 +367,10 @@ async def _finish(
     scope: FirmScope, mailbox: Mailbox, lease: datetime, result: SyncResult, error: str | None
 ) -> None:
     values: dict[str, object] = {"lease_until": None}
-    if error is None:
+    if error is None and result.stopped:
+        # Stopped midway: not through the mailbox, so not "synced" (nor failed).
+        values.update(sync_status=SyncStatus.IDLE)
+    elif error is None:
         values.update(sync_status=SyncStatus.IDLE, last_synced_at=_now(), last_error=None)
     else:
         result.error = error[:MAX_ERROR]
@@ -408,7 +432,7 @@ class _Pass:
         self.folder_name: str | None = None
         self.uidvalidity: int | None = None
         self.reached = 0
-        self.failures: set[int] = set()  # UIDs that failed in this pass
+        self.failures: set[tuple[str | None, int]] = set()  # (folder, UID) failed this pass
         self.login: Callable[[], Awaitable[ImapSession]] | None = None
         self.hangups = 0
 
@@ -459,11 +483,15 @@ class _Pass:
             for start in range(0, len(retry), FETCH_BATCH):
                 await self.batch(retry[start : start + FETCH_BATCH])
             await skips.cleared(
-                self.mailbox.pk, name, uidvalidity, [u for u in retry if u not in self.failures]
+                self.mailbox.pk,
+                name,
+                uidvalidity,
+                [u for u in retry if (name, u) not in self.failures],
             )
             self.reached, reading_new = 0, True
             for start in range(0, len(uids), FETCH_BATCH):
                 if self.stop is not None and self.stop.is_set():
+                    self.result.stopped = True  # not through the mailbox: no last_synced_at
                     return  # the cursor stands after what was stored
                 batch = uids[start : start + FETCH_BATCH]
                 await self.batch(batch)
@@ -492,6 +520,11 @@ class _Pass:
             headers = head.data.get(uid)
             if headers is None:
                 continue  # failed (recorded) or expunged meanwhile
+            if len(headers) >= HEADER_BYTES:
+                # Cut short: who else it concerns is known once it is read (whole, or its
+                # header block alone when oversize); the complete fields count already.
+                headers = _complete_fields(headers)
+                unclear.add(uid)
             if bounces.is_dsn(headers):
                 dsns.add(uid)
             try:
@@ -507,7 +540,7 @@ class _Pass:
             for uid in uids
             if uid in unclear or any(a in synced for a in participants.get(uid, ()))
         ]
-        self.result.skipped += len(participants) + len(unclear) - len(wanted)
+        self.result.skipped += len(participants.keys() | unclear) - len(wanted)
         mine = set(wanted)
         bounced = [uid for uid in uids if uid in dsns and uid not in mine]
         if bounced:  # read for their report alone: a bounded read, never stored
@@ -528,17 +561,18 @@ class _Pass:
         it was expunged meanwhile).
 
         A server may hang up on a FETCH it refuses (Dovecot says BYE and closes the
-        connection when it cannot read a message): the pass logs in again and asks for each
-        message alone, and the one it hangs up on again gets the failure. A connection lost
-        without a BYE is no message's fault: the pass fails (MailSyncError)."""
+        connection when it cannot read a message), or not answer it in time: the pass logs
+        in again and asks for each message alone, and the one it hangs up on (or times out
+        on) again gets the failure. A connection lost without a BYE is no message's fault:
+        the pass fails (MailSyncError)."""
         try:
             got = await self.session.fetch(uids, parts)
-        except ServerHungUp as exc:
+        except (ServerHungUp, ServerTimedOut) as exc:
             await self.log_in_again(exc)
             if len(uids) == 1:
-                await self.failed(uids[0], f"The server refused to fetch it: {exc.reason}")
+                await self.failed(uids[0], _fetch_failure(exc))
                 return Fetched()
-            got = Fetched(refused=exc.reason)  # nothing usable came: each is asked alone
+            got = Fetched(refused=str(exc))  # nothing usable came: each is asked alone
         missing = [uid for uid in uids if uid not in got.data]
         if not missing:
             return got
@@ -548,9 +582,9 @@ class _Pass:
             else:
                 try:
                     one = await self.session.fetch([uid], parts)
-                except ServerHungUp as exc:
+                except (ServerHungUp, ServerTimedOut) as exc:
                     await self.log_in_again(exc)
-                    await self.failed(uid, f"The server refused to fetch it: {exc.reason}")
+                    await self.failed(uid, _fetch_failure(exc))
                     continue
             if uid in one.data:
                 got.data[uid] = one.data[uid]
@@ -561,9 +595,10 @@ class _Pass:
                 await self.failed(uid, "The server sent nothing for it.")
         return got
 
-    async def log_in_again(self, hung_up: ServerHungUp) -> None:
-        """A new session on the same folder after the server hung up (at most MAX_HANGUPS
-        times a pass; then, or when the folder changed meanwhile, the pass fails)."""
+    async def log_in_again(self, hung_up: MailSyncError) -> None:
+        """A new session on the same folder after the server hung up or did not answer (at
+        most MAX_HANGUPS times a pass; then, or when the folder changed meanwhile, the pass
+        fails)."""
         if self.login is None or self.folder_name is None or self.hangups >= MAX_HANGUPS:
             raise hung_up
         self.hangups += 1
@@ -602,7 +637,9 @@ class _Pass:
         self, uid: int, synced: dict[str, set[int]], unclear: bool
     ) -> list[_Item]:
         """A message whose size the server did not say: read in parts of READ_BYTES, and
-        handled as oversize as soon as it passes the limit (never read whole)."""
+        handled as oversize as soon as it passes the limit (never read whole). Any part the
+        server refuses, hangs up on or does not answer is the message's failure: nothing of
+        it is stored (never a message cut short)."""
         limit = self.settings.sync_max_message_bytes
         parts: list[bytes] = []
         total = 0
@@ -611,11 +648,10 @@ class _Pass:
             parts_asked = f"(UID BODY.PEEK[]<{total}.{length}>)"
             if total == 0:  # a failure to read it at all is its failure
                 piece = (await self.fetch([uid], parts_asked)).data.get(uid)
-                if piece is None:
-                    return []
-            else:  # past its end the server sends an empty string, not a literal
-                piece = (await self.session.fetch([uid], parts_asked)).data.get(uid)
-            piece = piece or b""
+            else:
+                piece = await self.later_part(uid, parts_asked)
+            if piece is None:
+                return []  # failed (recorded) or expunged meanwhile
             parts.append(piece)
             total += len(piece)
             if total > limit:
@@ -625,6 +661,25 @@ class _Pass:
                 break
         item = await self.message(uid, b"".join(parts), synced, unclear)
         return [item] if item is not None else []
+
+    async def later_part(self, uid: int, parts_asked: str) -> bytes | None:
+        """A later part of a message read in parts: b"" past its end (the server sends an
+        empty string, not a literal); None when it failed (recorded) or is gone."""
+        try:
+            got = await self.session.fetch([uid], parts_asked)
+        except (ServerHungUp, ServerTimedOut) as exc:
+            await self.log_in_again(exc)
+            await self.failed(uid, _fetch_failure(exc))
+            return None
+        if uid in got.data:
+            return got.data[uid]
+        if got.refused is not None:
+            await self.failed(uid, f"The server refused to fetch it: {got.refused}")
+        elif uid in got.empty:
+            return b""
+        elif await self.session.uid_exists(uid):
+            await self.failed(uid, "The server sent nothing for part of it.")
+        return None
 
     async def oversize(self, uids: Sequence[int], synced: dict[str, set[int]]) -> list[_Item]:
         """Messages over sync_max_message_bytes: their headers are stored, with the reason
@@ -638,6 +693,8 @@ class _Pass:
             raw = headers.pop(uid, None)
             if raw is None:
                 continue
+            if len(raw) >= HEADER_BYTES:  # cut short: its complete fields are read
+                raw = _complete_fields(raw)
             item = await self.message(uid, raw, synced, True)
             if item is not None:
                 item = _Item(uid, replace(item.parsed, content_skipped=reason), item.accounts)
@@ -688,7 +745,7 @@ class _Pass:
     async def failed(self, uid: int, reason: str) -> None:
         """One failed attempt at a message: recorded (services/mail/skips); the pass goes on."""
         self.result.failed += 1
-        self.failures.add(uid)
+        self.failures.add((self.folder_name, uid))
         log.warning("mailbox %s, %s, UID %s: %s", self.mailbox.pk, self.folder_name, uid, reason)
         if self.folder_name is not None:
             await skips.failed(
@@ -786,6 +843,25 @@ def _header_block(raw: bytes) -> bytes:
     """The header lines of a raw message (a copy of those alone, not of the body)."""
     end = raw.find(b"\r\n\r\n")
     return raw if end < 0 else raw[:end]
+
+
+def _complete_fields(header: bytes) -> bytes:
+    """A header block cut short, without its last field, which the cut may have split (or
+    whose folded lines may go on): ended as a header block is. A field cut midway could
+    read as wrong addresses, and a list ending in a comma costs the stdlib's address parser
+    seconds on 256 KB."""
+    end = len(header)
+    while (end := header.rfind(b"\n", 0, end)) >= 0:
+        following = header[end + 1 : end + 2]
+        if following and following not in (b" ", b"\t"):
+            return header[: end + 1] + b"\r\n"
+    return b"\r\n"
+
+
+def _fetch_failure(exc: MailSyncError) -> str:
+    if isinstance(exc, ServerHungUp):
+        return f"The server refused to fetch it: {exc.reason}"
+    return f"The server did not answer when asked for it: {exc}"
 
 
 def _size_text(limit: int) -> str:
