@@ -3,11 +3,13 @@ shows its delivery going on through the API; 10,000 accounts fit in one mutation
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
 
 import pytest
+from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined
 
 from models import Account as AccountModel
 from models import (
@@ -266,6 +268,50 @@ async def _many_accounts(firm_id: int, count: int) -> list[str]:
     return [ids.encode("Account", a) for a in accounts]
 
 
+async def test_a_long_body_to_hundreds_of_accounts_is_queued(acme, settings):
+    """The longest body of short lines is about 2.7 MB encrypted (each line a <p> in the
+    HTML): sent once per INSERT, not once per row (450 rows of it passed PostgreSQL's 1 GB
+    message limit: "invalid message length")."""
+    account_ids = await _many_accounts(acme.owner.firm_id, 450)
+    body = "a\n" * 49_999 + "a"
+    assert len(body) <= notify.MAX_BODY
+    variables = {"input": {"accountIds": account_ids, "subject": "Long", "body": body}}
+    payload = await acme.api.ok(SEND, variables)
+    assert payload["queued"] == 450
+    assert (payload["mailing"]["total"], payload["mailing"]["queued"]) == (450, 450)
+    assert await OutboundEmail.filter(status=DeliveryStatus.QUEUED).count() == 450
+    written = await OutboundEmail.all().order_by("id").values_list("id", flat=True)
+    for pk in (written[0], written[-1]):
+        row = await OutboundEmail.get(pk=pk)
+        assert outbox.decrypt_bodies(settings, row).text.startswith("a\na\n")
+        assert outbox.decrypt_bodies(settings, row).text.count("a\n") == 50_000  # + the footer
+
+
+async def test_bulk_inserts_split_by_body_size_keep_each_rows_body(acme, settings, monkeypatch):
+    """Distinct bodies over several statements (a batch holds at most BATCH_BODY_CHARS of
+    them): every row still gets its own body and subject."""
+    scope = FirmScope(acme.owner.firm_id)
+    context = {"firm_name": "F", "account_name": "A", "name_account": False, "copy_to": None}
+    mails = [
+        outbox.Mail(
+            f"c{i}@example.com",
+            "firm_email",
+            {**context, "subject": f"s{i % 4}", "body": f"body {i % 7} " + "x" * 500},
+            "MASS",
+        )
+        for i in range(30)
+    ]
+    monkeypatch.setattr(outbox, "BATCH_BODY_CHARS", 5_000)  # about two bodies a statement
+    assert await outbox.enqueue_bulk(scope.firm_id, "F", mails, settings) == 30
+    rows = await OutboundEmail.all().order_by("id")
+    assert [(row.to_address, row.subject) for row in rows] == [
+        (mail.to, mail.context["subject"]) for mail in mails
+    ]
+    assert [outbox.decrypt_bodies(settings, row).text.split("\n")[0] for row in rows] == [
+        mail.context["body"] for mail in mails
+    ]
+
+
 async def test_ten_thousand_accounts_in_one_mutation(acme, settings):
     account_ids = await _many_accounts(acme.owner.firm_id, 10_000)
     variables = {
@@ -298,7 +344,9 @@ def test_the_renderer_renders_what_render_renders():
         names = sorted(
             set().union(
                 *(
-                    outbox._shape(f"{template}.{part}").free  # type: ignore[union-attr]
+                    outbox.loaded_names(  # type: ignore[arg-type]
+                        outbox._templates.get_template(f"{template}.{part}")
+                    )
                     for part in ("subject.txt", "txt", "html")
                 )
             )
@@ -316,3 +364,63 @@ def test_the_renderer_renders_what_render_renders():
             assert _outcome(renderer.render, template, context) == _outcome(
                 outbox.render, template, context
             ), (template, context)
+
+
+def _same_as_render(env: Environment, name: str, contexts: list[dict[str, Any]]) -> None:
+    """One Renderer renders each context of template `name` (in `env`) as Template.render."""
+    renderer = outbox.Renderer()
+    for context in contexts:
+        want = env.get_template(name).render(context)
+        assert renderer._text(name, context) == want, (name, context)
+
+
+def _environment(loader: Any) -> Environment:
+    """The outbox's environment's settings, with other templates."""
+    return Environment(
+        loader=loader,
+        autoescape=outbox._templates.autoescape,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def test_branches_reading_different_names_do_not_share_a_text(monkeypatch):
+    """The key names every name a template loads with its value: two branches that read
+    different names with equal values are two texts."""
+    source = "{% if link %}{{ after }}: {{ link }}{% else %}{{ title }}{% endif %}"
+    env = _environment(DictLoader({"branches.txt": source}))
+    monkeypatch.setattr(outbox, "_templates", env)
+    secret = "https://portal.example/secret-token-for-anna"
+    _same_as_render(
+        env,
+        "branches.txt",
+        [
+            {"after": None, "link": secret, "title": "x"},
+            {"after": "n", "link": None, "title": secret},
+        ],
+    )
+
+
+def test_a_context_value_named_like_a_jinja_global_is_in_the_key(monkeypatch):
+    """range, joiner, namespace, dict, cycler, lipsum are globals: a context value of that
+    name is read all the same."""
+    names = ("range", "joiner", "namespace", "dict", "cycler", "lipsum")
+    templates = {f"global_{name}.txt": f"Hello {{{{ {name} }}}}" for name in names}
+    env = _environment(DictLoader(templates))
+    monkeypatch.setattr(outbox, "_templates", env)
+    for name in names:
+        _same_as_render(env, f"global_{name}.txt", [{name: "Anna"}, {name: "Ben"}, {}])
+
+
+def test_a_template_file_changed_on_disk_is_analysed_again(monkeypatch, tmp_path):
+    """The environment reloads a changed file; the Renderer's analysis follows it."""
+    path = tmp_path / "changing.txt"
+    path.write_text("{{ greeting }}")
+    env = _environment(FileSystemLoader(tmp_path))
+    monkeypatch.setattr(outbox, "_templates", env)
+    _same_as_render(env, "changing.txt", [{"greeting": "Hi", "name": "Anna"}])
+    path.write_text("{{ greeting }} {{ name }}")
+    later = path.stat().st_mtime + 10
+    os.utime(path, (later, later))  # a new mtime even on a coarse clock
+    contexts = [{"greeting": "Hi", "name": "Anna"}, {"greeting": "Hi", "name": "Ben"}]
+    _same_as_render(env, "changing.txt", contexts)

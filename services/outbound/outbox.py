@@ -22,6 +22,7 @@ import functools
 import json
 import re
 import secrets
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,14 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, meta, nodes, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    nodes,
+    select_autoescape,
+)
 from tortoise import Tortoise
 from tortoise.expressions import Q
 
@@ -45,6 +53,9 @@ MAX_SUBJECT = 998  # the column's (and RFC 5322's line) limit
 MAX_NAME = 200
 MAX_MESSAGE_ID = 255  # the column's
 BATCH = 500  # rows per INSERT when queuing in bulk
+# Body characters per bulk INSERT: PostgreSQL refuses a message over 1 GB, and a 100,000-
+# character body of short lines is about 3 MB encrypted (each line a <p> in the HTML).
+BATCH_BODY_CHARS = 32_000_000
 MAX_KIND = 32
 MAX_EXTRA_HEADER = 20_000  # a References header of a long thread, folded when sent
 # Headers a row may add to the standard ones (replies: threading in the recipient's client).
@@ -161,6 +172,9 @@ class Mail:
     account_id: int | None = None
     category: str | None = None
     invitation_id: int | None = None  # revoking the invitation cancels the unsent mail
+    # A subject the caller built (a mass mailing's, naming some accounts): the template's
+    # subject part is then not rendered, so the other parts render once for the mailing.
+    subject: str | None = None
 
 
 async def enqueue(
@@ -205,6 +219,8 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
     _check_kind(mail.kind)
     category = NotificationCategory(mail.category).value if mail.category else None
     subject, bodies = render(mail.template, mail.context)
+    if mail.subject is not None:
+        subject = header_text(mail.subject)
     return OutboundEmail(
         firm_id=firm_id,
         account_id=mail.account_id,
@@ -223,124 +239,83 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
 class Renderer:
     """`render` that renders each distinct text once (for one batch of mail).
 
-    A template's output depends only on the context values its executed parts read, so mails
-    that agree on those share the text: a mailing to thousands renders its body once, and its
-    subject (`{% if name_account %}[{{ account_name }}] {% endif %}{{ subject }}`) once, plus
-    once per account whose name it shows. Branches are decided only by `{% if name %}` on a
-    context value the template never assigns; any other construct counts all the names in
-    it. Only plain values (str, int, bool, None) are compared, with their type; a template
-    that pulls in another, or a context with other values, is rendered every time.
+    A template without include/extends/import reads nothing but the names it loads: the
+    context's values, or the environment's globals (range, joiner, ...) when the context has
+    no such key. So its output is keyed by the name and value of every name it loads (every
+    `Name` node with ctx "load" in its syntax tree, whether or not that part runs), and mails
+    that agree on all of them share the text: a mailing to thousands renders its body once.
+    Only plain values (str, int, bool, None) are compared, with their type; a composed
+    template, or a context with another value for a loaded name, renders every time.
+
+    Each template is fetched once per Renderer (its analysis cached on that Template object,
+    so a template file the environment reloads is analysed again).
     """
 
     def __init__(self) -> None:
+        self._templates: dict[str, tuple[Template, tuple[str, ...] | None]] = {}
         self._texts: dict[tuple[Any, ...], str] = {}
 
-    def render(self, template: str, context: dict[str, Any]) -> tuple[str, Bodies]:
-        subject = self._text(f"{template}.subject.txt", context)
+    def render(
+        self, template: str, context: dict[str, Any], subject: str | None = None
+    ) -> tuple[str, Bodies]:
+        """As `render`; with `subject` (built by the caller) the subject part is not rendered."""
+        if subject is None:
+            subject = self._text(f"{template}.subject.txt", context)
         text = self._text(f"{template}.txt", context)
         html = self._text(f"{template}.html", context)
         return header_text(subject), Bodies(text=text, html=html)
 
     def _text(self, name: str, context: dict[str, Any]) -> str:
-        shape = _shape(name)
-        names = shape.names_read(context) if shape is not None else None
-        key: tuple[Any, ...] | None = (name,) if names is not None else None
-        for variable in names or ():
+        found = self._templates.get(name)
+        if found is None:
+            template = _templates.get_template(name)
+            found = self._templates[name] = (template, loaded_names(template))
+        template, names = found
+        if names is None:
+            return template.render(context)
+        key: tuple[Any, ...] = (name,)
+        for variable in names:
             value = context.get(variable, _MISSING)
             if type(value) not in _PLAIN:
-                key = None
-                break
-            key += (type(value), value)  # type: ignore[operator]
-        if key is None:
-            return _templates.get_template(name).render(context)
+                return template.render(context)
+            key += (variable, type(value), value)
         text = self._texts.get(key)
         if text is None:  # a missing value fails here, as in render()
-            text = self._texts[key] = _templates.get_template(name).render(context)
+            text = self._texts[key] = template.render(context)
         return text
 
 
 _MISSING = object()
-_PLAIN = frozenset({str, int, bool, type(None), object})  # object: _MISSING (fails to render)
-_COMPOSED = (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)
+_PLAIN = frozenset({str, int, bool, type(None), object})  # object: _MISSING (a global, or fails)
+# Nodes through which a template reads more than the names it loads.
+_COMPOSED = (
+    nodes.Include,
+    nodes.Extends,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.ContextReference,
+    nodes.DerivedContextReference,
+    nodes.ImportedName,
+)
+# The analysis of each Template object: dropped with it when the environment reloads the file.
+_loaded: weakref.WeakKeyDictionary[Template, tuple[str, ...] | None] = weakref.WeakKeyDictionary()
 
 
-@dataclass(frozen=True, eq=False)
-class _Shape:
-    """What a template reads: its free names (the context's), and those of them that pick
-    the branch of a top-level `{% if name %}` (never assigned in the template)."""
-
-    body: tuple[nodes.Node, ...]
-    free: frozenset[str]
-    tests: tuple[str, ...]
-
-    def names_read(self, context: dict[str, Any]) -> tuple[str, ...] | None:
-        """The free names that rendering `context` reads; None if a test value is not plain."""
-        truths = []
-        for test in self.tests:
-            value = context.get(test, _MISSING)
-            if type(value) not in _PLAIN or value is _MISSING:
-                return None
-            truths.append(bool(value))  # what {% if %} tests, for a plain value
-        return _names_read(self, tuple(truths))
-
-
-@functools.lru_cache(maxsize=64)
-def _shape(name: str) -> _Shape | None:
-    source, _, _ = _templates.loader.get_source(_templates, name)  # type: ignore[union-attr]
-    tree = _templates.parse(source)
-    if any(True for _ in tree.find_all(_COMPOSED)):
+def loaded_names(template: Template) -> tuple[str, ...] | None:
+    """Every name `template` loads (globals included), sorted; None if it is composed of
+    other templates, or its file changed after it was loaded (its source is not the one
+    compiled)."""
+    if template in _loaded:
+        return _loaded[template]
+    env = template.environment
+    source, _, _ = env.loader.get_source(env, template.name)  # type: ignore[union-attr,arg-type]
+    if not template.is_up_to_date:  # read a newer file than the one compiled: do not share
         return None
-    free = frozenset(meta.find_undeclared_variables(tree))
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx != "load"}
-    tests = {
-        node.test.name
-        for node in tree.find_all(nodes.If)
-        if isinstance(node.test, nodes.Name) and node.test.name in free - assigned
-    }
-    return _Shape(tuple(tree.body), free, tuple(sorted(tests)))
-
-
-@functools.lru_cache(maxsize=256)
-def _names_read(shape: _Shape, truths: tuple[bool, ...]) -> tuple[str, ...]:
-    found: set[str] = set()
-    _walk(list(shape.body), dict(zip(shape.tests, truths, strict=True)), found)
-    return tuple(sorted(found & shape.free))
-
-
-def _walk(body: list[nodes.Node], truth: dict[str, bool], found: set[str]) -> None:
-    """Adds the names the top-level statements in `body` read, following decided branches."""
-    for node in body:
-        if isinstance(node, nodes.If):
-            _walk_if([node, *node.elif_], node.else_, truth, found)
-        else:
-            found |= _all_names(node)
-
-
-def _walk_if(
-    branches: list[nodes.If], else_: list[nodes.Node], truth: dict[str, bool], found: set[str]
-) -> None:
-    for i, branch in enumerate(branches):
-        test = branch.test
-        if not (isinstance(test, nodes.Name) and test.name in truth):
-            # A test not decided here: this branch and every later one may run.
-            for rest in [*branches[i:]]:
-                found |= _all_names(rest.test)
-                for node in rest.body:
-                    found |= _all_names(node)
-            for node in else_:
-                found |= _all_names(node)
-            return
-        found.add(test.name)
-        if truth[test.name]:
-            _walk(branch.body, truth, found)
-            return
-    _walk(else_, truth, found)
-
-
-def _all_names(node: nodes.Node) -> set[str]:
-    names = {n.name for n in node.find_all(nodes.Name)}
-    if isinstance(node, nodes.Name):
-        names.add(node.name)
+    tree = env.parse(source)
+    names: tuple[str, ...] | None = None
+    if not any(True for _ in tree.find_all(_COMPOSED)):
+        names = tuple(sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}))
+    _loaded[template] = names
     return names
 
 
@@ -368,7 +343,9 @@ _PG_TYPES = (
     "int",
     "int",
     "int",
-    *["text"] * 7,
+    *["text"] * 5,
+    "int",  # body_encrypted: the row's index into the batch's distinct bodies (a parameter)
+    "text",
     "text",
     "int",
     "timestamptz",
@@ -400,7 +377,7 @@ async def enqueue_bulk(
     for mail in mails:
         _check_kind(mail.kind)
         category = NotificationCategory(mail.category).value if mail.category else None
-        subject, bodies = renderer.render(mail.template, mail.context)
+        subject, bodies = renderer.render(mail.template, mail.context, mail.subject)
         body = sealed.get(bodies)
         if body is None:
             body = sealed[bodies] = encrypt_bodies(settings, bodies)
@@ -424,8 +401,9 @@ async def enqueue_bulk(
             )
         )
     _check_lengths(rows)
-    for start in range(0, len(rows), BATCH):
-        await _insert(rows[start : start + BATCH])
+    postgres = Tortoise.get_connection("default").capabilities.dialect == "postgres"
+    for batch in _batches(rows, distinct=postgres):
+        await _insert(batch, postgres)
     if rows:
         OUTBOX.notify()  # as in enqueue_many: a worker that finds nothing yet looks again soon
     return len(rows)
@@ -442,16 +420,54 @@ def _check_lengths(rows: list[tuple[Any, ...]]) -> None:
                 raise ValueError(f"{column} longer than {limit} characters: {row[index]!r}")
 
 
-async def _insert(rows: list[tuple[Any, ...]]) -> None:
+_BODY = _BULK_COLUMNS.index("body_encrypted")
+
+
+def _batches(rows: list[tuple[Any, ...]], *, distinct: bool) -> list[list[tuple[Any, ...]]]:
+    """Runs of at most BATCH rows whose bodies hold at most BATCH_BODY_CHARS characters (a
+    batch's first row always fits); with `distinct`, an equal body counts once per batch (the
+    PostgreSQL statement sends each body once)."""
+    batches: list[list[tuple[Any, ...]]] = []
+    batch: list[tuple[Any, ...]] = []
+    bodies: set[str] = set()
+    size = 0
+    for row in rows:
+        body = row[_BODY]
+        grows = 0 if distinct and body in bodies else len(body)
+        if batch and (len(batch) == BATCH or size + grows > BATCH_BODY_CHARS):
+            batches.append(batch)
+            batch, bodies, size, grows = [], set(), 0, len(body)
+        batch.append(row)
+        bodies.add(body)
+        size += grows
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+async def _insert(rows: list[tuple[Any, ...]], postgres: bool) -> None:
     conn = Tortoise.get_connection("default")
     table = OutboundEmail._meta.db_table
     columns = ", ".join(_BULK_COLUMNS)
-    if conn.capabilities.dialect == "postgres":
-        # One statement whatever the batch: each column travels as one array parameter.
+    if postgres:
+        # One statement whatever the batch: each column travels as one array parameter, and
+        # each distinct body once (a mailing's rows share it), picked by a per-row index.
+        index: dict[str, int] = {}
+        keyed = [
+            (*row[:_BODY], index.setdefault(row[_BODY], len(index) + 1), *row[_BODY + 1 :])
+            for row in rows
+        ]
         arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_PG_TYPES, start=1))
-        values = [list(column) for column in zip(*rows, strict=True)]
+        bodies = f"${len(_PG_TYPES) + 1}::text[]"
+        picked = ", ".join(
+            f"({bodies})[r.{name}]" if name == "body_encrypted" else f"r.{name}"
+            for name in _BULK_COLUMNS
+        )
+        values = [list(column) for column in zip(*keyed, strict=True)]
         await conn.execute_query(
-            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})", values
+            f"INSERT INTO {table} ({columns}) SELECT {picked}"
+            f" FROM unnest({arrays}) AS r({columns})",
+            [*values, list(index)],
         )
         return
     marks = "(" + ", ".join("?" * len(_BULK_COLUMNS)) + ")"
