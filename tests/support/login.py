@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
-from models import PortalAccess, PortalUser
+from models import OutboundEmail, PortalAccess, PortalUser
 from portico.settings import Settings
 from schema import ids
 from services.loops.delivery import deliver_due
@@ -99,7 +99,10 @@ async def deliver(settings: Settings, smtp: SmtpServer) -> list[EmailMessage]:
     transport = transport_for(mail_settings)
     while await deliver_due(mail_settings, transport):
         pass
-    return smtp.messages
+    # In the order they were queued: a worker sends several at once, so they may arrive in
+    # another.
+    queued = dict(await OutboundEmail.all().values_list("message_id", "id"))
+    return sorted(smtp.messages, key=lambda message: queued.get(str(message["Message-ID"]), 0))
 
 
 def text_of(message: EmailMessage) -> str:
