@@ -11,9 +11,10 @@ only while holding the inbox right; they are nobody's among an account's deliver
 (`visible_to`).
 
 A mass mailing (`enqueue_bulk`) writes the same rows as `enqueue_many` without building a model
-instance per row: each template's text is rendered once per distinct set of the values it
-names (`Renderer`), equal bodies are encrypted once, and the rows go in as a few multi-row
-INSERTs (one `unnest` statement per batch on PostgreSQL).
+instance per row: each template's text is rendered once per distinct set of values of the
+names it loads (`Renderer`), equal bodies are encrypted once, and the rows go in as a few
+multi-row INSERTs (one `unnest` statement per batch on PostgreSQL, each distinct body sent
+once in it; a batch is capped by rows and by body size).
 """
 
 from __future__ import annotations
