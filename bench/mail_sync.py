@@ -1,6 +1,6 @@
 """EMAIL SYNC throughput: a first sync of 5,000 messages next to a plain IMAP fetch of them.
 
-    python -m bench.mail_sync [MESSAGES]
+    python -m bench.mail_sync [MESSAGES] [--fetch-batch N] [--only postgres|sqlite]
 
 Starts a throwaway Dovecot (tests/support/imap.py, Debian's dovecot-imapd), puts MESSAGES (default
 5,000) messages into one INBOX, each from one of 50 client addresses with EMAIL SYNC on in an
@@ -12,11 +12,14 @@ account of their own, then times, on a throwaway PostgreSQL database
   same batches (log in, select, UID SEARCH, UID FETCH BODY.PEEK[]): the least any sync must do.
 Each is the median of ROUNDS runs, Portico's and the baseline's in turns; Portico's runs each
 start from an empty message table. The ratio is the median of each round's Portico time /
-baseline time (both ran under the same load). Never part of `make test`.
+baseline time (both ran under the same load). `--fetch-batch` sets the engine's FETCH_BATCH
+(both sides use it) to try another batch size; `--only` times one database. Never part of
+`make test`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import imaplib
 import logging
@@ -159,7 +162,7 @@ async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dic
         await db.close_db()
 
 
-async def main(count: int) -> None:
+async def main(count: int, only: str | None = None) -> None:
     logging.disable(logging.INFO)
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     results: dict[str, dict[str, float]] = {}
@@ -168,19 +171,21 @@ async def main(count: int) -> None:
         fill(server, count)
         print(f"(put {count} messages into Dovecot in {time.perf_counter() - started:.1f} s)")
         await plain_fetch(server, count)  # warm Dovecot's index and cache before timing
-        name = f"portico_bench_{secrets.token_hex(4)}"
-        admin = await asyncpg.connect(POSTGRES_URL)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
+        if only in (None, "postgres"):
+            name = f"portico_bench_{secrets.token_hex(4)}"
+            admin = await asyncpg.connect(POSTGRES_URL)
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            try:
+                with tempfile.TemporaryDirectory() as folder:
+                    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+                    results["PostgreSQL"] = await measure(url, server, count, Path(folder))
+            finally:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await admin.close()
+        if only in (None, "sqlite"):
             with tempfile.TemporaryDirectory() as folder:
-                url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-                results["PostgreSQL"] = await measure(url, server, count, Path(folder))
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
-        with tempfile.TemporaryDirectory() as folder:
-            url = f"sqlite://{Path(folder) / 'bench.sqlite3'}"
-            results["SQLite"] = await measure(url, server, count, Path(folder))
+                url = f"sqlite://{Path(folder) / 'bench.sqlite3'}"
+                results["SQLite"] = await measure(url, server, count, Path(folder))
 
     print(f"mail sync: first sync of {count} messages from {CLIENTS} clients with EMAIL SYNC on")
     print(f"(median of {ROUNDS} runs; Dovecot on loopback; {sync_engine.FETCH_BATCH} per FETCH)")
@@ -197,5 +202,19 @@ async def main(count: int) -> None:
         print(f"    ratio     {r['ratio']:7.1f}x  (median of each round's Portico / baseline)")
 
 
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.mail_sync", description=__doc__)
+    parser.add_argument("messages", nargs="?", type=int, default=5000)
+    parser.add_argument("--fetch-batch", type=int, default=None, help="FETCH_BATCH to use")
+    parser.add_argument("--only", choices=("postgres", "sqlite"), default=None)
+    arguments = parser.parse_args(argv)
+    if arguments.messages < 1 or (arguments.fetch_batch is not None and arguments.fetch_batch < 1):
+        parser.error("MESSAGES and --fetch-batch must be at least 1")
+    return arguments
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000))
+    chosen = _arguments(sys.argv[1:])
+    if chosen.fetch_batch is not None:
+        sync_engine.FETCH_BATCH = chosen.fetch_batch
+    asyncio.run(main(chosen.messages, chosen.only))

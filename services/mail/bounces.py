@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 DSN_MAX_BYTES = 256 * 1024  # read of a DSN kept for its report alone
 MAX_ERROR = 1000  # characters of last_error
 _MSG_ID = re.compile(r"<[^<>\s]+>")
+_REPORT = re.compile(rb"report", re.IGNORECASE)  # in every DSN's Content-Type
 _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -75,7 +76,10 @@ class Bounce:
 
 
 def is_dsn(headers: bytes) -> bool:
-    """Whether these header lines (at least Content-Type) are those of a DSN."""
+    """Whether these header lines (at least Content-Type) are those of a DSN. Header lines
+    without the word "report" anywhere are none: most mail is answered without parsing."""
+    if _REPORT.search(headers) is None:
+        return False
     try:
         msg = BytesHeaderParser(policy=compat32).parsebytes(headers)
         return (

@@ -26,7 +26,8 @@ What is read, and how:
   message's header block alike: a message of header lines alone is never read whole. A block
   cut short loses its last field (the cut may have split it); the fields before it count.
 - Bounces: a DSN (Content-Type multipart/report; report-type=delivery-status, seen in the
-  header step) is read even when no participant syncs, at most DSN_MAX_BYTES of it, for
+  header step, once: again only when that step got its headers cut short) is read even
+  when no participant syncs, at most DSN_MAX_BYTES of it, for
   services/mail/bounces to mark the outbox message it reports FAILED; it is stored only when a
   participant syncs, as any message.
 - Every read is a PEEK: the sync never sets \\Seen, and never stores flags, deletes, moves or
@@ -62,8 +63,9 @@ One pass at a time per mailbox: the pass claims the mailbox through `lease_until
 conditional UPDATE, so it holds on SQLite and PostgreSQL alike; services/shared/leases), renews it
 after each batch, and a second caller meanwhile gets `busy` back. A pass that dies leaves a
 lease that runs out after LEASE_SECONDS; a pass that ran past its lease finds its renewal
-refused (another process took over) and stops without touching the mailbox row. The lease is
-also checked before each folder and before each chunk is stored, so a pass of a mailbox
+refused (another process took over) and stops without touching the mailbox row. After a
+batch the renewal and the folder's cursor are written in one transaction (one commit). The
+lease is also checked before each folder and before each chunk is stored, so a pass of a mailbox
 disconnected meanwhile (the row is gone) stops there with `gone` set. `stop` ends a pass
 between batches: the cursor stands after what was stored, the mailbox is left IDLE, but
 last_synced_at is not set (the pass did not get through the mailbox). Set while an IMAP
@@ -85,6 +87,7 @@ import asyncpg
 from cryptography.fernet import InvalidToken
 from tortoise.exceptions import DBConnectionError, TransactionManagementError
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from models import Mailbox, MailboxFolder, SyncStatus
 from portico.settings import Settings
@@ -435,6 +438,9 @@ class _Pass:
         self.failures: set[tuple[str | None, int]] = set()  # (folder, UID) failed this pass
         self.login: Callable[[], Awaitable[ImapSession]] | None = None
         self.hangups = 0
+        # The DSNs of the batch in hand, told by their Content-Type in the header step, so a
+        # message's headers are looked at for it once (again only when they came cut short).
+        self.dsns: set[int] = set()
 
     async def hold(self) -> None:
         """A sync pass renews its lease (and shows its progress): it stops here (_LeaseLost)
@@ -442,6 +448,15 @@ class _Pass:
         import has no lease."""
         if self.lease is not None:
             self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
+
+    async def advance(self, cursor: MailboxFolder, last_uid: int) -> None:
+        """After a batch: the lease renewed and the cursor moved in one transaction (one
+        commit, not two). A refused renewal (_LeaseLost) rolls the cursor back with it, as
+        the pass no longer holds the mailbox."""
+        async with in_transaction():
+            await self.hold()
+            cursor.last_uid = last_uid
+            await cursor.save(update_fields=["last_uid"])
 
     async def select(self, name: str) -> int | None:
         """Selects the folder; its UIDNEXT."""
@@ -496,9 +511,7 @@ class _Pass:
                 batch = uids[start : start + FETCH_BATCH]
                 await self.batch(batch)
                 self.reached = batch[-1]
-                await self.hold()
-                cursor.last_uid = batch[-1]
-                await cursor.save(update_fields=["last_uid"])
+                await self.advance(cursor, batch[-1])
         except (MailSyncError, SyncStopped):
             # The server went away or the process is stopping mid-batch: the cursor moves
             # past the chunks of the batch that were stored, and no further.
@@ -532,6 +545,7 @@ class _Pass:
             except Exception:
                 log.warning("mailbox %s: UID %s: unreadable headers", self.mailbox.pk, uid)
                 unclear.add(uid)
+        self.dsns = dsns
         synced = await store.synced_accounts(
             self.scope, {a for people in participants.values() for a in people}
         )
@@ -712,12 +726,12 @@ class _Pass:
         try:
             outcomes = await self._store(items)
         except Exception as exc:
+            if _connection_failure(exc):
+                raise  # the database's failure, as it is (a lease check would hide it)
             # Disconnected between the check and the store (the rows' mailbox is gone, so
             # the database refused them): the pass stops as disconnected, not failed.
             await self.hold()
-            if _connection_failure(exc) or len(items) == 1:
-                if _connection_failure(exc):
-                    raise
+            if len(items) == 1:
                 await self.failed(items[0].uid, _store_error(exc))
                 return
             log.warning("mailbox %s: a chunk failed to store, one by one now", self.mailbox.pk)
@@ -778,7 +792,9 @@ class _Pass:
         headers, so they are looked up now). A DSN's report is applied on the way."""
         limit = self.settings.max_upload_bytes
         try:
-            if bounces.is_dsn(_header_block(raw)):
+            # Told in the header step, unless its headers came cut short (or unreadable).
+            dsn = bounces.is_dsn(_header_block(raw)) if unclear else uid in self.dsns
+            if dsn:
                 self.result.bounced += await bounces.apply(self.scope, raw)
             # A big message (attachments) is parsed off the event loop, which also serves
             # the API when the sync runs inside `portico serve`.
