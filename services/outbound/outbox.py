@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -274,12 +275,11 @@ class Renderer:
         template, names = found
         if names is None:
             return template.render(context)
-        key: tuple[Any, ...] = (name,)
-        for variable in names:
-            value = context.get(variable, _MISSING)
-            if type(value) not in _PLAIN:
-                return template.render(context)
-            key += (variable, type(value), value)
+        values = tuple(map(context.get, names, repeat(_MISSING)))
+        types = tuple(map(type, values))
+        if not _PLAIN.issuperset(types):
+            return template.render(context)
+        key = (name, names, types, values)  # names: the template's own, in its order
         text = self._texts.get(key)
         if text is None:  # a missing value fails here, as in render()
             text = self._texts[key] = template.render(context)

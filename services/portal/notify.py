@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -165,9 +165,11 @@ async def queue_firm_email(
         found = await firm_email_recipients(scope, live)
         context = {"subject": subject, "body": body}
         mails = [
-            replace(mail, subject=firm_email_subject(subject, r))
+            mail
             for r in found
-            for mail in _mails(firm, r, "firm_email", context, kind, None)
+            for mail in _mails(
+                firm, r, "firm_email", context, kind, None, firm_email_subject(subject, r)
+            )
         ]
         mailing = await mailings.create(firm.pk, kind, subject, len(mails))
         await outbox.enqueue_bulk(firm.pk, firm.name, mails, settings, mailing_id=mailing.pk)
@@ -216,8 +218,10 @@ def _mails(
     context: dict[str, Any],
     kind: str,
     category: str | None,
+    subject: str | None = None,
 ) -> list[outbox.Mail]:
-    """The recipient's message and, where the firm asks for it, the firm's copy."""
+    """The recipient's message and, where the firm asks for it, the firm's copy (`subject`,
+    when given, instead of the template's)."""
     common = {
         "banner_link": None,
         "banner_pending": False,
@@ -233,7 +237,7 @@ def _mails(
         copy["banner_pending"] = bool(common["banner_link"])
         targets.append((firm.copy_address, copy))
     return [
-        outbox.Mail(to, template, values, kind, recipient.account_id, category)
+        outbox.Mail(to, template, values, kind, recipient.account_id, category, subject=subject)
         for to, values in targets
     ]
 
