@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined
+from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined, pass_context
 
 from models import Account as AccountModel
 from models import (
@@ -424,3 +424,12 @@ def test_a_template_file_changed_on_disk_is_analysed_again(monkeypatch, tmp_path
     os.utime(path, (later, later))  # a new mtime even on a coarse clock
     contexts = [{"greeting": "Hi", "name": "Anna"}, {"greeting": "Hi", "name": "Ben"}]
     _same_as_render(env, "changing.txt", contexts)
+
+
+def test_a_filter_that_reads_the_context_keeps_the_template_unshared(monkeypatch):
+    """A @pass_context filter may read any name: such a template renders every time."""
+    env = _environment(DictLoader({"filter.txt": "Hello {{ 'x' | who }}"}))
+    env.filters["who"] = pass_context(lambda context, value: context.get("name"))
+    monkeypatch.setattr(outbox, "_templates", env)
+    assert outbox.loaded_names(env.get_template("filter.txt")) is None
+    _same_as_render(env, "filter.txt", [{"name": "Anna"}, {"name": "Ben"}])

@@ -247,7 +247,8 @@ class Renderer:
     `Name` node with ctx "load" in its syntax tree, whether or not that part runs), and mails
     that agree on all of them share the text: a mailing to thousands renders its body once.
     Only plain values (str, int, bool, None) are compared, with their type; a composed
-    template, or a context with another value for a loaded name, renders every time.
+    template, one with a filter, test or function of ours that is handed the whole context
+    (@pass_context), or a context with another value for a loaded name, renders every time.
 
     Each template is fetched once per Renderer (its analysis cached on that Template object,
     so a template file the environment reloads is analysed again).
@@ -304,8 +305,8 @@ _loaded: weakref.WeakKeyDictionary[Template, tuple[str, ...] | None] = weakref.W
 
 def loaded_names(template: Template) -> tuple[str, ...] | None:
     """Every name `template` loads (globals included), sorted; None if it is composed of
-    other templates, or its file changed after it was loaded (its source is not the one
-    compiled)."""
+    other templates, uses a filter, test or function that reads the whole context, or its
+    file changed after it was loaded (its source is not the one compiled)."""
     if template in _loaded:
         return _loaded[template]
     env = template.environment
@@ -314,10 +315,25 @@ def loaded_names(template: Template) -> tuple[str, ...] | None:
         return None
     tree = env.parse(source)
     names: tuple[str, ...] | None = None
-    if not any(True for _ in tree.find_all(_COMPOSED)):
-        names = tuple(sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}))
+    loads = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    if not any(True for _ in tree.find_all(_COMPOSED)) and not _reads_context(env, tree, loads):
+        names = tuple(sorted(loads))
     _loaded[template] = names
     return names
+
+
+def _reads_context(env: Environment, tree: nodes.Template, loads: set[str]) -> bool:
+    """Whether a filter, test or global function the template uses is handed the whole
+    context (@pass_context) and is not Jinja's own (map, select, ...: they read no value
+    from it): it may read any name, so the names loaded say nothing."""
+    used = [env.filters.get(n.name) for n in tree.find_all(nodes.Filter)]
+    used += [env.tests.get(n.name) for n in tree.find_all(nodes.Test)]
+    used += [env.globals.get(name) for name in loads]
+    return any(
+        getattr(getattr(f, "jinja_pass_arg", None), "name", None) == "context"
+        and not getattr(f, "__module__", "").startswith("jinja2.")
+        for f in used
+    )
 
 
 # The columns enqueue_bulk writes; the others are NULL (or their default) on a new row.
