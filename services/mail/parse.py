@@ -799,12 +799,23 @@ def _attachment(part: EmailMessage, limit: int | None) -> ParsedAttachment:
 def _filename(part: EmailMessage) -> str:
     """The decoded name (RFC 2231 parameters, RFC 2047 words inside quotes), or ""."""
     try:
-        name = part.get_filename()
+        name = part.get_filename() if _may_be_named(part) else None
     except Exception:
         name = None
     if not name:
         return ""
     return " ".join(clean_text(str(name)).split())[-MAX_FILENAME_CHARS:]
+
+
+def _may_be_named(part: EmailMessage) -> bool:
+    """Whether `get_filename` can find a name: it reads the parameters of these two headers
+    from their text (`_parseparam(str(value))`, names lower-cased), so a text without "name"
+    has none. Most parts (the bodies) have none, and their parameters are then not parsed."""
+    for header in ("content-disposition", "content-type"):
+        value = part.get(header)
+        if value is not None and "name" in str(value).lower():
+            return True
+    return False
 
 
 def _content(part: EmailMessage) -> bytes | None:
