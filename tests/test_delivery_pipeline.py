@@ -328,6 +328,27 @@ async def test_stop_mid_batch_loses_nothing_and_sends_nothing_twice(settings, se
     assert {row.status for row in await OutboundEmail.all()} == {DeliveryStatus.SENT}
 
 
+async def test_a_stop_hands_back_every_unstarted_row_at_once(settings, server, firm):
+    # The stop watcher's hand-back UPDATE must finish even when the runners end first
+    # (cancelled mid-UPDATE, it left rows leased for the whole lease).
+    mail = mail_settings(settings, server, mail_send_concurrency=8)
+    left = 0
+    for attempt in range(15):
+        await queue(mail, firm, 60)
+        transport = transport_for(mail)
+        stop = asyncio.Event()
+        task = asyncio.create_task(deliver_due(mail, transport, stop=stop, more=True))
+        await asyncio.sleep(0.005 * (attempt % 5 + 1))
+        stop.set()
+        await task
+        await transport.aclose()
+        left += await OutboundEmail.filter(
+            status=DeliveryStatus.QUEUED, lease_until__isnull=False
+        ).count()
+        await OutboundEmail.all().delete()
+    assert left == 0
+
+
 # The platform's mail, written directly
 
 

@@ -243,7 +243,10 @@ class _Sending:
                     group.create_task(self._runner())
         finally:
             if watcher is not None:
-                watcher.cancel()
+                if not self._stopping():
+                    watcher.cancel()  # still waiting for a stop: nothing under way
+                # On a stop, its hand-back UPDATE may be under way: cancelled, it would leave
+                # the unstarted rows leased for the whole lease.
                 await asyncio.gather(watcher, return_exceptions=True)
             await self._flush()
 
