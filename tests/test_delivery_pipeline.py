@@ -33,7 +33,9 @@ from services.loops.delivery import deliver_due, retry_delay
 from services.outbound import outbox
 from services.outbound.outbox import Bodies
 from services.outbound.transport import (
+    SmtpConfig,
     SmtpTransport,
+    TemporaryFailure,
     build_message,
     outgoing_message,
     transport_for,
@@ -347,6 +349,56 @@ async def test_a_stop_hands_back_every_unstarted_row_at_once(settings, server, f
         ).count()
         await OutboundEmail.all().delete()
     assert left == 0
+
+
+class HangAtSecondMail(Server):
+    """Answers a session's second MAIL FROM only after `hang` seconds."""
+
+    hang = 4.0
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        with self._count_lock:
+            self.transactions[id(session)] += 1
+            second = self.transactions[id(session)] == 2
+        if second:
+            await asyncio.sleep(self.hang)
+        envelope.mail_from = address
+        return "250 OK"
+
+
+def _established(port: int) -> int:
+    """Open TCP connections to `port` on this machine (the server's side of them)."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.read().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+def _plain(i: int) -> WireMessage:
+    data = f"From: a@b.example\r\nTo: c@d.example\r\nMessage-ID: <{i}@x>\r\n\r\nhi\r\n"
+    return WireMessage("a@b.example", "c@d.example", f"<{i}@x>", data.encode())
+
+
+async def test_a_reused_connection_that_times_out_at_mail_from_is_closed():
+    server = HangAtSecondMail()
+    server.start()
+    try:
+        transport = SmtpTransport(SmtpConfig.from_url(server.url + "?timeout=0.5"))
+        await transport.send(_plain(1))
+        assert transport.pool.idle == 1
+        with pytest.raises(TemporaryFailure, match="in time"):
+            await transport.send(_plain(2))  # reused; MAIL FROM hangs; the timeout fires
+        assert transport.pool.idle == 0
+        await asyncio.sleep(0.5)
+        assert _established(server.port) == 0  # closed, not left open
+        await transport.aclose()
+    finally:
+        server.stop()
 
 
 # The platform's mail, written directly

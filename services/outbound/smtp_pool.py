@@ -72,8 +72,8 @@ class SmtpPool:
             try:
                 wire = _wire(message, session.smtp)
                 await _envelope(session.smtp, wire)
-            except Exception as exc:
-                if not _nothing_accepted(exc):
+            except BaseException as exc:  # the send's timeout cancels: close it all the same
+                if not isinstance(exc, Exception) or not _nothing_accepted(exc):
                     await self._done(session, exc)
                     raise
                 session.smtp.close()  # closed while idle: the message goes over a new one
