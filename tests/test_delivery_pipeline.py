@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -41,6 +41,7 @@ from services.outbound.transport import (
     transport_for,
 )
 from services.outbound.wire import WireMessage, build_wire
+from services.shared.leases import lease_token
 from tests.support.smtp import SmtpServer, free_port
 from tests.support.sqlcount import count_sql
 
@@ -399,6 +400,42 @@ async def test_a_reused_connection_that_times_out_at_mail_from_is_closed():
         await transport.aclose()
     finally:
         server.stop()
+
+
+def test_a_lease_token_is_never_shorter_than_the_lease():
+    now = datetime(2026, 11, 30, 9, 0, 0, 999_999, tzinfo=UTC)
+    tokens = {lease_token(now, 8) for _ in range(50)}
+    assert len(tokens) > 40  # each claim's own
+    assert min(tokens) >= now + timedelta(seconds=8)
+    assert max(tokens) < now + timedelta(seconds=9)
+
+
+async def test_sent_is_written_within_the_lease_while_the_next_send_runs(settings, server, firm):
+    # One runner, 1.95 s a message, an 8 s lease (2 s SMTP timeout): the third message is
+    # sent at about 5.9 s. Its SENT must be written before the lease ends, not after the
+    # runner's next send; else a second worker (polling from 6.5 s, as another process
+    # would) claims it once the lease is over and sends it again. The claim is made just
+    # before a whole second, which a lease token rounded down would have cut off.
+    server.slow(1.95)
+    mail = mail_settings(settings, server, mail_send_concurrency=1, mail_lease_seconds=8)
+    rows = await queue(mail, firm, 6)
+    first, second = transport_for(mail), transport_for(mail)
+    await asyncio.sleep((0.96 - time.time() % 1) % 1)  # just before a whole second
+    start = time.monotonic()
+    worker = asyncio.create_task(deliver_due(mail, first, limit=4, more=True))
+
+    async def other_worker() -> None:
+        await asyncio.sleep(6.5)
+        while time.monotonic() - start < 12:
+            await deliver_due(mail, second, limit=1)
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(worker, other_worker(), other_worker(), other_worker())
+    while await deliver_due(mail, first):
+        pass
+    await first.aclose()
+    await second.aclose()
+    assert ids(server) == Counter({row.message_id: 1 for row in rows})
 
 
 # The platform's mail, written directly

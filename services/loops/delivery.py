@@ -16,11 +16,15 @@ A claim's rows are sent by up to PORTICO_MAIL_SEND_CONCURRENCY runners at once, 
 connections kept open between messages (services/outbound/smtp_pool); the worker claims the
 next rows while the last round of a claim's sends runs (`more`). The platform's mail
 is written as bytes directly (services/outbound/wire). SENT outcomes of the platform's mail
-are written FLUSH_ROWS at a time (or once the oldest has waited FLUSH_SECONDS, and at the
-end of the claim), as one UPDATE … WHERE id IN (…) AND lease_until = the claim's token;
-failures, and replies (which are then filed), one row at a time. A crash between a send
-and its batch's UPDATE sends those messages again after the lease (at least once, as
-above); in normal operation each goes once.
+are written FLUSH_ROWS at a time (or once the oldest has waited FLUSH_SECONDS, by a timer
+that does not wait for the runners' next sends, and at the end of the claim), as one
+UPDATE … WHERE id IN (…) AND lease_until = the claim's token; failures, and replies (which
+are then filed), one row at a time. A send starts at most half a lease after the claim, ends
+within the SMTP timeout (a quarter of the lease at most), and its SENT is written within
+FLUSH_SECONDS (an eighth of the lease at most) after: all before the lease ends, so in
+normal operation each message goes once. A crash between a send and its batch's UPDATE (up
+to FLUSH_SECONDS of sends) sends those messages again after the lease (at least once, as
+above).
 
 Stopping (SIGTERM sets `stop`): the rows of the claim not yet started are handed back at
 once (lease cleared, due now, no attempt counted); the sends under way finish, each within
@@ -51,6 +55,7 @@ and was delivered, and a second attempt could leave two copies in the folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -104,10 +109,12 @@ def retry_delay(settings: Settings, attempts: int, rng: random.Random | None = N
 class Claim:
     rows: list[OutboundEmail]
     lease: datetime
+    started: float  # loop time when the claim was made: the lease runs from then (at least)
 
 
 async def claim_due(settings: Settings, *, limit: int, now: datetime) -> Claim:
     """Lease up to `limit` due QUEUED rows to this caller, oldest due first."""
+    started = asyncio.get_running_loop().time()
     lease = lease_token(now, settings.mail_lease_seconds)  # this claim's own (module doc)
     async with in_transaction():
         rows = (
@@ -121,7 +128,7 @@ async def claim_due(settings: Settings, *, limit: int, now: datetime) -> Claim:
             await OutboundEmail.filter(id__in=[row.pk for row in rows]).update(lease_until=lease)
     for row in rows:
         row.lease_until = lease
-    return Claim(list(rows), lease)
+    return Claim(list(rows), lease, started)
 
 
 def claim_size(settings: Settings) -> int:
@@ -223,11 +230,17 @@ class _Sending:
         self.claim_done = asyncio.Event()
         self.sent: list[OutboundEmail] = []  # sent, their outcome not yet written
         self.first_sent = 0.0  # when the first of them was sent (loop time)
+        # Written at the latest this long after the first of them was sent, whatever the
+        # runners are doing (a send may take up to the SMTP timeout): see _flush_on_time.
+        self.flush_after = min(FLUSH_SECONDS, settings.mail_lease_seconds / 8)
+        self.wake = asyncio.Event()  # a first row in `sent`, or the end of the sending
+        self.done = False
 
     async def add(self, claim: Claim) -> None:
         self.routes.update(await _mailbox_routes(self.settings, claim.rows, self.mailboxes))
-        # Sends start only in the first part of the lease (SEND_WINDOW).
-        start_by = self.loop.time() + self.settings.mail_lease_seconds * SEND_WINDOW
+        # Sends start only in the first part of the lease (SEND_WINDOW), counted from before
+        # the claim (the lease token is at least mail_lease_seconds after that).
+        start_by = claim.started + self.settings.mail_lease_seconds * SEND_WINDOW
         for row in claim.rows:
             self.start_by[row.pk] = start_by
         self.pending.extend(claim.rows)
@@ -237,11 +250,15 @@ class _Sending:
 
     async def run(self) -> None:
         watcher = asyncio.create_task(self._release_on_stop()) if self.stop else None
+        timer = asyncio.create_task(self._flush_on_time())
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(self.settings.mail_send_concurrency):
                     group.create_task(self._runner())
         finally:
+            self.done = True
+            self.wake.set()
+            await asyncio.gather(timer, return_exceptions=True)  # a flush under way ends
             if watcher is not None:
                 if not self._stopping():
                     watcher.cancel()  # still waiting for a stop: nothing under way
@@ -276,11 +293,33 @@ class _Sending:
                     self.pending.remove(other)
                 await self._hand_back(late)
                 continue
-            await self._deliver_one(row)
-            if len(self.sent) >= FLUSH_ROWS or (
-                self.sent and self.loop.time() - self.first_sent > FLUSH_SECONDS
-            ):
+            if self._flush_due():  # before a send, which may last the SMTP timeout
                 await self._flush()
+            await self._deliver_one(row)
+            if len(self.sent) >= FLUSH_ROWS:
+                await self._flush()
+
+    def _flush_due(self) -> bool:
+        return bool(self.sent) and self.loop.time() - self.first_sent >= self.flush_after
+
+    async def _flush_on_time(self) -> None:
+        """Writes the SENT outcomes once the oldest has waited `flush_after`, while the
+        runners are busy with their next sends: a SENT written only after the next send
+        could come after the lease, and another worker would send the message again."""
+        while not self.done:
+            wait = None
+            if self.sent:
+                wait = self.first_sent + self.flush_after - self.loop.time()
+                if wait <= 0:
+                    try:
+                        await self._flush()
+                    except Exception:  # the runners' own flushes and the final one go on
+                        log.exception("could not record sent mail")
+                    continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.wake.wait()
 
     async def _claim_more(self) -> None:
         self.claiming = True
@@ -346,11 +385,14 @@ class _Sending:
             if route is None:
                 if not self.sent:
                     self.first_sent = self.loop.time()
+                    self.wake.set()
                 self.sent.append(row)
                 return
             recorded = await _record(
                 row, lease, status=DeliveryStatus.SENT, sent_at=now or _utcnow()
             )
+            if self._flush_due():  # before filing, which may take a while
+                await self._flush()
             if recorded:  # a lost lease: the new holder sends and files
                 await _file(settings, row, route, message)
 

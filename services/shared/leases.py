@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 
 def lease_token(now: datetime, seconds: float) -> datetime:
-    """`now` + `seconds`, with random microseconds: the value is this claim's own."""
-    return now.replace(microsecond=0) + timedelta(
-        seconds=seconds, microseconds=secrets.randbelow(1_000_000)
-    )
+    """A value unique to this claim, at least `seconds` after `now`: `now` + `seconds` plus
+    a random part of a second (never less: a holder that plans its work on `seconds` must
+    find its lease still there at the end of it)."""
+    return now + timedelta(seconds=seconds, microseconds=secrets.randbelow(1_000_000))
