@@ -44,6 +44,8 @@ from services.outbound.outbox import Bodies, header_text, sender_address
 
 # Longest header line written unfolded (RFC 5322 asks for 78 at most where possible).
 FOLD_AT = 78
+# A longer word cannot be folded to FOLD_AT: such a text goes as RFC 2047 encoded words.
+LONGEST_WORD = 76
 # A dot-atom local part at a domain of letters, digits and hyphens: an address that the
 # email package's parser takes without a defect (anything else is left to the parser, which
 # costs about 30 µs).
@@ -147,30 +149,53 @@ def from_email(message: EmailMessage, *, eight_bit: bool) -> WireMessage:
 
 
 def _address_header(name: str, display_name: str, address: str) -> bytes:
-    value = formataddr((display_name, address)) if display_name else address
-    return _fold(f"{name}: {value}")
+    if not display_name:
+        return f"{name}: {address}".encode("ascii")
+    if _plain(display_name):  # formataddr quotes it if it has specials (, . " \ …)
+        return _fold(name, formataddr((display_name, address)))
+    words = _encoded_words(name, display_name)
+    last = words.rpartition("\r\n")[2]
+    space = "\r\n " if len(last) + len(address) + 3 > FOLD_AT else " "
+    return f"{name}: {words}{space}<{address}>".encode("ascii")
 
 
 def _text_header(name: str, text: str) -> bytes:
-    if text.isascii() and "=?" not in text:  # "=?" would read as an encoded word
-        return _fold(f"{name}: {text}")
-    return f"{name}: ".encode() + Header(text, "utf-8", header_name=name).encode(
-        linesep="\r\n"
-    ).encode("ascii")
+    if _plain(text):
+        return _fold(name, text)
+    return f"{name}: {_encoded_words(name, text)}".encode("ascii")
 
 
-def _fold(line: str) -> bytes:
-    """An ASCII header line folded at spaces to FOLD_AT where it can be."""
+def _plain(text: str) -> bool:
+    """Whether `text` can be written as it is: ASCII, nothing that would read as an encoded
+    word ("=?"), and no word too long to fold."""
+    return (
+        text.isascii()
+        and "=?" not in text
+        and all(len(word) <= LONGEST_WORD for word in text.split(" "))
+    )
+
+
+def _encoded_words(name: str, text: str) -> str:
+    """RFC 2047 encoded words of at most 75 characters, folded (CRLF and a space): the
+    default 78 lets base64 words reach 76."""
+    return Header(text, "utf-8", maxlinelen=76, header_name=name).encode(linesep="\r\n")
+
+
+def _fold(name: str, value: str) -> bytes:
+    """`name: value` (ASCII) folded at spaces to FOLD_AT where it can be; never before the
+    first word, which would read back with a leading space."""
+    line = f"{name}: {value}"
     if len(line) <= FOLD_AT:
         return line.encode("ascii")
+    first, *words = value.split(" ")
     folded: list[str] = []
-    current = ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > FOLD_AT:
+    current = f"{name}: {first}"
+    for word in words:
+        if len(current) + 1 + len(word) > FOLD_AT and current.strip():
             folded.append(current)
             current = " " + word
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {word}"
     folded.append(current)
     return "\r\n".join(folded).encode("ascii")
 
