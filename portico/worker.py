@@ -16,6 +16,7 @@ from services.loops.delivery import MailboxTransports, deliver_due
 from services.loops.digest import run_digest_loop
 from services.loops.mail_sync import run_sync_loop
 from services.outbound.transport import Transport, transport_for
+from services.outbound.wire import platform_sender
 from services.shared import crypto
 from services.shared.pubsub import EventBus
 from services.shared.wakeups import OUTBOX, wait_any
@@ -59,11 +60,13 @@ def _report_end(task: asyncio.Task[None]) -> None:
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Deliver due mail until `stop` is set; never ends on an error of one round.
 
-    A configuration error (a malformed PORTICO_SMTP_URL, production without a secret key)
-    ends it at once instead: no round could succeed, and retrying would only burn attempts.
+    A configuration error (a malformed PORTICO_SMTP_URL, a PORTICO_MAIL_FROM address with no
+    ASCII form, production without a secret key) ends it at once instead: no round could
+    succeed, and retrying would only burn attempts.
     """
     try:
         transport = transport_for(settings)
+        platform_sender(settings)  # a PORTICO_MAIL_FROM with no ASCII form fails every send
         crypto.secret_key(settings)
     except Exception:
         log.exception("mail delivery cannot start")

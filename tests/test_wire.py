@@ -7,6 +7,7 @@ hypothesis test does so for generated names, subjects and bodies.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -22,9 +23,10 @@ from hypothesis import strategies as st
 
 from models import OutboundEmail
 from portico.settings import Settings
+from portico.worker import run_worker
 from services.outbound.outbox import Bodies, header_text
 from services.outbound.transport import build_message
-from services.outbound.wire import build_wire
+from services.outbound.wire import build_wire, platform_sender
 
 SETTINGS = Settings(mail_from="Portico <mail@portico.example>", _env_file=None)
 DATE = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -95,6 +97,26 @@ def test_a_subject_with_a_long_first_word_reads_as_written(length):
     assert str(_parsed(wire)["Subject"]) == subject  # no leading space
     assert _longest_line(wire) <= 998
     assert not re.search(rb"^Subject:\r\n", wire, re.MULTILINE)
+
+
+def test_a_non_ascii_sender_domain_goes_as_idna():
+    settings = Settings(mail_from="Portico <mail@bücher.example>", _env_file=None)
+    wire = build_wire(_row(), Bodies("x\n", ""), settings, DATE)
+    assert wire.sender == "mail@xn--bcher-kva.example"
+    assert wire.data.isascii()
+    assert str(_parsed(wire.data)["From"]) == "Acme LLP <mail@xn--bcher-kva.example>"
+    reference = build_message(_row(), Bodies("x\n", ""), settings, DATE)
+    assert str(reference["From"]) == "Acme LLP <mail@xn--bcher-kva.example>"
+
+
+async def test_a_sender_with_no_ascii_form_stops_the_worker_at_its_start(tmp_path):
+    settings = Settings(
+        mail_from="Portico <jörg@portico.example>", var_dir=tmp_path, _env_file=None
+    )
+    with pytest.raises(ValueError, match="PORTICO_MAIL_FROM"):
+        platform_sender(settings)
+    with pytest.raises(ValueError, match="PORTICO_MAIL_FROM"):
+        await asyncio.wait_for(run_worker(settings, asyncio.Event()), 5)
 
 
 # The differential test: generated rows through build_wire and build_message, parsed back.

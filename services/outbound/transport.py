@@ -40,10 +40,9 @@ from services.outbound.outbox import (
     MAX_EXTRA_HEADER,
     Bodies,
     header_text,
-    sender_address,
 )
 from services.outbound.smtp_pool import Outgoing, SmtpPool
-from services.outbound.wire import WireMessage, ascii_address, build_wire
+from services.outbound.wire import WireMessage, ascii_address, build_wire, platform_sender
 from services.shared import network
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ def build_message(
     """
     message = OutboxMessage()
     message.row_id = row.pk
-    address = ascii_address(sender) if sender else sender_address(settings)
+    address = ascii_address(sender) if sender else platform_sender(settings)
     message["From"] = Address(display_name=header_text(row.from_name), addr_spec=address)
     try:
         message["To"] = Address(addr_spec=ascii_address(row.to_address))

@@ -24,6 +24,7 @@ the server offers 8BITMIME.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -83,6 +84,20 @@ def ascii_address(address: str) -> str:
         raise PermanentFailure(f"{address}: the domain has no ASCII form ({exc})") from exc
 
 
+def platform_sender(settings: Settings) -> str:
+    """PORTICO_MAIL_FROM's address as SMTP carries it (an IDNA domain); a ValueError when it
+    has no ASCII form: a configuration error, which run_worker refuses at its start."""
+    return _ascii_sender(sender_address(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def _ascii_sender(address: str) -> str:
+    try:
+        return ascii_address(address)
+    except PermanentFailure as exc:
+        raise ValueError(f"PORTICO_MAIL_FROM: {exc}") from None
+
+
 def recipient_address(address: str) -> str:
     """`address` in ASCII, checked as build_message checks its To (one valid address)."""
     ascii_form = ascii_address(address)
@@ -102,7 +117,7 @@ def build_wire(
     name) as it goes out; the same message build_message makes, written directly."""
     if row.headers:
         raise ValueError("a row with extra headers goes through build_message")
-    sender = sender_address(settings)
+    sender = platform_sender(settings)
     recipient = recipient_address(row.to_address)
     lines = [
         _address_header("From", header_text(row.from_name), sender),
