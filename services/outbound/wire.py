@@ -5,9 +5,11 @@ and content manager: about 3 ms a message, most of what a worker spent per mail.
 platform's own mail always has one shape, so `build_wire` writes it by hand in a few tens of
 microseconds:
 
-- headers From, To, Subject, Message-ID, Date, MIME-Version, Content-Type; a non-ASCII
-  display name or subject as RFC 2047 encoded words (email.utils.formataddr,
-  email.header.Header), long ones folded;
+- headers From, To, Subject, Message-ID, Date, MIME-Version, Content-Type; a display name
+  or subject that is not plain ASCII (non-ASCII, "=?", or a word too long to fold) as RFC
+  2047 encoded words of at most 75 characters, folded (email.header.Header), else as it is
+  (a name quoted by email.utils.formataddr), folded at spaces but never before its first
+  word; PORTICO_MAIL_FROM's domain in its IDNA form (platform_sender);
 - the text part, then the HTML part (multipart/alternative; the text alone when there is no
   HTML), each UTF-8 in quoted-printable: 7-bit safe for any server (no 8BITMIME needed), and
   the boundary starts with "=_", which quoted-printable can never contain;
