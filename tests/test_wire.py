@@ -165,3 +165,13 @@ def test_generated_messages_read_back_as_written(name, subject, text, html):
 )
 def test_generated_tricky_messages_read_back_as_written(name, subject, text, html):
     _check(name, subject, text, html)
+
+
+def test_a_from_name_of_overlong_words_never_ends_the_headers_early():
+    """The email package folds two words longer than a line into a blank line: build_message
+    sends such a name's address alone, so To and the rest of the headers stay."""
+    row = _row(from_name="a" * 80 + " " + "b" * 80)
+    message = _parsed(build_message(row, Bodies("hello", None), SETTINGS, DATE).as_bytes())
+    assert message["To"] == "client@example.com"
+    assert message["From"] == "mail@portico.example"
+    assert message.get_content().strip() == "hello"

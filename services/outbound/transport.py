@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SMTP_TIMEOUT_SECONDS = 60.0
 SMTPS_PORT = 465  # a mailbox's smtpTls on this port is implicit TLS, elsewhere STARTTLS
 QUIT_SECONDS = 2.0
+MAX_NAME_WORD = 70  # characters of one word of a From name build_message can fold
 # Connections kept open per SMTP server: as many as a worker sends at once by default.
 POOL_SIZE = 8
 
@@ -118,7 +119,12 @@ def build_message(
     message = OutboxMessage()
     message.row_id = row.pk
     address = ascii_address(sender) if sender else platform_sender(settings)
-    message["From"] = Address(display_name=header_text(row.from_name), addr_spec=address)
+    name = header_text(row.from_name)
+    if any(len(word) > MAX_NAME_WORD for word in name.split()):
+        # The email package folds such a word into a blank line, which ends the headers
+        # early (To and the rest would be lost): the address alone is sent.
+        name = ""
+    message["From"] = Address(display_name=name, addr_spec=address)
     try:
         message["To"] = Address(addr_spec=ascii_address(row.to_address))
     except (ValueError, HeaderParseError) as exc:  # the parser's defects are ValueErrors
