@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined, pass_context
+from tortoise.transactions import in_transaction
 
 from models import Account as AccountModel
 from models import (
@@ -433,3 +434,43 @@ def test_a_filter_that_reads_the_context_keeps_the_template_unshared(monkeypatch
     monkeypatch.setattr(outbox, "_templates", env)
     assert outbox.loaded_names(env.get_template("filter.txt")) is None
     _same_as_render(env, "filter.txt", [{"name": "Anna"}, {"name": "Ben"}])
+
+
+async def test_a_mailing_is_written_batch_by_batch_not_held_whole(acme, settings, monkeypatch):
+    """Rows go to the database as soon as a batch is full, before the next mails are even
+    encrypted: a mailing of many distinct long bodies (the firm's copies) is never in memory
+    whole."""
+    scope = FirmScope(acme.owner.firm_id)
+    context = {"firm_name": "F", "account_name": "A", "name_account": False, "copy_to": None}
+    mails = [
+        outbox.Mail(
+            f"c{i}@example.com", "firm_email", {**context, "subject": "s", "body": f"{i} x"}, "MASS"
+        )
+        for i in range(12)
+    ]
+    events: list[str] = []
+    encrypt, insert = outbox.encrypt_bodies, outbox._insert
+
+    def encrypting(*args: Any) -> str:
+        events.append("encrypt")
+        return encrypt(*args)
+
+    async def inserting(rows: list[Any], postgres: bool) -> None:
+        events.append(f"insert {len(rows)}")
+        await insert(rows, postgres)
+
+    monkeypatch.setattr(outbox, "encrypt_bodies", encrypting)
+    monkeypatch.setattr(outbox, "_insert", inserting)
+    monkeypatch.setattr(outbox, "BATCH", 5)
+    async with in_transaction():
+        assert await outbox.enqueue_bulk(scope.firm_id, "F", mails, settings) == 12
+    # The sixth row fills no batch of five: the five before it are written first.
+    assert events == [
+        *["encrypt"] * 6,
+        "insert 5",
+        *["encrypt"] * 5,
+        "insert 5",
+        "encrypt",
+        "insert 2",
+    ]
+    assert await OutboundEmail.all().count() == 12

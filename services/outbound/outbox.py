@@ -14,7 +14,8 @@ A mass mailing (`enqueue_bulk`) writes the same rows as `enqueue_many` without b
 instance per row: each template's text is rendered once per distinct set of values of the
 names it loads (`Renderer`), equal bodies are encrypted once, and the rows go in as a few
 multi-row INSERTs (one `unnest` statement per batch on PostgreSQL, each distinct body sent
-once in it; a batch is capped by rows and by body size).
+once in it; a batch is capped by rows and by body size, and written as soon as it is full,
+so a mailing to 10,000 accounts with a long body is never held in memory whole).
 """
 
 from __future__ import annotations
@@ -390,7 +391,9 @@ async def enqueue_bulk(
     renderer = Renderer()
     sealed: dict[Bodies, str] = {}  # equal bodies encrypted once (one Fernet key, cached)
     domain = sender_address(settings).rpartition("@")[2]
-    rows: list[tuple[Any, ...]] = []
+    postgres = Tortoise.get_connection("default").capabilities.dialect == "postgres"
+    batches = _Batches(distinct=postgres)
+    written = 0
     for mail in mails:
         _check_kind(mail.kind)
         category = NotificationCategory(mail.category).value if mail.category else None
@@ -398,7 +401,7 @@ async def enqueue_bulk(
         body = sealed.get(bodies)
         if body is None:
             body = sealed[bodies] = encrypt_bodies(settings, bodies)
-        rows.append(
+        full = batches.add(
             (
                 firm_id,
                 mail.account_id,
@@ -417,12 +420,19 @@ async def enqueue_bulk(
                 now,
             )
         )
-    _check_lengths(rows)
-    postgres = Tortoise.get_connection("default").capabilities.dialect == "postgres"
-    for batch in _batches(rows, distinct=postgres):
-        await _insert(batch, postgres)
-    if rows:
+        if full:  # written as soon as a batch is full: a mailing is never held whole
+            written += await _write(full, postgres)
+            sealed.clear()
+    written += await _write(batches.rest(), postgres)
+    if written:
         OUTBOX.notify()  # as in enqueue_many: a worker that finds nothing yet looks again soon
+    return written
+
+
+async def _write(rows: list[tuple[Any, ...]], postgres: bool) -> int:
+    if rows:
+        _check_lengths(rows)
+        await _insert(rows, postgres)
     return len(rows)
 
 
@@ -440,26 +450,34 @@ def _check_lengths(rows: list[tuple[Any, ...]]) -> None:
 _BODY = _BULK_COLUMNS.index("body_encrypted")
 
 
-def _batches(rows: list[tuple[Any, ...]], *, distinct: bool) -> list[list[tuple[Any, ...]]]:
-    """Runs of at most BATCH rows whose bodies hold at most BATCH_BODY_CHARS characters (a
-    batch's first row always fits); with `distinct`, an equal body counts once per batch (the
-    PostgreSQL statement sends each body once)."""
-    batches: list[list[tuple[Any, ...]]] = []
-    batch: list[tuple[Any, ...]] = []
-    bodies: set[str] = set()
-    size = 0
-    for row in rows:
+class _Batches:
+    """Rows gathered into runs of at most BATCH rows whose bodies hold at most
+    BATCH_BODY_CHARS characters (a run's first row always fits); with `distinct`, an equal
+    body counts once per run (the PostgreSQL statement sends each body once)."""
+
+    def __init__(self, *, distinct: bool) -> None:
+        self.distinct = distinct
+        self.batch: list[tuple[Any, ...]] = []
+        self.bodies: set[str] = set()
+        self.size = 0
+
+    def add(self, row: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Adds `row`; the full run to write first when `row` did not fit in it, else []."""
         body = row[_BODY]
-        grows = 0 if distinct and body in bodies else len(body)
-        if batch and (len(batch) == BATCH or size + grows > BATCH_BODY_CHARS):
-            batches.append(batch)
-            batch, bodies, size, grows = [], set(), 0, len(body)
-        batch.append(row)
-        bodies.add(body)
-        size += grows
-    if batch:
-        batches.append(batch)
-    return batches
+        grows = 0 if self.distinct and body in self.bodies else len(body)
+        full: list[tuple[Any, ...]] = []
+        if self.batch and (len(self.batch) == BATCH or self.size + grows > BATCH_BODY_CHARS):
+            full = self.rest()
+            grows = len(body)
+        self.batch.append(row)
+        self.bodies.add(body)
+        self.size += grows
+        return full
+
+    def rest(self) -> list[tuple[Any, ...]]:
+        """The run gathered so far, and a fresh start."""
+        batch, self.batch, self.bodies, self.size = self.batch, [], set(), 0
+        return batch
 
 
 async def _insert(rows: list[tuple[Any, ...]], postgres: bool) -> None:
