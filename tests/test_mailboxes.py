@@ -303,3 +303,15 @@ async def test_sync_mailbox_runs_the_engine_and_returns_the_fresh_row(
     payload = (await acme.api.data(SYNC, {"id": "QWNjb3VudDox"}))["syncMailbox"]
     assert codes(payload) == ["NOT_FOUND"]
     assert len(calls) == 1
+
+
+async def test_a_host_name_the_resolver_cannot_take_is_invalid_input(acme, smtp):
+    """A label over 63 characters (or an empty one) has no IDNA form: INVALID_HOST before any
+    connection, not a resolver crash (found by the fuzzer)."""
+    for host in ("a" * 64 + ".example", "mail..example"):
+        values = {**mailbox_input(Endpoint(host, 993), smtp), "address": "a@acme.example"}
+        payload = await connect(acme.api, values)
+        assert ("INVALID_HOST", ["input", "imapHost"]) in [
+            (e["code"], e["field"]) for e in payload["errors"]
+        ], host
+    assert await Mailbox.all().count() == 0

@@ -19,6 +19,7 @@ services/mail/removal).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -442,6 +443,7 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
         not host
         or len(host) > MAX_HOST_LENGTH
         or any(not c.isprintable() or c.isspace() for c in host)
+        or not _has_ascii_form(host)
     ):
         errors.append(
             UserError(
@@ -452,6 +454,20 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
             )
         )
     return host
+
+
+def _has_ascii_form(host: str) -> bool:
+    """An IP address, or a name the resolver can take: IDNA, labels of 1 to 63 characters."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _port(value: int, name: str, errors: list[UserError]) -> None:

@@ -38,7 +38,10 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     """The host's addresses, vetted: HostNotAllowed when any is not public (unless allowed),
     OSError (socket.gaierror) when the name does not resolve."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a label over 63 characters, or none: no name to look up
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} is not a valid host name") from exc
     addresses: list[tuple[int, tuple[object, ...]]] = []
     for family, _type, _proto, _name, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
