@@ -18,6 +18,14 @@ report a refused address on its own (`search_participants`). RFC 3501 wants a li
 request only for APPEND, and refuses CR or LF in any argument, so not even a LITERAL+
 (`{n+}` CRLF text) literal goes through. Dovecot and most servers read the quoted string.
 
+Reading FETCH answers: aioimaplib's own reader is quadratic in a batch's answer (it rescans
+every line of the answer for each new one, copies the rest of a read at each line, restarts its
+timer at each line) and formats every read for its debug log. A session reads the answer to its
+own UID FETCH with `_FetchReader` instead: the same per-line handling (aioimaplib's
+`_handle_line`, so the same lines, results and failures), literals taken by their size, the
+parenthesis count kept as lines come (`_LinearFetch`), the timer restarted once per read. The
+rest of the conversation, and a FETCH begun while aioimaplib is mid-answer, stay aioimaplib's.
+
 Stopping: a session given a `stop` event fails its command in flight (and every later one) with
 SyncStopped as soon as it is set, so a pass stopping mid-FETCH hands its mailbox back at once
 instead of waiting for a large answer; nothing written to the database is interrupted.
@@ -45,6 +53,7 @@ from services.mail.logins import (
 )
 
 log = logging.getLogger(__name__)
+_AIOIMAPLIB_LOG = logging.getLogger(aioimaplib.__name__ + ".aioimaplib")  # its "Received" lines
 
 IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
 LATE_ANSWER_SECONDS = 0.2  # an answer that came with the connection's end is still read
@@ -156,6 +165,116 @@ async def guarded(
         raise MailSyncError(f"Connection to {where} failed ({what}): {exc}") from None
 
 
+class _LinearFetch(aioimaplib.FetchCommand):
+    """aioimaplib's FETCH command as `_FetchReader` feeds it: whether the last FETCH line is still
+    open (its parentheses unbalanced) is counted from the lines added since the last look, not
+    from all of them again; the timer is restarted by the reader once per read, not per line."""
+
+    def __init__(
+        self,
+        tag: str,
+        *args: str,
+        prefix: str,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float | None,
+    ) -> None:
+        super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=timeout)
+        self._counted = 0  # lines counted into _open
+        self._open = 0  # "(" less ")" since the last FETCH line (since the first line if none)
+
+    def wait_data(self) -> bool:
+        # aioimaplib's: the bytes lines (literals are bytearrays) from the last "n FETCH (" on.
+        lines = self._resp_lines
+        for index in range(self._counted, len(lines)):
+            line = lines[index]
+            if isinstance(line, bytes):
+                opened = line.count(b"(") - line.count(b")")
+                fetch_line = self.FETCH_MESSAGE_DATA_RE.match(line)
+                self._open = opened if fetch_line else self._open + opened
+        self._counted = len(lines)
+        return self._open != 0
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        self._resp_result = result
+        self._resp_lines.append(line)
+
+
+class _FetchReader:
+    """Reads what the server sends while `command` (a _LinearFetch) is answered, as
+    aioimaplib's IMAP4ClientProtocol.data_received and _handle_responses would, in one pass.
+    `feed` returns None while the answer goes on, then the bytes after it (for aioimaplib)."""
+
+    def __init__(self, protocol: aioimaplib.IMAP4ClientProtocol, command: _LinearFetch) -> None:
+        self.command = command
+        self._loop = protocol.loop
+        self._handle_line = protocol._handle_line
+        self._partial = b""  # a line not ended yet
+        self._current: aioimaplib.Command | None = None  # the command the next line belongs to
+        self._literal: bytearray | None = None
+        self._literal_left = 0
+        self._literal_to: aioimaplib.Command | None = None
+
+    def feed(self, data: bytes) -> bytes | None:
+        if _AIOIMAPLIB_LOG.isEnabledFor(logging.DEBUG):
+            _AIOIMAPLIB_LOG.debug("Received : %s", data)
+        command = self.command
+        if not command._event.is_set():
+            command._reset_timer()
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
+        while True:
+            if self._literal is not None:
+                take = min(self._literal_left, end - pos)
+                self._literal += view[pos : pos + take]
+                pos += take
+                self._literal_left -= take
+                if self._literal_left:
+                    return None
+                self._end_literal()
+            elif self._current is None and command._event.is_set():
+                return data[pos:]  # answered: the rest is aioimaplib's again
+            if pos == end:
+                # aioimaplib forgets the command the next line belongs to at the end of a read
+                # unless it is still waiting for data.
+                if self._current is not None and not self._current.wait_data():
+                    self._current = None
+                    if command._event.is_set():
+                        return b""
+                return None
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                self._partial = data[pos:]
+                return None
+            line = data[pos:line_end]
+            pos = line_end + 2
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        cmd = self._handle_line(line, self._current)
+        literal = aioimaplib.literal_data_re.match(line) if b"{" in line else None
+        if literal is not None:
+            if cmd is None:  # aioimaplib reads it into a command of its own and drops it
+                cmd = aioimaplib.Command("NIL", "unused", loop=self._loop)
+            self._current = self._literal_to = cmd
+            self._literal = bytearray()
+            self._literal_left = int(literal.group("size"))
+            if not self._literal_left:
+                self._end_literal()
+        elif cmd is not None and cmd.wait_data():
+            self._current = cmd
+        else:
+            self._current = None
+
+    def _end_literal(self) -> None:
+        assert self._literal is not None and self._literal_to is not None
+        self._literal_to.append_to_resp(self._literal)  # type: ignore[arg-type]
+        self._literal = self._literal_to = None
+
+
 class ImapSession:
     """A logged-in aioimaplib client whose every command fails fast when the connection drops
     (aioimaplib alone would wait for its timeout)."""
@@ -167,8 +286,60 @@ class ImapSession:
         self.stop: asyncio.Event | None = None  # set: commands fail with SyncStopped
         self.abandoned = False  # a command was abandoned midway (stop)
         self.bye: str | None = None  # the server's last words, when it said BYE
-        client.protocol.conn_lost_cb = lambda _exc: self.lost.set()
-        self._keep_bye(client.protocol)
+        protocol = client.protocol
+        protocol.conn_lost_cb = lambda _exc: self.lost.set()
+        self._keep_bye(protocol)
+        # What the server sends goes through `_received`: to aioimaplib, or to the reader of
+        # a FETCH answer while one is read.
+        self._reader: _FetchReader | None = None
+        self._aioimaplib_received = protocol.data_received
+        protocol.data_received = self._received
+
+    def _received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            self._aioimaplib_received(data)
+            return
+        rest = reader.feed(data)
+        if rest is not None:
+            self._reader = None
+            if rest:
+                self._aioimaplib_received(rest)
+
+    async def _uid_fetch(self, message_set: str, parts: str) -> aioimaplib.Response:
+        """`client.uid("fetch", ...)`, its answer read by a _FetchReader when nothing else is
+        under way (aioimaplib's own reader is at rest: no command pending, no line half-read)."""
+        protocol = self.client.protocol
+        at_rest = (
+            self._reader is None
+            and protocol.state in aioimaplib.Commands["UID"].valid_states
+            and protocol.pending_sync_command is None
+            and not protocol.pending_async_commands
+            and not protocol.incomplete_line
+            and protocol.current_command is None
+        )
+        if not at_rest:
+            return await self.client.uid("fetch", message_set, parts)
+        command = _LinearFetch(
+            protocol.new_tag(),
+            message_set,
+            parts,
+            prefix="UID",
+            loop=protocol.loop,
+            timeout=self.client.timeout,
+        )
+        reader = self._reader = _FetchReader(protocol, command)
+        try:
+            return await protocol.execute(command)
+        except BaseException:
+            # Not sent: aioimaplib reads on. Sent (then abandoned or timed out): the reader
+            # reads the rest of its answer, as aioimaplib would.
+            sent = (
+                command._event.is_set() or protocol.pending_async_commands.get("FETCH") is command
+            )
+            if not sent and self._reader is reader:
+                self._reader = None
+            raise
 
     def _keep_bye(self, protocol: object) -> None:
         """aioimaplib drops an untagged BYE that comes during a command; its text is kept to
@@ -291,7 +462,7 @@ class ImapSession:
         sort out by UID; a lost connection or a timeout raises MailSyncError."""
         message_set = ",".join(str(u) for u in uids)
         try:
-            response = await self.call("UID FETCH", self.client.uid("fetch", message_set, parts))
+            response = await self.call("UID FETCH", self._uid_fetch(message_set, parts))
         except MailSyncError:
             # A server going down says so too ("Server shutting down."): no message's fault.
             if (
