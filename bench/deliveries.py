@@ -95,15 +95,15 @@ class Meter:
 
     PARTS = ("clients", "postgres", "sink", "bench")
 
-    def __init__(self, sink: Sink, pids: list[int]) -> None:
-        self._sink, self._pids = sink, pids
+    def __init__(self, sink: Sink, pids: list[int], database: str) -> None:
+        self._sink, self._pids, self._database = sink, pids, database
         self._start = self._read()
         self._started = time.perf_counter()
 
     def _read(self) -> tuple[float, dict[int, float], float, float, tuple[float, float]]:
         return (
             sum(sinks.process_cpu(pid) for pid in self._pids),
-            sinks.postgres_cpu(),
+            sinks.postgres_cpu(self._database),
             sinks.process_cpu(self._sink.pid) if self._sink.pid else 0.0,
             sum(os.times()[:2]),
             sinks.machine_cpu(),
@@ -123,6 +123,10 @@ class Meter:
         figures["cores"] = (clients - clients0) / wall
         figures["busy"] = 100 * (busy - busy0) / (total - total0)
         return figures
+
+
+def database(settings: Settings) -> str:
+    return settings.resolved_database_url.rsplit("/", 1)[1]
 
 
 # Portico: worker processes draining the outbox.
@@ -200,7 +204,7 @@ async def run_portico(
             for i in range(workers):
                 await wait_started(Path(folder), i)
             await queue(settings, firm, count)
-            meter = Meter(sink, [process.pid for process in processes])
+            meter = Meter(sink, [process.pid for process in processes], database(settings))
             started = time.perf_counter()
             while True:
                 if await OutboundEmail.filter(status=DeliveryStatus.SENT).count() >= count:
@@ -236,6 +240,7 @@ def client_main(path: str, host: str, port: str, part: str, parts: str, reuse: s
     sys.stdin.readline()
     asyncio.run(send_all(messages, host, int(port), reuse == "1"))
     print("done", flush=True)
+    sys.stdin.readline()  # alive until measured: an exited process's CPU time is gone
 
 
 async def send_all(
@@ -253,7 +258,7 @@ async def send_all(
 
 
 async def run_baseline(
-    path: Path, sink: Sink, expected: set[str], processes: int, reuse: bool
+    path: Path, sink: Sink, db_name: str, expected: set[str], processes: int, reuse: bool
 ) -> tuple[float, dict[str, float]]:
     sink.take()
     args = [str(path), "127.0.0.1", str(sink.port), "", str(processes), "1" if reuse else "0"]
@@ -274,7 +279,7 @@ async def run_baseline(
         )
     for client in clients:
         assert (await client.stdout.readline()).strip() == b"ready"  # type: ignore[union-attr]
-    meter = Meter(sink, [client.pid for client in clients])
+    meter = Meter(sink, [client.pid for client in clients], db_name)
     started = time.perf_counter()
     for client in clients:
         client.stdin.write(b"go\n")  # type: ignore[union-attr]
@@ -283,6 +288,9 @@ async def run_baseline(
         assert (await client.stdout.readline()).strip() == b"done"  # type: ignore[union-attr]
     elapsed = time.perf_counter() - started
     cpu = meter.stop(len(expected))
+    for client in clients:
+        client.stdin.write(b"exit\n")  # type: ignore[union-attr]
+        await client.stdin.drain()  # type: ignore[union-attr]
     for client in clients:
         if await client.wait():
             raise SystemExit(f"baseline client exited with {client.returncode}")
@@ -305,10 +313,14 @@ async def one_round(settings: Settings, sink: Sink, count: int, profile: Path | 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "messages.pickle"
             path.write_bytes(pickle.dumps(await messages_of_rows(settings)))
-            elapsed, cpu = await run_baseline(path, sink, expected, workers, reuse=False)
+            elapsed, cpu = await run_baseline(
+                path, sink, database(settings), expected, workers, reuse=False
+            )
             runs[f"baseline{workers}"] = (count / elapsed, cpu)
             if workers == 1:
-                elapsed, cpu = await run_baseline(path, sink, expected, 1, reuse=True)
+                elapsed, cpu = await run_baseline(
+                    path, sink, database(settings), expected, 1, reuse=True
+                )
                 runs["reused"] = (count / elapsed, cpu)
     return runs
 

@@ -156,17 +156,23 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
-def postgres_cpu() -> dict[int, float]:
-    """CPU seconds of every process named postgres (the server and its backends, whatever
-    database they serve: other work on the machine shows here too)."""
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of PostgreSQL's processes: the backends connected to `database` (their
+    title names it), and the server's own (writer, checkpointer: shared with whatever else
+    the server does). Backends of other databases are left out."""
     found = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    found[int(entry.name)] = process_cpu(int(entry.name))
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
                 continue
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        backend = "(" in title or "[local]" in title  # "user db 127.0.0.1(port) state"
+        if not backend or f" {database} " in title:
+            found[int(entry.name)] = process_cpu(int(entry.name))
     return found
 
 
