@@ -338,3 +338,111 @@ async def test_an_answer_slower_than_the_timeout_but_never_silent_for_it_is_read
             await session.close()
     assert time.monotonic() - started > 1
     assert got.data == {7: MESSAGES[5]} and got.refused is None
+
+
+# Made-up answers of a hostile server ----------------------------------------------------------
+
+
+def made_up_answer(chosen: random.Random, tag: bytes) -> bytes:
+    """An answer to a UID FETCH tagged `tag` from a server that sends odd things: parentheses
+    in quoted strings (unbalancing the FETCH line), unsolicited lines and literals, empty lines,
+    continuations, a stray tagged line, FETCH-like and tagged lines inside literals. Its
+    literals are inside an open parenthesis, as a server's are (aioimaplib forgets one that
+    starts a read with the FETCH line's parentheses closed: malformed, and read otherwise)."""
+
+    def body() -> bytes:
+        bits = [b"(", b")", b"\r\n", b"* 5 FETCH (", b"{3}\r\n", tag + b" OK", b"\r", b"\n"]
+        bits.append(bytes(chosen.randrange(256) for _ in range(chosen.randint(0, 40))))
+        return b"".join(chosen.choice(bits) for _ in range(chosen.randint(0, 12)))
+
+    def piece(n: int) -> bytes:
+        kind = chosen.randrange(12)
+        if kind <= 3:
+            data = body()
+            after = chosen.choice([b")", b" UID %d)" % n, b" FLAGS (\\Seen))"])
+            return b"* %d FETCH (UID %d BODY[] {%d}\r\n%s%s\r\n" % (n, n, len(data), data, after)
+        if kind == 4:
+            return b"* %d FETCH (UID %d FLAGS (\\Seen))\r\n" % (n, n)
+        if kind == 5:
+            return b'* %d FETCH (UID %d X "%s")\r\n' % (n, n, chosen.choice([b"(", b")"]))
+        if kind == 6:
+            data = body()
+            return b"* %d FOO {%d}\r\n%s\r\n" % (n, len(data), data)
+        if kind == 7:
+            return chosen.choice([b"\r\n", b"+ go on\r\n", b"* FETCH odd\r\n", b"x y\r\n"])
+        if kind == 8:
+            return chosen.choice([b"* 3 EXISTS\r\n", b"* OK still here\r\n", b"* BYE maybe\r\n"])
+        if kind == 9 and chosen.random() < 0.1:
+            return b"ZZ9 OK not yours\r\n"
+        return b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n" % (n, n, chosen.randrange(10**6))
+
+    pieces_ = [piece(n) for n in range(1, chosen.randint(1, 12))]
+    end = tag + chosen.choice([b" OK done", b" NO [SERVERBUG] no", b" BAD what"]) + b"\r\n"
+    return b"".join(pieces_) + end + chosen.choice([b"", b"* 2 EXPUNGE\r\n", b"* 4 EXI"])
+
+
+def fed(protocol: aioimaplib.IMAP4ClientProtocol, cut: list[bytes]) -> str | None:
+    """What is left of a failure to read `cut` (aioimaplib's Abort on a stray tag)."""
+    for piece in cut:
+        try:
+            protocol.data_received(piece)
+        except aioimaplib.AioImapException as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def random_cut(answer: bytes, chosen: random.Random) -> list[bytes]:
+    ends: list[int] = []
+    while (ends[-1] if ends else 0) < len(answer):
+        ends.append((ends[-1] if ends else 0) + chosen.choice([1, 1, 2, 3, 7, 40, 500]))
+    ends = sorted({*ends, *literal_bounds(answer)})  # and a read ending with each literal
+    # Not right after a literal's announcement (see made_up_answer).
+    return pieces(answer, iter([e for e in ends if not answer[:e].endswith(b"}\r\n")]))
+
+
+def keep_byes(protocol: aioimaplib.IMAP4ClientProtocol) -> list[str]:
+    """What an ImapSession's BYE hook would keep, from a stock protocol."""
+    byes: list[str] = []
+    untagged = protocol._untagged_response
+
+    def keep_bye(line: bytes) -> Any:
+        if line.upper().startswith(b"* BYE"):
+            byes.append(line[5:].strip().decode(errors="replace")[:300])
+        return untagged(line)
+
+    protocol._untagged_response = keep_bye  # type: ignore[method-assign]
+    return byes
+
+
+@pytest.mark.parametrize("seed", range(0, 800, 100))
+async def test_made_up_hostile_answers_are_read_as_stock_aioimaplib_reads_them(seed: int) -> None:
+    for n in range(seed, seed + 100):
+        chosen = random.Random(n)
+        answer = made_up_answer(chosen, b"ABC1")
+        cut = random_cut(answer, chosen) if n % 3 else [answer]
+
+        stock = selected_protocol("ABC1")
+        tasks = [asyncio.ensure_future(stock.uid("fetch", "1:*", "(UID BODY.PEEK[])", timeout=5))]
+        await asyncio.sleep(0)
+        stock_command = stock.pending_async_commands["FETCH"]
+        byes = keep_byes(stock)
+        stock_failure = fed(stock, cut)
+
+        ours = selected_protocol("ABC1")
+        session = ImapSession(_Client(ours), "replay")  # type: ignore[arg-type]
+        tasks.append(asyncio.ensure_future(session._uid_fetch("1:*", "(UID BODY.PEEK[])")))
+        await asyncio.sleep(0)
+        assert session._reader is not None
+        our_command = session._reader.command
+        our_failure = fed(ours, cut)
+
+        assert our_failure == stock_failure, (n, answer)
+        assert shown(our_command.response) == shown(stock_command.response), (n, answer)
+        assert session.bye == (byes[-1] if byes else None), (n, answer)
+        if our_failure is None:  # aioimaplib reads on from the same place
+            assert ours.incomplete_line == stock.incomplete_line, (n, answer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for command in (stock_command, our_command):
+            command._timer.cancel()

@@ -202,7 +202,12 @@ class _LinearFetch(aioimaplib.FetchCommand):
 class _FetchReader:
     """Reads what the server sends while `command` (a _LinearFetch) is answered, as
     aioimaplib's IMAP4ClientProtocol.data_received and _handle_responses would, in one pass.
-    `feed` returns None while the answer goes on, then the bytes after it (for aioimaplib)."""
+    `feed` returns None while the answer goes on, then the bytes after it (for aioimaplib).
+
+    Where a read ends changes nothing, with one exception for a malformed answer: a literal
+    announced at the very end of a read while the FETCH line's parentheses are closed (a
+    literal outside the FETCH's list) is read here, where aioimaplib loses track of it and
+    reads its bytes as lines."""
 
     def __init__(self, protocol: aioimaplib.IMAP4ClientProtocol, command: _LinearFetch) -> None:
         self.command = command
@@ -237,17 +242,9 @@ class _FetchReader:
                 self._end_literal()
             elif self._current is None and command._event.is_set():
                 return data[pos:]  # answered: the rest is aioimaplib's again
-            if pos == end:
-                # aioimaplib forgets the command the next line belongs to at the end of a read
-                # unless it is still waiting for data.
-                if self._current is not None and not self._current.wait_data():
-                    self._current = None
-                    if command._event.is_set():
-                        return b""
-                return None
             line_end = data.find(b"\r\n", pos)
             if line_end < 0:
-                self._partial = data[pos:]
+                self._partial = data[pos:]  # b"" at the end of the read
                 return None
             line = data[pos:line_end]
             pos = line_end + 2
