@@ -44,6 +44,8 @@ from urllib.parse import unquote_to_bytes
 
 import nh3
 
+from services.mail import mime_split
+
 MAX_ADDRESS = 254  # RFC 5321's limit and the column's
 MAX_MESSAGE_ID = 998  # the column's
 MAX_BODY_CHARS = 1_000_000  # per body (text, HTML): a bigger one is cut, the rest is dropped
@@ -118,7 +120,7 @@ def parse_message(
     """Everything Portico keeps of one message; never raises for a malformed message.
 
     Attachments bigger than `max_attachment_bytes` (when given) are listed without content."""
-    msg = _PARSER.parsebytes(raw)
+    msg = mime_split.split(raw, _POLICY) or _PARSER.parsebytes(raw)
     from_addresses = addresses(msg, "From")
     subject = _header(msg, "Subject")[:MAX_SUBJECT_CHARS]
     date_raw = _header(msg, "Date")
@@ -153,7 +155,9 @@ def parse_message(
 
 def parse_participants(raw_headers: bytes) -> list[str]:
     """From, To and Cc of a header block (a FETCH of those fields), as `participants`."""
-    msg = _PARSER.parsebytes(raw_headers, headersonly=True)
+    msg = mime_split.split_headers(raw_headers, _POLICY) or _PARSER.parsebytes(
+        raw_headers, headersonly=True
+    )
     return _unique([*addresses(msg, "From"), *addresses(msg, "To"), *addresses(msg, "Cc")])
 
 
@@ -435,9 +439,54 @@ _PLAIN_READERS = {
 }
 
 
+class _Part(EmailMessage):
+    """An EmailMessage that reads a header once: the email package asks a part for its
+    Content-Type a dozen times a parse, and `get` scans every header each time. The first
+    (name, value) of each name is indexed, and what the policy made of it kept, for as long as
+    the headers are those the index was made from (compared on each read, a C-level list
+    comparison, so a change by any of the email package's methods is seen)."""
+
+    _index: tuple[list[tuple[str, Any]], dict[str, tuple[str, Any]], dict[str, Any], dict[str, Any]]
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        _, first, read, _ = self._current_index()
+        key = name.lower()
+        value = read.get(key, _MISSING)
+        if value is _MISSING:
+            found = first.get(key)
+            if found is None:
+                return failobj
+            value = read[key] = self.policy.header_fetch_parse(*found)
+        return value
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        """The parameters of `header` (get_param, get_boundary, get_filename and the content
+        manager each parse them again), kept like the values; a copy each time, as the
+        email package hands this list on."""
+        params_read = self._current_index()[3]
+        key = header.lower()
+        params = params_read.get(key, _MISSING)
+        if params is _MISSING:
+            params = params_read[key] = super()._get_params_preserve(_MISSING, header)
+        return failobj if params is _MISSING else list(params)
+
+    def _current_index(self) -> tuple[Any, ...]:
+        index = self.__dict__.get("_index")
+        if index is None or index[0] != self._headers:
+            first = {k.lower(): (k, v) for k, v in reversed(self._headers)}
+            index = self._index = (list(self._headers), first, {}, {})
+        return index
+
+
+_MISSING = object()
+
+
 class _Policy(EmailPolicy):
-    """policy.default, the plain values of the headers above read by `_Plain`. A value read
-    is kept for the next time it is asked for (each part's content type is read many times)."""
+    """policy.default, the plain values of the headers above read by `_Plain`, its messages
+    `_Part`s. A value read is kept for the next time it is asked for (each part's content type
+    is read many times)."""
+
+    message_factory = _Part
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
         if hasattr(value, "name"):
@@ -485,7 +534,8 @@ _REGISTRY = HeaderRegistry()
 _READ: dict[tuple[str, str], _Plain] = {}
 _READ_KEPT = 1_000  # values kept, all forgotten when full
 _READ_KEPT_CHARS = 2_000  # longer values are read each time
-_PARSER = BytesParser(policy=_Policy())
+_POLICY = _Policy()
+_PARSER = BytesParser(policy=_POLICY)
 
 
 # Authentication-Results (RFC 8601) ------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""The tree `email.feedparser` builds for a message, built faster for the plain forms of mail.
+
+The feedparser reads a message one line at a time in Python, about half the cost of parsing
+synced mail (services/mail/parse.py). `split` builds the same `EmailMessage` tree (the same
+(name, value) header pairs, the same payload strings, parts attached in the same order) by
+searching the text for header ends and boundary lines, when the message keeps to the forms
+whose reading by the feedparser is simple to state:
+
+- every line ends in CRLF (as IMAP delivers mail) or is the last one;
+- header lines are ASCII `Name: value` lines or their continuations, ended by a blank line;
+- a multipart has a boundary, its first boundary line opens a part, no two boundary lines
+  follow each other, and its closing boundary line is there;
+- no part is message/* (a forwarded message, a delivery report) or in multipart/digest.
+
+Anything else (nearly always damaged or unusual mail) gives None, and the caller parses the
+message with the feedparser itself. Where a header's value, a content type or a boundary is
+read, the stock `EmailMessage` methods read it, as the feedparser calls them. Not copied:
+preambles, epilogues and defects, which Portico never reads. tests/test_mime_split.py
+compares both trees and both parses on generated, real-world and damaged mail.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.policy import Policy
+
+# A header field name as the feedparser's headerRE takes it: printable ASCII but ":".
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+")
+
+
+class _NotPlain(Exception):
+    """The feedparser reads this message in a way `split` does not copy."""
+
+
+def split(raw: bytes, policy: Policy) -> EmailMessage | None:
+    """The feedparser's tree of `raw` (as `BytesParser(policy=policy).parsebytes`), or None
+    when the message is not in the plain forms above."""
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
+    if not _crlf_only(text):
+        return None
+    try:
+        return _part(text, 0, len(text), policy, inside_multipart=False)
+    except _NotPlain:
+        return None
+
+
+def split_headers(raw: bytes, policy: Policy) -> EmailMessage | None:
+    """As `split`, for `parsebytes(raw, headersonly=True)`: the headers, the rest as text."""
+    text = raw.decode("ascii", "surrogateescape")
+    if not _crlf_only(text):
+        return None
+    msg = policy.message_factory(policy=policy)
+    try:
+        body = _headers(text, 0, len(text), msg)
+    except _NotPlain:
+        return None
+    msg.set_payload(text[body:])
+    return msg
+
+
+def _crlf_only(text: str) -> bool:
+    """No CR or LF outside a CRLF (the feedparser ends lines there too)."""
+    crlf = text.count("\r\n")
+    return text.count("\r") == crlf and text.count("\n") == crlf
+
+
+def _part(
+    text: str, start: int, end: int, policy: Policy, *, inside_multipart: bool
+) -> EmailMessage:
+    """The message or part in text[start:end] (`end`: where the feedparser's stream for it
+    ends, the next boundary line of its multipart, or the end of the text)."""
+    msg = policy.message_factory(policy=policy)
+    body = _headers(text, start, end, msg)
+    maintype = msg.get_content_maintype()
+    if maintype == "message":
+        raise _NotPlain
+    if maintype == "multipart":
+        _multipart(msg, text, body, end, policy)
+        return msg
+    payload = text[body:end]
+    if inside_multipart and payload.endswith("\r\n"):
+        payload = payload[:-2]  # RFC 2046: the line break before a boundary belongs to it
+    msg.set_payload(payload)
+    return msg
+
+
+def _headers(text: str, start: int, end: int, msg: EmailMessage) -> int:
+    """Sets the header lines from `start` on as (name, value) pairs, as the feedparser's
+    `header_source_parse` makes them (the value keeps its folds); where the body starts."""
+    pos = start
+    name: str | None = None
+    lines: list[str] = []
+    while True:
+        eol = text.find("\r\n", pos, end)
+        if eol == -1:
+            raise _NotPlain  # no blank line before the part ends
+        line = text[pos:eol]
+        pos = eol + 2
+        if not line:
+            break
+        if not line.isascii():
+            raise _NotPlain
+        if line[0] in " \t":
+            if name is None:
+                raise _NotPlain  # a first line that continues nothing
+            lines.append(line)
+            continue
+        if name is not None:
+            msg.set_raw(name, "\r\n".join(lines))
+        colon = line.find(":")
+        if colon <= 0 or not _FIELD_NAME.fullmatch(line, 0, colon):
+            raise _NotPlain  # a body line without the blank line, or "From " (mbox)
+        name, lines = line[:colon], [line[colon + 1 :].lstrip(" \t")]
+    if name is not None:
+        msg.set_raw(name, "\r\n".join(lines))
+    return pos
+
+
+def _multipart(msg: EmailMessage, text: str, start: int, end: int, policy: Policy) -> None:
+    """The parts of the multipart `msg` whose body is text[start:end], attached in order."""
+    boundary = msg.get_boundary()
+    if not boundary or msg.get_content_type() == "multipart/digest":
+        raise _NotPlain
+    separator = "--" + boundary
+    found = _boundary_line(text, separator, start, end)
+    if found is None or found[1]:
+        raise _NotPlain  # no opening boundary line: the feedparser keeps it all as text
+    pos = found[2]
+    while True:
+        if _is_boundary_line(text, separator, pos) is not None:
+            raise _NotPlain  # boundary lines one after another: the feedparser skips them
+        found = _boundary_line(text, separator, pos, end)
+        if found is None:
+            raise _NotPlain  # no closing boundary line
+        line_start, closing, after = found
+        msg.attach(_part(text, pos, line_start, policy, inside_multipart=True))
+        if closing:
+            return
+        pos = after
+
+
+def _boundary_line(text: str, separator: str, start: int, end: int) -> tuple[int, bool, int] | None:
+    """The first boundary line of `separator` among the lines starting in [start, end):
+    where it starts, whether it closes the multipart, where the next line starts."""
+    at = start
+    while at < end:
+        closing = _is_boundary_line(text, separator, at)
+        if closing is not None:
+            eol = text.find("\r\n", at)
+            return at, closing, len(text) if eol == -1 else eol + 2
+        found = text.find("\r\n" + separator, at, end)
+        if found == -1:
+            return None
+        at = found + 2
+    return None
+
+
+def _is_boundary_line(text: str, separator: str, at: int) -> bool | None:
+    """Whether the line at `at` is a boundary line, as the feedparser's expression
+    `(--boundary)(--)?[ \\t]*(\\r\\n|\\r|\\n)?$` matches it: None if not, else whether it is
+    the closing one."""
+    if not text.startswith(separator, at):
+        return None
+    at += len(separator)
+    closing = text.startswith("--", at)
+    if closing:
+        at += 2
+    while at < len(text) and text[at] in " \t":
+        at += 1
+    if at == len(text) or text.startswith("\r\n", at):
+        return closing
+    return None

@@ -1,0 +1,268 @@
+"""services/mail/mime_split against the feedparser it stands in for: wherever `split` answers,
+its tree is the feedparser's (headers, payloads, parts) and `parse_message` reads the same from
+it, on mail built by the email package, on line soup made to hit boundary and header edge
+cases, and on damaged copies of both."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from services.mail import mime_split, parse
+
+NOW = datetime(2026, 3, 2, tzinfo=UTC)
+# The feedparser with Portico's header readers and plain EmailMessages (not parse._Part).
+STOCK = BytesParser(policy=parse._POLICY.clone(message_factory=EmailMessage))
+
+
+def _tree(msg: EmailMessage) -> object:
+    """What Portico can read of a parsed message: headers, content type, payload, parts."""
+    payload = msg.get_payload()
+    parts = [_tree(p) for p in payload] if isinstance(payload, list) else payload
+    return (msg._headers, msg.get_content_type(), msg.get_default_type(), parts)
+
+
+def _same_as_feedparser(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Asserts that split's answer, when there is one, is the feedparser's; True if it
+    answered."""
+    ours = mime_split.split(raw, parse._POLICY)
+    heads = mime_split.split_headers(raw, parse._POLICY)
+    if heads is not None:
+        stock_heads = STOCK.parsebytes(raw, headersonly=True)
+        assert (heads._headers, heads.get_payload()) == (
+            stock_heads._headers,
+            stock_heads.get_payload(),
+        ), raw
+    if ours is None:
+        return False
+    assert _tree(ours) == _tree(STOCK.parsebytes(raw)), raw
+    fast = parse.parse_message(raw, NOW, max_attachment_bytes=64)
+    with monkeypatch.context() as patch:  # the email package as it comes: no split, no _Part
+        patch.setattr(mime_split, "split", lambda raw, policy: None)
+        patch.setattr(parse, "_PARSER", STOCK)
+        assert parse.parse_message(raw, NOW, max_attachment_bytes=64) == fast, raw
+    return True
+
+
+def _mail(rnd: random.Random) -> bytes:
+    """A message as mail clients write them: text, HTML, attachments, inline pictures,
+    forwarded mail, encoded names and subjects, several charsets and transfer encodings."""
+    msg = EmailMessage()
+    msg["From"] = rnd.choice(["A <a@x.example>", "=?utf-8?q?J=C3=BCrgen?= <j@x.example>"])
+    msg["To"] = ", ".join(f"p{n}@y.example" for n in range(rnd.randint(1, 3)))
+    msg["Subject"] = rnd.choice(["Figures", "Übersicht 2026", "Re: " + "long words " * 12])
+    msg["Date"] = "Mon, 2 Mar 2026 09:30:00 +0100"
+    msg["Message-ID"] = f"<m{rnd.randint(0, 10**6)}@x.example>"
+    text = rnd.choice(["Hello\n", "Grüße\n" * 3, "x" * 200 + "\n", "--\nsig\n", ""])
+    msg.set_content(
+        text,
+        charset=rnd.choice(["utf-8", "us-ascii"]) if text.isascii() else "utf-8",
+        cte=rnd.choice([None, "quoted-printable", "base64"]),
+    )
+    if rnd.random() < 0.7:
+        msg.add_alternative("<p>" + text + "</p>", subtype="html")
+    if rnd.random() < 0.3:
+        html = msg.get_body(("html",))
+        if html is not None:
+            html.add_related(b"\x89PNG" * 20, "image", "png", cid="<pic@x>")
+    for _ in range(rnd.randint(0, 2)):
+        name = rnd.choice(["a.pdf", "Bericht März.pdf", "x" * 90 + ".txt", "b c.doc"])
+        msg.add_attachment(
+            bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 300))),
+            maintype="application",
+            subtype="octet-stream",
+            filename=name,
+        )
+    if rnd.random() < 0.15:
+        inner = EmailMessage()
+        inner["Subject"] = "Forwarded"
+        inner.set_content("inner")
+        msg.add_attachment(inner)
+    raw = msg.as_bytes()
+    return raw if rnd.random() < 0.1 else raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _damaged(raw: bytes, rnd: random.Random) -> bytes:
+    noise = [b"--", b"\r\n", b"\n", b"\r", b" ", b"\t", b"==", b":", b"\r\n\r\n", b"-- \r\n"]
+    out = bytearray(raw)
+    for _ in range(rnd.randint(1, 6)):
+        pos = rnd.randrange(len(out) + 1)
+        if rnd.random() < 0.5:
+            del out[pos : pos + rnd.randint(1, 8)]
+        else:
+            out[pos:pos] = rnd.choice(noise)
+    return bytes(out)
+
+
+def test_mail_as_clients_write_it_splits_as_the_feedparser_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rnd = random.Random(14)
+    answered = 0
+    for _ in range(400):
+        answered += _same_as_feedparser(_mail(rnd), monkeypatch)
+    assert answered >= 300  # CRLF mail without forwarded messages: nearly all of it
+
+
+def test_damaged_mail_splits_as_the_feedparser_reads_it_or_not_at_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rnd = random.Random(15)
+    answered = 0
+    for _ in range(800):
+        answered += _same_as_feedparser(_damaged(_mail(rnd), rnd), monkeypatch)
+    assert answered >= 100  # damage in a body leaves the message plain
+
+
+# Line soup: headers, boundary lines of nested multiparts (prefixes of each other, with
+# whitespace, closing or not), blank lines and text, joined by CRLF or by stray line ends.
+_BOUNDARIES = ["b", "b1", "bb", "b b", "b.(x)"]
+_HEADER_LINES = [
+    'Content-Type: multipart/mixed; boundary="{b}"',
+    'Content-Type: multipart/alternative;\r\n boundary="{b}"',
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Type: text/html",
+    'Content-Type: multipart/digest; boundary="{b}"',
+    "Content-Type: message/rfc822",
+    "Content-Type: multipart/mixed",
+    "Content-Transfer-Encoding: base64",
+    "Content-Transfer-Encoding: quoted-printable",
+    'Content-Disposition: attachment; filename="a.pdf"',
+    "Subject: hi",
+    "Subject:",
+    "X-Folded: one\r\n\ttwo",
+    " continued",
+    "From someone",
+    ":no name",
+    "Bad Name: x",
+    "Subject: Gr\udcc3\udcbc\udcc3\udc9fe",
+]
+
+
+@st.composite
+def line_soup(draw: st.DrawFn) -> bytes:
+    lines: list[str] = []
+    for _ in range(draw(st.integers(1, 40))):
+        boundary = draw(st.sampled_from(_BOUNDARIES))
+        kind = draw(st.integers(0, 9))
+        if kind <= 2:
+            lines.append(draw(st.sampled_from(_HEADER_LINES)).format(b=boundary))
+        elif kind <= 5:
+            tail = draw(st.sampled_from(["", "--", " ", "\t", "-- ", "x", "--x", "---"]))
+            lines.append("--" + boundary + tail)
+        elif kind <= 7:
+            lines.append("")
+        else:
+            lines.append(draw(st.sampled_from(["text", "=C3=BC", "aGVsbG8=", "\x0c", "<p>"])))
+    joiners = draw(
+        st.lists(
+            st.sampled_from(["\r\n"] * 12 + ["\n", "\r"]), min_size=len(lines), max_size=len(lines)
+        )
+    )
+    ending = draw(st.sampled_from(["", "\r\n"]))
+    text = "".join(line + joiner for line, joiner in zip(lines, joiners, strict=True))
+    return (text[: -len(joiners[-1])] + ending).encode("ascii", "surrogateescape")
+
+
+_FILLER = ["text", "", "--", "-- ", "=C3=BC", "--b1x", "--bb-", " --b", "\x0c--b"]
+
+
+@st.composite
+def entity(draw: st.DrawFn, depth: int = 0) -> list[str]:
+    """The lines of a well-formed message or part (multiparts nested up to three deep, their
+    boundaries possibly prefixes of each other, or the same), with text that looks like
+    boundary lines here and there."""
+    filler = st.lists(st.sampled_from(_FILLER), max_size=3)
+    if depth < 3 and draw(st.booleans()):
+        boundary = draw(st.sampled_from(_BOUNDARIES))
+        subtype = draw(st.sampled_from(["mixed", "alternative", "related"]))
+        lines = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"', ""]
+        lines += draw(filler)
+        for _ in range(draw(st.integers(1, 3))):
+            lines.append("--" + boundary + draw(st.sampled_from(["", " ", "\t ", "  "])))
+            lines += draw(entity(depth + 1))
+        lines.append("--" + boundary + "--" + draw(st.sampled_from(["", " "])))
+        return lines + draw(filler)
+    simple = [h for h in _HEADER_LINES if "boundary" not in h and "rfc822" not in h]
+    headers = draw(st.lists(st.sampled_from(simple), max_size=3))
+    return [*headers, "", *draw(filler)]
+
+
+@st.composite
+def structured_mail(draw: st.DrawFn) -> bytes:
+    lines = draw(entity())
+    joined = "\r\n".join(lines) + draw(st.sampled_from(["", "\r\n"]))
+    if draw(st.integers(0, 9)) == 0:  # a stray line end somewhere
+        at = draw(st.integers(0, len(joined)))
+        joined = joined[:at] + draw(st.sampled_from(["\n", "\r"])) + joined[at:]
+    return joined.encode("ascii", "surrogateescape")
+
+
+@hypothesis_settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.one_of(line_soup(), structured_mail()))
+def test_line_soup_and_nested_multiparts_split_as_the_feedparser_reads_them(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _same_as_feedparser(raw, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Nested multiparts, the inner boundary a prefix of the outer one; whitespace after
+        # boundary lines; a part without headers; a last line without CRLF.
+        b'Content-Type: multipart/mixed; boundary="bb"\r\n\r\npre --bb\r\n--bb \t\r\n'
+        b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n\r\nno headers\r\n'
+        b"--bx\r\n--b--\r\nepilogue\r\n--bb\r\nContent-Type: text/html\r\n\r\n<p>\r\n--bb-- ",
+        b"Subject: plain\r\n\r\nbody\r\n--not a boundary\r\n",
+        b"Subject: folded\r\n  over\r\n\tlines  \r\nX: \r\n\r\n",
+    ],
+)
+def test_edge_cases_split_as_the_feedparser_reads_them(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _same_as_feedparser(raw, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: lf only\n\nbody\n",  # lines ending in LF alone
+        b"From a@x Mon Mar  2 09:30:00 2026\r\nSubject: mbox\r\n\r\nx\r\n",
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nno end\r\n',
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n',
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+        b"Subject: no blank line",
+    ],
+)
+def test_what_split_does_not_copy_is_left_to_the_feedparser(raw: bytes) -> None:
+    assert mime_split.split(raw, parse._POLICY) is None
+    assert parse.parse_message(raw, NOW) == parse.parse_message(raw, NOW)  # never raises
+
+
+def test_a_part_reads_its_headers_anew_once_they_change() -> None:
+    """parse._Part keeps what it read of a header only while the headers stay as they were."""
+    msg = parse._PARSER.parsebytes(b"Content-Type: text/plain; charset=ascii\r\nX-A: 1\r\n\r\nx")
+    assert isinstance(msg, parse._Part)
+    assert (msg.get_content_type(), msg["x-a"], msg.get("x-b", "none")) == (
+        "text/plain",
+        "1",
+        "none",
+    )
+    msg.replace_header("X-A", "2")
+    msg.set_param("charset", "utf-8")
+    msg["X-B"] = "3"
+    del msg["Content-Type"]
+    assert (msg.get_content_type(), msg["x-a"], msg["X-B"]) == ("text/plain", "2", "3")
+    assert msg.get_param("charset") is None
+    msg.set_type("text/html")
+    assert msg.get_content_type() == "text/html"
