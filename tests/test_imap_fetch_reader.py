@@ -27,13 +27,15 @@ import pytest
 
 from services.mail import sync_engine
 from services.mail.imap import (
+    _EMPTY_SECTION,
+    _FETCH_START,
+    _SIZE,
+    _UID,
     IMAP_TIMEOUT,
     Fetched,
     ImapSession,
     ServerTimedOut,
-    _empty,
-    _fetched,
-    _sizes,
+    _read_answer,
     _text,
 )
 from services.mail.logins import MailServer, open_imap
@@ -254,6 +256,7 @@ async def test_a_recorded_answer_read_in_pieces_is_read_as_stock_aioimaplib_read
     ours, _ = await session_reads(one, cut)
     assert shown(ours) == shown(stock)
     assert shown(stock) == shown(one.response)  # as read live
+    assert _read_answer(ours.lines) == read_as_before(stock.lines)
     if part == "refused":
         assert stock.result == "BAD"
     elif part == "whole" and one.uids == ALL:
@@ -278,9 +281,58 @@ async def test_what_follows_the_answer_in_the_same_read_is_aioimaplibs_again(
 
 def fetched_by_stock(response: Any) -> Fetched:
     refused = None if response.result == "OK" else _text(response)
-    return Fetched(
-        _fetched(response.lines), _sizes(response.lines), refused, _empty(response.lines)
-    )
+    literals, sizes, empty = read_as_before(response.lines)
+    return Fetched(literals, sizes, refused, empty)
+
+
+# How ImapSession.fetch read the lines before _read_answer (three passes, commit 614c8b6):
+# the reference _read_answer is held to.
+
+
+def _fetched(lines: list[Any]) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    uid: int | None = None
+    data: bytes | None = None
+
+    def keep() -> None:
+        if uid is not None and data is not None:
+            found[uid] = data
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            data = bytes(line)
+            continue
+        if _FETCH_START.match(line):
+            keep()
+            uid, data = None, None
+        if uid is None and (match := _UID.search(line)):
+            uid = int(match.group(1))
+    keep()
+    return found
+
+
+def _empty(lines: list[Any]) -> set[int]:
+    found: set[int] = set()
+    for line in lines:
+        if not (isinstance(line, bytes) and _FETCH_START.match(line)):
+            continue
+        if _EMPTY_SECTION.search(line) and (uid := _UID.search(line)):
+            found.add(int(uid.group(1)))
+    return found
+
+
+def _sizes(lines: list[Any]) -> dict[int, int]:
+    found: dict[int, int] = {}
+    for line in lines:
+        if isinstance(line, bytes) and _FETCH_START.match(line):
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid and size:
+                found[int(uid.group(1))] = int(size.group(1))
+    return found
+
+
+def read_as_before(lines: list[Any]) -> tuple[dict[int, bytes], dict[int, int], set[int]]:
+    return _fetched(lines), _sizes(lines), _empty(lines)
 
 
 @pytest.mark.parametrize("sizes", ["random", "one-byte"])
@@ -438,6 +490,8 @@ async def test_made_up_hostile_answers_are_read_as_stock_aioimaplib_reads_them(s
 
         assert our_failure == stock_failure, (n, answer)
         assert shown(our_command.response) == shown(stock_command.response), (n, answer)
+        lines = stock_command.response.lines
+        assert _read_answer(lines) == read_as_before(lines), (n, answer)
         assert session.bye == (byes[-1] if byes else None), (n, answer)
         if our_failure is None:  # aioimaplib reads on from the same place
             assert ours.incomplete_line == stock.incomplete_line, (n, answer)

@@ -470,8 +470,8 @@ class ImapSession:
                 raise ServerHungUp(self.where, self.bye) from None
             raise
         refused = None if response.result == "OK" else _text(response)
-        lines = response.lines
-        return Fetched(_fetched(lines), _sizes(lines), refused, _empty(lines))
+        literals, sizes, empty = _read_answer(response.lines)
+        return Fetched(literals, sizes, refused, empty)
 
     async def close(self) -> None:
         try:
@@ -543,46 +543,33 @@ def _sent_folder(entries: Sequence[tuple[set[str], str, str]]) -> str | None:
     return None
 
 
-def _fetched(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
-    """{uid: literal} from the lines of a UID FETCH answer (UID before or after the data)."""
-    found: dict[int, bytes] = {}
+def _read_answer(
+    lines: Sequence[bytes | bytearray],
+) -> tuple[dict[int, bytes], dict[int, int], set[int]]:
+    """From the lines of a UID FETCH answer, in one pass: {uid: literal} (the UID before or
+    after the literal), {uid: RFC822.SIZE} and the UIDs answered with an empty section (`""`
+    or NIL) instead of a literal, both read from a message's FETCH line."""
+    literals: dict[int, bytes] = {}
+    sizes: dict[int, int] = {}
+    empty: set[int] = set()
     uid: int | None = None
     data: bytes | None = None
-
-    def keep() -> None:
-        if uid is not None and data is not None:
-            found[uid] = data
-
     for line in lines:
         if isinstance(line, bytearray):
             data = bytes(line)
             continue
         if _FETCH_START.match(line):
-            keep()
+            if uid is not None and data is not None:
+                literals[uid] = data
             uid, data = None, None
-        if uid is None and (match := _UID.search(line)):
+            if match := _UID.search(line):
+                uid = int(match.group(1))
+                if size := _SIZE.search(line):
+                    sizes[uid] = int(size.group(1))
+                if _EMPTY_SECTION.search(line):
+                    empty.add(uid)
+        elif uid is None and (match := _UID.search(line)):
             uid = int(match.group(1))
-    keep()
-    return found
-
-
-def _empty(lines: Sequence[bytes | bytearray]) -> set[int]:
-    """UIDs whose FETCH line carries an empty section (`""` or NIL) instead of a literal."""
-    found: set[int] = set()
-    for line in lines:
-        if not (isinstance(line, bytes) and _FETCH_START.match(line)):
-            continue
-        if _EMPTY_SECTION.search(line) and (uid := _UID.search(line)):
-            found.add(int(uid.group(1)))
-    return found
-
-
-def _sizes(lines: Sequence[bytes | bytearray]) -> dict[int, int]:
-    """{uid: RFC822.SIZE} from the FETCH lines of an answer that carries both."""
-    found: dict[int, int] = {}
-    for line in lines:
-        if isinstance(line, bytes) and _FETCH_START.match(line):
-            uid, size = _UID.search(line), _SIZE.search(line)
-            if uid and size:
-                found[int(uid.group(1))] = int(size.group(1))
-    return found
+    if uid is not None and data is not None:
+        literals[uid] = data
+    return literals, sizes, empty
