@@ -44,15 +44,17 @@ attachments are the ones that would be saved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from tortoise import Tortoise
+from tortoise import Tortoise, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
+from tortoise.fields import Field
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
@@ -66,6 +68,8 @@ AUTO_SAVE_SLACK = timedelta(hours=1)
 INSERT_ROWS = 100  # messages per INSERT statement (about 20 values each: within any limit)
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
+_CREATED_AT = Message._meta.fields_map["created_at"]
+_SENT_AT = Message._meta.fields_map["sent_at"]
 
 # asyncpg's words for a connection that went away (terminated, closed mid-operation).
 _LOST = (
@@ -229,7 +233,11 @@ async def _store_new(
     """Messages of distinct keys, in one transaction with a few statements whatever their
     number: one multi-row INSERT of the messages (those whose key is stored already are left
     out and answered as `taken`), one of all their attachments, one of all the links;
-    auto-save per message with files to save."""
+    auto-save per message with files to save.
+
+    Its rows are plain values (`message_values`), not Message instances: Model.__init__'s
+    per-field pass cost more than the rest of the store; an inserted row's outcome gets its
+    Message (`_stored`) once the INSERT gave its id."""
     threads = await _thread_keys(scope, [parsed for parsed, _ in items])
     kept = [
         await attachments.keep(_stored_attachments(parsed), settings) if settings else []
@@ -237,7 +245,7 @@ async def _store_new(
     ]
     serv_id = settings.mail_auth_serv_id if settings else None
     rows = [
-        message_row(
+        message_values(
             scope,
             parsed,
             own,
@@ -247,43 +255,55 @@ async def _store_new(
         )
         for (parsed, _), thread_key in zip(items, threads, strict=True)
     ]
+    for row in rows:  # as a Message holds it: in the database's time zone
+        row["sent_at"] = _SENT_AT.to_python_value(row["sent_at"])
     async with in_transaction() as conn:
-        inserted = await _insert_messages(conn, rows)
-        taken = [item for i, item in enumerate(items) if i not in inserted]
-        if taken:
-            chosen = sorted(inserted)
-            items = [items[i] for i in chosen]
-            rows = [rows[i] for i in chosen]
-            kept = [kept[i] for i in chosen]
+        ids = await _insert_messages(conn, rows)
+        taken = [item for i, item in enumerate(items) if i not in ids]
+        chosen = sorted(ids)
+        items = [items[i] for i in chosen]
+        kept = [kept[i] for i in chosen]
+        messages = [_stored(rows[i], ids[i]) for i in chosen]
         await attachments.record_many(
-            scope, [(row.pk, files) for row, files in zip(rows, kept, strict=True)]
+            scope, [(message.pk, files) for message, files in zip(messages, kept, strict=True)]
         )
         outcomes: list[StoreOutcome] = []
-        for (parsed, accounts), row, files in zip(items, rows, kept, strict=True):
+        for (parsed, accounts), message, files in zip(items, messages, kept, strict=True):
             if (
                 settings is not None
                 and files
-                and _auto_saves(parsed, auto_save_since, row.sender_auth, settings)
+                and _auto_saves(parsed, auto_save_since, message.sender_auth, settings)
             ):
-                await attachments.auto_save(scope, row.pk, accounts, settings)
-            outcomes.append(StoreOutcome(row, True, sorted(accounts)))
+                await attachments.auto_save(scope, message.pk, accounts, settings)
+            outcomes.append(StoreOutcome(message, True, sorted(accounts)))
         await _insert_links(
             conn,
             [
-                link
+                {
+                    "firm_id": scope.firm_id,
+                    "message_id": outcome.message.pk,
+                    "account_id": account_id,
+                    "sent_at": outcome.message.sent_at,
+                }
                 for outcome in outcomes
-                for link in link_rows(scope, outcome.message, outcome.new_account_ids)
+                for account_id in outcome.new_account_ids
             ],
         )
         await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
     return outcomes, taken
 
 
-async def _insert_messages(conn: BaseDBAsyncClient, rows: Sequence[Message]) -> set[int]:
-    """Inserts those of `rows` (messages of distinct keys) whose key the firm has not stored
-    yet, with one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per INSERT_ROWS
-    (PostgreSQL and SQLite alike), and gives each inserted row its id; their positions."""
-    inserted: set[int] = set()
+async def _insert_messages(
+    conn: BaseDBAsyncClient, rows: Sequence[dict[str, Any]]
+) -> dict[int, int]:
+    """Inserts those of `rows` (the values of messages of distinct keys) whose key the firm
+    has not stored yet, with one multi-row INSERT ... ON CONFLICT DO
+    NOTHING RETURNING per INSERT_ROWS (PostgreSQL and SQLite alike), and sets their
+    `created_at`; the id of each inserted row by its position."""
+    created = _CREATED_AT.to_python_value(timezone.localtime())  # as Tortoise's save does
+    for row in rows:
+        row["created_at"] = created
+    ids: dict[int, int] = {}
     for start in range(0, len(rows), INSERT_ROWS):
         part = rows[start : start + INSERT_ROWS]
         returned = await _insert(
@@ -292,41 +312,84 @@ async def _insert_messages(conn: BaseDBAsyncClient, rows: Sequence[Message]) -> 
             part,
             'ON CONFLICT ("firm_id", "message_key") DO NOTHING RETURNING "id", "message_key"',
         )
-        ids = {r["message_key"]: r["id"] for r in returned}
+        by_key = {r["message_key"]: r["id"] for r in returned}
         for at, row in enumerate(part, start=start):
-            if row.message_key in ids:
-                row.pk = ids[row.message_key]
-                row._saved_in_db = True  # an update from now on, never a second insert
-                inserted.add(at)
-    return inserted
+            if row["message_key"] in by_key:
+                ids[at] = by_key[row["message_key"]]
+    return ids
 
 
-async def _insert_links(conn: BaseDBAsyncClient, rows: Sequence[MessageAccount]) -> None:
-    """The links of new messages, INSERT_ROWS to a multi-row INSERT."""
+async def _insert_links(conn: BaseDBAsyncClient, rows: Sequence[dict[str, Any]]) -> None:
+    """The links of new messages (their values), INSERT_ROWS to a multi-row INSERT."""
     for start in range(0, len(rows), INSERT_ROWS):
         await _insert(conn, MessageAccount, rows[start : start + INSERT_ROWS], "")
 
 
 async def _insert(
-    conn: BaseDBAsyncClient, model: type[Model], rows: Sequence[Model], tail: str
+    conn: BaseDBAsyncClient, model: type[Model], rows: Sequence[dict[str, Any]], tail: str
 ) -> list[dict[str, Any]]:
-    """One multi-row INSERT of `rows` (then `tail`: ON CONFLICT, RETURNING) and the rows it
-    returned. The values are converted as Tortoise's own bulk insert converts them (each
-    field's `to_db_value`; Tortoise's bulk insert runs a statement per row)."""
+    """One multi-row INSERT of `rows` (each the values of `model`'s columns but its id, of
+    their fields' types, as an instance holds them) then `tail` (ON CONFLICT, RETURNING), and
+    the rows it returned. The values are converted as Tortoise's own bulk insert converts them
+    (each field's `to_db_value`, skipped where it returns such a value as it is; Tortoise's
+    bulk insert runs a statement per row)."""
     if not rows:
         return []
-    executor = conn.executor_class(model=model, db=conn)
+    names = conn.executor_class(model=model, db=conn).regular_columns
     fields = model._meta.fields_map
-    names = list(executor.regular_columns)
-    columns = ", ".join(f'"{fields[name].source_field or name}"' for name in names)
-    one = "(" + ", ".join("?" * len(names)) + ")"
-    values = [fields[name].to_db_value(getattr(row, name), row) for row in rows for name in names]
-    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES '
-    sql += ", ".join([one] * len(rows)) + (f" {tail}" if tail else "")
-    if conn.capabilities.dialect == "postgres":
+    converters = [(name, _converter(fields[name])) for name in names]
+    values = [
+        row[name] if convert is None else convert(row[name], None)
+        for row in rows
+        for name, convert in converters
+    ]
+    sql = _insert_sql(
+        model._meta.db_table,
+        tuple(fields[name].source_field or name for name in names),
+        len(rows),
+        tail,
+        conn.capabilities.dialect == "postgres",
+    )
+    return list(await conn.execute_query_dict(sql, values))  # rows, also on PostgreSQL
+
+
+def _converter(field: Field) -> Callable[[Any, Any], Any] | None:
+    """The field's `to_db_value`, or None where it neither converts nor checks a value of
+    the field's type (a text or integer field without validators)."""
+    if type(field).to_db_value is Field.to_db_value and not field.validators:
+        return None
+    return field.to_db_value
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], count: int, tail: str, pg: bool) -> str:
+    """The text of a multi-row INSERT of `count` rows (the same few for every chunk)."""
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    names = ", ".join(f'"{column}"' for column in columns)
+    sql = f'INSERT INTO "{table}" ({names}) VALUES ' + ", ".join([one] * count)
+    sql += f" {tail}" if tail else ""
+    if pg:
         pieces = sql.split("?")
         sql = pieces[0] + "".join(f"${i}{p}" for i, p in enumerate(pieces[1:], start=1))
-    return list(await conn.execute_query_dict(sql, values))  # rows, also on PostgreSQL
+    return sql
+
+
+def _stored(values: dict[str, Any], pk: int) -> Message:
+    """The Message of a row just inserted from `values` (with its `created_at`), as
+    Message(**values) holds it once saved, without Model.__init__'s per-field pass (the
+    values were converted and checked on their way in). Callers read it (the sync its pk,
+    the alerts its pk, direction, sent_at, from_address, subject) and may save it again.
+    tests/test_store_rows.py checks it against the row read back."""
+    message = Message.__new__(Message)
+    message.__dict__.update(
+        values,
+        id=pk,
+        _partial=False,
+        _saved_in_db=True,
+        _custom_generated_pk=False,
+        _await_when_save={},
+    )
+    return message
 
 
 async def _renew_connections() -> None:
@@ -377,29 +440,44 @@ def message_row(
     *,
     sender_auth: str | None = None,
 ) -> Message:
-    """The (unsaved) Message of `parsed` in the thread `thread_key`: OUTBOUND when it is from
-    one of `own` (the firm's mailboxes' addresses), else INBOUND; `sender_auth` as read
+    """The (unsaved) Message of `parsed` in the thread `thread_key` (`message_values`)."""
+    return Message(
+        **message_values(scope, parsed, own, mailbox_id, thread_key, sender_auth=sender_auth)
+    )
+
+
+def message_values(
+    scope: FirmScope,
+    parsed: ParsedMessage,
+    own: set[str],
+    mailbox_id: int | None,
+    thread_key: str,
+    *,
+    sender_auth: str | None = None,
+) -> dict[str, Any]:
+    """The fields of the Message of `parsed` in the thread `thread_key`: OUTBOUND when it is
+    from one of `own` (the firm's mailboxes' addresses), else INBOUND; `sender_auth` as read
     (`ParsedMessage.sender_auth`)."""
     from_us = bool(parsed.from_address) and parsed.from_address in own
     skipped = parsed.content_skipped is not None
-    return Message(
-        firm_id=scope.firm_id,
-        message_id=parsed.message_id,
-        message_key=parsed.message_key,
-        thread_key=thread_key,
-        subject=parsed.subject,
-        from_address=parsed.from_address,
-        to_addresses=parsed.to,
-        cc_addresses=parsed.cc,
-        sent_at=parsed.sent_at,
-        text_body=None if skipped else parsed.text_body,
-        html_body=None if skipped else parsed.html_body,
-        content_skipped=parsed.content_skipped,
-        sender_auth=sender_auth,
-        direction=OUTBOUND if from_us else INBOUND,
-        references=parsed.reference_chain,
-        mailbox_id=mailbox_id,
-    )
+    return {
+        "firm_id": scope.firm_id,
+        "message_id": parsed.message_id,
+        "message_key": parsed.message_key,
+        "thread_key": thread_key,
+        "subject": parsed.subject,
+        "from_address": parsed.from_address,
+        "to_addresses": parsed.to,
+        "cc_addresses": parsed.cc,
+        "sent_at": parsed.sent_at,
+        "text_body": None if skipped else parsed.text_body,
+        "html_body": None if skipped else parsed.html_body,
+        "content_skipped": parsed.content_skipped,
+        "sender_auth": sender_auth,
+        "direction": OUTBOUND if from_us else INBOUND,
+        "references": parsed.reference_chain,
+        "mailbox_id": mailbox_id,
+    }
 
 
 def link_rows(

@@ -1,0 +1,106 @@
+"""The sync's store writes its rows by hand (services/mail/store: values, not Model instances,
+in multi-row INSERTs): what it stores is what Tortoise stores for the same Message, and the
+Message of each outcome is the stored row as read back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from tortoise import Tortoise
+
+from models import Message, MessageAccount
+from portico.settings import Settings
+from schema import ids
+from services.mail import store as message_store
+from services.mail.parse import ParsedMessage, parse_message
+from services.shared.scope import FirmScope
+from tests.support.crm_ops import new_account
+from tests.support.mail import OFFICE, mail
+
+# Written by hand: compared as the database holds them. created_at differs (written later).
+SKIP = {"id", "firm_id", "created_at"}
+
+
+def _messages() -> list[ParsedMessage]:
+    """Inbound with Cc, outbound answering it (References), a Date east of UTC, and one read
+    from its headers alone (no bodies stored)."""
+    first = mail(
+        "anna@client.example",
+        OFFICE,
+        "Figures",
+        cc=["ben@client.example"],
+        html="<p>Figures</p>",
+        message_id="<first@client.example>",
+        date=datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+    )
+    reply = mail(
+        OFFICE,
+        "anna@client.example",
+        "Re: Figures",
+        message_id="<reply@acme.example>",
+        in_reply_to="<first@client.example>",
+        references=["<first@client.example>"],
+        date=datetime(2026, 3, 2, 11, 0, tzinfo=timezone(timedelta(hours=2))),
+    )
+    skipped = parse_message(mail("anna@client.example", message_id="<big@client.example>"))
+    reason = "larger than 1 MB: body and attachments not stored"
+    return [parse_message(first), parse_message(reply), replace(skipped, content_skipped=reason)]
+
+
+async def _rows(table: str, firm_id: int) -> list[dict[str, Any]]:
+    """The firm's rows of `table` as the driver returns them (JSON and, on SQLite, times as
+    the text stored), oldest first."""
+    conn = Tortoise.get_connection("default")
+    rows = await conn.execute_query_dict(f'SELECT * FROM "{table}" ORDER BY "id"')
+    return [dict(row) for row in rows if row["firm_id"] == firm_id]
+
+
+async def test_rows_are_stored_as_tortoise_stores_them(acme, globex, settings: Settings):
+    parsed = _messages()
+    ours = ids.decode((await new_account(acme.api, "Miller"))["id"], "Account")
+    theirs = ids.decode((await new_account(globex.api, "Miller"))["id"], "Account")
+    scope = FirmScope(acme.owner.firm_id)
+    outcomes = await message_store.store_messages(
+        scope, [(p, {ours}) for p in parsed], {OFFICE}, settings=settings
+    )
+    assert [o.created for o in outcomes] == [True, True, True]
+    assert [o.new_account_ids for o in outcomes] == [[ours]] * 3
+    stored = await _rows("message", acme.owner.firm_id)
+
+    # The same messages saved one by one by Tortoise (Model.save, bulk_create) in another firm.
+    other = FirmScope(globex.owner.firm_id)
+    for p, row in zip(parsed, stored, strict=True):
+        message = message_store.message_row(
+            other, p, {OFFICE}, None, row["thread_key"], sender_auth=row["sender_auth"]
+        )
+        await message.save()
+        await MessageAccount.bulk_create(message_store.link_rows(other, message, [theirs]))
+    expected = await _rows("message", globex.owner.firm_id)
+    assert [{k: v for k, v in r.items() if k not in SKIP} for r in stored] == [
+        {k: v for k, v in r.items() if k not in SKIP} for r in expected
+    ]
+    assert [r["direction"] for r in stored] == ["INBOUND", "OUTBOUND", "INBOUND"]
+    assert stored[1]["thread_key"] == stored[0]["thread_key"]
+    assert stored[2]["text_body"] is None and stored[2]["content_skipped"]
+    links = await _rows("message_account", acme.owner.firm_id)
+    their_links = await _rows("message_account", globex.owner.firm_id)
+    assert [r["sent_at"] for r in links] == [r["sent_at"] for r in their_links]
+    assert [(r["message_id"], r["account_id"]) for r in links] == [(r["id"], ours) for r in stored]
+
+
+async def test_an_outcomes_message_is_the_row_read_back(acme, settings: Settings):
+    account = ids.decode((await new_account(acme.api, "Miller"))["id"], "Account")
+    scope = FirmScope(acme.owner.firm_id)
+    outcomes = await message_store.store_messages(
+        scope, [(p, {account}) for p in _messages()], {OFFICE}, settings=settings
+    )
+    for outcome in outcomes:
+        assert vars(outcome.message) == vars(await Message.get(pk=outcome.message.pk))
+    # It saves as any Message read from the database does: an UPDATE of its row.
+    message = outcomes[0].message
+    message.subject = "Figures (corrected)"
+    await message.save()
+    assert await Message.filter(firm_id=acme.owner.firm_id).count() == 3
+    assert (await Message.get(pk=message.pk)).subject == "Figures (corrected)"
