@@ -446,7 +446,7 @@ class _Part(EmailMessage):
     the headers are those the index was made from (compared on each read, a C-level list
     comparison, so a change by any of the email package's methods is seen)."""
 
-    _index: tuple[list[tuple[str, Any]], dict[str, tuple[str, Any]], dict[str, Any], dict[str, Any]]
+    _index: tuple[list[tuple[str, Any]], dict[str, tuple[str, Any]], dict[Any, Any], dict[str, Any]]
 
     def get(self, name: str, failobj: Any = None) -> Any:
         _, first, read, _ = self._current_index()
@@ -457,6 +457,14 @@ class _Part(EmailMessage):
             if found is None:
                 return failobj
             value = read[key] = self.policy.header_fetch_parse(*found)
+        return value
+
+    def get_content_type(self) -> str:
+        read = self._current_index()[2]
+        key = ("content type", self._default_type)  # no header name: never a str key
+        value = read.get(key)
+        if value is None:
+            value = read[key] = super().get_content_type()
         return value
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
