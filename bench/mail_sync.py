@@ -146,17 +146,21 @@ async def measure(url: str, server: ImapServer, count: int, folder: Path) -> dic
 
         # In turns, so both sides of a ratio ran under the same load (the machine is shared).
         times: dict[str, list[float]] = {"portico": [], "baseline": []}
+        cpu: dict[str, list[float]] = {"portico": [], "baseline": []}
         for _ in range(ROUNDS):
             await empty()
             for name, action in (("portico", portico), ("baseline", baseline)):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 await action()
                 times[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - cpu_started)
         ratios = [p / b for p, b in zip(times["portico"], times["baseline"], strict=True)]
         return {
             "portico": statistics.median(times["portico"]),
             "baseline": statistics.median(times["baseline"]),
             "ratio": statistics.median(ratios),
+            "portico_cpu": statistics.median(cpu["portico"]),
+            "baseline_cpu": statistics.median(cpu["baseline"]),
         }
     finally:
         await db.close_db()
@@ -200,6 +204,10 @@ async def main(count: int, only: str | None = None) -> None:
             "plain aioimaplib UID FETCH of the same messages"
         )
         print(f"    ratio     {r['ratio']:7.1f}x  (median of each round's Portico / baseline)")
+        print(
+            f"    CPU of this process: portico {r['portico_cpu']:.2f} s, baseline "
+            f"{r['baseline_cpu']:.2f} s (Dovecot's and the database's not counted)"
+        )
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
