@@ -30,7 +30,8 @@ baseline processes), PostgreSQL (all of its processes: other databases' work cou
 the server's process, this process (its polling; and aiosmtpd when that is the server), the
 clients' CPU time over the wall time (1.00: a core's worth all the time), and how busy the
 whole machine was. On 2 cores this shows what bounds two workers. --profile DIR runs each
-worker under cProfile (slower) and writes its profile there when it stops.
+worker under cProfile in CPU time (bench/profiled_worker: slower) and writes its profile
+there when it stops.
 
 Until issue 14 the baseline sent parsed EmailMessages (`send_message`, which flattens each
 message again, about 1 ms): the byte loop is faster, so the ratios are stricter than before.
@@ -166,7 +167,7 @@ def start_worker(
     log = (folder / f"worker-{index}.log").open("wb")
     command = [sys.executable, "-m", "portico", "worker"]
     if profile is not None:  # written when the worker ends on SIGTERM (an orderly stop)
-        command[1:1] = ["-m", "cProfile", "-o", str(profile)]
+        command = [sys.executable, "-m", "bench.profiled_worker", str(profile)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stderr=log)
 
 
@@ -394,6 +395,26 @@ def report(runs: list[Round], count: int, sink: str) -> None:
             + "".join(f"{value:10.2f}" for value in parts[:-1])
             + f"{parts[-1]:10.0f}"
         )
+    cores = os.cpu_count() or 1
+    bounds = {key: ceiling(runs, key, cores) for key in ("portico1", "portico2")}
+    print(
+        f"  ceiling from these CPU figures on {cores} idle cores: 1 worker "
+        f"{bounds['portico1']:.0f} msg/s, 2 workers {bounds['portico2']:.0f} msg/s, "
+        f"2 / 1 at most {bounds['portico2'] / bounds['portico1']:.2f}"
+    )
+
+
+def ceiling(runs: list[Round], key: str, cores: int) -> float:
+    """The most msg/s the run's CPU per message allows: each client busy on a core of its
+    own at most, and all of the run's CPU time (clients, PostgreSQL, the server, this
+    process) within the machine's cores."""
+    clients = int(key[-1])
+
+    def ms(part: str) -> float:
+        return statistics.median([run[key][1][part] for run in runs])
+
+    total = sum(ms(part) for part in Meter.PARTS)
+    return min(clients * 1000 / ms("clients"), cores * 1000 / total)
 
 
 def arguments() -> argparse.Namespace:
