@@ -330,7 +330,7 @@ class ImapSession:
             return await protocol.execute(command)
         except BaseException:
             # Not sent: aioimaplib reads on. Sent (then abandoned or timed out): the reader
-            # reads the rest of its answer, as aioimaplib would.
+            # reads on until the end of a line leaves nothing half-read, then aioimaplib.
             sent = (
                 command._event.is_set() or protocol.pending_async_commands.get("FETCH") is command
             )
