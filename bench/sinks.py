@@ -41,6 +41,10 @@ class Sink(Protocol):
         """The Message-IDs accepted since the last take, and a fresh count."""
         ...
 
+    def started(self) -> int:
+        """Mail transactions begun since the last take (cheap: no parsing)."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -82,6 +86,10 @@ class AiosmtpdSink:
         with self._lock:
             ids, self._ids = self._ids, Counter()
         return ids
+
+    def started(self) -> int:
+        with self._lock:
+            return self._ids.total()
 
     def stop(self) -> None:
         self._controller.stop()
@@ -132,6 +140,9 @@ class SmtpSinkSink:
             ids[message_id(self._parser, path.read_bytes())] += 1
             path.unlink()
         return ids
+
+    def started(self) -> int:
+        return len(os.listdir(self._folder))  # a file is made at MAIL FROM
 
     def stop(self) -> None:
         self._process.terminate()
