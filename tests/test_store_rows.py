@@ -1,6 +1,7 @@
 """The sync's store writes its rows by hand (services/mail/store: values, not Model instances,
 in multi-row INSERTs): what it stores is what Tortoise stores for the same Message, and the
-Message of each outcome is the stored row as read back."""
+Message of each outcome is the stored row as read back. `synced_accounts` (its SELECT by hand
+too) answers what the Tortoise query answered."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from tortoise import Tortoise
 
-from models import Message, MessageAccount
+from models import Account, AccountEmail, Contact, EmailAddress, Message, MessageAccount
 from portico.settings import Settings
 from schema import ids
 from services.mail import store as message_store
@@ -104,3 +105,41 @@ async def test_an_outcomes_message_is_the_row_read_back(acme, settings: Settings
     await message.save()
     assert await Message.filter(firm_id=acme.owner.firm_id).count() == 3
     assert (await Message.get(pk=message.pk)).subject == "Figures (corrected)"
+
+
+async def _address(firm_id: int, address: str, toggles: list[tuple[int, bool]]) -> None:
+    """`address` (a contact's) in each account of `toggles`, with EMAIL SYNC on or off."""
+    contact = await Contact.create(firm_id=firm_id, first_name="C", last_name=address)
+    email = await EmailAddress.create(
+        firm_id=firm_id, contact_id=contact.pk, address=address.upper(), address_normalized=address
+    )
+    for account_id, sync in toggles:
+        await AccountEmail.create(
+            firm_id=firm_id, account_id=account_id, email_address_id=email.pk, email_sync=sync
+        )
+
+
+async def test_synced_accounts(acme, globex):
+    firm, other = acme.owner.firm_id, globex.owner.firm_id
+    one, two, archived = [
+        (await Account.create(firm_id=firm, name=name, type="FAMILY")).pk
+        for name in ("One", "Two", "Archived")
+    ]
+    await Account.filter(id=archived).update(archived_at=datetime.now(UTC))
+    theirs = (await Account.create(firm_id=other, name="Theirs", type="FAMILY")).pk
+    await _address(firm, "anna@client.example", [(one, True), (two, True), (archived, True)])
+    await _address(firm, "ben@client.example", [(one, False), (two, True)])
+    await _address(firm, "carl@client.example", [(one, False)])
+    await _address(other, "anna@client.example", [(theirs, True)])
+    await _address(other, "dora@client.example", [(theirs, True)])
+    wanted = ["anna@client.example", "ben@client.example", "carl@client.example"]
+    wanted += ["dora@client.example", "nobody@client.example", "anna@client.example"]
+    assert await message_store.synced_accounts(FirmScope(firm), wanted) == {
+        "anna@client.example": {one, two},
+        "ben@client.example": {two},
+    }
+    assert await message_store.synced_accounts(FirmScope(firm), []) == {}
+    assert await message_store.synced_accounts(FirmScope(other), wanted) == {
+        "anna@client.example": {theirs},
+        "dora@client.example": {theirs},
+    }
