@@ -11,6 +11,7 @@ from models.crm import (
     NotificationCategory,
 )
 from models.documents import Document
+from models.files import FileChunk, StoredFile
 from models.firms import (
     Firm,
     InboxNotification,
@@ -49,6 +50,7 @@ __all__ = [
     "DeliveryStatus",
     "Document",
     "EmailAddress",
+    "FileChunk",
     "Firm",
     "HistoryImport",
     "HistoryStatus",
@@ -69,5 +71,6 @@ __all__ = [
     "SignInThrottle",
     "StaffMember",
     "StaffRole",
+    "StoredFile",
     "SyncStatus",
 ]

@@ -17,6 +17,7 @@ MODEL_MODULES = [
     "models.outbox",
     "models.access",
     "models.documents",
+    "models.files",
     "models.mail",
 ]
 APP_LABEL = "portico"
