@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from portico import db, heap
+from portico import db, heap, metrics
 from portico.cors import cors_middleware, origin_policy
 from portico.downloads import download_document, download_export
 from portico.graphiql import graphiql_routes
@@ -32,14 +35,48 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> JSONResponse:
+# A readiness probe answers within a probe's timeout, even on a Redis that does not answer.
+REDIS_PROBE_SECONDS = 1.0
+
+
+def readyz_endpoint(settings: Settings) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """GET /readyz: the database reachable and migrated, and Redis answering when configured."""
+
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            pending = await db.pending_migrations()
+        except Exception as exc:  # any database failure means "not ready"
+            failure = {"status": "unavailable", "failed": "database", "error": type(exc).__name__}
+            return JSONResponse(failure, 503)
+        if pending:
+            return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
+        if settings.redis_url is not None:
+            error = await redis_error(settings.redis_url)
+            if error is not None:
+                return JSONResponse(
+                    {"status": "unavailable", "failed": "redis", "error": error}, 503
+                )
+        return JSONResponse({"status": "ready"})
+
+    return readyz
+
+
+async def redis_error(url: str) -> str | None:
+    """None when Redis at `url` answers PING in time, else what went wrong (a class name)."""
+    client = Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_PROBE_SECONDS,
+        socket_timeout=REDIS_PROBE_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
-        pending = await db.pending_migrations()
-    except Exception as exc:  # any database failure means "not ready"
-        return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, 503)
-    if pending:
-        return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
-    return JSONResponse({"status": "ready"})
+        async with asyncio.timeout(2 * REDIS_PROBE_SECONDS):
+            await client.ping()
+    except Exception as exc:  # refused, timed out, auth: all "not ready"
+        return type(exc).__name__
+    finally:
+        await client.aclose()
+    return None
 
 
 def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
@@ -81,6 +118,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
                 await graphql.persisted.aclose()  # the Redis store's connections
                 if manage_db:
                     await db.close_db()
+                    metrics.process_exited()
 
     return Starlette(
         routes=[
@@ -90,10 +128,12 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             Route("/documents/{id}", download_document(settings)),
             Route("/exports/{token}", download_export(settings)),
             Route("/healthz", healthz),
-            Route("/readyz", readyz),
+            Route("/readyz", readyz_endpoint(settings)),
+            Route("/metrics", metrics.metrics_endpoint(settings)),
             *(graphiql_routes() if settings.graphiql_enabled else []),
         ],
         middleware=[
+            Middleware(metrics.HttpMetrics),
             Middleware(AccessLog),
             # Outside BodyLimit: a 413 carries the CORS headers too, so browsers can read it.
             cors_middleware(origins),

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     password_link_ttl_hours: int = Field(default=72, gt=0)
 
     redis_url: str | None = None  # set: events fan out through Redis to every process
+    # /metrics: behind `Authorization: Bearer <token>` when set; open in development and off
+    # (404) in production without it.
+    metrics_token: str | None = None
     smtp_url: str | None = None
     mail_from: str = "Portico <no-reply@localhost>"
     # Retries of outgoing mail (services/loops/delivery.py): a doubling wait from the base up

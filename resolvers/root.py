@@ -21,6 +21,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from compiled import Plans, executor_class
+from portico.metrics import GraphQLMetrics
 from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
@@ -121,6 +122,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         extensions=[
             SessionPerOperation,
             OperationName,
+            GraphQLMetrics,
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: AddValidationRules(rules),
             lambda: ParserCache(maxsize=256),

@@ -22,6 +22,7 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from models import Account as AccountModel
+from portico.metrics import live
 from resolvers import fanout
 from resolvers.context import Context
 from schema import ids
@@ -69,8 +70,8 @@ class Subscription:
             )
         sink = fanout.current_sink.get()
         if sink is not None and fanout.registry_for(bus).enabled:
-            return _multiplexed(context, info.schema, bus, account_pk, sink)
-        return _synced_messages(context, bus, account_pk)
+            return live(_multiplexed(context, info.schema, bus, account_pk, sink))
+        return live(_synced_messages(context, bus, account_pk))
 
 
 async def _synced_messages(
