@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--firm", required=True, help="the firm's slug")
     importer.add_argument("file", type=Path)
     importer.set_defaults(run=_import_contacts)
+
+    stored = sub.add_parser("files", help="the file store (PORTICO_FILE_STORE)")
+    files_sub = stored.add_subparsers(title="file commands")
+    move = files_sub.add_parser(
+        "move", help="move every file content from the other store into this one"
+    )
+    move.add_argument("--to", required=True, choices=("database", "folder"))
+    move.set_defaults(run=_move_files)
     return parser
 
 
@@ -277,3 +285,24 @@ def _import_contacts(args: argparse.Namespace, settings: Settings) -> None:
         for error in failed[0].errors:
             print(f"error: {error.message}", file=sys.stderr)
         sys.exit("nothing imported")
+
+
+def _move_files(args: argparse.Namespace, settings: Settings) -> None:
+    from services.shared import files
+
+    if settings.file_store != args.to:
+        # Still readable (reads fall back to the other store), but new files go elsewhere.
+        print(
+            f"note: PORTICO_FILE_STORE is {settings.file_store}: new files still go there",
+            file=sys.stderr,
+        )
+    counts: list[files.Moved] = []
+
+    async def work() -> None:
+        counts.append(await files.move(settings, args.to))
+
+    _with_db(settings, work)
+    [done] = counts
+    print(f"moved {done.moved}, already there {done.already_there}, failed {done.failed}")
+    if done.failed:
+        sys.exit("some contents did not match their SHA-256 and stayed where they were")

@@ -24,19 +24,22 @@ def download_document(settings: Settings) -> Callable[[Request], Awaitable[Respo
         document = await documents.readable(
             session, ids.decode(request.path_params["id"], "Document")
         )
-        path = files.path_for(settings, document.sha256) if document else None
-        if document is None or path is None or not path.is_file():
+        content = await files.find(settings, document.sha256) if document else None
+        if document is None or content is None:
             # Missing, another firm's, or not yours: the same answer.
             return PlainTextResponse("Not found", status_code=404)
-        return FileResponse(
-            path,
-            media_type=document.content_type,
-            headers={
-                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(document.filename)}",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "sandbox",
-                "Cache-Control": "private, no-store",
-            },
+        headers = {
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(document.filename)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, no-store",
+        }
+        if content.path is not None:  # the folder's file: sent as it is (ranges, ETag)
+            return FileResponse(content.path, media_type=document.content_type, headers=headers)
+        # The database's chunks, one at a time: never the whole file in memory.
+        headers["Content-Length"] = str(content.size)
+        return StreamingResponse(
+            content.chunks(), media_type=document.content_type, headers=headers
         )
 
     return endpoint

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     max_import_rows: int = 10_000
 
     files_dir: Path | None = None  # default: {var_dir}/files
+    # Where file contents go: the files folder above, or the database (PostgreSQL: every
+    # host reads the same files, no shared disk). `portico files move` carries them over.
+    file_store: Literal["folder", "database"] = "folder"
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     upload_types: list[str] = [
         "application/pdf",

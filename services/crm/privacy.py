@@ -117,7 +117,7 @@ async def open_link(token: str, settings: Settings) -> Bundle:
         raise LinkRefused()
     data = await collect(scope, contact, with_mail=staff.uses_inbox)
     documents = await sole_documents(scope, contact.pk)
-    content = await asyncio.to_thread(_zip, data, documents, settings)
+    content = await _zip(data, documents, settings)
     return Bundle(f"contact-{contact.pk}-data.zip", content)
 
 
@@ -383,23 +383,31 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-# The ZIP (in a thread: documents may be large)
+# The ZIP: documents are read in chunks from their store and compressed in a thread (they
+# may be large)
 
 
-def _zip(data: dict[str, Any], documents: list[Document], settings: Settings) -> IO[bytes]:
+async def _zip(data: dict[str, Any], documents: list[Document], settings: Settings) -> IO[bytes]:
     out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 (the caller closes it)
     listed: list[dict[str, Any]] = []
     taken: set[str] = set()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for document in documents:
-            path = files.path_for(settings, document.sha256)
-            if not path.is_file():
+            content = await files.find(settings, document.sha256)
+            if content is None:
                 continue
             name = _unique(f"documents/{document.account_id}/{document.filename}", taken)
-            archive.write(path, name)
+            entry = zipfile.ZipInfo(name, document.created_at.astimezone().timetuple()[:6])
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            entry.file_size = content.size  # ZIP64 when it needs it
+            with archive.open(entry, "w") as member:
+                async for chunk in content.chunks():
+                    await asyncio.to_thread(member.write, chunk)
             listed.append({"file": name, "account": document.account.name, "size": document.size})
         data = {**data, "documents": listed}
-        archive.writestr("data.json", json.dumps(data, indent=2, ensure_ascii=False))
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+        await asyncio.to_thread(archive.writestr, "data.json", text)
     out.seek(0)
     return out
 

@@ -2,9 +2,9 @@
 and saved into the Documents of the accounts whose auto-save attachments option is on.
 
 Storing a message's attachments has two steps. `keep` runs before the message's transaction
-and writes the files (services/shared/files.store_content: one file per content, shared with
-uploads). `record` then writes the rows inside that transaction. A crash between the two
-leaves at most a file no row points to, never a row without its file.
+and writes the contents (services/shared/files.store_content: once per content in the file
+store, shared with uploads). `record` then writes the rows inside that transaction. A crash
+between the two leaves at most a content no row points to, never a row without its content.
 
 What is not kept is still listed, with `sha256` null and `skipped_reason` saying why: over
 the upload limit (PORTICO_MAX_UPLOAD_BYTES, the one size limit for files) or unreadable.
@@ -45,7 +45,7 @@ class Kept:
 
 
 async def keep(parsed: Sequence[ParsedAttachment], settings: Settings) -> list[Kept]:
-    """Writes the content of each attachment within the size limit under the files dir, once
+    """Writes the content of each attachment within the size limit to the file store, once
     per content, and says why the others are not kept. Call it before the transaction."""
     kept: list[Kept] = []
     limit = settings.max_upload_bytes

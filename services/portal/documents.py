@@ -1,4 +1,4 @@
-"""Documents of an account: stored once per content (SHA-256) under the files folder,
+"""Documents of an account: stored once per content (SHA-256) in the file store,
 listed per account, readable by the firm's staff and by clients with access to the account.
 
 The files themselves, their names and types are services/shared/files' (which also keeps the
