@@ -17,7 +17,7 @@ The server (bench/sinks), by --sink:
   more messages per second than any of the clients here sends, so it is not what is
   measured. Install: `DEBIAN_FRONTEND=noninteractive apt-get install -y postfix` (only
   /usr/sbin/smtp-sink is used; Postfix's own daemon need not run). Each message is dumped
-  to a file in tmpfs, from which the bench reads the Message-IDs.
+  to a file of its own in tmpfs, from which the bench reads the Message-IDs.
 - aiosmtpd (the test extras): a thread of this process. It accepts about 650 msg/s even
   from one reused connection, less than Portico's workers send: with it, the figures show
   the server's ceiling more than the clients (the bench's figures until issue 14's goals).
@@ -26,12 +26,16 @@ ROUNDS (default 1) runs the whole sequence again and reports medians, each round
 below them: on a shared machine a single round can be off by a factor of two.
 
 Below the rates, the CPU time of each run per message (from /proc): the clients (workers or
-baseline processes), PostgreSQL (all of its processes: other databases' work counts too),
-the server's process, this process (its polling; and aiosmtpd when that is the server), the
-clients' CPU time over the wall time (1.00: a core's worth all the time), and how busy the
-whole machine was. On 2 cores this shows what bounds two workers. --profile DIR runs each
-worker under cProfile in CPU time (bench/profiled_worker: slower) and writes its profile
-there when it stops.
+baseline processes), PostgreSQL (the bench database's backends, and the server's own
+processes, which also serve other work), the server's process, this process (its polling;
+and aiosmtpd when that is the server), the clients' CPU time over the wall time (1.00: a
+core's worth all the time), and how busy the whole machine was. Last, the ceiling these
+CPU figures allow on the machine's cores when idle: 1 worker at most a core, and all the
+CPU of a run within all the cores. On a loaded machine every runnable process gets a like
+share of the cores, so 2 processes get about twice the share of 1: the rates' 2 / 1 then
+measures the scheduler more than the workers, and the ceiling says more. --profile DIR runs
+each worker under cProfile in CPU time (bench/profiled_worker: slower) and writes its
+profile there when it stops.
 
 Until issue 14 the baseline sent parsed EmailMessages (`send_message`, which flattens each
 message again, about 1 ms): the byte loop is faster, so the ratios are stricter than before.
