@@ -242,6 +242,9 @@ def test_edge_cases_split_as_the_feedparser_reads_them(
         b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n',
         b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
         b"Subject: no blank line",
+        # A boundary holding CRLF (RFC 2231): the feedparser, line by line, never matches it.
+        b"Content-Type: multipart/mixed; boundary*=us-ascii''a%0D%0AX-Y%3A%20z\r\n\r\n"
+        b"--a\r\nX-Y: z\r\nContent-Type: text/plain\r\n\r\nhidden\r\n--a\r\nX-Y: z--\r\n",
     ],
 )
 def test_what_split_does_not_copy_is_left_to_the_feedparser(raw: bytes) -> None:
@@ -266,3 +269,30 @@ def test_a_part_reads_its_headers_anew_once_they_change() -> None:
     assert msg.get_param("charset") is None
     msg.set_type("text/html")
     assert msg.get_content_type() == "text/html"
+
+
+def test_nesting_too_deep_for_split_is_left_to_the_feedparser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """split recurses per level; the feedparser reads deeper: a RecursionError in split is
+    no failure of the message."""
+    lines = ["Subject: deep", "Content-Type: multipart/mixed; boundary=b0", ""]
+    depth = 600
+    for level in range(1, depth):
+        lines += [f"--b{level - 1}", f"Content-Type: multipart/mixed; boundary=b{level}", ""]
+    lines += [f"--b{depth - 1}", "Content-Type: text/plain", "", "deep text"]
+    lines += [f"--b{level}--" for level in reversed(range(depth))]
+    raw = ("\r\n".join(lines) + "\r\n").encode()
+    assert parse.parse_message(raw, NOW).text_body == "deep text"
+    with monkeypatch.context() as patch:
+        patch.setattr(mime_split, "split", lambda raw, policy: None)
+        assert parse.parse_message(raw, NOW).text_body == "deep text"
+
+
+def test_a_part_reads_its_headers_anew_under_another_policy() -> None:
+    from email import policy
+
+    msg = parse._PARSER.parsebytes(b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nx")
+    assert msg["Subject"] == "Grüße"
+    msg.policy = policy.compat32
+    assert msg["Subject"] == "=?utf-8?q?Gr=C3=BC=C3=9Fe?="

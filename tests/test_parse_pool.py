@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +123,53 @@ async def test_a_pool_process_that_died_leaves_its_messages_to_the_sync(
 def test_a_parse_that_raises_in_the_pool_is_left_to_the_sync() -> None:
     assert parse_pool._parse_all([b"Subject: fine\r\n\r\nx"], None)[0] is not None
     assert parse_pool._parse_all([None], None) == [None]  # type: ignore[list-item]
+
+
+async def test_a_job_cancelled_with_its_replaced_pool_is_parsed_by_the_sync() -> None:
+    """Another sync_parse_processes value replaces the pool, cancelling its queued jobs: their
+    messages are the sync's to parse (None), not a cancellation of the sync."""
+    raw = b"From: a@x.example\r\nSubject: s\r\n\r\n" + b"x" * 2000 + b"\r\n"
+    messages = {uid: raw for uid in range(400)}
+    uids = list(messages)
+    handed = [parse_pool.offload(1, messages, uids, None) for _ in range(3)]  # one waits
+    parse_pool.offload(2, messages, uids, None)
+    waiting = handed[2]
+    assert waiting is not None
+    assert await waiting.parsed(uids[-1]) is None
+    for offload in handed:
+        assert offload is not None
+        offload.cancel()
+
+
+def test_pool_processes_end_when_the_process_that_made_them_is_killed() -> None:
+    """An OOM kill of a worker leaves no pool process waiting for work forever."""
+    script = (
+        "import sys, time\n"
+        "from services.mail import parse_pool\n"
+        "pool = parse_pool._executor(1)\n"
+        "pool.submit(int, '1').result()\n"
+        "print(*pool._processes, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    maker = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1]
+    )
+    try:
+        assert maker.stdout is not None
+        [worker] = [int(pid) for pid in maker.stdout.readline().split()]
+        maker.kill()
+        maker.wait()
+        deadline = time.monotonic() + 4 * parse_pool.PARENT_CHECK_SECONDS
+        while time.monotonic() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        maker.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended

@@ -41,7 +41,7 @@ def split(raw: bytes, policy: Policy) -> EmailMessage | None:
         return None
     try:
         return _part(text, 0, len(text), policy, inside_multipart=False)
-    except _NotPlain:
+    except (_NotPlain, RecursionError):  # nesting the feedparser, without recursion, reads
         return None
 
 
@@ -122,6 +122,8 @@ def _multipart(msg: EmailMessage, text: str, start: int, end: int, policy: Polic
     boundary = msg.get_boundary()
     if not boundary or msg.get_content_type() == "multipart/digest":
         raise _NotPlain
+    if "\r" in boundary or "\n" in boundary:
+        raise _NotPlain  # (RFC 2231 %0D%0A) the feedparser, line by line, never matches it
     separator = "--" + boundary
     found = _boundary_line(text, separator, start, end)
     if found is None or found[1]:

@@ -120,7 +120,9 @@ def parse_message(
     """Everything Portico keeps of one message; never raises for a malformed message.
 
     Attachments bigger than `max_attachment_bytes` (when given) are listed without content."""
-    msg = mime_split.split(raw, _POLICY) or _PARSER.parsebytes(raw)
+    msg = mime_split.split(raw, _POLICY)
+    if msg is None:
+        msg = _PARSER.parsebytes(raw)
     from_addresses = addresses(msg, "From")
     subject = _header(msg, "Subject")[:MAX_SUBJECT_CHARS]
     date_raw = _header(msg, "Date")
@@ -155,9 +157,9 @@ def parse_message(
 
 def parse_participants(raw_headers: bytes) -> list[str]:
     """From, To and Cc of a header block (a FETCH of those fields), as `participants`."""
-    msg = mime_split.split_headers(raw_headers, _POLICY) or _PARSER.parsebytes(
-        raw_headers, headersonly=True
-    )
+    msg = mime_split.split_headers(raw_headers, _POLICY)
+    if msg is None:
+        msg = _PARSER.parsebytes(raw_headers, headersonly=True)
     return _unique([*addresses(msg, "From"), *addresses(msg, "To"), *addresses(msg, "Cc")])
 
 
@@ -444,12 +446,14 @@ class _Part(EmailMessage):
     Content-Type a dozen times a parse, and `get` scans every header each time. The first
     (name, value) of each name is indexed, and what the policy made of it kept, for as long as
     the headers are those the index was made from (compared on each read, a C-level list
-    comparison, so a change by any of the email package's methods is seen)."""
+    comparison, so a change by any of the email package's methods is seen) and the policy."""
 
-    _index: tuple[list[tuple[str, Any]], dict[str, tuple[str, Any]], dict[Any, Any], dict[str, Any]]
+    _index: tuple[
+        list[tuple[str, Any]], dict[str, tuple[str, Any]], dict[Any, Any], dict[str, Any], Any
+    ]
 
     def get(self, name: str, failobj: Any = None) -> Any:
-        _, first, read, _ = self._current_index()
+        first, read = self._current_index()[1:3]
         key = name.lower()
         value = read.get(key, _MISSING)
         if value is _MISSING:
@@ -480,9 +484,9 @@ class _Part(EmailMessage):
 
     def _current_index(self) -> tuple[Any, ...]:
         index = self.__dict__.get("_index")
-        if index is None or index[0] != self._headers:
+        if index is None or index[0] != self._headers or index[4] is not self.policy:
             first = {k.lower(): (k, v) for k, v in reversed(self._headers)}
-            index = self._index = (list(self._headers), first, {}, {})
+            index = self._index = (list(self._headers), first, {}, {}, self.policy)
         return index
 
 

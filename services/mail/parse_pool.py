@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +27,7 @@ from services.mail.parse import ParsedMessage, parse_message
 log = logging.getLogger(__name__)
 
 MAX_BYTES = 256 * 1024  # bigger messages are parsed in the sync's process (in a thread)
+PARENT_CHECK_SECONDS = 5.0
 
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
@@ -37,8 +41,26 @@ def _executor(processes: int) -> ProcessPoolExecutor:
         if _pool is not None:
             _pool.shutdown(wait=False, cancel_futures=True)
         context = multiprocessing.get_context("forkserver")
-        _pool, _pool_size = ProcessPoolExecutor(processes, mp_context=context), processes
+        _pool = ProcessPoolExecutor(
+            processes, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+        )
+        _pool_size = processes
     return _pool
+
+
+def _exit_with(parent: int) -> None:
+    """In a pool process: ends it once the process that made the pool is gone (killed, say,
+    by the OOM killer: an idle pool process would otherwise wait for work forever)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _forget(pool: ProcessPoolExecutor) -> None:
@@ -75,6 +97,11 @@ class Offload:
         """The parse of `uid`, or None: parse it in this process."""
         try:
             return (await self._job)[self._uids[uid]]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the sync itself is being cancelled
+            return None  # the job was: its pool was replaced (`_executor`)
         except Exception:  # a process died (told once, in `offload`), or the answer was lost
             return None
 
