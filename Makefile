@@ -43,7 +43,8 @@ schema: $(PY_STAMP)
 	$(BIN)/portico export-schema > schema.graphql
 
 # Benchmarks (never part of `make test`): mass_send, deliveries and mail_sync need PostgreSQL,
-# mail_sync Dovecot, fanout Redis, http wrk (Debian: apt-get install -y wrk).
+# mail_sync Dovecot, fanout Redis, http wrk (Debian: apt-get install -y wrk), deliveries
+# Postfix's smtp-sink (apt-get install -y postfix) or `--sink aiosmtpd`.
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.http
