@@ -19,6 +19,7 @@ from tortoise import Tortoise
 
 from models import FileChunk, StoredFile
 from portico.settings import Settings
+from services.shared import files
 from tests.support.api import Firm
 from tests.support.crm_ops import UPDATE_ACCOUNT
 from tests.support.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
@@ -106,6 +107,7 @@ async def test_uploads_download_from_chunks_are_stored_once_and_go_with_the_last
     await acme.api.ok(DELETE, {"id": copy["id"]})
     assert await chunk_counts() == {sha(SMALL): 1}  # nothing refers to it: its chunks go
     assert await FileChunk.filter(sha256=sha(BIG)).count() == 0
+    assert not await files.exists(store, sha(BIG)) and await files.exists(store, sha(SMALL))
     assert (await fetch(client, acme, copy)).status_code == 404
     assert folder_contents(store) == []
 
@@ -143,8 +145,8 @@ async def test_an_auto_saved_attachment_downloads_and_is_exported(
         FLAGS, {"input": {"accountEmailId": anna.account_email_id, "emailSync": True}}
     )
     mailbox = await add_mailbox(acme.owner.firm_id, imap, store)
-    files = [("Bescheid.pdf", "application/pdf", BIG), ("Beleg.png", "image/png", PNG)]
-    imap.append(mailbox.username, papers("Papers", files))
+    attached = [("Bescheid.pdf", "application/pdf", BIG), ("Beleg.png", "image/png", PNG)]
+    imap.append(mailbox.username, papers("Papers", attached))
     await sync(acme.api, mailbox)
 
     saved = await documents_of(acme.api, anna.account_id)

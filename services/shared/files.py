@@ -174,8 +174,8 @@ async def _db_store(read: Read, limit: int | None, expect: str | None) -> tuple[
     """Writes the chunks under a pending name while hashing them, then in the same
     transaction names them by the hash and writes the StoredFile: all or nothing. A content
     already stored is not written twice (the transaction is rolled back)."""
-    if expect is not None and await StoredFile.exists(sha256=expect):
-        return expect, (await StoredFile.get(sha256=expect)).size
+    if expect is not None and (present := await StoredFile.get_or_none(sha256=expect)):
+        return expect, present.size
     pending = "pending-" + secrets.token_hex(28)
     digest, size, count = hashlib.sha256(), 0, 0
     try:
