@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as tortoise_migrate
 from tortoise.migrations.executor import MigrationExecutor
@@ -55,6 +56,10 @@ def ensure_sqlite_folder(database_url: str) -> None:
 
 async def init_db(database_url: str) -> None:
     ensure_sqlite_folder(database_url)
+    # Tortoise keeps each table's INSERT/DELETE text by connection name, not by backend: a
+    # process that was on SQLite under "default" (a test of an app on its own database)
+    # would send SQLite's "?" to PostgreSQL afterwards.
+    EXECUTOR_CACHE.clear()
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 
