@@ -112,6 +112,20 @@ async def test_uploads_download_from_chunks_are_stored_once_and_go_with_the_last
     assert folder_contents(store) == []
 
 
+async def test_the_same_new_content_uploaded_at_once_is_stored_once(acme, client, store):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    names = [f"copy {n}.pdf" for n in range(4)]
+    answers = await asyncio.gather(
+        *(upload(client, acme.api.token, anna.account_id, name, BIG) for name in names)
+    )
+    assert [a.json()["data"]["uploadDocument"]["errors"] for a in answers] == [[]] * 4
+    assert await chunk_counts() == {sha(BIG): 3}
+    assert await FileChunk.all().count() == 3  # no pending chunks left behind
+    for answer in answers:
+        document = answer.json()["data"]["uploadDocument"]["document"]
+        assert (await fetch(client, acme, document)).content == BIG
+
+
 async def test_an_oversize_upload_leaves_no_chunks(acme, client, store):
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
     store.max_upload_bytes = 2 * MIB  # two chunks are written before the third is refused
