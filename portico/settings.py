@@ -77,9 +77,6 @@ class Settings(BaseSettings):
     # that fails this often is skipped for sync_skip_retry_hours.
     sync_max_message_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     sync_max_failures: int = Field(default=3, gt=0)
-    # Processes parsing half of each downloaded batch beside the sync (services/mail/
-    # parse_pool.py); 0: all of it in the sync's own process.
-    sync_parse_processes: int = Field(default=0, ge=0, le=64)
     sync_skip_retry_hours: float = Field(default=24, gt=0)
     # Auto-save trusts a sender only as the firm's receiving server vouched: the topmost
     # Authentication-Results header of this authserv-id is read (none set: the topmost

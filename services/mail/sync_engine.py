@@ -91,7 +91,7 @@ from tortoise.transactions import in_transaction
 
 from models import Mailbox, MailboxFolder, SyncStatus
 from portico.settings import Settings
-from services.mail import bounces, parse_pool, skips, store
+from services.mail import bounces, skips, store
 from services.mail.events import announce_message
 from services.mail.imap import (
     Fetched,
@@ -637,22 +637,14 @@ class _Pass:
     ) -> list[_Item]:
         """Downloads messages of known size, under the limit, in one round trip."""
         bodies = (await self.fetch(uids, MESSAGE_FIELDS)).data
-        elsewhere = parse_pool.offload(
-            self.settings.sync_parse_processes, bodies, uids, self.settings.max_upload_bytes
-        )
         items: list[_Item] = []
-        try:
-            for uid in uids:
-                raw = bodies.pop(uid, None)  # let go of each message once it is parsed
-                if raw is None:
-                    continue  # failed (recorded) or expunged meanwhile
-                parsed = await elsewhere.parsed(uid) if elsewhere and uid in elsewhere else None
-                item = await self.message(uid, raw, synced, uid in unclear, parsed)
-                if item is not None:
-                    items.append(item)
-        finally:
-            if elsewhere is not None:
-                elsewhere.cancel()  # stopped midway: nobody waits for the rest
+        for uid in uids:
+            raw = bodies.pop(uid, None)  # let go of each message once it is parsed
+            if raw is None:
+                continue  # failed (recorded) or expunged meanwhile
+            item = await self.message(uid, raw, synced, uid in unclear)
+            if item is not None:
+                items.append(item)
         return items
 
     async def unknown_size(
@@ -793,17 +785,11 @@ class _Pass:
             )
 
     async def message(
-        self,
-        uid: int,
-        raw: bytes,
-        synced: dict[str, set[int]],
-        unclear: bool,
-        parsed: ParsedMessage | None = None,
+        self, uid: int, raw: bytes, synced: dict[str, set[int]], unclear: bool
     ) -> _Item | None:
-        """Parses one downloaded message (unless `parsed` already, by services/mail/parse_pool):
-        with the accounts it goes to, or None when it goes nowhere or cannot be read
-        (`unclear`: its participants were not known from the headers, so they are looked up
-        now). A DSN's report is applied on the way."""
+        """Parses one downloaded message: with the accounts it goes to, or None when it goes
+        nowhere or cannot be read (`unclear`: its participants were not known from the
+        headers, so they are looked up now). A DSN's report is applied on the way."""
         limit = self.settings.max_upload_bytes
         try:
             # Told in the header step, unless its headers came cut short (or unreadable).
@@ -812,9 +798,7 @@ class _Pass:
                 self.result.bounced += await bounces.apply(self.scope, raw)
             # A big message (attachments) is parsed off the event loop, which also serves
             # the API when the sync runs inside `portico serve`.
-            if parsed is not None:
-                pass
-            elif len(raw) > PARSE_IN_THREAD_BYTES:
+            if len(raw) > PARSE_IN_THREAD_BYTES:
                 parsed = await asyncio.to_thread(parse_message, raw, max_attachment_bytes=limit)
             else:
                 parsed = parse_message(raw, max_attachment_bytes=limit)
