@@ -79,6 +79,8 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "file_chunk",
+    "stored_file",
     "client_mail_notice",
     "history_import",
     "document",

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tortoise import Tortoise
 
 from models import FileChunk, StoredFile
 from portico.settings import Settings
@@ -38,11 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 async def store(settings: Settings, tmp_path: Path) -> Settings:
-    """The database store, with a files folder that must stay empty; no contents left from
-    earlier tests (the conftest's cleaning knows nothing of these tables)."""
-    conn = Tortoise.get_connection("default")
-    for table in ("file_chunk", "stored_file"):
-        await conn.execute_script(f'DELETE FROM "{table}"')
+    """The database store (emptied with the other tables by clean_db), with a files folder
+    that must stay empty."""
     settings.files_dir = tmp_path / "files"
     settings.files_dir.mkdir()
     settings.file_store = "database"  # the app shares this settings object
