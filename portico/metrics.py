@@ -23,6 +23,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from graphql import OperationDefinitionNode
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -79,14 +80,17 @@ LIVE_SUBSCRIPTIONS = Gauge(
 _operation_names: set[str] = set()
 
 
-def operation_label(name: str | None) -> str:
-    """The operation's label: its name while the names seen stay few and short."""
+def operation_label(name: str | None, trusted: bool = True) -> str:
+    """The operation's label: its name while the names seen stay few and short. Only a
+    trusted request (signed-in staff, a name its document defines) may add a name: anyone
+    else could fill the labels with made-up names."""
     if not name:
         return "anonymous"
     if name in _operation_names:
         return name
     if (
-        len(name) > MAX_OPERATION_NAME_LENGTH
+        not trusted
+        or len(name) > MAX_OPERATION_NAME_LENGTH
         or len(_operation_names) >= MAX_OPERATION_NAMES
         or not _NAME.fullmatch(name)
     ):
@@ -110,9 +114,19 @@ class GraphQLMetrics(SchemaExtension):
             if not _is_subscription(context):
                 result = context.result
                 outcome = "error" if failed or result is None or result.errors else "ok"
-                label = operation_label(context.operation_name)
+                label = operation_label(context.operation_name, _trusted(context))
                 GRAPHQL_OPERATIONS.labels(label, outcome).inc()
                 GRAPHQL_DURATION.labels(label).observe(time.perf_counter() - started)
+
+
+def _trusted(context: Any) -> bool:
+    """Signed-in staff, and an operation name its document defines."""
+    if getattr(context.context, "staff", None) is None or context.graphql_document is None:
+        return False
+    return any(
+        isinstance(d, OperationDefinitionNode) and d.name and d.name.value == context.operation_name
+        for d in context.graphql_document.definitions
+    )
 
 
 def _is_subscription(context: Any) -> bool:
