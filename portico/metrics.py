@@ -1,34 +1,30 @@
-"""Prometheus metrics: `/metrics` in the text format, the HTTP middleware, the GraphQL
-extension and the live-subscription count that feed it.
+"""Prometheus metrics: `/metrics` in the text format and the HTTP middleware; the GraphQL
+extension and the live-subscription count that also feed it are in schema/metrics.py (the
+resolvers' layer may import them).
 
 With several processes, set PROMETHEUS_MULTIPROC_DIR (an empty folder, emptied before the
 processes start) in every API process's environment: prometheus-client then keeps each
 process's counters in files there, and a scrape of any process adds them all up. Without it
 the counters are this process's own.
 
-Labels stay bounded: routes by their template (never the raw path), GraphQL operations by a
-name from the first MAX_OPERATION_NAMES seen (longer names and later ones are "other"), and
-no ids or addresses anywhere. The outbox and mailbox figures are read from the database at
-scrape time (two statements), so every process answers the same.
+Labels stay bounded: routes by their template (never the raw path), GraphQL operations as
+schema/metrics.py says, and no ids or addresses anywhere. The outbox and mailbox figures are
+read from the database at scrape time (two statements), so every process answers the same.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-import re
 import time
-from collections.abc import AsyncGenerator, Iterable, Iterator
-from contextlib import aclosing
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from graphql import OperationDefinitionNode
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -38,17 +34,12 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
-from strawberry.types.graphql import OperationType
 from tortoise import Tortoise
 
 from models import DeliveryStatus, SyncStatus
 from portico.settings import Settings
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-MAX_OPERATION_NAMES = 200
-MAX_OPERATION_NAME_LENGTH = 64
-_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")  # a GraphQL Name: nothing else becomes a label
 
 HTTP_REQUESTS = Counter(
     "portico_http_requests_total",
@@ -60,96 +51,6 @@ HTTP_DURATION = Histogram(
     "Time to answer an HTTP request, by route template.",
     ["route"],
 )
-GRAPHQL_OPERATIONS = Counter(
-    "portico_graphql_operations_total",
-    "GraphQL queries and mutations run (HTTP and WebSocket), by operation name and outcome"
-    " (error: the answer carries errors).",
-    ["operation", "outcome"],
-)
-GRAPHQL_DURATION = Histogram(
-    "portico_graphql_operation_duration_seconds",
-    "Time to run a GraphQL query or mutation, parsing and validation included.",
-    ["operation"],
-)
-LIVE_SUBSCRIPTIONS = Gauge(
-    "portico_live_subscriptions",
-    "GraphQL subscriptions open now.",
-    multiprocess_mode="livesum",
-)
-
-_operation_names: set[str] = set()
-
-
-def operation_label(name: str | None, trusted: bool = True) -> str:
-    """The operation's label: its name while the names seen stay few and short. Only a
-    trusted request (signed-in staff, a name its document defines) may add a name: anyone
-    else could fill the labels with made-up names."""
-    if not name:
-        return "anonymous"
-    if name in _operation_names:
-        return name
-    if (
-        not trusted
-        or len(name) > MAX_OPERATION_NAME_LENGTH
-        or len(_operation_names) >= MAX_OPERATION_NAMES
-        or not _NAME.fullmatch(name)
-    ):
-        return "other"
-    _operation_names.add(name)
-    return name
-
-
-class GraphQLMetrics(SchemaExtension):
-    """Counts each query and mutation by name and outcome, and times it. A subscription's
-    operation lasts as long as its stream: it is counted by LIVE_SUBSCRIPTIONS instead."""
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            context = self.execution_context
-            if not _is_subscription(context):
-                result = context.result
-                outcome = "error" if failed or result is None or result.errors else "ok"
-                label = operation_label(context.operation_name, _trusted(context))
-                GRAPHQL_OPERATIONS.labels(label, outcome).inc()
-                GRAPHQL_DURATION.labels(label).observe(time.perf_counter() - started)
-
-
-def _trusted(context: Any) -> bool:
-    """Signed-in staff, and an operation name its document defines."""
-    if getattr(context.context, "staff", None) is None or context.graphql_document is None:
-        return False
-    return any(
-        isinstance(d, OperationDefinitionNode) and d.name and d.name.value == context.operation_name
-        for d in context.graphql_document.definitions
-    )
-
-
-def _is_subscription(context: Any) -> bool:
-    if context.graphql_document is None:
-        return False
-    try:
-        return context.operation_type is OperationType.SUBSCRIPTION
-    except Exception:  # an unknown operationName: refused, and counted as an error
-        return False
-
-
-T = TypeVar("T")
-
-
-async def live(stream: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
-    """`stream`, counted in LIVE_SUBSCRIPTIONS while it runs."""
-    LIVE_SUBSCRIPTIONS.inc()
-    try:
-        async with aclosing(stream):
-            async for item in stream:
-                yield item
-    finally:
-        LIVE_SUBSCRIPTIONS.dec()
 
 
 class HttpMetrics:

@@ -21,7 +21,6 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from compiled import Plans, executor_class
-from portico.metrics import GraphQLMetrics
 from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
 from resolvers.mutations.crm import CrmMutations
@@ -43,6 +42,7 @@ from schema.extensions import (
     shape_error,
 )
 from schema.mail import Mailbox
+from schema.metrics import GraphQLMetrics
 from schema.suggestions import drop_suggestions
 from schema.types import NODE_TYPES
 from schema.validation import CheckedValidation, DocumentValidator

@@ -22,11 +22,11 @@ from graphql import GraphQLError
 from strawberry.types import Info
 
 from models import Account as AccountModel
-from portico.metrics import live
 from resolvers import fanout
 from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
+from schema.metrics import live
 from services.mail import message_pages
 from services.mail.events import MESSAGE_SYNCED
 from services.shared import permissions

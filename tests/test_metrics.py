@@ -19,9 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models import Mailbox, OutboundEmail, SyncStatus
-from portico import metrics
 from portico.app import create_app
 from portico.settings import Settings
+from schema import metrics as graphql_metrics
 from services.shared.sessions import now
 from tests.support import server
 from tests.support.api import eventually
@@ -92,23 +92,23 @@ async def test_graphql_and_http_counters_move_with_requests(client, acme):
 @pytest.fixture(autouse=True)
 def fresh_operation_names() -> Iterator[None]:
     """The names a process has labelled so far are its own: each test starts with none."""
-    metrics._operation_names.clear()
+    graphql_metrics._operation_names.clear()
     yield
-    metrics._operation_names.clear()
+    graphql_metrics._operation_names.clear()
 
 
 async def test_names_from_strangers_take_no_label(client, acme):
     """Made-up names (no session, or a name the document does not define) never use up the
     labels; a staff member's operation is still labelled by its name afterwards."""
     before = await scrape(client)
-    for n in range(metrics.MAX_OPERATION_NAMES + 5):
+    for n in range(graphql_metrics.MAX_OPERATION_NAMES + 5):
         await client.post("/graphql", json={"query": f"query Junk{n} {{ __typename }}"})
     await client.post(
         "/graphql",
         json={"query": "query A { __typename }", "operationName": "NotInIt"},
         headers={"Authorization": f"Bearer {acme.api.token}"},
     )
-    assert not metrics._operation_names
+    assert not graphql_metrics._operation_names
     await acme.api.data("query ListAccounts { accounts { totalCount } }")
     after = await scrape(client)
     ops = "portico_graphql_operations_total"
@@ -119,7 +119,7 @@ async def test_names_from_strangers_take_no_label(client, acme):
         )
 
     assert more("ListAccounts") == 1
-    assert more("other") == metrics.MAX_OPERATION_NAMES + 5
+    assert more("other") == graphql_metrics.MAX_OPERATION_NAMES + 5
     assert not any(dict(labels).get("operation", "").startswith("Junk") for _, labels in after)
 
 
@@ -127,7 +127,7 @@ async def test_anonymous_and_unbounded_operation_names(client, acme):
     before = await scrape(client)
     await acme.api.data("{ accounts { totalCount } }")
     await acme.api.data(f"query {'Long' * 20} {{ accounts {{ totalCount }} }}")
-    for n in range(metrics.MAX_OPERATION_NAMES + 50):  # more names than labels allowed
+    for n in range(graphql_metrics.MAX_OPERATION_NAMES + 50):  # more names than labels allowed
         await acme.api.data(f"query Probe{n} {{ __typename }}")
     after = await scrape(client)
     ops = "portico_graphql_operations_total"
@@ -138,7 +138,9 @@ async def test_anonymous_and_unbounded_operation_names(client, acme):
     names = {dict(labels)["operation"] for (name, labels) in after if name == ops}
     names -= {dict(labels)["operation"] for (name, labels) in before if name == ops}
     names -= {"anonymous", "other"}
-    assert len(names) <= metrics.MAX_OPERATION_NAMES  # new labels: at most the names allowed
+    assert (
+        len(names) <= graphql_metrics.MAX_OPERATION_NAMES
+    )  # new labels: at most the names allowed
     assert "Long" * 20 not in names
 
 
@@ -275,7 +277,9 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path):
     try:
         query = {"query": "{ __typename }"}
         assert httpx.post(f"{live.url}/graphql", json=query).status_code == 200
-        other = "from portico import metrics; metrics.GRAPHQL_OPERATIONS.labels('anonymous', 'ok').inc()"
+        other = (
+            "from schema import metrics; metrics.GRAPHQL_OPERATIONS.labels('anonymous', 'ok').inc()"
+        )
         subprocess.run([sys.executable, "-c", other], env={**os.environ, **env}, check=True)
         samples = parse(httpx.get(f"{live.url}/metrics").text)
         ops = "portico_graphql_operations_total"
