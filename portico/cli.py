@@ -303,6 +303,9 @@ def _move_files(args: argparse.Namespace, settings: Settings) -> None:
 
     _with_db(settings, work)
     [done] = counts
-    print(f"moved {done.moved}, already there {done.already_there}, failed {done.failed}")
+    print(
+        f"moved {done.moved}, already there {done.already_there}, failed {done.failed}, "
+        f"gone meanwhile {done.gone}"
+    )
     if done.failed:
         sys.exit("some contents did not match their SHA-256 and stayed where they were")

@@ -213,33 +213,97 @@ async def test_moving_between_the_stores_keeps_every_download(acme, client, stor
 
     assert len(folder_contents(store)) == 3 and await StoredFile.all().count() == 0
 
-    assert await move(store, "database") == "moved 3, already there 0, failed 0"
+    assert await move(store, "database") == "moved 3, already there 0, failed 0, gone meanwhile 0"
     assert folder_contents(store) == []
     assert await chunk_counts() == {sha(SMALL): 1, sha(BIG): 3, sha(PNG): 1}
     await all_download()  # still PORTICO_FILE_STORE=folder: read from the other store
     store.file_store = "database"
     await all_download()
-    assert await move(store, "database") == "moved 0, already there 0, failed 0"
+    assert await move(store, "database") == "moved 0, already there 0, failed 0, gone meanwhile 0"
 
     # A move stopped after the copy and before removing the source: the rerun only removes it.
     left = store.resolved_files_dir / sha(PNG)[:2] / sha(PNG)
     left.parent.mkdir(exist_ok=True)
     left.write_bytes(PNG)
-    assert await move(store, "database") == "moved 0, already there 1, failed 0"
+    assert await move(store, "database") == "moved 0, already there 1, failed 0, gone meanwhile 0"
     assert folder_contents(store) == []
 
-    assert await move(store, "folder") == "moved 3, already there 0, failed 0"
+    assert await move(store, "folder") == "moved 3, already there 0, failed 0, gone meanwhile 0"
     assert await StoredFile.all().count() == 0 and await FileChunk.all().count() == 0
     assert {p.name for p in folder_contents(store)} == {sha(SMALL), sha(BIG), sha(PNG)}
     await all_download()  # PORTICO_FILE_STORE=database still: read from the folder
     store.file_store = "folder"
     await all_download()
-    assert await move(store, "folder") == "moved 0, already there 0, failed 0"
+    assert await move(store, "folder") == "moved 0, already there 0, failed 0, gone meanwhile 0"
 
     # A file that no longer hashes to its name is not moved, and stays.
     broken = store.resolved_files_dir / sha(SMALL)[:2] / sha(SMALL)
     broken.write_bytes(b"damaged")
     failed = await asyncio.to_thread(portico_files_move, store, "database")
     assert failed.returncode != 0
-    assert failed.stdout.strip() == "moved 2, already there 0, failed 1"
+    assert failed.stdout.strip() == "moved 2, already there 0, failed 1, gone meanwhile 0"
     assert broken.read_bytes() == b"damaged" and not await StoredFile.exists(sha256=sha(SMALL))
+
+
+# Moves while the firm works --------------------------------------------------------------
+
+
+async def test_a_download_under_way_when_the_store_moves_to_the_folder_completes(
+    acme, client, store
+):
+    """The move writes the file before it removes the chunks: a download that finds a chunk
+    gone reads the rest from the file, from the same offset."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    await uploaded(client, acme, anna.account_id, "big.pdf", BIG)
+    content = await files.find(store, sha(BIG))
+    assert content is not None and content.store == "database"
+    chunks = content.chunks()
+    got = [await anext(chunks)]  # the first MiB went out
+    await files.move(store, "folder")
+    got += [chunk async for chunk in chunks]
+    assert b"".join(got) == BIG
+
+
+async def test_a_content_forgotten_while_moved_to_the_database_stays_forgotten(
+    acme, client, store, monkeypatch
+):
+    """deleteDocument (or an erasure) while the move copies its content: forget found no
+    database rows yet, so the move looks again once it committed them."""
+    store.file_store = "folder"
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    document = await uploaded(client, acme, anna.account_id, "a.pdf", SMALL)
+    copy = files._db_store
+
+    async def deleted_meanwhile(read, limit, expect):  # type: ignore[no-untyped-def]
+        await acme.api.ok(DELETE, {"id": document["id"]})  # forget runs after its commit
+        return await copy(read, limit, expect)
+
+    monkeypatch.setattr(files, "_db_store", deleted_meanwhile)
+    moved = await files.move(store, "database")
+    assert (moved.moved, moved.failed) == (1, 0)
+    assert not await StoredFile.filter(sha256=sha(SMALL)).exists()
+    assert not await FileChunk.filter(sha256=sha(SMALL)).exists()
+    assert folder_contents(store) == []
+
+
+async def test_a_content_forgotten_while_moved_to_the_folder_is_counted_gone(
+    acme, client, store, monkeypatch
+):
+    """Its chunks deleted under the copy: the move goes on with the others, says so, and
+    leaves no file."""
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    gone = await uploaded(client, acme, anna.account_id, "gone.pdf", BIG)
+    await uploaded(client, acme, anna.account_id, "kept.pdf", SMALL)
+    copy = files._folder_store
+
+    async def deleted_meanwhile(read, settings, limit, expect):  # type: ignore[no-untyped-def]
+        if expect == sha(BIG):
+            await read(files.CHUNK)  # the copy began
+            await acme.api.ok(DELETE, {"id": gone["id"]})
+        return await copy(read, settings, limit, expect)
+
+    monkeypatch.setattr(files, "_folder_store", deleted_meanwhile)
+    moved = await files.move(store, "folder")
+    assert (moved.moved, moved.gone, moved.failed) == (1, 1, 0)
+    assert folder_contents(store) == [files.path_for(store, sha(SMALL))]
+    assert not await StoredFile.exists()

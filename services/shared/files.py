@@ -158,9 +158,10 @@ async def _folder_store(
     return digest.hexdigest(), size
 
 
-async def _folder_chunks(path: Path) -> AsyncIterator[bytes]:
+async def _folder_chunks(path: Path, offset: int = 0) -> AsyncIterator[bytes]:
     handle = await asyncio.to_thread(path.open, "rb")
     try:
+        handle.seek(offset)
         while chunk := await asyncio.to_thread(handle.read, CHUNK):
             yield chunk
     finally:
@@ -207,12 +208,20 @@ class _Present(Exception):
     """The content is stored already: roll back this copy of it."""
 
 
-async def _db_chunks(sha256: str, count: int) -> AsyncIterator[bytes]:
-    # One chunk per query: a download never holds more than 1 MiB of it.
+async def _db_chunks(sha256: str, count: int, moved_to: Path | None = None) -> AsyncIterator[bytes]:
+    """One chunk per query: a download never holds more than 1 MiB of it. A chunk gone
+    meanwhile was moved to the folder (`move` writes the file before removing the chunks):
+    the rest is read from `moved_to` from the same offset."""
+    offset = 0
     for seq in range(count):
         found = await FileChunk.filter(sha256=sha256, seq=seq).values_list("data", flat=True)
         if not found:
-            raise FileNotFoundError(f"content {sha256} lost its chunk {seq} while being read")
+            if moved_to is None:
+                raise FileNotFoundError(f"content {sha256} lost its chunk {seq} while being read")
+            async for chunk in _folder_chunks(moved_to, offset):  # FileNotFoundError: gone
+                yield chunk
+            return
+        offset += len(found[0])
         yield bytes(found[0])
 
 
@@ -228,11 +237,12 @@ class Content:
     store: Literal["folder", "database"]
     path: Path | None
     _chunks: int
+    _moved_to: Path | None = None  # the database's: where `move --to folder` writes it
 
     def chunks(self) -> AsyncIterator[bytes]:
         if self.path is not None:
             return _folder_chunks(self.path)
-        return _db_chunks(self.sha256, self._chunks)
+        return _db_chunks(self.sha256, self._chunks, self._moved_to)
 
 
 async def find(settings: Settings, sha256: str) -> Content | None:
@@ -255,7 +265,9 @@ async def _find_in(
         except (FileNotFoundError, NotADirectoryError):
             return None
     row = await StoredFile.get_or_none(sha256=sha256)
-    return Content(sha256, row.size, "database", None, row.chunks) if row else None
+    if row is None:
+        return None
+    return Content(sha256, row.size, "database", None, row.chunks, path_for(settings, sha256))
 
 
 async def exists(settings: Settings, sha256: str) -> bool:
@@ -294,6 +306,7 @@ class Moved:
     moved: int = 0
     already_there: int = 0  # found whole at the destination: only the source copy removed
     failed: int = 0  # did not hash to its name: left in the source store
+    gone: int = 0  # forgotten meanwhile (nothing refers to it any more): nothing to move
 
 
 async def move(settings: Settings, to: Literal["folder", "database"]) -> Moved:
@@ -303,7 +316,7 @@ async def move(settings: Settings, to: Literal["folder", "database"]) -> Moved:
     counts = Moved()
     if to == "database":
         for path in _folder_contents(settings):
-            await _folder_to_database(path, counts)
+            await _folder_to_database(settings, path, counts)
     else:
         after = ""
         while page := await _stored_after(after):
@@ -325,11 +338,15 @@ async def _stored_after(after: str) -> list[str]:
     return list(await query.values_list("sha256", flat=True))
 
 
-async def _folder_to_database(path: Path, counts: Moved) -> None:
+async def _folder_to_database(settings: Settings, path: Path, counts: Moved) -> None:
     if await StoredFile.exists(sha256=path.name):
         counts.already_there += 1
     else:
-        handle = await asyncio.to_thread(path.open, "rb")
+        try:
+            handle = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            counts.gone += 1
+            return
         try:
             await _db_store(lambda size: asyncio.to_thread(handle.read, size), None, path.name)
         except _Mismatch:
@@ -338,6 +355,10 @@ async def _folder_to_database(path: Path, counts: Moved) -> None:
         finally:
             handle.close()
         counts.moved += 1
+        # Its last document deleted while it was copied: forget found nothing in the
+        # database then, so it is looked at again now.
+        if path.name in await forget(settings, [path.name]):
+            return
     await asyncio.to_thread(_remove, path)
 
 
@@ -351,7 +372,10 @@ async def _database_to_folder(settings: Settings, sha256: str, counts: Moved) ->
     if path_for(settings, sha256).is_file():  # written aside and moved into place: whole
         counts.already_there += 1
     else:
-        row = await StoredFile.get(sha256=sha256)
+        row = await StoredFile.get_or_none(sha256=sha256)
+        if row is None:
+            counts.gone += 1
+            return
         chunks = _db_chunks(sha256, row.chunks)
 
         async def read(size: int) -> bytes:
@@ -362,7 +386,12 @@ async def _database_to_folder(settings: Settings, sha256: str, counts: Moved) ->
         except _Mismatch:
             counts.failed += 1
             return
+        except FileNotFoundError:  # forgotten while copied (its chunks deleted)
+            counts.gone += 1
+            return
         counts.moved += 1
+        if sha256 in await forget(settings, [sha256]):
+            return  # forgotten meanwhile, the new file with it
     async with in_transaction():
         await StoredFile.filter(sha256=sha256).delete()
         await FileChunk.filter(sha256=sha256).delete()
