@@ -1,6 +1,8 @@
-"""Prometheus metrics: `/metrics` in the text format and the HTTP middleware; the GraphQL
-extension and the live-subscription count that also feed it are in schema/metrics.py (the
-resolvers' layer may import them).
+"""Prometheus metrics: `/metrics` in the text format and the HTTP metrics (recorded by
+portico/middleware.py's AccessLog, which times each request once for the log and for them);
+the GraphQL extension and the live-subscription count are in schema/metrics.py (the
+resolvers' layer may import them), deliveries and the event bus's lag in
+services/shared/metrics.py (counted where they happen).
 
 With several processes, set PROMETHEUS_MULTIPROC_DIR (an empty folder, emptied before the
 processes start) in every API process's environment: prometheus-client then keeps each
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from tortoise import Tortoise
 
 from models import DeliveryStatus, SyncStatus
@@ -51,35 +52,32 @@ HTTP_DURATION = Histogram(
     "Time to answer an HTTP request, by route template.",
     ["route"],
 )
+SQL_STATEMENTS = Histogram(
+    "portico_sql_statements_per_request",
+    "SQL statements sent to the database while answering an HTTP request, by route template.",
+    ["route"],
+    buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233),
+)
+
+
+def record_request(scope: Scope, status: int, seconds: float, statements: int) -> None:
+    """One HTTP request answered, by its route's template (set by the router once it
+    matched: "unmatched" otherwise), so the labels are as many as the routes."""
+    template = getattr(scope.get("route"), "path", None) or "unmatched"
+    HTTP_REQUESTS.labels(template, _method(scope["method"]), str(status)).inc()
+    HTTP_DURATION.labels(template).observe(seconds)
+    SQL_STATEMENTS.labels(template).observe(statements)
 
 
 class HttpMetrics:
-    """Counts and times each HTTP request by its route's template (set by the router once it
-    matched: "unmatched" otherwise), so the labels are as many as the routes."""
+    """Does nothing any more: AccessLog records the HTTP metrics. Kept only until
+    portico/app.py no longer lists it among its middleware."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(template, _method(scope["method"]), str(status)).inc()
-            HTTP_DURATION.labels(template).observe(time.perf_counter() - started)
+        await self.app(scope, receive, send)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

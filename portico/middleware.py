@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: a request-size ceiling (HTTP bodies and WebSocket messages) and one
-structured log line per request."""
+"""Pure ASGI middleware: a request-size ceiling (HTTP bodies and WebSocket messages), and one
+structured log line per request with its metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portico import metrics, sql_statements
 from portico.refusals import error_json
 from services.shared.errors import ErrorCode
 
@@ -115,10 +116,12 @@ async def _too_large(send: Send) -> None:
 
 class AccessLog:
     """One JSON line per HTTP request: method, path (without the secret of a link), GraphQL
-    operation, status, duration."""
+    operation, status, duration; and the same request in the HTTP metrics, with the SQL
+    statements it sent (portico/sql_statements.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        sql_statements.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,9 +136,13 @@ class AccessLog:
                 status = message["status"]
             await send(message)
 
+        statements, counting = sql_statements.start()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            sql_statements.stop(counting)
+            seconds = time.perf_counter() - started
+            metrics.record_request(scope, status, seconds, statements[0])
             state = scope.get("state") or {}
             access_log.info(
                 orjson.dumps(
@@ -144,7 +151,7 @@ class AccessLog:
                         "path": logged_path(scope["path"]),
                         "operation": state.get("graphql_operation"),
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                     }
                 ).decode()
             )

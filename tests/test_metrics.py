@@ -10,23 +10,31 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
-from models import Mailbox, OutboundEmail, SyncStatus
+from models import Account, Mailbox, OutboundEmail, SyncStatus
 from portico.app import create_app
 from portico.settings import Settings
 from schema import metrics as graphql_metrics
+from services.loops.delivery import deliver_due
+from services.outbound.transport import transport_for
+from services.shared.pubsub import PUBLISHED_AT, EventBus, InProcessBus, RedisBus, Subscription
 from services.shared.sessions import now
 from tests.support import server
 from tests.support.api import eventually
 from tests.support.login import invitee, login_on
 from tests.support.services import need_redis
+from tests.support.smtp import smtp_fixture  # noqa: F401
+from tests.support.sqlcount import count_sql
 from tests.support.websocket import SYNCED, serving, socket
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -314,3 +322,150 @@ def _start_server(folder: Path, env: dict[str, str]) -> server.LiveServer:
         live.stop()
         raise
     return live
+
+
+async def test_deliveries_are_counted_by_outcome(client, acme, settings, smtp):
+    """Each attempt's outcome: a 451 is a retry, a refused recipient (bad input) and a last
+    attempt that fails are failed, the retried message is sent in the end."""
+    mail = settings.model_copy(update={"smtp_url": smtp.url})
+    transport = transport_for(mail)
+    before = await scrape(client)
+    try:
+        anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+        await login_on(acme.api, anna.account_email_id)
+        smtp.fail_data("451 4.3.0 try later")
+        assert await deliver_due(mail, transport) == 1
+        smtp.refuse_rcpt("550 5.1.1 no such user")
+        bob = await invitee(acme.api, "Jones Family", "bob@jones.example", "Bob")
+        await login_on(acme.api, bob.account_email_id)
+        assert await deliver_due(mail, transport) == 1
+        smtp.refuse_rcpt(None)
+        carol = await invitee(acme.api, "Brown Family", "carol@brown.example", "Carol")
+        await login_on(acme.api, carol.account_email_id)
+        smtp.fail_data("451 4.3.0 try later")
+        assert await deliver_due(mail.model_copy(update={"mail_max_attempts": 1}), transport) == 1
+        assert await deliver_due(mail, transport, now=now() + timedelta(days=1)) == 1
+    finally:
+        await transport.aclose()
+    assert [str(m["To"]) for m in smtp.messages] == ["anna@miller.example"]
+    after = await scrape(client)
+    moved = {
+        outcome: value(after, DELIVERIES, outcome=outcome)
+        - value(before, DELIVERIES, outcome=outcome)
+        for outcome in ("sent", "retry", "failed")
+    }
+    assert moved == {"sent": 1, "retry": 1, "failed": 2}
+    outcomes = {dict(labels)["outcome"] for (name, labels) in after if name == DELIVERIES}
+    assert outcomes == {"sent", "retry", "failed"}
+    assert not any("example" in str(labels) for (_, labels) in after)
+
+
+DELIVERIES = "portico_deliveries_total"
+STATEMENTS = "portico_sql_statements_per_request"
+
+
+async def test_sql_statements_per_request_are_the_statements_sent(client, acme):
+    """The histogram counts what Tortoise sent for each request (the same statements as its
+    debug log, which tests/support/sqlcount.py reads), by route; nothing outside a request."""
+    start = await scrape(client)
+    query = "query Nested { accounts { edges { node { name contacts { firstName } } } } }"
+    await acme.api.data(
+        'mutation { createAccount(input: {name: "Lee", type: FAMILY}) { errors { code } } }'
+    )
+    before = await scrape(client)
+    with count_sql() as sent:
+        await acme.api.data(query)
+    read = await scrape(client)
+    with count_sql() as refused:
+        malformed = await client.post(
+            "/graphql", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 400
+        assert (await client.get("/no/such/page/4711")).status_code == 404
+    bad = await scrape(client)
+    with count_sql() as outside:
+        await Account.all().count()  # no request: counted by the log only
+    end = await scrape(client)
+
+    def moved(a: Samples, b: Samples, suffix: str, route: str) -> float:
+        name = f"{STATEMENTS}_{suffix}"
+        return value(b, name, route=route) - value(a, name, route=route)
+
+    assert len(sent) >= 3  # the session, the accounts, their contacts
+    assert moved(before, read, "count", "/graphql") == 1
+    assert moved(before, read, "sum", "/graphql") == len(sent)
+    assert moved(read, bad, "count", "/graphql") == 1
+    assert moved(read, bad, "count", "unmatched") == 1
+    assert moved(read, bad, "sum", "/graphql") + moved(read, bad, "sum", "unmatched") == len(
+        refused
+    )
+    assert len(outside) == 1 and moved(bad, end, "sum", "/graphql") == 0
+    # Each scrape is counted too (after it answered): its two statements of outbox and mailboxes.
+    assert moved(start, before, "count", "/metrics") >= 1
+    assert moved(bad, end, "count", "/metrics") == 1
+    assert moved(bad, end, "sum", "/metrics") == 2
+    routes = {dict(labels)["route"] for (name, labels) in end if name.startswith(STATEMENTS)}
+    assert not any("4711" in route for route in routes)
+
+
+@pytest.mark.parametrize("backend", ["in-process", "redis"])
+async def test_event_bus_lag_is_observed_once_per_event_received(client, backend):
+    """The lag histogram counts each event a process receives for its subscribers; the
+    publish time travels with the event but never reaches a subscriber."""
+    lag = "portico_event_bus_lag_seconds"
+    channel = f"metrics-test-{uuid.uuid4().hex}"
+    here: EventBus
+    there: EventBus
+    if backend == "redis":
+        here, there = RedisBus(need_redis()), RedisBus(need_redis())
+    else:
+        here = there = InProcessBus()
+    try:
+        async with here.subscribe(channel) as events:
+            before = await scrape(client)
+            event = {"kind": "message.synced", "messageId": 7, "accountIds": [1, 2]}
+            await there.publish(channel, event)
+            assert await _next(events) == event  # exactly what was published
+            with pytest.raises(ValueError):  # the bus's own key is refused
+                await there.publish(channel, {"n": 1, PUBLISHED_AT: 0})
+            after = await scrape(client)
+    finally:
+        await here.close()
+        await there.close()
+    assert value(after, f"{lag}_count") - value(before, f"{lag}_count") == 1
+    assert value(after, f"{lag}_sum") >= value(before, f"{lag}_sum")
+    assert not any(channel in str(labels) for (_, labels) in after)
+
+
+async def test_event_bus_lag_ignores_events_without_a_publish_time(client):
+    """Through Redis, what another publisher sent: junk is dropped, an event without a
+    publish time (an older process) or with one that is not a number is delivered and not
+    observed, one from a clock ahead of ours counts as no lag at all."""
+    lag = "portico_event_bus_lag_seconds"
+    channel = f"metrics-test-{uuid.uuid4().hex}"
+    bus = RedisBus(need_redis())
+    raw = Redis.from_url(need_redis())
+    try:
+        async with bus.subscribe(channel) as events:
+            before = await scrape(client)
+            await raw.publish(channel, b"not json")
+            await raw.publish(channel, b'{"n": 1}')
+            await raw.publish(channel, b'{"n": 2, "%s": "yesterday"}' % PUBLISHED_AT.encode())
+            await raw.publish(channel, b'{"n": 3, "%s": true}' % PUBLISHED_AT.encode())
+            assert [await _next(events) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+            unobserved = await scrape(client)
+            ahead = time.time() + 3600
+            await raw.publish(channel, orjson.dumps({"n": 4, PUBLISHED_AT: ahead}))
+            assert await _next(events) == {"n": 4}
+            after = await scrape(client)
+    finally:
+        await bus.close()
+        await raw.aclose()
+    assert value(unobserved, f"{lag}_count") == value(before, f"{lag}_count")
+    assert value(after, f"{lag}_count") - value(unobserved, f"{lag}_count") == 1
+    assert value(after, f"{lag}_sum") == value(unobserved, f"{lag}_sum")
+
+
+async def _next(events: Subscription) -> dict:
+    async with asyncio.timeout(10):
+        return await anext(events)

@@ -41,7 +41,8 @@ goes at once over a new connection, in the same attempt.
 Retries: a doubling wait from PORTICO_MAIL_RETRY_BASE_SECONDS up to
 PORTICO_MAIL_RETRY_MAX_SECONDS, ±20 % (services/shared/backoff), for
 PORTICO_MAIL_MAX_ATTEMPTS attempts; the defaults (30 s, 4 h, 39) keep trying for 4 to 5
-days, as RFC 5321 asks, then FAILED with the last reason.
+days, as RFC 5321 asks, then FAILED with the last reason. Each attempt's outcome is counted
+for /metrics (services/shared/metrics: sent, retry, failed).
 
 Replies from Inbox+ (rows with a mailbox) go through that mailbox's own SMTP server, logged
 in as the mailbox, with its address as From; every other row through the one transport of
@@ -81,7 +82,7 @@ from services.outbound.transport import (
     build_message,
     outgoing_message,
 )
-from services.shared import backoff
+from services.shared import backoff, metrics
 from services.shared.leases import lease_token
 
 log = logging.getLogger(__name__)
@@ -374,6 +375,7 @@ class _Sending:
                 await route.transport.send(message)
         except PermanentFailure as exc:
             log.warning("mail %s to %s failed permanently: %s", row.pk, row.to_address, exc)
+            metrics.delivery(metrics.FAILED)
             await _record(row, lease, status=DeliveryStatus.FAILED, last_error=str(exc))
         except TemporaryFailure as exc:
             await _retry_later(settings, row, lease, str(exc), now)
@@ -382,6 +384,7 @@ class _Sending:
             await _retry_later(settings, row, lease, f"{type(exc).__name__}: {exc}", now)
         else:
             log.info("mail %s sent to %s", row.pk, row.to_address)
+            metrics.delivery(metrics.SENT)
             if route is None:
                 if not self.sent:
                     self.first_sent = self.loop.time()
@@ -461,9 +464,11 @@ async def _retry_later(
     attempts = row.attempts + 1
     if attempts >= settings.mail_max_attempts:
         log.warning("mail %s failed after %s attempts: %s", row.pk, attempts, reason)
+        metrics.delivery(metrics.FAILED)
         await _record(row, lease, status=DeliveryStatus.FAILED, last_error=reason)
         return
     delay = retry_delay(settings, attempts)
+    metrics.delivery(metrics.RETRY)
     log.info("mail %s: attempt %s failed (%s); retry in %.0f s", row.pk, attempts, reason, delay)
     await _record(
         row,

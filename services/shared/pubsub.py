@@ -25,6 +25,12 @@ Delivery is at most once, best effort: an event is a hint that something changed
 is the record. Events published while a process's Redis connection is down are missed by that
 process's subscribers (the bus reconnects with backoff and logs, and never raises into the
 app); clients refetch what they show when they need to be exact.
+
+Lag: each event carries its publish time (wall clock) under PUBLISHED_AT on the wire; the
+receiving process takes it out before its subscribers see the event (they get exactly what
+was published) and observes the difference in EVENT_BUS_LAG (services/shared/metrics), once
+per event and process. An event without it (a process of an older version) is delivered
+all the same and not observed.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from portico.settings import Settings
+from services.shared.metrics import EVENT_BUS_LAG
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,25 @@ DROP_LOG_SECONDS = 10.0  # at most one "subscriber too slow" warning per bus per
 PUBLISH_LOG_SECONDS = 10.0  # the same for "could not publish" while Redis is down
 
 Payload = dict[str, Any]
+
+# The bus's own key in an event's JSON object: when it was published (Unix seconds).
+PUBLISHED_AT = "_publishedAt"
+
+
+def _encode(payload: Payload) -> bytes:
+    """The event on the wire: its JSON object with its publish time added."""
+    if PUBLISHED_AT in payload:
+        raise ValueError(f"{PUBLISHED_AT} is the event bus's own key")
+    return orjson.dumps({**payload, PUBLISHED_AT: time.time()})
+
+
+def _received(payload: Payload) -> Payload:
+    """The event as published: its publish time taken out, and its lag observed."""
+    published = payload.pop(PUBLISHED_AT, None)
+    if type(published) in (int, float):  # never a bool, a string or null: not ours
+        # Clocks of two hosts may differ a little: an event never arrives before it left.
+        EVENT_BUS_LAG.observe(max(0.0, time.time() - published))
+    return payload
 
 
 def firm_channel(firm_id: int | str) -> str:
@@ -124,7 +150,8 @@ class EventBus(Protocol):
     """What the rest of Portico sees of either backend."""
 
     async def publish(self, channel: str, payload: Payload) -> None:
-        """Send `payload` (JSON-serialisable; orjson raises TypeError otherwise) to `channel`.
+        """Send `payload` (JSON-serialisable; orjson raises TypeError otherwise) to `channel`;
+        it may not use the key PUBLISHED_AT (ValueError).
 
         Never waits on subscribers, and never raises because Redis is unreachable (it logs).
         """
@@ -225,9 +252,9 @@ class InProcessBus:
         # A JSON round trip, as through Redis: a payload that is not JSON fails here too,
         # subscribers see the same shapes (datetimes as strings) on both backends, and the
         # publisher's dict is never shared with them.
-        data = orjson.dumps(payload)
+        data = _encode(payload)
         if self._subs.count(channel):
-            self._subs.deliver(channel, orjson.loads(data))
+            self._subs.deliver(channel, _received(orjson.loads(data)))
 
     @asynccontextmanager
     async def subscribe(
@@ -321,7 +348,7 @@ class RedisBus:
         if self._closed:
             log.debug("pubsub: closed, event on %s ignored", channel)
             return
-        data = orjson.dumps(payload)  # outside the try: a payload that is not JSON is a bug
+        data = _encode(payload)  # outside the try: a payload that is not JSON is a bug
         try:
             await self._publisher.publish(channel, data)
         except (RedisError, OSError) as exc:
@@ -495,7 +522,7 @@ class RedisBus:
             if not isinstance(payload, dict):
                 log.warning("pubsub: a message on %s is not a JSON object; ignored", channel)
                 return
-            self._subs.deliver(channel, payload)
+            self._subs.deliver(channel, _received(payload))
         elif kind in ("subscribe", "unsubscribe"):
             # Replies come in the order the commands went out: when none is left to come, the
             # connection's state for the channel is the one _remote says.
