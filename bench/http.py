@@ -1,7 +1,7 @@
 """Portico over HTTP against hand-written endpoints serving the same JSON, with wrk.
 
     python -m bench.http [--postgres] [--rounds N] [--duration S]
-                         [--reads nested,search,inbox,account] [--loops]
+                         [--reads nested,search,inbox,account] [--loops] [--limits]
 
 Seeds one database (a temporary SQLite file, or with --postgres a throwaway PostgreSQL
 database at PORTICO_BENCH_POSTGRES, default as in the tests) with 50 accounts x 2 contacts
@@ -14,7 +14,10 @@ uvicorn process each:
   prefetch_related (bench/baselines.py);
 - sql:      a hand-written Starlette endpoint: the plain SQL statements, rows into orjson;
 - with --loops also portico-asyncio: `portico serve --loop asyncio --http h11`, the same
-  server without uvloop and httptools.
+  server without uvloop and httptools;
+- with --limits also portico-limits and portico-limits-redis: the same server with its rate
+  limits on (buckets so large that nothing is refused), in memory and in Redis
+  (PORTICO_BENCH_REDIS, default redis://127.0.0.1:6379/0): what a bucket costs a request.
 Each read (nested: the issue's `accounts(first: 50)` query; search: `contacts(first: 50,
 search:)`; inbox: `inbox(first: 50)` with each message's accounts and attachments; account:
 one `account(id:)` with its emails' portal status and latest invitation, `deliveries(first:
@@ -117,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, _database(Path(folder), args.postgres) as url:
         firm_id, token, account_pk = asyncio.run(_prepare(url))
         _fill_in(account_pk)
-        endpoints = _endpoints(url, firm_id, Path(folder), args.loops)
+        endpoints = _endpoints(url, firm_id, Path(folder), args.loops, args.limits)
         with _running(endpoints, Path(folder)):
             for read in reads:
                 _check_same_answers(endpoints, read, token)
@@ -147,6 +150,9 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--loops", action="store_true", help="also Portico with --loop asyncio --http h11"
+    )
+    parser.add_argument(
+        "--limits", action="store_true", help="also Portico with rate limits on (none refused)"
     )
     return parser.parse_args()
 
@@ -196,13 +202,17 @@ def _fill_in(account_pk: int) -> None:
     READS["account"] = (document.replace("{account}", gid), path.format(pk=account_pk))
 
 
-def _endpoints(url: str, firm_id: int, folder: Path, loops: bool) -> list[Endpoint]:
+def _endpoints(
+    url: str, firm_id: int, folder: Path, loops: bool, limits: bool = False
+) -> list[Endpoint]:
     # Only our settings: a developer's PORTICO_* must not leak in.
     base = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")}
     base.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     portico = {
         **base,
         "PORTICO_ENV": "production",
+        # wrk's connections share one address and one token: measured, not refused.
+        "PORTICO_RATE_LIMIT": "false",
         "PORTICO_SECRET_KEY": secrets.token_hex(32),
         "PORTICO_DATABASE_URL": url,
         "PORTICO_VAR_DIR": str(folder / "var"),
@@ -217,6 +227,18 @@ def _endpoints(url: str, firm_id: int, folder: Path, loops: bool) -> list[Endpoi
     if loops:
         slow = [*serve, "--loop", "asyncio", "--http", "h11"]
         endpoints.append(Endpoint("portico-asyncio", slow, portico, graphql=True))
+    if limits:
+        limited = {
+            **portico,
+            "PORTICO_RATE_LIMIT": "true",
+            "PORTICO_RATE_LIMIT_SESSION_BURST": str(10**9),
+            "PORTICO_RATE_LIMIT_ANONYMOUS_BURST": str(10**9),
+        }
+        redis = os.environ.get("PORTICO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+        endpoints += [
+            Endpoint("portico-limits", serve, limited, graphql=True),
+            Endpoint("portico-limits-redis", serve, {**limited, "PORTICO_REDIS_URL": redis}, True),
+        ]
     endpoints += [
         Endpoint("tortoise", [*uvicorn, *quiet, "bench.baselines:tortoise_app"], plain, False),
         Endpoint("sql", [*uvicorn, *quiet, "bench.baselines:sql_app"], plain, False),

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from portico import db, heap, metrics
+from portico.client_address import ClientAddressHeader
 from portico.cors import cors_middleware, origin_policy
 from portico.downloads import download_document, download_export
 from portico.graphiql import graphiql_routes
@@ -23,6 +24,7 @@ from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
 from portico.middleware import AccessLog, BodyLimit
 from portico.pages import link_pages
+from portico.rate_limit import RateLimit, limiter_for
 from portico.settings import Settings
 from portico.worker import run_background
 from resolvers.root import build_schema
@@ -79,6 +81,11 @@ async def redis_error(url: str) -> str | None:
     return None
 
 
+def client_address_middleware(settings: Settings) -> list[Middleware]:
+    header = settings.client_address_header
+    return [Middleware(ClientAddressHeader, header=header)] if header else []
+
+
 def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
     """The ASGI app. With manage_db the lifespan opens and closes the database."""
     settings = settings or Settings()
@@ -87,7 +94,8 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     transport_for(settings)
     crypto.secret_key(settings)
     origins = origin_policy(settings)  # a bad PORTICO_CORS_ORIGINS fails here, at start
-    graphql = PorticoGraphQL(build_schema(settings), settings, origins)
+    limiter = limiter_for(settings)
+    graphql = PorticoGraphQL(build_schema(settings), settings, origins, limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,6 +124,8 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
                 await bus.close()
             finally:
                 await graphql.persisted.aclose()  # the Redis store's connections
+                if limiter is not None:
+                    await limiter.buckets.aclose()
                 if manage_db:
                     await db.close_db()
                     metrics.process_exited()
@@ -133,10 +143,13 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             *(graphiql_routes() if settings.graphiql_enabled else []),
         ],
         middleware=[
+            *client_address_middleware(settings),
             Middleware(metrics.HttpMetrics),
             Middleware(AccessLog),
-            # Outside BodyLimit: a 413 carries the CORS headers too, so browsers can read it.
+            # Outside BodyLimit and RateLimit: a 413 or a 429 carries the CORS headers too, so
+            # browsers can read it (preflights are answered here, never counted).
             cors_middleware(origins),
+            *([Middleware(RateLimit, limiter=limiter)] if limiter else []),
             Middleware(
                 BodyLimit,
                 max_bytes=settings.max_body_bytes,

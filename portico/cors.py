@@ -68,6 +68,8 @@ def cors_middleware(policy: OriginPolicy) -> Middleware:
         allow_methods=("GET", "POST"),
         allow_headers=ALLOWED_HEADERS,
         allow_credentials=True,
+        # A page can read how long a 429 asks it to wait.
+        expose_headers=("Retry-After",),
     )
 
 

@@ -9,18 +9,19 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
+from portico.rate_limit import request_session
 from portico.settings import Settings
 from resolvers.context import token_from_request
 from schema import ids
 from services.crm import privacy
 from services.portal import documents
 from services.shared import files
-from services.shared.sessions import resolve_session
 
 
 def download_document(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        session = await resolve_session(token_from_request(request))
+        token = token_from_request(request)
+        session = await request_session(request, token)
         document = await documents.readable(
             session, ids.decode(request.path_params["id"], "Document")
         )

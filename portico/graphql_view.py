@@ -34,6 +34,7 @@ from strawberry.types.unset import UNSET
 from portico.cors import PREFLIGHT_HEADERS, OriginPolicy
 from portico.graphiql import graphiql_page
 from portico.media_types import CONTENT_TYPES, GRAPHQL_RESPONSE, JSON, negotiate
+from portico.rate_limit import Limiter, request_session
 from portico.refusals import BadRequest, bad_request_response
 from portico.request_parsing import (
     NO_QUERY,
@@ -49,7 +50,6 @@ from resolvers.context import Context, token_from_request
 from services.shared import persisted_queries
 from services.shared.errors import ErrorCode
 from services.shared.persisted_queries import Lookup, PersistedQueryRefused
-from services.shared.sessions import resolve_session
 
 # Apollo Server's answer to a persisted-query error the client recovers from: 200 (its link
 # gives up on hashing after a 400 or 500 in older versions), and never cached, as the next
@@ -87,7 +87,13 @@ class PorticoGraphQL(GraphQL):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
-    def __init__(self, schema: object, settings: Settings, origins: OriginPolicy) -> None:
+    def __init__(
+        self,
+        schema: object,
+        settings: Settings,
+        origins: OriginPolicy,
+        limiter: Limiter | None = None,
+    ) -> None:
         super().__init__(
             schema,  # type: ignore[arg-type]
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
@@ -108,6 +114,7 @@ class PorticoGraphQL(GraphQL):
             settings.redis_url, settings.persisted_queries_cache_bytes
         )
         self.allow_list = allow_list_for(settings)
+        self.limiter = limiter  # each operation over a WebSocket takes a token too
 
     def encode_json(self, data: object) -> str:
         """Strawberry's compact JSON, by orjson: many times faster on a page of answers.
@@ -123,7 +130,7 @@ class PorticoGraphQL(GraphQL):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         token = token_from_request(request)
-        session = await resolve_session(token)
+        session = await request_session(request, token)
         return Context(
             request=request, response=response, settings=self.settings, session=session, token=token
         )

@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     # uvicorn's default ($FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1). The client address
     # is what the per-address sign-in budget counts.
     forwarded_allow_ips: str | None = None
+    # A proxy that names the client in a header of its own (X-Real-IP, CF-Connecting-IP):
+    # that header's address is the client's. Set it only when every request comes through
+    # that proxy, since a client reaching Portico directly could write the header itself.
+    client_address_header: str | None = None
+
+    # Rate limits (portico/rate_limit.py): a token bucket per client address for requests
+    # without a live session, and one per session for signed-in requests, shared through
+    # Redis when PORTICO_REDIS_URL is set. On in production unless set.
+    rate_limit: bool | None = None
+    rate_limit_anonymous_per_second: float = Field(default=2, gt=0)
+    rate_limit_anonymous_burst: int = Field(default=20, gt=0)
+    rate_limit_session_per_second: float = Field(default=10, gt=0)
+    rate_limit_session_burst: int = Field(default=100, gt=0)
 
     # Browser origins (scheme://host[:port]) whose pages may call the API and open its
     # WebSocket, with credentials; development also allows every http://localhost:* and
@@ -152,6 +165,10 @@ class Settings(BaseSettings):
         if self.allow_private_mail_hosts is not None:
             return self.allow_private_mail_hosts
         return not self.production
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        return self.rate_limit if self.rate_limit is not None else self.production
 
     @property
     def introspection_enabled(self) -> bool:

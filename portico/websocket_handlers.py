@@ -36,6 +36,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 from strawberry.types.execution import PreExecutionError
 
+from portico.rate_limit import refusal_message, retry_seconds
 from portico.refusals import BadRequest, bad_request_error
 from portico.request_parsing import check_request
 from resolvers import fanout
@@ -62,6 +63,18 @@ def readable(message: object) -> bool:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return False
     return message["type"] not in _WITH_ID or isinstance(message.get("id"), str)
+
+
+async def check_rate(handler: TransportWSHandler | LegacyWSHandler) -> None:
+    """An operation over a WebSocket takes a token as an HTTP request would: from the
+    socket's session, else from the client address (one socket is no way around the limit)."""
+    limiter = getattr(handler.view, "limiter", None)
+    if limiter is None:
+        return
+    socket: WebSocket = handler.websocket.ws  # type: ignore[attr-defined]
+    wait = await limiter.session_wait(handler.context.session, socket.scope)
+    if wait > 0:
+        raise BadRequest(refusal_message(retry_seconds(wait)), code=ErrorCode.RATE_LIMITED)
 
 
 def check_payload(payload: object, allow_list: AllowList | None = None) -> None:
@@ -145,6 +158,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.connection_acknowledged and message["id"] not in self.operations:
             try:
                 check_payload(message.get("payload"), getattr(self.view, "allow_list", None))
+                await check_rate(self)
             except BadRequest as exc:
                 error = bad_request_error(exc.reason, exc.code).formatted
                 await self.send_message({"id": message["id"], "type": "error", "payload": [error]})
@@ -194,6 +208,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:  # else strawberry closes with 4401
             try:
                 check_payload(message.get("payload"), getattr(self.view, "allow_list", None))
+                await check_rate(self)
             except BadRequest as exc:
                 error = bad_request_error(exc.reason, exc.code).formatted
                 await self.send_message({"type": "error", "id": message["id"], "payload": error})

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
@@ -137,12 +137,12 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
     )
 
 
-def token_from_request(request: Request | WebSocket) -> str | None:
+def token_from_request(request: HTTPConnection) -> str | None:
     """`Authorization: Bearer` first (mobile, scripts), then the browser's session cookie."""
     return bearer_token(request) or request.cookies.get(SESSION_COOKIE)
 
 
-def bearer_token(request: Request | WebSocket) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
     """The token of an `Authorization: Bearer` header, if any."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():

@@ -38,6 +38,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     "query itself.",
     Code.OPERATION_NOT_ALLOWED: "This server runs only the operations of its allow-list, and "
     "this document is not one of them (HTTP 403).",
+    Code.RATE_LIMITED: "Too many requests from this address or session in a short time "
+    "(HTTP 429): wait the seconds of the Retry-After header.",
     Code.GRAPHQL_PARSE_FAILED: "The document is not GraphQL syntax, or has too many tokens.",
     Code.GRAPHQL_VALIDATION_FAILED: "The document does not validate against the schema; "
     "retrying will not help.",
