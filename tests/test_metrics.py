@@ -324,6 +324,10 @@ def _start_server(folder: Path, env: dict[str, str]) -> server.LiveServer:
     return live
 
 
+DELIVERIES = "portico_deliveries_total"
+STATEMENTS = "portico_sql_statements_per_request"
+
+
 async def test_deliveries_are_counted_by_outcome(client, acme, settings, smtp):
     """Each attempt's outcome: a 451 is a retry, a refused recipient (bad input) and a last
     attempt that fails are failed, the retried message is sent in the end."""
@@ -358,10 +362,6 @@ async def test_deliveries_are_counted_by_outcome(client, acme, settings, smtp):
     outcomes = {dict(labels)["outcome"] for (name, labels) in after if name == DELIVERIES}
     assert outcomes == {"sent", "retry", "failed"}
     assert not any("example" in str(labels) for (_, labels) in after)
-
-
-DELIVERIES = "portico_deliveries_total"
-STATEMENTS = "portico_sql_statements_per_request"
 
 
 async def test_sql_statements_per_request_are_the_statements_sent(client, acme):
