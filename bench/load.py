@@ -49,7 +49,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench import load_account, load_actors, load_procs, load_subscribers, load_world
+from bench import (
+    load_account,
+    load_actors,
+    load_procs,
+    load_restarts,
+    load_subscribers,
+    load_world,
+)
 from bench.load_sink import CaptureSink
 from portico import db
 from portico.settings import Settings
@@ -75,6 +82,7 @@ class Options:
     clients: int
     mail_rate: float
     keep: bool
+    restarts: bool
 
 
 def arguments() -> Options:
@@ -102,9 +110,14 @@ def arguments() -> Options:
     )
     parser.add_argument("--smoke", action="store_true", help="a tiny run: well under a minute")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs folder")
+    parser.add_argument(
+        "--restarts",
+        action="store_true",
+        help="under the load: an API process SIGTERM'd, a worker SIGKILL'd, Redis restarted",
+    )
     args = parser.parse_args()
     if args.smoke:
-        return Options(12, 2, 2, 20, 1, 1, 2.0, args.keep)
+        return Options(12, 2, 2, 20, 1, 1, 2.0, args.keep, args.restarts)
     return Options(
         args.duration,
         args.firms,
@@ -114,6 +127,7 @@ def arguments() -> Options:
         args.clients,
         args.mail_rate,
         args.keep,
+        args.restarts,
     )
 
 
@@ -179,6 +193,8 @@ async def _with_services(
             "PORTICO_WORKER_POLL_SECONDS": "0.5",
             "PORTICO_SYNC_INTERVAL_SECONDS": "10",
             "PORTICO_MAIL_RETRY_BASE_SECONDS": "2",
+            # A killed worker's rows wait out this lease before another worker retries them.
+            "PORTICO_MAIL_LEASE_SECONDS": "20",
         }
     )
     procs: list[load_procs.Proc] = []
@@ -212,26 +228,41 @@ async def _with_services(
         stop = asyncio.Event()
         tasks = await _people(api, world, options, stop) + [asyncio.create_task(mail.run(stop, 7))]
         load_started = time.monotonic()
-        await asyncio.sleep(options.duration)
+        restarts = load_restarts.Restarts()
+        if options.restarts:
+            workers = [p for p in procs if not p.url]
+            clients = [
+                {"f": firm.slug, "e": address, "p": load_world.CLIENT_PASSWORD}
+                for firm in world.firms
+                for _, _, address in firm.group("clients")
+            ]
+            await load_restarts.run(restarts, api, apis, workers, redis, options.duration, clients)
+            await asyncio.sleep(load_restarts.WINDOW)  # load goes on past the last restart
+        await asyncio.sleep(max(0.0, load_started + options.duration - time.monotonic()))
         stop.set()
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - load_started
         drained = await _drain(mail.appended)
         await asyncio.sleep(SETTLE)
-        received, arrivals, sub_errors, resubscribed = await subscribers.result()
+        received, arrivals, sub_errors, gaps, closes = await subscribers.result()
         for error in sub_errors:
             recorder.error("subscriber", error)
+        if gaps and not options.restarts:  # nothing should close a connection
+            recorder.error("subscriber", f"{len(gaps)} lost their connection: {dict(closes)}")
         for proc in procs:
             if not proc.alive():
                 recorder.error(proc.name, f"exited with {proc.process.returncode}:\n{proc.tail()}")
-        tallies = await _account(subscribers.filters, sink, mail.appended, received, resubscribed)
+        tallies = await _account(subscribers.filters, sink, mail.appended, received, gaps, restarts)
         for proc in procs:
             proc.stop()
         for proc in procs:
             for line in _log_problems(proc):
                 recorder.error(f"{proc.name} log", line)
         latency = [t - a.at for a in mail.appended for t in arrivals.get(a.subject, [])]
-        return report(options, recorder, elapsed, drained, latency, tallies)
+        ok = report(options, recorder, elapsed, drained, latency, tallies)
+        if options.restarts:
+            _report_restarts(restarts, gaps, closes)
+        return ok
     finally:
         if api is not None:
             await api.close()
@@ -283,9 +314,10 @@ class Subscribers:
                 sync = firm.group("sync")
                 account = sync[(n // 3) % len(sync)][0]
             key = f"s{n}"
-            ws = urls[n % len(urls)].replace("http://", "ws://") + "/graphql"
+            ws = [url.replace("http://", "ws://") + "/graphql" for url in urls]
+            ws = ws[n % len(ws) :] + ws[: n % len(ws)]  # spread: each starts on another
             gid = ids.encode("Account", account) if account is not None else None
-            self.specs.append(load_subscribers.Spec(key, ws, token, gid))
+            self.specs.append(load_subscribers.Spec(key, tuple(ws), token, gid))
             self.filters[key] = (firm_index, account)
         spawn = multiprocessing.get_context("spawn")
         self.pipe, theirs = spawn.Pipe()
@@ -314,11 +346,13 @@ class Subscribers:
                 await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # the groups' bus subscriptions
 
-    async def result(self) -> tuple[dict, dict, list[str], dict]:
+    async def result(self) -> tuple[dict, dict, list[str], dict, Counter[str]]:
+        """What each subscriber received, when each subject arrived, errors, each
+        subscriber's gaps (lost, subscribed again) and how its connections were closed."""
         self.pipe.send("stop")
-        _, received, arrivals, errors, resubscribed = await self._receive(120)
+        _, received, arrivals, errors, gaps, closes = await self._receive(120)
         self.process.join(30)
-        return received, arrivals, errors, resubscribed
+        return received, arrivals, errors, gaps, closes
 
     async def _receive(self, within: float) -> tuple:
         deadline = time.monotonic() + within
@@ -354,7 +388,8 @@ async def _account(
     sink: CaptureSink,
     appended: list[load_actors.Appended],
     received: dict[str, list[str]],
-    resubscribed: dict[str, list[float]],
+    gaps: dict[str, list[tuple[float, float]]],
+    restarts: load_restarts.Restarts,
 ) -> list[load_account.Tally]:
     from models import Message, MessageAccount, OutboundEmail
 
@@ -362,14 +397,14 @@ async def _account(
         m: str(s.value if hasattr(s, "value") else s)
         for m, s in await OutboundEmail.all().values_list("message_id", "status")
     }
-    outbox = load_account.deliveries(rows, sink.message_ids())
+    outbox = load_account.deliveries(rows, sink.message_ids(), sink.sent_across(restarts.kills))
     stored_rows = await Message.all().values_list("id", "message_id", "firm_id")
     synced = load_account.synced(
         [a.message_id for a in appended], Counter(m for _, m, _ in stored_rows)
     )
     # What each subscriber may see: its firm's stored messages of this run (or those linked
-    # to its account), by global id; a subscriber that had to subscribe again is owed only
-    # what was appended after (none here without restarts).
+    # to its account), by global id. Mail appended around a restart, or while this
+    # subscriber was connecting again, is owed to no one but may arrive (once).
     by_header = {m: pk for pk, m, _ in stored_rows}
     links: dict[int, set[int]] = {}
     for message_pk, account_pk in await MessageAccount.all().values_list(
@@ -377,21 +412,48 @@ async def _account(
     ):
         links.setdefault(message_pk, set()).add(account_pk)
     expected: dict[str, set[str]] = {}
+    optional: dict[str, set[str]] = {}
     for spec_key, (firm_index, account) in filters.items():
-        since = max(resubscribed.get(spec_key, [0.0]))
-        owed = set()
+        owed, maybe = set(), set()
+        away = gaps.get(spec_key, [])
         for a in appended:
             pk = by_header.get(a.message_id)
-            if a.firm != firm_index or pk is None or a.at < since:
+            if a.firm != firm_index or pk is None:
                 continue
             if account is None or account in links.get(pk, set()):
-                owed.add(ids.encode("Message", pk))
-        expected[spec_key] = owed
-    events = load_account.events(expected, received)
+                gid = ids.encode("Message", pk)
+                missed = restarts.excused(a.at) or any(
+                    lost - load_restarts.WINDOW <= a.at <= back + load_restarts.WINDOW
+                    for lost, back in away
+                )
+                (maybe if missed else owed).add(gid)
+        expected[spec_key], optional[spec_key] = owed, maybe
+    events = load_account.events(expected, received, optional)
     return [outbox, synced, events]
 
 
-PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|\"level\": ?\"(error|critical)\"", re.I)
+def _report_restarts(
+    restarts: load_restarts.Restarts,
+    gaps: dict[str, list[tuple[float, float]]],
+    closes: Counter[str],
+) -> None:
+    print(
+        f"restarts: {restarts.api_stops} API SIGTERM, {restarts.worker_kills} worker SIGKILL, "
+        f"{restarts.redis_restarts} Redis"
+    )
+    for line in restarts.lines:
+        print(f"  {line}")
+    away = [back - lost for spans in gaps.values() for lost, back in spans]
+    if away:
+        print(
+            f"  subscribers connected again: {len(gaps)} ({len(away)} times), away "
+            f"p50 {statistics.median(away):.2f} s, max {max(away):.2f} s; closes seen: "
+            + ", ".join(f"{reason or '?'} x{n}" for reason, n in closes.most_common())
+        )
+
+
+# A log line at ERROR or above (Python's logging or uvicorn's), or a traceback.
+PROBLEM = re.compile(r"Traceback|^(\d{4}-\d\d-\d\d \S+ )?(ERROR|CRITICAL)\b")
 
 
 def _log_problems(proc: load_procs.Proc) -> list[str]:

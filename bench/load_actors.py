@@ -61,22 +61,52 @@ class Api:
         self.urls = urls
         self._next = itertools.cycle(range(len(urls)))
         self.recorder = recorder
+        self.out: set[str] = set()  # taken out of the rotation (stopping)
+        self.in_flight: dict[str, int] = dict.fromkeys(urls, 0)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         self.http = httpx.AsyncClient(timeout=60, limits=limits)
 
     def url(self) -> str:
-        return self.urls[next(self._next)]
+        for _ in range(len(self.urls)):
+            url = self.urls[next(self._next)]
+            if url not in self.out:
+                return url
+        raise RuntimeError("no API process in the rotation")
+
+    def take_out(self, url: str) -> None:
+        self.out.add(url)
+
+    def put_back(self, url: str) -> None:
+        self.out.discard(url)
+
+    async def _send(
+        self, method: str, path: str, to: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        url = to or self.url()
+        self.in_flight[url] += 1
+        try:
+            return await self.http.request(method, url + path, **kwargs)
+        finally:
+            self.in_flight[url] -= 1
 
     async def graphql(
-        self, op: str, token: str | None, query: str, variables: dict | None = None
+        self,
+        op: str,
+        token: str | None,
+        query: str,
+        variables: dict | None = None,
+        to: str | None = None,
     ) -> dict | None:
         """The operation's payload (its one root field), or None after recording an error:
-        a non-200, GraphQL errors, or the payload's own `errors`."""
+        a non-200, GraphQL errors, or the payload's own `errors`. `to`: this API process,
+        not the next in the rotation."""
 
         async def call() -> dict:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            answer = await self.http.post(
-                self.url() + "/graphql",
+            answer = await self._send(
+                "POST",
+                "/graphql",
+                to,
                 json={"query": query, "variables": variables or {}},
                 headers=headers,
             )
@@ -96,9 +126,7 @@ class Api:
 
     async def get(self, op: str, token: str, path: str) -> bytes | None:
         async def call() -> bytes:
-            answer = await self.http.get(
-                self.url() + path, headers={"Authorization": f"Bearer {token}"}
-            )
+            answer = await self._send("GET", path, headers={"Authorization": f"Bearer {token}"})
             if answer.status_code != 200:
                 raise RuntimeError(f"HTTP {answer.status_code}: {answer.text[:200]}")
             return answer.content

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,16 @@ class Proc:
         if self.alive():
             assert self.process is not None
             self.process.send_signal(sig)
+
+    def wait(self, within: float) -> int | None:
+        """The exit code once the process ends (SIGKILL after `within` seconds)."""
+        assert self.process is not None
+        try:
+            return self.process.wait(within)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM (an orderly stop), SIGKILL if it hangs; the exit code."""
@@ -112,13 +123,21 @@ def wait_ready(proc: Proc) -> None:
     raise SystemExit(f"error: {proc.name} not ready:\n{proc.tail()}")
 
 
-def wait_worker(proc: Proc) -> None:
-    """Until the worker's log says its loops run."""
+WORKER_STARTED = "mail delivery started"
+
+
+def starts(proc: Proc) -> int:
+    """How often the worker's log (kept across restarts) says its loops started."""
+    return proc.log.read_text(errors="replace").count(WORKER_STARTED)
+
+
+def wait_worker(proc: Proc, times: int = 1) -> None:
+    """Until the worker's log says its loops started (the `times`th time)."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if not proc.alive():
             raise SystemExit(f"error: {proc.name} exited:\n{proc.tail()}")
-        if "mail delivery started" in proc.log.read_text(errors="replace"):
+        if starts(proc) >= times:
             return
         time.sleep(0.1)
     raise SystemExit(f"error: {proc.name} did not start:\n{proc.tail()}")
@@ -157,8 +176,6 @@ class Redis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
-        import socket
-
         for _ in range(100):
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -26,6 +27,7 @@ class Received:
     message_id: str
     recipients: tuple[str, ...]
     text: str  # the decoded text parts, for links
+    at: float  # CLOCK_MONOTONIC when it was accepted
 
 
 class CaptureSink:
@@ -52,7 +54,10 @@ class CaptureSink:
                 except (LookupError, ValueError):
                     texts.append(part.get_payload(decode=True).decode(errors="replace"))
         found = Received(
-            str(parsed["Message-ID"] or ""), tuple(envelope.rcpt_tos), "\n".join(texts)
+            str(parsed["Message-ID"] or ""),
+            tuple(envelope.rcpt_tos),
+            "\n".join(texts),
+            time.monotonic(),
         )
         with self._lock:
             self._messages.append(found)
@@ -64,6 +69,18 @@ class CaptureSink:
 
     def message_ids(self) -> Counter[str]:
         return Counter(m.message_id for m in self.messages())
+
+    def sent_across(self, moments: list[float]) -> set[str]:
+        """Message-IDs received twice, once before and once after one of `moments` (a
+        worker killed between sending a message and marking it sent)."""
+        times: dict[str, list[float]] = {}
+        for message in self.messages():
+            times.setdefault(message.message_id, []).append(message.at)
+        return {
+            key
+            for key, at in times.items()
+            if len(at) == 2 and any(min(at) < moment < max(at) for moment in moments)
+        }
 
     def invitation_tokens(self, recipient: str) -> list[str]:
         """Tokens of invitation links mailed to `recipient`, oldest first."""

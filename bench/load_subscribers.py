@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -30,7 +31,7 @@ RECONNECT_PAUSE = 0.5
 @dataclass(frozen=True)
 class Spec:
     key: str
-    url: str  # ws://host:port/graphql
+    urls: tuple[str, ...]  # ws://host:port/graphql: the first, then the others in turn
     token: str
     account: str | None  # the account filter's global id
 
@@ -39,8 +40,9 @@ class Spec:
 class State:
     received: dict[str, list[str]] = field(default_factory=dict)
     arrivals: dict[str, list[float]] = field(default_factory=dict)
-    # subscriber: CLOCK_MONOTONIC of each (re)subscription after a lost connection
-    resubscribed: dict[str, list[float]] = field(default_factory=dict)
+    # subscriber: (lost, subscribed again) in CLOCK_MONOTONIC, per lost connection
+    gaps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    closes: Counter[str] = field(default_factory=Counter)  # how connections ended: code reason
     errors: list[str] = field(default_factory=list)
 
 
@@ -69,35 +71,53 @@ async def _main(specs: list[Spec], pipe: Connection) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    pipe.send(("result", state.received, state.arrivals, state.errors, state.resubscribed))
+    pipe.send(("result", state.received, state.arrivals, state.errors, state.gaps, state.closes))
 
 
 async def _subscriber(spec: Spec, state: State, ready: asyncio.Event, stop: asyncio.Event) -> None:
     state.received[spec.key] = []
-    first = True
+    attempt = 0
+    lost: float | None = None  # when the latest subscribed connection was lost
+    subscribed = [False]  # whether the connection of this attempt got as far as subscribing
     while not stop.is_set():
+        url = spec.urls[attempt % len(spec.urls)]  # the next server, as a balancer would
+        subscribed[0] = False
         try:
-            await _session(spec, state, ready, first)
+            await _session(spec, url, state, ready, lost, subscribed)
         except asyncio.CancelledError:
             raise
-        except (OSError, websockets.ConnectionClosed, TimeoutError) as exc:
-            if first and not ready.is_set():
+        except websockets.ConnectionClosed as exc:
+            state.closes[_close_text(exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else "none"] += 1
+        except (OSError, TimeoutError) as exc:
+            if not ready.is_set():
                 state.errors.append(f"{spec.key}: could not subscribe: {exc!r}")
                 ready.set()
                 return
-            # Lost (a server stopped): open again, on the same URL (it may come back) or,
-            # while it is down, keep trying.
         except Exception as exc:  # a protocol surprise is a finding: stop this subscriber
             state.errors.append(f"{spec.key}: {exc!r}")
             ready.set()
             return
-        first = False
+        if subscribed[0]:
+            lost = time.monotonic()
+        attempt += 1
         await asyncio.sleep(RECONNECT_PAUSE)
 
 
-async def _session(spec: Spec, state: State, ready: asyncio.Event, first: bool) -> None:
+def _close_text(code: int | None, reason: str) -> str:
+    return f"{code} {reason}".strip()
+
+
+async def _session(
+    spec: Spec,
+    url: str,
+    state: State,
+    ready: asyncio.Event,
+    lost: float | None,
+    subscribed: list[bool],
+) -> None:
+    """One connection; `lost`: when the previous subscribed one was lost (None: none was)."""
     async with websockets.connect(
-        spec.url,
+        url,
         subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
         max_queue=None,
         open_timeout=60,
@@ -109,8 +129,9 @@ async def _session(spec: Spec, state: State, ready: asyncio.Event, first: bool) 
             raise RuntimeError(f"no ack: {acked}")
         payload = {"query": SUBSCRIBE, "variables": {"a": spec.account}}
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-        if not first:
-            state.resubscribed.setdefault(spec.key, []).append(time.monotonic())
+        if lost is not None:
+            state.gaps.setdefault(spec.key, []).append((lost, time.monotonic()))
+        subscribed[0] = True
         ready.set()
         async for raw in ws:
             now = time.monotonic()
@@ -128,3 +149,5 @@ async def _session(spec: Spec, state: State, ready: asyncio.Event, first: bool) 
                 pass
             else:
                 raise RuntimeError(f"unexpected message: {message}")
+        # The server closed the connection cleanly (iteration ends without an exception).
+        state.closes[_close_text(ws.close_code, ws.close_reason or "")] += 1

@@ -1,0 +1,140 @@
+"""The load test's restarts (issue 15 item 7), one after another while the load runs:
+
+1. an API process is taken out of the balancer's rotation and sent SIGTERM at once (the
+   requests already sent to it must be answered; its WebSocket clients are closed and
+   connect again through the balancer), then started again on its port and put back;
+2. a worker is killed (SIGKILL) and started again after a pause: rows it had claimed are
+   retried once their lease (PORTICO_MAIL_LEASE_SECONDS, short in the bench) runs out, so a
+   message it sent but could not mark may arrive twice (at least once: docs/decisions);
+3. the bench's own Redis is stopped and started again: events published meanwhile are lost
+   (the bus is at most once), the bus reconnects, nothing else may fail.
+
+Each records its moments (CLOCK_MONOTONIC) so the account can tell what may be missed: the
+mail arriving around a restart (WINDOW seconds either side) is owed to no subscriber, but
+may still be received once, never twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+
+from bench import load_procs
+from bench.load_actors import SIGN_IN, Api
+
+WINDOW = 10.0  # seconds before and after a restart in which an event may be missed
+PAUSE = 3.0  # seconds a stopped process or Redis stays down
+BURST = 8  # requests sent to the API process just before its SIGTERM, all to be answered
+# Between leaving the rotation and SIGTERM (a balancer's deregistration delay): uvicorn's
+# shutdown closes every connection whose request it has not read yet, so a request sent a
+# moment before the signal (50 ms on this loaded machine) can get no answer at all.
+READ_DELAY = 0.3
+
+
+@dataclass
+class Restarts:
+    api_stops: int = 0
+    worker_kills: int = 0
+    redis_restarts: int = 0
+    lines: list[str] = field(default_factory=list)  # what happened, for the report
+    windows: list[tuple[float, float]] = field(default_factory=list)  # for every subscriber
+    kills: list[float] = field(default_factory=list)  # when a worker was killed
+
+    def excused(self, at: float) -> bool:
+        return any(start - WINDOW <= at <= end + WINDOW for start, end in self.windows)
+
+
+async def run(
+    restarts: Restarts,
+    api: Api,
+    apis: list[load_procs.Proc],
+    workers: list[load_procs.Proc],
+    redis: load_procs.Redis,
+    duration: float,
+    sign_ins: list[dict[str, str]],
+) -> None:
+    """The three restarts, a fifth of `duration` apart; `sign_ins`: clients' signIn
+    variables, for the requests in flight at the SIGTERM (several at once of one account
+    would trip its sign-in throttle, which counts attempts before the password is checked)."""
+    await asyncio.sleep(duration * 0.2)
+    await _stop_api(restarts, api, apis[-1], sign_ins)
+    await asyncio.sleep(duration * 0.2)
+    await _kill_worker(restarts, workers[0])
+    await asyncio.sleep(duration * 0.2)
+    await _restart_redis(restarts, redis)
+
+
+async def _stop_api(
+    restarts: Restarts, api: Api, proc: load_procs.Proc, sign_ins: list[dict[str, str]]
+) -> None:
+    # Requests in flight: BURST connections opened first (a balancer keeps them open), then
+    # a client sign-in on each (it takes a while: the password hash). The process leaves the
+    # rotation at once and gets its SIGTERM a moment later, once the server has surely read
+    # what was sent to it (SIGTERM closes a connection whose request is not read yet: see
+    # READ_DELAY), while the sign-ins still run.
+    await asyncio.gather(
+        *(
+            api.graphql(
+                "restart in-flight", None, SIGN_IN, sign_ins[i % len(sign_ins)], to=proc.url
+            )
+            for i in range(BURST)
+        )
+    )
+    burst = [
+        asyncio.create_task(
+            api.graphql(
+                "restart in-flight", None, SIGN_IN, sign_ins[i % len(sign_ins)], to=proc.url
+            )
+        )
+        for i in range(BURST)
+    ]
+    api.take_out(proc.url)
+    await asyncio.sleep(READ_DELAY)
+    in_flight = api.in_flight[proc.url]
+    unanswered = sum(1 for task in burst if not task.done())
+    stopped = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    answered = sum(1 for result in await asyncio.gather(*burst) if result is not None)
+    code = await asyncio.to_thread(proc.wait, 60)
+    gone = time.monotonic() - stopped
+    await asyncio.sleep(PAUSE)
+    proc.start()
+    await asyncio.to_thread(load_procs.wait_ready, proc)
+    api.put_back(proc.url)
+    restarts.api_stops += 1
+    restarts.lines.append(
+        f"{proc.name} SIGTERM with {in_flight} request(s) in flight ({unanswered} of a burst "
+        f"of {BURST}; {answered} of the burst answered, any other is an error above): exited "
+        f"{code} (uvicorn re-raises the "
+        f"signal after its graceful shutdown) after {gone:.1f} s, serving again "
+        f"{time.monotonic() - stopped:.1f} s after the signal"
+    )
+
+
+async def _kill_worker(restarts: Restarts, proc: load_procs.Proc) -> None:
+    killed = time.monotonic()
+    restarts.kills.append(killed)
+    proc.signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 30)
+    await asyncio.sleep(PAUSE)
+    started = load_procs.starts(proc)
+    proc.start()
+    await asyncio.to_thread(load_procs.wait_worker, proc, started + 1)
+    restarts.windows.append((killed, killed))  # what it stored but had not yet announced
+    restarts.worker_kills += 1
+    restarts.lines.append(
+        f"{proc.name} SIGKILL, running again after {time.monotonic() - killed:.1f} s"
+    )
+
+
+async def _restart_redis(restarts: Restarts, redis: load_procs.Redis) -> None:
+    stopped = time.monotonic()
+    await asyncio.to_thread(redis.stop)
+    await asyncio.sleep(PAUSE)
+    await asyncio.to_thread(redis.start)
+    back = time.monotonic()
+    restarts.windows.append((stopped, back))
+    restarts.redis_restarts += 1
+    restarts.lines.append(f"Redis stopped and started again: down {back - stopped:.1f} s")
