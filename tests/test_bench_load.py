@@ -60,3 +60,20 @@ def test_many_discrepancies_are_counted_past_the_named_ones() -> None:
     [problem] = tally.problems
     assert problem.startswith("appended messages synced: 8 missing:")
     assert problem.endswith("and 3 more")
+
+
+def test_crash_windows_excuse_a_miss_or_one_double_and_nothing_more() -> None:
+    # An event around a restart may be missed, or received once; never twice.
+    optional = {"s0": {"M2"}}
+    missed = load_account.events({"s0": {"M1"}}, {"s0": ["M1"]}, optional)
+    assert missed.exact
+    assert missed.excused == 1
+    assert load_account.events({"s0": {"M1"}}, {"s0": ["M1", "M2"]}, optional).exact
+    twice = load_account.events({"s0": {"M1"}}, {"s0": ["M1", "M2", "M2"]}, optional)
+    assert any("doubled: M2 x2" in p for p in twice.problems)
+    # A message a killed worker sent before it could mark it may arrive twice, not thrice.
+    rows = {"<a>": "SENT"}
+    assert load_account.deliveries(rows, Counter({"<a>": 2}), may_double={"<a>"}).exact
+    thrice = load_account.deliveries(rows, Counter({"<a>": 3}), may_double={"<a>"})
+    assert any("doubled: <a> x3" in p for p in thrice.problems)
+    assert not load_account.deliveries(rows, Counter({"<a>": 2})).exact
