@@ -1,0 +1,226 @@
+"""Portico on several hosts for real (issue 15): network namespaces joined by a switch, a
+database host (PostgreSQL and Redis), an API host (`portico serve`), a worker host (`portico
+worker`) and a mail host (Dovecot and aiosmtpd); see tests/support/hosts.py. This test process
+is a client on the same network, reaching the API host's public GraphQL API only.
+
+It needs root (CI runs as root) and Debian's PostgreSQL, Redis and Dovecot binaries: without
+them it skips, and under PORTICO_REQUIRE_SERVICES=1 it fails. It brings its own PostgreSQL
+cluster, so it uses no `database` fixture and runs once, in the SQLite pass of `make test`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from schema import ids
+from services.shared.pubsub import firm_channel
+from tests.support import hosts
+from tests.support.api import Api, eventually
+from tests.support.crm_ops import UPDATE_ACCOUNT
+from tests.support.login import FLAGS, accept, invitee, login_on, text_of, token_in
+from tests.support.mail import ANNA, Endpoint, imap_user, mail, mailbox_input
+from tests.support.services import missing
+from tests.support.smtp_host import received
+from tests.support.websocket import SIGN_IN, SYNCED, socket
+
+pytestmark = pytest.mark.e2e
+
+PDF = b"%PDF-1.4\n" + b"Jahresabschluss 2025, signed\n" * 400
+WAIT = 30.0  # seconds for anything that crosses hosts (a poll of the worker, an IDLE wake-up)
+
+PROBE_SECONDS = 10.0  # a readiness probe answered later than this has failed anyway
+LINK = re.compile(r"https?://\S+/invitation\?token=\S+")
+CONNECT = """mutation ($input: ConnectMailboxInput!) {
+  connectMailbox(input: $input) { errors { code field message } mailbox { id imapHost } } }"""
+MAILBOXES = "{ mailboxes { id syncStatus lastSyncedAt lastError } }"
+DELIVERIES = """query($id: ID!) { account(id: $id) { deliveries { edges { node {
+  to kind status attempts lastError } } } } }"""
+INBOX = """{ inbox(first: 10) { edges { node { subject from accounts { name }
+  attachments { filename size document { id filename sha256 } } } } } }"""
+CURRENT_ACCOUNT = "{ currentAccount { name } }"
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[hosts.Deployment]:
+    reason = hosts.unavailable()
+    if reason is not None:
+        missing(f"several hosts: {reason}")
+    with hosts.deployment() as built:
+        yield built
+
+
+@pytest.fixture
+def report(deployment: hosts.Deployment) -> Iterator[hosts.Deployment]:
+    """The deployment; a failing test's report shows every process's output."""
+    yield deployment
+    print(deployment.services.report())
+
+
+@pytest.fixture
+async def http(report: hosts.Deployment) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=report.url, timeout=WAIT) as client:
+        yield client
+
+
+async def staff_api(http: httpx.AsyncClient) -> Api:
+    """The firm's owner, signed in through the API host with the password the CLI set."""
+    anon = Api(http)
+    signed_in = await anon.data(
+        SIGN_IN, {"f": hosts.FIRM_SLUG, "e": hosts.OWNER_EMAIL, "p": hosts.OWNER_PASSWORD}
+    )
+    token = signed_in["staffSignIn"]["token"]
+    assert token, signed_in
+    return Api(http, token)
+
+
+async def arrived(deployment: hosts.Deployment, count: int) -> list[EmailMessage]:
+    """The mail the mail host's SMTP server accepted, once there are `count` messages."""
+    await eventually(
+        lambda: len(received(deployment.smtp_folder)) >= count,
+        f"{count} message(s) received by the mail host's SMTP server",
+        WAIT,
+    )
+    return received(deployment.smtp_folder)
+
+
+async def test_the_whole_flow_runs_across_hosts(
+    report: hosts.Deployment, http: httpx.AsyncClient
+) -> None:
+    deployment = report
+    api = await staff_api(http)
+
+    # LOGIN: the API host queues the invitation; the worker host sends it to the mail host.
+    anna = await invitee(api, "Miller Family", ANNA)
+    turned_on = await login_on(api, anna.account_email_id)
+    assert turned_on["portalStatus"] == "PENDING_ACTIVATION"
+    [invitation] = await arrived(deployment, 1)
+    assert invitation["To"] == ANNA
+    link = LINK.search(text_of(invitation))
+    assert link, text_of(invitation)
+    assert urlsplit(link.group(0)).netloc == urlsplit(deployment.url).netloc  # the API host's
+    sent = await api.data(DELIVERIES, {"id": anna.account_id})
+    [delivery] = [e["node"] for e in sent["account"]["deliveries"]["edges"]]
+    assert (delivery["to"], delivery["status"], delivery["attempts"]) == (ANNA, "SENT", 1)
+
+    # Anna accepts it through the API host: the client now signs in there.
+    accepted = await accept(Api(http), token_in(invitation))
+    assert accepted["errors"] == [], accepted["errors"]
+    client = Api(http, accepted["token"])
+    assert (await client.data(CURRENT_ACCOUNT))["currentAccount"]["name"] == "Miller Family"
+
+    # EMAIL SYNC: the API host checks both logins against the mail host before it saves.
+    office = imap_user()
+    mail_host = deployment.net["mail"].address
+    values = mailbox_input(
+        Endpoint(mail_host, hosts.IMAP_PORT), Endpoint(mail_host, hosts.SMTP_PORT), office
+    )
+    connected = (await api.data(CONNECT, {"input": values}))["connectMailbox"]
+    assert connected["errors"] == [] and connected["mailbox"]["imapHost"] == mail_host
+    await api.ok(UPDATE_ACCOUNT, {"id": anna.account_id, "input": {"autoSaveAttachments": True}})
+    flags = {"accountEmailId": anna.account_email_id, "emailSync": True}
+    await api.ok(FLAGS, {"input": flags})
+
+    async def first_pass_done() -> bool:
+        [mailbox] = (await api.data(MAILBOXES))["mailboxes"]
+        assert mailbox["lastError"] is None, mailbox
+        return mailbox["lastSyncedAt"] is not None
+
+    # No process of the API host syncs (PORTICO_INPROCESS_WORKER=0): the worker host does.
+    await eventually(first_pass_done, "the worker host's first pass over the mailbox", WAIT)
+
+    firm_id = ids.decode((await api.data("{ firm { id } }"))["firm"]["id"], "Firm")
+    redis = Redis.from_url(deployment.redis_url)
+    try:
+        async with socket(deployment.url, api.token) as live:
+            await live.subscribe("1", SYNCED, {"account": anna.account_id})
+
+            async def subscribed() -> bool:
+                [(_, count)] = await redis.pubsub_numsub(firm_channel(firm_id))
+                return count >= 1
+
+            # The API host listens on the firm's channel of the database host's Redis.
+            await eventually(subscribed, "the API host subscribed through Redis", WAIT)
+
+            # Mail arrives on the mail host; the worker host syncs it (IMAP IDLE wakes it).
+            raw = mail(
+                ANNA,
+                office,
+                "Annual accounts 2025",
+                body="The signed accounts are attached.",
+                attachments=[("Jahresabschluss 2025.pdf", "application/pdf", PDF)],
+                date=datetime.now(UTC),
+            )
+            await asyncio.to_thread(deployment.imap.append, office, raw)
+            event = await live.event("1")
+    finally:
+        await redis.aclose()
+    assert (event["subject"], event["from"]) == ("Annual accounts 2025", ANNA)
+    assert event["accounts"] == [{"name": "Miller Family"}]
+
+    edges = (await api.data(INBOX))["inbox"]["edges"]
+    [message] = [e["node"] for e in edges]
+    assert message["subject"] == "Annual accounts 2025"
+    [attachment] = message["attachments"]
+    document = attachment["document"]
+    assert document is not None, attachment  # auto-saved into the account's Documents
+    assert document["sha256"] == hashlib.sha256(PDF).hexdigest()
+
+    # Saved by the worker host, downloaded from the API host: the content is in the database.
+    for viewer in (api, client):
+        got = await http.get(
+            f"/documents/{document['id']}", headers={"Authorization": f"Bearer {viewer.token}"}
+        )
+        assert got.status_code == 200, got.text
+        assert got.content == PDF
+    for role, var_dir in deployment.var_dirs.items():
+        files = [p for p in var_dir.rglob("*") if p.is_file() and p.read_bytes() == PDF]
+        assert files == [], f"the {role} host kept the file on its disk: {files}"
+    # A stranger gets nothing.
+    refused = await http.get(f"/documents/{document['id']}")
+    assert refused.status_code in (401, 403, 404)
+    for service in deployment.services.started:
+        assert "Traceback" not in service.log(), f"{service.name} logged an error"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=httpx.ReadTimeout,
+    reason="/readyz has no deadline: with the database host unreachable its query (or the "
+    "release of its pooled connection) waits for TCP to give up, so it answers nothing "
+    "(portico/app.py: run the probe as a task and answer 503 after a deadline)",
+)
+async def test_readiness_follows_the_database_host_link(
+    report: hosts.Deployment, http: httpx.AsyncClient
+) -> None:
+    """With the database host's cable pulled, the API host says it is not ready (503 naming
+    the database) within a probe's timeout, while the process itself answers; once the cable
+    is back, it is ready again and serves, without a restart."""
+    deployment = report
+    assert (await http.get("/readyz")).json() == {"status": "ready"}
+    deployment.net.unplug("db")
+    try:
+        for _ in range(2):  # the probe that met the pulled cable first, and the one after it
+            down = await http.get("/readyz", timeout=PROBE_SECONDS)
+            assert down.status_code == 503, down.text
+            assert down.json()["failed"] == "database", down.text
+        assert (await http.get("/healthz", timeout=PROBE_SECONDS)).status_code == 200
+    finally:
+        deployment.net.plug("db")
+
+    async def ready() -> bool:
+        return (await http.get("/readyz")).status_code == 200
+
+    await eventually(ready, "the API host ready again once the database host is back", WAIT)
+    api = await staff_api(http)  # and it serves again
+    assert (await api.data("{ firm { slug } }"))["firm"]["slug"] == hosts.FIRM_SLUG
+    assert deployment.api.process.poll() is None and deployment.worker.alive
