@@ -188,6 +188,10 @@ async def test_the_whole_flow_runs_across_hosts(
     # A stranger gets nothing.
     refused = await http.get(f"/documents/{document['id']}")
     assert refused.status_code in (401, 403, 404)
+    # Each host did its own part: the worker host sent and synced, the API host neither.
+    worker_log, api_log = deployment.worker.log(), deployment.api.log()
+    for work in ("services.loops.delivery", "services.mail.sync_engine"):
+        assert work in worker_log and work not in api_log, work
     for service in deployment.services.started:
         assert "Traceback" not in service.log(), f"{service.name} logged an error"
 

@@ -45,9 +45,13 @@ def unavailable() -> str | None:
         return "network namespaces need root (CI runs as root)"
     if shutil.which("ip") is None:
         return "`ip` not found (apt-get install iproute2)"
-    probe = ip("netns", "list", check=False)
-    if probe.returncode != 0:
-        return f"`ip netns` does not work here: {probe.stderr.strip()}"
+    # Made and removed at once: listing works where adding does not (a container without
+    # CAP_SYS_ADMIN, no /run/netns).
+    probe = f"{PREFIX}-{os.getpid()}-probe"
+    added = ip("netns", "add", probe, check=False)
+    ip("netns", "del", probe, check=False)
+    if added.returncode != 0:
+        return f"`ip netns add` does not work here: {added.stderr.strip()}"
     return None
 
 
