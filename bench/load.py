@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -57,6 +58,7 @@ from bench import (
     load_subscribers,
     load_world,
 )
+from bench.load_postgres import Cluster
 from bench.load_sink import CaptureSink
 from portico import db
 from portico.settings import Settings
@@ -148,20 +150,27 @@ def main() -> None:
 
 
 async def run(options: Options, folder: Path) -> bool:
+    # With restarts, a cluster of the bench's own (it is restarted); else the shared server.
+    cluster = Cluster(folder) if options.restarts else None
+    server = cluster.url if cluster is not None else POSTGRES_URL
     name = f"portico_load_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(POSTGRES_URL)
+    admin = await asyncpg.connect(server)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = server.rsplit("/", 1)[0] + f"/{name}"
     redis = load_procs.Redis(folder)
     sink = CaptureSink()
     try:
         with running_dovecot(need_dovecot()) as imap:
-            return await _with_services(options, folder, url, redis, sink, imap)
+            return await _with_services(options, folder, url, redis, cluster, sink, imap)
     finally:
         sink.stop()
         redis.stop()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        if cluster is not None:
+            await admin.close()
+            cluster.stop("immediate")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
 
 
 async def _with_services(
@@ -169,6 +178,7 @@ async def _with_services(
     folder: Path,
     url: str,
     redis: load_procs.Redis,
+    cluster: Cluster | None,
     sink: CaptureSink,
     imap: ImapServer,
 ) -> bool:
@@ -236,17 +246,28 @@ async def _with_services(
                 for firm in world.firms
                 for _, _, address in firm.group("clients")
             ]
-            await load_restarts.run(restarts, api, apis, workers, redis, options.duration, clients)
-            await asyncio.sleep(load_restarts.WINDOW)  # load goes on past the last restart
+            assert cluster is not None
+            await load_restarts.run(
+                restarts, api, apis, workers, redis, cluster, options.duration, clients
+            )
+            await asyncio.sleep(2 * load_restarts.AFTER)  # load goes on past the last restart
         await asyncio.sleep(max(0.0, load_started + options.duration - time.monotonic()))
         stop.set()
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - load_started
+        # This process's own connections may predate a database restart: new ones.
+        await db.close_db()
+        await db.init_db(url)
         drained = await _drain(mail.appended)
         await asyncio.sleep(SETTLE)
-        received, arrivals, sub_errors, gaps, closes = await subscribers.result()
+        received, arrivals, sub_errors, gaps, closes, refusals = await subscribers.result()
         for error in sub_errors:
             recorder.error("subscriber", error)
+        for at, key, message in refusals:  # the server ended a subscription
+            if recorder.in_outage(at):
+                recorder.outage["subscription ended by the server"] += 1
+            else:
+                recorder.error("subscriber", f"{key}: {message}")
         if gaps and not options.restarts:  # nothing should close a connection
             recorder.error("subscriber", f"{len(gaps)} lost their connection: {dict(closes)}")
         for proc in procs:
@@ -255,13 +276,19 @@ async def _with_services(
         tallies = await _account(subscribers.filters, sink, mail.appended, received, gaps, restarts)
         for proc in procs:
             proc.stop()
+        expected_lines = 0
         for proc in procs:
-            for line in _log_problems(proc):
-                recorder.error(f"{proc.name} log", line)
+            for stamp, line in _log_problems(proc):
+                if any(start <= stamp <= end for start, end in restarts.wall_outages):
+                    expected_lines += 1
+                else:
+                    recorder.error(f"{proc.name} log", line)
+        if expected_lines:
+            recorder.outage["log lines at ERROR or above"] += expected_lines
         latency = [t - a.at for a in mail.appended for t in arrivals.get(a.subject, [])]
         ok = report(options, recorder, elapsed, drained, latency, tallies)
         if options.restarts:
-            _report_restarts(restarts, gaps, closes)
+            _report_restarts(restarts, gaps, closes, recorder)
         return ok
     finally:
         if api is not None:
@@ -346,13 +373,14 @@ class Subscribers:
                 await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # the groups' bus subscriptions
 
-    async def result(self) -> tuple[dict, dict, list[str], dict, Counter[str]]:
+    async def result(self) -> tuple[dict, dict, list[str], dict, Counter[str], list]:
         """What each subscriber received, when each subject arrived, errors, each
-        subscriber's gaps (lost, subscribed again) and how its connections were closed."""
+        subscriber's gaps (lost, subscribed again), how its connections were closed, and the
+        subscriptions the server ended (when, whose, its message)."""
         self.pipe.send("stop")
-        _, received, arrivals, errors, gaps, closes = await self._receive(120)
+        _, received, arrivals, errors, gaps, closes, refusals = await self._receive(120)
         self.process.join(30)
-        return received, arrivals, errors, gaps, closes
+        return received, arrivals, errors, gaps, closes, refusals
 
     async def _receive(self, within: float) -> tuple:
         deadline = time.monotonic() + within
@@ -398,6 +426,9 @@ async def _account(
         for m, s in await OutboundEmail.all().values_list("message_id", "status")
     }
     outbox = load_account.deliveries(rows, sink.message_ids(), sink.sent_across(restarts.kills))
+    for moment, what in zip(restarts.kills, restarts.kill_names, strict=True):
+        if doubled := sink.sent_across([moment]):
+            restarts.lines.append(f"sent twice across {what} (at least once): {len(doubled)}")
     stored_rows = await Message.all().values_list("id", "message_id", "firm_id")
     synced = load_account.synced(
         [a.message_id for a in appended], Counter(m for _, m, _ in stored_rows)
@@ -423,7 +454,7 @@ async def _account(
             if account is None or account in links.get(pk, set()):
                 gid = ids.encode("Message", pk)
                 missed = restarts.excused(a.at) or any(
-                    lost - load_restarts.WINDOW <= a.at <= back + load_restarts.WINDOW
+                    lost - load_restarts.BEFORE <= a.at <= back + load_restarts.AFTER
                     for lost, back in away
                 )
                 (maybe if missed else owed).add(gid)
@@ -436,10 +467,11 @@ def _report_restarts(
     restarts: load_restarts.Restarts,
     gaps: dict[str, list[tuple[float, float]]],
     closes: Counter[str],
+    recorder: load_actors.Recorder,
 ) -> None:
     print(
         f"restarts: {restarts.api_stops} API SIGTERM, {restarts.worker_kills} worker SIGKILL, "
-        f"{restarts.redis_restarts} Redis"
+        f"{restarts.redis_restarts} Redis, {restarts.postgres_restarts} PostgreSQL"
     )
     for line in restarts.lines:
         print(f"  {line}")
@@ -450,15 +482,34 @@ def _report_restarts(
             f"p50 {statistics.median(away):.2f} s, max {max(away):.2f} s; closes seen: "
             + ", ".join(f"{reason or '?'} x{n}" for reason, n in closes.most_common())
         )
+    if recorder.outage:
+        seconds = recorder.outage_seconds
+        timing = (
+            f" (requests failed after p50 {statistics.median(seconds):.2f} s, max "
+            f"{max(seconds):.2f} s)"
+            if seconds
+            else ""
+        )
+        print(f"  while the database restarted{timing}:")
+        for what, n in recorder.outage.most_common():
+            print(f"    {what}: {n}")
 
 
 # A log line at ERROR or above (Python's logging or uvicorn's), or a traceback.
 PROBLEM = re.compile(r"Traceback|^(\d{4}-\d\d-\d\d \S+ )?(ERROR|CRITICAL)\b")
+STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 
 
-def _log_problems(proc: load_procs.Proc) -> list[str]:
-    lines = proc.log.read_text(errors="replace").splitlines()
-    return [line for line in lines if PROBLEM.search(line)]
+def _log_problems(proc: load_procs.Proc) -> list[tuple[float, str]]:
+    """Lines at ERROR or above, or of a traceback, each with the time of the latest stamped
+    line (time.time(); 0 when none came before)."""
+    found, stamp = [], 0.0
+    for line in proc.log.read_text(errors="replace").splitlines():
+        if STAMP.match(line):
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if PROBLEM.search(line):
+            found.append((stamp, line))
+    return found
 
 
 def _pct(values: list[float], p: float) -> float:

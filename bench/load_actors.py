@@ -13,7 +13,7 @@ import itertools
 import random
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,22 +32,53 @@ THINK = (0.05, 0.3)  # seconds between one person's requests
 ERRORS_KEPT = 50
 
 
+FAST = 5.0  # seconds: a refusal while the database is down must come at least this fast
+
+
+class HttpError(RuntimeError):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text[:300]}")
+        self.status = status
+
+
 @dataclass
 class Recorder:
     times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    # While the database restarts (CLOCK_MONOTONIC from, until; None: still down), requests
+    # may fail: fast with 503 is what is asked; what else happens is counted in `outage`.
+    outages: list[list[float | None]] = field(default_factory=list)
+    outage: Counter[str] = field(default_factory=Counter)
+    outage_seconds: list[float] = field(default_factory=list)
 
     def error(self, op: str, detail: str) -> None:
         self.error_count += 1
         if len(self.errors) < ERRORS_KEPT:
             self.errors.append(f"{op}: {detail[:600]}")
 
+    def in_outage(self, at: float, after: float = 0.0) -> bool:
+        return any(
+            start is not None and start <= at and (end is None or at <= end + after)
+            for start, end in self.outages
+        )
+
     async def timed(self, op: str, action: Callable[[], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
+        began = time.monotonic()
         try:
             result = await action()
         except Exception as exc:
+            seconds = time.perf_counter() - started
+            if self.in_outage(began) or self.in_outage(time.monotonic()):
+                status = exc.status if isinstance(exc, HttpError) else None
+                kind = f"HTTP {status}" if status else type(exc).__name__
+                self.outage[f"{op}: {kind}"] += 1
+                self.outage_seconds.append(seconds)
+                if status == 503 and seconds <= FAST:
+                    return None
+                self.error(op, f"during the database restart, after {seconds:.1f} s: {exc!r}")
+                return None
             self.error(op, repr(exc))
             return None
         self.times[op].append(time.perf_counter() - started)
@@ -111,7 +142,7 @@ class Api:
                 headers=headers,
             )
             if answer.status_code != 200:
-                raise RuntimeError(f"HTTP {answer.status_code}: {answer.text}")
+                raise HttpError(answer.status_code, answer.text)
             body = answer.json()
             if body.get("errors"):
                 raise RuntimeError(f"errors: {body['errors']}")
@@ -128,7 +159,7 @@ class Api:
         async def call() -> bytes:
             answer = await self._send("GET", path, headers={"Authorization": f"Bearer {token}"})
             if answer.status_code != 200:
-                raise RuntimeError(f"HTTP {answer.status_code}: {answer.text[:200]}")
+                raise HttpError(answer.status_code, answer.text)
             return answer.content
 
         return await self.recorder.timed(op, call)

@@ -7,10 +7,13 @@
    retried once their lease (PORTICO_MAIL_LEASE_SECONDS, short in the bench) runs out, so a
    message it sent but could not mark may arrive twice (at least once: docs/decisions);
 3. the bench's own Redis is stopped and started again: events published meanwhile are lost
-   (the bus is at most once), the bus reconnects, nothing else may fail.
+   (the bus is at most once), the bus reconnects, nothing else may fail;
+4. the bench's own PostgreSQL cluster is stopped (fast) and started again, Portico not
+   restarted: meanwhile requests must fail fast with 503 (anything else is an error), and
+   afterwards everything works again.
 
 Each records its moments (CLOCK_MONOTONIC) so the account can tell what may be missed: the
-mail arriving around a restart (WINDOW seconds either side) is owed to no subscriber, but
+mail arriving around a restart (BEFORE and AFTER it) is owed to no subscriber, but
 may still be received once, never twice.
 """
 
@@ -22,9 +25,13 @@ import time
 from dataclasses import dataclass, field
 
 from bench import load_procs
-from bench.load_actors import SIGN_IN, Api
+from bench.load_actors import SIGN_IN, Api, Recorder
+from bench.load_postgres import Cluster
 
-WINDOW = 10.0  # seconds before and after a restart in which an event may be missed
+# Mail appended this long before a restart may have its event lost (being synced, or in
+# flight), and this long after it (the bus and subscriptions coming back).
+BEFORE = 5.0
+AFTER = 5.0
 PAUSE = 3.0  # seconds a stopped process or Redis stays down
 BURST = 8  # requests sent to the API process just before its SIGTERM, all to be answered
 # Between leaving the rotation and SIGTERM (a balancer's deregistration delay): uvicorn's
@@ -38,12 +45,18 @@ class Restarts:
     api_stops: int = 0
     worker_kills: int = 0
     redis_restarts: int = 0
+    postgres_restarts: int = 0
+    # time.time() of the database's outages (and AFTER): log lines then are expected
+    wall_outages: list[tuple[float, float]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # what happened, for the report
     windows: list[tuple[float, float]] = field(default_factory=list)  # for every subscriber
-    kills: list[float] = field(default_factory=list)  # when a worker was killed
+    # when a worker was killed, or the database went away and came back: a message sent
+    # but not yet marked may be sent again across these moments
+    kills: list[float] = field(default_factory=list)
+    kill_names: list[str] = field(default_factory=list)  # what each of `kills` was
 
     def excused(self, at: float) -> bool:
-        return any(start - WINDOW <= at <= end + WINDOW for start, end in self.windows)
+        return any(start - BEFORE <= at <= end + AFTER for start, end in self.windows)
 
 
 async def run(
@@ -52,18 +65,21 @@ async def run(
     apis: list[load_procs.Proc],
     workers: list[load_procs.Proc],
     redis: load_procs.Redis,
+    postgres: Cluster,
     duration: float,
     sign_ins: list[dict[str, str]],
 ) -> None:
-    """The three restarts, a fifth of `duration` apart; `sign_ins`: clients' signIn
+    """The four restarts, a sixth of `duration` apart; `sign_ins`: clients' signIn
     variables, for the requests in flight at the SIGTERM (several at once of one account
     would trip its sign-in throttle, which counts attempts before the password is checked)."""
-    await asyncio.sleep(duration * 0.2)
+    await asyncio.sleep(duration / 6)
     await _stop_api(restarts, api, apis[-1], sign_ins)
-    await asyncio.sleep(duration * 0.2)
+    await asyncio.sleep(duration / 6)
     await _kill_worker(restarts, workers[0])
-    await asyncio.sleep(duration * 0.2)
+    await asyncio.sleep(duration / 6)
     await _restart_redis(restarts, redis)
+    await asyncio.sleep(duration / 6)
+    await _restart_postgres(restarts, postgres, api.recorder)
 
 
 async def _stop_api(
@@ -116,6 +132,7 @@ async def _stop_api(
 async def _kill_worker(restarts: Restarts, proc: load_procs.Proc) -> None:
     killed = time.monotonic()
     restarts.kills.append(killed)
+    restarts.kill_names.append(f"{proc.name} SIGKILL")
     proc.signal(signal.SIGKILL)
     await asyncio.to_thread(proc.wait, 30)
     await asyncio.sleep(PAUSE)
@@ -138,3 +155,25 @@ async def _restart_redis(restarts: Restarts, redis: load_procs.Redis) -> None:
     restarts.windows.append((stopped, back))
     restarts.redis_restarts += 1
     restarts.lines.append(f"Redis stopped and started again: down {back - stopped:.1f} s")
+
+
+async def _restart_postgres(restarts: Restarts, postgres: Cluster, recorder: Recorder) -> None:
+    """Stopped (fast: sessions ended) and started again; Portico is not restarted."""
+    stopped, wall = time.monotonic(), time.time()
+    outage: list[float | None] = [stopped, None]
+    recorder.outages.append(outage)
+    restarts.kills.append(stopped)
+    restarts.kill_names.append("PostgreSQL stopping")
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.sleep(PAUSE)
+    await asyncio.to_thread(postgres.start)
+    back = time.monotonic()
+    outage[1] = back + AFTER  # and a moment to find the database again
+    restarts.kills.append(back)
+    restarts.kill_names.append("PostgreSQL back")
+    restarts.windows.append((stopped, back))
+    restarts.wall_outages.append((wall, time.time() + AFTER))
+    restarts.postgres_restarts += 1
+    restarts.lines.append(
+        f"PostgreSQL stopped (fast) and started again: down {back - stopped:.1f} s"
+    )

@@ -43,6 +43,9 @@ class State:
     # subscriber: (lost, subscribed again) in CLOCK_MONOTONIC, per lost connection
     gaps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     closes: Counter[str] = field(default_factory=Counter)  # how connections ended: code reason
+    # (CLOCK_MONOTONIC, subscriber, message): an error or complete for the subscription; the
+    # subscriber connects again (the bench decides whether the moment excuses it)
+    refusals: list[tuple[float, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -71,7 +74,17 @@ async def _main(specs: list[Spec], pipe: Connection) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    pipe.send(("result", state.received, state.arrivals, state.errors, state.gaps, state.closes))
+    pipe.send(
+        (
+            "result",
+            state.received,
+            state.arrivals,
+            state.errors,
+            state.gaps,
+            state.closes,
+            state.refusals,
+        )
+    )
 
 
 async def _subscriber(spec: Spec, state: State, ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -88,6 +101,8 @@ async def _subscriber(spec: Spec, state: State, ready: asyncio.Event, stop: asyn
             raise
         except websockets.ConnectionClosed as exc:
             state.closes[_close_text(exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else "none"] += 1
+        except Refused as exc:
+            state.refusals.append((time.monotonic(), spec.key, str(exc)[:300]))
         except (OSError, TimeoutError) as exc:
             if not ready.is_set():
                 state.errors.append(f"{spec.key}: could not subscribe: {exc!r}")
@@ -101,6 +116,10 @@ async def _subscriber(spec: Spec, state: State, ready: asyncio.Event, stop: asyn
             lost = time.monotonic()
         attempt += 1
         await asyncio.sleep(RECONNECT_PAUSE)
+
+
+class Refused(Exception):
+    """The server ended the subscription (`error`, `complete`, or errors in `next`)."""
 
 
 def _close_text(code: int | None, reason: str) -> str:
@@ -139,7 +158,7 @@ async def _session(
             kind = message.get("type")
             if kind == "next":
                 if message["payload"].get("errors"):
-                    raise RuntimeError(f"error in next: {message}")
+                    raise Refused(f"errors in next: {message}")
                 synced = message["payload"]["data"]["messageSynced"]
                 state.received[spec.key].append(synced["id"])
                 state.arrivals.setdefault(synced["subject"], []).append(now)
@@ -147,6 +166,8 @@ async def _session(
                 await ws.send(json.dumps({"type": "pong"}))
             elif kind == "pong":
                 pass
+            elif kind in ("error", "complete"):
+                raise Refused(str(message))
             else:
                 raise RuntimeError(f"unexpected message: {message}")
         # The server closed the connection cleanly (iteration ends without an exception).
