@@ -33,6 +33,7 @@ ERRORS_KEPT = 50
 
 
 FAST = 5.0  # seconds: a refusal while the database is down must come at least this fast
+OUTAGE_SHOWN = 3  # errors during the database restart printed in full (all are counted)
 
 
 class HttpError(RuntimeError):
@@ -77,7 +78,12 @@ class Recorder:
                 self.outage_seconds.append(seconds)
                 if status == 503 and seconds <= FAST:
                     return None
-                self.error(op, f"during the database restart, after {seconds:.1f} s: {exc!r}")
+                # Counted in `outage` by kind; only the first few are printed in full.
+                self.error_count += 1
+                if sum(self.outage.values()) <= OUTAGE_SHOWN:
+                    self.errors.append(
+                        f"{op}: during the database restart, after {seconds:.2f} s: {exc!r}"[:600]
+                    )
                 return None
             self.error(op, repr(exc))
             return None
