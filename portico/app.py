@@ -130,26 +130,26 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
                     await db.close_db()
                     metrics.process_exited()
 
+    routes = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        *link_pages(settings),
+        Route("/documents/{id}", download_document(settings)),
+        Route("/exports/{token}", download_export(settings)),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz_endpoint(settings)),
+        Route("/metrics", metrics.metrics_endpoint(settings)),
+        *(graphiql_routes() if settings.graphiql_enabled else []),
+    ]
     return Starlette(
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            *link_pages(settings),
-            Route("/documents/{id}", download_document(settings)),
-            Route("/exports/{token}", download_export(settings)),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz_endpoint(settings)),
-            Route("/metrics", metrics.metrics_endpoint(settings)),
-            *(graphiql_routes() if settings.graphiql_enabled else []),
-        ],
+        routes=routes,
         middleware=[
             *client_address_middleware(settings),
-            Middleware(metrics.HttpMetrics),
             Middleware(AccessLog),
             # Outside BodyLimit and RateLimit: a 413 or a 429 carries the CORS headers too, so
             # browsers can read it (preflights are answered here, never counted).
             cors_middleware(origins),
-            *([Middleware(RateLimit, limiter=limiter)] if limiter else []),
+            *([Middleware(RateLimit, limiter=limiter, routes=routes)] if limiter else []),
             Middleware(
                 BodyLimit,
                 max_bytes=settings.max_body_bytes,

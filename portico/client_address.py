@@ -25,12 +25,12 @@ class ClientAddressHeader:
 
 
 def header_address(scope: Scope, header: bytes) -> str | None:
-    """The header's address when it holds exactly one valid IP address; else None (the
-    connection's own address stands)."""
-    for name, value in scope["headers"]:
-        if name == header:
-            try:
-                return str(ipaddress.ip_address(value.decode("latin-1").strip()))
-            except ValueError:
-                return None
-    return None
+    """The header's address when its last copy (the one the proxy added, should it add rather
+    than replace) holds one valid IP address; else None (the connection's own stands)."""
+    values = [value for name, value in scope["headers"] if name == header]
+    if not values:
+        return None
+    try:
+        return str(ipaddress.ip_address(values[-1].decode("latin-1").strip()))
+    except ValueError:
+        return None

@@ -34,7 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 from tortoise import Tortoise
 
 from models import DeliveryStatus, SyncStatus
@@ -67,17 +67,6 @@ def record_request(scope: Scope, status: int, seconds: float, statements: int) -
     HTTP_REQUESTS.labels(template, _method(scope["method"]), str(status)).inc()
     HTTP_DURATION.labels(template).observe(seconds)
     SQL_STATEMENTS.labels(template).observe(statements)
-
-
-class HttpMetrics:
-    """Does nothing any more: AccessLog records the HTTP metrics. Kept only until
-    portico/app.py no longer lists it among its middleware."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     # without a live session, and one per session for signed-in requests, shared through
     # Redis when PORTICO_REDIS_URL is set. On in production unless set.
     rate_limit: bool | None = None
-    rate_limit_anonymous_per_second: float = Field(default=2, gt=0)
+    rate_limit_anonymous_per_second: float = Field(default=2, ge=0.001)
     rate_limit_anonymous_burst: int = Field(default=20, gt=0)
-    rate_limit_session_per_second: float = Field(default=10, gt=0)
+    rate_limit_session_per_second: float = Field(default=10, ge=0.001)
     rate_limit_session_burst: int = Field(default=100, gt=0)
 
     # Browser origins (scheme://host[:port]) whose pages may call the API and open its

@@ -194,6 +194,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await super().handle_message(message)
 
     async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        if self.connection_acknowledged:  # each init again looks the session up: a request
+            try:
+                await check_rate(self)
+            except BadRequest as exc:
+                error = bad_request_error(exc.reason, exc.code).formatted
+                await self.send_message({"type": "connection_error", "payload": error})
+                return
         payload = message.get("payload")
         params = {} if payload is None else payload  # else strawberry's connection_error
         if isinstance(params, dict) and not await self.context.open_socket(params):

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from models import SignInThrottle
@@ -20,8 +21,7 @@ from portico.app import create_app
 from portico.rate_limit import address_key
 from portico.settings import Settings
 from services.shared.token_buckets import BucketPolicy, MemoryBuckets, RedisBuckets
-from tests.support import server
-from tests.support.api import make_firm
+from tests.support.api import api_for, make_firm
 from tests.support.services import need_redis
 from tests.support.sqlcount import count_sql
 from tests.support.websocket import LEGACY_WS, TRANSPORT_WS, serving, socket
@@ -111,6 +111,61 @@ async def test_a_session_has_its_own_bucket_and_made_up_tokens_count_as_the_addr
         refused(await http.get("/documents/RG9jdW1lbnQ6MQ==", headers=signed_in))
 
 
+async def test_signing_in_again_buys_no_fresh_bucket(settings):
+    """The bucket is the person's: a second session of the same staff member shares it."""
+    tight = limited(settings)
+    app = create_app(tight, manage_db=False)
+    async with from_address(tight, "203.0.113.16", app) as http:
+        acme = await make_firm(http, "acme")
+        again = await api_for(http, acme.owner)
+        first = {"Authorization": f"Bearer {acme.api.token}"}
+        second = {"Authorization": f"Bearer {again.token}"}
+        for headers in (first, second, first, second, first):
+            assert (await http.post("/graphql", json=TYPENAME, headers=headers)).status_code == 200
+        refused(await http.post("/graphql", json=TYPENAME, headers=second))
+
+
+async def test_made_up_tokens_stop_reaching_the_database(settings):
+    """Each unknown token is looked up (a query) at most as often as the address's lookup
+    bucket allows (5 at once here); past that it is refused without a query."""
+    async with from_address(limited(settings), "203.0.113.17") as http:
+        for _ in range(5):
+            made_up = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
+            with count_sql() as sql:
+                await http.post("/graphql", json=TYPENAME, headers=made_up)
+            assert len(sql) == 1  # the session lookup
+        made_up = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
+        with count_sql() as sql:
+            refused(await http.post("/graphql", json=TYPENAME, headers=made_up))
+        assert sql == []
+
+
+async def test_a_refusal_is_counted_under_its_route(settings):
+    refusals = (
+        "portico_http_requests_total",
+        {"method": "POST", "route": "/graphql", "status": "429"},
+    )
+
+    def counted(text: str) -> float:
+        name, labels = refusals
+        return next(
+            (
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == name and s.labels == labels
+            ),
+            0.0,
+        )
+
+    async with from_address(limited(settings), "203.0.113.18") as http:
+        before = counted((await http.get("/metrics")).text)
+        for _ in range(3):
+            await http.post("/graphql", json=TYPENAME)
+        refused(await http.post("/graphql", json=TYPENAME))
+        assert counted((await http.get("/metrics")).text) == before + 1
+
+
 async def test_probes_and_scrapes_are_never_refused(settings):
     async with from_address(limited(settings), "203.0.113.11") as http:
         for _ in range(4):
@@ -181,13 +236,31 @@ async def test_every_process_counts_against_the_same_bucket_in_redis(settings):
         refused(await first.post("/graphql", json=TYPENAME))
 
 
-async def test_a_redis_that_does_not_answer_lets_requests_through(settings, caplog):
-    gone = limited(settings, redis_url=f"redis://127.0.0.1:{server.free_port()}/0")
-    async with from_address(gone, "203.0.113.15") as http:
-        for _ in range(5):
-            assert (await http.post("/graphql", json=TYPENAME)).status_code == 200
+async def test_a_redis_that_fails_leaves_each_process_counting_on_its_own(settings, caplog):
+    """A Redis that accepts connections and never answers: the first request waits out the
+    timeout, then the process counts in memory for a while (limits stay on) without trying
+    Redis again on every request."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    wedged = limited(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        async with from_address(wedged, "203.0.113.15") as http:
+            for _ in range(3):
+                assert (await http.post("/graphql", json=TYPENAME)).status_code == 200
+            refused(await http.post("/graphql", json=TYPENAME))
+        assert len(held) == 1  # one connection tried, then no more during the pause
+    finally:
+        for writer in held:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
     warnings = [r for r in caplog.records if r.name == "portico.rate_limit"]
-    assert len(warnings) == 1 and "Redis" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "Redis failed (TimeoutError)" in warnings[0].getMessage()
 
 
 async def test_redis_buckets_refill_and_expire():
@@ -240,6 +313,22 @@ async def test_operations_over_one_websocket_take_tokens_too(settings, protocol)
             assert error["extensions"]["code"] == "RATE_LIMITED"
 
 
+async def test_repeated_connection_inits_take_tokens(settings):
+    """graphql-ws lets a client send connection_init again (each looks the session up):
+    each one after the first is a request."""
+    async with serving(limited(settings)) as served:
+        acme = await make_firm(served.http, "acme")
+        bearer = {"Authorization": f"Bearer {acme.api.token}"}
+        async with socket(served.url, acme.api.token, LEGACY_WS, headers=bearer) as legacy:
+            for _ in range(4):  # the handshake took the fifth
+                await legacy.send({"type": "connection_init", "payload": {}})
+                assert (await legacy.receive())["type"] == "connection_ack"
+            await legacy.send({"type": "connection_init", "payload": {}})
+            error = await legacy.receive()
+            assert error["type"] == "connection_error", error
+            assert error["payload"]["extensions"]["code"] == "RATE_LIMITED"
+
+
 async def test_the_proxy_address_header_names_the_client(settings):
     behind = limited(settings, client_address_header="X-Real-IP")
     app = create_app(behind, manage_db=False)
@@ -255,6 +344,9 @@ async def test_the_proxy_address_header_names_the_client(settings):
             junk = await proxy.post("/graphql", json=TYPENAME, headers={"X-Real-IP": "nope"})
             assert junk.status_code == 200
         refused(await proxy.post("/graphql", json=TYPENAME))
+        # A proxy that adds its copy after the client's: the last copy is the proxy's.
+        forged = [("X-Real-IP", "198.51.100.1"), ("X-Real-IP", "198.51.100.3")]
+        assert (await proxy.post("/graphql", json=TYPENAME, headers=forged)).status_code == 200
 
 
 def test_ipv6_clients_are_counted_by_their_64():
@@ -288,6 +380,7 @@ def test_limits_are_on_in_production_and_bad_settings_refused(tmp_path):
         {"rate_limit_anonymous_per_second": 0},
         {"rate_limit_session_burst": 0},
         {"rate_limit_session_per_second": -1},
+        {"rate_limit_anonymous_per_second": 1e-9},  # a bucket that would never refill
     ):
         with pytest.raises(ValidationError):
             Settings(**base, **bad)

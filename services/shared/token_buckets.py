@@ -4,6 +4,7 @@ process's memory, or in Redis so that every API process counts against the same 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -82,9 +83,11 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return tostring(wait)
 """
 
-# A limiter that cannot reach Redis lets requests through (an outage of Redis must not become
-# an outage of the API) and says so at most once a minute.
+# A Redis that fails or does not answer within the timeout leaves each process counting on its
+# own (memory buckets) for a few seconds: an outage of Redis must not become an outage of the
+# API, nor turn the limits off, nor cost every request the timeout. Said at most once a minute.
 REDIS_TIMEOUT_SECONDS = 0.5
+REDIS_PAUSE_SECONDS = 5.0
 _WARN_EVERY_SECONDS = 60.0
 
 
@@ -97,21 +100,34 @@ class RedisBuckets:
             url,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 0),
         )
         self._take = self._redis.register_script(_TAKE)
+        self._local = MemoryBuckets()
+        self._paused_until = 0.0
         self._warned_at = -_WARN_EVERY_SECONDS
 
     async def take(self, key: str, policy: BucketPolicy) -> float:
+        if time.monotonic() < self._paused_until:
+            return await self._local.take(key, policy)
         try:
-            wait = await self._take(keys=[self.prefix + key], args=[policy.rate, policy.burst])
-        except (RedisError, OSError) as exc:
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_EVERY_SECONDS:
-                self._warned_at = now
-                log.warning("rate limits off while Redis fails: %s", type(exc).__name__)
-            return 0.0
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                wait = await self._take(keys=[self.prefix + key], args=[policy.rate, policy.burst])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._pause(exc)
+            return await self._local.take(key, policy)
         return float(wait)
+
+    def _pause(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._paused_until = now + REDIS_PAUSE_SECONDS
+        if now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            log.warning(
+                "rate limits counted per process for %.0f s: Redis failed (%s)",
+                REDIS_PAUSE_SECONDS,
+                type(exc).__name__,
+            )
 
     async def aclose(self) -> None:
         await self._redis.aclose()
