@@ -82,7 +82,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 wake.clear()  # a notify() during the round below triggers another round
                 try:
-                    delivered = await _drain(settings, transport, mailboxes, stop)
+                    # A round runs in a task of its own: when BEGIN fails (PostgreSQL restarted
+                    # under a pooled connection) tortoise leaves that transaction as the task's
+                    # current one, and every later transaction of the task would nest in it (a
+                    # savepoint on a connection back in the pool) until the worker restarts.
+                    round_ = _drain(settings, transport, mailboxes, stop)
+                    delivered = await asyncio.create_task(round_, name="mail delivery round")
                     errors = 0
                 except Exception:
                     errors += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,8 +89,27 @@ class Service:
     """A process started in a host, its output in a file (never a pipe that could fill)."""
 
     name: str
-    process: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str] | None
+    cwd: Path
     log_path: Path
+    stop_signal: int = signal.SIGTERM
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path.write_bytes(b"")
+        self.start()
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -100,7 +120,7 @@ class Service:
 
     def stop(self) -> None:
         if self.alive:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
@@ -114,19 +134,14 @@ class Services:
     started: list[Service] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        stop_signal: int = signal.SIGTERM,
     ) -> Service:
-        log_path = self.folder / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        service = Service(name, process, log_path)
+        service = Service(name, argv, env, cwd, self.folder / f"{name}.log", stop_signal)
         self.started.append(service)
         return service
 
@@ -179,9 +194,11 @@ def as_user(user: str, argv: list[str]) -> list[str]:
 # The database host -------------------------------------------------------------------------
 
 
-def start_postgres(services: Services, host: netns.Host, subnet: str, folder: Path) -> str:
+def start_postgres(
+    services: Services, host: netns.Host, subnet: str, folder: Path
+) -> tuple[str, Service]:
     """A new cluster listening on the host's address only (password logins from the
-    network); the URL of its `portico` database, made here."""
+    network): the URL of its `portico` database, made here, and its process."""
     binaries = postgres_bin()
     assert binaries is not None
     data, password_file = folder / "pgdata", folder / "pgpassword"
@@ -198,18 +215,20 @@ def start_postgres(services: Services, host: netns.Host, subnet: str, folder: Pa
         "listen_addresses": host.address,
         "port": str(PG_PORT),
         "unix_socket_directories": str(data),
-        # A throwaway cluster: no need to survive a power cut.
+        # A throwaway cluster: no need to survive a power cut (but a crash of PostgreSQL
+        # itself loses no commit: synchronous_commit stays on).
         "fsync": "off",
-        "synchronous_commit": "off",
         "full_page_writes": "off",
     }
     argv = [str(binaries / "postgres"), "-D", str(data)]
     argv += [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")]
-    service = services.start("postgres", host.command(as_user("postgres", argv)))
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave).
+    command = host.command(as_user("postgres", argv))
+    service = services.start("postgres", command, stop_signal=signal.SIGINT)
     wait_until(lambda: listening(host.address, PG_PORT), "PostgreSQL listening", service)
     psql = [str(binaries / "psql"), "-h", str(data), "-U", "postgres", "-d", "postgres"]
     run(as_user("postgres", [*psql, "-c", "CREATE DATABASE portico"]), "CREATE DATABASE")
-    return f"postgres://postgres:{DB_PASSWORD}@{host.address}:{PG_PORT}/portico"
+    return f"postgres://postgres:{DB_PASSWORD}@{host.address}:{PG_PORT}/portico", service
 
 
 def start_redis(services: Services, host: netns.Host, folder: Path) -> str:
@@ -220,6 +239,31 @@ def start_redis(services: Services, host: netns.Host, folder: Path) -> str:
     service = services.start("redis", host.command(argv))
     wait_until(lambda: listening(host.address, REDIS_PORT), "Redis listening", service)
     return f"redis://:{REDIS_PASSWORD}@{host.address}:{REDIS_PORT}/0"
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (PostgreSQL's backends of its postmaster)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def unread_statements_from(host: netns.Host, peer: str, port: int = PG_PORT) -> bool:
+    """Whether a connection from `peer` to `host`'s `port` has bytes its server has not read
+    yet (a statement waiting on a backend that does not run)."""
+    listed = run(host.command(["ss", "-Htn", "state", "established"]), "ss")
+    for line in listed.splitlines():
+        recv_q, _, local, remote = line.split()[:4]
+        if local.endswith(f":{port}") and remote.rsplit(":", 1)[0] == peer and int(recv_q):
+            return True
+    return False
 
 
 # The mail host -----------------------------------------------------------------------------
@@ -283,6 +327,7 @@ class Deployment:
     services: Services
     api: LiveServer
     worker: Service
+    postgres: Service
     imap: NamespacedImapServer
     smtp_folder: Path
     database_url: str
@@ -327,7 +372,7 @@ def _deploy(
     api_settings: dict[str, str],
 ) -> Deployment:
     db, api, worker, mail = (net[role] for role in ROLES)
-    database_url = start_postgres(services, db, str(net.subnet), folder)
+    database_url, postgres = start_postgres(services, db, str(net.subnet), folder)
     redis_url = start_redis(services, db, folder)
     imap = start_dovecot(mail, folder / "dovecot")
     stack.callback(imap.stop)
@@ -379,5 +424,14 @@ def _deploy(
     for started in ("mail delivery started", "mailbox sync started"):
         wait_until(lambda text=started: text in worker_service.log(), started, worker_service)
     return Deployment(
-        net, services, live, worker_service, imap, smtp_folder, database_url, redis_url, var_dirs
+        net,
+        services,
+        live,
+        worker_service,
+        postgres,
+        imap,
+        smtp_folder,
+        database_url,
+        redis_url,
+        var_dirs,
     )
