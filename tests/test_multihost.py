@@ -108,6 +108,7 @@ async def test_the_whole_flow_runs_across_hosts(
     assert turned_on["portalStatus"] == "PENDING_ACTIVATION"
     [invitation] = await arrived(deployment, 1)
     assert invitation["To"] == ANNA
+    assert invitation["X-Peer"] == deployment.net["worker"].address  # sent by the worker host
     link = LINK.search(text_of(invitation))
     assert link, text_of(invitation)
     assert urlsplit(link.group(0)).netloc == urlsplit(deployment.url).netloc  # the API host's

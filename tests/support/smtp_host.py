@@ -4,8 +4,8 @@ thread of the test process cannot listen inside another namespace).
     ip netns exec NS python -m tests.support.smtp_host --host 10.77.0.5 --port 2525 --folder DIR
 
 It runs tests/support/smtp.py's SmtpServer on that address until SIGTERM, and writes each
-message it accepts to DIR as `<n>.eml` (written aside, then renamed: a reader never sees half
-of one). `received(DIR)` reads them back, parsed, in the order they arrived.
+message it accepts to DIR as `<n>.eml`, headed by `X-Peer: <the sender's address>` (written
+aside, then renamed: a reader never sees half of one). `received(DIR)` reads them back, parsed, in the order they arrived.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class FolderSmtpServer(SmtpServer):
                 self.count += 1
                 number = self.count
             part = self.folder / f".{number}.eml.part"
-            part.write_bytes(envelope.original_content or envelope.content)
+            # Where it came from, as a receiving server's Received header would say.
+            peer = f"X-Peer: {session.peer[0]}\r\n".encode()
+            part.write_bytes(peer + (envelope.original_content or envelope.content))
             part.rename(self.folder / f"{number}.eml")
         return reply
 
