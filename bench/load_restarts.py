@@ -1,9 +1,12 @@
 """The load test's restarts (issue 15 item 7), one after another while the load runs:
 
-1. an API process is taken out of the balancer's rotation and sent SIGTERM at once (the
-   requests already sent to it must be answered; its WebSocket clients are closed and
-   connect again through the balancer), then started again on its port and put back;
-2. a worker is killed (SIGKILL) and started again after a pause: rows it had claimed are
+1. an API process is taken out of the balancer's rotation and sent SIGTERM READ_DELAY later
+   (the requests already sent to it must be answered; its WebSocket clients are closed,
+   1012, and connect again through the balancer), then started again on its port and put
+   back;
+2. a worker is killed (SIGKILL), during a sync pass where one is caught, and started again
+   after a pause: a mailbox whose pass it was running waits for the pass's lease to run
+   out (15 minutes: the run then fails, naming the lease); rows it had claimed are
    retried once their lease (PORTICO_MAIL_LEASE_SECONDS, short in the bench) runs out, so a
    message it sent but could not mark may arrive twice (at least once: docs/decisions);
 3. the bench's own Redis is stopped and started again: events published meanwhile are lost
@@ -33,11 +36,13 @@ from bench.load_postgres import Cluster
 BEFORE = 5.0
 AFTER = 5.0
 PAUSE = 3.0  # seconds a stopped process or Redis stays down
+LEASE_WAIT = 10.0  # seconds to wait for a sync pass in progress before killing a worker
 BURST = 8  # requests sent to the API process just before its SIGTERM, all to be answered
 # Between leaving the rotation and SIGTERM (a balancer's deregistration delay): uvicorn's
 # shutdown closes every connection whose request it has not read yet, so a request sent a
-# moment before the signal (50 ms on this loaded machine) can get no answer at all.
-READ_DELAY = 0.3
+# moment before the signal gets no answer at all (2 of 8 sent 50 ms before it, and 2 of 8
+# sent 0.3 s before it while the 2 cores were saturated).
+READ_DELAY = 1.0
 
 
 @dataclass
@@ -130,6 +135,15 @@ async def _stop_api(
 
 
 async def _kill_worker(restarts: Restarts, proc: load_procs.Proc) -> None:
+    # Killed while a sync pass holds a mailbox's lease, where one can be caught (within
+    # LEASE_WAIT): if this worker holds it, the mailbox waits for the lease to run out.
+    from models import Mailbox
+
+    deadline = time.monotonic() + LEASE_WAIT
+    while time.monotonic() < deadline:
+        if held := await Mailbox.filter(lease_until__isnull=False).exists():
+            break
+        await asyncio.sleep(0.01)
     killed = time.monotonic()
     restarts.kills.append(killed)
     restarts.kill_names.append(f"{proc.name} SIGKILL")
@@ -141,8 +155,9 @@ async def _kill_worker(restarts: Restarts, proc: load_procs.Proc) -> None:
     await asyncio.to_thread(load_procs.wait_worker, proc, started + 1)
     restarts.windows.append((killed, killed))  # what it stored but had not yet announced
     restarts.worker_kills += 1
+    during = "while a sync pass held a mailbox lease" if held else "between sync passes"
     restarts.lines.append(
-        f"{proc.name} SIGKILL, running again after {time.monotonic() - killed:.1f} s"
+        f"{proc.name} SIGKILL {during}, running again after {time.monotonic() - killed:.1f} s"
     )
 
 
