@@ -1,7 +1,15 @@
 """Portico on several hosts for real (issue 15): network namespaces joined by a switch, a
 database host (PostgreSQL and Redis), an API host (`portico serve`), a worker host (`portico
 worker`) and a mail host (Dovecot and aiosmtpd); see tests/support/hosts.py. This test process
-is a client on the same network, reaching the API host's public GraphQL API only.
+is a client on the same network, reaching the API host's public GraphQL API only. Each host's
+loopback is its own and nothing listens there: whatever assumed 127.0.0.1 would fail here.
+
+- The whole flow: a LOGIN toggle's invitation sent by the worker host to the mail host; mail
+  appended on the mail host synced by the worker host, shown by the API host, its live event
+  reaching a WebSocket subscriber on the API host through the database host's Redis, and its
+  auto-saved attachment downloaded from the API host (files in the database, no shared disk).
+- Readiness across hosts: the database host's cable pulled, and its PostgreSQL stopped.
+- PostgreSQL's processes killed under running API and worker hosts: both work again.
 
 It needs root (CI runs as root) and Debian's PostgreSQL, Redis and Dovecot binaries: without
 them it skips, and under PORTICO_REQUIRE_SERVICES=1 it fails. It brings its own PostgreSQL

@@ -347,8 +347,7 @@ def _remove_stale_folders() -> None:
 
 
 @contextmanager
-def deployment(api_settings: dict[str, str] | None = None) -> Iterator[Deployment]:
-    """The deployment; `api_settings` (PORTICO_*) are added to the API host's environment."""
+def deployment() -> Iterator[Deployment]:
     _remove_stale_folders()
     folder = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))
     folder.chmod(0o755)  # PostgreSQL and Dovecot run as their own users
@@ -358,7 +357,7 @@ def deployment(api_settings: dict[str, str] | None = None) -> Iterator[Deploymen
         net = stack.enter_context(netns.network(ROLES))
         stack.callback(services.stop_all)  # before the namespaces go
         try:
-            yield _deploy(net, services, folder, stack, api_settings or {})
+            yield _deploy(net, services, folder, stack)
         except BaseException:
             print(services.report())
             raise
@@ -369,7 +368,6 @@ def _deploy(
     services: Services,
     folder: Path,
     stack: ExitStack,
-    api_settings: dict[str, str],
 ) -> Deployment:
     db, api, worker, mail = (net[role] for role in ROLES)
     database_url, postgres = start_postgres(services, db, str(net.subnet), folder)
@@ -416,7 +414,7 @@ def _deploy(
     api_service = services.start(
         "api",
         api.command(serve),
-        env("api", PORTICO_INPROCESS_WORKER="0", **api_settings),
+        env("api", PORTICO_INPROCESS_WORKER="0"),
         folder / "api",
     )
     live = LiveServer(api_url, api_service.process, api_service.log_path)
