@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,8 +20,10 @@ from portico.graphiql import graphiql_routes
 from portico.graphql_view import PorticoGraphQL
 from portico.logs import configure_logging
 from portico.middleware import AccessLog, BodyLimit
+from portico.outage import DatabaseOutage
 from portico.pages import link_pages
 from portico.rate_limit import RateLimit, limiter_for
+from portico.readiness import readyz_endpoint
 from portico.settings import Settings
 from portico.worker import run_background
 from resolvers.root import build_schema
@@ -35,50 +34,6 @@ from services.shared.pubsub import bus_for
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
-
-
-# A readiness probe answers within a probe's timeout, even on a Redis that does not answer.
-REDIS_PROBE_SECONDS = 1.0
-
-
-def readyz_endpoint(settings: Settings) -> Callable[[Request], Awaitable[JSONResponse]]:
-    """GET /readyz: the database reachable and migrated, and Redis answering when configured."""
-
-    async def readyz(request: Request) -> JSONResponse:
-        try:
-            pending = await db.pending_migrations()
-        except Exception as exc:  # any database failure means "not ready"
-            failure = {"status": "unavailable", "failed": "database", "error": type(exc).__name__}
-            return JSONResponse(failure, 503)
-        if pending:
-            return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
-        if settings.redis_url is not None:
-            error = await redis_error(settings.redis_url)
-            if error is not None:
-                return JSONResponse(
-                    {"status": "unavailable", "failed": "redis", "error": error}, 503
-                )
-        return JSONResponse({"status": "ready"})
-
-    return readyz
-
-
-async def redis_error(url: str) -> str | None:
-    """None when Redis at `url` answers PING in time, else what went wrong (a class name)."""
-    client = Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_PROBE_SECONDS,
-        socket_timeout=REDIS_PROBE_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-    )
-    try:
-        async with asyncio.timeout(2 * REDIS_PROBE_SECONDS):
-            await client.ping()
-    except Exception as exc:  # refused, timed out, auth: all "not ready"
-        return type(exc).__name__
-    finally:
-        await client.aclose()
-    return None
 
 
 def client_address_middleware(settings: Settings) -> list[Middleware]:
@@ -149,6 +104,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             # Outside BodyLimit and RateLimit: a 413 or a 429 carries the CORS headers too, so
             # browsers can read it (preflights are answered here, never counted).
             cors_middleware(origins),
+            Middleware(DatabaseOutage),  # outside RateLimit: its session lookup may meet it
             *([Middleware(RateLimit, limiter=limiter, routes=routes)] if limiter else []),
             Middleware(
                 BodyLimit,

@@ -76,6 +76,11 @@ async def migrate(database_url: str) -> None:
         await Tortoise.close_connections()
 
 
+async def ping() -> None:
+    """One round trip to the database (raises when it cannot be reached)."""
+    await get_connection("default").execute_query("SELECT 1")
+
+
 async def pending_migrations() -> list[str]:
     """Names of migrations not yet applied on the initialised connection."""
     config = tortoise_config("")["apps"]

@@ -34,6 +34,7 @@ from strawberry.types.unset import UNSET
 from portico.cors import PREFLIGHT_HEADERS, OriginPolicy
 from portico.graphiql import graphiql_page
 from portico.media_types import CONTENT_TYPES, GRAPHQL_RESPONSE, JSON, negotiate
+from portico.outage import unavailable
 from portico.rate_limit import Limiter, request_session
 from portico.refusals import BadRequest, bad_request_response
 from portico.request_parsing import (
@@ -47,8 +48,10 @@ from portico.request_parsing import (
 from portico.settings import Settings
 from portico.websocket_handlers import LegacyWSHandler, TransportWSHandler
 from resolvers.context import Context, token_from_request
+from schema.extensions import code_of
 from services.shared import persisted_queries
 from services.shared.errors import ErrorCode
+from services.shared.outage import renew_connections
 from services.shared.persisted_queries import Lookup, PersistedQueryRefused
 
 # Apollo Server's answer to a persisted-query error the client recovers from: 200 (its link
@@ -276,6 +279,11 @@ class PorticoGraphQL(GraphQL):
             raise refusal from exc
         except MissingQueryError as exc:
             raise BadRequest(NO_QUERY) from exc
+        if result.errors and any(
+            code_of(error) == ErrorCode.UNAVAILABLE for error in result.errors
+        ):
+            await renew_connections()
+            raise unavailable()
         if lookup is not None and lookup.register_as and not isinstance(result, PreExecutionError):
             # Parsed and validated (the limits included): only such documents are kept.
             await self.persisted.put(lookup.register_as, lookup.document)

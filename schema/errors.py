@@ -40,6 +40,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     "this document is not one of them (HTTP 403).",
     Code.RATE_LIMITED: "Too many requests from this address or session in a short time "
     "(HTTP 429): wait the seconds of the Retry-After header.",
+    Code.UNAVAILABLE: "The server cannot reach its database just now (HTTP 503): nothing ran; "
+    "retry after the seconds of the Retry-After header.",
     Code.GRAPHQL_PARSE_FAILED: "The document is not GraphQL syntax, or has too many tokens.",
     Code.GRAPHQL_VALIDATION_FAILED: "The document does not validate against the schema; "
     "retrying will not help.",

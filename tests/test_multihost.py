@@ -208,13 +208,6 @@ async def test_the_whole_flow_runs_across_hosts(
         assert "Traceback" not in service.log(), f"{service.name} logged an error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx.ReadTimeout,
-    reason="/readyz has no deadline: with the database host unreachable its query (or the "
-    "release of its pooled connection) waits for TCP to give up, so it answers nothing "
-    "(portico/app.py: run the probe as a task and answer 503 after a deadline)",
-)
 async def test_readiness_follows_the_database_host_link(
     report: hosts.Deployment, http: httpx.AsyncClient
 ) -> None:
@@ -251,13 +244,6 @@ def restart_postgres(deployment: hosts.Deployment) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="/readyz says 'migrations pending' (all of them) while the database is down: "
-    "tortoise's MigrationRecorder.applied_migrations reads any error as 'none applied' "
-    "(portico/db.py: pending_migrations should query the database first)",
-)
 async def test_readiness_names_the_database_while_its_postgresql_is_down(
     report: hosts.Deployment, http: httpx.AsyncClient
 ) -> None:

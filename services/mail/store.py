@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 from tortoise import Tortoise, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
@@ -63,6 +62,7 @@ from models import Message, MessageAccount
 from portico.settings import Settings
 from services.mail import alerts, attachments
 from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, subject_thread_key
+from services.shared.outage import connection_lost, renew_connections
 from services.shared.scope import FirmScope
 
 AUTO_SAVE_SLACK = timedelta(hours=1)
@@ -71,14 +71,6 @@ INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
 _CREATED_AT = Message._meta.fields_map["created_at"]
 _SENT_AT = Message._meta.fields_map["sent_at"]
-
-# asyncpg's words for a connection that went away (terminated, closed mid-operation).
-_LOST = (
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
 
 Item = tuple[ParsedMessage, set[int]]  # a message and the accounts it goes to
 
@@ -211,8 +203,8 @@ async def store_messages(
                 auto_save_since,
             )
         except Exception as exc:
-            if _connection_lost(exc):
-                await _renew_connections()
+            if connection_lost(exc):
+                await renew_connections()
                 raise DBConnectionError(
                     f"The database connection was lost while storing {len(fresh)} new "
                     "messages: none of them was stored; the next pass stores them."
@@ -404,28 +396,6 @@ def _stored(values: dict[str, Any], pk: int) -> Message:
         _await_when_save={},
     )
     return message
-
-
-async def _renew_connections() -> None:
-    """After a lost connection, every pooled connection to PostgreSQL is replaced on its next
-    use: the server may have cut them all (restart, failover, pg_terminate_backend), and one
-    left mid-rollback must not serve the next statement (the pass's error is written next)."""
-    pool = getattr(Tortoise.get_connection("default"), "_pool", None)
-    if isinstance(pool, asyncpg.Pool):
-        await pool.expire_connections()
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """Whether `exc` (or what it arose from: a failed rollback hides the first error) is the
-    database connection going away, rather than the data being refused."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (OSError, DBConnectionError, *_LOST)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _stored_attachments(parsed: ParsedMessage) -> list[ParsedAttachment]:

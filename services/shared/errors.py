@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"  # APQ off on this server
     OPERATION_NOT_ALLOWED = "OPERATION_NOT_ALLOWED"  # not in the allow-list (HTTP 403)
     RATE_LIMITED = "RATE_LIMITED"  # over the request rate (HTTP 429, Retry-After)
+    UNAVAILABLE = "UNAVAILABLE"  # the database cannot be reached (HTTP 503, Retry-After)
 
     # Input, any mutation (payload `errors[].code`)
     NOT_FOUND = "NOT_FOUND"  # no such row in the viewer's firm (also top-level)

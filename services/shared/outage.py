@@ -1,0 +1,41 @@
+"""Telling the database going away (a restart, a failover, a cut network) from the data being
+refused: the API answers the first 503 (retry shortly), the mail store fails its pass."""
+
+from __future__ import annotations
+
+import asyncpg
+from tortoise import Tortoise
+from tortoise.exceptions import DBConnectionError
+
+MESSAGE = "The database is unavailable: retry shortly"
+
+# asyncpg's errors for a connection closed, refused or cut, and a server shutting down or
+# starting up (CannotConnectNowError is an OperatorInterventionError).
+_ASYNCPG_LOST = (
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc`, or what it arose from (a failed rollback hides the first error), is the
+    database connection going away or not to be had."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, DBConnectionError, *_ASYNCPG_LOST)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def renew_connections() -> None:
+    """After a lost connection, every pooled connection to PostgreSQL is replaced on its next
+    use: the server may have cut them all (restart, failover, pg_terminate_backend), and one
+    left mid-rollback must not serve the next statement."""
+    pool = getattr(Tortoise.get_connection("default"), "_pool", None)
+    if isinstance(pool, asyncpg.Pool):
+        await pool.expire_connections()
