@@ -273,13 +273,21 @@ async def _with_services(
         received, arrivals, sub_errors, gaps, closes, refusals = await subscribers.result()
         for error in sub_errors:
             recorder.error("subscriber", error)
+        ended: Counter[str] = Counter()  # how the server ended connections or subscriptions
         for at, key, message in refusals:  # the server ended a subscription
-            if recorder.in_outage(at):
-                recorder.outage["subscription ended by the server"] += 1
-            else:
+            what = restarts.during(at)
+            if what is None:
                 recorder.error("subscriber", f"{key}: {message}")
+            else:
+                ended[f"during {what}: subscription ended: {_shape(message)}"] += 1
+        for at, how in closes:  # the server ended a connection
+            what = restarts.during(at)
+            if what is None:
+                recorder.error("subscriber", f"connection closed outside any restart: {how}")
+            else:
+                ended[f"during {what}: connection closed: {how}"] += 1
         if gaps and not options.restarts:  # nothing should close a connection
-            recorder.error("subscriber", f"{len(gaps)} lost their connection: {dict(closes)}")
+            recorder.error("subscriber", f"{len(gaps)} lost their connection: {closes[:5]}")
         for proc in procs:
             if not proc.alive():
                 recorder.error(proc.name, f"exited with {proc.process.returncode}:\n{proc.tail()}")
@@ -298,7 +306,7 @@ async def _with_services(
         latency = [t - a.at for a in mail.appended for t in arrivals.get(a.subject, [])]
         ok = report(options, recorder, elapsed, drained, latency, tallies)
         if options.restarts:
-            _report_restarts(restarts, gaps, closes, recorder)
+            _report_restarts(restarts, gaps, ended, recorder)
         return ok
     finally:
         if api is not None:
@@ -383,7 +391,7 @@ class Subscribers:
                 await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # the groups' bus subscriptions
 
-    async def result(self) -> tuple[dict, dict, list[str], dict, Counter[str], list]:
+    async def result(self) -> tuple[dict, dict, list[str], dict, list, list]:
         """What each subscriber received, when each subject arrived, errors, each
         subscriber's gaps (lost, subscribed again), how its connections were closed, and the
         subscriptions the server ended (when, whose, its message)."""
@@ -492,10 +500,17 @@ async def _account(
     return [outbox, synced, events]
 
 
+def _shape(message: str) -> str:
+    """A server's message without what differs between subscribers (ids, paths)."""
+    codes = re.findall(r"'code': '([A-Z_]+)'", message)
+    kind = re.search(r"'type': '(\w+)'", message)
+    return f"{kind.group(1) if kind else 'next with errors'} {'/'.join(sorted(set(codes)))}"
+
+
 def _report_restarts(
     restarts: load_restarts.Restarts,
     gaps: dict[str, list[tuple[float, float]]],
-    closes: Counter[str],
+    ended: Counter[str],
     recorder: load_actors.Recorder,
 ) -> None:
     print(
@@ -508,9 +523,10 @@ def _report_restarts(
     if away:
         print(
             f"  subscribers connected again: {len(gaps)} ({len(away)} times), away "
-            f"p50 {statistics.median(away):.2f} s, max {max(away):.2f} s; closes seen: "
-            + ", ".join(f"{reason or '?'} x{n}" for reason, n in closes.most_common())
+            f"p50 {statistics.median(away):.2f} s, max {max(away):.2f} s; what they were told:"
         )
+    for what, n in sorted(ended.items()):
+        print(f"    {what}: {n}")
     if recorder.outage:
         seconds = recorder.outage_seconds
         timing = (

@@ -59,6 +59,15 @@ class Restarts:
     # but not yet marked may be sent again across these moments
     kills: list[float] = field(default_factory=list)
     kill_names: list[str] = field(default_factory=list)  # what each of `kills` was
+    # (what, from, until): each restart, for naming what happened during it
+    named: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def during(self, at: float) -> str | None:
+        """The restart `at` falls in (AFTER included), if any."""
+        for what, start, end in self.named:
+            if start - 0.5 <= at <= end + AFTER:
+                return what
+        return None
 
     def excused(self, at: float) -> bool:
         return any(start - BEFORE <= at <= end + AFTER for start, end in self.windows)
@@ -124,6 +133,7 @@ async def _stop_api(
     proc.start()
     await asyncio.to_thread(load_procs.wait_ready, proc)
     api.put_back(proc.url)
+    restarts.named.append((f"{proc.name} SIGTERM", stopped, time.monotonic()))
     restarts.api_stops += 1
     restarts.lines.append(
         f"{proc.name} SIGTERM with {in_flight} request(s) in flight ({unanswered} of a burst "
@@ -154,6 +164,7 @@ async def _kill_worker(restarts: Restarts, proc: load_procs.Proc) -> None:
     proc.start()
     await asyncio.to_thread(load_procs.wait_worker, proc, started + 1)
     restarts.windows.append((killed, killed))  # what it stored but had not yet announced
+    restarts.named.append((f"{proc.name} SIGKILL", killed, time.monotonic()))
     restarts.worker_kills += 1
     during = "while a sync pass held a mailbox lease" if held else "between sync passes"
     restarts.lines.append(
@@ -168,6 +179,7 @@ async def _restart_redis(restarts: Restarts, redis: load_procs.Redis) -> None:
     await asyncio.to_thread(redis.start)
     back = time.monotonic()
     restarts.windows.append((stopped, back))
+    restarts.named.append(("Redis restart", stopped, back))
     restarts.redis_restarts += 1
     restarts.lines.append(f"Redis stopped and started again: down {back - stopped:.1f} s")
 
@@ -187,6 +199,7 @@ async def _restart_postgres(restarts: Restarts, postgres: Cluster, recorder: Rec
     restarts.kills.append(back)
     restarts.kill_names.append("PostgreSQL back")
     restarts.windows.append((stopped, back))
+    restarts.named.append(("PostgreSQL restart", stopped, back))
     restarts.wall_outages.append((wall, time.time() + AFTER))
     restarts.postgres_restarts += 1
     restarts.lines.append(

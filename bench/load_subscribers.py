@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -42,7 +41,8 @@ class State:
     arrivals: dict[str, list[float]] = field(default_factory=dict)
     # subscriber: (lost, subscribed again) in CLOCK_MONOTONIC, per lost connection
     gaps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    closes: Counter[str] = field(default_factory=Counter)  # how connections ended: code reason
+    # (CLOCK_MONOTONIC, how): each connection the server ended ("1012 ..."; "no close frame")
+    closes: list[tuple[float, str]] = field(default_factory=list)
     # (CLOCK_MONOTONIC, subscriber, message): an error or complete for the subscription; the
     # subscriber connects again (the bench decides whether the moment excuses it)
     refusals: list[tuple[float, str, str]] = field(default_factory=list)
@@ -100,7 +100,8 @@ async def _subscriber(spec: Spec, state: State, ready: asyncio.Event, stop: asyn
         except asyncio.CancelledError:
             raise
         except websockets.ConnectionClosed as exc:
-            state.closes[_close_text(exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else "none"] += 1
+            how = _close_text(exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else "no close frame"
+            state.closes.append((time.monotonic(), how))
         except Refused as exc:
             state.refusals.append((time.monotonic(), spec.key, str(exc)[:300]))
         except (OSError, TimeoutError) as exc:
@@ -171,4 +172,4 @@ async def _session(
             else:
                 raise RuntimeError(f"unexpected message: {message}")
         # The server closed the connection cleanly (iteration ends without an exception).
-        state.closes[_close_text(ws.close_code, ws.close_reason or "")] += 1
+        state.closes.append((time.monotonic(), _close_text(ws.close_code, ws.close_reason or "")))
