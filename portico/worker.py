@@ -18,6 +18,7 @@ from services.loops.mail_sync import run_sync_loop
 from services.outbound.transport import Transport, transport_for
 from services.outbound.wire import platform_sender
 from services.shared import crypto
+from services.shared.outage import in_own_task
 from services.shared.pubsub import EventBus
 from services.shared.wakeups import OUTBOX, wait_any
 
@@ -82,12 +83,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 wake.clear()  # a notify() during the round below triggers another round
                 try:
-                    # A round runs in a task of its own: when BEGIN fails (PostgreSQL restarted
-                    # under a pooled connection) tortoise leaves that transaction as the task's
-                    # current one, and every later transaction of the task would nest in it (a
-                    # savepoint on a connection back in the pool) until the worker restarts.
                     round_ = _drain(settings, transport, mailboxes, stop)
-                    delivered = await asyncio.create_task(round_, name="mail delivery round")
+                    delivered = await in_own_task(round_, "mail delivery round")
                     errors = 0
                 except Exception:
                     errors += 1

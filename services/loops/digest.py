@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from portico.settings import Settings
 from services.mail import digests
 from services.shared import backoff
+from services.shared.outage import in_own_task
 from services.shared.wakeups import wait_any
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ async def run_digest_loop(settings: Settings, stop: asyncio.Event) -> None:
     failures = 0
     while not stop.is_set():
         try:
-            await digests.send_due_digests(settings, datetime.now(UTC))
+            await in_own_task(digests.send_due_digests(settings, datetime.now(UTC)), "digests")
             failures = 0
         except Exception:
             failures += 1

@@ -44,6 +44,7 @@ from services.mail.idle import IDLE_MAX_SECONDS, IdleWatcher, Woken
 from services.mail.imap import INBOX, MailSyncError
 from services.mail.mailboxes import mailbox_password
 from services.shared import backoff
+from services.shared.outage import in_own_task
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
 from services.shared.wakeups import HISTORY, MAIL_SYNC, wait_any
@@ -150,7 +151,7 @@ async def _run_history(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             wake.clear()  # an import queued during the round below starts another round
             try:
-                await history.run_due_imports(settings, stop)
+                await in_own_task(history.run_due_imports(settings, stop), "history imports")
                 failures = 0
             except Exception:
                 failures += 1
@@ -231,9 +232,10 @@ class _MailboxSync:
         async with self.passes:
             if self.stop.is_set():
                 return True
-            result = await sync_engine.sync_mailbox(
+            sync = sync_engine.sync_mailbox(
                 FirmScope(mailbox.firm_id), mailbox, self.settings, self.bus, self.stop
             )
+            result = await in_own_task(sync, f"sync of mailbox {self.mailbox_id}")
         if result.gone:
             return False  # disconnected during the pass
         if result.error is not None:

@@ -3,9 +3,15 @@ refused: the API answers the first 503 (retry shortly), the mail store fails its
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 import asyncpg
 from tortoise import Tortoise
 from tortoise.exceptions import DBConnectionError
+
+T = TypeVar("T")
 
 MESSAGE = "The database is unavailable: retry shortly"
 
@@ -39,3 +45,11 @@ async def renew_connections() -> None:
     pool = getattr(Tortoise.get_connection("default"), "_pool", None)
     if isinstance(pool, asyncpg.Pool):
         await pool.expire_connections()
+
+
+async def in_own_task(work: Coroutine[Any, Any, T], name: str) -> T:
+    """`work` run in a task of its own, for a loop's round: when BEGIN fails (the database
+    restarted under a pooled connection) tortoise leaves that transaction as the current one
+    of the task that ran it, and every later transaction of that task would nest in it (a
+    savepoint on a connection back in the pool) until the process restarts."""
+    return await asyncio.create_task(work, name=name)
