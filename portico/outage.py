@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portico.refusals import BadRequest, error_json
 from services.shared.errors import ErrorCode
-from services.shared.outage import MESSAGE, connection_lost, renew_connections
+from services.shared.outage import MESSAGE, database_unreachable, renew_connections
 
 RETRY_AFTER_SECONDS = 2
 
@@ -46,7 +46,7 @@ class DatabaseOutage:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            if started or not connection_lost(exc):
+            if started or not database_unreachable(exc):
                 raise
             await renew_connections()
             await _answer(send)

@@ -14,7 +14,7 @@ from strawberry.types import ExecutionContext
 
 from services.shared import outage
 from services.shared.errors import AccessError, ErrorCode
-from services.shared.outage import connection_lost
+from services.shared.outage import database_unreachable
 
 INTERNAL_MESSAGE = "Internal server error"
 # A request strawberry cannot run (no query, an unknown operationName, the wrong operation
@@ -31,7 +31,7 @@ def is_expected(error: GraphQLError) -> bool:
     if original is None or isinstance(original, GraphQLError):
         return error.path is None or code_of(error) is not None
     # The database out of reach is the platform's, seen on /readyz: not a traceback a request.
-    return isinstance(original, (AccessError, *BAD_REQUESTS)) or connection_lost(original)
+    return isinstance(original, (AccessError, *BAD_REQUESTS)) or database_unreachable(original)
 
 
 def code_of(error: GraphQLError) -> str | None:
@@ -80,7 +80,7 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         )
     if isinstance(original, BAD_REQUESTS):
         return GraphQLError(error.message, extensions={"code": ErrorCode.BAD_REQUEST})
-    if connection_lost(original):  # over HTTP the whole answer becomes a 503 (the view)
+    if database_unreachable(original):  # over HTTP the whole answer becomes a 503 (the view)
         unavailable = {"code": ErrorCode.UNAVAILABLE}
         return GraphQLError(outage.MESSAGE, error.nodes, path=error.path, extensions=unavailable)
     return _internal(error)

@@ -10,10 +10,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from tortoise.exceptions import DBConnectionError
 
 from portico.settings import Settings
 from services.firm import firms
 from services.shared import sessions
+from services.shared.outage import connection_lost, database_unreachable
 from tests.support.api import PASSWORD, eventually
 from tests.support.databases import Database
 from tests.support.server import start_server
@@ -82,3 +84,17 @@ async def test_a_database_restart_is_answered_503_then_served_again(
                 assert (await http.get("/readyz")).status_code == 200
         finally:
             server.stop()
+
+
+def test_only_the_database_drivers_oserrors_are_an_outage() -> None:
+    """A full disk or an unreachable mail host inside a request is that request's failure
+    (INTERNAL or its own code), not 503 UNAVAILABLE; the driver's refusal is."""
+    try:
+        raise OSError(28, "No space left on device")
+    except OSError as exc:
+        assert not database_unreachable(exc)
+        assert connection_lost(exc)  # the mail store still fails its pass on it
+    try:
+        raise DBConnectionError("gone") from ConnectionRefusedError(111, "refused")
+    except DBConnectionError as exc:
+        assert database_unreachable(exc)

@@ -57,7 +57,7 @@ from services.shared.scope import FirmScope
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 900  # renewed after every batch
+LEASE_SECONDS = 120  # renewed after every batch: a killed worker holds the import this long
 RELEASE_SECONDS = 5.0  # putting rows back when cancelled: the process is going away
 RETRY_AFTER = timedelta(minutes=15)
 GIVE_UP_AFTER = timedelta(days=7)

@@ -112,7 +112,10 @@ from services.shared.scope import FirmScope
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 50  # UIDs per round trip (headers, then the kept messages' bodies)
-LEASE_SECONDS = 900  # a pass renews its claim after every batch
+# A pass renews its claim before each folder, before each chunk it stores and after every
+# batch, so the lease only has to outlast one FETCH; a worker killed mid-pass holds its mailbox
+# from the other workers this long at most.
+LEASE_SECONDS = 120
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)

@@ -4,7 +4,7 @@ refused: the API answers the first 503 (retry shortly), the mail store fails its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,7 +17,8 @@ MESSAGE = "The database is unavailable: retry shortly"
 
 # asyncpg's errors for a connection closed, refused or cut, and a server shutting down or
 # starting up (CannotConnectNowError is an OperatorInterventionError).
-_ASYNCPG_LOST = (
+_LOST = (
+    DBConnectionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -27,14 +28,37 @@ _ASYNCPG_LOST = (
 
 def connection_lost(exc: BaseException) -> bool:
     """Whether `exc`, or what it arose from (a failed rollback hides the first error), is the
-    database connection going away or not to be had."""
+    database connection going away or not to be had, or any other OSError (the mail store
+    fails its pass on either: nothing of the chunk is written)."""
+    return any(isinstance(e, (OSError, *_LOST)) for e in _chain(exc))
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """As `connection_lost`, but an OSError counts only when the database driver raised it:
+    a request that fails on a full disk or an unreachable mail host is not an outage."""
+    for error in _chain(exc):
+        if isinstance(error, _LOST) or (isinstance(error, OSError) and _from_driver(error)):
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (OSError, DBConnectionError, *_ASYNCPG_LOST)):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside asyncpg or Tortoise's database clients."""
+    frame = exc.__traceback__
+    while frame is not None:
+        module = frame.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("asyncpg", "tortoise.backends")):
+            return True
+        frame = frame.tb_next
     return False
 
 
