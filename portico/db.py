@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -24,9 +25,26 @@ MODEL_MODULES = [
 APP_LABEL = "portico"
 
 
+# PostgreSQL without the operator's own: a connection is opened within 5 s and a statement
+# answers within 60 s, so a database host that stops answering (no reset, no refusal) fails
+# requests with 503 instead of holding them until TCP gives up (asyncpg's `timeout` and
+# `command_timeout`, set in the URL's query to change them).
+POSTGRES_TIMEOUTS = {"timeout": "5", "command_timeout": "60"}
+
+
+def with_timeouts(database_url: str) -> str:
+    """`database_url`, a PostgreSQL one given POSTGRES_TIMEOUTS where it names none."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgres", "postgresql", "asyncpg"):
+        return database_url
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    missing = {key: value for key, value in POSTGRES_TIMEOUTS.items() if key not in query}
+    return urlunsplit(parts._replace(query=urlencode({**query, **missing})))
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": with_timeouts(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": MODEL_MODULES,

@@ -51,7 +51,6 @@ from resolvers.context import Context, token_from_request
 from schema.extensions import code_of
 from services.shared import persisted_queries
 from services.shared.errors import ErrorCode
-from services.shared.outage import renew_connections
 from services.shared.persisted_queries import Lookup, PersistedQueryRefused
 
 # Apollo Server's answer to a persisted-query error the client recovers from: 200 (its link
@@ -279,10 +278,7 @@ class PorticoGraphQL(GraphQL):
             raise refusal from exc
         except MissingQueryError as exc:
             raise BadRequest(NO_QUERY) from exc
-        if result.errors and any(
-            code_of(error) == ErrorCode.UNAVAILABLE for error in result.errors
-        ):
-            await renew_connections()
+        if _nothing_done_for_outage(result):
             raise unavailable()
         if lookup is not None and lookup.register_as and not isinstance(result, PreExecutionError):
             # Parsed and validated (the limits included): only such documents are kept.
@@ -334,6 +330,15 @@ def allow_list_for(settings: Settings) -> persisted_queries.AllowList | None:
             "PORTICO_PERSISTED_QUERIES=allowlist needs PORTICO_PERSISTED_QUERIES_MANIFEST"
         )
     return persisted_queries.load_manifest(settings.persisted_queries_manifest)
+
+
+def _nothing_done_for_outage(result: ExecutionResult) -> bool:
+    """The database was out of reach and no top-level field got through: the whole answer is
+    a 503. When one did (a mutation's earlier field committed), the answer keeps it, with an
+    UNAVAILABLE error on each field that failed, so a client does not redo what was done."""
+    if not any(code_of(error) == ErrorCode.UNAVAILABLE for error in result.errors or ()):
+        return False
+    return not result.data or all(value is None for value in result.data.values())
 
 
 def is_request_error(result: ExecutionResult) -> bool:

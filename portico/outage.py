@@ -1,7 +1,7 @@
-"""The database out of reach (a restart, a failover, a cut network): every HTTP request that
-meets it is answered 503 UNAVAILABLE with Retry-After at once, rather than a 500 or a masked
-INTERNAL error, and the pool's connections are renewed, so the same process serves again as
-soon as the database is back."""
+"""The database out of reach (a restart, a failover, a cut network): a request that meets it
+is answered 503 UNAVAILABLE with Retry-After at once, rather than a 500 or a masked INTERNAL
+error; asyncpg's pool replaces closed connections itself, so the same process serves again
+as soon as the database is back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portico.refusals import BadRequest, error_json
 from services.shared.errors import ErrorCode
-from services.shared.outage import MESSAGE, database_unreachable, renew_connections
+from services.shared.outage import MESSAGE, database_unreachable
 
 RETRY_AFTER_SECONDS = 2
 
@@ -27,37 +27,49 @@ def unavailable() -> BadRequest:
 
 class DatabaseOutage:
     """Answers 503 for a request whose handling raised the outage before it answered (the
-    session lookup, a download, a page)."""
+    session lookup, a download, a page), and for a WebSocket handshake that met it (where the
+    server lets an app answer a handshake; else a close, 1013 Try Again Later)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        started = False
+        answered = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal answered
+            answered = answered or message["type"] in _ANSWERS
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            if started or not database_unreachable(exc):
+            if answered or not database_unreachable(exc):
                 raise
-            await renew_connections()
-            await _answer(send)
+            await _answer(scope, send)
 
 
-async def _answer(send: Send) -> None:
+# The first message of an answer: after it, a 503 can no longer be given.
+_ANSWERS = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"}
+)
+
+
+async def _answer(scope: Scope, send: Send) -> None:
     body = error_json(MESSAGE, ErrorCode.UNAVAILABLE)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
         (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
     ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1013})

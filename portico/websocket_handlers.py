@@ -42,6 +42,7 @@ from portico.request_parsing import check_request
 from resolvers import fanout
 from resolvers.context import Context
 from services.shared.errors import ErrorCode
+from services.shared.outage import MESSAGE, database_unreachable
 from services.shared.persisted_queries import AllowList, not_allowed
 
 StreamResult = AsyncGenerator[Any, None]
@@ -63,6 +64,35 @@ def readable(message: object) -> bool:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return False
     return message["type"] not in _WITH_ID or isinstance(message.get("id"), str)
+
+
+# The database out of reach at connection_init: graphql-transport-ws closes with 1013 (Try
+# Again Later); graphql-ws answers a connection_error with UNAVAILABLE, then closes.
+TRY_AGAIN_LATER = 1013
+
+
+class _Unavailable(Exception):
+    """connection_init met the database out of reach: the socket is answered and closed."""
+
+
+async def _opened(handler: TransportWSHandler | LegacyWSHandler, params: dict[str, Any]) -> bool:
+    """open_socket (the session looked up); the database out of reach is answered as the
+    protocol allows, and raises _Unavailable."""
+    try:
+        return await handler.context.open_socket(params)
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+    if isinstance(handler, LegacyWSHandler):
+        error = bad_request_error(MESSAGE, ErrorCode.UNAVAILABLE).formatted
+        await handler.send_message({"type": "connection_error", "payload": error})
+        await handler.websocket.close(code=TRY_AGAIN_LATER, reason="")
+        raise _Unavailable
+    handler.connection_init_received = True
+    if handler.connection_init_timeout_task:
+        handler.connection_init_timeout_task.cancel()
+    await handler.websocket.close(code=TRY_AGAIN_LATER, reason="Database unavailable")
+    raise _Unavailable
 
 
 async def check_rate(handler: TransportWSHandler | LegacyWSHandler) -> None:
@@ -145,7 +175,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         payload = message.get("payload", {})
         # Strawberry's own refusals first: a payload not an object (4400), a second init (4429).
         fresh = not (self.connection_init_received or self.connection_timed_out)
-        if fresh and isinstance(payload, dict) and not await self.context.open_socket(payload):
+        try:
+            refused = fresh and isinstance(payload, dict) and not await _opened(self, payload)
+        except _Unavailable:
+            return
+        if refused:
             self.connection_init_received = True
             if self.connection_init_timeout_task:
                 self.connection_init_timeout_task.cancel()
@@ -203,7 +237,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 return
         payload = message.get("payload")
         params = {} if payload is None else payload  # else strawberry's connection_error
-        if isinstance(params, dict) and not await self.context.open_socket(params):
+        try:
+            refused = isinstance(params, dict) and not await _opened(self, params)
+        except _Unavailable:
+            return
+        if refused:
             # The protocol's refusal: connection_error, then a close (1011, as its reference
             # server and strawberry close a rejected connection).
             await self.send_message({"type": "connection_error", "payload": REFUSED_CREDENTIALS})

@@ -8,18 +8,25 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
+import websockets
+from graphql import GraphQLError
+from strawberry.types import ExecutionResult
 from tortoise.exceptions import DBConnectionError
 
+from portico.graphql_view import _nothing_done_for_outage
 from portico.settings import Settings
 from services.firm import firms
 from services.shared import sessions
+from services.shared.errors import ErrorCode
 from services.shared.outage import connection_lost, database_unreachable
 from tests.support.api import PASSWORD, eventually
 from tests.support.databases import Database
 from tests.support.server import start_server
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.websocket import LEGACY_WS, TRANSPORT_WS, connection
 
 FIRM = {"query": "{ firm { slug } }"}
 SIGN_IN = {
@@ -67,6 +74,7 @@ async def test_a_database_restart_is_answered_503_then_served_again(
                     ready.text
                 )
                 assert (await http.get("/healthz")).status_code == 200  # the process is fine
+                await _websockets_told(server.url, token)
 
                 proxy.up()
 
@@ -86,6 +94,41 @@ async def test_a_database_restart_is_answered_503_then_served_again(
             server.stop()
 
 
+async def _websockets_told(url: str, token: str) -> None:
+    """A handshake that looks its session up gets the 503; a token in connection_init gets
+    the protocol's answer: 1013 (Try Again Later), or graphql-ws's connection_error."""
+    ws_url = url.replace("http", "ws") + "/graphql"
+    bearer = {"Authorization": f"Bearer {token}"}
+    with pytest.raises(websockets.InvalidStatus) as caught:
+        async with websockets.connect(
+            ws_url, subprotocols=[TRANSPORT_WS], additional_headers=bearer
+        ):
+            pass
+    assert caught.value.response.status_code == 503
+    async with connection(url, TRANSPORT_WS) as sock:
+        await sock.send({"type": "connection_init", "payload": {"token": token}})
+        assert await sock.closed() == (1013, "Database unavailable")
+    async with connection(url, LEGACY_WS) as sock:
+        await sock.send({"type": "connection_init", "payload": {"token": token}})
+        refused = await sock.receive()
+        assert refused["type"] == "connection_error"
+        assert refused["payload"]["extensions"]["code"] == "UNAVAILABLE"
+
+
+def test_a_partly_done_request_keeps_what_was_done() -> None:
+    """503 only when no top-level field got through; a mutation whose first field committed
+    before the outage answers that field, and UNAVAILABLE on the rest."""
+    lost = GraphQLError("x", extensions={"code": ErrorCode.UNAVAILABLE})
+    other = GraphQLError("x", extensions={"code": ErrorCode.INTERNAL})
+    nothing = ExecutionResult(data={"a": None, "b": None}, errors=[lost, lost])
+    assert _nothing_done_for_outage(nothing)
+    assert _nothing_done_for_outage(ExecutionResult(data=None, errors=[lost]))
+    assert not _nothing_done_for_outage(
+        ExecutionResult(data={"a": {"id": 1}, "b": None}, errors=[lost])
+    )
+    assert not _nothing_done_for_outage(ExecutionResult(data={"a": None}, errors=[other]))
+
+
 def test_only_the_database_drivers_oserrors_are_an_outage() -> None:
     """A full disk or an unreachable mail host inside a request is that request's failure
     (INTERNAL or its own code), not 503 UNAVAILABLE; the driver's refusal is."""
@@ -95,6 +138,10 @@ def test_only_the_database_drivers_oserrors_are_an_outage() -> None:
         assert not database_unreachable(exc)
         assert connection_lost(exc)  # the mail store still fails its pass on it
     try:
-        raise DBConnectionError("gone") from ConnectionRefusedError(111, "refused")
+        raise DBConnectionError("gone")
     except DBConnectionError as exc:
         assert database_unreachable(exc)
+    # A statement cancelled (statement_timeout, pg_cancel_backend) is that request's failure.
+    cancelled = asyncpg.exceptions.QueryCanceledError("canceling statement due to timeout")
+    assert not database_unreachable(cancelled)
+    assert database_unreachable(asyncpg.exceptions.AdminShutdownError("terminating"))

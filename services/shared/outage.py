@@ -15,29 +15,48 @@ T = TypeVar("T")
 
 MESSAGE = "The database is unavailable: retry shortly"
 
-# asyncpg's errors for a connection closed, refused or cut, and a server shutting down or
-# starting up (CannotConnectNowError is an OperatorInterventionError).
-_LOST = (
+# What the mail store treats as the database's failure (its pass fails, nothing of the chunk
+# is written): any connection trouble, an operator's intervention (shutdown, cancel), and any
+# OSError (a socket, or the file store's disk).
+_STORE_LOST = (
+    OSError,
     DBConnectionError,
     asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
 
+# What the API answers 503 UNAVAILABLE for: the connection refused, cut or closed, or the
+# server shutting down, crashed or starting up. Not a cancelled query (statement_timeout,
+# pg_cancel_backend) nor asyncpg's InterfaceErrors of a code bug (a bad argument).
+_UNREACHABLE = (
+    DBConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.ClientCannotConnectError,
+    asyncpg.exceptions.ConnectionRejectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
 
 def connection_lost(exc: BaseException) -> bool:
-    """Whether `exc`, or what it arose from (a failed rollback hides the first error), is the
-    database connection going away or not to be had, or any other OSError (the mail store
-    fails its pass on either: nothing of the chunk is written)."""
-    return any(isinstance(e, (OSError, *_LOST)) for e in _chain(exc))
+    """Whether `exc`, or what it arose from (a failed rollback hides the first error), is
+    the mail store's cue to fail its pass (_STORE_LOST)."""
+    return any(isinstance(error, _STORE_LOST) for error in _chain(exc))
 
 
 def database_unreachable(exc: BaseException) -> bool:
-    """As `connection_lost`, but an OSError counts only when the database driver raised it:
-    a request that fails on a full disk or an unreachable mail host is not an outage."""
+    """Whether `exc`, or what it arose from, is the database out of reach: one of
+    _UNREACHABLE, asyncpg's "connection is closed", or an OSError (refused, reset, timed out)
+    that the database driver raised; a full disk or an unreachable mail host is not."""
     for error in _chain(exc):
-        if isinstance(error, _LOST) or (isinstance(error, OSError) and _from_driver(error)):
+        if isinstance(error, _UNREACHABLE):
+            return True
+        if isinstance(error, asyncpg.exceptions.InterfaceError) and "closed" in str(error):
+            return True
+        if isinstance(error, OSError) and _from_driver(error):
             return True
     return False
 
