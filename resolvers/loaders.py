@@ -25,6 +25,7 @@ from models import (
     Invitation,
     MailboxSkip,
     PortalAccess,
+    WebhookDelivery,
 )
 from schema.delivery import Delivery as DeliveryNode
 from schema.delivery import delivery_category
@@ -103,6 +104,7 @@ class Loaders:
         self.audit_page = Loader(self._audit_page)
         self.invitations_page = Loader(self._invitations_page)
         self.accounts_page_by_contact = Loader(self._accounts_page_by_contact)
+        self.webhook_deliveries_page = Loader(self._webhook_deliveries_page)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -416,6 +418,12 @@ class Loaders:
     async def _accounts_page_by_contact(self, keys: Sequence[PageKey]) -> list[RowsPage]:
         return await self._keyset(keys, lambda _: lists.ACCOUNTS_BY_CONTACT, self._by_pks(Account))
 
+    async def _webhook_deliveries_page(self, keys: Sequence[PageKey]) -> list[RowsPage]:
+        """An endpoint's deliveries, newest first."""
+        return await self._keyset(
+            keys, lambda _: _WEBHOOK_DELIVERIES, self._by_pks(WebhookDelivery)
+        )
+
     def _by_pks(self, model: type[M]) -> Callable[[set[int]], Any]:
         async def load(pks: set[int]) -> Mapping[int, M]:
             return await self.scope.by_ids(model, pks)
@@ -485,6 +493,7 @@ def _delivery_node(row: Sequence[Any]) -> DeliveryNode:
 
 # Account.documents' list: as paging.pages_by_account lists the document table.
 _DOCUMENTS = paging.newest_first(Document._meta.db_table)
+_WEBHOOK_DELIVERIES = paging.newest_first(WebhookDelivery._meta.db_table, parent="endpoint_id")
 
 
 def _document_node(row: Sequence[Any]) -> DocumentNode:

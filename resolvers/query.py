@@ -28,13 +28,15 @@ from schema.pagination import (
     asks_total,
     paginate,
 )
-from schema.permissions import IsStaff, UsesInbox
+from schema.permissions import IsOwnerOrAdmin, IsStaff, UsesInbox
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
+from schema.webhooks import WebhookDelivery, WebhookEndpoint
 from services.crm import records
 
 # Every type `node(id:)` resolves (Delivery and Mailbox live apart: they import schema.types).
 from services.mail import mailboxes
 from services.portal import client_session
+from services.webhooks import endpoints as webhook_endpoints
 
 NODES = {
     **NODE_TYPES,
@@ -42,6 +44,8 @@ NODES = {
     "Mailbox": Mailbox,
     "Mailing": Mailing,
     "Message": Message,
+    "WebhookDelivery": WebhookDelivery,
+    "WebhookEndpoint": WebhookEndpoint,
 }
 
 
@@ -238,3 +242,11 @@ class Query:
     async def mailboxes(self, info: Info) -> list[Mailbox]:
         rows = await mailboxes.mailboxes(info.context.scope)
         return [Mailbox.from_model(row) for row in rows]
+
+    @strawberry.field(
+        description="The firm's webhook endpoints, oldest first (owners and admins).",
+        permission_classes=[IsOwnerOrAdmin],
+    )
+    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+        rows = await webhook_endpoints.endpoints(info.context.scope)
+        return [WebhookEndpoint.from_model(row) for row in rows]

@@ -31,6 +31,7 @@ from resolvers.mutations.notify import NotifyMutations
 from resolvers.mutations.privacy import PrivacyMutations
 from resolvers.mutations.sessions import SessionMutations
 from resolvers.mutations.staff import StaffMutations
+from resolvers.mutations.webhooks import WebhookMutations
 from resolvers.query import Query
 from resolvers.subscriptions import Subscription
 from schema.budget import Budget
@@ -59,6 +60,7 @@ Mutation = merge_types(
         DocumentMutations,
         MailMutations,
         PrivacyMutations,
+        WebhookMutations,
     ),
 )
 # merge_types takes no description; the merged type's definition carries it.

@@ -110,6 +110,12 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     Code.BAD_CURSOR: "Not sent to clients: a bad message list cursor arrives as BAD_USER_INPUT.",
     Code.NO_MAILBOX: "Connect a mailbox first: replies are sent through one.",
     Code.NO_RECIPIENT: "The message has no address a reply could go to.",
+    # Webhooks
+    Code.INVALID_URL: "A webhook URL is not an http(s) URL with a host (https only in "
+    "production), is too long, or carries a password or a #fragment.",
+    Code.INVALID_EVENTS: "A webhook endpoint names no event, or an event twice.",
+    Code.WEBHOOK_LIMIT_REACHED: "The firm has as many webhook endpoints as allowed (the message "
+    "gives the limit); delete one first.",
 }
 
 ErrorCode = expose(

@@ -79,6 +79,8 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "webhook_delivery",
+    "webhook_endpoint",
     "file_chunk",
     "stored_file",
     "client_mail_notice",

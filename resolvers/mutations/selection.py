@@ -48,6 +48,7 @@ from schema.pagination import (
     bad_input,
     check_page_size,
 )
+from schema.webhooks import WEBHOOK_DELIVERIES
 from services.mail import message_pages
 from services.shared.errors import InputError
 
@@ -79,6 +80,7 @@ ARGUMENT_CHECKS: dict[tuple[str, str], ArgumentCheck] = {
     ("Contact", "accountsPage"): argument_check(CONTACT_ACCOUNTS),
     ("Account", "messages"): _message_page,
     ("Mailbox", "historyImports"): _history_page,
+    ("WebhookEndpoint", "deliveries"): argument_check(WEBHOOK_DELIVERIES),
 }
 
 

@@ -92,6 +92,11 @@ class ErrorCode(StrEnum):
     NO_MAILBOX = "NO_MAILBOX"
     NO_RECIPIENT = "NO_RECIPIENT"
 
+    # Webhooks
+    INVALID_URL = "INVALID_URL"
+    INVALID_EVENTS = "INVALID_EVENTS"
+    WEBHOOK_LIMIT_REACHED = "WEBHOOK_LIMIT_REACHED"
+
 
 @dataclass(frozen=True)
 class UserError:
