@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import random
 import re
 import string
@@ -75,8 +76,9 @@ async def client_api(firm: Firm, http: httpx.AsyncClient) -> Api:
 # ---------------------------------------------------------------- the secret, shown once
 
 
-async def test_create_answers_the_secret_once_and_stores_it_encrypted(acme, settings):
-    payload = await create(acme.api, url="http://127.0.0.1:9/hook")  # development: http too
+async def test_create_answers_the_secret_once_and_stores_it_encrypted(acme, settings, caplog):
+    with caplog.at_level(logging.DEBUG):  # the SQL statements and their parameters too
+        payload = await create(acme.api, url="http://127.0.0.1:9/hook")  # development: http
     assert payload["errors"] == []
     secret = payload["secret"]
     assert SECRET.match(secret) and len(signing.key_of(secret)) == signing.KEY_BYTES
@@ -91,6 +93,7 @@ async def test_create_answers_the_secret_once_and_stores_it_encrypted(acme, sett
     assert row.events == ["invitation.sent", "message.synced"]  # the wire names
     [raw] = await WebhookEndpoint.filter(pk=row.pk).values()
     key = secret.removeprefix("whsec_")
+    assert "webhook endpoint" in caplog.text and key not in caplog.text
     assert all(key not in str(value) and secret not in str(value) for value in raw.values())
     assert endpoints.decrypt_secret(settings, row.secret_encrypted) == secret
     assert endpoints.signing_secrets(settings, row) == [secret]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Firm, StaffMember, WebhookEndpoint
+from models import Firm, StaffMember, WebhookDelivery, WebhookEndpoint
 from portico.settings import Settings
 from services.shared import crypto
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
@@ -115,9 +115,12 @@ async def delete_endpoint(
     """Removes the endpoint and its deliveries (nothing more is sent to it); the row as it was."""
     require_staff_admin(actor)
     endpoint = await scope.get(WebhookEndpoint, endpoint_id, "id")
-    # Its deliveries go with it (ON DELETE CASCADE).
-    if not await scope.query(WebhookEndpoint).filter(id=endpoint.pk).delete():
-        raise _not_found()
+    async with in_transaction():
+        # The database cascades too; said here, it holds whatever the connection's
+        # foreign-key settings.
+        await scope.query(WebhookDelivery).filter(endpoint_id=endpoint.pk).delete()
+        if not await scope.query(WebhookEndpoint).filter(id=endpoint.pk).delete():
+            raise _not_found()  # deleted meanwhile
     log.info("webhook endpoint %s deleted (firm %s)", endpoint.pk, scope.firm_id)
     return endpoint
 
