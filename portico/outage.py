@@ -28,7 +28,8 @@ def unavailable() -> BadRequest:
 class DatabaseOutage:
     """Answers 503 for a request whose handling raised the outage before it answered (the
     session lookup, a download, a page), and for a WebSocket handshake that met it (where the
-    server lets an app answer a handshake; else a close, 1013 Try Again Later)."""
+    server lets an app answer a handshake; else a close, 1013 Try Again Later). A WebSocket
+    accepted before its session lookup met it is closed with 1013."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,25 +38,28 @@ class DatabaseOutage:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        answered = False
+        sent: set[str] = set()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal answered
-            answered = answered or message["type"] in _ANSWERS
+            sent.add(message["type"])
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            if answered or not database_unreachable(exc):
+            if not database_unreachable(exc) or sent & _CLOSED:
                 raise
+            if "websocket.accept" in sent:
+                close = {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": CLOSE_REASON}
+                await send(close)
+                return
             await _answer(scope, send)
 
 
-# The first message of an answer: after it, a 503 can no longer be given.
-_ANSWERS = frozenset(
-    {"http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"}
-)
+TRY_AGAIN_LATER = 1013  # RFC 6455's close code for "try again later"
+CLOSE_REASON = "Database unavailable"
+# Sent already: no 503 (or close) can follow.
+_CLOSED = frozenset({"http.response.start", "websocket.close", "websocket.http.response.start"})
 
 
 async def _answer(scope: Scope, send: Send) -> None:
@@ -72,4 +76,4 @@ async def _answer(scope: Scope, send: Send) -> None:
         await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 1013})
+        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})

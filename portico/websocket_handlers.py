@@ -36,6 +36,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 from strawberry.types.execution import PreExecutionError
 
+from portico.outage import CLOSE_REASON, TRY_AGAIN_LATER
 from portico.rate_limit import refusal_message, retry_seconds
 from portico.refusals import BadRequest, bad_request_error
 from portico.request_parsing import check_request
@@ -68,7 +69,6 @@ def readable(message: object) -> bool:
 
 # The database out of reach at connection_init: graphql-transport-ws closes with 1013 (Try
 # Again Later); graphql-ws answers a connection_error with UNAVAILABLE, then closes.
-TRY_AGAIN_LATER = 1013
 
 
 class _Unavailable(Exception):
@@ -91,7 +91,7 @@ async def _opened(handler: TransportWSHandler | LegacyWSHandler, params: dict[st
     handler.connection_init_received = True
     if handler.connection_init_timeout_task:
         handler.connection_init_timeout_task.cancel()
-    await handler.websocket.close(code=TRY_AGAIN_LATER, reason="Database unavailable")
+    await handler.websocket.close(code=TRY_AGAIN_LATER, reason=CLOSE_REASON)
     raise _Unavailable
 
 
