@@ -33,6 +33,7 @@ from models.mail import (
     SyncStatus,
 )
 from models.outbox import DeliveryStatus, Mailing, OutboundEmail
+from models.webhooks import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 
 # Every primary key is an IntField (32-bit on PostgreSQL): a number beyond it names no row,
 # and must not reach a query, which PostgreSQL would refuse.
@@ -73,4 +74,7 @@ __all__ = [
     "StaffRole",
     "StoredFile",
     "SyncStatus",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookEndpoint",
 ]

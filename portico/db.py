@@ -21,6 +21,7 @@ MODEL_MODULES = [
     "models.documents",
     "models.files",
     "models.mail",
+    "models.webhooks",
 ]
 APP_LABEL = "portico"
 
