@@ -4,6 +4,7 @@ the signer checked against the Standard Webhooks reference library (standardwebh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -536,3 +537,14 @@ async def test_the_list_costs_the_same_statements_for_1_and_for_10_endpoints(acm
     with count_sql() as found:
         await acme.api.data(LIST)
     assert len(found) == 2, found  # session, endpoints
+
+
+async def test_creates_at_once_never_pass_the_limit(acme):
+    for i in range(endpoints.MAX_ENDPOINTS - 2):
+        assert (await create(acme.api, url=f"https://hooks.example/{i}"))["errors"] == []
+    racing = [create(acme.api, url=f"https://hooks.example/race/{i}") for i in range(6)]
+    answers = await asyncio.gather(*racing)
+    assert sorted(len(a["errors"]) for a in answers) == [0, 0, 1, 1, 1, 1]
+    refused = [a for a in answers if a["errors"]]
+    assert all(codes(a) == [("WEBHOOK_LIMIT_REACHED", None)] for a in refused)
+    assert await WebhookEndpoint.all().count() == endpoints.MAX_ENDPOINTS

@@ -66,7 +66,7 @@ async def create_endpoint(
     async with in_transaction():
         # Counted under a lock on the firm's row (PostgreSQL), so two creates at once cannot
         # both take the last place.
-        await Firm.filter(id=scope.firm_id).select_for_update().values_list("id")
+        await Firm.filter(id=scope.firm_id).select_for_update().first()
         taken = await scope.query(WebhookEndpoint).count()
         if taken >= MAX_ENDPOINTS:
             raise input_error(
