@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portico.refusals import BadRequest, error_json
+from portico.refusals import TRY_AGAIN_LATER, BadRequest, send_retry_later
 from services.shared.errors import ErrorCode
 from services.shared.outage import MESSAGE, database_unreachable
 
@@ -53,27 +53,11 @@ class DatabaseOutage:
                 close = {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": CLOSE_REASON}
                 await send(close)
                 return
-            await _answer(scope, send)
+            await send_retry_later(
+                scope, send, 503, MESSAGE, ErrorCode.UNAVAILABLE, RETRY_AFTER_SECONDS
+            )
 
 
-TRY_AGAIN_LATER = 1013  # RFC 6455's close code for "try again later"
 CLOSE_REASON = "Database unavailable"
 # Sent already: no 503 (or close) can follow.
 _CLOSED = frozenset({"http.response.start", "websocket.close", "websocket.http.response.start"})
-
-
-async def _answer(scope: Scope, send: Send) -> None:
-    body = error_json(MESSAGE, ErrorCode.UNAVAILABLE)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"retry-after", b"%d" % RETRY_AFTER_SECONDS),
-    ]
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})

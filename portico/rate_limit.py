@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.firms import Session
-from portico.refusals import error_json
+from portico.refusals import send_retry_later
 from portico.settings import Settings
 from resolvers.context import token_from_request
 from services.shared.errors import ErrorCode
@@ -162,19 +162,7 @@ def refusal_message(seconds: int) -> str:
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, wait: float) -> None:
     seconds = retry_seconds(wait)
-    body = error_json(refusal_message(seconds), ErrorCode.RATE_LIMITED)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"retry-after", b"%d" % seconds),
-    ]
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await receive()  # websocket.connect
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:  # a server without the extension turns this into its own refusal (403)
-        await send({"type": "websocket.close", "code": 1013})
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect, before the handshake is answered
+    message = refusal_message(seconds)
+    await send_retry_later(scope, send, 429, message, ErrorCode.RATE_LIMITED, seconds)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import orjson
 from graphql import GraphQLError
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from services.shared.errors import ErrorCode
 
@@ -49,6 +50,31 @@ def bad_request_response(
         headers=refusal.headers,
         media_type=content_type,
     )
+
+
+TRY_AGAIN_LATER = 1013  # RFC 6455's close code for "try again later"
+
+
+async def send_retry_later(
+    scope: Scope, send: Send, status: int, message: str, code: ErrorCode, seconds: int
+) -> None:
+    """A refusal to come back in `seconds`: over HTTP `status` with the error and
+    Retry-After; to a WebSocket handshake the same where the server lets an app answer a
+    handshake (uvicorn does), else a close with 1013 (Try Again Later)."""
+    body = error_json(message, code)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"retry-after", b"%d" % seconds),
+    ]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
 
 
 def bad_request_error(reason: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> GraphQLError:

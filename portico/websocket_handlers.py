@@ -36,9 +36,9 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage, StartMessage
 from strawberry.types.execution import PreExecutionError
 
-from portico.outage import CLOSE_REASON, TRY_AGAIN_LATER
+from portico.outage import CLOSE_REASON
 from portico.rate_limit import refusal_message, retry_seconds
-from portico.refusals import BadRequest, bad_request_error
+from portico.refusals import TRY_AGAIN_LATER, BadRequest, bad_request_error
 from portico.request_parsing import check_request
 from resolvers import fanout
 from resolvers.context import Context
