@@ -99,8 +99,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     Code.INVALID_PASSWORD: "The mailbox password is empty, too long or has control characters, "
     "or a server or user name changed without it.",
     Code.MAILBOX_EXISTS: "The address is already connected in this firm.",
-    Code.HOST_NOT_ALLOWED: "In production, a mail host on a loopback, private or other "
-    "non-public address.",
+    Code.HOST_NOT_ALLOWED: "In production, a mail host or a webhook URL's host on a loopback, "
+    "private or other non-public address.",
     Code.IMAP_AUTH_FAILED: "The IMAP server refused the username or password.",
     Code.IMAP_CONNECTION_FAILED: "No IMAP server answered at that host and port.",
     Code.IMAP_TLS_FAILED: "TLS with the IMAP server failed, or it wants TLS.",

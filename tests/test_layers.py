@@ -4,7 +4,7 @@ circle outside schema/.
 
 Layers, lowest first: models < services < schema < compiled < resolvers < portico
 (portico.settings may be read by all). Inside services/, packages import along one order:
-shared < outbound < mail < portal < crm < firm < loops.
+shared < outbound < webhooks < mail < portal < crm < firm < loops.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("models", "services", "schema", "compiled", "resolvers", "portico")
-SERVICE_PACKAGES = ("shared", "outbound", "mail", "portal", "crm", "firm", "loops")
+SERVICE_PACKAGES = ("shared", "outbound", "webhooks", "mail", "portal", "crm", "firm", "loops")
 READ_BY_ALL = ("portico.settings",)
 CYCLES_ALLOWED_IN = ("schema",)  # strawberry types refer to each other by design
 

@@ -158,6 +158,22 @@ MUTATIONS = {
         f'mutation {{ disconnectMailbox(id: "{ID}") {{ errors {{ code }} }} }}',
         "inbox",
     ),
+    "createWebhookEndpoint": (
+        'mutation { createWebhookEndpoint(input: {url: "ftp://x", events: [INVITATION_SENT]}) { errors { code } } }',
+        "admin",
+    ),
+    "updateWebhookEndpoint": (
+        f'mutation {{ updateWebhookEndpoint(id: "{ID}", input: {{url: "ftp://x", events: [INVITATION_SENT]}}) {{ errors {{ code }} }} }}',
+        "admin",
+    ),
+    "deleteWebhookEndpoint": (
+        f'mutation {{ deleteWebhookEndpoint(id: "{ID}") {{ errors {{ code }} }} }}',
+        "admin",
+    ),
+    "rotateWebhookSecret": (
+        f'mutation {{ rotateWebhookSecret(id: "{ID}") {{ errors {{ code }} }} }}',
+        "admin",
+    ),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
         "manager-or-client",
@@ -178,6 +194,7 @@ QUERIES = {
     "contact": (f'{{ contact(id: "{ID}") {{ id }} }}', "staff"),
     "mailboxes": ("{ mailboxes { id } }", "inbox"),
     "inbox": ("{ inbox { totalCount } }", "inbox"),
+    "webhookEndpoints": ("{ webhookEndpoints { id } }", "admin"),
 }
 SUBSCRIPTIONS = {
     "messageSynced": ("subscription { messageSynced { id } }", "inbox"),
