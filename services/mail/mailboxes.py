@@ -19,7 +19,6 @@ services/mail/removal).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -41,7 +40,7 @@ from models import (
 from portico.settings import Settings
 from services.mail import removal
 from services.mail.logins import MailLoginError, MailServer, check_imap, check_smtp
-from services.shared import audit, crypto, files
+from services.shared import audit, crypto, files, network
 from services.shared.emails import validate_address
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.scope import FirmScope
@@ -443,7 +442,7 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
         not host
         or len(host) > MAX_HOST_LENGTH
         or any(not c.isprintable() or c.isspace() for c in host)
-        or not _has_ascii_form(host)
+        or not network.has_ascii_form(host)
     ):
         errors.append(
             UserError(
@@ -454,20 +453,6 @@ def _host(value: str, name: str, errors: list[UserError]) -> str:
             )
         )
     return host
-
-
-def _has_ascii_form(host: str) -> bool:
-    """An IP address, or a name the resolver can take: IDNA, labels of 1 to 63 characters."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        return False
-    return True
 
 
 def _port(value: int, name: str, errors: list[UserError]) -> None:

@@ -59,6 +59,20 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     return Destination(host, port, tuple(addresses))
 
 
+def has_ascii_form(host: str) -> bool:
+    """An IP address, or a name the resolver can take: IDNA, labels of 1 to 63 characters."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
 def is_public(address: IPAddress) -> bool:
     """Whether `address` is a globally routable unicast address (and so is any IPv4 address
     it carries)."""

@@ -6,7 +6,6 @@ resolve and vet again for each request (a DNS answer may change: rebinding)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from urllib.parse import SplitResult, urlsplit
 
 from portico.settings import Settings
@@ -50,7 +49,7 @@ def parse_url(raw: str, settings: Settings) -> SplitResult:
         raise _invalid("The URL may not have a #fragment (it is never sent).")
     if port == 0:
         raise _invalid("The URL's port must be between 1 and 65535.")
-    if not _has_ascii_form(parts.hostname):
+    if not network.has_ascii_form(parts.hostname):
         raise _invalid("The URL's host is not a host name or IP address.")
     return parts
 
@@ -80,19 +79,6 @@ async def _vet(parts: SplitResult) -> None:
         ) from None
     except (OSError, TimeoutError):  # socket.gaierror is an OSError
         raise _invalid(f"The URL's host {host} does not resolve.") from None
-
-
-def _has_ascii_form(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        return False
-    return True
 
 
 def _invalid(message: str) -> Exception:
