@@ -76,7 +76,10 @@ class Recorder:
                 kind = f"HTTP {status}" if status else type(exc).__name__
                 self.outage[f"{op}: {kind}"] += 1
                 self.outage_seconds.append(seconds)
-                if status == 503 and seconds <= FAST:
+                # A download whose body was streaming when the database went is cut: its 200
+                # was sent, so no 503 can follow (docs/operations.md); the client retries.
+                cut = op == "client download" and isinstance(exc, httpx.RemoteProtocolError)
+                if (status == 503 or cut) and seconds <= FAST:
                     return None
                 # Counted in `outage` by kind; only the first few are printed in full.
                 self.error_count += 1

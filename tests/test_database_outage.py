@@ -140,3 +140,6 @@ def test_only_the_database_drivers_oserrors_are_an_outage() -> None:
     cancelled = asyncpg.exceptions.QueryCanceledError("canceling statement due to timeout")
     assert not database_unreachable(cancelled)
     assert database_unreachable(asyncpg.exceptions.AdminShutdownError("terminating"))
+    # Met at the release of a connection the server left mid-operation (bench.load --restarts).
+    stuck = asyncpg.exceptions.InternalClientError("cannot switch to state 15")
+    assert database_unreachable(stuck)

@@ -38,6 +38,8 @@ _UNREACHABLE = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # A pooled connection left mid-operation by a dying server, met again at its release.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
