@@ -729,7 +729,8 @@ async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
     # The Dovecot process serving the pass is killed while it writes a large answer: no
     # message's fault, so no failure is recorded; the next pass stores the rest, each once.
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    await fill(imap, mailbox.username, 60, size=200_000)  # more than socket buffers hold
+    # A batch's answer (30 x 300 KB) is more than Dovecot's send buffer holds (up to 4 MB).
+    await fill(imap, mailbox.username, 60, size=300_000)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 30)
     async with imap_proxy(imap.host, imap.port) as proxy:
         await through_proxy(mailbox, proxy)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -40,6 +41,9 @@ class ImapProxy:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        # A held answer must stay with Dovecot (still writing it, so a kill cuts it), not pile
+        # up in this side's receive buffer, which loopback autotuning grows to megabytes.
+        up_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
         self._writers.update((writer, up_writer))
         in_body_fetch = asyncio.Event()
 
