@@ -168,6 +168,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         # and with it one budget of failed sign-ins.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_keep_alive=settings.keep_alive_seconds,
         log_level="info",
     )
 

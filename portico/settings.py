@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     # that header's address is the client's. Set it only when every request comes through
     # that proxy, since a client reaching Portico directly could write the header itself.
     client_address_header: str | None = None
+    # How long `portico serve` keeps an idle HTTP connection open (uvicorn's
+    # timeout_keep_alive, 5 s by default): longer than a proxy's idle timeout (nginx and cloud
+    # balancers: 60 s), so the proxy closes first and never reuses a connection the server is
+    # closing at that moment (bench.load saw such requests lost with uvicorn's 5 s).
+    keep_alive_seconds: int = Field(default=65, gt=0)
 
     # Rate limits (portico/rate_limit.py): a token bucket per client address for requests
     # without a live session, and one per session for signed-in requests, shared through
