@@ -33,7 +33,12 @@ from models.mail import (
     SyncStatus,
 )
 from models.outbox import DeliveryStatus, Mailing, OutboundEmail
-from models.webhooks import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
+from models.webhooks import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+)
 
 # Every primary key is an IntField (32-bit on PostgreSQL): a number beyond it names no row,
 # and must not reach a query, which PostgreSQL would refuse.
@@ -74,6 +79,7 @@ __all__ = [
     "StaffRole",
     "StoredFile",
     "SyncStatus",
+    "WebhookAttempt",
     "WebhookDelivery",
     "WebhookDeliveryStatus",
     "WebhookEndpoint",

@@ -1,4 +1,5 @@
-"""Signed webhooks: the firm's endpoints and one delivery row per event sent to one of them."""
+"""Signed webhooks: the firm's endpoints, one delivery row per event sent to one of them, and
+one row per attempt of a delivery."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ class WebhookEndpoint(Model):
         null=True, description="the secret before the last rotation, still signing until expiry"
     )
     previous_secret_expires_at = fields.DatetimeField(null=True)
+    failing_since = fields.DatetimeField(
+        null=True, description="the first failed attempt since the last success"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -62,11 +66,34 @@ class WebhookDelivery(Model):
         WebhookDeliveryStatus, max_length=16, default=WebhookDeliveryStatus.PENDING
     )
     attempts = fields.IntField(default=0)
+    schedule_start = fields.IntField(
+        default=0, description="attempts made before the current retry schedule began"
+    )
     last_status_code = fields.IntField(null=True)
     last_error = fields.TextField(null=True)
     next_attempt_at = fields.DatetimeField(null=True)
+    lease_until = fields.DatetimeField(null=True, description="claimed by a worker until then")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "webhook_delivery"
         indexes = (("endpoint_id", "created_at", "id"), ("status", "next_attempt_at"))
+
+
+class WebhookAttempt(Model):
+    """One POST of a delivery: when, how long, and what came back."""
+
+    id = fields.IntField(primary_key=True)
+    delivery: fields.ForeignKeyRelation[WebhookDelivery] = fields.ForeignKeyField(
+        "portico.WebhookDelivery", related_name="attempt_rows", on_delete=fields.CASCADE
+    )
+    delivery_id: int
+    started_at = fields.DatetimeField()
+    duration_ms = fields.IntField()
+    status_code = fields.IntField(null=True, description="null: no HTTP answer")
+    error = fields.TextField(null=True)
+    succeeded = fields.BooleanField()
+
+    class Meta:
+        table = "webhook_attempt"
+        indexes = (("delivery_id", "id"),)
