@@ -1,5 +1,5 @@
-"""Background work: outgoing mail delivery (here), mailbox sync (services/loops/mail_sync.py)
-and the daily inbox digests (services/loops/digest.py).
+"""Background work: outgoing mail delivery (here), mailbox sync (services/loops/mail_sync.py),
+the daily inbox digests (services/loops/digest.py) and webhooks (services/loops/webhooks.py).
 
 `run_background` runs them side by side until stopped: `portico worker` runs it, and
 `portico serve` starts it in process unless PORTICO_INPROCESS_WORKER=0 (see portico/app.py).
@@ -15,6 +15,7 @@ from portico.settings import Settings
 from services.loops.delivery import MailboxTransports, deliver_due
 from services.loops.digest import run_digest_loop
 from services.loops.mail_sync import run_sync_loop
+from services.loops.webhooks import run_webhook_loop
 from services.outbound.transport import Transport, transport_for
 from services.outbound.wire import platform_sender
 from services.shared import crypto
@@ -32,7 +33,7 @@ MAX_ERROR_BACKOFF_SECONDS = 60.0
 
 
 async def run_background(settings: Settings, bus: EventBus, stop: asyncio.Event) -> None:
-    """Mail delivery, mailbox sync and inbox digests until `stop` is set.
+    """Mail delivery, mailbox sync, inbox digests and webhooks until `stop` is set.
 
     Delivery ends early only on a configuration error (see run_worker): then the others are
     stopped too and the error raised, as the process cannot do its work.
@@ -40,6 +41,7 @@ async def run_background(settings: Settings, bus: EventBus, stop: asyncio.Event)
     others = [
         asyncio.create_task(run_sync_loop(settings, bus, stop), name="mailbox sync"),
         asyncio.create_task(run_digest_loop(settings, stop), name="inbox digests"),
+        asyncio.create_task(run_webhook_loop(settings, stop), name="webhooks"),
     ]
     for task in others:
         task.add_done_callback(_report_end)

@@ -25,6 +25,7 @@ from models import (
     Invitation,
     MailboxSkip,
     PortalAccess,
+    WebhookAttempt,
     WebhookDelivery,
 )
 from schema.delivery import Delivery as DeliveryNode
@@ -45,6 +46,7 @@ from services.portal.invitations import Status
 from services.shared import lists, paging, sql, tokens
 from services.shared.emails import DEFAULT_LABEL
 from services.shared.scope import FirmScope
+from services.webhooks import delivery as webhook_delivery
 
 M = TypeVar("M", bound=Model)
 
@@ -105,6 +107,7 @@ class Loaders:
         self.invitations_page = Loader(self._invitations_page)
         self.accounts_page_by_contact = Loader(self._accounts_page_by_contact)
         self.webhook_deliveries_page = Loader(self._webhook_deliveries_page)
+        self.webhook_attempts = Loader(self._webhook_attempts)
 
     def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
@@ -423,6 +426,11 @@ class Loaders:
         return await self._keyset(
             keys, lambda _: _WEBHOOK_DELIVERIES, self._by_pks(WebhookDelivery)
         )
+
+    async def _webhook_attempts(self, keys: Sequence[int]) -> list[list[WebhookAttempt]]:
+        """Each delivery's newest attempts, newest first."""
+        found = await webhook_delivery.attempt_logs(self.scope.firm_id, keys)
+        return [found[key] for key in keys]
 
     def _by_pks(self, model: type[M]) -> Callable[[set[int]], Any]:
         async def load(pks: set[int]) -> Mapping[int, M]:

@@ -191,6 +191,10 @@ class DeliveryKind(Enum):
     STAFF_INBOX_DIGEST = strawberry.enum_value(
         "STAFF_INBOX_DIGEST", description="A staff member's daily digest of new client mail."
     )
+    WEBHOOK_DISABLED = strawberry.enum_value(
+        "WEBHOOK_DISABLED",
+        description="An owner or admin told that Portico disabled a failing webhook endpoint.",
+    )
 
 
 class AuditAction(_Named):

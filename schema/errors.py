@@ -116,6 +116,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     Code.INVALID_EVENTS: "A webhook endpoint names no event, or an event twice.",
     Code.WEBHOOK_LIMIT_REACHED: "The firm has as many webhook endpoints as allowed (the message "
     "gives the limit); delete one first.",
+    Code.ENDPOINT_DISABLED: "The webhook endpoint is disabled: enable it before sending a "
+    "delivery again.",
 }
 
 ErrorCode = expose(

@@ -12,6 +12,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
+from models import WebhookAttempt as WebhookAttemptModel
 from models import WebhookDelivery as WebhookDeliveryModel
 from models import WebhookDeliveryStatus as _WebhookDeliveryStatus
 from models import WebhookEndpoint as WebhookEndpointModel
@@ -59,6 +60,32 @@ def _admins_only(info: Info) -> bool:
     return staff is not None and staff.is_admin
 
 
+@strawberry.type(description="One POST of a webhook delivery: when, how long, what came back.")
+class WebhookAttempt:
+    started_at: datetime = strawberry.field(description="When the request was started.")
+    duration_ms: int = strawberry.field(
+        description="Milliseconds until the answer, or until it failed."
+    )
+    status_code: int | None = strawberry.field(
+        description="The HTTP status answered; null when none came (no connection, timeout)."
+    )
+    error: str | None = strawberry.field(
+        description="Why it failed (with the first characters of the answer, when there was "
+        "one); null on success."
+    )
+    succeeded: bool = strawberry.field(description="True: a 2xx status came back in time.")
+
+    @classmethod
+    def from_model(cls, row: WebhookAttemptModel) -> WebhookAttempt:
+        return cls(
+            started_at=row.started_at,
+            duration_ms=row.duration_ms,
+            status_code=row.status_code,
+            error=row.error,
+            succeeded=row.succeeded,
+        )
+
+
 @strawberry.type(
     description="One event sent (or to be sent) to a webhook endpoint, with its attempts so far."
 )
@@ -79,6 +106,13 @@ class WebhookDelivery(ScopedNode):
         description="When it is tried next; null once it succeeded or failed for good."
     )
     created_at: datetime = strawberry.field(description="When the event was queued.")
+
+    @strawberry.field(
+        description="Its attempts, newest first: the last 50 (attempts counts them all)."
+    )
+    async def attempt_log(self, info: Info) -> list[WebhookAttempt]:
+        rows = await info.context.loaders.webhook_attempts.load(self.id)
+        return [WebhookAttempt.from_model(row) for row in rows]
 
     @classmethod
     def from_model(cls, row: WebhookDeliveryModel) -> WebhookDelivery:
@@ -164,6 +198,16 @@ class WebhookEndpointInput:
     )
     enabled: bool | None = strawberry.field(
         default=True, description="False: registered but nothing is sent (default true)."
+    )
+
+
+@strawberry.type(description="What redeliverWebhook did.")
+class WebhookDeliveryPayload:
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done; empty on success."
+    )
+    delivery: WebhookDelivery | None = strawberry.field(
+        default=None, description="The delivery, due again; null on failure."
     )
 
 

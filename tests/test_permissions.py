@@ -174,6 +174,10 @@ MUTATIONS = {
         f'mutation {{ rotateWebhookSecret(id: "{ID}") {{ errors {{ code }} }} }}',
         "admin",
     ),
+    "redeliverWebhook": (
+        f'mutation {{ redeliverWebhook(deliveryId: "{ID}") {{ errors {{ code }} }} }}',
+        "admin",
+    ),
     "setNotificationPreferences": (
         f'mutation {{ setNotificationPreferences(input: {{accountEmailId: "{ID}", all: true}}) {{ errors {{ code }} }} }}',
         "manager-or-client",

@@ -69,6 +69,14 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
     assert answers[10] == {"mailboxes": [], "inbox": {"totalCount": 0, "edges": []}}
     [not_found] = answers[11]["updateMailbox"]["errors"]
     assert not_found["code"] == "NOT_FOUND" and answers[11]["updateMailbox"]["mailbox"] is None
+    hook, toggled, hooks = answers[12:15]
+    assert hook["createWebhookEndpoint"]["errors"] == []
+    assert hook["createWebhookEndpoint"]["secret"].startswith("whsec_")
+    assert toggled["setEmailFlags"]["errors"] == []
+    [endpoint] = hooks["webhookEndpoints"]
+    [delivery] = [e["node"] for e in endpoint["deliveries"]["edges"]]
+    assert (delivery["event"], delivery["status"]) == ("EMAIL_FLAGS_CHANGED", "PENDING")
+    assert delivery["eventId"].startswith("msg_") and delivery["attemptLog"] == []
 
 
 def test_every_setting_is_in_the_readme():

@@ -1,5 +1,5 @@
-"""Webhook mutations (owners and admins): registering, changing and deleting endpoints, and
-rotating an endpoint's signing secret."""
+"""Webhook mutations (owners and admins): registering, changing and deleting endpoints,
+rotating an endpoint's signing secret, and sending a delivery again."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.errors import UserError
 from schema.permissions import IsOwnerOrAdmin
-from schema.webhooks import WebhookEndpoint, WebhookEndpointInput, WebhookEndpointPayload
+from schema.webhooks import (
+    WebhookDelivery,
+    WebhookDeliveryPayload,
+    WebhookEndpoint,
+    WebhookEndpointInput,
+    WebhookEndpointPayload,
+)
 from services.webhooks import endpoints
 
 admins = [IsOwnerOrAdmin]
@@ -136,4 +142,30 @@ class WebhookMutations:
                     context.require_staff(),
                 ),
             )
+        )
+
+    @mutation(
+        description="Sends a delivery again now, with the same webhook-id (receivers that "
+        "already have it drop the repeat), whatever its status; a failure is retried on a "
+        "fresh schedule. ENDPOINT_DISABLED while its endpoint is disabled.",
+        permission_classes=admins,
+    )
+    async def redeliver_webhook(
+        self,
+        info: Info,
+        delivery_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The webhook delivery's id.")
+        ],
+    ) -> WebhookDeliveryPayload:
+        context = info.context
+        row, errors = await attempt(
+            context,
+            endpoints.redeliver(
+                context.scope,
+                ids.decode(delivery_id, "WebhookDelivery"),
+                context.require_staff(),
+            ),
+        )
+        return WebhookDeliveryPayload(
+            errors=errors, delivery=WebhookDelivery.from_model(row) if row else None
         )

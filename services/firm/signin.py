@@ -10,6 +10,7 @@ from typing import TypeVar
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from models import PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
@@ -17,6 +18,7 @@ from services.firm import address_throttle, firms, password_links, throttle_rows
 from services.portal import access, invitations
 from services.shared import passwords, sessions, throttle_keys
 from services.shared.errors import ErrorCode, InputError, input_error
+from services.webhooks import emit
 
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
 
@@ -73,7 +75,9 @@ async def client_sign_in(
     user = await _authenticate("client", PortalUser.all(), credentials, policy)
     account_ids = await access.client_account_ids(user.pk)
     current = account_ids[0] if len(account_ids) == 1 else None
-    token, session = await sessions.start_client_session(user, policy.session_ttl, current)
+    async with in_transaction():
+        token, session = await sessions.start_client_session(user, policy.session_ttl, current)
+        await emit.client_signed_in(user, account_ids)
     return SignedIn(token, session), user
 
 

@@ -84,6 +84,7 @@ from services.outbound.transport import (
 )
 from services.shared import backoff, metrics
 from services.shared.leases import lease_token
+from services.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ class _Sending:
         except PermanentFailure as exc:
             log.warning("mail %s to %s failed permanently: %s", row.pk, row.to_address, exc)
             metrics.delivery(metrics.FAILED)
-            await _record(row, lease, status=DeliveryStatus.FAILED, last_error=str(exc))
+            await _record_failed(row, lease, str(exc))
         except TemporaryFailure as exc:
             await _retry_later(settings, row, lease, str(exc), now)
         except Exception as exc:  # a bug must not stop the queue: count it as an attempt
@@ -465,7 +466,7 @@ async def _retry_later(
     if attempts >= settings.mail_max_attempts:
         log.warning("mail %s failed after %s attempts: %s", row.pk, attempts, reason)
         metrics.delivery(metrics.FAILED)
-        await _record(row, lease, status=DeliveryStatus.FAILED, last_error=reason)
+        await _record_failed(row, lease, reason)
         return
     delay = retry_delay(settings, attempts)
     metrics.delivery(metrics.RETRY)
@@ -486,6 +487,13 @@ async def _record(row: OutboundEmail, lease: datetime, **changes: Any) -> bool:
     if not updated:
         log.warning("mail %s: lease lost before the outcome was recorded", row.pk)
     return bool(updated)
+
+
+async def _record_failed(row: OutboundEmail, lease: datetime, reason: str) -> None:
+    """FAILED for good, and the delivery.failed webhook of a client's mail, together."""
+    async with in_transaction():
+        if await _record(row, lease, status=DeliveryStatus.FAILED, last_error=reason):
+            await emit.delivery_failed(row, reason)
 
 
 def _by_lease(rows: list[OutboundEmail]) -> dict[datetime, list[OutboundEmail]]:

@@ -28,6 +28,7 @@ from portico.settings import Settings
 from services.mail.parse import ParsedAttachment
 from services.shared import filenames, files
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 MB = 1024 * 1024
 UNREADABLE = "could not be read: not kept"
@@ -159,6 +160,9 @@ async def auto_save(
             )
     if new:
         await Document.bulk_create(new)
+        await emit.documents_saved_from_mail(
+            scope.firm_id, [(d.account_id, d.attachment_id) for d in new]
+        )
     return new
 
 

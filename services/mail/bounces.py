@@ -32,8 +32,11 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 
+from tortoise.transactions import in_transaction
+
 from models import DeliveryStatus, OutboundEmail
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +124,16 @@ async def apply(scope: FirmScope, raw: bytes) -> int:
         failure = bounce.failure_for(to_address)
         if failure is None:
             continue  # not the recipient this message went to
-        changed += await (
-            scope.query(OutboundEmail)
-            .filter(id=row_id, status=DeliveryStatus.SENT)
-            .update(status=DeliveryStatus.FAILED, last_error=failure.reason, lease_until=None)
-        )
+        async with in_transaction():
+            failed = await (
+                scope.query(OutboundEmail)
+                .filter(id=row_id, status=DeliveryStatus.SENT)
+                .update(status=DeliveryStatus.FAILED, last_error=failure.reason, lease_until=None)
+            )
+            if failed:
+                row = await OutboundEmail.get(pk=row_id)
+                await emit.delivery_failed(row, failure.reason)
+        changed += failed
     if changed:
         log.info("firm %s: %s bounced (%s)", scope.firm_id, bounce.message_id, bounce.status)
     return changed

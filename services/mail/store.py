@@ -64,6 +64,7 @@ from services.mail import alerts, attachments
 from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, subject_thread_key
 from services.shared.outage import connection_lost, renew_connections
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 AUTO_SAVE_SLACK = timedelta(hours=1)
 INSERT_ROWS = 100  # messages per INSERT statement (about 20 values each: within any limit)
@@ -159,6 +160,7 @@ async def store_message(
         await MessageAccount.filter(message_id=existing.pk).values_list("account_id", flat=True)
     )
     new = sorted(accounts - linked)
+    outcome = StoreOutcome(existing, False, new)
     if new:
         async with in_transaction():
             await MessageAccount.bulk_create(link_rows(scope, existing, new), ignore_conflicts=True)
@@ -166,7 +168,8 @@ async def store_message(
                 parsed, auto_save_since, existing.sender_auth, settings
             ):
                 await attachments.auto_save(scope, existing.pk, new, settings)
-    return StoreOutcome(existing, False, new)
+            await _announce(scope, [outcome])
+    return outcome
 
 
 async def store_messages(
@@ -299,7 +302,26 @@ async def _store_new(
             ],
         )
         await alerts.new_client_mail(scope, outcomes, settings, auto_save_since)
+        await _announce(scope, outcomes)
     return outcomes, taken
+
+
+async def _announce(scope: FirmScope, outcomes: Sequence[StoreOutcome]) -> None:
+    """The message.synced webhook of each message linked to accounts now."""
+    await emit.messages_synced(
+        scope.firm_id,
+        [
+            (
+                o.message.pk,
+                o.message.mailbox_id,
+                o.new_account_ids,
+                o.message.direction,
+                o.message.sent_at,
+            )
+            for o in outcomes
+            if o.new_account_ids
+        ],
+    )
 
 
 async def _insert_messages(

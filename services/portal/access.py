@@ -20,6 +20,7 @@ from services.shared.errors import ErrorCode, input_error
 from services.shared.permissions import require_manage_accounts
 from services.shared.scope import FirmScope
 from services.shared.wakeups import HISTORY
+from services.webhooks import emit
 
 NO_ACCESS = "NO_ACCESS"
 PENDING_ACTIVATION = "PENDING_ACTIVATION"
@@ -69,6 +70,7 @@ async def set_email_flags(
             before=before,
             after=after,
         )
+        await emit.email_flags_changed(row, row.email_address.address, before, after)
         if row.login and not before["login"] and not await _activated(scope, row):
             await invitations.invite(scope, row, settings, send=send_invitation, staff=staff)
         elif before["login"] and not row.login:
@@ -108,6 +110,9 @@ async def remove_portal_access(
             staff=staff,
             before={"portalUser": user.pk},
         )
+        await emit.portal_access_revoked(
+            scope.firm_id, access.account_id, [(user.pk, user.email)], emit.ACCESS_REMOVED
+        )
         return await Account.get(pk=access.account_id)
 
 
@@ -128,6 +133,13 @@ async def _end_login(scope: FirmScope, row: AccountEmail, staff: StaffMember | N
             staff=staff,
             before={"portalUser": access.portal_user_id},
         )
+    address = row.email_address.address
+    await emit.portal_access_revoked(
+        scope.firm_id,
+        row.account_id,
+        [(a.portal_user_id, address) for a in removed],
+        emit.LOGIN_TURNED_OFF,
+    )
 
 
 async def _activated(scope: FirmScope, row: AccountEmail) -> bool:

@@ -16,6 +16,7 @@ from services.portal import access, notify
 from services.shared import audit, filenames, files
 from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 
 async def upload(
@@ -57,6 +58,7 @@ async def upload(
             None,
             settings,
         )
+        await emit.document_uploaded(document)
     return document
 
 

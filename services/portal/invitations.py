@@ -19,6 +19,7 @@ from services.shared import audit, passwords, tokens
 from services.shared.errors import ErrorCode, input_error
 from services.shared.scope import FirmScope
 from services.shared.sessions import now
+from services.webhooks import emit
 
 
 class Status:
@@ -61,6 +62,7 @@ async def invite(
     invitation, token = await _create(scope, account_email, settings)
     if send:
         await _send(scope, invitation, token, account, settings)
+        await emit.invitation_sent(invitation)
     await audit.record(
         scope,
         "INVITATION_SENT" if send else "INVITATION_CREATED",
@@ -213,6 +215,7 @@ async def accept(token: str, password: str | None) -> Accepted:
             portal_user=user,
             after={"invitation": invitation.pk, "portalUser": user.pk},
         )
+        await emit.invitation_accepted(invitation, user)
     return Accepted(user, invitation.account_id)
 
 

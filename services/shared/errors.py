@@ -96,6 +96,7 @@ class ErrorCode(StrEnum):
     INVALID_URL = "INVALID_URL"
     INVALID_EVENTS = "INVALID_EVENTS"
     WEBHOOK_LIMIT_REACHED = "WEBHOOK_LIMIT_REACHED"
+    ENDPOINT_DISABLED = "ENDPOINT_DISABLED"  # redeliverWebhook while its endpoint is off
 
 
 @dataclass(frozen=True)

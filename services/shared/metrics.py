@@ -1,5 +1,5 @@
-"""The services' own Prometheus metrics: mail deliveries by outcome and the event bus's lag
-(served at /metrics by portico/metrics.py with the rest).
+"""The services' own Prometheus metrics: mail deliveries and webhook POSTs by outcome, and the
+event bus's lag (served at /metrics by portico/metrics.py with the rest).
 
 They are prometheus-client objects, counted where the thing happens (services/loops/delivery,
 services/shared/pubsub), whoever runs it: `portico serve`'s in-process worker, `portico
@@ -37,3 +37,24 @@ EVENT_BUS_LAG = Histogram(
 def delivery(outcome: str) -> None:
     """Count one attempt's outcome (one of DELIVERY_OUTCOMES)."""
     DELIVERIES.labels(outcome).inc()
+
+
+# What became of one webhook POST (services/webhooks/delivery).
+WEBHOOK_SUCCEEDED = "succeeded"  # a 2xx answer
+WEBHOOK_RETRY = "retry"  # failed, tried again on the schedule
+WEBHOOK_FAILED = "failed"  # failed, and the schedule is used up
+WEBHOOK_OUTCOMES = (WEBHOOK_SUCCEEDED, WEBHOOK_RETRY, WEBHOOK_FAILED)
+
+WEBHOOK_ATTEMPTS = Counter(
+    "portico_webhook_attempts_total",
+    "Webhook POSTs, by outcome: succeeded (2xx), retry (failed, tried again later) or failed"
+    " (failed, no attempts left).",
+    ["outcome"],
+)
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_ATTEMPTS.labels(_outcome)
+
+
+def webhook_attempt(outcome: str) -> None:
+    """Count one webhook POST's outcome (one of WEBHOOK_OUTCOMES)."""
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()

@@ -1,10 +1,10 @@
 """In-process wake-ups: a background loop sleeps until its next round or until woken.
 
-Each kind of queued work has one named `Wakeups` here (OUTBOX, HISTORY, MAIL_SYNC): the loop
-that does the work waits on the event of its `listen()`, and the code that queued the work
-calls its `notify()` after the transaction commits. Neither imports the other, so the code
-queuing work never depends on the loops. Other processes are not woken: their loops find the
-work at their next round.
+Each kind of queued work has one named `Wakeups` here (OUTBOX, HISTORY, MAIL_SYNC,
+WEBHOOKS): the loop that does the work waits on the event of its `listen()`, and the code
+that queued the work calls its `notify()` after the transaction commits. Neither imports the
+other, so the code queuing work never depends on the loops. Other processes are not woken:
+their loops find the work at their next round.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Wakeups:
 OUTBOX = Wakeups()  # mail queued (services/outbound/outbox): the delivery worker
 HISTORY = Wakeups()  # history imports queued (services/mail/history): the history task
 MAIL_SYNC = Wakeups()  # a mailbox connected (services/mail/mailboxes): the sync supervisor
+WEBHOOKS = Wakeups()  # webhook events queued (services/webhooks/queue): the webhook sender
 
 
 async def wait_any(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -1,5 +1,5 @@
-"""The firm's webhook endpoints (owners and admins): registering, changing, deleting one and
-rotating its secret.
+"""The firm's webhook endpoints (owners and admins): registering, changing, deleting one,
+rotating its secret, and sending one of its deliveries again.
 
 Each endpoint has a secret (services/webhooks/signing) stored encrypted
 (crypto.fernet(settings, "webhook-secret")), answered only by the call that made it (create
@@ -15,15 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from tortoise.expressions import F
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Firm, StaffMember, WebhookDelivery, WebhookEndpoint
+from models import Firm, StaffMember, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from portico.settings import Settings
 from services.shared import crypto
 from services.shared.errors import ErrorCode, InputError, UserError, input_error
 from services.shared.permissions import require_staff_admin
 from services.shared.scope import FirmScope
+from services.shared.wakeups import WEBHOOKS
 from services.webhooks import signing, urls
 from services.webhooks.events import WebhookEvent
 
@@ -92,7 +94,8 @@ async def update_endpoint(
     actor: StaffMember,
 ) -> WebhookEndpoint:
     """Replaces the URL, the events and whether it is enabled; the secret stays. Enabling an
-    endpoint clears the reason it was disabled."""
+    endpoint clears the reason it was disabled, and enabling it or changing its URL forgets
+    its failures so far (services/webhooks/delivery disables after days of them)."""
     require_staff_admin(actor)
     endpoint = await scope.get(WebhookEndpoint, endpoint_id, "id")
     url, events = await _clean(new, settings)
@@ -103,9 +106,13 @@ async def update_endpoint(
     }
     if new.enabled:
         values["disabled_reason"] = None
+    if (new.enabled and not endpoint.enabled) or url != endpoint.url:
+        values["failing_since"] = None  # a fresh start: past failures do not disable it again
     if not await scope.query(WebhookEndpoint).filter(id=endpoint.pk).update(**values):
         raise _not_found()  # deleted meanwhile
     log.info("webhook endpoint %s updated (firm %s)", endpoint.pk, scope.firm_id)
+    if new.enabled and not endpoint.enabled:
+        WEBHOOKS.notify()  # the deliveries that waited while it was disabled are due
     return await scope.get(WebhookEndpoint, endpoint.pk, "id")
 
 
@@ -153,6 +160,37 @@ async def rotate_secret(
         )
     log.info("webhook endpoint %s secret rotated (firm %s)", endpoint.pk, scope.firm_id)
     return WithSecret(await scope.get(WebhookEndpoint, endpoint.pk, "id"), secret)
+
+
+async def redeliver(
+    scope: FirmScope, delivery_id: int | None, actor: StaffMember, now: datetime | None = None
+) -> WebhookDelivery:
+    """Sends a delivery again now, with the same webhook-id, whatever its status: it is
+    PENDING again with a fresh retry schedule (its attempts so far stay counted and kept).
+    Refused (ENDPOINT_DISABLED) while its endpoint is disabled."""
+    require_staff_admin(actor)
+    row = await scope.get(WebhookDelivery, delivery_id, "deliveryId")
+    endpoint = await scope.query(WebhookEndpoint).filter(id=row.endpoint_id).first()
+    if endpoint is None or not endpoint.enabled:
+        raise input_error(
+            ErrorCode.ENDPOINT_DISABLED,
+            "The delivery's endpoint is disabled: enable it first.",
+            "deliveryId",
+        )
+    changed = await (
+        scope.query(WebhookDelivery)
+        .filter(id=row.pk)
+        .update(
+            status=WebhookDeliveryStatus.PENDING,
+            next_attempt_at=now or datetime.now(UTC),
+            schedule_start=F("attempts"),
+        )
+    )
+    if not changed:
+        raise input_error(ErrorCode.NOT_FOUND, "No such WebhookDelivery.", "deliveryId")
+    log.info("webhook delivery %s queued again (firm %s)", row.pk, scope.firm_id)
+    WEBHOOKS.notify()
+    return await scope.get(WebhookDelivery, row.pk, "deliveryId")
 
 
 def signing_secrets(

@@ -1,0 +1,71 @@
+"""The webhook sender (services/webhooks/delivery), run by `portico worker` and `portico serve`.
+
+It keeps its Sender's slots full: after each POST that ends, after a wake-up (an event
+queued in this process: wakeups.WEBHOOKS) and every PORTICO_WORKER_POLL_SECONDS (events
+queued by other processes, retries coming due), it claims due deliveries for the free slots.
+Claims are leased and taken with SKIP LOCKED, so any number of workers may run this loop
+side by side. On stop, no new POST starts; those under way finish (each within its timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from portico.settings import Settings
+from services.shared import backoff
+from services.shared.outage import in_own_task
+from services.shared.wakeups import WEBHOOKS
+from services.webhooks import delivery, requests
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 0.25  # woken but nothing found: the queuing transaction had not committed
+MAX_ERROR_BACKOFF_SECONDS = 60.0
+
+
+async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
+    """Sends due webhook deliveries until `stop` is set; never ends on an error of a claim."""
+    failures = 0
+    woken = False
+    async with requests.new_client() as client:
+        sender = delivery.Sender(settings, client)
+        try:
+            with WEBHOOKS.listen() as wake:
+                while not stop.is_set():
+                    wake.clear()
+                    started = 0
+                    try:
+                        started = await in_own_task(sender.fill(), "webhook claim")
+                        failures = 0
+                    except Exception:
+                        failures += 1
+                        log.exception("webhook claim failed (%s in a row); trying again", failures)
+                    if started and not failures:
+                        continue  # maybe more are due: fill the slots still free
+                    poll = settings.worker_poll_seconds
+                    if failures:
+                        timeout = backoff.retry_delay(poll, MAX_ERROR_BACKOFF_SECONDS, failures)
+                    elif woken:
+                        timeout = min(RECHECK_SECONDS, poll)
+                    else:
+                        timeout = poll
+                    woken = await _wait(stop, wake, sender, timeout)
+        finally:
+            await sender.finish()
+
+
+async def _wait(
+    stop: asyncio.Event, wake: asyncio.Event, sender: delivery.Sender, seconds: float
+) -> bool:
+    """Until stop, a wake-up, a POST ending (a slot free) or `seconds`; whether woken."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    if sender.tasks:
+        waiters.append(asyncio.ensure_future(sender.wait_one()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return wake.is_set() and not stop.is_set()
