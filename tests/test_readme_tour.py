@@ -69,6 +69,12 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
     assert answers[10] == {"mailboxes": [], "inbox": {"totalCount": 0, "edges": []}}
     [not_found] = answers[11]["updateMailbox"]["errors"]
     assert not_found["code"] == "NOT_FOUND" and answers[11]["updateMailbox"]["mailbox"] is None
+    # No mailbox, no thread: sharing one is not found (and nothing is shared).
+    assert answers[12]["shareThread"] == {
+        "errors": [{"code": "NOT_FOUND", "field": ["threadId"], "message": "No such thread."}],
+        "threadId": None,
+        "private": None,
+    }
 
 
 def test_every_setting_is_in_the_readme():
