@@ -18,13 +18,14 @@ from models import Account, AccountEmail, Mailbox, MailboxVisibility, StaffRole
 from portico.settings import Settings
 from resolvers import fanout
 from schema import ids
-from tests.support.api import Api, Firm, add_staff, api_for
+from tests.support.api import Api, Firm, add_staff, api_for, eventually
 from tests.support.imap import ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.support.login import bare_pk, invitee
 from tests.support.mail import CONNECT, add_mailbox, imap_user, mail, mailbox_input
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.support.sqlcount import count_sql
 from tests.support.websocket import SYNC, serving, socket
+from tests.test_mailbox_changes import DEADLINE, loop_settings, running
 
 ANNA = "anna@miller.example"
 BODY = "The figures are attached, for your eyes only."
@@ -291,6 +292,28 @@ async def test_switching_a_mailbox_between_shared_and_personal(acme, client, ima
     assert back["mailbox"] == {"visibility": "PERSONAL", "owner": {"email": "priya@acme.example"}}
     assert hidden(await seen(w.erik, w.account_id, "Kept private"))
     assert not hidden(await seen(w.erik, w.account_id, "Shared one"))  # she shared it
+
+
+async def test_a_running_sync_stores_mail_as_the_mailbox_is_now(acme, client, imap, settings):
+    """The sync loop (IMAP IDLE) restarts a mailbox's task when it is switched: mail arriving
+    after the switch is stored private, not by the row the task started with."""
+    w = await world(acme, client, imap, settings)
+    await w.priya.ok(VISIBILITY, {"id": w.mailbox_id, "v": "SHARED"})
+    async with running(loop_settings(settings)):
+
+        async def idle() -> bool:
+            return (await Mailbox.get(pk=w.mailbox.pk)).last_synced_at is not None
+
+        await eventually(idle, "the first pass ran", DEADLINE)
+        await w.priya.ok(VISIBILITY, {"id": w.mailbox_id, "v": "PERSONAL"})
+        w.imap.append(w.mailbox.username, fresh("After the switch", body=BODY, attachments=[PDF]))
+
+        async def stored() -> bool:
+            inbox = (await w.erik.data(INBOX))["inbox"]["edges"]
+            return any(e["node"]["subject"] == "After the switch" for e in inbox)
+
+        await eventually(stored, "IDLE brought the new mail", DEADLINE)
+    assert hidden(await seen(w.erik, w.account_id, "After the switch"))
 
 
 async def test_connecting_a_personal_mailbox(acme, client, imap, smtp, settings):

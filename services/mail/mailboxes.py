@@ -184,6 +184,7 @@ async def update_mailbox(
         if changes == MailboxChanges():  # only who reads it
             async with in_transaction():
                 await _switch(scope, mailbox, visibility, staff, settings)
+            MAIL_SYNC.notify()  # its sync task starts afresh, storing mail as it is now
             return await scope.get(Mailbox, mailbox.pk, "id")
     kept_password = changes.password is None
     wanted = NewMailbox(

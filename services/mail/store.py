@@ -35,6 +35,11 @@ connected: "attachments of future synced mail") has its kept attachments saved i
 Documents of each account it is linked to (when stored, or linked later) whose auto-save
 attachments option is on, unless its sender failed authentication.
 
+Private threads (services/mail/threads): mail stored through a PERSONAL mailbox (`private_to`,
+its owner) is private to them unless they shared its thread (one query per chunk); a private
+message's attachments are not auto-saved, now or when it is linked later, until it is shared.
+A message stored already keeps its privacy when another mailbox sees it again.
+
 Sender authentication (`Message.sender_auth`): the DMARC result of the Authentication-Results
 header the firm's receiving server added (settings.mail_auth_serv_id; unset: the topmost
 header), PASS, FAIL or None (`ParsedMessage.sender_auth`). FAIL refuses auto-save; with
