@@ -191,6 +191,11 @@ async def test_only_the_mailbox_owner_shares_and_bad_ids_are_not_found(
         assert payload["threadId"] is None and payload["private"] is None
     refused = await globex.api.data(SHARE, {"t": thread})
     assert refused["shareThread"]["errors"][0]["code"] == "NOT_FOUND"
+    # Another firm reaches neither the mailbox to switch it nor the message.
+    switched = await globex.api.data(VISIBILITY, {"id": w.mailbox_id, "v": "SHARED"})
+    assert switched["updateMailbox"]["errors"] == [{"code": "NOT_FOUND"}]
+    message_id = (await seen(w.priya, w.account_id, "Private figures"))["id"]
+    assert (await globex.api.data(NODE, {"id": message_id}))["node"] is None
     # Without the inbox right, or as a client: refused before anything is looked up.
     clerk = await api_for(client, await add_staff(acme, "clerk@acme.example"))
     assert (await clerk.post(SHARE, {"t": thread}))["errors"][0]["extensions"]["code"] == (
