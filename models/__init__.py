@@ -28,8 +28,10 @@ from models.mail import (
     Mailbox,
     MailboxFolder,
     MailboxSkip,
+    MailboxVisibility,
     Message,
     MessageAccount,
+    SharedThread,
     SyncStatus,
 )
 from models.outbox import DeliveryStatus, Mailing, OutboundEmail
@@ -65,6 +67,7 @@ __all__ = [
     "Mailbox",
     "MailboxFolder",
     "MailboxSkip",
+    "MailboxVisibility",
     "Mailing",
     "Message",
     "MessageAccount",
@@ -74,6 +77,7 @@ __all__ = [
     "PortalAccess",
     "PortalUser",
     "Session",
+    "SharedThread",
     "SignInThrottle",
     "StaffMember",
     "StaffRole",

@@ -34,6 +34,9 @@ class Firm(Model):
     copy_address = fields.CharField(
         max_length=254, null=True, description="receives a copy of every email to clients"
     )
+    owners_see_all_mail = fields.BooleanField(
+        default=False, description="owners read private threads of personal mailboxes too"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -12,6 +12,14 @@ from models.crm import Account
 from models.firms import Firm, StaffMember
 
 
+class MailboxVisibility(StrEnum):
+    """Who reads a mailbox's mail: the whole firm, or (PERSONAL) its owner until a thread is
+    shared."""
+
+    SHARED = "SHARED"
+    PERSONAL = "PERSONAL"
+
+
 class SyncStatus(StrEnum):
     IDLE = "IDLE"
     SYNCING = "SYNCING"
@@ -46,6 +54,13 @@ class Mailbox(Model):
     )
     created_by: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
         "portico.StaffMember", related_name="mailboxes", null=True, on_delete=fields.SET_NULL
+    )
+    created_by_id: int | None
+    visibility = fields.CharEnumField(
+        MailboxVisibility,
+        max_length=16,
+        default=MailboxVisibility.SHARED,
+        description="PERSONAL: private to created_by until a thread is shared",
     )
     created_at = fields.DatetimeField(auto_now_add=True)
 
@@ -107,12 +122,42 @@ class Message(Model):
     content_skipped = fields.TextField(
         null=True, description="why the body and attachments were not stored (too large)"
     )
+    private_to: fields.ForeignKeyNullableRelation[StaffMember] = fields.ForeignKeyField(
+        "portico.StaffMember",
+        related_name="private_messages",
+        null=True,
+        on_delete=fields.CASCADE,
+        description="the owner of the personal mailbox whose unshared thread holds it",
+    )
+    private_to_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "message"
         unique_together = (("firm", "message_key"),)
         indexes = (("firm_id", "sent_at", "id"),)
+
+
+class SharedThread(Model):
+    """A thread of a personal mailbox that its owner shared with the whole firm.
+
+    Its mail, also mail arriving later, is readable by all staff with the inbox right."""
+
+    id = fields.IntField(primary_key=True)
+    firm: fields.ForeignKeyRelation[Firm] = fields.ForeignKeyField(
+        "portico.Firm", related_name="shared_threads", on_delete=fields.CASCADE
+    )
+    firm_id: int
+    owner: fields.ForeignKeyRelation[StaffMember] = fields.ForeignKeyField(
+        "portico.StaffMember", related_name="shared_threads", on_delete=fields.CASCADE
+    )
+    owner_id: int
+    thread_key = fields.CharField(max_length=64)
+    shared_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "shared_thread"
+        unique_together = (("owner", "thread_key"),)
 
 
 class MessageAccount(Model):

@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 from models import PortalUser, Session, StaffMember
 from portico.settings import Settings
 from resolvers.loaders import Loaders
+from services.mail import threads
 from services.portal import access
 from services.shared.errors import Forbidden, Unauthenticated
 from services.shared.pubsub import EventBus
@@ -62,6 +63,14 @@ class Context:
         """The client's current account, if they may still enter it."""
         current = self.session.current_account_id if self.session else None
         return current if current in await self.client_account_ids() else None
+
+    @property
+    def mail_reader(self) -> threads.Reader:
+        """Whose eyes synced mail is read through (services/mail/threads: private threads);
+        the firm came with the session, so no query."""
+        staff = self.require_staff()
+        assert self.session is not None  # a staff member comes with a session
+        return threads.reader(staff, self.session.firm)
 
     @property
     def bus(self) -> EventBus | None:

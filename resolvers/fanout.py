@@ -35,7 +35,7 @@ from graphql.execution import Executor, MiddlewareManager
 from models import Session, StaffMember
 from resolvers.context import Context
 from schema.messages import Message
-from services.mail import message_pages
+from services.mail import message_pages, threads
 from services.shared.pubsub import DEFAULT_MAX_QUEUE, EventBus
 from services.shared.scope import FirmScope
 from services.shared.sessions import resolve_session_shared
@@ -95,8 +95,16 @@ GroupKey = tuple[str, str | None, str, Visibility, int | None]
 def visibility(staff: StaffMember) -> Visibility:
     """What decides what a staff member may see of a Message and below: the firm (every
     loader is firm-scoped), the role and the rights (field permissions, replies among
-    deliveries). Nothing under messageSynced reads the member's own id or session."""
+    deliveries). Nothing under messageSynced reads the member's own id or session, but for a
+    private message's owner, who is served on their own (`reads_privately`)."""
     return (staff.firm_id, str(staff.role), staff.can_manage_accounts, staff.can_use_inbox)
+
+
+def reads_privately(staff_id: int, row: Any) -> bool:
+    """Whether staff member `staff_id` reads the message otherwise than the group's shared
+    execution does (it runs as nobody in particular: services/mail/threads.group_reader): the
+    owner of a private message reads its content, so theirs is executed on its own."""
+    return row.private_to_id is not None and row.private_to_id == staff_id
 
 
 def group_key(sink: Sink, staff: StaffMember, account_id: int | None) -> GroupKey:
@@ -164,7 +172,7 @@ class Member:
             if staff is not None and staff.uses_inbox and visibility(staff) == view:
                 if outcome.row is None:
                     return  # gone meanwhile: nothing to show
-                if outcome.payload is not None:
+                if outcome.payload is not None and not reads_privately(staff.pk, outcome.row):
                     self._write(self.sink.frame(outcome.payload))
                     return
         self.offer(outcome)
@@ -349,7 +357,10 @@ class Group:
                     settings=member.settings,
                     session=session,
                 )
-                payload = await self._execute(context, Message.from_model(row))
+                # As nobody in particular of the group's role: a private message's owner is
+                # served on their own (reads_privately), everyone else sees what this shows.
+                reader = threads.group_reader(self.view[1], session.firm)
+                payload = await self._execute(context, Message.from_model(row, reader))
                 return Outcome(sessions, row, payload)
         return Outcome(sessions, row)  # nobody may see it as the group would: each on its own
 

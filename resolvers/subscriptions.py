@@ -88,7 +88,7 @@ async def _synced_messages(
             _require_inbox(context)
             row = await message_pages.announced_message(context.scope, message_id)
             if row is not None:  # gone meanwhile: nothing to show
-                yield Message.from_model(row)
+                yield Message.from_model(row, context.mail_reader)
 
 
 async def _multiplexed(
@@ -128,10 +128,15 @@ async def _multiplexed(
             _require_inbox(context)
             if outcome.row is None:  # gone meanwhile: nothing to show
                 continue
-            if outcome.payload is not None and _sees_as(context, group.view):
+            if (
+                outcome.payload is not None
+                and _sees_as(context, group.view)
+                and not fanout.reads_privately(context.require_staff().pk, outcome.row)
+            ):
                 await sink.send(sink.frame(outcome.payload))
-            else:  # its rights changed since it joined: executed for it alone, as stock
-                yield Message.from_model(outcome.row)
+            else:  # its rights changed since it joined, or the message is private to it:
+                # executed for it alone, as stock
+                yield Message.from_model(outcome.row, context.mail_reader)
     finally:
         member.cancel_write()
         registry.leave(group, member)

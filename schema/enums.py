@@ -15,6 +15,7 @@ from models import AccountType as _AccountType
 from models import DeliveryStatus as _DeliveryStatus
 from models import HistoryStatus as _HistoryStatus
 from models import InboxNotification as _InboxNotification
+from models import MailboxVisibility as _MailboxVisibility
 from models import NotificationCategory as _NotificationCategory
 from models import StaffRole as _StaffRole
 from models import SyncStatus as _SyncStatus
@@ -101,6 +102,16 @@ MailboxSyncStatus = expose(
         "FAILED": "The last sync failed; lastError says why. It is retried.",
     },
     name="MailboxSyncStatus",
+)
+MailboxVisibility = expose(
+    _MailboxVisibility,
+    "Who reads a mailbox's synced mail.",
+    {
+        "SHARED": "The whole firm (staff with the inbox right).",
+        "PERSONAL": "Connected by a staff member for themselves: its threads are private to "
+        "them (others see subject, participants and date only) until they share a thread.",
+    },
+    name="MailboxVisibility",
 )
 HistoryImportStatus = expose(
     _HistoryStatus,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import strawberry
 
-from schema.enums import AccountType, StaffRole
+from schema.enums import AccountType, MailboxVisibility, StaffRole
 
 KEEP = " Left out or null: unchanged."
 
@@ -116,6 +116,11 @@ class UpdateMailboxInput:
     )
     password: str | None = strawberry.field(
         default=None, description="Stored encrypted; never returned." + KEEP
+    )
+    visibility: MailboxVisibility | None = strawberry.field(
+        default=None,
+        description="SHARED or PERSONAL, its stored mail with it (only the staff member who "
+        "connected it; given alone, no login is checked)." + KEEP,
     )
 
 

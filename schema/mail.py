@@ -13,12 +13,13 @@ from strawberry.types import Info
 from models import HistoryImport as HistoryImportModel
 from models import Mailbox as MailboxModel
 from models import MailboxSkip as MailboxSkipModel
+from models import StaffMember as StaffMemberModel
 from schema import ids
 from schema.batched import loaded_field
-from schema.enums import HistoryImportStatus, MailboxSyncStatus
+from schema.enums import HistoryImportStatus, MailboxSyncStatus, MailboxVisibility
 from schema.errors import UserError
 from schema.pagination import check_page_size
-from schema.types import ScopedNode
+from schema.types import ScopedNode, StaffMember
 
 MAX_HISTORY_IMPORTS = 100
 
@@ -126,6 +127,19 @@ class Mailbox(ScopedNode):
         description="How far the current sync pass has read (the last pass's figures when "
         "none runs); null before the first pass."
     )
+    visibility: MailboxVisibility = strawberry.field(
+        description="SHARED (the whole firm reads its mail) or PERSONAL (its owner's)."
+    )
+    owner_id: strawberry.Private[int | None]
+
+    @strawberry.field(
+        description="Who connected a PERSONAL mailbox for themselves; null for a SHARED one."
+    )
+    async def owner(self, info: Info) -> StaffMember | None:
+        if self.owner_id is None:
+            return None
+        row = await info.context.loaders.by_id(StaffMemberModel).load(self.owner_id)
+        return StaffMember.from_model(row) if row is not None else None
 
     @strawberry.field(
         description="Messages that failed to sync (fetch, read or store) and are being "
@@ -170,6 +184,8 @@ class Mailbox(ScopedNode):
             sync_progress=None
             if row.sync_total is None
             else SyncProgress(done=row.sync_done, total=row.sync_total),
+            visibility=MailboxVisibility(row.visibility),
+            owner_id=row.created_by_id if row.visibility == "PERSONAL" else None,
         )
 
     @classmethod
@@ -203,6 +219,11 @@ class ConnectMailboxInput:
     )
     username: str = strawberry.field(description="For IMAP and SMTP alike.")
     password: str = strawberry.field(description="Stored encrypted; never returned.")
+    visibility: MailboxVisibility | None = strawberry.field(
+        default=MailboxVisibility.SHARED,
+        description="SHARED (default: the whole firm reads its mail) or PERSONAL (yours: its "
+        "threads are private to you until you share one).",
+    )
 
 
 @strawberry.type(description="What a mailbox mutation did.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry import relay
@@ -13,7 +14,7 @@ from strawberry.types import Info
 from models import Attachment as AttachmentModel
 from models import Message as MessageModel
 from schema import ids
-from schema.batched import loaded_field
+from schema.batched import batched_field, loaded_field
 from schema.delivery import Delivery
 from schema.enums import DeliveryStatus, MessageDirection, SenderAuthentication
 from schema.errors import UserError
@@ -21,6 +22,7 @@ from schema.pagination import Connection, Edge, bad_input, check_page_size
 from schema.permissions import UsesInbox
 from schema.types import Account, Document, ScopedNode
 from services.mail import message_pages, parse
+from services.mail.threads import Reader
 from services.shared.errors import InputError
 
 
@@ -65,6 +67,13 @@ class Attachment:
         return await info.context.loaders.documents_by_attachment.load(key)  # loaded as nodes
 
 
+async def _attachments_of(context: Any, messages: Sequence[Message]) -> list[list[Attachment]]:
+    """Each message's attachments; none for a message whose content is hidden (not loaded)."""
+    shown = [m.id for m in messages if not m.content_hidden]
+    loaded = iter(await context.loaders.attachments_by_message.load_many(shown) if shown else [])
+    return [[] if m.content_hidden else next(loaded) for m in messages]
+
+
 @strawberry.type(description="A message synced from (or sent through) a connected mailbox.")
 class Message(ScopedNode):
     model = MessageModel
@@ -91,10 +100,24 @@ class Message(ScopedNode):
         description="Why the body and attachments were not stored (the message was larger "
         "than the size limit: its headers were kept); null when they were."
     )
+    private: bool = strawberry.field(
+        description="Its thread is private to the owner of the personal mailbox it came "
+        "through (until they share it: shareThread)."
+    )
+    content_hidden: bool = strawberry.field(
+        description="True when you may not read it (a private thread of someone else's): "
+        "subject, participants and date stay; textBody, htmlBody and attachments are "
+        "null or empty."
+    )
     raw_html: strawberry.Private[str | None]
 
     @classmethod
-    def from_model(cls, row: MessageModel | message_pages.MessageRow) -> Message:
+    def from_model(  # type: ignore[override]
+        cls, row: MessageModel | message_pages.MessageRow, reader: Reader
+    ) -> Message:
+        """The message as `reader` may see it: its content left out where the rule of
+        services/mail/threads hides it."""
+        hidden = reader.hides(row.private_to_id)
         return cls(
             id=row.pk,
             subject=row.subject,
@@ -102,12 +125,14 @@ class Message(ScopedNode):
             to=list(row.to_addresses),
             cc=list(row.cc_addresses),
             sent_at=row.sent_at,
-            text_body=row.text_body,
+            text_body=None if hidden else row.text_body,
             direction=MessageDirection(row.direction),
             thread_id=strawberry.ID(row.thread_key),
             sender_authentication=SenderAuthentication(row.sender_auth or "NONE"),
             content_skipped=row.content_skipped,
-            raw_html=row.html_body,
+            private=row.private_to_id is not None,
+            content_hidden=hidden,
+            raw_html=None if hidden else row.html_body,
         )
 
     @classmethod
@@ -117,7 +142,9 @@ class Message(ScopedNode):
         staff = info.context.staff
         if staff is None or not staff.uses_inbox:
             return [None for _ in node_ids]
-        return await super().resolve_nodes(info=info, node_ids=node_ids, required=required)
+        rows = await info.context.loaders.by_id(MessageModel).load_many([int(i) for i in node_ids])
+        reader = info.context.mail_reader
+        return [cls.from_model(row, reader) if row is not None else None for row in rows]
 
     @strawberry.field(description="The HTML part, sanitized (no scripts, no event handlers).")
     def html_body(self) -> str | None:
@@ -126,9 +153,10 @@ class Message(ScopedNode):
     accounts: list[Account] = loaded_field(
         "accounts_by_message", description="The accounts whose Email tab shows this message."
     )
-    attachments: list[Attachment] = loaded_field(
-        "attachments_by_message",
-        description="The files attached to the message, in the order they came.",
+    attachments: list[Attachment] = batched_field(
+        _attachments_of,
+        description="The files attached to the message, in the order they came; empty when "
+        "its content is hidden from you.",
     )
     delivery: Delivery | None = loaded_field(
         "delivery_by_message",
@@ -169,7 +197,7 @@ async def inbox(
         total, rows, more = await message_pages.inbox_page(info.context.scope, size, after, status)
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
-    return message_connection(rows, total, more, after)
+    return message_connection(rows, total, more, after, info.context.mail_reader)
 
 
 async def account_messages(
@@ -184,7 +212,7 @@ async def account_messages(
     except InputError as exc:  # a malformed cursor: the client's mistake, said plainly
         raise bad_input(str(exc), "after") from None
     total, rows, more = await info.context.loaders.messages_page.load((account_id, size, position))
-    return message_connection(rows, total, more, after)
+    return message_connection(rows, total, more, after, info.context.mail_reader)
 
 
 def message_connection(
@@ -192,9 +220,13 @@ def message_connection(
     total: int,
     more: bool,
     after: str | None,
+    reader: Reader,
 ) -> Connection[Message]:
-    """One keyset page of messages in the Relay shape."""
-    edges = [Edge(node=Message.from_model(r), cursor=message_pages.encode_cursor(r)) for r in rows]
+    """One keyset page of messages in the Relay shape, as `reader` may see them."""
+    edges = [
+        Edge(node=Message.from_model(r, reader), cursor=message_pages.encode_cursor(r))
+        for r in rows
+    ]
     return Connection(
         edges=edges,
         page_info=PageInfo(
@@ -204,4 +236,19 @@ def message_connection(
             end_cursor=edges[-1].cursor if edges else None,
         ),
         total_count=total,
+    )
+
+
+@strawberry.type(description="What sharing or unsharing a thread did.")
+class ThreadPayload:
+    errors: list[UserError] = strawberry.field(
+        description="Why nothing was done; empty on success."
+    )
+    thread_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The thread concerned; null on failure."
+    )
+    private: bool | None = strawberry.field(
+        default=None,
+        description="Whether its mail from your personal mailboxes is private now; null on "
+        "failure.",
     )

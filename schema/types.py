@@ -91,10 +91,21 @@ class Firm(ScopedNode):
         description="Receives a copy of every email Portico sends to clients (staff only).",
         permission_classes=staff,
     )
+    owners_see_all_mail: bool = strawberry.field(
+        description="Owners read the private threads of personal mailboxes too (staff only; "
+        "off by default: owners follow the same rule as everyone).",
+        permission_classes=staff,
+    )
 
     @classmethod
     def from_model(cls, row: FirmModel) -> Firm:
-        return cls(id=row.pk, name=row.name, slug=row.slug, copy_address=row.copy_address)
+        return cls(
+            id=row.pk,
+            name=row.name,
+            slug=row.slug,
+            copy_address=row.copy_address,
+            owners_see_all_mail=row.owners_see_all_mail,
+        )
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

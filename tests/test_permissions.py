@@ -120,6 +120,8 @@ MUTATIONS = {
         f'mutation {{ replyToMessage(messageId: "{ID}", body: "Thanks") {{ errors {{ code }} }} }}',
         "inbox",
     ),
+    "shareThread": ('mutation { shareThread(threadId: "t") { errors { code } } }', "inbox"),
+    "unshareThread": ('mutation { unshareThread(threadId: "t") { errors { code } } }', "inbox"),
     "updateContact": (
         f'mutation {{ updateContact(id: "{ID}", input: {{firstName: "X"}}) {{ errors {{ code }} }} }}',
         "manager",

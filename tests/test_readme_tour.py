@@ -77,6 +77,12 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
     [delivery] = [e["node"] for e in endpoint["deliveries"]["edges"]]
     assert (delivery["event"], delivery["status"]) == ("EMAIL_FLAGS_CHANGED", "PENDING")
     assert delivery["eventId"].startswith("msg_") and delivery["attemptLog"] == []
+    # No mailbox, no thread: sharing one is not found (and nothing is shared).
+    assert answers[15]["shareThread"] == {
+        "errors": [{"code": "NOT_FOUND", "field": ["threadId"], "message": "No such thread."}],
+        "threadId": None,
+        "private": None,
+    }
 
 
 def test_every_setting_is_in_the_readme():

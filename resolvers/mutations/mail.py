@@ -8,14 +8,16 @@ from typing import Annotated, TypeVar
 import strawberry
 from strawberry.types import Info
 
+from models import MailboxVisibility
 from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
+from schema.enums import MailboxVisibility as Visibility
 from schema.inputs import UpdateMailboxInput
 from schema.mail import ConnectMailboxInput, Mailbox, MailboxPayload
-from schema.messages import Message, MessagePayload
+from schema.messages import Message, MessagePayload, ThreadPayload
 from schema.permissions import UsesInbox
-from services.mail import mailboxes, replies, sync_engine
+from services.mail import mailboxes, replies, sync_engine, threads
 
 T = TypeVar("T")
 
@@ -56,6 +58,7 @@ class MailMutations:
             smtp_tls=_or(input.smtp_tls, True),
             username=input.username,
             password=input.password,
+            visibility=MailboxVisibility(_or(input.visibility, Visibility.SHARED).value),
         )
         return _payload(
             *await attempt(
@@ -69,7 +72,10 @@ class MailMutations:
     @mutation(
         description="Changes how a mailbox logs in (null keeps a value); both logins are "
         "checked as connectMailbox does and a failure answers the same codes and saves "
-        "nothing. A FAILED mailbox is IDLE again and its next sync pass starts at once.",
+        "nothing. A FAILED mailbox is IDLE again and its next sync pass starts at once. "
+        "visibility switches it between SHARED and PERSONAL, its stored mail with it: only "
+        "the staff member who connected it (FORBIDDEN for others); given alone, no login is "
+        "checked.",
         permission_classes=uses_inbox,
     )
     async def update_mailbox(
@@ -97,6 +103,9 @@ class MailMutations:
                     changes,
                     info.context.settings,
                     staff=info.context.staff,
+                    visibility=None
+                    if input.visibility is None
+                    else MailboxVisibility(input.visibility.value),
                 ),
             )
         )
@@ -176,6 +185,54 @@ class MailMutations:
                 body,
                 info.context.settings,
                 info.context.bus,
+                reader=info.context.mail_reader,
             ),
         )
-        return MessagePayload(errors=errors, message=Message.from_model(reply) if reply else None)
+        message = Message.from_model(reply, info.context.mail_reader) if reply else None
+        return MessagePayload(errors=errors, message=message)
+
+    @mutation(
+        description="Shares a thread of your personal mailbox with the firm: its mail (also "
+        "mail arriving later) becomes readable by all staff with the inbox right, and its "
+        "attachments are auto-saved into the Documents of accounts that auto-save. The "
+        "mailbox's owner only (FORBIDDEN for others); NOT_FOUND for a thread the firm does "
+        "not have.",
+        permission_classes=uses_inbox,
+    )
+    async def share_thread(
+        self,
+        info: Info,
+        thread_id: Annotated[
+            strawberry.ID, strawberry.argument(description="A message's threadId.")
+        ],
+    ) -> ThreadPayload:
+        return await _thread_change(info, thread_id, share=True)
+
+    @mutation(
+        description="Makes a thread you shared private to you again (its mail from your "
+        "personal mailboxes; documents saved from it meanwhile stay). The mailbox's owner "
+        "only (FORBIDDEN for others); NOT_FOUND for a thread the firm does not have.",
+        permission_classes=uses_inbox,
+    )
+    async def unshare_thread(
+        self,
+        info: Info,
+        thread_id: Annotated[
+            strawberry.ID, strawberry.argument(description="A message's threadId.")
+        ],
+    ) -> ThreadPayload:
+        return await _thread_change(info, thread_id, share=False)
+
+
+async def _thread_change(info: Info, thread_id: str, *, share: bool) -> ThreadPayload:
+    context = info.context
+    staff = context.require_staff()
+    change = (
+        threads.share_thread(context.scope, staff, thread_id, context.settings)
+        if share
+        else threads.unshare_thread(context.scope, staff, thread_id)
+    )
+    _, errors = await attempt(context, change)
+    if errors:
+        return ThreadPayload(errors=errors)
+    return ThreadPayload(errors=[], thread_id=strawberry.ID(thread_id), private=not share)

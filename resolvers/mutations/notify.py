@@ -47,7 +47,13 @@ class ClientEventInput:
 @strawberry.input(description="Changes to the firm's settings.")
 class FirmSettingsInput:
     copy_address: str | None = strawberry.field(
-        default=None, description="Where copies of client mail go; empty for none."
+        default=strawberry.UNSET,
+        description="Where copies of client mail go; empty or null for none; left out keeps it.",
+    )
+    owners_see_all_mail: bool | None = strawberry.field(
+        default=None,
+        description="Owners read the private threads of personal mailboxes too (only an "
+        "owner may change it); null keeps it.",
     )
 
 
@@ -124,6 +130,12 @@ class NotifyMutations:
     ) -> FirmPayload:
         firm, errors = await attempt(
             info.context,
-            firms.update_firm_settings(info.context.scope, info.context.staff, input.copy_address),
+            firms.update_firm_settings(
+                info.context.scope,
+                info.context.staff,
+                None if input.copy_address is strawberry.UNSET else input.copy_address,
+                owners_see_all_mail=input.owners_see_all_mail,
+                keep_copy_address=input.copy_address is strawberry.UNSET,
+            ),
         )
         return FirmPayload(errors=errors, firm=Firm.from_model(firm) if firm else None)

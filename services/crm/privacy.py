@@ -7,7 +7,9 @@ asked and the expiry. The bundle is built when the link is opened, so it shows t
 is then: a contact erased or a member who lost the manage-accounts right since makes the link
 dead before it expires. Synced mail (messages, and replies among the deliveries) is in it only
 when that member has the inbox right then too (StaffMember.uses_inbox), and at most
-MAX_MESSAGES of it, the newest: opening the link rebuilds the bundle each time. The erasure
+MAX_MESSAGES of it, the newest: opening the link rebuilds the bundle each time. It is read as
+that member reads Inbox+ (services/mail/threads): bodies of a colleague's private threads are
+left out and counted in the notes. The erasure
 (services/crm/erasure) finds the same data through `addresses_of` and `messages_concerning`.
 """
 
@@ -33,6 +35,7 @@ from models import (
     Contact,
     Document,
     EmailAddress,
+    Firm,
     Invitation,
     Message,
     OutboundEmail,
@@ -41,6 +44,7 @@ from models import (
     StaffMember,
 )
 from portico.settings import Settings
+from services.mail import threads
 from services.outbound import outbox
 from services.portal import invitations
 from services.shared import audit, crypto, files
@@ -115,7 +119,10 @@ async def open_link(token: str, settings: Settings) -> Bundle:
     contact = await scope.find(Contact, contact_id)
     if staff is None or not staff.active or not staff.manages_accounts or contact is None:
         raise LinkRefused()
-    data = await collect(scope, contact, with_mail=staff.uses_inbox)
+    firm = await Firm.get(pk=firm_id)
+    data = await collect(
+        scope, contact, with_mail=staff.uses_inbox, reader=threads.reader(staff, firm)
+    )
     documents = await sole_documents(scope, contact.pk)
     content = await _zip(data, documents, settings)
     return Bundle(f"contact-{contact.pk}-data.zip", content)
@@ -184,10 +191,18 @@ async def _linked_account_ids(scope: FirmScope, contact_id: int) -> list[int]:
     )
 
 
-async def collect(scope: FirmScope, contact: Contact, *, with_mail: bool) -> dict[str, Any]:
+async def collect(
+    scope: FirmScope,
+    contact: Contact,
+    *,
+    with_mail: bool,
+    reader: threads.Reader = threads.NOBODY,
+) -> dict[str, Any]:
     """data.json: everything the firm holds about the contact, keyed by what it is. Without
     `with_mail` (the member may not read mail) no synced mail: "messages" is null, and
-    "notes" says why."""
+    "notes" says why. Mail is read through `reader`'s eyes, as Inbox+ shows it to them: the
+    bodies of private threads of someone else's personal mailbox are left out (counted in
+    "notes"; their owner can export them)."""
     emails = await addresses_of(scope, contact.pk)
     normalized = [e.address_normalized for e in emails]
     account_ids = await _linked_account_ids(scope, contact.pk)
@@ -204,7 +219,7 @@ async def collect(scope: FirmScope, contact: Contact, *, with_mail: bool) -> dic
     )
     notes: list[str] = []
     if with_mail:
-        messages = await _messages(scope, normalized, notes)
+        messages = await _messages(scope, normalized, notes, reader)
     else:
         messages = None
         notes.append(
@@ -345,7 +360,7 @@ async def _deliveries(
 
 
 async def _messages(
-    scope: FirmScope, normalized: list[str], notes: list[str]
+    scope: FirmScope, normalized: list[str], notes: list[str], reader: threads.Reader
 ) -> list[dict[str, Any]]:
     """Their synced mail, newest first, at most MAX_MESSAGES (`notes` says when capped)."""
     found = list(await messages_concerning(scope, normalized))
@@ -363,6 +378,12 @@ async def _messages(
     for start in range(0, len(newest), _SCAN_BATCH):
         rows += await scope.query(Message).filter(id__in=newest[start : start + _SCAN_BATCH])
     rows.sort(key=lambda row: (row.sent_at, row.pk), reverse=True)
+    hidden = sum(1 for row in rows if reader.hides(row.private_to_id))
+    if hidden:
+        notes.append(
+            f"The bodies of {hidden} messages were left out: they are in private threads of "
+            "a colleague's personal mailbox. Its owner can share the threads or export them."
+        )
     return [
         {
             "messageId": row.message_id,
@@ -372,8 +393,9 @@ async def _messages(
             "to": list(row.to_addresses or []),
             "cc": list(row.cc_addresses or []),
             "sentAt": row.sent_at.isoformat(),
-            "textBody": row.text_body,
-            "htmlBody": row.html_body,
+            "textBody": None if reader.hides(row.private_to_id) else row.text_body,
+            "htmlBody": None if reader.hides(row.private_to_id) else row.html_body,
+            "contentHidden": reader.hides(row.private_to_id),
         }
         for row in rows
     ]

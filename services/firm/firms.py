@@ -12,7 +12,7 @@ from tortoise.transactions import in_transaction
 from models import Firm, PortalUser, StaffMember, StaffRole
 from services.shared import passwords
 from services.shared.emails import validate_address
-from services.shared.errors import ErrorCode, input_error
+from services.shared.errors import ErrorCode, Forbidden, input_error
 from services.shared.permissions import require_staff_admin
 from services.shared.scope import FirmScope
 
@@ -77,16 +77,29 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
 
 
 async def update_firm_settings(
-    scope: FirmScope, actor: StaffMember, copy_address: str | None
+    scope: FirmScope,
+    actor: StaffMember,
+    copy_address: str | None,
+    *,
+    owners_see_all_mail: bool | None = None,
+    keep_copy_address: bool = False,
 ) -> Firm:
     """Owners and admins set the address that gets a copy of every email to clients
-    (empty or null: no copies)."""
+    (empty or null: no copies; `keep_copy_address`: unchanged). Only an owner turns
+    `owners_see_all_mail` on or off (owners reading private threads of personal mailboxes:
+    an admin must not grant it to owners behind their colleagues' backs, nor take it away);
+    null keeps it."""
     require_staff_admin(actor)
+    if owners_see_all_mail is not None and actor.role != StaffRole.OWNER:
+        raise Forbidden("Only an owner may change whether owners read private mail.")
     firm = await Firm.get(pk=scope.firm_id)
-    firm.copy_address = (
-        validate_address(copy_address, "input", "copyAddress")[0]
-        if copy_address and copy_address.strip()
-        else None
-    )
-    await firm.save(update_fields=["copy_address"])
+    if owners_see_all_mail is not None:
+        firm.owners_see_all_mail = owners_see_all_mail
+    if not keep_copy_address:
+        firm.copy_address = (
+            validate_address(copy_address, "input", "copyAddress")[0]
+            if copy_address and copy_address.strip()
+            else None
+        )
+    await firm.save(update_fields=["copy_address", "owners_see_all_mail"])
     return firm

@@ -56,8 +56,9 @@ STOP_GRACE_SECONDS = 5.0  # a pass in flight may finish its work before it is ca
 # that drops idle clients would otherwise be logged into over and over.
 MIN_IDLE_SECONDS = 30.0
 MAX_CONCURRENT_PASSES = 8  # per process: many mailboxes do not all log in at the same moment
-# What a mailbox logs in with: when any of it changes, its task starts afresh. updateMailbox
-# encrypts the password anew every time, so each update is seen.
+# What a mailbox logs in with, and whose its mail is (its visibility: a pass stores mail
+# private or not by the row it started with): when any of it changes, its task starts afresh.
+# updateMailbox encrypts the password anew every time, so each update is seen.
 LOGIN_FIELDS = (
     "imap_host",
     "imap_port",
@@ -67,6 +68,7 @@ LOGIN_FIELDS = (
     "smtp_tls",
     "username",
     "password_encrypted",
+    "visibility",
 )
 
 

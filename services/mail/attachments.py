@@ -22,6 +22,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from models import Account, Attachment, Document
 from portico.settings import Settings
@@ -32,6 +33,7 @@ from services.webhooks import emit
 
 MB = 1024 * 1024
 UNREADABLE = "could not be read: not kept"
+AUTO_SAVE_SLACK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,18 @@ async def record_many(scope: FirmScope, messages: Sequence[tuple[int, Sequence[K
     ]
     if rows:
         await Attachment.bulk_create(rows)
+
+
+def auto_saves(
+    sent_at: datetime, since: datetime | None, sender_auth: str | None, settings: Settings
+) -> bool:
+    """Whether a message's attachments are auto-saved: "future synced mail", sent since
+    `since` (its mailbox was connected), give or take AUTO_SAVE_SLACK (the Date header is the
+    sender's clock, and mail may take a while to arrive), from a sender that did not fail
+    authentication (`sender_auth`; with mail_auth_strict, one that passed it)."""
+    if since is None or sent_at < since - AUTO_SAVE_SLACK:
+        return False
+    return sender_auth == "PASS" if settings.mail_auth_strict else sender_auth != "FAIL"
 
 
 async def auto_save(

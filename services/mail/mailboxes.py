@@ -32,13 +32,14 @@ from models import (
     HistoryImport,
     Mailbox,
     MailboxFolder,
+    MailboxVisibility,
     Message,
     OutboundEmail,
     StaffMember,
     SyncStatus,
 )
 from portico.settings import Settings
-from services.mail import removal
+from services.mail import removal, threads
 from services.mail.logins import MailLoginError, MailServer, check_imap, check_smtp
 from services.shared import audit, crypto, files, network
 from services.shared.emails import validate_address
@@ -69,6 +70,7 @@ class NewMailbox:
     smtp_tls: bool
     username: str
     password: str = field(repr=False)
+    visibility: MailboxVisibility = MailboxVisibility.SHARED
 
 
 # Which input field each failure points at.
@@ -124,6 +126,8 @@ async def connect_mailbox(
                 username=new.username,
                 password_encrypted=encrypt_password(settings, new.password),
                 created_by=staff,
+                # PERSONAL: its connecting member's own (a CLI connection has none: SHARED).
+                visibility=new.visibility if staff is not None else MailboxVisibility.SHARED,
             )
             await audit.record(
                 scope,
@@ -161,6 +165,7 @@ async def update_mailbox(
     changes: MailboxChanges,
     settings: Settings,
     staff: StaffMember | None = None,
+    visibility: MailboxVisibility | None = None,
 ) -> Mailbox:
     """Changes how the mailbox logs in: the settings it would have are validated and both
     logins checked as connectMailbox does, and nothing is saved on failure. A FAILED mailbox
@@ -168,8 +173,19 @@ async def update_mailbox(
     next pass afresh (services/loops/mail_sync restarts a mailbox's task when its settings
     change; the password is encrypted anew on every update, so even an update that changes
     nothing else is seen). A password left null keeps the stored one, but only for the same
-    servers and user name."""
+    servers and user name.
+
+    `visibility` switches it between SHARED and PERSONAL (services/mail/threads.set_visibility:
+    the member who connected it only, FORBIDDEN before anything is checked or saved); given
+    alone, no login is checked."""
     mailbox = await scope.get(Mailbox, mailbox_id, "id")
+    if visibility is not None:
+        threads.check_switch(mailbox, visibility, staff)
+        if changes == MailboxChanges():  # only who reads it
+            async with in_transaction():
+                await _switch(scope, mailbox, visibility, staff, settings)
+            MAIL_SYNC.notify()  # its sync task starts afresh, storing mail as it is now
+            return await scope.get(Mailbox, mailbox.pk, "id")
     kept_password = changes.password is None
     wanted = NewMailbox(
         address=mailbox.address,
@@ -229,9 +245,34 @@ async def update_mailbox(
                 "passwordChanged": changes.password is not None,
             },
         )
+        if visibility is not None:
+            await _switch(scope, mailbox, visibility, staff, settings)
     log.info("mailbox %s updated (firm %s)", mailbox.pk, scope.firm_id)
     MAIL_SYNC.notify()  # this process's loop restarts the mailbox's task now
     return await scope.get(Mailbox, mailbox.pk, "id")
+
+
+async def _switch(
+    scope: FirmScope,
+    mailbox: Mailbox,
+    visibility: MailboxVisibility,
+    staff: StaffMember | None,
+    settings: Settings,
+) -> None:
+    """The visibility change, audited, inside the caller's transaction."""
+    before = mailbox.visibility
+    if visibility == before:
+        return
+    await threads.set_visibility(scope, mailbox, visibility, staff, settings)
+    await audit.record(
+        scope,
+        "MAILBOX_UPDATED",
+        account_id=None,
+        email=mailbox.address,
+        staff=staff,
+        before={"visibility": str(before)},
+        after={"visibility": str(visibility)},
+    )
 
 
 async def disconnect_mailbox(
@@ -433,6 +474,7 @@ def _clean(new: NewMailbox) -> NewMailbox:
         smtp_tls=new.smtp_tls,
         username=username,
         password=password,
+        visibility=new.visibility,
     )
 
 

@@ -40,6 +40,7 @@ class MessageRow(NamedTuple):
     thread_key: str
     sender_auth: str | None
     content_skipped: str | None
+    private_to_id: int | None
 
 
 def encode_cursor(message: Message | MessageRow) -> str:
@@ -114,12 +115,12 @@ async def inbox_page(
 # What MessageRow holds, in its order.
 _MESSAGE_COLUMNS = (
     "id, subject, from_address, to_addresses, cc_addresses, sent_at, text_body, html_body,"
-    " direction, thread_key, sender_auth, content_skipped"
+    " direction, thread_key, sender_auth, content_skipped, private_to_id"
 )
 
 
 def _message_row(row: Any) -> MessageRow:
-    pk, subject, sender, to, cc, sent_at, text, html, direction, thread, auth, skipped = row
+    pk, subject, sender, to, cc, sent_at, text, html, direction, thread, auth, skip, private = row
     return MessageRow(
         pk,
         subject,
@@ -132,7 +133,8 @@ def _message_row(row: Any) -> MessageRow:
         direction,
         thread,
         auth,
-        skipped,
+        skip,
+        private,
     )
 
 

@@ -39,12 +39,12 @@ from tortoise.transactions import in_transaction
 
 from models import Firm, Mailbox, Message, MessageAccount
 from portico.settings import Settings
-from services.mail import mailboxes, parse, store
+from services.mail import mailboxes, parse, store, threads
 from services.mail.events import announce_message
 from services.mail.imap import SENT, ImapSession, MailSyncError
 from services.outbound import outbox
 from services.outbound.transport import mentions, scrub
-from services.shared.errors import ErrorCode, input_error
+from services.shared.errors import ErrorCode, Forbidden, input_error
 from services.shared.pubsub import EventBus
 from services.shared.scope import FirmScope
 from services.shared.wakeups import OUTBOX
@@ -68,14 +68,19 @@ async def reply_to_message(
     body: str,
     settings: Settings,
     bus: EventBus | None = None,
+    *,
+    reader: threads.Reader = threads.NOBODY,
 ) -> Message:
     """Stores the reply to message `message_id` in its thread and queues it for sending.
 
     Input errors (written nothing): INVALID_TEXT (empty or too long body), NOT_FOUND (no such
     message in this firm), NO_MAILBOX (the firm has none to send through), NO_RECIPIENT.
+    FORBIDDEN when `reader` may not read the message (a private thread of someone else's).
     """
     text = _body(body)
     original = await scope.get(Message, message_id, "messageId")
+    if reader.hides(original.private_to_id):  # the reply would quote what they may not read
+        raise Forbidden("This message's thread is private to its mailbox's owner.")
     firm_boxes = await mailboxes.mailboxes(scope)
     mailbox = _mailbox_for(original, firm_boxes)
     to = _recipient(original, {box.address_normalized for box in firm_boxes})
@@ -108,8 +113,14 @@ async def reply_to_message(
     )
     async with in_transaction():
         # OUTBOUND: it is from the mailbox's own address.
+        # A reply in a private thread is as private as the message it answers.
         reply = store.message_row(
-            scope, written, {mailbox.address_normalized}, mailbox.pk, original.thread_key
+            scope,
+            written,
+            {mailbox.address_normalized},
+            mailbox.pk,
+            original.thread_key,
+            private_to=original.private_to_id,
         )
         await reply.save()
         if account_ids:  # the thread's accounts (their links may all be gone meanwhile)

@@ -35,6 +35,11 @@ connected: "attachments of future synced mail") has its kept attachments saved i
 Documents of each account it is linked to (when stored, or linked later) whose auto-save
 attachments option is on, unless its sender failed authentication.
 
+Private threads (services/mail/threads): mail stored through a PERSONAL mailbox (`private_to`,
+its owner) is private to them unless they shared its thread (one query per chunk); a private
+message's attachments are not auto-saved, now or when it is linked later, until it is shared.
+A message stored already keeps its privacy when another mailbox sees it again.
+
 Sender authentication (`Message.sender_auth`): the DMARC result of the Authentication-Results
 header the firm's receiving server added (settings.mail_auth_serv_id; unset: the topmost
 header), PASS, FAIL or None (`ParsedMessage.sender_auth`). FAIL refuses auto-save; with
@@ -48,7 +53,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from tortoise import Tortoise, timezone
@@ -60,13 +65,13 @@ from tortoise.transactions import in_transaction
 
 from models import Message, MessageAccount
 from portico.settings import Settings
-from services.mail import alerts, attachments
+from services.mail import alerts, attachments, threads
 from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, subject_thread_key
 from services.shared.outage import connection_lost, renew_connections
 from services.shared.scope import FirmScope
 from services.webhooks import emit
 
-AUTO_SAVE_SLACK = timedelta(hours=1)
+AUTO_SAVE_SLACK = attachments.AUTO_SAVE_SLACK
 INSERT_ROWS = 100  # messages per INSERT statement (about 20 values each: within any limit)
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
@@ -130,6 +135,7 @@ async def store_message(
     *,
     settings: Settings | None = None,
     auto_save_since: datetime | None = None,
+    private_to: int | None = None,
 ) -> StoreOutcome:
     """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
     (same key) only gains the accounts it lacks. Each write is one short transaction.
@@ -149,6 +155,7 @@ async def store_message(
                 mailbox_id,
                 settings,
                 auto_save_since,
+                private_to,
             )
             if outcomes:
                 return outcomes[0]
@@ -164,8 +171,11 @@ async def store_message(
     if new:
         async with in_transaction():
             await MessageAccount.bulk_create(link_rows(scope, existing, new), ignore_conflicts=True)
-            if settings is not None and _auto_saves(
-                parsed, auto_save_since, existing.sender_auth, settings
+            # A private message's attachments wait until its thread is shared (threads.release).
+            if (
+                settings is not None
+                and existing.private_to_id is None
+                and _auto_saves(parsed, auto_save_since, existing.sender_auth, settings)
             ):
                 await attachments.auto_save(scope, existing.pk, new, settings)
             await _announce(scope, [outcome])
@@ -180,6 +190,7 @@ async def store_messages(
     *,
     settings: Settings | None = None,
     auto_save_since: datetime | None = None,
+    private_to: int | None = None,
 ) -> list[StoreOutcome]:
     """`store_message` for many messages (one fetched chunk) with few statements: the new
     ones are stored in one transaction (their INSERT skips the keys already stored, so no
@@ -204,6 +215,7 @@ async def store_messages(
                 mailbox_id,
                 settings,
                 auto_save_since,
+                private_to,
             )
         except Exception as exc:
             if connection_lost(exc):
@@ -229,6 +241,7 @@ async def store_messages(
                 mailbox_id,
                 settings=settings,
                 auto_save_since=auto_save_since,
+                private_to=private_to,
             )
         )
     return outcomes
@@ -241,6 +254,7 @@ async def _store_new(
     mailbox_id: int | None,
     settings: Settings | None,
     auto_save_since: datetime | None,
+    private_to: int | None = None,
 ) -> tuple[list[StoreOutcome], list[Item]]:
     """Messages of distinct keys, in one transaction with a few statements whatever their
     number: one multi-row INSERT of the messages (those whose key is stored already are left
@@ -250,7 +264,9 @@ async def _store_new(
     Its rows are plain values (`message_values`), not Message instances: Model.__init__'s
     per-field pass cost more than the rest of the store; an inserted row's outcome gets its
     Message (`_stored`) once the INSERT gave its id."""
-    threads = await _thread_keys(scope, [parsed for parsed, _ in items])
+    thread_keys = await _thread_keys(scope, [parsed for parsed, _ in items])
+    # Mail of a personal mailbox is private to its owner unless they shared its thread.
+    shared = await threads.shared_keys(private_to, thread_keys) if private_to else set()
     kept = [
         await attachments.keep(_stored_attachments(parsed), settings) if settings else []
         for parsed, _ in items
@@ -264,8 +280,9 @@ async def _store_new(
             mailbox_id,
             thread_key,
             sender_auth=parsed.sender_auth(serv_id) if settings else None,
+            private_to=None if thread_key in shared else private_to,
         )
-        for (parsed, _), thread_key in zip(items, threads, strict=True)
+        for (parsed, _), thread_key in zip(items, thread_keys, strict=True)
     ]
     for row in rows:  # as a Message holds it: in the database's time zone
         row["sent_at"] = _SENT_AT.to_python_value(row["sent_at"])
@@ -284,6 +301,7 @@ async def _store_new(
             if (
                 settings is not None
                 and files
+                and message.private_to_id is None  # else once its thread is shared
                 and _auto_saves(parsed, auto_save_since, message.sender_auth, settings)
             ):
                 await attachments.auto_save(scope, message.pk, accounts, settings)
@@ -428,13 +446,8 @@ def _stored_attachments(parsed: ParsedMessage) -> list[ParsedAttachment]:
 def _auto_saves(
     parsed: ParsedMessage, since: datetime | None, sender_auth: str | None, settings: Settings
 ) -> bool:
-    """Whether the message is "future synced mail" whose attachments are auto-saved: sent
-    since `since`, give or take AUTO_SAVE_SLACK (the Date header is the sender's clock, and
-    mail may take a while to arrive), from a sender that did not fail authentication
-    (`sender_auth`; with mail_auth_strict, one that passed it)."""
-    if since is None or parsed.sent_at < since - AUTO_SAVE_SLACK:
-        return False
-    return sender_auth == "PASS" if settings.mail_auth_strict else sender_auth != "FAIL"
+    """Whether the message's attachments are auto-saved (`attachments.auto_saves`)."""
+    return attachments.auto_saves(parsed.sent_at, since, sender_auth, settings)
 
 
 def message_row(
@@ -445,10 +458,19 @@ def message_row(
     thread_key: str,
     *,
     sender_auth: str | None = None,
+    private_to: int | None = None,
 ) -> Message:
     """The (unsaved) Message of `parsed` in the thread `thread_key` (`message_values`)."""
     return Message(
-        **message_values(scope, parsed, own, mailbox_id, thread_key, sender_auth=sender_auth)
+        **message_values(
+            scope,
+            parsed,
+            own,
+            mailbox_id,
+            thread_key,
+            sender_auth=sender_auth,
+            private_to=private_to,
+        )
     )
 
 
@@ -460,10 +482,11 @@ def message_values(
     thread_key: str,
     *,
     sender_auth: str | None = None,
+    private_to: int | None = None,
 ) -> dict[str, Any]:
     """The fields of the Message of `parsed` in the thread `thread_key`: OUTBOUND when it is
     from one of `own` (the firm's mailboxes' addresses), else INBOUND; `sender_auth` as read
-    (`ParsedMessage.sender_auth`)."""
+    (`ParsedMessage.sender_auth`); private to `private_to` (services/mail/threads)."""
     from_us = bool(parsed.from_address) and parsed.from_address in own
     skipped = parsed.content_skipped is not None
     return {
@@ -483,6 +506,7 @@ def message_values(
         "direction": OUTBOUND if from_us else INBOUND,
         "references": parsed.reference_chain,
         "mailbox_id": mailbox_id,
+        "private_to_id": private_to,
     }
 
 

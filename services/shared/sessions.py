@@ -43,13 +43,13 @@ async def start_client_session(
 
 def _live(**token: object) -> QuerySet[Session]:
     """Sessions not revoked nor expired whose staff member is active (or of a portal user),
-    with their viewer."""
+    with their viewer and firm (its settings decide what a viewer reads: private mail)."""
     return Session.filter(
         Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
         revoked_at=None,
         expires_at__gt=now(),
         **token,
-    ).select_related("staff_member", "portal_user")
+    ).select_related("staff_member", "portal_user", "firm")
 
 
 async def resolve_session(token: str | None) -> Session | None:

@@ -1,0 +1,226 @@
+"""Private mail threads: who may read a synced message's content, and sharing a thread.
+
+A mailbox is SHARED (the whole firm reads its mail) or PERSONAL (connected by a staff member
+for themselves: `Mailbox.created_by` is its owner). A message is private when it was stored
+through a PERSONAL mailbox and its owner has not shared its thread: `Message.private_to`
+names the owner. The column is kept up to date by every change that decides it (storing,
+`share_thread`, `unshare_thread`, `set_visibility`), so reading never needs a join or a
+query per message: `Reader.hides(message.private_to_id)` is the one rule every field that
+returns content (bodies, attachments and their documents) applies.
+
+Who reads a private message's content: its owner; also the firm's owners when the firm set
+`owners_see_all_mail` (off by default). Everyone else with the inbox right (admins too) sees
+that it exists (subject, participants, date) with its content hidden.
+
+A shared thread is remembered (`SharedThread`, per owner and thread): mail arriving later in
+it through the owner's personal mailbox is shared as it is stored. Attachments of a private
+message are not auto-saved into an account's Documents while it is private; sharing saves
+them, as the store would have (`attachments.auto_saves`). Unsharing makes the thread private
+again; documents saved meanwhile stay (they are the client's account's now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models import (
+    Attachment,
+    Firm,
+    Mailbox,
+    MailboxVisibility,
+    Message,
+    MessageAccount,
+    SharedThread,
+    StaffMember,
+    StaffRole,
+)
+from portico.settings import Settings
+from services.mail import attachments
+from services.shared.errors import ErrorCode, Forbidden, input_error
+from services.shared.scope import FirmScope
+
+THREAD_KEY_LENGTH = 64  # Message.thread_key: a SHA-256 in hex
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Whose eyes synced mail is read through: a staff member (None: nobody in particular,
+    as a group of subscribers shares one execution) and whether they read every private
+    thread (an owner of a firm with owners_see_all_mail)."""
+
+    staff_id: int | None
+    sees_all: bool = False
+
+    def hides(self, private_to: int | None) -> bool:
+        """Whether a message private to `private_to` (None: not private) has its content
+        hidden from this reader."""
+        return private_to is not None and not self.sees_all and private_to != self.staff_id
+
+
+NOBODY = Reader(None)  # reads no private message: for callers that act for no one in particular
+
+
+def reader(staff: StaffMember, firm: Firm) -> Reader:
+    """The reader a staff member of `firm` is."""
+    return Reader(staff.pk, sees_all=owner_sees_all(staff, firm))
+
+
+def owner_sees_all(staff: StaffMember, firm: Firm) -> bool:
+    return staff.role == StaffRole.OWNER and firm.owners_see_all_mail
+
+
+def group_reader(role: str, firm: Firm) -> Reader:
+    """The reader for many staff members of one role at once: none of them the owner of a
+    private message (an owner of one is served on their own)."""
+    return Reader(None, sees_all=role == StaffRole.OWNER and firm.owners_see_all_mail)
+
+
+def private_to_of(mailbox: Mailbox) -> int | None:
+    """Whom mail stored through `mailbox` is private to (before its thread is shared)."""
+    if mailbox.visibility == MailboxVisibility.PERSONAL:
+        return mailbox.created_by_id
+    return None
+
+
+async def shared_keys(owner_id: int, thread_keys: Iterable[str]) -> set[str]:
+    """Those of `thread_keys` that `owner_id` shared (one query)."""
+    wanted = sorted(set(thread_keys))
+    if not wanted:
+        return set()
+    return set(
+        await SharedThread.filter(owner_id=owner_id, thread_key__in=wanted).values_list(
+            "thread_key", flat=True
+        )
+    )
+
+
+def _owned(staff: StaffMember, thread_key: str) -> Q:
+    """The messages of the thread that are `staff`'s to share: private to them, or stored
+    through one of their personal mailboxes."""
+    return Q(thread_key=thread_key) & (
+        Q(private_to_id=staff.pk)
+        | Q(mailbox__created_by_id=staff.pk, mailbox__visibility=MailboxVisibility.PERSONAL)
+    )
+
+
+async def _check_owner(scope: FirmScope, staff: StaffMember, thread_key: str) -> None:
+    """NOT_FOUND for a thread the firm does not have; FORBIDDEN for one the viewer may see
+    but that is not theirs (its mailbox's owner alone shares it)."""
+    if len(thread_key) <= THREAD_KEY_LENGTH:
+        if await scope.query(Message).filter(_owned(staff, thread_key)).exists():
+            return
+        if await scope.query(Message).filter(thread_key=thread_key).exists():
+            raise Forbidden("Only the owner of the personal mailbox may share this thread.")
+    raise input_error(ErrorCode.NOT_FOUND, "No such thread.", "threadId")
+
+
+async def share_thread(
+    scope: FirmScope, staff: StaffMember, thread_key: str, settings: Settings
+) -> None:
+    """The thread's mail from `staff`'s personal mailboxes becomes readable by the firm, now
+    and as more arrives; its attachments are auto-saved as the store would have done."""
+    await _check_owner(scope, staff, thread_key)
+    async with in_transaction():
+        await SharedThread.bulk_create(
+            [SharedThread(firm_id=scope.firm_id, owner_id=staff.pk, thread_key=thread_key)],
+            ignore_conflicts=True,
+        )
+        released = await (
+            scope.query(Message)
+            .filter(thread_key=thread_key, private_to_id=staff.pk)
+            .values_list("id", flat=True)
+        )
+        await release(scope, released, settings)
+
+
+async def unshare_thread(scope: FirmScope, staff: StaffMember, thread_key: str) -> None:
+    """The thread's mail from `staff`'s personal mailboxes is private to them again (mail
+    of the thread that came through a shared mailbox stays shared)."""
+    await _check_owner(scope, staff, thread_key)
+    personal = await (
+        scope.query(Mailbox)
+        .filter(created_by_id=staff.pk, visibility=MailboxVisibility.PERSONAL)
+        .values_list("id", flat=True)
+    )
+    async with in_transaction():
+        await SharedThread.filter(owner_id=staff.pk, thread_key=thread_key).delete()
+        if personal:
+            await (
+                scope.query(Message)
+                .filter(thread_key=thread_key, mailbox_id__in=list(personal))
+                .update(private_to_id=staff.pk)
+            )
+
+
+async def release(scope: FirmScope, message_ids: Sequence[int], settings: Settings) -> None:
+    """Makes the messages shared (inside the caller's transaction) and saves their kept
+    attachments into the Documents of their accounts that auto-save, where the store would
+    have saved them (mail sent since its mailbox was connected, from a sender that did not
+    fail authentication)."""
+    if not message_ids:
+        return
+    await scope.query(Message).filter(id__in=list(message_ids)).update(private_to_id=None)
+    with_files = await (
+        scope.query(Attachment)
+        .filter(message_id__in=list(message_ids), sha256__not_isnull=True)
+        .distinct()
+        .values_list("message_id", flat=True)
+    )
+    if not with_files:
+        return
+    rows = await (
+        scope.query(Message).filter(id__in=sorted(set(with_files))).select_related("mailbox")
+    )
+    for row in rows:
+        since = row.mailbox.created_at if row.mailbox is not None else None
+        if not attachments.auto_saves(row.sent_at, since, row.sender_auth, settings):
+            continue
+        accounts = await MessageAccount.filter(message_id=row.pk).values_list(
+            "account_id", flat=True
+        )
+        await attachments.auto_save(scope, row.pk, accounts, settings)
+
+
+def check_switch(
+    mailbox: Mailbox, visibility: MailboxVisibility, staff: StaffMember | None
+) -> None:
+    """FORBIDDEN unless `staff` connected the mailbox (or nothing changes): a PERSONAL
+    mailbox is its owner's, and only they decide whether the firm reads it."""
+    if visibility != mailbox.visibility and (staff is None or mailbox.created_by_id != staff.pk):
+        raise Forbidden("Only the staff member who connected this mailbox may change who reads it.")
+
+
+async def set_visibility(
+    scope: FirmScope,
+    mailbox: Mailbox,
+    visibility: MailboxVisibility,
+    staff: StaffMember | None,
+    settings: Settings,
+) -> None:
+    """Switches a mailbox between SHARED and PERSONAL (the staff member who connected it
+    only) and its stored mail with it: SHARED makes it all readable by the firm (and saves
+    attachments held back), PERSONAL makes it private to its owner but for the threads they
+    shared. Inside the caller's transaction."""
+    if visibility == mailbox.visibility:
+        return
+    check_switch(mailbox, visibility, staff)
+    assert staff is not None  # checked
+    mailbox.visibility = visibility
+    await mailbox.save(update_fields=["visibility"])
+    if visibility == MailboxVisibility.SHARED:
+        held = await (
+            scope.query(Message)
+            .filter(mailbox_id=mailbox.pk, private_to_id__not_isnull=True)
+            .values_list("id", flat=True)
+        )
+        await release(scope, held, settings)
+        return
+    shared = await SharedThread.filter(owner_id=staff.pk).values_list("thread_key", flat=True)
+    query = scope.query(Message).filter(mailbox_id=mailbox.pk, private_to_id=None)
+    if shared:
+        query = query.exclude(thread_key__in=list(shared))
+    await query.update(private_to_id=staff.pk)
