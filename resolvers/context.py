@@ -32,6 +32,9 @@ class Context:
     token: str | None = field(default=None, repr=False)
 
     connection_params: dict | None = field(default=None, repr=False)  # WebSocket init payload
+    # Set: synced mail is read through these eyes, not the session's (a fan-out group's shared
+    # run reads as nobody in particular, nested lists included: resolvers/fanout).
+    reader: threads.Reader | None = field(default=None, repr=False)
     _client_accounts: list[int] | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +71,8 @@ class Context:
     def mail_reader(self) -> threads.Reader:
         """Whose eyes synced mail is read through (services/mail/threads: private threads);
         the firm came with the session, so no query."""
+        if self.reader is not None:
+            return self.reader
         staff = self.require_staff()
         assert self.session is not None  # a staff member comes with a session
         return threads.reader(staff, self.session.firm)

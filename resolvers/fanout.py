@@ -351,15 +351,17 @@ class Group:
             session = sessions.get(member.token or "")
             staff = session.staff_member if session is not None else None
             if staff is not None and staff.uses_inbox and visibility(staff) == self.view:
+                # As nobody in particular of the group's role, nested lists (a message's
+                # accounts' messages) too: a private message's owner is served on their own
+                # (reads_privately), everyone else sees what this shows.
+                reader = threads.group_reader(self.view[1], session.firm)
                 context = Context(
                     request=member.request,
                     response=None,
                     settings=member.settings,
                     session=session,
+                    reader=reader,
                 )
-                # As nobody in particular of the group's role: a private message's owner is
-                # served on their own (reads_privately), everyone else sees what this shows.
-                reader = threads.group_reader(self.view[1], session.firm)
                 payload = await self._execute(context, Message.from_model(row, reader))
                 return Outcome(sessions, row, payload)
         return Outcome(sessions, row)  # nobody may see it as the group would: each on its own

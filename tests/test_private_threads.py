@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from models import Account, AccountEmail, Mailbox, MailboxVisibility, StaffRole
+from models import Account, AccountEmail, Mailbox, MailboxVisibility, OutboundEmail, StaffRole
 from portico.settings import Settings
 from resolvers import fanout
 from schema import ids
@@ -419,3 +419,70 @@ async def test_live_updates_hide_a_private_body_from_other_subscribers(
                     await sock.nothing_pending()
         finally:
             fanout.registry_for(live.app.state.bus).enabled = True
+
+
+NESTED = """subscription { messageSynced { subject
+  accounts { messages { edges { node { subject contentHidden textBody } } } } } }"""
+
+
+async def test_a_shared_live_update_never_shows_a_private_body_in_nested_lists(
+    acme, client, imap, settings
+):
+    """Subscribers of one group share one execution: a message's accounts' messages are read
+    as nobody in particular there, whichever member's context runs it."""
+    w = await world(acme, client, imap, settings)
+    await w.receive(fresh("Private", body=BODY))
+    office = await add_mailbox(acme.owner.firm_id, imap, settings, imap_user("office"))
+    async with (
+        serving(settings) as live,
+        socket(live.url, w.priya.token) as priya,
+        socket(live.url, w.erik.token) as erik,
+    ):
+        for sock in (priya, erik):
+            await sock.subscribe("1", NESTED)
+        await live.subscribed(w.acme.owner.firm_id, 1)  # one group: one role and rights
+        for n in range(3):  # each event runs in whichever member's context comes first
+            w.imap.append(office.username, fresh(f"Shared {n}", body="Hello"))
+            await live.api(w.priya.token).ok(SYNC, {"id": ids.encode("Mailbox", office.pk)})
+            for sock in (priya, erik):
+                event = await sock.event("1")
+                nested = [
+                    e["node"]
+                    for account in event["accounts"]
+                    for e in account["messages"]["edges"]
+                    if e["node"]["subject"] == "Private"
+                ]
+                assert nested == [
+                    {"subject": "Private", "contentHidden": True, "textBody": None}
+                ], nested
+
+
+async def test_a_colleagues_personal_mailbox_is_not_theirs_to_use(acme, client, imap, settings):
+    w = await world(acme, client, imap, settings)
+    await w.receive(fresh("Private", body=BODY))
+    office = await add_mailbox(acme.owner.firm_id, imap, settings, imap_user("office"))
+    # Shared with him, Erik may answer Priya's thread: through the firm's shared mailbox,
+    # never her own (her login, her Sent folder).
+    message = await seen(w.priya, w.account_id, "Private")
+    assert (await w.priya.data(SHARE, {"t": message["threadId"]}))["shareThread"]["errors"] == []
+    replied = (await w.erik.data(REPLY, {"id": message["id"]}))["replyToMessage"]
+    assert replied["errors"] == []
+    [reply] = await OutboundEmail.filter(kind="REPLY")
+    assert reply.mailbox_id == office.pk
+    await w.priya.ok(UNSHARE, {"t": message["threadId"]})
+    # He cannot change her logins nor delete her mail; an admin may disconnect it (her mail
+    # kept, still private).
+    update = """mutation($id: ID!) { updateMailbox(id: $id, input: {username: "x"}) {
+      errors { code } } }"""
+    refused = await w.erik.post(update, {"id": w.mailbox_id})
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    wipe = """mutation($id: ID!) { disconnectMailbox(id: $id, deleteMessages: true) {
+      errors { code } } }"""
+    for api in (w.erik, w.ada):
+        refused = await api.post(wipe, {"id": w.mailbox_id})
+        assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert await Mailbox.filter(pk=w.mailbox.pk).exists()
+    keep = """mutation($id: ID!) { disconnectMailbox(id: $id) { errors { code } } }"""
+    assert (await w.ada.data(keep, {"id": w.mailbox_id}))["disconnectMailbox"]["errors"] == []
+    assert hidden(await seen(w.erik, w.account_id, "Private"))
+    assert office.visibility == MailboxVisibility.SHARED

@@ -186,6 +186,7 @@ async def update_mailbox(
                 await _switch(scope, mailbox, visibility, staff, settings)
             MAIL_SYNC.notify()  # its sync task starts afresh, storing mail as it is now
             return await scope.get(Mailbox, mailbox.pk, "id")
+    threads.check_manages(mailbox, staff, owner_only=True)  # its logins
     kept_password = changes.password is None
     wanted = NewMailbox(
         address=mailbox.address,
@@ -292,6 +293,7 @@ async def disconnect_mailbox(
     `delete_messages` the mail that came only through this mailbox is deleted
     (`only_through`), with its attachments."""
     mailbox = await scope.get(Mailbox, mailbox_id, "id")
+    threads.check_manages(mailbox, staff, owner_only=delete_messages)
     sha256s: set[str] = set()
     async with in_transaction():
         # Locked first (PostgreSQL): a pass storing a message of this mailbox right now

@@ -82,7 +82,7 @@ async def reply_to_message(
     if reader.hides(original.private_to_id):  # the reply would quote what they may not read
         raise Forbidden("This message's thread is private to its mailbox's owner.")
     firm_boxes = await mailboxes.mailboxes(scope)
-    mailbox = _mailbox_for(original, firm_boxes)
+    mailbox = _mailbox_for(original, [b for b in firm_boxes if threads.sends_for(b, reader)])
     to = _recipient(original, {box.address_normalized for box in firm_boxes})
     account_ids = sorted(
         await scope.query(MessageAccount)

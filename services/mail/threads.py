@@ -185,6 +185,25 @@ async def release(scope: FirmScope, message_ids: Sequence[int], settings: Settin
         await attachments.auto_save(scope, row.pk, accounts, settings)
 
 
+def sends_for(mailbox: Mailbox, reader: Reader) -> bool:
+    """Whether a reply of `reader` may go out through (and be filed in) `mailbox`: a SHARED
+    one, or their own PERSONAL one, never a colleague's."""
+    return mailbox.visibility != MailboxVisibility.PERSONAL or (
+        reader.staff_id is not None and mailbox.created_by_id == reader.staff_id
+    )
+
+
+def check_manages(mailbox: Mailbox, staff: StaffMember | None, *, owner_only: bool) -> None:
+    """FORBIDDEN for a colleague's PERSONAL mailbox: only its owner changes its logins or
+    deletes its mail; an owner or admin of the firm may still disconnect it (a member who
+    left), its mail kept and private. The CLI (no staff) may do anything."""
+    if staff is None or mailbox.visibility != MailboxVisibility.PERSONAL:
+        return
+    if mailbox.created_by_id == staff.pk or (staff.is_admin and not owner_only):
+        return
+    raise Forbidden("This mailbox is a colleague's personal one: only its owner may do that.")
+
+
 def check_switch(
     mailbox: Mailbox, visibility: MailboxVisibility, staff: StaffMember | None
 ) -> None:
