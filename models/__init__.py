@@ -16,6 +16,7 @@ from models.firms import (
     Firm,
     InboxNotification,
     PasswordLink,
+    SecondFactorRequirement,
     Session,
     SignInThrottle,
     StaffMember,
@@ -33,6 +34,7 @@ from models.mail import (
     SyncStatus,
 )
 from models.outbox import DeliveryStatus, Mailing, OutboundEmail
+from models.security import Authenticator, KnownDevice, RecoveryCode, SecondFactorChallenge
 from models.webhooks import (
     WebhookAttempt,
     WebhookDelivery,
@@ -52,6 +54,7 @@ __all__ = [
     "AccountType",
     "Attachment",
     "AuditEntry",
+    "Authenticator",
     "Contact",
     "DeliveryStatus",
     "Document",
@@ -62,6 +65,7 @@ __all__ = [
     "HistoryStatus",
     "InboxNotification",
     "Invitation",
+    "KnownDevice",
     "Mailbox",
     "MailboxFolder",
     "MailboxSkip",
@@ -73,6 +77,9 @@ __all__ = [
     "PasswordLink",
     "PortalAccess",
     "PortalUser",
+    "RecoveryCode",
+    "SecondFactorChallenge",
+    "SecondFactorRequirement",
     "Session",
     "SignInThrottle",
     "StaffMember",

@@ -34,6 +34,11 @@ HEADERS = {
 CROSS_SITE = "This form can only be sent from Portico's own page."
 
 
+# The link proves the mailbox, as a mailed code would; a person who set up an authenticator
+# is asked for its code at sign-in, which happens in the app, not on this page.
+AUTHENTICATOR_NEXT = "Done. Your sign-in uses an authenticator app: sign in with it to continue."
+
+
 def _page(status_code: int = 200, **values: Any) -> HTMLResponse:
     values.setdefault("errors", [])
     html = _templates.get_template("link_page.html").render(**values)
@@ -96,6 +101,8 @@ def link_pages(settings: Settings) -> list[Route]:
             )
         except InputError as exc:
             return _page(400, errors=[e.message for e in exc.errors], **values)
+        if not isinstance(signed_in, signin.SignedIn):
+            return _page(title=f"Welcome to {account.name}", done=AUTHENTICATOR_NEXT)
         response = _page(
             title=f"Welcome to {account.name}",
             done=f"You are signed in to the portal of {account.name}.",
@@ -133,6 +140,8 @@ def link_pages(settings: Settings) -> list[Route]:
             )
         except InputError as exc:
             return _page(400, errors=[e.message for e in exc.errors], **values)
+        if not isinstance(signed_in, signin.SignedIn):
+            return _page(title="Password set", done=AUTHENTICATOR_NEXT)
         response = _page(title="Password set", done=f"Welcome, {member.name}: you are signed in.")
         set_session_cookie(response, signed_in.token, settings)
         return response

@@ -20,6 +20,7 @@ from services.shared.scope import FirmScope
 from services.shared.sessions import resolve_session, resolve_session_shared
 
 SESSION_COOKIE = "portico_session"
+DEVICE_COOKIE = "portico_device"  # names a browser Portico has seen sign in (new-device notice)
 
 
 @dataclass

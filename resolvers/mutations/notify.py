@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
@@ -10,7 +11,7 @@ from strawberry.types import Info
 from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
-from schema.enums import FirmEmailKind, NotificationCategory
+from schema.enums import FirmEmailKind, NotificationCategory, SecondFactorRequirement
 from schema.mailings import Mailing
 from schema.payloads import FirmPayload, SendPayload
 from schema.permissions import IsOwnerOrAdmin, IsStaff
@@ -47,8 +48,37 @@ class ClientEventInput:
 @strawberry.input(description="Changes to the firm's settings.")
 class FirmSettingsInput:
     copy_address: str | None = strawberry.field(
-        default=None, description="Where copies of client mail go; empty for none."
+        default=strawberry.UNSET,
+        description="Where copies of client mail go; empty or null for none, left out: unchanged.",
     )
+    client_second_factor: SecondFactorRequirement | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What clients need beyond their password. Left out or null: unchanged.",
+    )
+    staff_second_factor: SecondFactorRequirement | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What staff need beyond their password (a member's own setting may ask "
+        "more). Left out or null: unchanged.",
+    )
+    second_factor_from: datetime | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The two requirements hold from this moment on, so people can set up "
+        "an authenticator first; null: at once. Left out: unchanged.",
+    )
+
+    def change(self) -> firms.FirmSettings:
+        def kept(value: object) -> object:
+            return firms.KEEP if value is strawberry.UNSET else value
+
+        def kept_or_null(value: object) -> object:
+            return firms.KEEP if value is strawberry.UNSET or value is None else value
+
+        return firms.FirmSettings(
+            copy_address=kept(self.copy_address),  # type: ignore[arg-type]
+            client_second_factor=kept_or_null(self.client_second_factor),  # type: ignore[arg-type]
+            staff_second_factor=kept_or_null(self.staff_second_factor),  # type: ignore[arg-type]
+            second_factor_from=kept(self.second_factor_from),  # type: ignore[arg-type]
+        )
 
 
 @strawberry.type
@@ -124,6 +154,6 @@ class NotifyMutations:
     ) -> FirmPayload:
         firm, errors = await attempt(
             info.context,
-            firms.update_firm_settings(info.context.scope, info.context.staff, input.copy_address),
+            firms.update_firm_settings(info.context.scope, info.context.staff, input.change()),
         )
         return FirmPayload(errors=errors, firm=Firm.from_model(firm) if firm else None)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Firm, PortalUser, StaffMember, StaffRole
+from models import Firm, PortalUser, SecondFactorRequirement, StaffMember, StaffRole
 from services.shared import passwords
 from services.shared.emails import validate_address
 from services.shared.errors import ErrorCode, input_error
@@ -76,17 +78,40 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
     return staff
 
 
-async def update_firm_settings(
-    scope: FirmScope, actor: StaffMember, copy_address: str | None
-) -> Firm:
+class Keep:
+    """A setting left out of a change: it stays as it is."""
+
+
+KEEP = Keep()
+
+
+@dataclass(frozen=True)
+class FirmSettings:
+    """A change of the firm's settings; KEEP leaves a setting as it is."""
+
+    copy_address: str | Keep | None = KEEP
+    client_second_factor: SecondFactorRequirement | Keep = KEEP
+    staff_second_factor: SecondFactorRequirement | Keep = KEEP
+    second_factor_from: datetime | Keep | None = KEEP
+
+
+async def update_firm_settings(scope: FirmScope, actor: StaffMember, change: FirmSettings) -> Firm:
     """Owners and admins set the address that gets a copy of every email to clients
-    (empty or null: no copies)."""
+    (empty or null: no copies) and what sign-ins need beyond the password, from when."""
     require_staff_admin(actor)
     firm = await Firm.get(pk=scope.firm_id)
-    firm.copy_address = (
-        validate_address(copy_address, "input", "copyAddress")[0]
-        if copy_address and copy_address.strip()
-        else None
-    )
-    await firm.save(update_fields=["copy_address"])
+    if not isinstance(change.copy_address, Keep):
+        copy_address = change.copy_address
+        firm.copy_address = (
+            validate_address(copy_address, "input", "copyAddress")[0]
+            if copy_address and copy_address.strip()
+            else None
+        )
+    for name in ("client_second_factor", "staff_second_factor", "second_factor_from"):
+        value = getattr(change, name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # a time without a zone is read as UTC
+        if not isinstance(value, Keep):
+            setattr(firm, name, value)
+    await firm.save()
     return firm
