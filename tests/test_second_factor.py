@@ -27,6 +27,7 @@ from tests.support.login import (
     token_in,
 )
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.sqlcount import count_sql
 
 SETTINGS = """
 mutation($input: FirmSettingsInput!) {
@@ -378,3 +379,20 @@ async def test_a_client_with_an_authenticator_accepting_an_invitation_is_asked_f
     assert answer["secondFactor"]["methods"] == ["AUTHENTICATOR", "RECOVERY_CODE"]
     done = await verify(Api(client), answer["secondFactor"]["id"], later(totp))
     assert done["currentAccount"] == {"name": "Miller GmbH"}
+
+
+async def test_a_wrong_code_and_an_unknown_challenge_take_the_same_statements(
+    acme, anon, settings, smtp
+):
+    """The timing must not tell whether a challenge exists: both paths send the same SQL."""
+    await require(acme.api, staffSecondFactor="EMAIL_CODE")
+    challenge = (await staff_sign_in(anon, "acme", "owner@acme.example"))["secondFactor"]
+    code = code_in((await deliver(settings, smtp))[0])
+    wrong = "000000" if code != "000000" else "111111"
+    shapes = []
+    for challenge_id in (challenge["id"], "unknown-" + challenge["id"][8:]):
+        with count_sql() as statements:
+            answer = await verify(anon, challenge_id, wrong)
+        assert error(answer) == "SECOND_FACTOR_INVALID"
+        shapes.append([s.split()[0] for s in statements])
+    assert shapes[0] == shapes[1], shapes

@@ -24,6 +24,7 @@ from models import (
     PortalUser,
     SecondFactorChallenge,
     SecondFactorRequirement,
+    SignInThrottle,
     StaffMember,
 )
 from portico.settings import Settings
@@ -167,9 +168,14 @@ async def redeem(
     ).update(tries=F("tries") + 1)
     row = await SecondFactorChallenge.get_or_none(token_hash=token_hash)
     if not counted or row is None:
-        _compare(_code_hash(challenge_id, code), None)  # the same work as a wrong code
         if row is not None and row.used_at is None and row.expires_at > at:
             raise too_many()
+        # The same work as a wrong code: a comparison, and the statements of counting it on
+        # the person's throttle row (which their sign-in made), on a key of no row.
+        _compare(_code_hash(challenge_id, code), None)
+        nobody = hash_token(f"second-factor\0{challenge_id}")
+        await SignInThrottle.filter(key=nobody).update(failures=F("failures") + 1)
+        await SignInThrottle.get_or_none(key=nobody)
         raise invalid()
     if not await _answers(settings, row, challenge_id, code):
         await on_wrong(row.throttle_key)
