@@ -138,6 +138,19 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
     )
 
 
+def set_device_cookie(response: Response, token: str, settings: Settings) -> None:
+    """Names this browser to Portico (a sign-in from another one is notified); HttpOnly."""
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        max_age=400 * 24 * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=settings.production,
+        path="/",
+    )
+
+
 def token_from_request(request: HTTPConnection) -> str | None:
     """`Authorization: Bearer` first (mobile, scripts), then the browser's session cookie."""
     return bearer_token(request) or request.cookies.get(SESSION_COOKIE)

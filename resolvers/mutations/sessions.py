@@ -13,7 +13,13 @@ from models import Account as AccountModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
 from resolvers.attempt import attempt
-from resolvers.context import DEVICE_COOKIE, SESSION_COOKIE, Context, set_session_cookie
+from resolvers.context import (
+    DEVICE_COOKIE,
+    SESSION_COOKIE,
+    Context,
+    set_device_cookie,
+    set_session_cookie,
+)
 from resolvers.mutations.selection import mutation
 from schema import ids
 from schema.enums import SecondFactorMethod
@@ -45,9 +51,11 @@ def credentials(context: Context, firm: str, email: str, password: str) -> signi
     return signin.Credentials(firm, email, password, where.address, where.user_agent, where.device)
 
 
-def _cookie(context: Context, token: str) -> None:
+def _cookie(context: Context, signed_in: signin.SignedIn) -> None:
     if isinstance(context.response, Response):
-        set_session_cookie(context.response, token, context.settings)
+        set_session_cookie(context.response, signed_in.token, context.settings)
+        if signed_in.device:
+            set_device_cookie(context.response, signed_in.device, context.settings)
 
 
 def _challenge(challenge: Challenge) -> SignInPayload:
@@ -69,7 +77,7 @@ def _staff_payload(
     signed_in, staff = result
     if isinstance(signed_in, Challenge):
         return _challenge(signed_in)
-    _cookie(context, signed_in.token)
+    _cookie(context, signed_in)
     return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
 
 
@@ -81,7 +89,7 @@ async def _client_payload(
     signed_in, user = result
     if isinstance(signed_in, Challenge):
         return _challenge(signed_in)
-    _cookie(context, signed_in.token)
+    _cookie(context, signed_in)
     rows = await client_session.accounts_in_order(await access.client_account_ids(user.pk))
     current = signed_in.session.current_account_id
     return SignInPayload(

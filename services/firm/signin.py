@@ -14,7 +14,14 @@ from tortoise.transactions import in_transaction
 
 from models import Firm, PortalUser, Session, SignInThrottle, StaffMember
 from portico.settings import Settings
-from services.firm import address_throttle, firms, password_links, second_factor, throttle_rows
+from services.firm import (
+    address_throttle,
+    devices,
+    firms,
+    password_links,
+    second_factor,
+    throttle_rows,
+)
 from services.firm.second_factor import Challenge, Origin
 from services.portal import access, invitations
 from services.shared import passwords, sessions, throttle_keys
@@ -51,6 +58,7 @@ class SignInPolicy:
 class SignedIn:
     token: str
     session: Session
+    device: str | None = None  # a new device cookie to set (None: the device is known)
 
 
 @dataclass(frozen=True)
@@ -108,19 +116,24 @@ async def _finish(
                 person, methods, key, current_account_id, origin, policy.settings
             )
     await SignInThrottle.filter(key=key).delete()
-    return await _start(person, current_account_id, policy)
+    return await _start(person, current_account_id, origin, policy)
 
 
 async def _start(
-    person: StaffMember | PortalUser, current_account_id: int | None, policy: SignInPolicy
+    person: StaffMember | PortalUser,
+    current_account_id: int | None,
+    origin: Origin,
+    policy: SignInPolicy,
 ) -> SignedIn:
+    """The session, and the device noted (a new one's owner is told, services/firm/devices)."""
     if isinstance(person, StaffMember):
         token, session = await sessions.start_staff_session(person, policy.session_ttl)
     else:
         token, session = await sessions.start_client_session(
             person, policy.session_ttl, current_account_id
         )
-    return SignedIn(token, session)
+    device = await devices.recognise(person, origin, policy.settings)
+    return SignedIn(token, session, device)
 
 
 async def verify_second_factor(
@@ -141,7 +154,7 @@ async def verify_second_factor(
     current = row.current_account_id
     if isinstance(person, PortalUser) and current not in await access.client_account_ids(person.pk):
         current = await _landing(person)  # access changed meanwhile
-    return await _start(person, current, policy), person
+    return await _start(person, current, origin, policy), person
 
 
 async def _authenticate(
@@ -256,4 +269,4 @@ async def _after_link(
                 origin or Origin(),
                 policy.settings,
             )
-    return await _start(person, current_account_id, policy)
+    return await _start(person, current_account_id, origin or Origin(), policy)
