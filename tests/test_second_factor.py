@@ -6,12 +6,13 @@ time back, as the session tests do, never by sleeping."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pyotp
 import pytest
 
 from models import Authenticator, RecoveryCode, SecondFactorChallenge
+from schema import ids
 from services.shared.sessions import now
 from services.shared.tokens import hash_token
 from tests.support.api import PASSWORD, Api, add_staff, api_for
@@ -23,6 +24,7 @@ from tests.support.login import (
     deliver,
     invitee,
     login_on,
+    portal_token,
     text_of,
     token_in,
 )
@@ -171,15 +173,9 @@ async def test_an_expired_challenge_is_refused(acme, anon, settings, smtp):
     challenge = (await staff_sign_in(anon, "acme", "owner@acme.example"))["secondFactor"]
     code = code_in((await deliver(settings, smtp))[0])
     expires = challenge["expiresAt"]
-    assert timedelta(minutes=9) < _parse(expires) - now() <= timedelta(minutes=10)
+    assert timedelta(minutes=9) < datetime.fromisoformat(expires) - now() <= timedelta(minutes=10)
     await SecondFactorChallenge.all().update(expires_at=now() - timedelta(seconds=1))
     assert error(await verify(anon, challenge["id"], code)) == "SECOND_FACTOR_INVALID"
-
-
-def _parse(value: str):
-    from datetime import datetime
-
-    return datetime.fromisoformat(value)
 
 
 @pytest.mark.parametrize(
@@ -211,10 +207,6 @@ async def test_the_start_date_and_a_members_own_stricter_setting(acme, anon, cli
     emma = await add_staff(acme, "emma@acme.example")
     update = """mutation($id: ID!, $input: UpdateStaffMemberInput!) {
       updateStaffMember(id: $id, input: $input) { errors { code } staffMember { secondFactor } } }"""
-    emma_id = await acme.api.data("{ viewer { ... on StaffMember { id } } }")  # the owner's
-    assert emma_id
-    from schema import ids
-
     member = await acme.api.ok(
         update, {"id": ids.encode("StaffMember", emma.pk), "input": {"secondFactor": "EMAIL_CODE"}}
     )
@@ -396,3 +388,17 @@ async def test_a_wrong_code_and_an_unknown_challenge_take_the_same_statements(
         assert error(answer) == "SECOND_FACTOR_INVALID"
         shapes.append([s.split()[0] for s in statements])
     assert shapes[0] == shapes[1], shapes
+
+
+async def test_clients_may_not_read_the_firms_requirements(acme, client):
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    me = Api(client, await portal_token(acme, anna.account_id))
+    assert (await me.data("{ firm { name } }"))["firm"]["name"] == "Acme LLP"
+    for field in ("clientSecondFactor", "staffSecondFactor", "secondFactorFrom"):
+        body = await me.post(f"{{ firm {{ {field} }} }}")
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", field
+    # Nor change them, nor a member's.
+    body = await me.post(
+        "mutation { updateFirmSettings(input: {clientSecondFactor: NONE}) { errors { code } } }"
+    )
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
