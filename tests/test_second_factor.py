@@ -333,7 +333,8 @@ async def test_enrollment_bad_input_and_viewers(acme, anon, client, settings, sm
     no_start = (await acme.api.data(CONFIRM, {"code": "123456"}))["confirmAuthenticatorEnrollment"]
     assert error(no_start) == "SECOND_FACTOR_INVALID"
     started = await acme.api.ok(START)
-    for bad in ("", "12345", "abcdef", "9" * 5000):
+    # (Four wrong codes: a fifth would lock the owner's sign-in, as the test below shows.)
+    for bad in ("", "abcdef", "9" * 5000):
         answer = (await acme.api.data(CONFIRM, {"code": bad}))["confirmAuthenticatorEnrollment"]
         assert error(answer) == "SECOND_FACTOR_INVALID" and answer["recoveryCodes"] == []
     # Not confirmed: sign-in does not ask for it yet.
@@ -402,3 +403,17 @@ async def test_clients_may_not_read_the_firms_requirements(acme, client):
         "mutation { updateFirmSettings(input: {clientSecondFactor: NONE}) { errors { code } } }"
     )
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_wrong_codes_to_remove_the_authenticator_lock_it(acme):
+    """A stolen session cannot try codes one request after another."""
+    _, codes = await enrolled(acme.api)
+    answers = []
+    for attempt in range(6):
+        payload = (await acme.api.data(REMOVE, {"code": f"00000{attempt}"}))["removeAuthenticator"]
+        answers.append(error(payload))
+    assert answers[:5] == ["SECOND_FACTOR_INVALID"] * 5
+    assert answers[5] == "TOO_MANY_ATTEMPTS"
+    locked = (await acme.api.data(REMOVE, {"code": codes[0]}))["removeAuthenticator"]
+    assert error(locked) == "TOO_MANY_ATTEMPTS"
+    assert await Authenticator.filter(confirmed_at__isnull=False).count() == 1

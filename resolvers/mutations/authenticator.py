@@ -12,8 +12,9 @@ from models import PortalUser, StaffMember
 from resolvers.attempt import attempt
 from resolvers.context import Context
 from resolvers.mutations.selection import mutation
+from resolvers.mutations.sessions import policy
 from schema.payloads import AuthenticatorEnrollmentPayload, RecoveryCodesPayload
-from services.firm import authenticators
+from services.firm import authenticators, signin
 from services.shared.errors import Unauthenticated
 
 
@@ -51,9 +52,14 @@ class AuthenticatorMutations:
         code: Annotated[str, strawberry.argument(description="The code the app shows now.")],
     ) -> RecoveryCodesPayload:
         context: Context = info.context
+        viewer = _viewer(context)
         codes, errors = await attempt(
             context,
-            authenticators.confirm_enrollment(_viewer(context), code, context.settings),
+            signin.code_checked(
+                viewer,
+                policy(context),
+                lambda: authenticators.confirm_enrollment(viewer, code, context.settings),
+            ),
         )
         return RecoveryCodesPayload(errors=errors, recovery_codes=codes or [])
 
@@ -69,7 +75,13 @@ class AuthenticatorMutations:
         ],
     ) -> RecoveryCodesPayload:
         context: Context = info.context
+        viewer = _viewer(context)
         _, errors = await attempt(
-            context, authenticators.remove(_viewer(context), code, context.settings)
+            context,
+            signin.code_checked(
+                viewer,
+                policy(context),
+                lambda: authenticators.remove(viewer, code, context.settings),
+            ),
         )
         return RecoveryCodesPayload(errors=errors)

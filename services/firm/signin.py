@@ -3,6 +3,7 @@ throttle per (kind, firm, email), known or not, and a budget per client address.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
@@ -30,6 +31,7 @@ from services.shared.errors import ErrorCode, InputError, input_error
 INVALID_CREDENTIALS = "Firm, email or password is wrong."
 
 U = TypeVar("U", StaffMember, PortalUser)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,7 @@ async def verify_second_factor(
     """Completes a sign-in with the answer to its challenge."""
 
     async def wrong(key: str) -> None:
-        throttle = await _count_attempt(key, timedelta(seconds=policy.lockout_seconds))
-        if throttle.failures >= policy.max_failures:
-            await _lock(key, _delay(throttle.failures - policy.max_failures, policy))
+        await _wrong_code(key, policy)
 
     row = await second_factor.redeem(challenge_id, code, wrong, policy.settings)
     person = await second_factor.person_of(row)
@@ -155,6 +155,34 @@ async def verify_second_factor(
     if isinstance(person, PortalUser) and current not in await access.client_account_ids(person.pk):
         current = await _landing(person)  # access changed meanwhile
     return await _start(person, current, origin, policy), person
+
+
+async def code_checked(
+    person: StaffMember | PortalUser,
+    policy: SignInPolicy,
+    action: Callable[[], Awaitable[T]],
+) -> T:
+    """Runs an authenticator's confirmation or removal, which checks a code of a signed-in
+    person: a wrong code counts on their sign-in throttle, and while it is locked no code is
+    checked (a stolen session cannot try codes one request after another)."""
+    kind = "staff" if isinstance(person, StaffMember) else "client"
+    firm = await Firm.get(pk=person.firm_id)
+    key = throttle_keys.account_key(kind, firm.slug, person.email_normalized)
+    throttle = await SignInThrottle.get_or_none(key=key)
+    if throttle and throttle.locked_until and throttle.locked_until > sessions.now():
+        raise second_factor.too_many()
+    try:
+        return await action()
+    except InputError as exc:
+        if any(e.code == ErrorCode.SECOND_FACTOR_INVALID for e in exc.errors):
+            await _wrong_code(key, policy)
+        raise
+
+
+async def _wrong_code(key: str, policy: SignInPolicy) -> None:
+    throttle = await _count_attempt(key, timedelta(seconds=policy.lockout_seconds))
+    if throttle.failures >= policy.max_failures:
+        await _lock(key, _delay(throttle.failures - policy.max_failures, policy))
 
 
 async def _authenticate(
