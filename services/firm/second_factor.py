@@ -127,6 +127,8 @@ async def open_challenge(
             kind="SIGN_IN_CODE",
             settings=settings,
         )
+    # Expired challenges keep a network address and a browser: gone at the person's next one.
+    await SecondFactorChallenge.filter(**owner(person), expires_at__lt=now()).delete()
     await SecondFactorChallenge.create(
         firm_id=person.firm_id,
         **owner(person),
