@@ -50,8 +50,6 @@ class SecondFactorChallenge(Model):
     tries = fields.IntField(default=0)
     throttle_key = fields.CharField(max_length=64, description="the sign-in throttle row")
     current_account_id = fields.IntField(null=True, description="where a client lands")
-    user_agent = fields.CharField(max_length=255, default="")
-    address = fields.CharField(max_length=64, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     used_at = fields.DatetimeField(null=True)

@@ -63,8 +63,6 @@ class Migration(migrations.Migration):
                 ('tries', fields.IntField(default=0)),
                 ('throttle_key', fields.CharField(description='the sign-in throttle row', max_length=64)),
                 ('current_account_id', fields.IntField(null=True, description='where a client lands')),
-                ('user_agent', fields.CharField(default='', max_length=255)),
-                ('address', fields.CharField(null=True, max_length=64)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),

@@ -107,7 +107,6 @@ async def open_challenge(
     methods: list[str],
     throttle_key: str,
     current_account_id: int | None,
-    origin: Origin,
     settings: Settings,
 ) -> Challenge:
     """Stores a challenge (and queues the code's mail) in the caller's transaction."""
@@ -127,7 +126,7 @@ async def open_challenge(
             kind="SIGN_IN_CODE",
             settings=settings,
         )
-    # Expired challenges keep a network address and a browser: gone at the person's next one.
+    # Expired challenges are of no use: gone at the person's next one.
     await SecondFactorChallenge.filter(**owner(person), expires_at__lt=now()).delete()
     await SecondFactorChallenge.create(
         firm_id=person.firm_id,
@@ -137,8 +136,6 @@ async def open_challenge(
         methods=",".join(methods),
         throttle_key=throttle_key,
         current_account_id=current_account_id,
-        user_agent=origin.user_agent[:255],
-        address=(origin.address or "")[:64] or None,
         expires_at=expires_at,
     )
     return Challenge(challenge_id, methods, expires_at)

@@ -115,7 +115,7 @@ async def _finish(
     if methods:
         async with in_transaction():  # the code's mail commits with its challenge
             return await second_factor.open_challenge(
-                person, methods, key, current_account_id, origin, policy.settings
+                person, methods, key, current_account_id, policy.settings
             )
     await SignInThrottle.filter(key=key).delete()
     return await _start(person, current_account_id, origin, policy)
@@ -294,7 +294,6 @@ async def _after_link(
                 second_factor.AUTHENTICATOR_METHODS,
                 key,
                 current_account_id,
-                origin or Origin(),
                 policy.settings,
             )
     return await _start(person, current_account_id, origin or Origin(), policy)
