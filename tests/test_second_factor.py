@@ -5,6 +5,7 @@ time back, as the session tests do, never by sleeping."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timedelta
 
@@ -417,3 +418,12 @@ async def test_wrong_codes_to_remove_the_authenticator_lock_it(acme):
     locked = (await acme.api.data(REMOVE, {"code": codes[0]}))["removeAuthenticator"]
     assert error(locked) == "TOO_MANY_ATTEMPTS"
     assert await Authenticator.filter(confirmed_at__isnull=False).count() == 1
+
+
+async def test_two_right_answers_at_once_sign_in_once(acme, anon, settings, smtp):
+    await require(acme.api, staffSecondFactor="EMAIL_CODE")
+    challenge = (await staff_sign_in(anon, "acme", "owner@acme.example"))["secondFactor"]
+    code = code_in((await deliver(settings, smtp))[0])
+    answers = await asyncio.gather(*(verify(anon, challenge["id"], code) for _ in range(4)))
+    assert sorted(bool(a["token"]) for a in answers) == [False, False, False, True]
+    assert {error(a) for a in answers if not a["token"]} == {"SECOND_FACTOR_INVALID"}

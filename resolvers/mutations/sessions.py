@@ -189,7 +189,8 @@ class SessionMutations:
     @mutation(
         description="Completes a sign-in that answered secondFactor: the challenge's id and "
         "the code (mailed, from the authenticator app, or a recovery code). A wrong or "
-        "expired code answers SECOND_FACTOR_INVALID; the 6th try TOO_MANY_ATTEMPTS."
+        "expired code answers SECOND_FACTOR_INVALID; once its 5 tries are used, "
+        "TOO_MANY_ATTEMPTS."
     )
     async def verify_second_factor(
         self,
