@@ -16,6 +16,7 @@ from models.firms import (
     Firm,
     InboxNotification,
     PasswordLink,
+    SecondFactorRequirement,
     Session,
     SignInThrottle,
     StaffMember,
@@ -35,6 +36,7 @@ from models.mail import (
     SyncStatus,
 )
 from models.outbox import DeliveryStatus, Mailing, OutboundEmail
+from models.security import Authenticator, KnownDevice, RecoveryCode, SecondFactorChallenge
 from models.webhooks import (
     WebhookAttempt,
     WebhookDelivery,
@@ -54,6 +56,7 @@ __all__ = [
     "AccountType",
     "Attachment",
     "AuditEntry",
+    "Authenticator",
     "Contact",
     "DeliveryStatus",
     "Document",
@@ -64,6 +67,7 @@ __all__ = [
     "HistoryStatus",
     "InboxNotification",
     "Invitation",
+    "KnownDevice",
     "Mailbox",
     "MailboxFolder",
     "MailboxSkip",
@@ -76,6 +80,9 @@ __all__ = [
     "PasswordLink",
     "PortalAccess",
     "PortalUser",
+    "RecoveryCode",
+    "SecondFactorChallenge",
+    "SecondFactorRequirement",
     "Session",
     "SharedThread",
     "SignInThrottle",

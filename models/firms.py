@@ -27,6 +27,14 @@ class InboxNotification(StrEnum):
     DAILY_DIGEST = "DAILY_DIGEST"
 
 
+class SecondFactorRequirement(StrEnum):
+    """What a sign-in needs beyond the password (ordered: each asks more than the last)."""
+
+    NONE = "NONE"
+    EMAIL_CODE = "EMAIL_CODE"
+    AUTHENTICATOR = "AUTHENTICATOR"
+
+
 class Firm(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=200)
@@ -36,6 +44,15 @@ class Firm(Model):
     )
     owners_see_all_mail = fields.BooleanField(
         default=False, description="owners read private threads of personal mailboxes too"
+    )
+    client_second_factor = fields.CharEnumField(
+        SecondFactorRequirement, max_length=16, default=SecondFactorRequirement.NONE
+    )
+    staff_second_factor = fields.CharEnumField(
+        SecondFactorRequirement, max_length=16, default=SecondFactorRequirement.NONE
+    )
+    second_factor_from = fields.DatetimeField(
+        null=True, description="the firm's requirements hold from here (null at once)"
     )
     created_at = fields.DatetimeField(auto_now_add=True)
 
@@ -62,6 +79,12 @@ class StaffMember(Model):
     )
     inbox_digest_through = fields.DatetimeField(
         null=True, description="the daily digest has covered mail synced up to here"
+    )
+    second_factor = fields.CharEnumField(
+        SecondFactorRequirement,
+        max_length=16,
+        default=SecondFactorRequirement.NONE,
+        description="this member's own requirement (the stricter of it and the firm's holds)",
     )
     created_at = fields.DatetimeField(auto_now_add=True)
 

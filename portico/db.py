@@ -22,6 +22,7 @@ MODEL_MODULES = [
     "models.files",
     "models.mail",
     "models.webhooks",
+    "models.security",
 ]
 APP_LABEL = "portico"
 

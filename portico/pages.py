@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from models import Account, PortalUser
 from portico.settings import Settings
-from resolvers.context import set_session_cookie
-from services.firm import password_links, signin
+from resolvers.context import DEVICE_COOKIE, set_device_cookie, set_session_cookie
+from services.firm import devices, password_links, signin
+from services.firm.second_factor import Origin
 from services.portal import invitations
 from services.shared.errors import InputError
 
@@ -32,6 +33,29 @@ HEADERS = {
 
 
 CROSS_SITE = "This form can only be sent from Portico's own page."
+
+
+# The link proves the mailbox, as a mailed code would; a person who set up an authenticator
+# is asked for its code at sign-in, which happens in the app, not on this page.
+AUTHENTICATOR_NEXT = "Done. Your sign-in uses an authenticator app: sign in with it to continue."
+
+
+END_LINK_INVALID = "This link is not valid or is over a week old."
+
+
+def _origin(request: Request) -> Origin:
+    client = request.client
+    return Origin(
+        client.host if client else None,
+        request.headers.get("user-agent", ""),
+        request.cookies.get(DEVICE_COOKIE),
+    )
+
+
+def _sign_in(response: HTMLResponse, signed_in: signin.SignedIn, settings: Settings) -> None:
+    set_session_cookie(response, signed_in.token, settings)
+    if signed_in.device:
+        set_device_cookie(response, signed_in.device, settings)
 
 
 def _page(status_code: int = 200, **values: Any) -> HTMLResponse:
@@ -92,15 +116,20 @@ def link_pages(settings: Settings) -> list[Route]:
             return _page(400, errors=errors, **values)
         try:
             signed_in, _ = await signin.accept_invitation(
-                token, form.get("password"), signin.SignInPolicy.from_settings(settings)
+                token,
+                form.get("password"),
+                signin.SignInPolicy.from_settings(settings),
+                _origin(request),
             )
         except InputError as exc:
             return _page(400, errors=[e.message for e in exc.errors], **values)
+        if not isinstance(signed_in, signin.SignedIn):
+            return _page(title=f"Welcome to {account.name}", done=AUTHENTICATOR_NEXT)
         response = _page(
             title=f"Welcome to {account.name}",
             done=f"You are signed in to the portal of {account.name}.",
         )
-        set_session_cookie(response, signed_in.token, settings)
+        _sign_in(response, signed_in, settings)
         return response
 
     async def password(request: Request) -> HTMLResponse:
@@ -129,15 +158,47 @@ def link_pages(settings: Settings) -> list[Route]:
             return _page(400, errors=errors, **values)
         try:
             signed_in, member = await signin.set_first_password(
-                token, form.get("password", ""), signin.SignInPolicy.from_settings(settings)
+                token,
+                form.get("password", ""),
+                signin.SignInPolicy.from_settings(settings),
+                _origin(request),
             )
         except InputError as exc:
             return _page(400, errors=[e.message for e in exc.errors], **values)
+        if not isinstance(signed_in, signin.SignedIn):
+            return _page(title="Password set", done=AUTHENTICATOR_NEXT)
         response = _page(title="Password set", done=f"Welcome, {member.name}: you are signed in.")
-        set_session_cookie(response, signed_in.token, settings)
+        _sign_in(response, signed_in, settings)
         return response
+
+    async def end_sessions(request: Request) -> HTMLResponse:
+        """The new-device notice's link: a button (a link scanner's GET ends nothing)."""
+        title = "End all your sessions"
+        if request.method == "POST" and not _from_this_site(request):
+            return _page(403, title=title, errors=[CROSS_SITE])
+        form = await _form(request) if request.method == "POST" else {}
+        token = form.get("token") or request.query_params.get("token", "")
+        if not devices.link_works(token, settings):
+            return _page(404, title=title, errors=[END_LINK_INVALID])
+        if request.method == "GET":
+            return _page(
+                title=title,
+                lead="Signs you out everywhere: every browser and app, this one too.",
+                form=True,
+                action="/sessions/end",
+                token=token,
+                button="End all my sessions",
+            )
+        ended = await devices.end_all_sessions(token, settings)
+        if ended is None:
+            return _page(404, title=title, errors=[END_LINK_INVALID])
+        return _page(
+            title=title,
+            done="Done: every session is ended. Now change your password, and tell the firm.",
+        )
 
     return [
         Route("/invitation", invitation, methods=["GET", "POST"]),
         Route("/password", password, methods=["GET", "POST"]),
+        Route("/sessions/end", end_sessions, methods=["GET", "POST"]),
     ]

@@ -21,6 +21,7 @@ from services.shared.scope import FirmScope
 from services.shared.sessions import resolve_session, resolve_session_shared
 
 SESSION_COOKIE = "portico_session"
+DEVICE_COOKIE = "portico_device"  # names a browser Portico has seen sign in (new-device notice)
 
 
 @dataclass
@@ -144,6 +145,19 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
         SESSION_COOKIE,
         token,
         max_age=settings.session_ttl_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=settings.production,
+        path="/",
+    )
+
+
+def set_device_cookie(response: Response, token: str, settings: Settings) -> None:
+    """Names this browser to Portico (a sign-in from another one is notified); HttpOnly."""
+    response.set_cookie(
+        DEVICE_COOKIE,
+        token,
+        max_age=400 * 24 * 3600,
         httponly=True,
         samesite="lax",
         secure=settings.production,

@@ -23,6 +23,7 @@ from strawberry.types import ExecutionContext
 from compiled import Plans, executor_class
 from portico.settings import Settings
 from resolvers.mutations.access import AccessMutations
+from resolvers.mutations.authenticator import AuthenticatorMutations
 from resolvers.mutations.crm import CrmMutations
 from resolvers.mutations.documents import DocumentMutations
 from resolvers.mutations.imports import ImportMutations
@@ -61,6 +62,7 @@ Mutation = merge_types(
         MailMutations,
         PrivacyMutations,
         WebhookMutations,
+        AuthenticatorMutations,
     ),
 )
 # merge_types takes no description; the merged type's definition carries it.

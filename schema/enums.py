@@ -17,6 +17,7 @@ from models import HistoryStatus as _HistoryStatus
 from models import InboxNotification as _InboxNotification
 from models import MailboxVisibility as _MailboxVisibility
 from models import NotificationCategory as _NotificationCategory
+from models import SecondFactorRequirement as _SecondFactorRequirement
 from models import StaffRole as _StaffRole
 from models import SyncStatus as _SyncStatus
 
@@ -69,6 +70,29 @@ InboxNotification = expose(
         "DAILY_DIGEST": "One email a day listing the new client messages.",
     },
 )
+SecondFactorRequirement = expose(
+    _SecondFactorRequirement,
+    "What a sign-in needs beyond the password.",
+    {
+        "NONE": "The password alone.",
+        "EMAIL_CODE": "A one-time code mailed to the sign-in address at each sign-in.",
+        "AUTHENTICATOR": "A code from an authenticator app (TOTP); until one is set up, a "
+        "mailed code.",
+    },
+)
+
+
+@strawberry.enum(description="A way to answer a second-factor challenge.")
+class SecondFactorMethod(Enum):
+    EMAIL_CODE = strawberry.enum_value("EMAIL_CODE", description="The 6-digit code mailed now.")
+    AUTHENTICATOR = strawberry.enum_value(
+        "AUTHENTICATOR", description="The 6-digit code the authenticator app shows."
+    )
+    RECOVERY_CODE = strawberry.enum_value(
+        "RECOVERY_CODE", description="One of the recovery codes shown at set-up (once each)."
+    )
+
+
 NotificationCategory = expose(
     _NotificationCategory,
     "The kinds of system notification an address may choose.",
@@ -195,6 +219,12 @@ class DeliveryKind(Enum):
     )
     STAFF_ONBOARDING = strawberry.enum_value(
         "STAFF_ONBOARDING", description="A new staff member's link to set a password."
+    )
+    SIGN_IN_CODE = strawberry.enum_value(
+        "SIGN_IN_CODE", description="A one-time code to finish a sign-in."
+    )
+    NEW_DEVICE = strawberry.enum_value(
+        "NEW_DEVICE", description="A notice of a sign-in from a new device."
     )
     STAFF_INBOX_ALERT = strawberry.enum_value(
         "STAFF_INBOX_ALERT", description="A staff member told of new client mail."

@@ -57,7 +57,10 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     # Sign-in and staff
     Code.INVALID_CREDENTIALS: "Wrong firm, address or password (never says which).",
     Code.TOO_MANY_ATTEMPTS: "Too many failed sign-ins for this address or from this network "
-    "address; wait a few minutes.",
+    "address; wait a few minutes. For a second factor: the challenge's 5 tries are used up.",
+    Code.SECOND_FACTOR_INVALID: "The code is wrong, or its challenge expired, was used or never "
+    "existed (never says which).",
+    Code.AUTHENTICATOR_ENROLLED: "An authenticator is set up already; remove it first.",
     Code.INVALID_SLUG: "A firm slug is 2-63 lower-case letters, digits or dashes.",
     Code.SLUG_TAKEN: "A firm with this slug exists.",
     Code.LAST_OWNER: "The change would leave the firm without an active owner.",

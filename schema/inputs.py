@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import strawberry
 
-from schema.enums import AccountType, MailboxVisibility, StaffRole
+from schema.enums import AccountType, MailboxVisibility, SecondFactorRequirement, StaffRole
 
 KEEP = " Left out or null: unchanged."
 
@@ -45,6 +45,11 @@ class UpdateStaffMemberInput:
         default=None,
         description="False deactivates the member: their sessions end and they cannot sign "
         "in." + KEEP,
+    )
+    second_factor: SecondFactorRequirement | None = strawberry.field(
+        default=None,
+        description="The member's own second-factor requirement (the stricter of it and the "
+        "firm's holds)." + KEEP,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 
+from schema.enums import SecondFactorMethod
 from schema.errors import UserError
 from schema.mailings import Mailing
 from schema.types import (
@@ -32,6 +33,17 @@ def result(what: str) -> Any:
     return strawberry.field(default=None, description=f"{what}; null on failure.")
 
 
+@strawberry.type(description="A second factor a sign-in waits for (verifySecondFactor).")
+class SecondFactorChallenge:
+    id: strawberry.ID = strawberry.field(
+        description="Opaque, single use: answer with it within 10 minutes (5 tries)."
+    )
+    methods: list[SecondFactorMethod] = strawberry.field(
+        description="What this person may answer with."
+    )
+    expires_at: datetime = strawberry.field(description="When the challenge stops working.")
+
+
 @strawberry.type(description="The result of a sign-in.")
 class SignInPayload:
     errors: list[UserError] = errors_field()
@@ -47,6 +59,30 @@ class SignInPayload:
     )
     current_account: Account | None = result(
         "For clients: the account they are in now (null while they must choose)"
+    )
+    second_factor: SecondFactorChallenge | None = strawberry.field(
+        default=None,
+        description="Set when the sign-in needs a second factor: token, viewer and accounts "
+        "stay empty until verifySecondFactor answers it.",
+    )
+
+
+@strawberry.type(description="An authenticator app's set-up: scan the QR code, then confirm.")
+class AuthenticatorEnrollmentPayload:
+    errors: list[UserError] = errors_field()
+    provisioning_uri: str | None = result("The otpauth://totp/ URI holding the secret")
+    qr_code_svg: str | None = result(
+        "The URI as a QR code, an inline SVG rendered by Portico (no outside service)"
+    )
+
+
+@strawberry.type(description="Recovery codes, shown this once.")
+class RecoveryCodesPayload:
+    errors: list[UserError] = errors_field()
+    recovery_codes: list[str] = strawberry.field(
+        default_factory=list,
+        description="Ten single-use codes for when the authenticator is not at hand; "
+        "empty on failure and after removal.",
     )
 
 

@@ -17,8 +17,19 @@ from graphql import (
 
 from services.shared.errors import ErrorCode
 
-# The Mutation fields that check a password or a one-time token and start a session.
-SIGN_IN_FIELDS = frozenset({"signIn", "staffSignIn", "acceptInvitation", "setStaffPassword"})
+# The Mutation fields that check a password, a one-time token or a code: one per request,
+# so aliases cannot make one request many guesses.
+SIGN_IN_FIELDS = frozenset(
+    {
+        "signIn",
+        "staffSignIn",
+        "acceptInvitation",
+        "setStaffPassword",
+        "verifySecondFactor",
+        "confirmAuthenticatorEnrollment",
+        "removeAuthenticator",
+    }
+)
 
 
 def batched_sign_in(document: DocumentNode) -> GraphQLError | None:

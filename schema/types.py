@@ -32,6 +32,7 @@ from schema.enums import (
     InvitationStatus,
     NotificationCategory,
     PortalStatus,
+    SecondFactorRequirement,
     StaffRole,
 )
 from schema.pagination import (
@@ -96,6 +97,19 @@ class Firm(ScopedNode):
         "off by default: owners follow the same rule as everyone).",
         permission_classes=staff,
     )
+    client_second_factor: SecondFactorRequirement = strawberry.field(
+        description="What clients need beyond their password (staff only).",
+        permission_classes=staff,
+    )
+    staff_second_factor: SecondFactorRequirement = strawberry.field(
+        description="What staff need beyond their password; a member's own setting may ask "
+        "more (staff only).",
+        permission_classes=staff,
+    )
+    second_factor_from: datetime | None = strawberry.field(
+        description="The two requirements hold from this moment on; null: at once (staff only).",
+        permission_classes=staff,
+    )
 
     @classmethod
     def from_model(cls, row: FirmModel) -> Firm:
@@ -105,6 +119,9 @@ class Firm(ScopedNode):
             slug=row.slug,
             copy_address=row.copy_address,
             owners_see_all_mail=row.owners_see_all_mail,
+            client_second_factor=row.client_second_factor,
+            staff_second_factor=row.staff_second_factor,
+            second_factor_from=row.second_factor_from,
         )
 
     @classmethod
@@ -133,6 +150,10 @@ class StaffMember(ScopedNode):
     inbox_notification: InboxNotification = strawberry.field(
         description="What this member is emailed about new mail from clients (OFF by default)."
     )
+    second_factor: SecondFactorRequirement = strawberry.field(
+        description="This member's own second-factor requirement; the stricter of it and the "
+        "firm's staffSecondFactor holds (NONE by default)."
+    )
 
     @classmethod
     def from_model(cls, row: StaffMemberModel) -> StaffMember:
@@ -145,6 +166,7 @@ class StaffMember(ScopedNode):
             can_use_inbox=row.uses_inbox,
             active=row.active,
             inbox_notification=row.inbox_notification,
+            second_factor=row.second_factor,
         )
 
 

@@ -79,6 +79,10 @@ async def database() -> AsyncIterator[Database]:
 
 
 TABLES = [
+    "recovery_code",
+    "authenticator",
+    "second_factor_challenge",
+    "known_device",
     "webhook_delivery",
     "webhook_endpoint",
     "file_chunk",

@@ -33,6 +33,22 @@ MUTATIONS = {
         'mutation { setStaffPassword(token: "t", password: "p") { errors { code } } }',
         "anyone",
     ),
+    "verifySecondFactor": (
+        'mutation { verifySecondFactor(challengeId: "c", code: "1") { errors { code } } }',
+        "anyone",
+    ),
+    "startAuthenticatorEnrollment": (
+        "mutation { startAuthenticatorEnrollment { errors { code } } }",
+        "signed-in",
+    ),
+    "confirmAuthenticatorEnrollment": (
+        'mutation { confirmAuthenticatorEnrollment(code: "1") { errors { code } } }',
+        "signed-in",
+    ),
+    "removeAuthenticator": (
+        'mutation { removeAuthenticator(code: "1") { errors { code } } }',
+        "signed-in",
+    ),
     "switchAccount": (
         f'mutation {{ switchAccount(accountId: "{ID}") {{ errors {{ code }} }} }}',
         "client",

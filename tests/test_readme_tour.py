@@ -83,6 +83,15 @@ async def test_readme_tour_runs_in_order_with_the_cookie(client):
         "threadId": None,
         "private": None,
     }
+    two_factor = answers[16]
+    assert two_factor["updateFirmSettings"]["firm"] == {
+        "clientSecondFactor": "EMAIL_CODE",
+        "staffSecondFactor": "AUTHENTICATOR",
+        "secondFactorFrom": "2027-01-01T00:00:00+00:00",
+    }
+    enrollment = two_factor["startAuthenticatorEnrollment"]
+    assert enrollment["provisioningUri"].startswith("otpauth://totp/Demo")
+    assert enrollment["qrCodeSvg"].startswith("<svg")
 
 
 def test_every_setting_is_in_the_readme():

@@ -124,7 +124,7 @@ async def test_access_events_reach_the_receiver_signed_with_their_data(
     anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
     await login_on(acme.api, anna.account_email_id)  # email_flags.changed, invitation.sent
     [mail] = await deliver(settings, smtp)
-    accepted = await accept(Api(client), token_in(mail))  # invitation.accepted
+    accepted = await accept(Api(client), token_in(mail))  # invitation.accepted, signed_in
     assert accepted["errors"] == []
     signed_in = await Api(client).data(
         SIGN_IN, {"firm": "acme", "email": "anna@miller.example", "password": "client-password-9"}
@@ -135,10 +135,10 @@ async def test_access_events_reach_the_receiver_signed_with_their_data(
     off = {"input": {"accountEmailId": anna.account_email_id, "login": False}}
     await acme.api.ok(FLAGS, off)  # email_flags.changed, portal_access.revoked
 
-    assert await send_all(settings, sender) == 7
-    received = receiver.wait_for(7)
+    assert await send_all(settings, sender) == 8
+    received = receiver.wait_for(8)
     assert all(r.verified for r in received), [r.headers for r in received]
-    assert len({r.id for r in received}) == 7 and all(r.id.startswith("msg_") for r in received)
+    assert len({r.id for r in received}) == 8 and all(r.id.startswith("msg_") for r in received)
     assert all(r.headers["content-type"] == "application/json" for r in received)
     assert all(r.headers["user-agent"] == requests.USER_AGENT for r in received)
     assert all(r.path == "/hooks" for r in received)
@@ -157,9 +157,10 @@ async def test_access_events_reach_the_receiver_signed_with_their_data(
     assert on["data"]["before"] == {"login": False, "notify": False, "emailSync": False}
     assert on["data"]["after"] == {"login": True, "notify": False, "emailSync": False}
     assert off_event["data"]["after"]["login"] is False
-    [signed] = receiver.events("client.signed_in")
-    assert signed["data"]["accountIds"] == [account]
-    assert signed["data"]["portalUserId"] == taken["data"]["portalUserId"]
+    by_link, by_password = receiver.events("client.signed_in")  # accepting signs in too
+    for signed in (by_link, by_password):
+        assert signed["data"]["accountIds"] == [account]
+        assert signed["data"]["portalUserId"] == taken["data"]["portalUserId"]
     [uploaded] = receiver.events("document.uploaded")
     assert uploaded["data"]["documentId"] == document["id"]
     assert uploaded["data"]["source"] == "STAFF" and uploaded["data"]["size"] == len(PDF)
@@ -174,7 +175,7 @@ async def test_access_events_reach_the_receiver_signed_with_their_data(
         assert set(event) == {"type", "timestamp", "data"} and event["timestamp"].endswith("Z")
 
     shown = await deliveries(acme.api)
-    assert [d["status"] for d in shown] == ["SUCCEEDED"] * 7
+    assert [d["status"] for d in shown] == ["SUCCEEDED"] * 8
     assert {d["eventId"] for d in shown} == {r.id for r in received}
     for d in shown:
         assert d["attempts"] == 1 and d["lastStatusCode"] == 204 and d["nextAttemptAt"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
@@ -10,7 +11,7 @@ from strawberry.types import Info
 from resolvers.attempt import attempt
 from resolvers.mutations.selection import mutation
 from schema import ids
-from schema.enums import FirmEmailKind, NotificationCategory
+from schema.enums import FirmEmailKind, NotificationCategory, SecondFactorRequirement
 from schema.mailings import Mailing
 from schema.payloads import FirmPayload, SendPayload
 from schema.permissions import IsOwnerOrAdmin, IsStaff
@@ -48,13 +49,42 @@ class ClientEventInput:
 class FirmSettingsInput:
     copy_address: str | None = strawberry.field(
         default=strawberry.UNSET,
-        description="Where copies of client mail go; empty or null for none; left out keeps it.",
+        description="Where copies of client mail go; empty or null for none, left out: unchanged.",
     )
     owners_see_all_mail: bool | None = strawberry.field(
-        default=None,
+        default=strawberry.UNSET,
         description="Owners read the private threads of personal mailboxes too (only an "
-        "owner may change it); null keeps it.",
+        "owner may change it). Left out or null: unchanged.",
     )
+    client_second_factor: SecondFactorRequirement | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What clients need beyond their password. Left out or null: unchanged.",
+    )
+    staff_second_factor: SecondFactorRequirement | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What staff need beyond their password (a member's own setting may ask "
+        "more). Left out or null: unchanged.",
+    )
+    second_factor_from: datetime | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The two requirements hold from this moment on, so people can set up "
+        "an authenticator first; null: at once. Left out: unchanged.",
+    )
+
+    def change(self) -> firms.FirmSettings:
+        def kept(value: object) -> object:
+            return firms.KEEP if value is strawberry.UNSET else value
+
+        def kept_or_null(value: object) -> object:
+            return firms.KEEP if value is strawberry.UNSET or value is None else value
+
+        return firms.FirmSettings(
+            copy_address=kept(self.copy_address),  # type: ignore[arg-type]
+            owners_see_all_mail=kept_or_null(self.owners_see_all_mail),  # type: ignore[arg-type]
+            client_second_factor=kept_or_null(self.client_second_factor),  # type: ignore[arg-type]
+            staff_second_factor=kept_or_null(self.staff_second_factor),  # type: ignore[arg-type]
+            second_factor_from=kept(self.second_factor_from),  # type: ignore[arg-type]
+        )
 
 
 @strawberry.type
@@ -130,12 +160,6 @@ class NotifyMutations:
     ) -> FirmPayload:
         firm, errors = await attempt(
             info.context,
-            firms.update_firm_settings(
-                info.context.scope,
-                info.context.staff,
-                None if input.copy_address is strawberry.UNSET else input.copy_address,
-                owners_see_all_mail=input.owners_see_all_mail,
-                keep_copy_address=input.copy_address is strawberry.UNSET,
-            ),
+            firms.update_firm_settings(info.context.scope, info.context.staff, input.change()),
         )
         return FirmPayload(errors=errors, firm=Firm.from_model(firm) if firm else None)

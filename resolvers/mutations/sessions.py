@@ -13,12 +13,20 @@ from models import Account as AccountModel
 from models import PortalUser as PortalUserModel
 from models import StaffMember as StaffMemberModel
 from resolvers.attempt import attempt
-from resolvers.context import SESSION_COOKIE, Context, set_session_cookie
+from resolvers.context import (
+    DEVICE_COOKIE,
+    SESSION_COOKIE,
+    Context,
+    set_device_cookie,
+    set_session_cookie,
+)
 from resolvers.mutations.selection import mutation
 from schema import ids
-from schema.payloads import SignInPayload, SwitchAccountPayload
+from schema.enums import SecondFactorMethod
+from schema.payloads import SecondFactorChallenge, SignInPayload, SwitchAccountPayload
 from schema.types import Account, PortalUser, StaffMember
 from services.firm import signin
+from services.firm.second_factor import Challenge, Origin
 from services.portal import access, client_session
 from services.shared import sessions
 
@@ -27,34 +35,61 @@ def policy(context: Context) -> signin.SignInPolicy:
     return signin.SignInPolicy.from_settings(context.settings)
 
 
-def credentials(context: Context, firm: str, email: str, password: str) -> signin.Credentials:
-    """What the client typed, and where from (HTTP or WebSocket alike)."""
+def origin(context: Context) -> Origin:
+    """Where the request comes from: address, browser and device cookie (HTTP or WebSocket)."""
     client = context.request.client
-    return signin.Credentials(firm, email, password, client.host if client else None)
+    return Origin(
+        client.host if client else None,
+        context.request.headers.get("user-agent", ""),
+        context.request.cookies.get(DEVICE_COOKIE),
+    )
 
 
-def _cookie(context: Context, token: str) -> None:
+def credentials(context: Context, firm: str, email: str, password: str) -> signin.Credentials:
+    """What the client typed, and where from."""
+    where = origin(context)
+    return signin.Credentials(firm, email, password, where.address, where.user_agent, where.device)
+
+
+def _cookie(context: Context, signed_in: signin.SignedIn) -> None:
     if isinstance(context.response, Response):
-        set_session_cookie(context.response, token, context.settings)
+        set_session_cookie(context.response, signed_in.token, context.settings)
+        if signed_in.device:
+            set_device_cookie(context.response, signed_in.device, context.settings)
+
+
+def _challenge(challenge: Challenge) -> SignInPayload:
+    return SignInPayload(
+        errors=[],
+        second_factor=SecondFactorChallenge(
+            id=strawberry.ID(challenge.id),
+            methods=[SecondFactorMethod(m) for m in challenge.methods],
+            expires_at=challenge.expires_at,
+        ),
+    )
 
 
 def _staff_payload(
-    context: Context, result: tuple[signin.SignedIn, StaffMemberModel] | None, errors: list
+    context: Context, result: tuple[signin.Outcome, StaffMemberModel] | None, errors: list
 ) -> SignInPayload:
     if result is None:
         return SignInPayload(errors=errors)
     signed_in, staff = result
-    _cookie(context, signed_in.token)
+    if isinstance(signed_in, Challenge):
+        return _challenge(signed_in)
+    _cookie(context, signed_in)
     return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
 
 
 async def _client_payload(
-    context: Context, result: tuple[signin.SignedIn, PortalUserModel] | None, errors: list
+    context: Context, result: tuple[signin.Outcome, PortalUserModel] | None, errors: list
 ) -> SignInPayload:
     if result is None:
         return SignInPayload(errors=errors)
     signed_in, user = result
-    _cookie(context, signed_in.token)
+    if isinstance(signed_in, Challenge):
+        return _challenge(signed_in)
+    _cookie(context, signed_in)
     rows = await client_session.accounts_in_order(await access.client_account_ids(user.pk))
     current = signed_in.session.current_account_id
     return SignInPayload(
@@ -101,7 +136,8 @@ class SessionMutations:
         password: Annotated[str, strawberry.argument(description="The new password.")],
     ) -> SignInPayload:
         result, errors = await attempt(
-            info.context, signin.set_first_password(token, password, policy(info.context))
+            info.context,
+            signin.set_first_password(token, password, policy(info.context), origin(info.context)),
         )
         return _staff_payload(info.context, result, errors)
 
@@ -145,9 +181,34 @@ class SessionMutations:
         ] = None,
     ) -> SignInPayload:
         result, errors = await attempt(
-            info.context, signin.accept_invitation(token, password, policy(info.context))
+            info.context,
+            signin.accept_invitation(token, password, policy(info.context), origin(info.context)),
         )
         return await _client_payload(info.context, result, errors)
+
+    @mutation(
+        description="Completes a sign-in that answered secondFactor: the challenge's id and "
+        "the code (mailed, from the authenticator app, or a recovery code). A wrong or "
+        "expired code answers SECOND_FACTOR_INVALID; once its 5 tries are used, "
+        "TOO_MANY_ATTEMPTS."
+    )
+    async def verify_second_factor(
+        self,
+        info: Info,
+        challenge_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The challenge's id.")
+        ],
+        code: Annotated[str, strawberry.argument(description="The code.")],
+    ) -> SignInPayload:
+        result, errors = await attempt(
+            info.context,
+            signin.verify_second_factor(
+                str(challenge_id), code, origin(info.context), policy(info.context)
+            ),
+        )
+        if result is not None and isinstance(result[1], StaffMemberModel):
+            return _staff_payload(info.context, (result[0], result[1]), errors)
+        return await _client_payload(info.context, result, errors)  # type: ignore[arg-type]
 
     @mutation(description="A client enters another of their accounts.")
     async def switch_account(

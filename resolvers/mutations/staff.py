@@ -66,6 +66,7 @@ class StaffMutations:
             can_manage_accounts=input.can_manage_accounts,
             can_use_inbox=input.can_use_inbox,
             active=input.active,
+            second_factor=input.second_factor,
         )
         member, errors = await attempt(
             info.context,

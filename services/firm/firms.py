@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models import Firm, PortalUser, StaffMember, StaffRole
+from models import Firm, PortalUser, SecondFactorRequirement, StaffMember, StaffRole
 from services.shared import passwords
 from services.shared.emails import validate_address
 from services.shared.errors import ErrorCode, Forbidden, input_error
@@ -76,30 +78,47 @@ async def set_staff_password(firm_slug: str, email: str, password: str) -> Staff
     return staff
 
 
-async def update_firm_settings(
-    scope: FirmScope,
-    actor: StaffMember,
-    copy_address: str | None,
-    *,
-    owners_see_all_mail: bool | None = None,
-    keep_copy_address: bool = False,
-) -> Firm:
+class Keep:
+    """A setting left out of a change: it stays as it is."""
+
+
+KEEP = Keep()
+
+
+@dataclass(frozen=True)
+class FirmSettings:
+    """A change of the firm's settings; KEEP leaves a setting as it is."""
+
+    copy_address: str | Keep | None = KEEP
+    owners_see_all_mail: bool | Keep = KEEP
+    client_second_factor: SecondFactorRequirement | Keep = KEEP
+    staff_second_factor: SecondFactorRequirement | Keep = KEEP
+    second_factor_from: datetime | Keep | None = KEEP
+
+
+async def update_firm_settings(scope: FirmScope, actor: StaffMember, change: FirmSettings) -> Firm:
     """Owners and admins set the address that gets a copy of every email to clients
-    (empty or null: no copies; `keep_copy_address`: unchanged). Only an owner turns
-    `owners_see_all_mail` on or off (owners reading private threads of personal mailboxes:
-    an admin must not grant it to owners behind their colleagues' backs, nor take it away);
-    null keeps it."""
+    (empty or null: no copies) and what sign-ins need beyond the password, from when. Only an
+    owner turns `owners_see_all_mail` on or off (owners reading private threads of personal
+    mailboxes: an admin must not grant it to owners behind their colleagues' backs, nor take
+    it away)."""
     require_staff_admin(actor)
-    if owners_see_all_mail is not None and actor.role != StaffRole.OWNER:
+    if not isinstance(change.owners_see_all_mail, Keep) and actor.role != StaffRole.OWNER:
         raise Forbidden("Only an owner may change whether owners read private mail.")
     firm = await Firm.get(pk=scope.firm_id)
-    if owners_see_all_mail is not None:
-        firm.owners_see_all_mail = owners_see_all_mail
-    if not keep_copy_address:
+    if not isinstance(change.copy_address, Keep):
+        copy_address = change.copy_address
         firm.copy_address = (
             validate_address(copy_address, "input", "copyAddress")[0]
             if copy_address and copy_address.strip()
             else None
         )
-    await firm.save(update_fields=["copy_address", "owners_see_all_mail"])
+    names = ("owners_see_all_mail", "client_second_factor", "staff_second_factor")
+    for name in (*names, "second_factor_from"):
+        value = getattr(change, name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # a time without a zone is read as UTC
+        if not isinstance(value, Keep):
+            setattr(firm, name, value)
+    await firm.save(update_fields=["copy_address", *names, "second_factor_from"])
     return firm

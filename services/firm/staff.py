@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models import InboxNotification, StaffMember, StaffRole
+from models import InboxNotification, SecondFactorRequirement, StaffMember, StaffRole
 from portico.settings import Settings
 from services.firm import password_links
 from services.shared import sessions
@@ -28,6 +28,7 @@ class StaffChanges:
     can_manage_accounts: bool | None = None
     can_use_inbox: bool | None = None
     active: bool | None = None
+    second_factor: SecondFactorRequirement | None = None
 
 
 def _clean_name(name: str, *field: str) -> str:
@@ -93,7 +94,7 @@ async def update_staff_member(
         demotes = changes.role is not None and changes.role != StaffRole.OWNER
         if member.role == StaffRole.OWNER and (demotes or changes.active is False):
             await _keep_one_owner(scope, member)
-        for attr in ("role", "can_manage_accounts", "can_use_inbox", "active"):
+        for attr in ("role", "can_manage_accounts", "can_use_inbox", "active", "second_factor"):
             value = getattr(changes, attr)
             if value is not None:
                 setattr(member, attr, value)
