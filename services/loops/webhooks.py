@@ -15,7 +15,7 @@ import logging
 from portico.settings import Settings
 from services.shared import backoff
 from services.shared.outage import in_own_task
-from services.shared.wakeups import WEBHOOKS
+from services.shared.wakeups import WEBHOOKS, wait_any
 from services.webhooks import delivery, requests
 
 log = logging.getLogger(__name__)
@@ -50,22 +50,9 @@ async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
                         timeout = min(RECHECK_SECONDS, poll)
                     else:
                         timeout = poll
-                    woken = await _wait(stop, wake, sender, timeout)
+                    # A POST that ends frees a slot: claim again then.
+                    ending = sender.wait_one() if sender.tasks else None
+                    await wait_any(stop, timeout, wake, ending)
+                    woken = wake.is_set() and not stop.is_set()
         finally:
             await sender.finish()
-
-
-async def _wait(
-    stop: asyncio.Event, wake: asyncio.Event, sender: delivery.Sender, seconds: float
-) -> bool:
-    """Until stop, a wake-up, a POST ending (a slot free) or `seconds`; whether woken."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    if sender.tasks:
-        waiters.append(asyncio.ensure_future(sender.wait_one()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-    return wake.is_set() and not stop.is_set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 
 
@@ -41,11 +41,19 @@ MAIL_SYNC = Wakeups()  # a mailbox connected (services/mail/mailboxes): the sync
 WEBHOOKS = Wakeups()  # webhook events queued (services/webhooks/queue): the webhook sender
 
 
-async def wait_any(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
-    """Until `stop` is set, `wake` (when given) is set, or `seconds` have passed."""
+async def wait_any(
+    stop: asyncio.Event,
+    seconds: float,
+    wake: asyncio.Event | None = None,
+    also: Awaitable[object] | None = None,
+) -> None:
+    """Until `stop` is set, `wake` (when given) is set, `also` (when given) is done, or
+    `seconds` have passed."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if wake is not None:
         waiters.append(asyncio.ensure_future(wake.wait()))
+    if also is not None:
+        waiters.append(asyncio.ensure_future(also))
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
