@@ -11,15 +11,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +27,8 @@ from services.shared.backoff import JITTER
 from tests.support.api import Api
 from tests.support.login import FLAGS, invitee
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.worker import start_worker
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENT = """mutation($input: ClientEventInput!) { notifyClientEvent(input: $input) { errors { code field } queued } }"""
 SEND = """mutation($input: SendFirmEmailInput!) { sendFirmEmail(input: $input) { errors { code field } queued } }"""
 DELIVERIES = """query($id: ID!) { account(id: $id) { deliveries { totalCount edges { node { to subject status lastError attempts sentAt } } } } }"""
@@ -115,27 +111,6 @@ async def test_smtp_down_then_back_delivers_each_notification_once(acme, setting
         assert all(d["sentAt"] for d in shown)
 
 
-def start_worker(
-    url: str, smtp: SmtpServer, var_dir: Path, log: Path, lease: float, concurrency: int = 8
-):
-    env = {
-        **os.environ,
-        "PORTICO_DATABASE_URL": url,
-        "PORTICO_SMTP_URL": smtp.url,
-        "PORTICO_VAR_DIR": str(var_dir),  # the generated secret the API encrypted with
-        "PORTICO_WORKER_POLL_SECONDS": "0.1",
-        "PORTICO_MAIL_LEASE_SECONDS": str(lease),
-        "PORTICO_MAIL_SEND_CONCURRENCY": str(concurrency),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "portico", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-
-
 def wait_for_ids(smtp: SmtpServer, expected: set[str], seconds: float = 5.0) -> Counter[str]:
     """Message-ID counts once every expected one has arrived (or after `seconds`)."""
     deadline = time.monotonic() + seconds
@@ -160,7 +135,15 @@ async def test_a_worker_killed_mid_batch_loses_nothing(clean_db, acme, settings,
     # middle of sends, with some rows recorded SENT (a batch is written after a second).
     smtp.slow(0.25)
     log = tmp_path / "worker.log"
-    worker = start_worker(clean_db.url, smtp, settings.var_dir, log, lease, concurrency=2)
+    worker = start_worker(
+        log,
+        database_url=clean_db.url,
+        smtp_url=smtp.url,
+        var_dir=settings.var_dir,  # the generated secret the API encrypted with
+        worker_poll_seconds=0.1,
+        mail_lease_seconds=lease,
+        mail_send_concurrency=2,
+    )
     try:
         deadline = time.monotonic() + 20
         while not await OutboundEmail.filter(status=DeliveryStatus.SENT).exists():

@@ -13,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,8 +35,8 @@ from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401 
 from tests.support.login import invitee
 from tests.support.mail import ANNA, CONNECT, add_mailbox, imap_user, mail, mailbox_input
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.worker import start_worker
 
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0  # seconds: far more than any wait here needs, far less than a poll interval
 SLOW = 300.0  # an interval no test waits for: what arrives sooner came another way
 
@@ -293,24 +290,6 @@ async def test_two_loops_never_sync_one_mailbox_at_once(
     assert mailbox.sync_status == SyncStatus.IDLE and mailbox.lease_until is None
 
 
-def start_worker(database_url: str, var_dir: Path, secret: str, log: Path) -> subprocess.Popen:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")},
-        "PORTICO_DATABASE_URL": database_url,
-        "PORTICO_SECRET_KEY": secret,  # the key the mailbox password was encrypted with
-        "PORTICO_VAR_DIR": str(var_dir),
-        "PORTICO_SYNC_INTERVAL_SECONDS": "0.5",
-        "PORTICO_SYNC_IDLE": "0",  # each worker polls: they meet on the mailbox all the time
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "portico", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-
-
 async def test_portico_worker_processes_sync_each_message_once(
     acme: Firm, imap: ImapServer, settings: Settings, tmp_path: Path
 ) -> None:
@@ -322,7 +301,17 @@ async def test_portico_worker_processes_sync_each_message_once(
     mailbox = await add_mailbox(acme.owner.firm_id, imap, keyed)
     logs = [tmp_path / f"worker-{n}.log" for n in range(count)]
     url = keyed.resolved_database_url
-    workers = [start_worker(url, tmp_path / "var", secret, log) for log in logs]
+    workers = [
+        start_worker(
+            log,
+            database_url=url,
+            secret_key=secret,  # the key the mailbox password was encrypted with
+            var_dir=tmp_path / "var",
+            sync_interval_seconds=0.5,
+            sync_idle=0,  # each worker polls: they meet on the mailbox all the time
+        )
+        for log in logs
+    ]
     try:
 
         async def started() -> bool:

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,10 +41,10 @@ from tests.support.mail import add_mailbox
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.support.sqlcount import count_sql
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.worker import start_worker
 from tests.test_attachments import PDF, client_in, papers, sync
 from tests.test_documents import upload
 
-ROOT = Path(__file__).resolve().parent.parent
 ALL_EVENTS = [e.name for e in WebhookEvent]
 CREATE = """mutation ($input: WebhookEndpointInput!) { createWebhookEndpoint(input: $input) {
   errors { code } secret endpoint { id } } }"""
@@ -598,20 +595,12 @@ async def test_attempt_logs_of_a_page_of_deliveries_take_one_statement(
 # ---------------------------------------------------------------- a worker killed mid-POST
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")},
-        "PORTICO_DATABASE_URL": settings.resolved_database_url,
-        "PORTICO_VAR_DIR": str(settings.var_dir),  # the generated key the secret is under
-        "PORTICO_WORKER_POLL_SECONDS": "0.1",
+def worker_settings(settings: Settings) -> dict[str, str | Path | float]:
+    return {
+        "database_url": settings.resolved_database_url,
+        "var_dir": settings.var_dir,  # the generated key the secret is under
+        "worker_poll_seconds": 0.1,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "portico", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
 
 
 async def test_a_worker_killed_mid_post_costs_the_receiver_nothing(
@@ -622,7 +611,7 @@ async def test_a_worker_killed_mid_post_costs_the_receiver_nothing(
     receiver.hold.set()  # the first request gets no answer: the worker dies waiting
     await acme.api.ok(FLAGS, {"input": {"accountEmailId": anna.account_email_id, "notify": True}})
     log = tmp_path / "worker.log"
-    worker = start_worker(settings, log)
+    worker = start_worker(log, **worker_settings(settings))
     try:
         await asyncio.to_thread(receiver.wait_for, 1, 30)
         worker.send_signal(signal.SIGKILL)
@@ -642,7 +631,7 @@ async def test_a_worker_killed_mid_post_costs_the_receiver_nothing(
     await WebhookDelivery.filter(pk=row.pk).update(
         lease_until=datetime.now(UTC) - timedelta(seconds=1)
     )
-    worker = start_worker(settings, tmp_path / "worker-2.log")
+    worker = start_worker(tmp_path / "worker-2.log", **worker_settings(settings))
     try:
         for _ in range(300):
             await row.refresh_from_db()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,32 +15,11 @@ from tortoise.transactions import in_transaction
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
 from services.outbound import outbox
-from tests.support.databases import Database
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401
+from tests.support.worker import start_worker
 
 MESSAGES = 1000
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "workers-test-secret"
-
-
-def start_worker(
-    database: Database, smtp: SmtpServer, var_dir: Path, log: Path
-) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PORTICO_DATABASE_URL": database.url,
-        "PORTICO_SMTP_URL": smtp.url,
-        "PORTICO_SECRET_KEY": SECRET,  # the key the rows were encrypted with
-        "PORTICO_VAR_DIR": str(var_dir),
-        "PORTICO_WORKER_POLL_SECONDS": "0.1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "portico", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),  # a file, not a pipe: 1,000 log lines would fill a pipe
-    )
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
@@ -62,7 +39,17 @@ async def test_two_workers_deliver_1000_messages_once(clean_db, smtp, tmp_path):
         database_url=clean_db.url, var_dir=tmp_path / "var", secret_key=SECRET, _env_file=None
     )
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
-    workers = [start_worker(clean_db, smtp, settings.var_dir, log) for log in logs]
+    workers = [
+        start_worker(
+            log,
+            database_url=clean_db.url,
+            smtp_url=smtp.url,
+            secret_key=SECRET,  # the key the rows were encrypted with
+            var_dir=settings.var_dir,
+            worker_poll_seconds=0.1,
+        )
+        for log in logs
+    ]
     try:
         for worker, log in zip(workers, logs, strict=True):
             await asyncio.to_thread(wait_for_line, log, "mail delivery started", worker, 30)
