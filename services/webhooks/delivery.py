@@ -33,6 +33,7 @@ from tortoise.transactions import in_transaction
 from models import (
     Firm,
     StaffMember,
+    StaffRole,
     WebhookAttempt,
     WebhookDelivery,
     WebhookDeliveryStatus,
@@ -119,7 +120,10 @@ class Sender:
             outcome = await requests.post(self.settings, self.client, endpoint, row)
         except Exception:  # Portico's own fault: nothing was sent, the receiver is not blamed
             log.exception("webhook delivery %s not sent; trying again later", row.pk)
-            await claims.put_back(row, lease, (now or datetime.now(UTC)) + NOT_SENT_DELAY)
+            try:
+                await claims.put_back(row, lease, (now or datetime.now(UTC)) + NOT_SENT_DELAY)
+            except Exception:  # the lease runs out instead: the row is only held until then
+                log.exception("webhook delivery %s: not handed back", row.pk)
             return
         try:
             await record(self.settings, endpoint, row, lease, outcome, now)
@@ -226,7 +230,9 @@ async def _count_failure(settings: Settings, endpoint: WebhookEndpoint, now: dat
 async def _tell_admins(settings: Settings, endpoint: WebhookEndpoint, reason: str) -> None:
     """One email to each owner and admin of the firm, queued in the caller's transaction."""
     firm = await Firm.get(pk=endpoint.firm_id)
-    admins = await StaffMember.filter(firm_id=firm.pk, active=True).order_by("id")
+    admins = await StaffMember.filter(
+        firm_id=firm.pk, active=True, role__in=[StaffRole.OWNER, StaffRole.ADMIN]
+    ).order_by("id")
     mails = [
         outbox.Mail(
             to=member.email,
@@ -240,7 +246,6 @@ async def _tell_admins(settings: Settings, endpoint: WebhookEndpoint, reason: st
             kind=DISABLED_KIND,
         )
         for member in admins
-        if member.is_admin
     ]
     await outbox.enqueue_many(firm.pk, firm.name, mails, settings)
 
