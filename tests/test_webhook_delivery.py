@@ -18,11 +18,12 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from models import OutboundEmail, StaffRole, WebhookDelivery, WebhookEndpoint
+from models import OutboundEmail, StaffRole, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from portico.settings import Settings
 from schema import ids
+from services.loops.webhooks import run_webhook_loop
 from services.shared import metrics, network
-from services.webhooks import claims, delivery, endpoints, queue, requests
+from services.webhooks import claims, delivery, endpoints, queue, requests, retention
 from services.webhooks.events import WebhookEvent
 from tests.support.api import Api, Firm, add_staff, api_for, eventually
 from tests.support.crm_ops import new_account
@@ -590,6 +591,54 @@ async def test_attempt_logs_of_a_page_of_deliveries_take_one_statement(
         shown = await deliveries(acme.api)
     assert len(shown) == 7 and all(len(d["attemptLog"]) == 1 for d in shown)
     assert len(many) == len(one) == 5  # session, endpoints, page, its rows, their attempts
+
+
+# ---------------------------------------------------------------- retention
+
+
+async def test_finished_deliveries_are_deleted_after_30_days_pending_ones_never(
+    acme: Firm, settings: Settings, receiver, sender
+) -> None:
+    await register(acme.api, receiver, ["EMAIL_FLAGS_CHANGED"])
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    for notify in (True, False, True, False, True):
+        variables = {"input": {"accountEmailId": anna.account_email_id, "notify": notify}}
+        await acme.api.ok(FLAGS, variables)
+    assert await send_all(settings, sender) == 5
+    rows = await WebhookDelivery.all().order_by("id")
+    failed, pending, young = rows[2], rows[3], rows[4]  # rows 0 and 1 stay SUCCEEDED
+    now = datetime.now(UTC)
+    await WebhookDelivery.filter(id=failed.pk).update(status="FAILED")
+    retrying = {"status": "PENDING", "next_attempt_at": now + timedelta(hours=10)}
+    await WebhookDelivery.filter(id=pending.pk).update(**retrying)
+    aged = now - retention.KEEP - timedelta(minutes=1)
+    await WebhookDelivery.filter(id__not=young.pk).update(created_at=aged)
+
+    assert await retention.prune(now, batch=2) == 3  # in batches smaller than the work
+    assert [d["id"] for d in await deliveries(acme.api)] == [
+        gid("WebhookDelivery", pending.pk),
+        gid("WebhookDelivery", young.pk),
+    ]
+    assert set(await WebhookAttempt.all().values_list("delivery_id", flat=True)) == {
+        pending.pk,
+        young.pk,
+    }
+    assert await retention.prune(now) == 0
+
+    # The worker's loop does it on its own, at its start and then every PRUNE_EVERY.
+    await WebhookDelivery.filter(id=young.pk).update(created_at=aged)
+
+    async def pruned() -> bool:
+        return not await WebhookDelivery.filter(id=young.pk).exists()
+
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_webhook_loop(settings, stop))
+    try:
+        await eventually(pruned, "the loop deleted the aged delivery")
+    finally:
+        stop.set()
+        await loop
+    assert await WebhookDelivery.filter(id=pending.pk).exists()
 
 
 # ---------------------------------------------------------------- a worker killed mid-POST

@@ -3,6 +3,7 @@
 It keeps its Sender's slots full: after each POST that ends, after a wake-up (an event
 queued in this process: wakeups.WEBHOOKS) and every PORTICO_WORKER_POLL_SECONDS (events
 queued by other processes, retries coming due), it claims due deliveries for the free slots.
+Every retention.PRUNE_EVERY it also deletes the finished deliveries older than retention.KEEP.
 Claims are leased and taken with SKIP LOCKED, so any number of workers may run this loop
 side by side. On stop, no new POST starts; those under way finish (each within its timeout).
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 
 from portico.settings import Settings
 from services.shared import backoff
 from services.shared.outage import in_own_task
 from services.shared.wakeups import WEBHOOKS, wait_any
-from services.webhooks import delivery, requests
+from services.webhooks import delivery, requests, retention
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,16 @@ async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
     """Sends due webhook deliveries until `stop` is set; never ends on an error of a claim."""
     failures = 0
     woken = False
+    prune_at = time.monotonic()
     async with requests.new_client() as client:
         sender = delivery.Sender(settings, client)
         try:
             with WEBHOOKS.listen() as wake:
                 while not stop.is_set():
                     wake.clear()
+                    if time.monotonic() >= prune_at:
+                        prune_at = time.monotonic() + retention.PRUNE_EVERY.total_seconds()
+                        await _prune()
                     started = 0
                     try:
                         started = await in_own_task(sender.fill(), "webhook claim")
@@ -56,3 +63,13 @@ async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
                     woken = wake.is_set() and not stop.is_set()
         finally:
             await sender.finish()
+
+
+async def _prune() -> None:
+    try:
+        deleted = await in_own_task(retention.prune(datetime.now(UTC)), "webhook prune")
+    except Exception:  # tried again at the next PRUNE_EVERY; nothing depends on it
+        log.exception("pruning old webhook deliveries failed")
+        return
+    if deleted:
+        log.info("deleted %s webhook deliveries older than %s", deleted, retention.KEEP)
