@@ -18,7 +18,14 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from models import OutboundEmail, StaffRole, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from models import (
+    OutboundEmail,
+    PortalUser,
+    StaffRole,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from portico.settings import Settings
 from schema import ids
 from services.loops.webhooks import run_webhook_loop
@@ -180,6 +187,42 @@ async def test_access_events_reach_the_receiver_signed_with_their_data(
         [attempt] = d["attemptLog"]
         assert attempt["succeeded"] and attempt["statusCode"] == 204 and attempt["error"] is None
         assert attempt["durationMs"] >= 0
+
+
+async def test_a_deleted_account_and_an_erased_person_end_access_without_the_address(
+    acme: Firm, client: httpx.AsyncClient, settings: Settings, smtp: SmtpServer, receiver, sender
+) -> None:
+    await register(acme.api, receiver, ["INVITATION_SENT", "PORTAL_ACCESS_REVOKED"])
+    anna = await invitee(acme.api, "Miller Family", "anna@miller.example")
+    bob = await invitee(acme.api, "Smith Co", "bob@smith.example", first="Bob")
+    for person in (anna, bob):
+        await login_on(acme.api, person.account_email_id)
+    for mail in await deliver(settings, smtp):
+        assert (await accept(Api(client), token_in(mail)))["errors"] == []
+    users = {u.email: u.pk for u in await PortalUser.all()}
+
+    delete = "mutation($id: ID!) { deleteAccount(id: $id) { errors { code } } }"
+    await acme.api.ok(delete, {"id": bob.account_id})
+    erase = "mutation($id: ID!) { eraseContact(id: $id) { errors { code } } }"
+    await acme.api.ok(erase, {"id": anna.contact_id})
+    # Nothing queued or kept for replay names the erased address any more.
+    payloads = await WebhookDelivery.all().values_list("payload", flat=True)
+    assert len(payloads) == 4 and "anna@" not in str(payloads) and "bob@" in str(payloads)
+
+    assert await send_all(settings, sender) == 4
+    receiver.wait_for(4)
+    deleted, erased = receiver.events("portal_access.revoked")
+    assert deleted["data"] == {
+        "accountId": bob.account_id,
+        "portalUserId": gid("PortalUser", users["bob@smith.example"]),
+        "email": "bob@smith.example",
+        "reason": "ACCOUNT_DELETED",
+    }
+    assert erased["data"]["reason"] == "CONTACT_ERASED"
+    assert erased["data"]["accountId"] == anna.account_id
+    assert erased["data"]["portalUserId"] == gid("PortalUser", users["anna@miller.example"])
+    assert erased["data"]["email"].endswith("@erased.invalid")
+    assert all(b"anna@" not in r.body for r in receiver.received)
 
 
 async def test_synced_mail_and_its_saved_attachments_are_announced(

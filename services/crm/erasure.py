@@ -10,7 +10,9 @@ after, where the contact's names are blanked too) and in delivery records, whose
 dropped and whose unsent mail is cancelled. Staff alerts and digests of new client mail that
 name an erased address (services/mail/alerts, digests) lose their bodies, alerts their subject
 too (the erased mail's), and unsent ones are cancelled. The sign-in throttle rows of the
-addresses go (their key would confirm a guessed address). Kept: the accounts' documents
+addresses go (their key would confirm a guessed address). Webhook payloads (queued, or kept
+for replays) get the tombstone too, and portal_access.revoked announces the end of the erased
+users' access under it. Kept: the accounts' documents
 (the firm's retention duty) and messages that also concern other people. Attachment contents
 go after the commit.
 """
@@ -23,6 +25,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models import (
@@ -35,10 +38,12 @@ from models import (
     Invitation,
     Mailbox,
     OutboundEmail,
+    PortalAccess,
     PortalUser,
     Session,
     SignInThrottle,
     StaffMember,
+    WebhookDelivery,
 )
 from portico.settings import Settings
 from services.crm import privacy, records
@@ -46,6 +51,7 @@ from services.mail import alerts, digests, removal
 from services.outbound import outbox
 from services.shared import audit, files, throttle_keys
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 ERASED_NAME = "(erased)"
 _SCAN_BATCH = 1000
@@ -79,6 +85,7 @@ async def erase_contact(
         users = list(await scope.query(PortalUser).filter(email_normalized__in=normalized))
         sessions = await Session.filter(portal_user_id__in=[u.pk for u in users]).count()
 
+        await _announce_access_ending(scope, users, stones)
         await records.delete_contact(scope, staff, contact.pk)
         await scope.query(PortalUser).filter(pk__in=[u.pk for u in users]).delete()
         invited = await scope.query(Invitation).filter(email_normalized__in=normalized).delete()
@@ -90,7 +97,14 @@ async def erase_contact(
         pattern = _address_pattern(stones)
         staff_alerts = await _scrub_staff_alerts(scope, pattern, settings)
         await _forget_throttles(scope, normalized)
-        entries = await _tombstone_audit(scope, pattern, stones, contact.pk)
+        audited = ("email", "before", "after")
+        entries = await _tombstone_columns(
+            scope.query(AuditEntry), audited, pattern, stones, contact.pk
+        )
+        # Webhook events not yet sent, and those kept to be replayed, name the address too.
+        await _tombstone_columns(
+            scope.query(WebhookDelivery), ("payload",), pattern, stones, contact.pk
+        )
         counts = {
             "addresses": len(emails),
             "portalUsers": len(users),
@@ -199,29 +213,51 @@ async def _forget_throttles(scope: FirmScope, normalized: list[str]) -> None:
     await SignInThrottle.filter(key__in=keys).delete()
 
 
-async def _tombstone_audit(
-    scope: FirmScope, pattern: re.Pattern[str] | None, stones: dict[str, str], contact_id: int
+async def _tombstone_columns(
+    rows: QuerySet[Any],
+    columns: tuple[str, ...],
+    pattern: re.Pattern[str] | None,
+    stones: dict[str, str],
+    contact_id: int,
 ) -> int:
-    """Replaces the addresses in the firm's audit entries, in `email` and inside `before` and
-    `after` (contact deletions list them, with the names blanked here); the entries changed.
-    A scan in batches: the JSON columns cannot be searched alike on both databases."""
+    """Replaces the addresses in `columns` of `rows`, inside JSON values too (with the
+    contact's names blanked there); how many rows changed. A scan in batches: JSON columns
+    cannot be searched alike on both databases."""
     changed, last = 0, 0
     while True:
-        rows = (
-            await scope.query(AuditEntry)
-            .filter(id__gt=last)
+        batch = (
+            await rows.filter(id__gt=last)
             .order_by("id")
             .limit(_SCAN_BATCH)
-            .values_list("id", "email", "before", "after")
+            .values_list("id", *columns)
         )
-        for pk, email, before, after in rows:
-            new = [_scrub(value, pattern, stones, contact_id) for value in (email, before, after)]
-            if new != [email, before, after]:
-                await AuditEntry.filter(pk=pk).update(email=new[0], before=new[1], after=new[2])
+        for pk, *values in batch:
+            new = [_scrub(value, pattern, stones, contact_id) for value in values]
+            if new != values:
+                await rows.model.filter(pk=pk).update(**dict(zip(columns, new, strict=True)))
                 changed += 1
-        if len(rows) < _SCAN_BATCH:
+        if len(batch) < _SCAN_BATCH:
             return changed
-        last = rows[-1][0]
+        last = batch[-1][0]
+
+
+async def _announce_access_ending(
+    scope: FirmScope, users: list[PortalUser], stones: dict[str, str]
+) -> None:
+    """portal_access.revoked for each account the erased users could enter, naming each by
+    its stand-in address: the webhook tells other tools to close the door without carrying
+    the erased address out of Portico."""
+    rows = await (
+        PortalAccess.filter(portal_user_id__in=[u.pk for u in users])
+        .order_by("account_id", "portal_user_id")
+        .values_list("account_id", "portal_user_id")
+    )
+    stand_in = {u.pk: stones[u.email_normalized] for u in users}
+    by_account: dict[int, list[tuple[int, str]]] = {}
+    for account_id, user_id in rows:
+        by_account.setdefault(account_id, []).append((user_id, stand_in[user_id]))
+    for account_id, revoked in by_account.items():
+        await emit.portal_access_revoked(scope.firm_id, account_id, revoked, emit.CONTACT_ERASED)
 
 
 def _scrub(

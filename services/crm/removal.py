@@ -31,6 +31,7 @@ from services.outbound import outbox
 from services.portal import documents
 from services.shared import audit, files
 from services.shared.scope import FirmScope
+from services.webhooks import emit
 
 
 async def delete_account(
@@ -71,6 +72,7 @@ async def delete_account(
                 "queuedMailWithdrawn": withdrawn,
             },
         )
+        await _announce_access_ending(scope, account.pk)
         # Invitations first: left to the account's cascade, PostgreSQL's SET NULL of a
         # delivery row's account re-checks its invitation reference while that invitation is
         # being deleted by the same statement, and fails outbound_email_invitation_id_fkey.
@@ -79,6 +81,18 @@ async def delete_account(
         await scope.query(Account).filter(pk=account.pk).delete()
     await files.forget(settings, sha256s)  # after the commit: a rollback keeps the files
     return account
+
+
+async def _announce_access_ending(scope: FirmScope, account_id: int) -> None:
+    """portal_access.revoked for each client who could enter the account (its access rows
+    go with it in the cascade)."""
+    revoked = await (
+        scope.query(PortalAccess)
+        .filter(account_id=account_id)
+        .order_by("id")
+        .values_list("portal_user_id", "portal_user__email")
+    )
+    await emit.portal_access_revoked(scope.firm_id, account_id, revoked, emit.ACCOUNT_DELETED)
 
 
 async def _mail_only_in(scope: FirmScope, account_id: int) -> list[int]:

@@ -49,12 +49,14 @@ async def invitation_accepted(invitation: Invitation, user: PortalUser) -> None:
 # Why portal access ended (portal_access.revoked's reason).
 LOGIN_TURNED_OFF = "LOGIN_TURNED_OFF"  # staff turned LOGIN off for the address
 ACCESS_REMOVED = "ACCESS_REMOVED"  # staff removed an unlinked address's access
+ACCOUNT_DELETED = "ACCOUNT_DELETED"  # the account was deleted
+CONTACT_ERASED = "CONTACT_ERASED"  # the person was erased (email: the stand-in address)
 
 
 async def portal_access_revoked(
     firm_id: int, account_id: int, revoked: Iterable[tuple[int, str]], reason: str
 ) -> None:
-    """`revoked`: (portal user id, address) pairs; `reason` one of the two above."""
+    """`revoked`: (portal user id, address) pairs; `reason` one of the four above."""
     await emit(
         firm_id,
         WebhookEvent.PORTAL_ACCESS_REVOKED,
