@@ -474,7 +474,7 @@ async def test_the_mailbox_password_never_shows_in_a_delivery_error(
         errors.append((await OutboundEmail.get(kind="REPLY")).last_error)
     assert errors == [
         "authentication failed: 535 5.7.8 *** is not accepted",
-        "RuntimeError: unexpected ***",
+        "Portico could not send it (RuntimeError); see the worker's log",
     ]
     assert PASSWORD not in caplog.text and "***" in caplog.text
     assert (await OutboundEmail.get(kind="REPLY")).status == DeliveryStatus.QUEUED

@@ -73,6 +73,7 @@ from models import DeliveryStatus, Mailbox, OutboundEmail
 from portico.settings import Settings
 from services.mail import replies
 from services.mail.mailboxes import mailbox_password
+from services.outbound.failures import internal_fault
 from services.outbound.outbox import decrypt_bodies
 from services.outbound.transport import (
     MailboxSmtpTransport,
@@ -382,7 +383,7 @@ class _Sending:
             await _retry_later(settings, row, lease, str(exc), now)
         except Exception as exc:  # a bug must not stop the queue: count it as an attempt
             log.exception("mail %s: unexpected error while sending", row.pk)
-            await _retry_later(settings, row, lease, f"{type(exc).__name__}: {exc}", now)
+            await _retry_later(settings, row, lease, internal_fault(exc), now)
         else:
             log.info("mail %s sent to %s", row.pk, row.to_address)
             metrics.delivery(metrics.SENT)

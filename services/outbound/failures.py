@@ -17,3 +17,9 @@ class TemporaryFailure(DeliveryFailure):
 
 class PermanentFailure(DeliveryFailure):
     """5xx replies: the server will not take this message, retrying cannot help."""
+
+
+def internal_fault(exc: BaseException) -> str:
+    """The reason shown for a send that failed by Portico's own fault (a bug): the kind of
+    fault only; its text, which may hold internals, goes to the worker's log."""
+    return f"Portico could not send it ({type(exc).__name__}); see the worker's log"

@@ -34,7 +34,12 @@ import aiosmtplib
 
 from models import OutboundEmail
 from portico.settings import Settings
-from services.outbound.failures import DeliveryFailure, PermanentFailure, TemporaryFailure
+from services.outbound.failures import (
+    DeliveryFailure,
+    PermanentFailure,
+    TemporaryFailure,
+    internal_fault,
+)
 from services.outbound.outbox import (
     EXTRA_HEADERS,
     MAX_EXTRA_HEADER,
@@ -404,7 +409,7 @@ class MailboxSmtpTransport(SmtpTransport):
                 raise
             reason = scrub(f"{type(exc).__name__}: {exc}", password)
             log.error("%s: unexpected error while sending: %s", self, reason)
-            raise TemporaryFailure(reason) from None
+            raise TemporaryFailure(internal_fault(exc)) from None
 
     async def _open(self) -> aiosmtplib.SMTP:
         session = MailboxSmtp(self.config, allow_private=self.allow_private)
