@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from tortoise.expressions import Q
-from tortoise.queryset import QuerySet
-
 from models import PortalUser, Session, StaffMember
+from services.shared import session_rows
 from services.shared.coalesce import Coalesced
 from services.shared.tokens import hash_token, new_token
 
@@ -41,28 +39,29 @@ async def start_client_session(
     return token, session
 
 
-def _live(**token: object) -> QuerySet[Session]:
-    """Sessions not revoked nor expired whose staff member is active (or of a portal user),
-    with their viewer and firm (its settings decide what a viewer reads: private mail)."""
-    return Session.filter(
-        Q(staff_member__active=True) | Q(portal_user_id__isnull=False),
-        revoked_at=None,
-        expires_at__gt=now(),
-        **token,
-    ).select_related("staff_member", "portal_user", "firm")
+def _is_live(session: Session, at: datetime) -> bool:
+    """Not revoked nor expired, and its staff member active (or of a portal user)."""
+    if session.revoked_at is not None or session.expires_at <= at:
+        return False
+    return session.portal_user_id is not None or (
+        session.staff_member is not None and session.staff_member.active
+    )
 
 
 async def resolve_session(token: str | None) -> Session | None:
-    """The live session for a token, with its staff member or portal user; one query."""
+    """The live session for a token, with its staff member or portal user and its firm
+    (its settings decide what a viewer reads: private mail); one query."""
     if not token or len(token) > 256:
         return None
-    return await _live(token_hash=hash_token(token)).first()
+    [found] = await _sessions_by_token([token])
+    return found
 
 
 async def _sessions_by_token(tokens: Sequence[str]) -> list[Session | None]:
     hashes = {token: hash_token(token) for token in tokens}
-    rows = await _live(token_hash__in=set(hashes.values()))
-    found = {row.token_hash: row for row in rows}
+    at = now()
+    rows = await session_rows.sessions_with_people(sorted(set(hashes.values())))
+    found = {row.token_hash: row for row in rows if _is_live(row, at)}
     return [found.get(hashes[token]) for token in tokens]
 
 
