@@ -80,6 +80,8 @@ class OutboundEmail(Model):
     attempts = fields.IntField(default=0)
     last_error = fields.TextField(null=True)
     next_attempt_at = fields.DatetimeField()
+    # 0 first: mail a person waits for at a sign-in (services/outbound/outbox.PRIORITY).
+    priority = fields.SmallIntField(default=1, db_default=1, description="lower is sent first")
     lease_until = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     sent_at = fields.DatetimeField(null=True)
@@ -109,5 +111,10 @@ class OutboundEmail(Model):
 
     class Meta:
         table = "outbound_email"
-        # Due rows for the workers; failed replies for Inbox+ (inbox(deliveryStatus:)).
-        indexes = (("status", "next_attempt_at"), ("firm_id", "status", "thread_message_id"))
+        # Due rows for the workers, urgent first (the claim's order, services/loops/delivery);
+        # failed replies for Inbox+ (inbox(deliveryStatus:)).
+        indexes = (
+            ("status", "next_attempt_at"),
+            ("status", "priority", "next_attempt_at", "id"),
+            ("firm_id", "status", "thread_message_id"),
+        )

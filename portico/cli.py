@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     password.add_argument("--password")
     password.set_defaults(run=_set_password)
 
+    reset = sub.add_parser(
+        "reset-authenticator",
+        help="remove a person's authenticator app and end their sessions (a lost phone)",
+    )
+    reset.add_argument("--firm", required=True, help="the firm's slug")
+    reset.add_argument("--email", required=True)
+    reset.add_argument("--client", action="store_true", help="a portal user, not staff")
+    reset.set_defaults(run=_reset_authenticator)
+
     sub.add_parser("seed-demo", help="create the demo firm").set_defaults(run=_seed_demo)
     sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(run=_export_schema)
 
@@ -210,6 +219,16 @@ def _set_password(args: argparse.Namespace, settings: Settings) -> None:
     async def work() -> None:
         staff = await set_staff_password(args.firm, args.email, password)
         print(f"password set for {staff.email}")
+
+    _with_db(settings, work)
+
+
+def _reset_authenticator(args: argparse.Namespace, settings: Settings) -> None:
+    from services.firm.enrollment import reset_by_address
+
+    async def work() -> None:
+        person, ended = await reset_by_address(args.firm, args.email, args.client)
+        print(f"authenticator reset for {person.email}: {ended} session(s) ended")
 
     _with_db(settings, work)
 

@@ -14,6 +14,7 @@ from portico.settings import Settings
 from resolvers.context import token_from_request
 from schema import ids
 from services.crm import privacy
+from services.firm import enrollment
 from services.portal import documents
 from services.shared import files
 
@@ -22,6 +23,8 @@ def download_document(settings: Settings) -> Callable[[Request], Awaitable[Respo
     async def endpoint(request: Request) -> Response:
         token = token_from_request(request)
         session = await request_session(request, token)
+        if session is not None and await enrollment.session_must_enroll(session):
+            session = None  # a session that may only set up an authenticator reads nothing
         document = await documents.readable(
             session, ids.decode(request.path_params["id"], "Document")
         )

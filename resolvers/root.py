@@ -37,6 +37,7 @@ from resolvers.query import Query
 from resolvers.subscriptions import Subscription
 from schema.budget import Budget
 from schema.extensions import (
+    EnrollmentFirst,
     OperationName,
     SessionPerOperation,
     is_expected,
@@ -125,6 +126,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         execution_context_class=executor_class(plans),
         extensions=[
             SessionPerOperation,
+            EnrollmentFirst,
             OperationName,
             GraphQLMetrics,
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),

@@ -260,6 +260,7 @@ class AuditAction(_Named):
     MAILBOX_CONNECTED = auto()
     MAILBOX_UPDATED = auto()
     MAILBOX_DISCONNECTED = auto()
+    AUTHENTICATOR_RESET = auto()
 
 
 expose(
@@ -285,5 +286,7 @@ expose(
         AuditAction.MAILBOX_CONNECTED: "A mailbox was connected.",
         AuditAction.MAILBOX_UPDATED: "A mailbox's settings changed.",
         AuditAction.MAILBOX_DISCONNECTED: "A mailbox was disconnected.",
+        AuditAction.AUTHENTICATOR_RESET: "An owner or admin removed a person's authenticator "
+        "app and ended their sessions (resetAuthenticator).",
     },
 )

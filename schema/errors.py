@@ -60,7 +60,10 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     "address; wait a few minutes. For a second factor: the challenge's 5 tries are used up.",
     Code.SECOND_FACTOR_INVALID: "The code is wrong, or its challenge expired, was used or never "
     "existed (never says which).",
-    Code.AUTHENTICATOR_ENROLLED: "An authenticator is set up already; remove it first.",
+    Code.AUTHENTICATOR_ENROLLED: "An authenticator is set up already: replacing it needs a "
+    "code from it or a recovery code.",
+    Code.AUTHENTICATOR_REQUIRED: "The firm requires an authenticator of this person: it may "
+    "not be removed (replace it), and a session without one may only set one up.",
     Code.INVALID_SLUG: "A firm slug is 2-63 lower-case letters, digits or dashes.",
     Code.SLUG_TAKEN: "A firm with this slug exists.",
     Code.LAST_OWNER: "The change would leave the firm without an active owner.",

@@ -65,6 +65,20 @@ class SignInPayload:
         description="Set when the sign-in needs a second factor: token, viewer and accounts "
         "stay empty until verifySecondFactor answers it.",
     )
+    authenticator_required: bool = strawberry.field(
+        default=False,
+        description="True: the firm requires an authenticator app and this person has none. "
+        "The session may only set one up (startAuthenticatorEnrollment, then "
+        "confirmAuthenticatorEnrollment), read viewer and sign out; anything else answers "
+        "AUTHENTICATOR_REQUIRED until the app is confirmed, then the session is a full one.",
+    )
+    device_token: str | None = strawberry.field(
+        default=None,
+        description="Set when this sign-in came from a device Portico did not know: a client "
+        "that keeps no cookies sends it back as `deviceToken` on its next sign-in, so it is "
+        "not reported as a new device again (browsers get the same in the portico_device "
+        "cookie).",
+    )
 
 
 @strawberry.type(description="An authenticator app's set-up: scan the QR code, then confirm.")
@@ -83,6 +97,14 @@ class RecoveryCodesPayload:
         default_factory=list,
         description="Ten single-use codes for when the authenticator is not at hand; "
         "empty on failure and after removal.",
+    )
+
+
+@strawberry.type(description="What resetAuthenticator did.")
+class ResetAuthenticatorPayload:
+    errors: list[UserError] = errors_field()
+    sessions_ended: int = strawberry.field(
+        default=0, description="How many of the person's sessions were ended."
     )
 
 

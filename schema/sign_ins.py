@@ -26,6 +26,7 @@ SIGN_IN_FIELDS = frozenset(
         "acceptInvitation",
         "setStaffPassword",
         "verifySecondFactor",
+        "startAuthenticatorEnrollment",
         "confirmAuthenticatorEnrollment",
         "removeAuthenticator",
     }

@@ -95,6 +95,21 @@ def test_create_firm_and_set_password(env, tmp_path):
     assert changed.returncode == 0, changed.stderr
 
 
+def test_reset_authenticator(env):
+    portico(env, "migrate")
+    portico(
+        env, "create-firm", "--name", "Acme LLP", "--slug", "acme", "--owner-email",
+        "o@acme.example", PORTICO_OWNER_PASSWORD="long-enough-secret",
+    )  # fmt: skip
+    done = portico(env, "reset-authenticator", "--firm", "acme", "--email", "O@acme.example")
+    assert done.returncode == 0, done.stderr
+    assert "authenticator reset for o@acme.example: 0 session(s) ended" in done.stdout
+    nobody = portico(
+        env, "reset-authenticator", "--firm", "acme", "--email", "o@acme.example", "--client"
+    )
+    assert nobody.returncode != 0 and "No such portal user" in nobody.stderr
+
+
 def test_password_is_never_read_from_a_pipe_without_being_asked(env):
     portico(env, "migrate")
     result = portico(

@@ -6,10 +6,14 @@ session of that person."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import httpx
 
 from models import KnownDevice
+from portico.app import create_app
+from services.firm import devices
+from services.shared.sessions import now
 from tests.support.api import PASSWORD, Api, add_staff, api_for
 from tests.support.login import deliver, text_of
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
@@ -107,3 +111,70 @@ async def test_with_a_second_factor_the_notice_waits_for_it(acme, client, settin
     client.cookies.clear()
     notice = (await deliver(settings, smtp))[-1]
     assert "Other/2" in text_of(notice)
+
+
+DEVICE_SIGN_IN = """mutation($device: String) {
+  staffSignIn(firm: "acme", email: "owner@acme.example", password: "PASSWORD",
+    deviceToken: $device) { errors { code } token deviceToken } }""".replace("PASSWORD", PASSWORD)
+
+
+async def test_a_client_without_cookies_sends_its_device_token_back(acme, anon, settings, smtp):
+    first = (await anon.data(DEVICE_SIGN_IN))["staffSignIn"]
+    assert first["token"] and first["deviceToken"]
+    device = first["deviceToken"]
+    # The same script, its token sent back: known, quiet, no new row, no new token.
+    for _ in range(3):
+        again = (await anon.data(DEVICE_SIGN_IN, {"device": device}))["staffSignIn"]
+        assert again["token"] and again["deviceToken"] is None
+    assert await deliver(settings, smtp) == []
+    assert await KnownDevice.all().count() == 1
+    # Without it: a new device, reported.
+    other = (await anon.data(DEVICE_SIGN_IN))["staffSignIn"]
+    assert other["deviceToken"] and other["deviceToken"] != device
+    [notice] = await deliver(settings, smtp)
+    assert "new device" in notice["Subject"].lower() or "sign-in" in notice["Subject"].lower()
+
+
+async def test_old_devices_are_forgotten_and_a_person_keeps_at_most_twenty(
+    acme, anon, settings, smtp
+):
+    first = (await anon.data(DEVICE_SIGN_IN))["staffSignIn"]["deviceToken"]
+    # Unused for 200 days: forgotten at the person's next new device.
+    await KnownDevice.all().update(last_seen_at=now() - timedelta(days=200))
+    await anon.data(DEVICE_SIGN_IN)
+    assert await KnownDevice.all().count() == 1
+    assert len(await deliver(settings, smtp)) == 1  # still not "first": a notice went
+    # The forgotten device is new again, and reported.
+    assert (await anon.data(DEVICE_SIGN_IN, {"device": first}))["staffSignIn"]["deviceToken"]
+    assert len(await deliver(settings, smtp)) == 2  # (all mail delivered so far)
+    for n in range(30):
+        await KnownDevice.create(
+            firm_id=acme.owner.firm_id,
+            staff_member_id=acme.owner.pk,
+            token_hash=f"{n:064d}",
+        )
+    await anon.data(DEVICE_SIGN_IN)
+    assert await KnownDevice.all().count() == devices.MAX_DEVICES
+
+
+def cookie_flags(response: httpx.Response, name: str) -> list[str]:
+    [header] = [h for h in response.headers.get_list("set-cookie") if h.startswith(f"{name}=")]
+    return [part.strip().lower() for part in header.split(";")[1:]]
+
+
+async def test_the_device_cookie_is_httponly_lax_and_secure_in_production(acme, client, settings):
+    flags = cookie_flags(await sign_in(client), "portico_device")
+    assert {"httponly", "samesite=lax", "path=/", f"max-age={400 * 24 * 3600}"} <= set(flags)
+    assert "secure" not in flags  # development: plain http
+    production = settings.model_copy(
+        update={"env": "production", "secret_key": "k" * 32, "rate_limit": False}
+    )
+    app = create_app(production, manage_db=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://portico.test") as http:
+        response = await http.post("/graphql", json={"query": SIGN_IN})
+    assert response.json()["data"]["staffSignIn"]["errors"] == [], response.text
+    flags = cookie_flags(response, "portico_device")
+    assert {"httponly", "samesite=lax", "path=/", "secure", f"max-age={400 * 24 * 3600}"} <= set(
+        flags
+    )

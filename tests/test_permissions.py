@@ -49,6 +49,10 @@ MUTATIONS = {
         'mutation { removeAuthenticator(code: "1") { errors { code } } }',
         "signed-in",
     ),
+    "resetAuthenticator": (
+        f'mutation {{ resetAuthenticator(personId: "{ID}") {{ errors {{ code }} }} }}',
+        "admin",
+    ),
     "switchAccount": (
         f'mutation {{ switchAccount(accountId: "{ID}") {{ errors {{ code }} }} }}',
         "client",

@@ -35,20 +35,32 @@ def policy(context: Context) -> signin.SignInPolicy:
     return signin.SignInPolicy.from_settings(context.settings)
 
 
-def origin(context: Context) -> Origin:
-    """Where the request comes from: address, browser and device cookie (HTTP or WebSocket)."""
+def origin(context: Context, device_token: str | None = None) -> Origin:
+    """Where the request comes from: address, browser and device (the token a cookieless
+    client sends back, else the cookie; HTTP or WebSocket)."""
     client = context.request.client
     return Origin(
         client.host if client else None,
         context.request.headers.get("user-agent", ""),
-        context.request.cookies.get(DEVICE_COOKIE),
+        device_token or context.request.cookies.get(DEVICE_COOKIE),
     )
 
 
-def credentials(context: Context, firm: str, email: str, password: str) -> signin.Credentials:
+def credentials(
+    context: Context, firm: str, email: str, password: str, device_token: str | None
+) -> signin.Credentials:
     """What the client typed, and where from."""
-    where = origin(context)
+    where = origin(context, device_token)
     return signin.Credentials(firm, email, password, where.address, where.user_agent, where.device)
+
+
+DeviceToken = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The deviceToken an earlier sign-in of this client answered (clients "
+        "that keep no cookies): a device Portico knows is not reported as new."
+    ),
+]
 
 
 def _cookie(context: Context, signed_in: signin.SignedIn) -> None:
@@ -78,7 +90,13 @@ def _staff_payload(
     if isinstance(signed_in, Challenge):
         return _challenge(signed_in)
     _cookie(context, signed_in)
-    return SignInPayload(errors=[], token=signed_in.token, viewer=StaffMember.from_model(staff))
+    return SignInPayload(
+        errors=[],
+        token=signed_in.token,
+        viewer=StaffMember.from_model(staff),
+        authenticator_required=signed_in.must_enroll,
+        device_token=signed_in.device,
+    )
 
 
 async def _client_payload(
@@ -98,6 +116,8 @@ async def _client_payload(
         viewer=PortalUser.from_model(user),
         accounts=[Account.from_model(row) for row in rows],
         current_account=next((Account.from_model(row) for row in rows if row.pk == current), None),
+        authenticator_required=signed_in.must_enroll,
+        device_token=signed_in.device,
     )
 
 
@@ -116,11 +136,13 @@ class SessionMutations:
             str, strawberry.argument(description="The staff member's sign-in address.")
         ],
         password: Annotated[str, strawberry.argument(description="Their password.")],
+        device_token: DeviceToken = None,
     ) -> SignInPayload:
         result, errors = await attempt(
             info.context,
             signin.staff_sign_in(
-                credentials(info.context, firm, email, password), policy(info.context)
+                credentials(info.context, firm, email, password, device_token),
+                policy(info.context),
             ),
         )
         return _staff_payload(info.context, result, errors)
@@ -153,11 +175,13 @@ class SessionMutations:
         ],
         email: Annotated[str, strawberry.argument(description="The client's sign-in address.")],
         password: Annotated[str, strawberry.argument(description="Their password.")],
+        device_token: DeviceToken = None,
     ) -> SignInPayload:
         result, errors = await attempt(
             info.context,
             signin.client_sign_in(
-                credentials(info.context, firm, email, password), policy(info.context)
+                credentials(info.context, firm, email, password, device_token),
+                policy(info.context),
             ),
         )
         return await _client_payload(info.context, result, errors)
@@ -199,11 +223,12 @@ class SessionMutations:
             strawberry.ID, strawberry.argument(description="The challenge's id.")
         ],
         code: Annotated[str, strawberry.argument(description="The code.")],
+        device_token: DeviceToken = None,
     ) -> SignInPayload:
         result, errors = await attempt(
             info.context,
             signin.verify_second_factor(
-                str(challenge_id), code, origin(info.context), policy(info.context)
+                str(challenge_id), code, origin(info.context, device_token), policy(info.context)
             ),
         )
         if result is not None and isinstance(result[1], StaffMemberModel):

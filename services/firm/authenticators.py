@@ -48,12 +48,9 @@ def _totp(settings: Settings, row: Authenticator) -> pyotp.TOTP:
 
 async def start_enrollment(person: Person, settings: Settings) -> tuple[str, str]:
     """A new secret (replacing any unconfirmed one): its otpauth:// URI and a QR code of it
-    as inline SVG, rendered here (the secret never goes to another service)."""
-    if await confirmed(person) is not None:
-        raise input_error(
-            ErrorCode.AUTHENTICATOR_ENROLLED,
-            "An authenticator is set up already; remove it first.",
-        )
+    as inline SVG, rendered here (the secret never goes to another service). A confirmed
+    one stays until this one is confirmed (services/firm/enrollment.start checks the code
+    that allows replacing it)."""
     secret = pyotp.random_base32()
     firm = await Firm.get(pk=person.firm_id)
     async with in_transaction():
@@ -70,7 +67,8 @@ async def start_enrollment(person: Person, settings: Settings) -> tuple[str, str
 
 
 async def confirm_enrollment(person: Person, code: str, settings: Settings) -> list[str]:
-    """The first right code turns the pending secret on; the answer is ten recovery codes."""
+    """The first right code turns the pending secret on, in place of any confirmed one (its
+    recovery codes go with it); the answer is ten recovery codes."""
     row = await Authenticator.filter(**_owner(person), confirmed_at=None).first()
     if row is None:
         raise input_error(
@@ -87,6 +85,7 @@ async def confirm_enrollment(person: Person, code: str, settings: Settings) -> l
         )
         if not claimed:
             raise _wrong()
+        await Authenticator.filter(**_owner(person)).exclude(pk=row.pk).delete()
         await RecoveryCode.bulk_create(
             [RecoveryCode(authenticator_id=row.pk, code_hash=_recovery_hash(c)) for c in codes]
         )
@@ -152,6 +151,18 @@ def _recovery_code() -> str:
 
 def _recovery_hash(code: str) -> str:
     return hash_token(code.lower().replace("-", ""))
+
+
+async def remove_all(person: Person) -> bool:
+    """Removes the person's authenticator and any set-up under way (an admin's reset);
+    whether a confirmed one was there."""
+    had = await confirmed(person) is not None
+    await Authenticator.filter(**_owner(person)).delete()
+    return had
+
+
+def wrong() -> Exception:
+    return _wrong()
 
 
 def _wrong() -> Exception:

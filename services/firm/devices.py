@@ -1,10 +1,12 @@
 """Devices a person has signed in from, and the notice of a sign-in from a new one.
 
-A device is a browser (the HttpOnly `portico_device` cookie) or any client that keeps the
-cookie Portico set. Only the token's SHA-256 is stored. A sign-in from a device this person
-has not used before mails them the time, network address and browser, with a link that ends
-all their sessions. A person's first device is not "new": there is nothing to compare it with
-(an invitation's or password link's first sign-in would otherwise always warn).
+A device is a browser (the HttpOnly `portico_device` cookie) or a client that sends back the
+`deviceToken` a sign-in answered (scripts, apps without cookies). Only the token's SHA-256
+is stored. A sign-in from a device this person has not used before mails them the time,
+network address and browser, with a link that ends all their sessions. A person's first
+device is not "new": there is nothing to compare it with (an invitation's or password link's
+first sign-in would otherwise always warn); the newest device is never forgotten, so a
+person is "first" only once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ DEVICE_TTL = timedelta(days=400)  # the cookie's life (browsers cap cookies at 4
 END_LINK_TTL = timedelta(days=7)
 END_PURPOSE = "end-sessions-link"
 MAX_TOKEN = 256
+FORGET_AFTER = timedelta(days=180)  # a device unused this long is forgotten (new again)
+MAX_DEVICES = 20  # per person: the ones used longest ago go first
 
 Person = StaffMember | PortalUser
 
@@ -43,10 +47,33 @@ async def recognise(person: Person, origin: Origin, settings: Settings) -> str |
     token, token_hash = new_token()
     async with in_transaction():  # the notice commits with the device it names
         known_before = await KnownDevice.exists(**owner(person))
-        await KnownDevice.create(firm_id=person.firm_id, **owner(person), token_hash=token_hash)
+        row = await KnownDevice.create(
+            firm_id=person.firm_id, **owner(person), token_hash=token_hash
+        )
         if known_before:
             await _notify(person, origin, settings)
+            await _forget_old(person, row.pk)
     return token
+
+
+async def _forget_old(person: Person, keep: int) -> None:
+    """Only at a new device (rare), only this person's rows: devices not seen for
+    FORGET_AFTER, and beyond the MAX_DEVICES used last. The new one stays, so a person once
+    seen always has a device and is never "first" again."""
+    await (
+        KnownDevice.filter(**owner(person), last_seen_at__lt=now() - FORGET_AFTER)
+        .exclude(pk=keep)
+        .delete()
+    )
+    extra = (
+        await KnownDevice.filter(**owner(person))
+        .order_by("-last_seen_at", "-id")
+        .offset(MAX_DEVICES)
+        .limit(1000)
+        .values_list("id", flat=True)
+    )
+    if extra:
+        await KnownDevice.filter(pk__in=list(extra)).exclude(pk=keep).delete()
 
 
 async def _notify(person: Person, origin: Origin, settings: Settings) -> None:

@@ -18,6 +18,7 @@ from portico.settings import Settings
 from services.firm import (
     address_throttle,
     devices,
+    enrollment,
     firms,
     password_links,
     second_factor,
@@ -62,6 +63,7 @@ class SignedIn:
     token: str
     session: Session
     device: str | None = None  # a new device cookie to set (None: the device is known)
+    must_enroll: bool = False  # the session may only set up an authenticator (enrollment)
 
 
 @dataclass(frozen=True)
@@ -129,17 +131,20 @@ async def _start(
     policy: SignInPolicy,
 ) -> SignedIn:
     """The session, and the device noted (a new one's owner is told, services/firm/devices);
-    a client's sign-in is announced to the firm's webhooks (client.signed_in) with it."""
+    a client's sign-in is announced to the firm's webhooks (client.signed_in) with it. Where
+    an authenticator is required and none is set up, the session may only enroll one."""
+    must_enroll = await enrollment.must_enroll(await Firm.get(pk=person.firm_id), person)
     if isinstance(person, StaffMember):
         token, session = await sessions.start_staff_session(person, policy.session_ttl)
-        return SignedIn(token, session, await devices.recognise(person, origin, policy.settings))
+        device = await devices.recognise(person, origin, policy.settings)
+        return SignedIn(token, session, device, must_enroll)
     async with in_transaction():
         token, session = await sessions.start_client_session(
             person, policy.session_ttl, current_account_id
         )
         await emit.client_signed_in(person, await access.client_account_ids(person.pk))
         device = await devices.recognise(person, origin, policy.settings)
-    return SignedIn(token, session, device)
+    return SignedIn(token, session, device, must_enroll)
 
 
 async def verify_second_factor(

@@ -116,14 +116,16 @@ class Claim:
 
 
 async def claim_due(settings: Settings, *, limit: int, now: datetime) -> Claim:
-    """Lease up to `limit` due QUEUED rows to this caller, oldest due first."""
+    """Lease up to `limit` due QUEUED rows to this caller: urgent ones first (a sign-in
+    code before a mass mailing's thousands, outbox.URGENT_KINDS), then oldest due first. The
+    order is the index (status, priority, next_attempt_at, id)'s own: no sort."""
     started = asyncio.get_running_loop().time()
     lease = lease_token(now, settings.mail_lease_seconds)  # this claim's own (module doc)
     async with in_transaction():
         rows = (
             await OutboundEmail.filter(status=DeliveryStatus.QUEUED, next_attempt_at__lte=now)
             .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .order_by("next_attempt_at", "id")
+            .order_by("priority", "next_attempt_at", "id")
             .limit(limit)
             .select_for_update(skip_locked=True)
         )

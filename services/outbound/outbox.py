@@ -218,6 +218,17 @@ async def enqueue_many(
     return rows
 
 
+# Mail a person is waiting for, at a screen: claimed before everything else due, so a firm's
+# mass mailing of thousands does not hold up a sign-in code. Other kinds (mass mail too,
+# written by enqueue_bulk with the column's default) are NORMAL.
+URGENT, NORMAL = 0, 1
+URGENT_KINDS = frozenset({"SIGN_IN_CODE", "NEW_DEVICE", "STAFF_ONBOARDING"})
+
+
+def priority_of(kind: str) -> int:
+    return URGENT if kind in URGENT_KINDS else NORMAL
+
+
 def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> OutboundEmail:
     _check_kind(mail.kind)
     category = NotificationCategory(mail.category).value if mail.category else None
@@ -236,6 +247,7 @@ def _row(firm_id: int, from_name: str, mail: Mail, settings: Settings) -> Outbou
         body_encrypted=encrypt_bodies(settings, bodies),
         message_id=new_message_id(settings),
         next_attempt_at=datetime.now(UTC),
+        priority=priority_of(mail.kind),
     )
 
 
