@@ -8,6 +8,7 @@ import re
 
 from models import AuditEntry, StaffRole
 from schema import ids
+from services.shared.pubsub import firm_channel
 from tests.support.api import Api, add_staff, api_for
 from tests.support.login import (
     CLIENT_VIEW,
@@ -19,6 +20,7 @@ from tests.support.login import (
     token_in,
 )
 from tests.support.smtp import smtp_fixture  # noqa: F401  (the `smtp` fixture)
+from tests.support.websocket import SYNCED, serving, socket
 from tests.test_second_factor import (
     CONFIRM,
     REMOVE,
@@ -211,3 +213,15 @@ async def test_an_owner_or_admin_resets_a_lost_authenticator(
     anna = await portal_user(acme.owner.firm_id)
     anna_id = ids.encode("PortalUser", anna.pk)
     assert (await admin_api.ok(RESET, {"id": anna_id}))["sessionsEnded"] == 0
+
+
+async def test_an_enrollment_only_session_cannot_subscribe_to_mail(acme, anon, settings, smtp):
+    emma = await add_staff(acme, "emma@acme.example", can_use_inbox=True)
+    await own_requirement(acme, emma)
+    done = await mailed_sign_in(anon, settings, smtp, "emma@acme.example")
+    assert done["authenticatorRequired"] is True
+    async with serving(settings) as live, socket(live.url, done["token"]) as sock:
+        await sock.subscribe("1", SYNCED, None)  # ended at once, before it listens
+        assert await sock.ended_by("1") == "AUTHENTICATOR_REQUIRED"
+        await sock.nothing_pending()
+        assert live.app.state.bus.subscriber_count(firm_channel(acme.owner.firm_id)) == 0
