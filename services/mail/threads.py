@@ -13,7 +13,11 @@ Who reads a private message's content: its owner; also the firm's owners when th
 that it exists (subject, participants, date) with its content hidden.
 
 A shared thread is remembered (`SharedThread`, per owner and thread): mail arriving later in
-it through the owner's personal mailbox is shared as it is stored. Attachments of a private
+it through the owner's personal mailbox is shared as it is stored. The store decides inside
+its transaction with the mailbox's row locked; a switch and a share lock the same rows first,
+so stored privacy follows the state at commit time. A message a SHARED mailbox also holds is
+not private (services/mail/store). An owner or admin of the firm shares or unshares a
+deactivated member's threads for them (else nobody could). Attachments of a private
 message are not auto-saved into an account's Documents while it is private; sharing saves
 them, as the store would have (`attachments.auto_saves`). Unsharing makes the thread private
 again; documents saved meanwhile stay (they are the client's account's now).
