@@ -116,6 +116,8 @@ CODE_DESCRIPTIONS: dict[errors.ErrorCode, str] = {
     Code.BAD_CURSOR: "Not sent to clients: a bad message list cursor arrives as BAD_USER_INPUT.",
     Code.NO_MAILBOX: "Connect a mailbox first: replies are sent through one.",
     Code.NO_RECIPIENT: "The message has no address a reply could go to.",
+    Code.MAILBOX_DISCONNECTED: "The thread's mail came through a personal mailbox that was "
+    "disconnected: it can no longer be made private.",
     # Webhooks
     Code.INVALID_URL: "A webhook URL is not an http(s) URL with a host (https only in "
     "production), is too long, or carries a password or a #fragment.",

@@ -293,10 +293,18 @@ async def test_switching_a_mailbox_between_shared_and_personal(acme, client, ima
         message = await seen(w.erik, w.account_id, subject)
         assert not message["private"] and not hidden(message)
 
+    # Back to PERSONAL: what the firm could read stays readable (not taken back by a
+    # switch); mail stored from now on is private; she may unshare a thread explicitly.
     back = await w.priya.ok(VISIBILITY, {"id": w.mailbox_id, "v": "PERSONAL"})
     assert back["mailbox"] == {"visibility": "PERSONAL", "owner": {"email": "priya@acme.example"}}
+    for subject in ("Kept private", "Shared one"):
+        assert not hidden(await seen(w.erik, w.account_id, subject)), subject
+    await w.receive(fresh("After going personal", body=BODY, attachments=[PDF]))
+    assert hidden(await seen(w.erik, w.account_id, "After going personal"))
+    kept = (await seen(w.priya, w.account_id, "Kept private"))["threadId"]
+    assert (await w.priya.ok(UNSHARE, {"t": kept}))["private"] is True
     assert hidden(await seen(w.erik, w.account_id, "Kept private"))
-    assert not hidden(await seen(w.erik, w.account_id, "Shared one"))  # she shared it
+    assert not hidden(await seen(w.erik, w.account_id, "Shared one"))
 
 
 async def test_a_running_sync_stores_mail_as_the_mailbox_is_now(acme, client, imap, settings):

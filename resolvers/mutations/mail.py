@@ -195,8 +195,8 @@ class MailMutations:
         description="Shares a thread of your personal mailbox with the firm: its mail (also "
         "mail arriving later) becomes readable by all staff with the inbox right, and its "
         "attachments are auto-saved into the Documents of accounts that auto-save. The "
-        "mailbox's owner only (FORBIDDEN for others); NOT_FOUND for a thread the firm does "
-        "not have.",
+        "mailbox's owner only, or an owner or admin for a deactivated member's (FORBIDDEN "
+        "for others); NOT_FOUND for a thread the firm does not have.",
         permission_classes=uses_inbox,
     )
     async def share_thread(
@@ -211,7 +211,9 @@ class MailMutations:
     @mutation(
         description="Makes a thread you shared private to you again (its mail from your "
         "personal mailboxes; documents saved from it meanwhile stay). The mailbox's owner "
-        "only (FORBIDDEN for others); NOT_FOUND for a thread the firm does not have.",
+        "only, or an owner or admin for a deactivated member's (FORBIDDEN for others); "
+        "NOT_FOUND for a thread the firm does not have; MAILBOX_DISCONNECTED when its mail "
+        "is in none of the personal mailboxes any more (it stays shared).",
         permission_classes=uses_inbox,
     )
     async def unshare_thread(

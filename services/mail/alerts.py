@@ -16,6 +16,9 @@ What never alerts:
   mailbox is OUTBOUND; mail from anyone but a client address linked to the account;
 - archived accounts (sync no longer files mail there).
 
+A private message (a personal mailbox's thread its owner has not shared) alerts only those who
+may read it: its owner, and the firm's owners when they see all mail.
+
 An alert names the account(s), the sender and the subject, never the body; it is queued
 without an account (`account_id` None), so it is not listed among an account's deliveries to
 staff without the inbox right. Erasing a client (services/crm/erasure) drops the body and
@@ -41,6 +44,7 @@ from models import (
 )
 from models.mail import ClientMailNotice
 from portico.settings import Settings
+from services.mail import threads
 from services.outbound import outbox
 from services.shared.scope import FirmScope
 
@@ -154,6 +158,8 @@ async def _alert(
         for message, _ in fresh
         if message.pk in accounts
         for member in members
+        # Private mail (services/mail/threads) alerts only those who may read it.
+        if not threads.reader(member, firm).hides(message.private_to_id)
     ]
     await outbox.enqueue_many(scope.firm_id, firm.name, mails, settings)
 

@@ -10,6 +10,8 @@ transaction that queues the digest, so two workers never send the same digest tw
   the time its storing transaction ran, and that transaction has committed by then.
 - A member without the inbox right gets no digest, but their window moves on all the same
   (gaining the right later does not bring a backlog of what they could not see).
+- Private mail (services/mail/threads) is listed only to a member who may read it, as its
+  thread is when the digest is made.
 - A digest covers at most MAX_WINDOW (a member who was inactive, or a worker that was down
   for weeks) and lists at most MAX_ITEMS messages, then says how many more there were.
 """
@@ -26,6 +28,7 @@ from tortoise.transactions import in_transaction
 from models import Firm, InboxNotification, StaffMember
 from models.mail import ClientMailNotice
 from portico.settings import Settings
+from services.mail import threads
 from services.mail.alerts import may_see_inbox
 from services.outbound import outbox
 from services.shared.scope import FirmScope
@@ -86,10 +89,11 @@ async def _digest(member: StaffMember, through: datetime, settings: Settings) ->
             return 0
         if not await StaffMember.filter(may_see_inbox(), id=member.pk).exists():
             return 0
-        items, total = await _items(FirmScope(member.firm_id), start, through)
+        firm = await Firm.get(pk=member.firm_id)
+        reads = threads.reader(member, firm)
+        items, total = await _items(FirmScope(member.firm_id), start, through, reads)
         if not items:
             return 0
-        firm = await Firm.get(pk=member.firm_id)
         await outbox.enqueue(
             firm_id=firm.pk,
             firm_name=firm.name,
@@ -110,20 +114,23 @@ async def _digest(member: StaffMember, through: datetime, settings: Settings) ->
     return 1
 
 
-async def _items(scope: FirmScope, start: datetime, through: datetime) -> tuple[list[Item], int]:
+async def _items(
+    scope: FirmScope, start: datetime, through: datetime, reader: threads.Reader
+) -> tuple[list[Item], int]:
     """The client mail noticed in (start, through], oldest first (at most MAX_ITEMS), and how
-    many messages there were in all."""
-    rows = await (
-        scope.query(ClientMailNotice)
-        .filter(created_at__gt=start, created_at__lte=through)
-        .order_by("message__sent_at", "message_id", "account__name")
-        .values_list(
-            "message_id",
-            "account__name",
-            "message__from_address",
-            "message__subject",
-            "message__sent_at",
+    many messages there were in all: private mail only for a reader who may read it (as the
+    immediate alerts: services/mail/alerts)."""
+    query = scope.query(ClientMailNotice).filter(created_at__gt=start, created_at__lte=through)
+    if not reader.sees_all:
+        query = query.filter(
+            Q(message__private_to_id__isnull=True) | Q(message__private_to_id=reader.staff_id)
         )
+    rows = await query.order_by("message__sent_at", "message_id", "account__name").values_list(
+        "message_id",
+        "account__name",
+        "message__from_address",
+        "message__subject",
+        "message__sent_at",
     )
     items: dict[int, Item] = {}
     for message_id, account, sender, subject, sent_at in rows:

@@ -262,9 +262,8 @@ async def _switch(
 ) -> None:
     """The visibility change, audited, inside the caller's transaction."""
     before = mailbox.visibility
-    if visibility == before:
+    if not await threads.set_visibility(scope, mailbox, visibility, staff, settings):
         return
-    await threads.set_visibility(scope, mailbox, visibility, staff, settings)
     await audit.record(
         scope,
         "MAILBOX_UPDATED",

@@ -35,10 +35,13 @@ connected: "attachments of future synced mail") has its kept attachments saved i
 Documents of each account it is linked to (when stored, or linked later) whose auto-save
 attachments option is on, unless its sender failed authentication.
 
-Private threads (services/mail/threads): mail stored through a PERSONAL mailbox (`private_to`,
-its owner) is private to them unless they shared its thread (one query per chunk); a private
-message's attachments are not auto-saved, now or when it is linked later, until it is shared.
-A message stored already keeps its privacy when another mailbox sees it again.
+Private threads (services/mail/threads): mail stored through a PERSONAL mailbox is private to
+its owner unless they shared its thread; a private message's attachments are not auto-saved,
+now or when it is linked later, until it is shared. Decided inside the storing transaction
+with the mailbox's row locked (`_mailbox_now`, one statement per chunk, and one for the shared
+threads of a personal one), so a switch of the mailbox or a share that commits meanwhile is
+never missed. A message stored already keeps its privacy when another mailbox sees it again,
+but for a SHARED mailbox seeing a private one: it becomes that mailbox's, shared (`_shared_copy`).
 
 Sender authentication (`Message.sender_auth`): the DMARC result of the Authentication-Results
 header the firm's receiving server added (settings.mail_auth_serv_id; unset: the topmost
@@ -63,7 +66,7 @@ from tortoise.fields import Field
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models import Message, MessageAccount
+from models import MailboxVisibility, Message, MessageAccount
 from portico.settings import Settings
 from services.mail import alerts, attachments, threads
 from services.mail.parse import ParsedAttachment, ParsedMessage, message_key, subject_thread_key
@@ -135,7 +138,6 @@ async def store_message(
     *,
     settings: Settings | None = None,
     auto_save_since: datetime | None = None,
-    private_to: int | None = None,
 ) -> StoreOutcome:
     """Stores `parsed` once per firm and links it to `account_ids`; a message already stored
     (same key) only gains the accounts it lacks. Each write is one short transaction.
@@ -155,7 +157,6 @@ async def store_message(
                 mailbox_id,
                 settings,
                 auto_save_since,
-                private_to,
             )
             if outcomes:
                 return outcomes[0]
@@ -168,18 +169,70 @@ async def store_message(
     )
     new = sorted(accounts - linked)
     outcome = StoreOutcome(existing, False, new)
-    if new:
-        async with in_transaction():
-            await MessageAccount.bulk_create(link_rows(scope, existing, new), ignore_conflicts=True)
+    # A private message seen through another mailbox: a SHARED one makes it the firm's.
+    private = existing.private_to_id is not None and mailbox_id not in (None, existing.mailbox_id)
+    if new or private:
+        async with in_transaction() as conn:
+            released = private and await _shared_copy(conn, scope, existing, mailbox_id)
+            if new:
+                await MessageAccount.bulk_create(
+                    link_rows(scope, existing, new), ignore_conflicts=True
+                )
+            if released and settings is not None:
+                await threads.save_released(scope, [existing.pk], settings)
             # A private message's attachments wait until its thread is shared (threads.release).
-            if (
-                settings is not None
+            elif (
+                new
+                and settings is not None
                 and existing.private_to_id is None
                 and _auto_saves(parsed, auto_save_since, existing.sender_auth, settings)
             ):
                 await attachments.auto_save(scope, existing.pk, new, settings)
-            await _announce(scope, [outcome])
+            if new:
+                await _announce(scope, [outcome])
     return outcome
+
+
+async def _shared_copy(
+    conn: BaseDBAsyncClient, scope: FirmScope, message: Message, mailbox_id: int | None
+) -> bool:
+    """Whether `mailbox_id` is a SHARED mailbox (as it is now, its row locked): then the
+    private `message` becomes its mail, no longer private (a SHARED mailbox of the firm holds
+    it, so the firm reads it: shared wins, and its owner's unsharing no longer reaches it)."""
+    visibility, _ = await _mailbox_now(conn, scope, mailbox_id)
+    if visibility != MailboxVisibility.SHARED:
+        return False
+    moved = (
+        await scope.query(Message)
+        .filter(id=message.pk, private_to_id__not_isnull=True)
+        .update(mailbox_id=mailbox_id, private_to_id=None)
+    )
+    if moved:
+        message.mailbox_id, message.private_to_id = mailbox_id, None
+    return bool(moved)
+
+
+async def _mailbox_now(
+    conn: BaseDBAsyncClient, scope: FirmScope, mailbox_id: int | None
+) -> tuple[str, int | None]:
+    """The visibility and owner of the mailbox mail is stored through, read inside the
+    storing transaction with its row locked (PostgreSQL): a switch of its visibility
+    (services/mail/threads.set_visibility) or a share of its owner's thread commits wholly
+    before or after this store, so what is stored follows the state at commit time. No
+    mailbox (stored otherwise): SHARED. A mailbox disconnected meanwhile: IntegrityError,
+    as the rows' foreign key would be refused."""
+    if mailbox_id is None:
+        return MailboxVisibility.SHARED, None
+    pg = conn.capabilities.dialect == "postgres"
+    sql = 'SELECT "visibility", "created_by_id" FROM "mailbox" WHERE "id" = ? AND "firm_id" = ?'
+    # NO KEY UPDATE: waits for a switch (an UPDATE) or a share (FOR UPDATE), not for rows
+    # that merely reference the mailbox.
+    rows = await conn.execute_query_dict(
+        _numbered(sql + (" FOR NO KEY UPDATE" if pg else ""), pg), [mailbox_id, scope.firm_id]
+    )
+    if not rows:
+        raise IntegrityError(f"mailbox {mailbox_id} was disconnected")
+    return rows[0]["visibility"], rows[0]["created_by_id"]
 
 
 async def store_messages(
@@ -190,7 +243,6 @@ async def store_messages(
     *,
     settings: Settings | None = None,
     auto_save_since: datetime | None = None,
-    private_to: int | None = None,
 ) -> list[StoreOutcome]:
     """`store_message` for many messages (one fetched chunk) with few statements: the new
     ones are stored in one transaction (their INSERT skips the keys already stored, so no
@@ -215,7 +267,6 @@ async def store_messages(
                 mailbox_id,
                 settings,
                 auto_save_since,
-                private_to,
             )
         except Exception as exc:
             if connection_lost(exc):
@@ -241,7 +292,6 @@ async def store_messages(
                 mailbox_id,
                 settings=settings,
                 auto_save_since=auto_save_since,
-                private_to=private_to,
             )
         )
     return outcomes
@@ -254,7 +304,6 @@ async def _store_new(
     mailbox_id: int | None,
     settings: Settings | None,
     auto_save_since: datetime | None,
-    private_to: int | None = None,
 ) -> tuple[list[StoreOutcome], list[Item]]:
     """Messages of distinct keys, in one transaction with a few statements whatever their
     number: one multi-row INSERT of the messages (those whose key is stored already are left
@@ -265,8 +314,6 @@ async def _store_new(
     per-field pass cost more than the rest of the store; an inserted row's outcome gets its
     Message (`_stored`) once the INSERT gave its id."""
     thread_keys = await _thread_keys(scope, [parsed for parsed, _ in items])
-    # Mail of a personal mailbox is private to its owner unless they shared its thread.
-    shared = await threads.shared_keys(private_to, thread_keys) if private_to else set()
     kept = [
         await attachments.keep(_stored_attachments(parsed), settings) if settings else []
         for parsed, _ in items
@@ -280,13 +327,20 @@ async def _store_new(
             mailbox_id,
             thread_key,
             sender_auth=parsed.sender_auth(serv_id) if settings else None,
-            private_to=None if thread_key in shared else private_to,
         )
         for (parsed, _), thread_key in zip(items, thread_keys, strict=True)
     ]
     for row in rows:  # as a Message holds it: in the database's time zone
         row["sent_at"] = _SENT_AT.to_python_value(row["sent_at"])
     async with in_transaction() as conn:
+        # Mail of a personal mailbox is private to its owner unless they shared its thread:
+        # decided here, inside the transaction, by the mailbox and shares as they are now.
+        visibility, owner = await _mailbox_now(conn, scope, mailbox_id)
+        private_to = owner if visibility == MailboxVisibility.PERSONAL else None
+        if private_to is not None:
+            shared = await threads.shared_keys(private_to, thread_keys)
+            for row in rows:
+                row["private_to_id"] = None if row["thread_key"] in shared else private_to
         ids = await _insert_messages(conn, rows)
         taken = [item for i, item in enumerate(items) if i not in ids]
         chosen = sorted(ids)

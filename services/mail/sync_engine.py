@@ -91,7 +91,7 @@ from tortoise.transactions import in_transaction
 
 from models import Mailbox, MailboxFolder, SyncStatus
 from portico.settings import Settings
-from services.mail import bounces, skips, store, threads
+from services.mail import bounces, skips, store
 from services.mail.events import announce_message
 from services.mail.imap import (
     Fetched,
@@ -757,7 +757,6 @@ class _Pass:
             mailbox_id=self.mailbox.pk,
             settings=self.settings,
             auto_save_since=self.auto_save_since,
-            private_to=threads.private_to_of(self.mailbox),
         )
 
     async def failed(self, uid: int, reason: str) -> None:

@@ -95,6 +95,7 @@ class ErrorCode(StrEnum):
     BAD_CURSOR = "BAD_CURSOR"
     NO_MAILBOX = "NO_MAILBOX"
     NO_RECIPIENT = "NO_RECIPIENT"
+    MAILBOX_DISCONNECTED = "MAILBOX_DISCONNECTED"  # unshareThread: its mailbox is gone
 
     # Webhooks
     INVALID_URL = "INVALID_URL"
