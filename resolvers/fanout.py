@@ -35,6 +35,7 @@ from graphql.execution import Executor, MiddlewareManager
 from models import Session, StaffMember
 from resolvers.context import Context
 from schema.messages import Message
+from services.firm import enrollment
 from services.mail import message_pages, threads
 from services.shared.pubsub import DEFAULT_MAX_QUEUE, EventBus
 from services.shared.scope import FirmScope
@@ -169,7 +170,14 @@ class Member:
         if outcome.error is None and not self._items and not self._busy and self._idle():
             session = outcome.sessions.get(self.token) if self.token else None
             staff = session.staff_member if session is not None else None
-            if staff is not None and staff.uses_inbox and visibility(staff) == view:
+            # Someone who must use an authenticator goes through their task, which checks
+            # that one is set up (services/firm/enrollment: a query).
+            if (
+                staff is not None
+                and staff.uses_inbox
+                and visibility(staff) == view
+                and not enrollment.requires_authenticator(session.firm, staff)
+            ):
                 if outcome.row is None:
                     return  # gone meanwhile: nothing to show
                 if outcome.payload is not None and not reads_privately(staff.pk, outcome.row):

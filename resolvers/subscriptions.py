@@ -27,6 +27,7 @@ from resolvers.context import Context
 from schema import ids
 from schema.messages import Message
 from schema.metrics import live
+from services.firm import enrollment
 from services.mail import message_pages
 from services.mail.events import MESSAGE_SYNCED
 from services.shared import permissions
@@ -57,7 +58,7 @@ class Subscription:
     ) -> AsyncGenerator[Message, None]:
         # Checked before the stream starts: a refused subscriber gets one error, nothing else.
         context: Context = info.context
-        _require_inbox(context)
+        await _require_inbox(context)
         account_pk = await _account(context, account_id) if account_id is not None else None
         bus = context.bus
         if bus is None:
@@ -85,7 +86,7 @@ async def _synced_messages(
                 continue
             # Signed out, deactivated or the inbox right taken away: the error ends the stream.
             await context.recheck_session(shared=True)
-            _require_inbox(context)
+            await _require_inbox(context)
             row = await message_pages.announced_message(context.scope, message_id)
             if row is not None:  # gone meanwhile: nothing to show
                 yield Message.from_model(row, context.mail_reader)
@@ -125,7 +126,7 @@ async def _multiplexed(
             # socket was backed up or joined late, and a revocation may have come meanwhile
             # (while the socket drained too).
             await context.recheck_session(shared=True)
-            _require_inbox(context)
+            await _require_inbox(context)
             if outcome.row is None:  # gone meanwhile: nothing to show
                 continue
             if (
@@ -159,8 +160,12 @@ def _sees_as(context: Context, view: fanout.Visibility) -> bool:
     return fanout.visibility(context.require_staff()) == view
 
 
-def _require_inbox(context: Context) -> None:
+async def _require_inbox(context: Context) -> None:
+    """The inbox right, and a full session (an authenticator required since the
+    subscription started makes it enrollment-only)."""
     permissions.require_inbox(context.require_staff())
+    assert context.session is not None
+    await enrollment.require_full_session(context.session)
 
 
 async def _account(context: Context, account_id: strawberry.ID) -> int:

@@ -8,8 +8,10 @@ import re
 
 from models import AuditEntry, StaffRole
 from schema import ids
+from services.mail.events import announce_message
 from services.shared.pubsub import firm_channel
 from tests.support.api import Api, add_staff, api_for
+from tests.support.crm_ops import new_account
 from tests.support.login import (
     CLIENT_VIEW,
     deliver,
@@ -33,6 +35,7 @@ from tests.test_second_factor import (
     totp_of,
     verify,
 )
+from tests.test_subscription_fanout import store_mail, token_for
 
 MEMBER = """mutation($id: ID!, $input: UpdateStaffMemberInput!) {
   updateStaffMember(id: $id, input: $input) { errors { code } } }"""
@@ -225,3 +228,20 @@ async def test_an_enrollment_only_session_cannot_subscribe_to_mail(acme, anon, s
         assert await sock.ended_by("1") == "AUTHENTICATOR_REQUIRED"
         await sock.nothing_pending()
         assert live.app.state.bus.subscriber_count(firm_channel(acme.owner.firm_id)) == 0
+
+
+async def test_a_subscription_ends_when_an_authenticator_becomes_required(acme, settings):
+    emma = await add_staff(acme, "emma@acme.example", can_use_inbox=True)
+    token = await token_for(emma)
+    family = await new_account(acme.api, "Family")
+    firm_id = acme.owner.firm_id
+    async with serving(settings) as live, socket(live.url, token) as sock:
+        await sock.subscribe("1", SYNCED, None)
+        await live.subscribed(firm_id)
+        await own_requirement(acme, emma)  # holds at once: her session may only enroll now
+        assert top_code(await live.api(token).post(STAFF_WORK)) == "AUTHENTICATOR_REQUIRED"
+        pk = await store_mail(firm_id, family["id"], "Confidential")
+        await announce_message(
+            live.app.state.bus, firm_id, pk, [ids.decode(family["id"], "Account")]
+        )
+        assert await sock.ended_by("1") == "AUTHENTICATOR_REQUIRED"  # no mail went out

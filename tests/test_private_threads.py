@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from models import Account, AccountEmail, Mailbox, MailboxVisibility, OutboundEmail, StaffRole
+from models import (
+    Account,
+    AccountEmail,
+    Mailbox,
+    MailboxVisibility,
+    Message,
+    OutboundEmail,
+    StaffRole,
+)
 from portico.settings import Settings
 from resolvers import fanout
 from schema import ids
@@ -494,3 +502,29 @@ async def test_a_colleagues_personal_mailbox_is_not_theirs_to_use(acme, client, 
     assert (await w.ada.data(keep, {"id": w.mailbox_id}))["disconnectMailbox"]["errors"] == []
     assert hidden(await seen(w.erik, w.account_id, "Private"))
     assert office.visibility == MailboxVisibility.SHARED
+
+
+@pytest.mark.parametrize("how", ["thread shared", "mailbox was shared"])
+async def test_a_shared_mailbox_takes_over_a_readable_personal_copy(
+    acme: Firm, client: httpx.AsyncClient, imap: ImapServer, settings: Settings, how: str
+) -> None:
+    """Shared wins also for a personal mailbox's message the firm could already read: the
+    SHARED mailbox holding it takes it over, so its owner's unsharing no longer hides it."""
+    w = await world(acme, client, imap, settings)
+    office = await add_mailbox(acme.owner.firm_id, imap, settings, imap_user("office"))
+    first = fresh("Figures", body=BODY, attachments=[PDF], message_id="<f1@client.example>")
+    if how == "thread shared":
+        await w.receive(first)
+        thread = (await seen(w.priya, w.account_id, "Figures"))["threadId"]
+        await w.priya.ok(SHARE, {"t": thread})
+    else:
+        await w.priya.ok(VISIBILITY, {"id": w.mailbox_id, "v": "SHARED"})
+        await w.receive(first)
+        thread = (await seen(w.priya, w.account_id, "Figures"))["threadId"]
+        await w.priya.ok(VISIBILITY, {"id": w.mailbox_id, "v": "PERSONAL"})
+    imap.append(office.username, first)  # the firm's SHARED mailbox holds the same message
+    await w.priya.ok(SYNC, {"id": ids.encode("Mailbox", office.pk)})
+    row = await Message.get(message_id="<f1@client.example>")
+    assert (row.mailbox_id, row.private_to_id) == (office.pk, None)
+    await w.priya.post(UNSHARE, {"t": thread})
+    assert not hidden(await seen(w.erik, w.account_id, "Figures"))

@@ -16,7 +16,7 @@ from models import Firm, PortalUser, SecondFactorRequirement, Session, StaffMemb
 from portico.settings import Settings
 from services.firm import authenticators, firms, second_factor
 from services.shared import audit
-from services.shared.errors import ErrorCode, Forbidden, input_error
+from services.shared.errors import AuthenticatorRequired, ErrorCode, Forbidden, input_error
 from services.shared.scope import FirmScope
 from services.shared.sessions import now
 
@@ -57,6 +57,13 @@ async def session_must_enroll(session: Session) -> bool:
     person = session.staff_member or session.portal_user
     assert person is not None
     return await must_enroll(session.firm, person)
+
+
+async def require_full_session(session: Session) -> None:
+    """For what a session does after its operation started (a subscription's events): the
+    requirement may have taken hold since, which ends the stream."""
+    if await session_must_enroll(session):
+        raise AuthenticatorRequired(REQUIRED)
 
 
 async def start(person: Person, code: str | None, settings: Settings) -> tuple[str, str]:

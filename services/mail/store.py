@@ -169,11 +169,11 @@ async def store_message(
     )
     new = sorted(accounts - linked)
     outcome = StoreOutcome(existing, False, new)
-    # A private message seen through another mailbox: a SHARED one makes it the firm's.
-    private = existing.private_to_id is not None and mailbox_id not in (None, existing.mailbox_id)
-    if new or private:
+    # Seen through another mailbox: a SHARED one takes a personal mailbox's message over.
+    elsewhere = mailbox_id not in (None, existing.mailbox_id)
+    if new or elsewhere:
         async with in_transaction() as conn:
-            released = private and await _shared_copy(conn, scope, existing, mailbox_id)
+            released = elsewhere and await _shared_copy(conn, scope, existing, mailbox_id)
             if new:
                 await MessageAccount.bulk_create(
                     link_rows(scope, existing, new), ignore_conflicts=True
@@ -196,20 +196,34 @@ async def store_message(
 async def _shared_copy(
     conn: BaseDBAsyncClient, scope: FirmScope, message: Message, mailbox_id: int | None
 ) -> bool:
-    """Whether `mailbox_id` is a SHARED mailbox (as it is now, its row locked): then the
-    private `message` becomes its mail, no longer private (a SHARED mailbox of the firm holds
-    it, so the firm reads it: shared wins, and its owner's unsharing no longer reaches it)."""
+    """When `mailbox_id` is a SHARED mailbox (as it is now, its row locked), a message stored
+    through a PERSONAL one (or private) becomes its mail, no longer private: a SHARED mailbox
+    of the firm holds it, so the firm reads it (shared wins), and its owner's unsharing no
+    longer reaches it. Whether it was private (its attachments are released then). The
+    message's row is read again under a lock: an unshare may have committed since it was
+    read."""
     visibility, _ = await _mailbox_now(conn, scope, mailbox_id)
     if visibility != MailboxVisibility.SHARED:
         return False
-    moved = (
-        await scope.query(Message)
-        .filter(id=message.pk, private_to_id__not_isnull=True)
-        .update(mailbox_id=mailbox_id, private_to_id=None)
+    pg = conn.capabilities.dialect == "postgres"
+    sql = (
+        'SELECT m."private_to_id", b."visibility" FROM "message" m'
+        ' LEFT JOIN "mailbox" b ON b."id" = m."mailbox_id" WHERE m."id" = ? AND m."firm_id" = ?'
     )
-    if moved:
-        message.mailbox_id, message.private_to_id = mailbox_id, None
-    return bool(moved)
+    rows = await conn.execute_query_dict(
+        _numbered(sql + (" FOR UPDATE OF m" if pg else ""), pg), [message.pk, scope.firm_id]
+    )
+    if not rows:
+        return False
+    private = rows[0]["private_to_id"] is not None
+    message.private_to_id = rows[0]["private_to_id"]
+    if not private and rows[0]["visibility"] != MailboxVisibility.PERSONAL:
+        return False  # the firm's already (another SHARED mailbox's, or none's)
+    await (
+        scope.query(Message).filter(id=message.pk).update(mailbox_id=mailbox_id, private_to_id=None)
+    )
+    message.mailbox_id, message.private_to_id = mailbox_id, None
+    return private
 
 
 async def _mailbox_now(

@@ -126,7 +126,8 @@ def input_error(code: ErrorCode, message: str, *field: str) -> InputError:
 
 
 class AccessError(Exception):
-    """Authentication or authorization failure; `code` is UNAUTHENTICATED or FORBIDDEN."""
+    """Authentication or authorization failure; `code` is UNAUTHENTICATED, FORBIDDEN or
+    AUTHENTICATOR_REQUIRED."""
 
     code: ErrorCode = ErrorCode.FORBIDDEN
 
@@ -143,3 +144,9 @@ class Unauthenticated(AccessError):
 
 class Forbidden(AccessError):
     code = ErrorCode.FORBIDDEN
+
+
+class AuthenticatorRequired(AccessError):
+    """The session may only set up an authenticator (services/firm/enrollment)."""
+
+    code = ErrorCode.AUTHENTICATOR_REQUIRED
