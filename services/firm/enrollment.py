@@ -22,14 +22,23 @@ from services.shared.sessions import now
 
 Person = StaffMember | PortalUser
 
-# What an enrollment-only session may run at the root of an operation (GraphQL names).
+# What an enrollment-only session may run at the root of an operation (GraphQL names):
+# enrolling, and what anyone may run without a session (a browser sends its session cookie
+# along when someone else signs in on it, or accepts an invitation).
 ENROLLMENT_FIELDS = frozenset(
     {
         "__typename",
         "viewer",
+        "firm",
         "startAuthenticatorEnrollment",
         "confirmAuthenticatorEnrollment",
         "signOut",
+        "signIn",
+        "staffSignIn",
+        "verifySecondFactor",
+        "acceptInvitation",
+        "setStaffPassword",
+        "setNotificationPreferences",
     }
 )
 REQUIRED = (
