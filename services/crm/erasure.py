@@ -43,6 +43,7 @@ from models import (
     Session,
     SignInThrottle,
     StaffMember,
+    WebhookAttempt,
     WebhookDelivery,
 )
 from portico.settings import Settings
@@ -101,10 +102,13 @@ async def erase_contact(
         entries = await _tombstone_columns(
             scope.query(AuditEntry), audited, pattern, stones, contact.pk
         )
-        # Webhook events not yet sent, and those kept to be replayed, name the address too.
+        # Webhook events not yet sent, and those kept to be replayed, name the address too,
+        # and so may a receiver's answers kept in the attempt logs (they often echo them).
         await _tombstone_columns(
             scope.query(WebhookDelivery), ("payload",), pattern, stones, contact.pk
         )
+        answers = WebhookAttempt.filter(delivery__firm_id=scope.firm_id)
+        await _tombstone_columns(answers, ("error",), pattern, stones, contact.pk)
         counts = {
             "addresses": len(emails),
             "portalUsers": len(users),

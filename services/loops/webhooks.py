@@ -3,7 +3,7 @@
 It keeps its Sender's slots full: after each POST that ends, after a wake-up (an event
 queued in this process: wakeups.WEBHOOKS) and every PORTICO_WORKER_POLL_SECONDS (events
 queued by other processes, retries coming due), it claims due deliveries for the free slots.
-Every retention.PRUNE_EVERY it also deletes the finished deliveries older than retention.KEEP.
+Every retention.PRUNE_EVERY a task beside it deletes deliveries finished retention.KEEP ago.
 Claims are leased and taken with SKIP LOCKED, so any number of workers may run this loop
 side by side. On stop, no new POST starts; those under way finish (each within its timeout).
 """
@@ -32,15 +32,17 @@ async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
     failures = 0
     woken = False
     prune_at = time.monotonic()
+    pruning: asyncio.Task[None] | None = None
     async with requests.new_client() as client:
         sender = delivery.Sender(settings, client)
         try:
             with WEBHOOKS.listen() as wake:
                 while not stop.is_set():
                     wake.clear()
-                    if time.monotonic() >= prune_at:
+                    if time.monotonic() >= prune_at and (pruning is None or pruning.done()):
                         prune_at = time.monotonic() + retention.PRUNE_EVERY.total_seconds()
-                        await _prune()
+                        # Beside the sending, not before it: a first prune may be long.
+                        pruning = asyncio.create_task(_prune(), name="webhook prune")
                     started = 0
                     try:
                         started = await in_own_task(sender.fill(), "webhook claim")
@@ -62,13 +64,16 @@ async def run_webhook_loop(settings: Settings, stop: asyncio.Event) -> None:
                     await wait_any(stop, timeout, wake, ending)
                     woken = wake.is_set() and not stop.is_set()
         finally:
+            if pruning is not None:
+                pruning.cancel()  # its batch's transaction rolls back; the next one redoes it
+                await asyncio.gather(pruning, return_exceptions=True)
             await sender.finish()
 
 
 async def _prune() -> None:
     try:
-        deleted = await in_own_task(retention.prune(datetime.now(UTC)), "webhook prune")
-    except Exception:  # tried again at the next PRUNE_EVERY; nothing depends on it
+        deleted = await retention.prune(datetime.now(UTC))
+    except Exception:  # tried again after PRUNE_EVERY; nothing depends on it
         log.exception("pruning old webhook deliveries failed")
         return
     if deleted:

@@ -41,6 +41,7 @@ class WebhookReceiver:
     default: int = 204
     cookie: str | None = None  # set on every answer (a sender must not send it back)
     gzip_body: bytes | None = None  # an error body sent gzip-encoded as is
+    echo: bool = False  # an error answer repeats the request's body (as some receivers do)
     answers: deque[int] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
     processed: dict[str, dict[str, Any]] = field(default_factory=dict)  # by webhook-id
@@ -106,6 +107,8 @@ class WebhookReceiver:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status = receiver._take(self.path, headers, body)
                 answer = b"" if status == 204 else f"status {status} from the receiver".encode()
+                if receiver.echo and status >= 300:
+                    answer = body
                 self.send_response(status)
                 if receiver.cookie:
                     self.send_header("set-cookie", receiver.cookie)
