@@ -242,8 +242,10 @@ async def test_every_field_that_starts_a_session_is_counted(anon):
         for f in data["__type"]["fields"]
         if f["type"]["ofType"]["name"] == "SignInPayload"
     }
-    # Besides them, the authenticator's set-up and removal check a code: one per request too.
+    # Besides them, the authenticator's set-up, replacement and removal check a code: one
+    # per request too.
     assert SIGN_IN_FIELDS - starts_session == {
+        "startAuthenticatorEnrollment",
         "confirmAuthenticatorEnrollment",
         "removeAuthenticator",
     }
