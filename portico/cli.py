@@ -227,7 +227,7 @@ def _reset_authenticator(args: argparse.Namespace, settings: Settings) -> None:
     from services.firm.enrollment import reset_by_address
 
     async def work() -> None:
-        person, ended = await reset_by_address(args.firm, args.email, args.client)
+        person, ended = await reset_by_address(args.firm, args.email, args.client, settings)
         print(f"authenticator reset for {person.email}: {ended} session(s) ended")
 
     _with_db(settings, work)

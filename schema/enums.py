@@ -226,6 +226,11 @@ class DeliveryKind(Enum):
     NEW_DEVICE = strawberry.enum_value(
         "NEW_DEVICE", description="A notice of a sign-in from a new device."
     )
+    AUTHENTICATOR_CHANGED = strawberry.enum_value(
+        "AUTHENTICATOR_CHANGED",
+        description="A notice that a person's authenticator app was set up, replaced, "
+        "removed or reset.",
+    )
     STAFF_INBOX_ALERT = strawberry.enum_value(
         "STAFF_INBOX_ALERT", description="A staff member told of new client mail."
     )

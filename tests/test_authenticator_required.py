@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 
-from models import AuditEntry, StaffRole
+from models import AuditEntry, OutboundEmail, StaffRole
 from schema import ids
 from services.mail.events import announce_message
+from services.outbound import outbox
 from services.shared.pubsub import firm_channel
 from tests.support.api import Api, add_staff, api_for
 from tests.support.crm_ops import new_account
@@ -47,6 +48,12 @@ RESET = """mutation($id: ID!) {
 REPLACE = """mutation($code: String) {
   startAuthenticatorEnrollment(code: $code) { errors { code } provisioningUri } }"""
 STAFF_WORK = "{ staffMembers { email } }"
+
+
+async def notices_to(address: str) -> list[str]:
+    """What each AUTHENTICATOR_CHANGED notice to `address` says happened, oldest first."""
+    rows = await OutboundEmail.filter(kind="AUTHENTICATOR_CHANGED", to_address=address)
+    return [r.subject.rsplit(" was ", 1)[1] for r in sorted(rows, key=lambda r: r.pk)]
 
 
 def top_code(body: dict) -> str | None:
@@ -176,6 +183,8 @@ async def test_removal_is_refused_while_required_and_replacing_needs_a_fresh_cod
     # Not required any more: removal works again.
     await own_requirement(acme, emma, "NONE")
     assert (await me.ok(REMOVE, {"code": new_codes[0]}))["recoveryCodes"] == []
+    # She was told each time, so a change she did not make would not go unseen.
+    assert await notices_to("emma@acme.example") == ["set up", "replaced", "removed"]
 
 
 async def test_an_owner_or_admin_resets_a_lost_authenticator(
@@ -204,6 +213,11 @@ async def test_an_owner_or_admin_resets_a_lost_authenticator(
     [entry] = await AuditEntry.filter(action="AUTHENTICATOR_RESET")
     assert entry.staff_member_id == acme.owner.pk and entry.email == "emma@acme.example"
     assert entry.before == {"authenticator": True}
+    assert (await notices_to("emma@acme.example"))[-1] == "reset"
+    notice = await OutboundEmail.filter(kind="AUTHENTICATOR_CHANGED").order_by("-id").first()
+    assert notice is not None and notice.priority == outbox.URGENT
+    text = outbox.decrypt_bodies(settings, notice).text
+    assert f"was reset by {acme.owner.name}." in text
     again = await mailed_sign_in(anon, settings, smtp, "emma@acme.example")
     assert again["authenticatorRequired"] is True
     # An admin may not reset an owner, nor anyone their own; another owner may.

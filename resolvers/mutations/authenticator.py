@@ -20,7 +20,7 @@ from schema.payloads import (
     ResetAuthenticatorPayload,
 )
 from schema.permissions import IsOwnerOrAdmin
-from services.firm import authenticators, enrollment, signin
+from services.firm import enrollment, signin
 from services.shared.errors import Unauthenticated
 
 
@@ -81,7 +81,7 @@ class AuthenticatorMutations:
             signin.code_checked(
                 viewer,
                 policy(context),
-                lambda: authenticators.confirm_enrollment(viewer, code, context.settings),
+                lambda: enrollment.confirm(viewer, code, context.settings),
             ),
         )
         return RecoveryCodesPayload(errors=errors, recovery_codes=codes or [])
@@ -128,7 +128,9 @@ class AuthenticatorMutations:
         context: Context = info.context
         ended, errors = await attempt(
             context,
-            enrollment.reset(context.require_staff(), context.scope, _person(person_id)),
+            enrollment.reset(
+                context.require_staff(), context.scope, _person(person_id), context.settings
+            ),
         )
         return ResetAuthenticatorPayload(errors=errors, sessions_ended=ended or 0)
 

@@ -15,6 +15,7 @@ from tortoise.transactions import in_transaction
 from models import Firm, PortalUser, SecondFactorRequirement, Session, StaffMember, StaffRole
 from portico.settings import Settings
 from services.firm import authenticators, firms, second_factor
+from services.outbound import outbox
 from services.shared import audit
 from services.shared.errors import AuthenticatorRequired, ErrorCode, Forbidden, input_error
 from services.shared.scope import FirmScope
@@ -75,6 +76,35 @@ async def require_full_session(session: Session) -> None:
         raise AuthenticatorRequired(REQUIRED)
 
 
+OPERATOR = "Portico's operator"  # who ran `portico reset-authenticator`
+# What happened to an authenticator, as the notice says it ("... was {change}").
+SET_UP, REPLACED, REMOVED, RESET = "set up", "replaced", "removed", "reset"
+
+
+async def tell(person: Person, change: str, settings: Settings, by: str | None = None) -> None:
+    """Emails the person that their authenticator changed (`by`: who did it, when not
+    themselves), so a change they did not make (a stolen session's, an admin's) is seen."""
+    firm = await Firm.get(pk=person.firm_id)
+    await outbox.enqueue(
+        firm_id=firm.pk,
+        firm_name=firm.name,
+        to=person.email,
+        template="authenticator_changed",
+        context={"firm_name": firm.name, "change": change, "by": by, "at": now()},
+        kind="AUTHENTICATOR_CHANGED",
+        settings=settings,
+    )
+
+
+async def confirm(person: Person, code: str, settings: Settings) -> list[str]:
+    """confirmAuthenticatorEnrollment: turns the new app on (in place of any other), and
+    tells the person."""
+    replacing = await authenticators.confirmed(person) is not None
+    codes = await authenticators.confirm_enrollment(person, code, settings)
+    await tell(person, REPLACED if replacing else SET_UP, settings)
+    return codes
+
+
 async def start(person: Person, code: str | None, settings: Settings) -> tuple[str, str]:
     """A new secret to scan. Someone with an authenticator replaces it, which needs a fresh
     code from it or an unused recovery code (as removal does): a stolen session cannot put
@@ -104,9 +134,12 @@ async def remove(person: Person, code: str, settings: Settings) -> None:
             "code",
         )
     await authenticators.remove(person, code, settings)
+    await tell(person, REMOVED, settings)
 
 
-async def reset(actor: StaffMember, scope: FirmScope, person_id: tuple[str, int]) -> int:
+async def reset(
+    actor: StaffMember, scope: FirmScope, person_id: tuple[str, int], settings: Settings
+) -> int:
     """resetAuthenticator: an owner or admin removes a colleague's or a client's
     authenticator (a lost phone and lost recovery codes). Another firm's person is not found;
     an admin may not reset an owner (only another owner may); nobody resets their own
@@ -124,10 +157,12 @@ async def reset(actor: StaffMember, scope: FirmScope, person_id: tuple[str, int]
             raise Forbidden("Change your own authenticator with a code from it.")
         if person.role == StaffRole.OWNER and actor.role != StaffRole.OWNER:
             raise Forbidden("Only an owner may reset an owner's authenticator.")
-    return await reset_person(person, actor)
+    return await reset_person(person, actor, settings)
 
 
-async def reset_by_address(firm_slug: str, email: str, client: bool) -> tuple[Person, int]:
+async def reset_by_address(
+    firm_slug: str, email: str, client: bool, settings: Settings
+) -> tuple[Person, int]:
     """`portico reset-authenticator`: the operator's reset of a staff member's (or with
     `client`, a portal user's) authenticator, found by firm slug and address."""
     candidates = PortalUser.all() if client else StaffMember.all()
@@ -135,10 +170,10 @@ async def reset_by_address(firm_slug: str, email: str, client: bool) -> tuple[Pe
     if person is None:
         who = "portal user" if client else "staff member"
         raise input_error(ErrorCode.NOT_FOUND, f"No such {who} in firm '{firm_slug}'.", "email")
-    return person, await reset_person(person, None)
+    return person, await reset_person(person, None, settings)
 
 
-async def reset_person(person: Person, actor: StaffMember | None) -> int:
+async def reset_person(person: Person, actor: StaffMember | None, settings: Settings) -> int:
     """Removes `person`'s authenticator (and any set-up under way) and ends all their
     sessions; the answer is how many ended. Audited as AUTHENTICATOR_RESET (`actor` None:
     the operator's `portico reset-authenticator`). Their next sign-in goes as for anyone
@@ -156,4 +191,5 @@ async def reset_person(person: Person, actor: StaffMember | None) -> int:
             before={"authenticator": removed},
             after={"authenticator": False, "sessionsEnded": ended},
         )
+        await tell(person, RESET, settings, by=actor.name if actor else OPERATOR)
     return ended

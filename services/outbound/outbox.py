@@ -222,7 +222,9 @@ async def enqueue_many(
 # mass mailing of thousands does not hold up a sign-in code. Other kinds (mass mail too,
 # written by enqueue_bulk with the column's default) are NORMAL.
 URGENT, NORMAL = 0, 1
-URGENT_KINDS = frozenset({"SIGN_IN_CODE", "NEW_DEVICE", "STAFF_ONBOARDING"})
+URGENT_KINDS = frozenset(
+    {"SIGN_IN_CODE", "NEW_DEVICE", "AUTHENTICATOR_CHANGED", "STAFF_ONBOARDING"}
+)
 
 
 def priority_of(kind: str) -> int:
