@@ -5,23 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 
-from graphql import (
-    DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    GraphQLSyntaxError,
-    InlineFragmentNode,
-    SelectionSetNode,
-    get_operation_ast,
-)
+from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
 from starlette.websockets import WebSocket
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 
+from schema.root_fields import fragments_of, root_fields
 from services.firm import enrollment
 from services.shared import outage
 from services.shared.errors import AccessError, ErrorCode
@@ -138,8 +129,9 @@ class SessionPerOperation(SchemaExtension):
 
 class EnrollmentFirst(SchemaExtension):
     """A session whose person must set up an authenticator first (services/firm/enrollment)
-    runs only the enrollment mutations, `viewer` and `signOut`: anything else at the root of
-    the operation refuses the whole operation with AUTHENTICATOR_REQUIRED before it runs.
+    runs only the enrollment mutations, `viewer`, `signOut` and what needs no session
+    (enrollment.ENROLLMENT_FIELDS): anything else at the root of the operation refuses the
+    whole operation with AUTHENTICATOR_REQUIRED before it runs.
     Asked on every operation (after SessionPerOperation's re-check on a WebSocket), so the
     session is a full one as soon as its authenticator is confirmed."""
 
@@ -149,7 +141,10 @@ class EnrollmentFirst(SchemaExtension):
         document = execution.graphql_document
         if session is not None and document is not None:
             operation = get_operation_ast(document, execution.operation_name)
-            names = _root_names(operation.selection_set, document) if operation else set()
+            fields = (
+                root_fields(operation.selection_set, fragments_of(document)) if operation else ()
+            )
+            names = {field.name.value for field in fields}
             if not names <= enrollment.ENROLLMENT_FIELDS and await enrollment.session_must_enroll(
                 session
             ):
@@ -157,25 +152,3 @@ class EnrollmentFirst(SchemaExtension):
                     enrollment.REQUIRED, extensions={"code": ErrorCode.AUTHENTICATOR_REQUIRED}
                 )
         yield
-
-
-def _root_names(
-    selection_set: SelectionSetNode, document: DocumentNode, seen: set[str] | None = None
-) -> set[str]:
-    """The field names at the root of an operation, through fragments (each once)."""
-    seen = set() if seen is None else seen
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    names: set[str] = set()
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            names.add(selection.name.value)
-        elif isinstance(selection, InlineFragmentNode):
-            names |= _root_names(selection.selection_set, document, seen)
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                names |= _root_names(fragment.selection_set, document, seen)
-    return names

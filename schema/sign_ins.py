@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from graphql import (
     DocumentNode,
-    FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
 )
 
+from schema.root_fields import fragments_of, root_fields
 from services.shared.errors import ErrorCode
 
 # The Mutation fields that check a password, a one-time token or a code: one per request,
@@ -36,14 +34,12 @@ SIGN_IN_FIELDS = frozenset(
 def batched_sign_in(document: DocumentNode) -> GraphQLError | None:
     """Refuses a mutation that would run more than one sign-in field. Copies under one
     response name are merged by graphql-core into one run, so distinct names are counted."""
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
+    fragments = fragments_of(document)
     for definition in document.definitions:
         if (
             isinstance(definition, OperationDefinitionNode)
             and definition.operation == OperationType.MUTATION
-            and len(_sign_ins(definition.selection_set, fragments, set())) > 1
+            and len(_sign_ins(definition.selection_set, fragments)) > 1
         ):
             names = ", ".join(sorted(SIGN_IN_FIELDS))
             return GraphQLError(
@@ -54,20 +50,11 @@ def batched_sign_in(document: DocumentNode) -> GraphQLError | None:
 
 
 def _sign_ins(
-    selection_set: SelectionSetNode,
-    fragments: dict[str, FragmentDefinitionNode],
-    seen: set[str],
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode]
 ) -> set[str]:
-    """Response names of the sign-in fields at the root, through fragments (each once)."""
-    found: set[str] = set()
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode) and selection.name.value in SIGN_IN_FIELDS:
-            found.add((selection.alias or selection.name).value)
-        elif isinstance(selection, InlineFragmentNode):
-            found |= _sign_ins(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                found |= _sign_ins(fragment.selection_set, fragments, seen)
-    return found
+    """Response names of the sign-in fields at the root."""
+    return {
+        (field.alias or field.name).value
+        for field in root_fields(selection_set, fragments)
+        if field.name.value in SIGN_IN_FIELDS
+    }
