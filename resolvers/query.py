@@ -27,11 +27,12 @@ from schema.pagination import (
     Connection,
     asks_total,
     paginate,
+    paginate_rows,
 )
 from schema.permissions import IsOwnerOrAdmin, IsStaff, UsesInbox
 from schema.types import NODE_TYPES, Account, Contact, Firm, PortalUser, StaffMember, Viewer
 from schema.webhooks import WebhookDelivery, WebhookEndpoint
-from services.crm import records
+from services.crm import account_pages, records
 
 # Every type `node(id:)` resolves (Delivery and Mailbox live apart: they import schema.types).
 from services.mail import mailboxes
@@ -146,10 +147,21 @@ class Query:
             strawberry.argument(description="Archived accounts too (left out by default)."),
         ] = False,
     ) -> Connection[Account]:
-        query = records.accounts(info.context.scope, search, bool(include_archived))
+        scope, archived = info.context.scope, bool(include_archived)
         max_page = info.context.settings.max_page_size
+        if not records.search_term(search):  # the list as it opens: read by hand
+            return await paginate_rows(
+                lambda limit, position: account_pages.page_rows(scope, archived, limit, position),
+                lambda: records.accounts(scope, None, archived).count(),
+                first,
+                after,
+                Account.from_values,
+                max_page,
+                ACCOUNTS,
+                total=asks_total(info),
+            )
         return await paginate(
-            query,
+            records.accounts(scope, search, archived),
             first,
             after,
             Account.from_values,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -234,6 +234,25 @@ async def paginate(
     rows: Sequence[M] = await ordered
     positions = [(*(getattr(r, k) for k in keyset.keys), r.pk) for r in rows]
     return connection(rows, positions, size, count, after, convert, keyset)
+
+
+async def paginate_rows(
+    fetch: Callable[[int, Position | None], Awaitable[Sequence[dict[str, Any]]]],
+    count: Callable[[], Awaitable[int]],
+    first: int | None,
+    after: str | None,
+    convert: Callable[[dict[str, Any]], NodeT],
+    max_page_size: int,
+    keyset: Keyset,
+    total: bool = True,
+) -> Connection[NodeT]:
+    """As `paginate` with columns, the rows read by `fetch(limit, position)` (a hand-written
+    statement in the keyset's order) and the total by `count` (only when asked)."""
+    size = size_of(first, max_page_size)
+    position = keyset.position(after)
+    found = await fetch(size + 1, position)
+    places = [(*(r[k] for k in keyset.keys), r["id"]) for r in found]
+    return connection(found, places, size, await count() if total else 0, after, convert, keyset)
 
 
 def asks_total(info: Info) -> bool:

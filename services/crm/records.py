@@ -55,14 +55,14 @@ def accounts(
     query = scope.query(Account)
     if not include_archived:
         query = query.filter(archived_at=None)
-    if term := _search_term(search):
+    if term := search_term(search):
         query = query.filter(name__icontains=term)
     return query.annotate(sort_name=Lower("name")).order_by("sort_name", "id")
 
 
 def contacts(scope: FirmScope, search: str | None = None) -> QuerySet[Contact]:
     query = scope.query(Contact)
-    if term := _search_term(search):
+    if term := search_term(search):
         matches_address = scope.query(EmailAddress).filter(address_normalized__icontains=term)
         query = query.filter(
             Q(first_name__icontains=term)
@@ -74,7 +74,7 @@ def contacts(scope: FirmScope, search: str | None = None) -> QuerySet[Contact]:
     )
 
 
-def _search_term(search: str | None) -> str:
+def search_term(search: str | None) -> str:
     return (search or "").strip()[:MAX_SEARCH_LENGTH]
 
 
