@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from strawberry.dataloader import DataLoader
+from strawberry.dataloader import DataLoader, LoaderTask, get_current_batch
 from tortoise.models import Model
 
 from models import (
@@ -75,8 +75,36 @@ class Loader(DataLoader[K, V]):
         return asyncio.shield(super().load(key))
 
     def load_many(self, keys: Iterable[K]) -> Awaitable[list[V]]:
-        # One shield for the lot: cancelling the gathering would cancel each shared result.
-        return asyncio.shield(asyncio.gather(*[super(Loader, self).load(key) for key in keys]))
+        """strawberry's load for each key, less the done callback its batch puts on every
+        future (it cancels a batch whose futures were all cancelled; these never are, being
+        shielded): a level's hundreds of keys each paid for one."""
+        futures: list[asyncio.Future[V]] = []
+        for key in keys:
+            future = self.cache_map.get(key)
+            if future is None or future.cancelled():
+                future = self.loop.create_future()
+                self.cache_map.set(key, future)
+                get_current_batch(self).tasks.append(LoaderTask(key, future))
+            futures.append(future)
+        # One shield for the lot: cancelling the collecting would cancel each shared result.
+        return asyncio.shield(_results(futures))
+
+
+async def _results(futures: list[asyncio.Future[V]]) -> list[V]:
+    """Each future's result in order. A batch answers all its keys at once, so after the
+    first, most are done: awaiting them in turn costs one wake-up where gather adds a
+    callback to every future."""
+    try:
+        return [await future for future in futures]
+    except BaseException:
+        for future in futures:  # as gather: every failure is retrieved, none is logged
+            future.add_done_callback(_retrieved)
+        raise
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Loaders:
@@ -176,8 +204,9 @@ class Loaders:
             [self.scope.firm_id, *keys],
         )
         grouped: dict[int, list[AccountEmailNode]] = defaultdict(list)
+        preferences: dict[tuple[Any, Any], NotificationPreferences] = {}
         for row in rows:
-            grouped[row[1]].append(_account_email_node(row))
+            grouped[row[1]].append(_account_email_node(row, preferences))
         return [grouped[key] for key in keys]
 
     async def _activated(self, keys: Sequence[tuple[int, str]]) -> list[bool]:
@@ -565,9 +594,20 @@ _ACCOUNT_EMAIL_COLUMNS = (
 )
 
 
-def _account_email_node(row: tuple[Any, ...]) -> AccountEmailNode:
+def _account_email_node(
+    row: tuple[Any, ...], preferences: dict[tuple[Any, Any], NotificationPreferences]
+) -> AccountEmailNode:
+    """The row's node; `preferences` holds the batch's NotificationPreferences by their
+    columns, so the rows that share settings (most of them) share one read-only object."""
     (pk, account_id, login, notify, email_sync, notify_all, categories) = row[:7]
     (address_id, address, label, contact_id, normalized) = row[7:]
+    key = (notify_all, categories if isinstance(categories, str) else tuple(categories))
+    shared = preferences.get(key)
+    if shared is None:
+        shared = preferences[key] = NotificationPreferences(
+            all=bool(notify_all),
+            enabled=[NotificationCategory(c) for c in sql.json_list(categories)],
+        )
     return AccountEmailNode(
         id=pk,
         login=bool(login),
@@ -576,10 +616,7 @@ def _account_email_node(row: tuple[Any, ...]) -> AccountEmailNode:
         email_address=EmailAddressNode(
             id=address_id, address=address, label=label, contact_id=contact_id
         ),
-        notification_preferences=NotificationPreferences(
-            all=bool(notify_all),
-            enabled=[NotificationCategory(c) for c in sql.json_list(categories)],
-        ),
+        notification_preferences=shared,
         account_id=account_id,
         address_normalized=normalized,
     )

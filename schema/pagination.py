@@ -65,10 +65,14 @@ class Connection(Generic[NodeT]):
 # Cursors ---------------------------------------------------------------------------------
 
 
+# json.dumps with separators builds an encoder per call: one made once writes the same text.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_cursor(kind: str, position: Position) -> str:
     """The opaque cursor of `position` (sort key values, then the row id) in list `kind`."""
     values = [_encode_value(v) for v in position]
-    raw = f"{VERSION}:{kind}:{json.dumps(values, separators=(',', ':'))}"
+    raw = f"{VERSION}:{kind}:{_COMPACT_JSON.encode(values)}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
