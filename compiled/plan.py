@@ -38,6 +38,7 @@ from graphql.execution.collect_fields import (
     collect_fields,
     collect_subfields,
 )
+from graphql.type.scalars import serialize_boolean, serialize_id, serialize_string
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.relay import Node
 from strawberry.types.field import StrawberryField
@@ -66,6 +67,15 @@ class Kind(Enum):
 class Leaf:
     coerce: Callable[[Any], Any]  # the type's output coercion, as the stock executor calls it
     nullable: bool
+    unchanged: frozenset[type] = frozenset()  # classes `coerce` gives back as they are
+
+
+# graphql-core's coercions that answer a value of these exact classes with the value itself.
+_UNCHANGED: dict[Callable[[Any], Any], frozenset[type]] = {
+    serialize_string: frozenset({str}),
+    serialize_id: frozenset({str}),
+    serialize_boolean: frozenset({bool}),
+}
 
 
 @dataclass(slots=True)
@@ -230,7 +240,8 @@ def _completion(
         return Listed(_completion(executor, type_.of_type, details, nullable=True), nullable)
     if is_leaf_type(type_):
         assert isinstance(type_, GraphQLLeafType)
-        return Leaf(type_.coerce_output_value, nullable)
+        coerce = type_.coerce_output_value
+        return Leaf(coerce, nullable, _UNCHANGED.get(coerce, frozenset()))
     if is_abstract_type(type_) or not is_object_type(type_):
         raise Unsupported("abstract types")
     assert isinstance(type_, GraphQLObjectType)

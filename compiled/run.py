@@ -211,8 +211,11 @@ def _global_ids(selection: Selection, sources: list[Any]) -> list[GlobalID]:
 
 
 def _leaves(leaf: Leaf, values: list[Any]) -> list[Any]:
-    coerce, out = leaf.coerce, []
+    coerce, unchanged, out = leaf.coerce, leaf.unchanged, []
     for value in values:
+        if value.__class__ in unchanged:  # a plain str or bool: coerce would return it
+            out.append(value)
+            continue
         if value is None or value is Undefined:
             if not leaf.nullable:
                 raise Fallback

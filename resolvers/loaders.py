@@ -5,13 +5,11 @@ Each loader answers many keys with one query through the viewer's FirmScope.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from strawberry.dataloader import DataLoader, LoaderTask, get_current_batch
 from tortoise.models import Model
 
 from models import (
@@ -28,6 +26,7 @@ from models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from resolvers.batch_loader import Loader
 from schema.delivery import Delivery as DeliveryNode
 from schema.delivery import delivery_category
 from schema.enums import DeliveryKind, InvitationStatus, NotificationCategory
@@ -61,56 +60,12 @@ NewestKey = tuple[int, paging.Position | None, int]
 
 
 AttachmentKey = tuple[int, int, str]  # (attachment id, message id, sha256)
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Loader(DataLoader[K, V]):
-    """A DataLoader whose callers cannot cancel what they share: each pending load is
-    shielded. The stock executor cancels the pending siblings of a field that failed; a
-    cancelled caller must not cancel the result other fields share for the same key (a
-    CancelledError would then end the whole operation instead of one field's error)."""
-
-    def load(self, key: K) -> Awaitable[V]:
-        return asyncio.shield(super().load(key))
-
-    def load_many(self, keys: Iterable[K]) -> Awaitable[list[V]]:
-        """strawberry's load for each key, less the done callback its batch puts on every
-        future (it cancels a batch whose futures were all cancelled; these never are, being
-        shielded): a level's hundreds of keys each paid for one."""
-        futures: list[asyncio.Future[V]] = []
-        for key in keys:
-            future = self.cache_map.get(key)
-            if future is None or future.cancelled():
-                future = self.loop.create_future()
-                self.cache_map.set(key, future)
-                get_current_batch(self).tasks.append(LoaderTask(key, future))
-            futures.append(future)
-        # One shield for the lot: cancelling the collecting would cancel each shared result.
-        return asyncio.shield(_results(futures))
-
-
-async def _results(futures: list[asyncio.Future[V]]) -> list[V]:
-    """Each future's result in order. A batch answers all its keys at once, so after the
-    first, most are done: awaiting them in turn costs one wake-up where gather adds a
-    callback to every future."""
-    try:
-        return [await future for future in futures]
-    except BaseException:
-        for future in futures:  # as gather: every failure is retrieved, none is logged
-            future.add_done_callback(_retrieved)
-        raise
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class Loaders:
     def __init__(self, scope: FirmScope) -> None:
         self.scope = scope
-        self._by_id: dict[type[Model], DataLoader[int, Model | None]] = {}
+        self._by_id: dict[type[Model], Loader[int, Model | None]] = {}
         self.contacts_by_account = Loader(self._contacts_by_account)
         self.accounts_by_contact = Loader(self._accounts_by_contact)
         self.emails_by_contact = Loader(self._emails_by_contact)
@@ -137,7 +92,7 @@ class Loaders:
         self.webhook_deliveries_page = Loader(self._webhook_deliveries_page)
         self.webhook_attempts = Loader(self._webhook_attempts)
 
-    def by_id(self, model: type[M]) -> DataLoader[int, M | None]:
+    def by_id(self, model: type[M]) -> Loader[int, M | None]:
         """A loader of `model` rows by primary key (None for unknown or other firms' ids)."""
         if model not in self._by_id:
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 from strawberry import relay
-from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from models import OutboundEmail
@@ -22,6 +22,9 @@ from schema.pagination import DELIVERIES, Connection, page_of, size_of
 from schema.types import ScopedNode
 from services.outbound import outbox
 from services.shared import paging
+
+if TYPE_CHECKING:
+    from resolvers.batch_loader import Loader
 
 DEFAULT_PAGE = 20
 
@@ -101,7 +104,7 @@ async def account_deliveries(
 DeliveryPage = tuple[int, list[tuple[Delivery, paging.Position]]]
 
 
-def _pages(info: Info) -> DataLoader[outbox.DeliveryPageKey, DeliveryPage]:
+def _pages(info: Info) -> Loader[outbox.DeliveryPageKey, DeliveryPage]:
     loaders = info.context.loaders
     if outbox.shows_replies(info.context.require_staff()):
         return loaders.deliveries_page

@@ -579,7 +579,7 @@ async def test_the_portal_screens_reads(bench: Bench) -> None:
 # failing under `b` makes graphql-core cancel b's sibling fields; b.contacts waited on the
 # DataLoader future a.contacts shares (same key), so cancelling it cancelled the shared
 # future and a.contacts raised CancelledError out of the whole request (resolvers/loaders.py
-# now shields the shared future).
+# now shields the shared answer: resolvers/batch_loader.py).
 @pytest.mark.parametrize("field", ["contacts { id }", "invitations { email }"])
 async def test_a_shared_loader_key_under_a_failing_sibling(bench: Bench, field: str) -> None:
     query = f"""query($id: ID!) {{ a: account(id: $id) {{ {field} }}

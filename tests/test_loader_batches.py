@@ -1,6 +1,6 @@
-"""Portico's Loader answers `load_many` without strawberry's per-key done callback
-(resolvers/loaders.py): the batches, the answers and the failures must be strawberry's own.
-Each case runs the same calls on a Loader and on a stock DataLoader and compares."""
+"""Portico's request loader (resolvers/batch_loader.py) replaces strawberry's DataLoader for
+its cost per key: the batches (so the SQL), the answers and the failures must be
+strawberry's own. Each case runs the same calls on both and compares."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from strawberry.dataloader import DataLoader
+from strawberry.dataloader import DataLoader, WrongNumberOfResultsReturned
 
-from resolvers.loaders import Loader
+from resolvers.batch_loader import Loader
 
 Calls = list[list[int]]
+LoadFn = Callable[[Sequence[int]], Awaitable[Any]]
 
 
-def counted(fail_on: int | None = None) -> tuple[Calls, Callable[[Sequence[int]], Awaitable[Any]]]:
+def counted(fail_on: int | None = None, short: bool = False) -> tuple[Calls, LoadFn]:
     calls: Calls = []
 
     async def load(keys: Sequence[int]) -> list[Any]:
@@ -25,50 +26,69 @@ def counted(fail_on: int | None = None) -> tuple[Calls, Callable[[Sequence[int]]
         await asyncio.sleep(0)
         if fail_on in keys:
             raise ValueError(f"no row {fail_on}")
-        return [key * 10 for key in keys]
+        answers: list[Any] = [key * 10 for key in keys]
+        if 7 in keys:  # a key answered with an error of its own
+            answers[list(keys).index(7)] = LookupError("seven")
+        return answers[1:] if short else answers
 
     return calls, load
 
 
-async def scenario(loader: DataLoader[int, Any]) -> list[Any]:
-    """Keys repeated within one call, shared with a single load, then a later turn whose
-    keys are partly cached."""
+async def settle(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+
+
+async def scenario(loader: Any) -> list[Any]:
+    """Keys repeated within one call, shared with single loads asked in the same turn and
+    one turn later (the batch is still open then), then a later batch whose keys
+    are partly answered, a key answered with an error, and a failed batch."""
     first = loader.load_many([1, 2, 1])
     single = loader.load(2)
-    answers = [await first, await single]
-    answers.append(await loader.load_many([2, 3]))
+    await asyncio.sleep(0)
+    late = loader.load(3)
+    answers = [await settle(first), await settle(single), await settle(late)]
+    answers.append(await settle(loader.load_many([2, 4, 7])))
+    answers.append(await settle(loader.load(7)))
+    answers.append(await settle(loader.load_many([5, 99])))
+    answers.append(await settle(loader.load(99)))
     return answers
 
 
-@pytest.mark.parametrize("max_batch_size", [None, 2])
-async def test_load_many_batches_and_answers_as_stock(max_batch_size: int | None) -> None:
-    ours_calls, ours_fn = counted()
-    stock_calls, stock_fn = counted()
-    ours = await scenario(Loader(ours_fn, max_batch_size=max_batch_size))
-    stock = await scenario(DataLoader(stock_fn, max_batch_size=max_batch_size))
-    assert ours == stock == [[10, 20, 10], 20, [20, 30]]
-    assert ours_calls == stock_calls
+async def test_batches_answers_and_failures_are_strawberrys() -> None:
+    ours_calls, ours_fn = counted(fail_on=99)
+    stock_calls, stock_fn = counted(fail_on=99)
+    ours = await scenario(Loader(ours_fn))
+    stock = await scenario(DataLoader(stock_fn))
+    assert ours == stock
+    assert ours[:3] == [[10, 20, 10], 20, 30]
+    assert ours[3:] == ["LookupError: seven"] * 2 + ["ValueError: no row 99"] * 2
+    assert ours_calls == stock_calls == [[1, 2, 3], [4, 7], [5, 99]]
 
 
-async def test_a_failed_batch_fails_every_caller_as_stock() -> None:
+async def test_a_wrong_number_of_answers_fails_the_batch() -> None:
+    _, load = counted(short=True)
+    with pytest.raises(WrongNumberOfResultsReturned):
+        await Loader(load).load_many([1, 2])
+
+
+async def test_no_failure_is_left_unretrieved() -> None:
     loop = asyncio.get_running_loop()
     logged: list[dict[str, Any]] = []
     handler = loop.get_exception_handler()
     loop.set_exception_handler(lambda _, context: logged.append(context))
     try:
-        outcomes = []
-        for make in (Loader, DataLoader):
-            _, load = counted(fail_on=2)
-            loader = make(load)
-            many = loader.load_many([1, 2])
+        _, load = counted(fail_on=2)
+        loader = Loader(load)
+        for awaitable in (loader.load_many([1, 2]), loader.load(2)):
             with pytest.raises(ValueError, match="no row 2"):
-                await many
-            outcomes.append(type(loader.cache_map.get(1).exception()))
-            del loader, many
-            gc.collect()  # an unretrieved failure is logged when its future is collected
+                await awaitable
+        del loader, awaitable
+        gc.collect()  # an unretrieved failure is logged when its future is collected
     finally:
         loop.set_exception_handler(handler)
-    assert outcomes == [ValueError, ValueError]
     assert logged == []
 
 
