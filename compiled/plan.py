@@ -90,6 +90,9 @@ class Shape:
     selections: list[Selection]
     is_type_of: Callable[[Any, Any], Any] | None
     nullable: bool
+    # The class whose objects (not cast by strawberry.cast) strawberry's own is_type_of
+    # accepts without asking: it is an isinstance check then; None when it must be asked.
+    origin: type | None = None
 
 
 Completion = Leaf | Listed | Shape
@@ -256,6 +259,15 @@ def _completion(
     )
     if sub.new_defer_usages:
         raise Unsupported("@defer")
-    return Shape(
-        type_, _selections(executor, type_, sub.grouped_field_set), type_.is_type_of, nullable
-    )
+    selections = _selections(executor, type_, sub.grouped_field_set)
+    return Shape(type_, selections, type_.is_type_of, nullable, _plain_origin(type_))
+
+
+def _plain_origin(type_: GraphQLObjectType) -> type | None:
+    """The type's class when its is_type_of is strawberry's generated one (no custom check,
+    not a generic's specialization)."""
+    definition = type_.extensions.get(STRAWBERRY_DEFINITION)
+    if definition is None or definition.is_type_of is not None or definition.concrete_of:
+        return None
+    origin = definition.origin
+    return origin if isinstance(origin, type) else None

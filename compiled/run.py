@@ -21,6 +21,7 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path
 from strawberry.relay import GlobalID
 from strawberry.types import Info
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE as CAST
 
 from compiled.plan import Completion, Kind, Leaf, Listed, Selection, Shape
 
@@ -176,7 +177,7 @@ class _Run:
         return _regrouped(items, sizes)
 
     async def shapes(self, shape: Shape, values: list[Any]) -> list[Any]:
-        present = []
+        present, is_type_of, origin = [], shape.is_type_of, shape.origin
         for value in values:
             if value is None or value is Undefined:
                 if not shape.nullable:
@@ -184,7 +185,11 @@ class _Run:
                 continue
             if _unfinished(value):
                 raise Fallback
-            if shape.is_type_of is not None and shape.is_type_of(value, None) is not True:
+            if (
+                is_type_of is not None
+                and not (value.__class__ is origin and getattr(value, CAST, None) is None)
+                and is_type_of(value, None) is not True
+            ):
                 raise Fallback
             present.append(value)
         answers = iter(await self.objects(shape, present))

@@ -38,11 +38,32 @@ class Item:
     size: int | None = batched_field(doubled, permission_classes=[NamedOnly])
 
 
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Tag(Named):  # an interface's type: strawberry checks every object's class
+    pass
+
+
+@strawberry.type
+class Label(Named):
+    pass
+
+
 @strawberry.type
 class Query:
     @strawberry.field
     def broken(self) -> Item | None:
         return ValueError("boom")  # type: ignore[return-value]  # a value, not raised
+
+    @strawberry.field
+    def tags(self, cast: bool) -> list[Tag | None]:
+        if cast:
+            return [Tag(name="plain"), strawberry.cast(Label, Tag(name="cast to another type"))]
+        return [Tag(name="plain"), Item(name="another class")]  # type: ignore[list-item]
 
     @strawberry.field
     def items(self) -> list[Item]:
@@ -60,8 +81,10 @@ class Query:
 
 def schemas() -> tuple[strawberry.Schema, strawberry.Schema, Plans]:
     plans = Plans()
-    compiled = strawberry.Schema(query=Query, execution_context_class=executor_class(plans))
-    return compiled, strawberry.Schema(query=Query), plans
+    compiled = strawberry.Schema(
+        query=Query, types=[Label], execution_context_class=executor_class(plans)
+    )
+    return compiled, strawberry.Schema(query=Query, types=[Label]), plans
 
 
 async def both(query: str) -> tuple[Any, Any, Plans]:
@@ -79,6 +102,17 @@ async def test_an_error_given_as_an_object_value_is_the_stock_executors_to_answe
     assert shown(ours) == shown(theirs)
     assert ours.data == {"broken": None} and ours.errors
     assert plans.stats().fell_back == 1
+
+
+async def test_an_object_of_another_class_or_cast_away_is_the_stock_executors_to_answer() -> None:
+    for cast, got in (("false", "Item"), ("true", "Tag")):
+        ours, theirs, plans = await both(f"{{ tags(cast: {cast}) {{ name }} }}")
+        assert shown(ours) == shown(theirs)
+        assert ours.data == {"tags": [{"name": "plain"}, None]}
+        assert [e.message for e in ours.errors] == [
+            f"Expected value of type 'Tag' but got: <{got} instance>."
+        ]
+        assert plans.stats().fell_back == 1
 
 
 async def test_a_permission_that_reads_the_object_is_checked_per_object_by_the_stock_executor() -> (
