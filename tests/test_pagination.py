@@ -6,10 +6,13 @@ pages cost the same statements for few and many parents."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models import (
     Account,
@@ -19,7 +22,7 @@ from models import (
     Document,
     Invitation,
 )
-from schema import ids
+from schema import ids, pagination
 from services.outbound import outbox
 from tests.support.api import Api, add_staff
 from tests.support.sqlcount import count_sql
@@ -490,3 +493,23 @@ async def test_paging_agrees_with_the_databases_own_order_beyond_ascii(acme, siz
     walked = await _walk(acme.api, query, ["contact", "accountsPage"], size, id=gid)
     assert walked == [edge["node"] for edge in one["contact"]["accountsPage"]["edges"]]
     assert sorted(n["id"] for n in walked) == sorted(n["id"] for n in nodes)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.text(alphabet=st.characters(max_codepoint=127)),
+            st.integers(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.booleans(),
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.datetimes(timezones=st.just(UTC)).map(lambda moment: {"t": moment.isoformat()}),
+        ),
+        max_size=4,
+    )
+)
+def test_cursor_text_is_the_json_modules(values: list[object]) -> None:
+    # Cursors are written by orjson where it gives json.dumps's text, and only there.
+    assert pagination.compact_json(values) == json.dumps(values, separators=(",", ":"))
