@@ -81,13 +81,14 @@ def compact_json(values: list[object]) -> str:
     """`json.dumps(values, separators=(",", ":"))`, the cursors' text since their first
     version. orjson writes the same text, 15 times faster, for what cursors hold (strings,
     ints within 64 bits, None, an ISO time in a dict) when it is ASCII; anything else (a
-    float, text beyond ASCII, which json escapes and orjson does not) the json module writes."""
+    float, text beyond ASCII or DEL, which json escapes and orjson does not) the json module
+    writes."""
     if all(type(value) in _SAME_IN_ORJSON for value in values):
         try:
             text = orjson.dumps(values)
         except orjson.JSONEncodeError:  # an int beyond 64 bits
             text = None
-        if text is not None and text.isascii():
+        if text is not None and text.isascii() and b"\x7f" not in text:  # json escapes DEL
             return text.decode()
     return _COMPACT_JSON.encode(values)
 
