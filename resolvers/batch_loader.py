@@ -27,12 +27,13 @@ V = TypeVar("V")
 
 
 class _Batch(Generic[K]):
-    __slots__ = ("closed", "done", "keys")
+    __slots__ = ("closed", "done", "keys", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.keys: list[K] = []
         self.closed = False  # the load function has been called: later keys start a new batch
         self.done: asyncio.Future[None] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak ones
 
 
 class Loader(Generic[K, V]):
@@ -87,8 +88,11 @@ class Loader(Generic[K, V]):
             batch = self._batch = _Batch(loop)
             # As strawberry's: the batch is scheduled now, its task created on the next turn,
             # and it closes when that task starts; keys asked until then join it.
-            loop.call_soon(lambda: asyncio.ensure_future(self._dispatch(batch)))
+            loop.call_soon(self._start, batch)
         return batch
+
+    def _start(self, batch: _Batch[K]) -> None:
+        batch.task = asyncio.ensure_future(self._dispatch(batch))
 
     async def _dispatch(self, batch: _Batch[K]) -> None:
         batch.closed = True
