@@ -557,6 +557,48 @@ async def fill(imap: ImapServer, user: str, count: int, size: int = 20_000) -> N
         imap.deliver_to_maildir(user, mail(JANE, user, f"Letter {n:03}", body="x" * size))
 
 
+async def test_a_batch_ends_early_once_its_headers_pass_the_byte_budget(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch reads its participants' headers HEADER_BATCH UIDs a FETCH and ends once
+    HEADER_BATCH_BYTES of them came; the cursor moves (one commit) after each batch."""
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 7, size=100)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH_BYTES", 1)  # every header FETCH ends one
+    advanced: list[int] = []
+    header_fetches: list[int] = []
+    advance, fetch = sync_engine._Pass.advance, ImapSession.fetch
+
+    async def recorded_advance(self: Any, cursor: MailboxFolder, last_uid: int) -> None:
+        advanced.append(last_uid)
+        await advance(self, cursor, last_uid)
+
+    async def recorded_fetch(self: ImapSession, uids: Any, parts: str) -> Fetched:
+        if parts == sync_engine.PARTICIPANT_FIELDS:
+            header_fetches.append(len(uids))
+        return await fetch(self, uids, parts)
+
+    monkeypatch.setattr(sync_engine._Pass, "advance", recorded_advance)
+    monkeypatch.setattr(ImapSession, "fetch", recorded_fetch)
+    first = await sync(world, mailbox)
+    assert (first.status, first.fetched, first.stored) == (SyncStatus.IDLE, 7, 7)
+    assert (advanced, header_fetches) == ([2, 4, 6, 7], [2, 2, 2, 1])
+
+    # Short headers under the budget: the five new ones are one batch, in three header FETCHes.
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH_BYTES", 1024 * 1024)
+    for n in range(7, 12):
+        imap.deliver_to_maildir(mailbox.username, mail(JANE, mailbox.username, f"Letter {n:03}"))
+    advanced.clear()
+    header_fetches.clear()
+    second = await sync(world, await Mailbox.get(pk=mailbox.pk))
+    assert (second.status, second.fetched, second.stored) == (SyncStatus.IDLE, 5, 5)
+    assert (advanced, header_fetches) == ([12], [2, 2, 1])
+    subjects = [m.subject for m in await stored(world)]
+    assert sorted(subjects) == [f"Letter {n:03}" for n in range(12)]  # each once
+
+
 async def test_a_stop_during_a_large_fetch_hands_the_mailbox_back_at_once(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
