@@ -599,6 +599,35 @@ async def test_a_batch_ends_early_once_its_headers_pass_the_byte_budget(
     assert sorted(subjects) == [f"Letter {n:03}" for n in range(12)]  # each once
 
 
+async def test_a_long_header_step_renews_the_lease_between_its_fetches(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 7, size=100)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)  # one batch, four header FETCHes
+    renewals: list[int] = []
+    renew = sync_engine._renew
+
+    async def counted(*args: Any) -> Any:
+        renewals.append(1)
+        return await renew(*args)
+
+    monkeypatch.setattr(sync_engine, "_renew", counted)
+    monkeypatch.setattr(sync_engine, "RENEW_AFTER", 0)  # as if each FETCH took that long
+    slow = await sync(world, mailbox)
+    assert (slow.status, slow.stored) == (SyncStatus.IDLE, 7)
+    with_renewals = len(renewals)
+
+    monkeypatch.setattr(sync_engine, "RENEW_AFTER", 30)  # quick FETCHes: none between them
+    for n in range(7, 14):
+        imap.deliver_to_maildir(mailbox.username, mail(JANE, mailbox.username, f"Letter {n:03}"))
+    renewals.clear()
+    quick = await sync(world, await Mailbox.get(pk=mailbox.pk))
+    assert (quick.status, quick.stored) == (SyncStatus.IDLE, 7)
+    assert with_renewals - len(renewals) == 3  # before the second, third and fourth FETCH
+
+
 async def test_a_stop_during_a_large_fetch_hands_the_mailbox_back_at_once(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -125,6 +126,9 @@ HEADER_BATCH_BYTES = 1024 * 1024
 # batch, so the lease only has to outlast one FETCH; a worker killed mid-pass holds its mailbox
 # from the other workers this long at most.
 LEASE_SECONDS = 120
+# The header step of a big batch is many FETCHes: the lease is renewed between them once it
+# is this old, so a slow server cannot outlast it before the batch's first store.
+RENEW_AFTER = LEASE_SECONDS / 4
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
@@ -442,6 +446,7 @@ class _Pass:
         # Attachments of mail sent since then go into auto-saving accounts' Documents.
         self.auto_save_since = auto_save_since
         self.lease: _Held | None = None  # a sync pass's claim on the mailbox
+        self.renewed = time.monotonic()  # when the lease was last renewed
         self.stop: asyncio.Event | None = None
         # The selected folder (failures are recorded against it), and the highest UID of it
         # below which every message of the pass is handled (stored, not wanted, or failed).
@@ -461,6 +466,12 @@ class _Pass:
         import has no lease."""
         if self.lease is not None:
             self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
+            self.renewed = time.monotonic()
+
+    async def keep(self) -> None:
+        """Renews the lease when it was last renewed RENEW_AFTER ago (or longer)."""
+        if self.lease is not None and time.monotonic() - self.renewed >= RENEW_AFTER:
+            await self.hold()
 
     async def advance(self, cursor: MailboxFolder, last_uid: int) -> None:
         """After a batch: the lease renewed and the cursor moved in one transaction (one
@@ -546,6 +557,8 @@ class _Pass:
         sizes: dict[int, int] = {}
         taken = header_bytes = 0
         while taken < len(uids) and header_bytes < HEADER_BATCH_BYTES:
+            if taken:
+                await self.keep()
             asked = uids[taken : taken + HEADER_BATCH]
             taken += len(asked)
             self.result.fetched += len(asked)
