@@ -400,8 +400,13 @@ async def test_disconnect_with_delete_messages_deletes_only_what_came_only_throu
 
 
 async def test_disconnect_ends_a_pass_in_flight_at_its_next_lease_check(
-    acme: Firm, imap: ImapServer, smtp: SmtpServer, settings: Settings
+    acme: Firm,
+    imap: ImapServer,
+    smtp: SmtpServer,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 50)  # eight batches, not 8,000 messages
     await synced_address(acme)
     user = imap_user()
     mailbox_id = await connected(acme, imap, smtp, user)

@@ -25,7 +25,7 @@ from tests.support.imap import ImapServer, imap_fixture  # noqa: F401  (the `ima
 from tests.support.mail import add_mailbox
 from tests.test_attachments import PDF, client_in, papers
 
-MESSAGES = 60  # a first chunk of 50 (FETCH_BATCH), then 10
+MESSAGES = 60  # one batch, its headers in two FETCHes (HEADER_BATCH, 50)
 SYNC = """mutation($id: ID!) { syncMailbox(id: $id) {
   errors { code message } mailbox { lastError syncStatus } } }"""
 COUNTS = """SELECT (SELECT count(*) FROM message), (SELECT count(*) FROM message_account),

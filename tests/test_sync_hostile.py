@@ -557,6 +557,77 @@ async def fill(imap: ImapServer, user: str, count: int, size: int = 20_000) -> N
         imap.deliver_to_maildir(user, mail(JANE, user, f"Letter {n:03}", body="x" * size))
 
 
+async def test_a_batch_ends_early_once_its_headers_pass_the_byte_budget(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch reads its participants' headers HEADER_BATCH UIDs a FETCH and ends once
+    HEADER_BATCH_BYTES of them came; the cursor moves (one commit) after each batch."""
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 7, size=100)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH_BYTES", 1)  # every header FETCH ends one
+    advanced: list[int] = []
+    header_fetches: list[int] = []
+    advance, fetch = sync_engine._Pass.advance, ImapSession.fetch
+
+    async def recorded_advance(self: Any, cursor: MailboxFolder, last_uid: int) -> None:
+        advanced.append(last_uid)
+        await advance(self, cursor, last_uid)
+
+    async def recorded_fetch(self: ImapSession, uids: Any, parts: str) -> Fetched:
+        if parts == sync_engine.PARTICIPANT_FIELDS:
+            header_fetches.append(len(uids))
+        return await fetch(self, uids, parts)
+
+    monkeypatch.setattr(sync_engine._Pass, "advance", recorded_advance)
+    monkeypatch.setattr(ImapSession, "fetch", recorded_fetch)
+    first = await sync(world, mailbox)
+    assert (first.status, first.fetched, first.stored) == (SyncStatus.IDLE, 7, 7)
+    assert (advanced, header_fetches) == ([2, 4, 6, 7], [2, 2, 2, 1])
+
+    # Short headers under the budget: the five new ones are one batch, in three header FETCHes.
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH_BYTES", 1024 * 1024)
+    for n in range(7, 12):
+        imap.deliver_to_maildir(mailbox.username, mail(JANE, mailbox.username, f"Letter {n:03}"))
+    advanced.clear()
+    header_fetches.clear()
+    second = await sync(world, await Mailbox.get(pk=mailbox.pk))
+    assert (second.status, second.fetched, second.stored) == (SyncStatus.IDLE, 5, 5)
+    assert (advanced, header_fetches) == ([12], [2, 2, 1])
+    subjects = [m.subject for m in await stored(world)]
+    assert sorted(subjects) == [f"Letter {n:03}" for n in range(12)]  # each once
+
+
+async def test_a_long_header_step_renews_the_lease_between_its_fetches(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    await fill(imap, mailbox.username, 7, size=100)
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)  # one batch, four header FETCHes
+    renewals: list[int] = []
+    renew = sync_engine._renew
+
+    async def counted(*args: Any) -> Any:
+        renewals.append(1)
+        return await renew(*args)
+
+    monkeypatch.setattr(sync_engine, "_renew", counted)
+    monkeypatch.setattr(sync_engine, "RENEW_AFTER", 0)  # as if each FETCH took that long
+    slow = await sync(world, mailbox)
+    assert (slow.status, slow.stored) == (SyncStatus.IDLE, 7)
+    with_renewals = len(renewals)
+
+    monkeypatch.setattr(sync_engine, "RENEW_AFTER", 30)  # quick FETCHes: none between them
+    for n in range(7, 14):
+        imap.deliver_to_maildir(mailbox.username, mail(JANE, mailbox.username, f"Letter {n:03}"))
+    renewals.clear()
+    quick = await sync(world, await Mailbox.get(pk=mailbox.pk))
+    assert (quick.status, quick.stored) == (SyncStatus.IDLE, 7)
+    assert with_renewals - len(renewals) == 3  # before the second, third and fourth FETCH
+
+
 async def test_a_stop_during_a_large_fetch_hands_the_mailbox_back_at_once(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,10 +8,11 @@ earlier mail of some addresses the same way (IMAP SEARCH instead of the cursor).
 one set-up (`_run`: the password, the firm's own addresses, the session, the pass).
 
 What is read, and how:
-- Each batch of new UIDs is read in two steps: first only the From, To, Cc and Content-Type
-  headers (and each message's size), then the whole message (BODY.PEEK[]) of those with a
-  participant whose address has EMAIL SYNC on in an account of the firm. The bodies of other
-  people's mail are never downloaded, let alone stored (privacy).
+- Each batch of new UIDs (FETCH_BATCH, fewer when their headers are long: HEADER_BATCH_BYTES)
+  is read in two steps: first only the From, To, Cc and Content-Type headers (and each
+  message's size), HEADER_BATCH a round trip, then the whole message (BODY.PEEK[]) of those
+  with a participant whose address has EMAIL SYNC on in an account of the firm. The bodies
+  of other people's mail are never downloaded, let alone stored (privacy).
 - Whole messages are downloaded a few at a time, up to BODY_BATCH_BYTES a round trip, and
   each raw message is let go once parsed. (A message whose participants cannot be read from
   its headers is downloaded whole to find them.)
@@ -78,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -111,11 +113,22 @@ from services.shared.scope import FirmScope
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 50  # UIDs per round trip (headers, then the kept messages' bodies)
+# A batch: the UIDs read, stored and then committed with the cursor together. Its header step
+# asks for HEADER_BATCH UIDs a round trip and ends the batch early once HEADER_BATCH_BYTES of
+# headers came (a hostile mailbox's long headers), so what a batch holds is bounded in bytes:
+# at most HEADER_BATCH_BYTES plus one FETCH of HEADER_BATCH partial headers, then bodies in
+# round trips of BODY_BATCH_BYTES by their RFC822.SIZE. Big batches for plain mail: each one
+# costs a few commits and statements whatever its size (bench.mail_sync).
+FETCH_BATCH = 1000
+HEADER_BATCH = 50  # UIDs per FETCH of the participants' headers
+HEADER_BATCH_BYTES = 1024 * 1024
 # A pass renews its claim before each folder, before each chunk it stores and after every
 # batch, so the lease only has to outlast one FETCH; a worker killed mid-pass holds its mailbox
 # from the other workers this long at most.
 LEASE_SECONDS = 120
+# The header step of a big batch is many FETCHes: the lease is renewed between them once it
+# is this old, so a slow server cannot outlast it before the batch's first store.
+RENEW_AFTER = LEASE_SECONDS / 4
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
@@ -269,8 +282,9 @@ async def import_history(
                 result.address_errors.setdefault(address, reason)
             uids = found.uids
             result.total += len(uids)
-            for start in range(0, len(uids), FETCH_BATCH):
-                await pass_.batch(uids[start : start + FETCH_BATCH])
+            start = 0
+            while start < len(uids):
+                start += await pass_.batch(uids[start : start + FETCH_BATCH])
                 if progress is not None:
                     await progress(result)
 
@@ -432,6 +446,7 @@ class _Pass:
         # Attachments of mail sent since then go into auto-saving accounts' Documents.
         self.auto_save_since = auto_save_since
         self.lease: _Held | None = None  # a sync pass's claim on the mailbox
+        self.renewed = time.monotonic()  # when the lease was last renewed
         self.stop: asyncio.Event | None = None
         # The selected folder (failures are recorded against it), and the highest UID of it
         # below which every message of the pass is handled (stored, not wanted, or failed).
@@ -451,6 +466,12 @@ class _Pass:
         import has no lease."""
         if self.lease is not None:
             self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
+            self.renewed = time.monotonic()
+
+    async def keep(self) -> None:
+        """Renews the lease when it was last renewed RENEW_AFTER ago (or longer)."""
+        if self.lease is not None and time.monotonic() - self.renewed >= RENEW_AFTER:
+            await self.hold()
 
     async def advance(self, cursor: MailboxFolder, last_uid: int) -> None:
         """After a batch: the lease renewed and the cursor moved in one transaction (one
@@ -498,8 +519,9 @@ class _Pass:
         reading_new = False  # retried UIDs may lie above the cursor (a history import's)
         try:
             # Messages that failed before go first; they are no longer due once through.
-            for start in range(0, len(retry), FETCH_BATCH):
-                await self.batch(retry[start : start + FETCH_BATCH])
+            start = 0
+            while start < len(retry):
+                start += await self.batch(retry[start : start + FETCH_BATCH])
             await skips.cleared(
                 self.mailbox.pk,
                 name,
@@ -507,14 +529,14 @@ class _Pass:
                 [u for u in retry if (name, u) not in self.failures],
             )
             self.reached, reading_new = 0, True
-            for start in range(0, len(uids), FETCH_BATCH):
+            start = 0
+            while start < len(uids):
                 if self.stop is not None and self.stop.is_set():
                     self.result.stopped = True  # not through the mailbox: no last_synced_at
                     return  # the cursor stands after what was stored
-                batch = uids[start : start + FETCH_BATCH]
-                await self.batch(batch)
-                self.reached = batch[-1]
-                await self.advance(cursor, batch[-1])
+                start += await self.batch(uids[start : start + FETCH_BATCH])
+                self.reached = uids[start - 1]
+                await self.advance(cursor, self.reached)
         except (MailSyncError, SyncStopped):
             # The server went away or the process is stopping mid-batch: the cursor moves
             # past the chunks of the batch that were stored, and no further.
@@ -523,31 +545,43 @@ class _Pass:
                 await cursor.save(update_fields=["last_uid"])
             raise
 
-    async def batch(self, uids: Sequence[int]) -> None:
-        """Reads and stores the messages `uids` of the selected folder (those with a
-        participant whose EMAIL SYNC is on), and the bounces among them."""
-        self.result.fetched += len(uids)
+    async def batch(self, uids: Sequence[int]) -> int:
+        """Reads and stores messages of the selected folder (those with a participant whose
+        EMAIL SYNC is on), and the bounces among them: the first of `uids`, all of them
+        unless their headers passed HEADER_BATCH_BYTES first. Returns how many it read (at
+        least one)."""
         self.result.message_ids.clear()  # the caller took those of the last batch
-        head = await self.fetch(uids, PARTICIPANT_FIELDS)
         participants: dict[int, list[str]] = {}
         unclear: set[int] = set()  # who it concerns is known only once it is read whole
         dsns: set[int] = set()
-        for uid in uids:
-            headers = head.data.get(uid)
-            if headers is None:
-                continue  # failed (recorded) or expunged meanwhile
-            if len(headers) >= HEADER_BYTES:
-                # Cut short: who else it concerns is known once it is read (whole, or its
-                # header block alone when oversize); the complete fields count already.
-                headers = _complete_fields(headers)
-                unclear.add(uid)
-            if bounces.is_dsn(headers):
-                dsns.add(uid)
-            try:
-                participants[uid] = parse_participants(headers)
-            except Exception:
-                log.warning("mailbox %s: UID %s: unreadable headers", self.mailbox.pk, uid)
-                unclear.add(uid)
+        sizes: dict[int, int] = {}
+        taken = header_bytes = 0
+        while taken < len(uids) and header_bytes < HEADER_BATCH_BYTES:
+            if taken:
+                await self.keep()
+            asked = uids[taken : taken + HEADER_BATCH]
+            taken += len(asked)
+            self.result.fetched += len(asked)
+            head = await self.fetch(asked, PARTICIPANT_FIELDS)
+            sizes.update(head.sizes)
+            for uid in asked:
+                headers = head.data.pop(uid, None)
+                if headers is None:
+                    continue  # failed (recorded) or expunged meanwhile
+                header_bytes += len(headers)
+                if len(headers) >= HEADER_BYTES:
+                    # Cut short: who else it concerns is known once it is read (whole, or its
+                    # header block alone when oversize); the complete fields count already.
+                    headers = _complete_fields(headers)
+                    unclear.add(uid)
+                if bounces.is_dsn(headers):
+                    dsns.add(uid)
+                try:
+                    participants[uid] = parse_participants(headers)
+                except Exception:
+                    log.warning("mailbox %s: UID %s: unreadable headers", self.mailbox.pk, uid)
+                    unclear.add(uid)
+        uids = uids[:taken]
         self.dsns = dsns
         synced = await store.synced_accounts(
             self.scope, {a for people in participants.values() for a in people}
@@ -562,7 +596,7 @@ class _Pass:
         bounced = [uid for uid in uids if uid in dsns and uid not in mine]
         if bounced:  # read for their report alone: a bounded read, never stored
             await self.bounces(bounced)
-        for kind, unit in _units(wanted, head.sizes, self.settings.sync_max_message_bytes):
+        for kind, unit in _units(wanted, sizes, self.settings.sync_max_message_bytes):
             if kind is _Unit.OVERSIZE:
                 items = await self.oversize(unit, synced)
             elif kind is _Unit.UNKNOWN:
@@ -571,6 +605,7 @@ class _Pass:
                 items = await self.whole(unit, synced, unclear)
             await self.store(items)
             self.reached = max(self.reached, unit[-1])
+        return taken
 
     async def fetch(self, uids: Sequence[int], parts: str) -> Fetched:
         """UID FETCH of `parts`; a UID that comes back without data (the server refused it,
