@@ -518,6 +518,45 @@ async def test_a_bounce_marks_the_outbox_message_failed_without_being_stored(
     assert untouched.status == DeliveryStatus.SENT
 
 
+async def test_a_batch_reads_its_bounces_header_batch_at_a_time(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small DSNs fill a whole batch before its header budget: their reports (up to
+    # DSN_MAX_BYTES each) are read HEADER_BATCH a FETCH, never the whole batch's in one.
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    rows = []
+    for _ in range(5):
+        rows.append(
+            await OutboundEmail.create(
+                firm_id=world.scope.firm_id,
+                kind="invitation",
+                to_address="nobody@client.example",
+                from_name="Acme",
+                subject="Your invitation",
+                body_encrypted="x",
+                message_id=outbox.new_message_id(world.settings, "acme.example"),
+                status=DeliveryStatus.SENT,
+                next_attempt_at=datetime.now(UTC),
+            )
+        )
+        imap.append(mailbox.username, dsn(rows[-1].message_id, "5.1.1", mailbox.address))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
+    monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)
+    report_fetches: list[int] = []
+    fetch = ImapSession.fetch
+
+    async def recorded_fetch(self: ImapSession, uids: Any, parts: str) -> Fetched:
+        if "BODY.PEEK[]<0." in parts:
+            report_fetches.append(len(uids))
+        return await fetch(self, uids, parts)
+
+    monkeypatch.setattr(ImapSession, "fetch", recorded_fetch)
+    result = await sync(world, mailbox)
+    assert (result.bounced, result.stored, report_fetches) == (5, 0, [2, 2, 1])
+    for row in rows:
+        assert (await OutboundEmail.get(pk=row.pk)).status == DeliveryStatus.FAILED
+
+
 # Progress -----------------------------------------------------------------------------------
 
 

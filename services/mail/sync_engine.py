@@ -664,11 +664,17 @@ class _Pass:
     async def bounces(self, uids: Sequence[int]) -> None:
         """Reads the report of each DSN in `uids` (at most DSN_MAX_BYTES of it) and marks the
         outbox messages it reports as failed."""
-        got = await self.fetch(uids, f"(UID BODY.PEEK[]<0.{bounces.DSN_MAX_BYTES}>)")
-        for uid in uids:
-            raw = got.data.pop(uid, None)
-            if raw is not None:
-                self.result.bounced += await bounces.apply(self.scope, raw)
+        # HEADER_BATCH a round trip, as the header step: a batch of up to FETCH_BATCH small
+        # DSNs must not become one FETCH of FETCH_BATCH x DSN_MAX_BYTES.
+        for start in range(0, len(uids), HEADER_BATCH):
+            if start:
+                await self.keep()
+            chunk = uids[start : start + HEADER_BATCH]
+            got = await self.fetch(chunk, f"(UID BODY.PEEK[]<0.{bounces.DSN_MAX_BYTES}>)")
+            for uid in chunk:
+                raw = got.data.pop(uid, None)
+                if raw is not None:
+                    self.result.bounced += await bounces.apply(self.scope, raw)
 
     async def whole(
         self, uids: Sequence[int], synced: dict[str, set[int]], unclear: set[int]
