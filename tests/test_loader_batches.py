@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,11 +16,25 @@ from strawberry.dataloader import DataLoader, WrongNumberOfResultsReturned
 from resolvers.batch_loader import Loader
 
 Calls = list[list[int]]
+
+
+class Shielded(DataLoader[Any, Any]):
+    """The loader Portico used before its own: strawberry's, each call shielded."""
+
+    def load(self, key: Any) -> Awaitable[Any]:
+        return asyncio.shield(super().load(key))
+
+    def load_many(self, keys: Any) -> Awaitable[list[Any]]:
+        return asyncio.shield(asyncio.gather(*[super(Shielded, self).load(k) for k in keys]))
+
+
 LoadFn = Callable[[Sequence[int]], Awaitable[Any]]
 
 
-def counted(fail_on: int | None = None, short: bool = False) -> tuple[Calls, LoadFn]:
-    calls: Calls = []
+def counted(
+    fail_on: int | None = None, short: bool = False, calls: Calls | None = None
+) -> tuple[Calls, LoadFn]:
+    calls = [] if calls is None else calls
 
     async def load(keys: Sequence[int]) -> list[Any]:
         calls.append(list(keys))
@@ -61,7 +76,7 @@ async def test_batches_answers_and_failures_are_strawberrys() -> None:
     ours_calls, ours_fn = counted(fail_on=99)
     stock_calls, stock_fn = counted(fail_on=99)
     ours = await scenario(Loader(ours_fn))
-    stock = await scenario(DataLoader(stock_fn))
+    stock = await scenario(Shielded(stock_fn))
     assert ours == stock
     assert ours[:3] == [[10, 20, 10], 20, 30]
     assert ours[3:] == ["LookupError: seven"] * 2 + ["ValueError: no row 99"] * 2
@@ -85,6 +100,11 @@ async def test_no_failure_is_left_unretrieved() -> None:
         for awaitable in (loader.load_many([1, 2]), loader.load(2)):
             with pytest.raises(ValueError, match="no row 2"):
                 await awaitable
+        gone, kept = loader.load(3), loader.load_many([2, 3])  # 2 failed: 3 fails with it
+        await asyncio.sleep(0)
+        gone.cancel()  # a sibling of a failed field, cancelled by the stock executor
+        with pytest.raises(ValueError, match="no row 2"):
+            await kept
         del loader, awaitable
         gc.collect()  # an unretrieved failure is logged when its future is collected
     finally:
@@ -101,3 +121,39 @@ async def test_a_cancelled_caller_leaves_the_shared_keys_to_the_others() -> None
     gone.cancel()  # the stock executor cancels a failed field's siblings
     assert await kept == [20]
     assert calls == [[1, 2]]
+
+
+async def test_a_batch_meets_the_same_keys_whatever_the_turns_between_callers() -> None:
+    # Which keys share a batch depends on how many turns of the loop a caller waits for its
+    # answer; a sibling asking `turns` turns later meets, or misses, the same batch as before.
+    async def batches(make: Callable[[LoadFn], Any], turns: int, many: bool) -> Calls:
+        calls: Calls = []
+        parents, children = make(counted()[1]), make(counted(calls=calls)[1])
+
+        async def child_of_a_parent() -> Any:
+            await (parents.load_many([1]) if many else parents.load(1))
+            return await children.load(1)
+
+        async def sibling() -> Any:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await children.load(2)
+
+        await asyncio.gather(child_of_a_parent(), sibling())
+        return calls
+
+    for many in (False, True):
+        for turns in range(8):
+            assert await batches(Loader, turns, many) == await batches(Shielded, turns, many)
+
+
+async def test_every_caller_of_a_failed_key_gets_the_error_with_its_own_traceback() -> None:
+    _, load = counted(fail_on=1)
+    loader = Loader(load)
+    depths = []
+    for _ in range(20):
+        try:
+            await loader.load(1)
+        except ValueError as error:
+            depths.append(len(traceback.extract_tb(error.__traceback__)))
+    assert len(set(depths)) == 1  # a traceback that grew with each caller would differ
