@@ -4,10 +4,10 @@ key's answer kept for the request), at a fraction of its cost per key.
 
 strawberry's DataLoader gives every key a future with a done callback, and its `load_many`
 gathers them: about 3 µs a key, and a page of the account list asks for hundreds. Here a
-key costs a dictionary entry: each call gets one future, resolved when the batches holding
-its keys have answered (at once when they all had), and the answers are kept by key. The
-batches are closed exactly when strawberry's are (tests/test_loader_batches.py compares
-them).
+key costs a dictionary entry: each call gets one future, resolved once the batches holding
+its keys have answered, and the answers are kept by key. Batches close when strawberry's
+do and calls are answered on the same turns of the loop as before (`_deliver`), so the same
+keys meet in a batch (tests/test_loader_batches.py compares them).
 
 Callers cannot cancel what they share: a caller's future is its own, so cancelling it (the
 stock executor cancels the pending siblings of a field that failed) leaves the batch and
