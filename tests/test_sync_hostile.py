@@ -484,25 +484,29 @@ def dsn(
     ).encode()
 
 
+async def sent_invitations(world: World, count: int) -> list[OutboundEmail]:
+    """`count` invitations the server took, to an address that will bounce."""
+    return [
+        await OutboundEmail.create(
+            firm_id=world.scope.firm_id,
+            kind="invitation",
+            to_address="nobody@client.example",
+            from_name="Acme",
+            subject="Your invitation",
+            body_encrypted="x",
+            message_id=outbox.new_message_id(world.settings, "acme.example"),
+            status=DeliveryStatus.SENT,
+            next_attempt_at=datetime.now(UTC),
+        )
+        for _ in range(count)
+    ]
+
+
 async def test_a_bounce_marks_the_outbox_message_failed_without_being_stored(
     world: World, imap: ImapServer
 ) -> None:
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    rows = []
-    for _ in range(3):
-        rows.append(
-            await OutboundEmail.create(
-                firm_id=world.scope.firm_id,
-                kind="invitation",
-                to_address="nobody@client.example",
-                from_name="Acme",
-                subject="Your invitation",
-                body_encrypted="x",
-                message_id=outbox.new_message_id(world.settings, "acme.example"),
-                status=DeliveryStatus.SENT,
-                next_attempt_at=datetime.now(UTC),
-            )
-        )
+    rows = await sent_invitations(world, 3)
     imap.append(mailbox.username, dsn(rows[0].message_id, "5.1.1", mailbox.address))
     imap.append(mailbox.username, dsn(rows[1].message_id, "4.4.1", mailbox.address))  # delayed
     result = await sync(world, mailbox)
@@ -524,22 +528,9 @@ async def test_a_batch_reads_its_bounces_header_batch_at_a_time(
     # Small DSNs fill a whole batch before its header budget: their reports (up to
     # DSN_MAX_BYTES each) are read HEADER_BATCH a FETCH, never the whole batch's in one.
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    rows = []
-    for _ in range(5):
-        rows.append(
-            await OutboundEmail.create(
-                firm_id=world.scope.firm_id,
-                kind="invitation",
-                to_address="nobody@client.example",
-                from_name="Acme",
-                subject="Your invitation",
-                body_encrypted="x",
-                message_id=outbox.new_message_id(world.settings, "acme.example"),
-                status=DeliveryStatus.SENT,
-                next_attempt_at=datetime.now(UTC),
-            )
-        )
-        imap.append(mailbox.username, dsn(rows[-1].message_id, "5.1.1", mailbox.address))
+    rows = await sent_invitations(world, 5)
+    for row in rows:
+        imap.append(mailbox.username, dsn(row.message_id, "5.1.1", mailbox.address))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 100)
     monkeypatch.setattr(sync_engine, "HEADER_BATCH", 2)
     report_fetches: list[int] = []
