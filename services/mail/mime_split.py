@@ -25,8 +25,9 @@ import re
 from email.message import EmailMessage
 from email.policy import Policy
 
-# A header field name as the feedparser's headerRE takes it: printable ASCII but ":".
-_FIELD_NAME = re.compile(r"[\041-\071\073-\176]+")
+# A header field as the feedparser's headerRE takes its name (printable ASCII but ":"), its
+# value from the first character after the colon and its blanks on, continuation lines kept.
+_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)\r\n")
 
 
 class _NotPlain(Exception):
@@ -88,33 +89,27 @@ def _part(
 def _headers(text: str, start: int, end: int, msg: EmailMessage) -> int:
     """Sets the header lines from `start` on as (name, value) pairs, as the feedparser's
     `header_source_parse` makes them (the value keeps its folds); where the body starts."""
-    pos = start
-    name: str | None = None
-    lines: list[str] = []
-    while True:
-        eol = text.find("\r\n", pos, end)
-        if eol == -1:
-            raise _NotPlain  # no blank line before the part ends
-        line = text[pos:eol]
-        pos = eol + 2
-        if not line:
-            break
-        if not line.isascii():
+    if text.startswith("\r\n", start) and start + 2 <= end:
+        return start + 2  # no headers: the blank line comes first
+    blank = text.find("\r\n\r\n", start, end)
+    if blank == -1:
+        raise _NotPlain  # no blank line before the part ends
+    block_end = blank + 2
+    if not text.isascii() and not text[start:block_end].isascii():
+        raise _NotPlain
+    # One match per field: its first line and its continuation lines, back to back from
+    # `start` to the blank line; anything else (a first line that continues nothing, a body
+    # line without the blank line, "From " of mbox) leaves a gap.
+    pairs = msg._headers
+    at = start
+    for field in _FIELD.finditer(text, start, block_end):
+        if field.start() != at:
             raise _NotPlain
-        if line[0] in " \t":
-            if name is None:
-                raise _NotPlain  # a first line that continues nothing
-            lines.append(line)
-            continue
-        if name is not None:
-            msg.set_raw(name, "\r\n".join(lines))
-        colon = line.find(":")
-        if colon <= 0 or not _FIELD_NAME.fullmatch(line, 0, colon):
-            raise _NotPlain  # a body line without the blank line, or "From " (mbox)
-        name, lines = line[:colon], [line[colon + 1 :].lstrip(" \t")]
-    if name is not None:
-        msg.set_raw(name, "\r\n".join(lines))
-    return pos
+        pairs.append((field.group(1), field.group(2)))
+        at = field.end()
+    if at != block_end:
+        raise _NotPlain
+    return blank + 4
 
 
 def _multipart(msg: EmailMessage, text: str, start: int, end: int, policy: Policy) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import _encoded_words
 from email._header_value_parser import quote_string
+from email.contentmanager import get_text_content, raw_data_manager
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -479,8 +480,23 @@ class _Part(EmailMessage):
         key = header.lower()
         params = params_read.get(key, _MISSING)
         if params is _MISSING:
-            params = params_read[key] = super()._get_params_preserve(_MISSING, header)
+            value = self.get(header, _MISSING)
+            if value is not _MISSING:
+                # The email package parses `str(value)` alone: the same text, the same list
+                # (most parts' content types are one of a few texts).
+                text = str(value)
+                params = _PARAMS_READ.get(text, _MISSING)
+                if params is _MISSING:
+                    params = tuple(super()._get_params_preserve(_MISSING, header))
+                    if len(text) <= _READ_KEPT_CHARS:
+                        if len(_PARAMS_READ) >= _READ_KEPT:
+                            _PARAMS_READ.clear()
+                        _PARAMS_READ[text] = params
+            params_read[key] = params
         return failobj if params is _MISSING else list(params)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._current_index()[1]
 
     def _current_index(self) -> tuple[Any, ...]:
         index = self.__dict__.get("_index")
@@ -544,6 +560,7 @@ def _unfold(value: str) -> str:
 
 _REGISTRY = HeaderRegistry()
 _READ: dict[tuple[str, str], _Plain] = {}
+_PARAMS_READ: dict[str, tuple[tuple[str, Any], ...]] = {}  # a MIME header's text: its parameters
 _READ_KEPT = 1_000  # values kept, all forgotten when full
 _READ_KEPT_CHARS = 2_000  # longer values are read each time
 _POLICY = _Policy()
@@ -729,7 +746,11 @@ email.feedparser.re = _FeedparserRe()  # type: ignore[assignment]
 
 
 def _bodies(msg: EmailMessage) -> tuple[str | None, str | None]:
-    return _body(msg, "plain"), _body(msg, "html")
+    try:
+        plain, html = _body_parts(msg)
+    except Exception:  # get_body raises here too (or the nesting is deep): read it its way
+        return _body(msg, "plain"), _body(msg, "html")
+    return _body_text(msg, plain, "plain"), _body_text(msg, html, "html")
 
 
 def _body(msg: EmailMessage, subtype: str) -> str | None:
@@ -737,12 +758,59 @@ def _body(msg: EmailMessage, subtype: str) -> str | None:
         part = msg.get_body(preferencelist=(subtype,))
     except Exception:
         part = None
+    return _body_text(msg, part, subtype)
+
+
+def _body_text(msg: EmailMessage, part: EmailMessage | None, subtype: str) -> str | None:
     if part is None:
         part = _walk_for(msg, subtype)
     if part is None:
         return None
     text = _part_text(part)
     return text[:MAX_BODY_CHARS] if text is not None else None
+
+
+_BODY_DEPTH = 100  # deeper trees are read by get_body itself (its recursion has a limit)
+
+
+def _body_parts(msg: EmailMessage) -> tuple[EmailMessage | None, EmailMessage | None]:
+    """`msg.get_body(("plain",))` and `msg.get_body(("html",))` in one walk: the first
+    text/plain and the first text/html part that `EmailMessage._find_body` comes to. Its
+    walk is the same for both lists (it differs only when "related" is preferred), so one
+    walk finds both; its steps are copied one by one, in the same order, and an error is
+    raised where it raises. tests/test_mime_split.py compares it with get_body."""
+    found: dict[str, EmailMessage] = {}
+    root_is_multipart = msg.is_multipart()
+    stack: list[tuple[EmailMessage, int]] = [(msg, 0)]
+    while stack and len(found) < 2:
+        part, depth = stack.pop()
+        if depth > _BODY_DEPTH:
+            raise RecursionError("nested too deep for one walk")
+        if part.is_attachment():
+            continue
+        maintype, subtype = part.get_content_type().split("/")
+        if maintype == "text":
+            if subtype in ("plain", "html"):
+                found.setdefault(subtype, part)
+            continue
+        if maintype != "multipart" or not root_is_multipart:  # sic: the root's, as there
+            continue
+        if subtype != "related":
+            stack.extend((p, depth + 1) for p in reversed(list(part.iter_parts())))
+            continue
+        candidate = None
+        start = part.get_param("start")
+        if start:
+            for subpart in part.iter_parts():
+                if subpart["content-id"] == start:
+                    candidate = subpart
+                    break
+        if candidate is None:
+            subparts = part.get_payload()
+            candidate = subparts[0] if subparts else None
+        if candidate is not None:
+            stack.append((candidate, depth + 1))
+    return found.get("plain"), found.get("html")
 
 
 def _walk_for(msg: EmailMessage, subtype: str) -> EmailMessage | None:
@@ -761,7 +829,13 @@ def _walk_for(msg: EmailMessage, subtype: str) -> EmailMessage | None:
 
 def _part_text(part: EmailMessage) -> str | None:
     try:
-        content = part.get_content()
+        if (
+            part.policy.content_manager is raw_data_manager
+            and part.get_content_maintype() == "text"
+        ):
+            content = get_text_content(part)  # what get_content hands a text part to
+        else:
+            content = part.get_content()
         if isinstance(content, str):
             return clean_text(content)
     except Exception:  # unknown charset, broken transfer encoding, ...
