@@ -316,3 +316,23 @@ def test_a_part_reads_its_headers_anew_under_another_policy() -> None:
     assert msg["Subject"] == "Grüße"
     msg.policy = policy.compat32
     assert msg["Subject"] == "=?utf-8?q?Gr=C3=BC=C3=9Fe?="
+
+
+def test_readings_kept_between_messages_answer_as_reading_anew() -> None:
+    """Header values, MIME parameters and address fields read once are kept for the next
+    message (parse._READ, _PARAMS_READ, _ADDRESSES_READ): a message parsed with all of them
+    forgotten reads the same as one parsed after other mail filled them."""
+    rnd = random.Random(16)
+    corpus = [_mail(rnd) for _ in range(150)]
+    corpus += [_damaged(raw, rnd) for raw in corpus[:150]]
+    # Fields given twice, the first alike: each message's own second one counts.
+    corpus += [
+        b"From: a@x.example\r\nTo: p@y.example\r\nTo: q%d@y.example\r\n\r\nx\r\n" % n
+        for n in range(3)
+    ]
+    warm = [parse.parse_message(raw, NOW) for raw in corpus]
+    assert parse._ADDRESSES_READ and parse._PARAMS_READ  # they were used
+    for raw, answer in zip(corpus, warm, strict=True):
+        for kept in (parse._READ, parse._PARAMS_READ, parse._ADDRESSES_READ):
+            kept.clear()
+        assert parse.parse_message(raw, NOW) == answer, raw

@@ -211,13 +211,25 @@ def _header(msg: EmailMessage, name: str) -> str:
 
 def addresses(msg: EmailMessage, name: str) -> list[str]:
     """Bare lower-cased addresses of every `name` header; the malformed ones are left out."""
-    raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+    wanted = name.lower()
+    raw = [v for k, v in msg.raw_items() if k.lower() == wanted]
+    key = tuple(raw) if all(type(v) is str for v in raw) else None
+    known = _ADDRESSES_READ.get(key) if key is not None else None
+    if known is not None:
+        return list(known)
     plain = [_plain_addresses(_unfold(v)) if isinstance(v, str) else None for v in raw]
     found: list[str] = []
     if all(p is not None for p in plain):  # the registry would read just these
         for p in plain:
             found.extend(p or ())
-        return _unique(a for a in (_bare(v) for v in found) if a)
+        bare = _unique(a for a in (_bare(v) for v in found) if a)
+        # Plain values alone decide the answer: kept for the next message from or to them
+        # (the header FETCH and the whole message read the same fields).
+        if key is not None and sum(map(len, key)) <= _READ_KEPT_CHARS:
+            if len(_ADDRESSES_READ) >= _READ_KEPT:
+                _ADDRESSES_READ.clear()
+            _ADDRESSES_READ[key] = tuple(bare)
+        return bare
     try:
         for value in msg.get_all(name) or ():
             found.extend(a.addr_spec for a in value.addresses)
@@ -561,6 +573,9 @@ def _unfold(value: str) -> str:
 _REGISTRY = HeaderRegistry()
 _READ: dict[tuple[str, str], _Plain] = {}
 _PARAMS_READ: dict[str, tuple[tuple[str, Any], ...]] = {}  # a MIME header's text: its parameters
+_ADDRESSES_READ: dict[
+    tuple[str, ...], tuple[str, ...]
+] = {}  # plain address fields: their addresses
 _READ_KEPT = 1_000  # values kept, all forgotten when full
 _READ_KEPT_CHARS = 2_000  # longer values are read each time
 _POLICY = _Policy()
