@@ -49,7 +49,7 @@ from models import (
     Message,
     MessageAccount,
 )
-from portico import db
+from portico import db, heap
 from portico.settings import Settings
 from services.firm import firms
 from services.mail import sync_engine
@@ -180,6 +180,7 @@ async def main(count: int, only: str | None = None) -> None:
         fill(server, count)
         print(f"(put {count} messages into Dovecot in {time.perf_counter() - started:.1f} s)")
         await plain_fetch(server, count)  # warm Dovecot's index and cache before timing
+        heap.settle()  # as `portico worker` does once started (portico/heap.py), for both
         if only in (None, "postgres"):
             name = f"portico_bench_{secrets.token_hex(4)}"
             admin = await asyncpg.connect(POSTGRES_URL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -122,6 +123,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> None:
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
     import signal
 
+    from portico import heap
     from portico.logs import configure_logging
     from portico.worker import run_background
     from services.shared.pubsub import bus_for
@@ -136,6 +138,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
         # Events of synced mail reach subscribers of the API processes through Redis
         # (PORTICO_REDIS_URL); without it they stay in this process.
         bus = bus_for(settings)
+        frozen = heap.settle()  # started: what it holds is not walked again (portico/heap.py)
+        logging.getLogger("portico.worker").info("heap settled: %d objects frozen", frozen)
         try:
             await run_background(settings, bus, stop)
         finally:
