@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import _encoded_words
 from email._header_value_parser import quote_string
 from email.contentmanager import get_text_content, raw_data_manager
@@ -433,12 +433,51 @@ def _date_header(name: str, value: str) -> _Plain | None:
     if not value:
         return _Plain("", name, value, datetime=None)
     try:
+        read = _rfc5322_date(value)
+        if read is not None:
+            return _Plain(read[1], name, value, datetime=read[0])
         when = parsedate_to_datetime(value)
     except ValueError:
         return _Plain(value, name, value, datetime=None)
     except Exception:  # the registry raises: let it
         return None
     return _Plain(format_datetime(when), name, value, datetime=when)
+
+
+# The date as RFC 5322 writes it ("Thu, 1 Jan 2026 00:03:00 +0000"), nearly every Date header.
+_DATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{1,2}) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"
+)
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _rfc5322_date(value: str) -> tuple[datetime, str] | None:
+    """`parsedate_to_datetime(value)` and `format_datetime` of it, for a date in the form
+    above, without their general parser and strftime; None for any other form. Raises
+    ValueError where they raise it (no such day, an offset of a day or more)."""
+    match = _DATE.fullmatch(value)
+    if match is None:
+        return None
+    day, month, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
+    # As email._parseaddr reads the zone: -0000 is "no zone known" (a naive datetime).
+    offset = int(zone_h) * 3600 + int(zone_m) * 60
+    fields = (int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute))
+    if offset == 0 and sign == "-":
+        when = datetime(*fields, int(second))
+        zone = "-0000"
+    else:
+        seconds = -offset if sign == "-" else offset
+        when = datetime(*fields, int(second), tzinfo=timezone(timedelta(seconds=seconds)))
+        hours, minutes = divmod(abs(seconds) // 60, 60)
+        zone = f"{'-' if seconds < 0 else '+'}{hours:02d}{minutes:02d}"
+    text = (
+        f"{_WEEKDAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} "
+        f"{when.year:04d} {when.hour:02d}:{when.minute:02d}:{when.second:02d} {zone}"
+    )
+    return when, text
 
 
 _PLAIN_READERS = {
