@@ -135,6 +135,8 @@ def mime_values(draw: st.DrawFn) -> str:
             "filename*=iso-8859-1'de'M%E4rz.txt",
             'x=""',
             "x",
+            "Flag",
+            'Q=""',
             'q="a;b"',
             'e="=?utf-8?q?x?="',
             "format=flowed",
@@ -150,3 +152,32 @@ def mime_values(draw: st.DrawFn) -> str:
 @given(value=mime_values(), name=st.sampled_from(["Content-Type", "Content-Disposition"]))
 def test_mime_parameters_read_as_the_registry_reads_them(value: str, name: str) -> None:
     _same(name, value)
+
+
+def _parameters(message: Any, name: str, value: str) -> tuple[Any, ...] | str:
+    """What the email package's getters read of a MIME header's parameters."""
+    message.set_raw(name, value)
+    try:
+        return (
+            message._get_params_preserve(None, name),
+            message.get_params(header=name),
+            message.get_boundary(),
+            message.get_filename(),
+            message.get_content_charset(),
+            message.get_param("x", header=name),
+        )
+    except Exception as exc:
+        return type(exc).__name__
+
+
+@hypothesis_settings(max_examples=800, deadline=None)
+@given(value=mime_values(), name=st.sampled_from(["Content-Type", "Content-Disposition"]))
+def test_mime_parameters_read_back_as_the_email_package_reads_them(value: str, name: str) -> None:
+    """Parameters kept with a plain value (`_params_read_back`) are those the email package
+    parses out of its text."""
+    from email.message import EmailMessage
+
+    parse._READ.clear()
+    parse._PARAMS_READ.clear()
+    ours = _parameters(parse._Part(policy=parse._POLICY), name, value)
+    assert ours == _parameters(EmailMessage(policy=STOCK), name, value), value

@@ -390,23 +390,27 @@ def _message_id_header(name: str, value: str) -> _Plain | None:
 
 def _content_type(name: str, value: str) -> _Plain | None:
     match = _CONTENT_TYPE.fullmatch(value) if "=?" not in value else None
-    text = _with_parameters(value, match.start(1)) if match else None
-    return _Plain(text, name, value) if text is not None else None
+    read = _with_parameters(value, match.start(1)) if match else None
+    return _Plain(read[0], name, value, _params=read[1]) if read is not None else None
 
 
 def _content_disposition(name: str, value: str) -> _Plain | None:
     match = _DISPOSITION.fullmatch(value) if "=?" not in value else None
-    text = _with_parameters(value, match.start(2)) if match else None
-    if text is None:
+    read = _with_parameters(value, match.start(2)) if match else None
+    if read is None:
         return None
-    return _Plain(text, name, value, content_disposition=match.group(1).lower())
+    return _Plain(read[0], name, value, _params=read[1], content_disposition=match.group(1).lower())
 
 
-def _with_parameters(value: str, start: int) -> str | None:
+def _with_parameters(
+    value: str, start: int
+) -> tuple[str, tuple[tuple[str, str], ...] | None] | None:
     """A MIME header as the registry gives it: the type as sent, then the parameters decoded
-    (RFC 2231), quoted and joined by "; " (`MimeParameters.__str__`)."""
+    (RFC 2231), quoted and joined by "; " (`MimeParameters.__str__`); with what
+    `Message._get_params_preserve` reads back from that text, where it is simple to state
+    (see `_params_read_back`), else None."""
     if ";" not in value[start:]:
-        return value
+        return value, ((value.strip(), ""),)
     head = value[: value.index(";", start)]
     parameters: dict[str, str] = {}
     at = start
@@ -421,7 +425,22 @@ def _with_parameters(value: str, start: int) -> str | None:
             return None
         parameters[name] = text
     joined = "; ".join(f"{k}={quote_string(v)}" if v else k for k, v in parameters.items())
-    return f"{head};{' ' + joined if joined else ''}"
+    return f"{head};{' ' + joined if joined else ''}", _params_read_back(head, parameters)
+
+
+def _params_read_back(head: str, parameters: dict[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """The (name, quoted value) list the email package's `_parseparam` and `decode_params`
+    make of the text above: the type first, names lower-cased where a value follows, each
+    value quoted. None where its quoting rules come in (a quote or backslash in a value, a
+    lone surrogate that `_Plain` replaces) or no parameter was read (a stray ";")."""
+    if not parameters:
+        return None
+    read = [(head.strip(), "")]
+    for name, text in parameters.items():
+        if '"' in text or "\\" in text or _has_surrogates(text):
+            return None
+        read.append((name.lower(), f'"{text}"') if text else (name, '""'))
+    return tuple(read)
 
 
 def _transfer_encoding(name: str, value: str) -> _Plain | None:
@@ -532,7 +551,10 @@ class _Part(EmailMessage):
         params = params_read.get(key, _MISSING)
         if params is _MISSING:
             value = self.get(header, _MISSING)
-            if value is not _MISSING:
+            known = value.__dict__.get("_params") if type(value) is _Plain else None
+            if known is not None:
+                params = known  # read with the value (_params_read_back)
+            elif value is not _MISSING:
                 # The email package parses `str(value)` alone: the same text, the same list
                 # (most parts' content types are one of a few texts).
                 text = str(value)
