@@ -524,11 +524,15 @@ class _Part(EmailMessage):
     ]
 
     def get(self, name: str, failobj: Any = None) -> Any:
-        first, read = self._current_index()[1:3]
+        # `_current_index` inlined: the email package calls `get` some 25 times a message.
+        index = self.__dict__.get("_index")
+        if index is None or index[0] != self._headers or index[4] is not self.policy:
+            index = self._current_index()
+        read = index[2]
         key = name.lower()
         value = read.get(key, _MISSING)
         if value is _MISSING:
-            found = first.get(key)
+            found = index[1].get(key)
             if found is None:
                 return failobj
             value = read[key] = self.policy.header_fetch_parse(*found)
