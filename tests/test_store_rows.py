@@ -5,19 +5,32 @@ too) answers what the Tortoise query answered."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any
 
+import pytest
 from tortoise import Tortoise
+from tortoise.fields import CharField, DatetimeField, Field, IntField, JSONField, TextField
 
-from models import Account, AccountEmail, Contact, EmailAddress, Message, MessageAccount
+from models import (
+    Account,
+    AccountEmail,
+    Attachment,
+    Contact,
+    EmailAddress,
+    Message,
+    MessageAccount,
+)
 from portico.settings import Settings
 from schema import ids
 from services.mail import store as message_store
 from services.mail.parse import ParsedMessage, parse_message
 from services.shared.scope import FirmScope
 from tests.support.crm_ops import new_account
+from tests.support.databases import Database
 from tests.support.mail import OFFICE, mail
 
 # Written by hand: compared as the database holds them. created_at differs (written later).
@@ -143,3 +156,84 @@ async def test_synced_accounts(acme, globex):
         "anna@client.example": {theirs},
         "dora@client.example": {theirs},
     }
+
+
+class _Kind(StrEnum):
+    IN = "INBOUND"
+
+
+_NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+# Values of every type a column may meet, the usual ones first (the fast paths' own).
+_TYPICAL: dict[type[Field], list[Any]] = {
+    CharField: ["", "a", "PASS", "x" * 8],  # within the shortest's length (8)
+    TextField: ["", "Figures", None],
+    IntField: [1, 2**31 - 1, None],
+    JSONField: [[], ["<a@b>"], {"a": [1, "b"]}],
+    DatetimeField: [_NOW, _NOW.astimezone(timezone(timedelta(hours=2))), None],
+}
+_ODD: list[Any] = [
+    None,
+    "x" * 9,
+    "x" * 1000,
+    _Kind.IN,
+    42,
+    3.5,
+    b"[1]",
+    '["a"]',
+    "not json",
+    ("a",),
+    datetime(2026, 3, 2, 9, 30),  # naive
+    "2026-03-02T09:30:00",
+]
+
+
+def _outcome(convert: Any, values: list[Any]) -> tuple[Any, list[str]]:
+    """What `convert(values)` returns (or raises), and its warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result: Any = convert(list(values))
+        except Exception as exc:
+            result = (type(exc), str(exc))
+    return result, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("use_tz", ["True", "False"])
+async def test_each_column_is_converted_as_the_fields_to_db_value_converts_it(
+    database: Database, use_tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_insert`'s converters (a plain function per column) against the stock conversion,
+    value by value, for every column it writes: typical columns, and each odd value among
+    them (errors and warnings included)."""
+    monkeypatch.setenv("USE_TZ", use_tz)
+    conn = Tortoise.get_connection("default")
+    for model in (Message, MessageAccount, Attachment):
+        names = conn.executor_class(model=model, db=conn).regular_columns
+        assert {"firm_id", "sent_at"} & set(names), names  # the columns _insert writes
+        for name in names:
+            field = model._meta.fields_map[name]
+            typical = next(v for kind, v in _TYPICAL.items() if isinstance(field, kind))
+            if isinstance(field, CharField):  # at the limit, and just over it
+                typical = [*typical, "y" * field.max_length]
+                odd_ones = [*_ODD, "y" * (field.max_length + 1)]
+            else:
+                odd_ones = _ODD
+            fast = message_store._column_converter(field)
+
+            def stock(values: list[Any], field: Field = field) -> list[Any]:
+                return [field.to_db_value(value, None) for value in values]
+
+            columns = [typical, [], *([*typical, odd] for odd in odd_ones)]
+            columns += [[odd] for odd in odd_ones]
+            for column in columns:
+                assert _outcome(fast, column) == _outcome(stock, column), (model, name, column)
+
+
+async def test_typical_text_and_times_pass_as_they_are(database: Database) -> None:
+    """The fast paths are taken: no copy, no per-value call, for the sync's usual values."""
+    fields = Message._meta.fields_map
+    for name in ("message_key", "sender_auth", "subject", "sent_at", "firm_id", "mailbox_id"):
+        typical = next(v for kind, v in _TYPICAL.items() if isinstance(fields[name], kind))
+        if not fields[name].null:
+            typical = [v for v in typical if v is not None]
+        assert message_store._column_converter(fields[name])(typical) is typical, name

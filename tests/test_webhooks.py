@@ -15,7 +15,7 @@ import re
 import string
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ from models import StaffRole, WebhookDelivery, WebhookEndpoint
 from portico.app import create_app
 from portico.settings import Settings
 from services.shared import sessions
-from services.webhooks import endpoints, signing
+from services.webhooks import emit, endpoints, signing
 from tests.support.api import Api, Firm, add_staff, api_for, make_firm
 from tests.support.databases import Database
 from tests.support.login import portal_user
@@ -548,3 +548,49 @@ async def test_creates_at_once_never_pass_the_limit(acme):
     refused = [a for a in answers if a["errors"]]
     assert all(codes(a) == [("WEBHOOK_LIMIT_REACHED", None)] for a in refused)
     assert await WebhookEndpoint.all().count() == endpoints.MAX_ENDPOINTS
+
+
+async def test_synced_messages_data_is_built_for_the_linked_ones_when_an_endpoint_wants_it(
+    acme, settings
+):
+    """messages_synced: no statement when no message was linked, one SELECT when no endpoint
+    receives message.synced (and nothing queued), and the data of each linked message (ids,
+    direction, time) when one does."""
+    firm = acme.owner.firm_id
+    at = datetime(2026, 3, 2, 11, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    synced = [(1, 2, [3, 4], "INBOUND", at), (5, None, [], "INBOUND", at)]
+    synced.append((6, None, [7], "OUTBOUND", at))
+    with count_sql() as none_linked:
+        await emit.messages_synced(firm, [(5, None, [], "INBOUND", at)])
+    assert none_linked == []
+    with count_sql() as unwanted:
+        await emit.messages_synced(firm, synced)
+    assert len(unwanted) == 1 and await WebhookDelivery.filter(firm_id=firm).count() == 0
+
+    assert (await create(acme.api, url="http://127.0.0.1:9/hook"))["errors"] == []
+    await emit.messages_synced(firm, synced)
+    rows = await WebhookDelivery.filter(firm_id=firm).order_by("id")
+    assert [(r.event, r.payload["type"], r.payload["data"]) for r in rows] == [
+        (
+            "message.synced",
+            "message.synced",
+            {
+                "messageId": base64.b64encode(b"Message:1").decode(),
+                "mailboxId": base64.b64encode(b"Mailbox:2").decode(),
+                "accountIds": [base64.b64encode(f"Account:{n}".encode()).decode() for n in (3, 4)],
+                "direction": "INBOUND",
+                "sentAt": "2026-03-02T09:00:00.123Z",
+            },
+        ),
+        (
+            "message.synced",
+            "message.synced",
+            {
+                "messageId": base64.b64encode(b"Message:6").decode(),
+                "mailboxId": None,
+                "accountIds": [base64.b64encode(b"Account:7").decode()],
+                "direction": "OUTBOUND",
+                "sentAt": "2026-03-02T09:00:00.123Z",
+            },
+        ),
+    ]

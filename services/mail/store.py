@@ -54,6 +54,7 @@ attachments are the ones that would be saved.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,9 +63,11 @@ from typing import Any
 from tortoise import Tortoise, timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
-from tortoise.fields import Field
+from tortoise.fields import CharField, DatetimeField, Field, JSONField
 from tortoise.models import Model
+from tortoise.timezone import get_use_tz
 from tortoise.transactions import in_transaction
+from tortoise.validators import MaxLengthValidator
 
 from models import MailboxVisibility, Message, MessageAccount
 from portico.settings import Settings
@@ -448,18 +451,14 @@ async def _insert(
     """One multi-row INSERT of `rows` (each the values of `model`'s columns but its id, of
     their fields' types, as an instance holds them) then `tail` (ON CONFLICT, RETURNING), and
     the rows it returned. The values are converted as Tortoise's own bulk insert converts them
-    (each field's `to_db_value`, skipped where it returns such a value as it is; Tortoise's
-    bulk insert runs a statement per row)."""
+    (each field's `to_db_value`), a column at a time (`_column_converter`: the same values
+    without a method call per value; Tortoise's bulk insert runs a statement per row)."""
     if not rows:
         return []
     names = conn.executor_class(model=model, db=conn).regular_columns
     fields = model._meta.fields_map
-    converters = [(name, _converter(fields[name])) for name in names]
-    values = [
-        row[name] if convert is None else convert(row[name], None)
-        for row in rows
-        for name, convert in converters
-    ]
+    columns = [_column_converter(fields[name])([row[name] for row in rows]) for name in names]
+    values = list(itertools.chain.from_iterable(zip(*columns, strict=True)))
     sql = _insert_sql(
         model._meta.db_table,
         tuple(fields[name].source_field or name for name in names),
@@ -470,12 +469,75 @@ async def _insert(
     return list(await conn.execute_query_dict(sql, values))  # rows, also on PostgreSQL
 
 
-def _converter(field: Field) -> Callable[[Any, Any], Any] | None:
-    """The field's `to_db_value`, or None where it neither converts nor checks a value of
-    the field's type (a text or integer field without validators)."""
-    if type(field).to_db_value is Field.to_db_value and not field.validators:
-        return None
-    return field.to_db_value
+ColumnConverter = Callable[[list[Any]], list[Any]]
+_NONE_TYPE = type(None)
+
+
+@functools.cache
+def _column_converter(field: Field) -> ColumnConverter:
+    """What `field.to_db_value(value, None)` makes of each value of a column, as a plain
+    function of the whole column: the column as it is where the stock method returns each
+    value as it is (text and integers of the field's type, CharField's strings within its
+    length, aware datetimes; JSON lists and dicts are only encoded), else the stock method
+    per value (its conversions, errors and warnings). tests/test_store_rows.py compares
+    each with the stock method."""
+    stock = field.to_db_value
+
+    def each(values: list[Any]) -> list[Any]:
+        return [stock(value, None) for value in values]
+
+    kind = type(field)
+    plain = kind.to_db_value is Field.to_db_value
+    if plain and not field.validators and isinstance(field.field_type, type):
+        # Text, integers: the stock method converts values of other types only.
+        own = {field.field_type, _NONE_TYPE}
+
+        def same(values: list[Any]) -> list[Any]:
+            return values if set(map(type, values)) <= own else each(values)
+
+        return same
+    if (
+        plain
+        and issubclass(kind, CharField)
+        and field.field_type is str
+        and [type(v) for v in field.validators] == [MaxLengthValidator]
+    ):
+        limit = field.validators[0].max_length
+        allowed = {str, _NONE_TYPE} if field.null else {str}
+
+        def text(values: list[Any]) -> list[Any]:
+            # Strings (exactly str: an enum's value is its own) within the length pass as they
+            # are; None too in a nullable column.
+            kinds = set(map(type, values))
+            if kinds == {str}:
+                if max(map(len, values), default=0) <= limit:
+                    return values
+            elif kinds <= allowed and all(len(v) <= limit for v in values if v is not None):
+                return values
+            return each(values)
+
+        return text
+    if kind is JSONField and not field.validators:
+        encode = field.encoder
+
+        def encoded(values: list[Any]) -> list[Any]:
+            if set(map(type, values)) <= {list, dict}:
+                return list(map(encode, values))  # what the stock method does with them
+            return each(values)
+
+        return encoded
+    if kind is DatetimeField and not field.validators and not field.auto_now:
+        # auto_now_add acts on a Model instance only; with use_tz a naive datetime is made
+        # aware (with a warning): the stock method does that.
+        def moment(values: list[Any]) -> list[Any]:
+            if not get_use_tz() or all(
+                v.utcoffset() is not None for v in values if isinstance(v, datetime)
+            ):
+                return values
+            return each(values)
+
+        return moment
+    return each
 
 
 @functools.lru_cache(maxsize=64)

@@ -113,8 +113,14 @@ async def messages_synced(
     firm_id: int, synced: Sequence[tuple[int, int | None, Sequence[int], str, datetime]]
 ) -> None:
     """`synced`: (message id, mailbox id, the accounts it was linked to now, direction, sent
-    at) of each message stored or linked to accounts."""
-    await emit(
+    at) of each message stored or linked to accounts. As `emit`, with the events' data built
+    only once an endpoint wants them (a sync's chunk is a thousand of them, mostly for none)."""
+    linked = [item for item in synced if item[2]]
+    wanted = await receivers(firm_id, WebhookEvent.MESSAGE_SYNCED) if linked else []
+    if not wanted:
+        return
+    await queue_for(
+        wanted,
         firm_id,
         WebhookEvent.MESSAGE_SYNCED,
         [
@@ -125,8 +131,7 @@ async def messages_synced(
                 "direction": direction,
                 "sentAt": timestamp(sent_at),
             }
-            for message_id, mailbox_id, account_ids, direction, sent_at in synced
-            if account_ids
+            for message_id, mailbox_id, account_ids, direction, sent_at in linked
         ],
     )
 
