@@ -637,10 +637,9 @@ def _unfold(value: str) -> str:
 
 _REGISTRY = HeaderRegistry()
 _READ: dict[tuple[str, str], _Plain] = {}
-_PARAMS_READ: dict[str, tuple[tuple[str, Any], ...]] = {}  # a MIME header's text: its parameters
-_ADDRESSES_READ: dict[
-    tuple[str, ...], tuple[str, ...]
-] = {}  # plain address fields: their addresses
+# A MIME header's text: its parameters; the values of plain From/To/Cc fields: their addresses.
+_PARAMS_READ: dict[str, tuple[tuple[str, Any], ...]] = {}
+_ADDRESSES_READ: dict[tuple[str, ...], tuple[str, ...]] = {}
 _READ_KEPT = 1_000  # values kept, all forgotten when full
 _READ_KEPT_CHARS = 2_000  # longer values are read each time
 _POLICY = _Policy()
