@@ -156,7 +156,9 @@ def running_server(database_url: str, folder: Path) -> Iterator[Server]:
     _portico(
         "create-firm",
         *("--name", "Fuzz", "--slug", FIRM_SLUG, "--owner-email", OWNER_EMAIL),
-        *("--owner-name", "Fuzz Owner", "--owner-password", password),
+        # One argument with "=": a password may start with "-" (token_urlsafe's alphabet),
+        # which argparse would take for an option.
+        *("--owner-name", "Fuzz Owner", f"--owner-password={password}"),
         env=env,
         cwd=folder,
     )
