@@ -40,17 +40,25 @@ def _same_as_feedparser(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
             stock_heads._headers,
             stock_heads.get_payload(),
         ), raw
+        read_only = mime_split.split_headers(raw, parse._POLICY, parse._Split)
+        assert (read_only._headers, read_only.get_payload()) == (
+            heads._headers,
+            heads.get_payload(),
+        )
     if ours is None:
         return False
     assert _tree(ours) == _tree(STOCK.parsebytes(raw)), raw
+    assert _tree(mime_split.split(raw, parse._POLICY, parse._Split)) == _tree(ours), raw
     fast = parse.parse_message(raw, NOW, max_attachment_bytes=64)
+    participants = parse.parse_participants(raw)
     with monkeypatch.context() as patch:  # the email package as it comes: no split, no _Part,
         # get_body and get_content themselves
-        patch.setattr(mime_split, "split", lambda raw, policy: None)
+        patch.setattr(mime_split, "split", lambda *args: None)
         patch.setattr(parse, "_PARSER", STOCK)
         patch.setattr(parse, "_body_parts", _stock_body_parts)
         patch.setattr(parse, "raw_data_manager", None)
         assert parse.parse_message(raw, NOW, max_attachment_bytes=64) == fast, raw
+        assert parse.parse_participants(raw) == participants, raw
     return True
 
 
@@ -305,7 +313,7 @@ def test_nesting_too_deep_for_split_is_left_to_the_feedparser(
     raw = ("\r\n".join(lines) + "\r\n").encode()
     assert parse.parse_message(raw, NOW).text_body == "deep text"
     with monkeypatch.context() as patch:
-        patch.setattr(mime_split, "split", lambda raw, policy: None)
+        patch.setattr(mime_split, "split", lambda *args: None)
         assert parse.parse_message(raw, NOW).text_body == "deep text"
 
 

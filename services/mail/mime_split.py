@@ -22,8 +22,9 @@ compares both trees and both parses on generated, real-world and damaged mail.
 from __future__ import annotations
 
 import re
-from email.message import EmailMessage
+from collections.abc import Callable
 from email.policy import Policy
+from typing import Any
 
 # A header field as the feedparser's headerRE takes its name (printable ASCII but ":"), its
 # value from the first character after the colon and its blanks on, continuation lines kept.
@@ -34,24 +35,26 @@ class _NotPlain(Exception):
     """The feedparser reads this message in a way `split` does not copy."""
 
 
-def split(raw: bytes, policy: Policy) -> EmailMessage | None:
+def split(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None) -> Any:
     """The feedparser's tree of `raw` (as `BytesParser(policy=policy).parsebytes`), or None
-    when the message is not in the plain forms above."""
+    when the message is not in the plain forms above. Its parts are made by `factory`
+    (policy.message_factory unless given: parse.py gives its own read-only kind)."""
     text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
     if not _crlf_only(text):
         return None
     try:
-        return _part(text, 0, len(text), policy, inside_multipart=False)
+        make = factory or policy.message_factory
+        return _part(text, 0, len(text), policy, make, inside_multipart=False)
     except (_NotPlain, RecursionError):  # nesting the feedparser, without recursion, reads
         return None
 
 
-def split_headers(raw: bytes, policy: Policy) -> EmailMessage | None:
+def split_headers(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None) -> Any:
     """As `split`, for `parsebytes(raw, headersonly=True)`: the headers, the rest as text."""
     text = raw.decode("ascii", "surrogateescape")
     if not _crlf_only(text):
         return None
-    msg = policy.message_factory(policy=policy)
+    msg = (factory or policy.message_factory)(policy=policy)
     try:
         body = _headers(text, 0, len(text), msg)
     except _NotPlain:
@@ -67,17 +70,23 @@ def _crlf_only(text: str) -> bool:
 
 
 def _part(
-    text: str, start: int, end: int, policy: Policy, *, inside_multipart: bool
-) -> EmailMessage:
+    text: str,
+    start: int,
+    end: int,
+    policy: Policy,
+    make: Callable[..., Any],
+    *,
+    inside_multipart: bool,
+) -> Any:
     """The message or part in text[start:end] (`end`: where the feedparser's stream for it
     ends, the next boundary line of its multipart, or the end of the text)."""
-    msg = policy.message_factory(policy=policy)
+    msg = make(policy=policy)
     body = _headers(text, start, end, msg)
     maintype = msg.get_content_maintype()
     if maintype == "message":
         raise _NotPlain
     if maintype == "multipart":
-        _multipart(msg, text, body, end, policy)
+        _multipart(msg, text, body, end, policy, make)
         return msg
     payload = text[body:end]
     if inside_multipart and payload.endswith("\r\n"):
@@ -86,7 +95,7 @@ def _part(
     return msg
 
 
-def _headers(text: str, start: int, end: int, msg: EmailMessage) -> int:
+def _headers(text: str, start: int, end: int, msg: Any) -> int:
     """Sets the header lines from `start` on as (name, value) pairs, as the feedparser's
     `header_source_parse` makes them (the value keeps its folds); where the body starts."""
     if text.startswith("\r\n", start) and start + 2 <= end:
@@ -112,7 +121,9 @@ def _headers(text: str, start: int, end: int, msg: EmailMessage) -> int:
     return blank + 4
 
 
-def _multipart(msg: EmailMessage, text: str, start: int, end: int, policy: Policy) -> None:
+def _multipart(
+    msg: Any, text: str, start: int, end: int, policy: Policy, make: Callable[..., Any]
+) -> None:
     """The parts of the multipart `msg` whose body is text[start:end], attached in order."""
     boundary = msg.get_boundary()
     if not boundary or msg.get_content_type() == "multipart/digest":
@@ -131,7 +142,7 @@ def _multipart(msg: EmailMessage, text: str, start: int, end: int, policy: Polic
         if found is None:
             raise _NotPlain  # no closing boundary line
         line_start, closing, after = found
-        msg.attach(_part(text, pos, line_start, policy, inside_multipart=True))
+        msg.attach(_part(text, pos, line_start, policy, make, inside_multipart=True))
         if closing:
             return
         pos = after

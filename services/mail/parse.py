@@ -23,14 +23,14 @@ from __future__ import annotations
 import email.feedparser
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email import _encoded_words
 from email._header_value_parser import quote_string
 from email.contentmanager import get_text_content, raw_data_manager
 from email.headerregistry import HeaderRegistry
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import (
@@ -121,7 +121,7 @@ def parse_message(
     """Everything Portico keeps of one message; never raises for a malformed message.
 
     Attachments bigger than `max_attachment_bytes` (when given) are listed without content."""
-    msg = mime_split.split(raw, _POLICY)
+    msg: Any = mime_split.split(raw, _POLICY, _Split)
     if msg is None:
         msg = _PARSER.parsebytes(raw)
     from_addresses = addresses(msg, "From")
@@ -158,7 +158,7 @@ def parse_message(
 
 def parse_participants(raw_headers: bytes) -> list[str]:
     """From, To and Cc of a header block (a FETCH of those fields), as `participants`."""
-    msg = mime_split.split_headers(raw_headers, _POLICY)
+    msg: Any = mime_split.split_headers(raw_headers, _POLICY, _Split)
     if msg is None:
         msg = _PARSER.parsebytes(raw_headers, headersonly=True)
     return _unique([*addresses(msg, "From"), *addresses(msg, "To"), *addresses(msg, "Cc")])
@@ -548,29 +548,8 @@ class _Part(EmailMessage):
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
         """The parameters of `header` (get_param, get_boundary, get_filename and the content
-        manager each parse them again), kept like the values; a copy each time, as the
-        email package hands this list on."""
-        params_read = self._current_index()[3]
-        key = header.lower()
-        params = params_read.get(key, _MISSING)
-        if params is _MISSING:
-            value = self.get(header, _MISSING)
-            known = value.__dict__.get("_params") if type(value) is _Plain else None
-            if known is not None:
-                params = known  # read with the value (_params_read_back)
-            elif value is not _MISSING:
-                # The email package parses `str(value)` alone: the same text, the same list
-                # (most parts' content types are one of a few texts).
-                text = str(value)
-                params = _PARAMS_READ.get(text, _MISSING)
-                if params is _MISSING:
-                    params = tuple(super()._get_params_preserve(_MISSING, header))
-                    if len(text) <= _READ_KEPT_CHARS:
-                        if len(_PARAMS_READ) >= _READ_KEPT:
-                            _PARAMS_READ.clear()
-                        _PARAMS_READ[text] = params
-            params_read[key] = params
-        return failobj if params is _MISSING else list(params)
+        manager each parse them again), kept like the values."""
+        return _params_of(self, failobj, header, self._current_index()[3])
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._current_index()[1]
@@ -581,6 +560,139 @@ class _Part(EmailMessage):
             first = {k.lower(): (k, v) for k, v in reversed(self._headers)}
             index = self._index = (list(self._headers), first, {}, {}, self.policy)
         return index
+
+
+def _params_of(part: Any, failobj: Any, header: str, params_read: dict[str, Any]) -> Any:
+    """`Message._get_params_preserve` of `part`, kept in `params_read` (by header name); a
+    copy each time, as the email package hands this list on."""
+    key = header.lower()
+    params = params_read.get(key, _MISSING)
+    if params is _MISSING:
+        value = part.get(header, _MISSING)
+        known = value.__dict__.get("_params") if type(value) is _Plain else None
+        if known is not None:
+            params = known  # read with the value (_params_read_back)
+        elif value is not _MISSING:
+            # The email package parses `str(value)` alone: the same text, the same list
+            # (most parts' content types are one of a few texts).
+            text = str(value)
+            params = _PARAMS_READ.get(text, _MISSING)
+            if params is _MISSING:
+                params = tuple(Message._get_params_preserve(part, _MISSING, header))
+                if len(text) <= _READ_KEPT_CHARS:
+                    if len(_PARAMS_READ) >= _READ_KEPT:
+                        _PARAMS_READ.clear()
+                    _PARAMS_READ[text] = params
+        params_read[key] = params
+    return failobj if params is _MISSING else list(params)
+
+
+class _Split:
+    """A message or part as `mime_split.split` builds it for `parse_message`: what parse.py
+    asks of an EmailMessage, answered by the email package's own methods (borrowed below)
+    over header values read once. Such a tree is never changed once split, so what is read
+    is kept without `_Part`'s checks, and the content type and disposition a part is asked
+    for a dozen times a parse are each read once. Headers are all set before the first read.
+    tests/test_mime_split.py compares every parse of a split tree with the email package's."""
+
+    __slots__ = (
+        "_defects",
+        "_facts",
+        "_first",
+        "_headers",
+        "_params",
+        "_payload",
+        "_read",
+        "policy",
+    )
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self._headers: list[tuple[str, Any]] = []
+        self._payload: Any = None
+        self._first: dict[str, tuple[str, Any]] | None = None  # the first field of each name
+        self._read: dict[str, Any] = {}  # header values as the policy reads them
+        self._params: dict[str, Any] = {}
+        self._facts: dict[str, Any] = {}  # content type, disposition, ...
+        self._defects: list[Any] | None = None
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        key = name.lower()
+        value = self._read.get(key, _MISSING)
+        if value is _MISSING:
+            found = self._first_fields().get(key)
+            if found is None:
+                return failobj
+            value = self._read[key] = self.policy.header_fetch_parse(*found)
+        return value
+
+    __getitem__ = get
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._first_fields()
+
+    def _first_fields(self) -> dict[str, tuple[str, Any]]:
+        if self._first is None:
+            self._first = {k.lower(): (k, v) for k, v in reversed(self._headers)}
+        return self._first
+
+    def raw_items(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._headers)
+
+    def set_payload(self, payload: str) -> None:
+        self._payload = payload  # as EmailMessage.set_payload keeps a str without a charset
+
+    def attach(self, part: _Split) -> None:
+        if self._payload is None:
+            self._payload = [part]
+        else:
+            self._payload.append(part)
+
+    def is_multipart(self) -> bool:
+        return isinstance(self._payload, list)
+
+    def get_default_type(self) -> str:
+        return "text/plain"  # split leaves multipart/digest (message/rfc822 parts) alone
+
+    @property
+    def defects(self) -> list[Any]:  # where the policy registers a defect (bad base64)
+        if self._defects is None:
+            self._defects = []
+        return self._defects
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        return _params_of(self, failobj, header, self._params)
+
+    def _fact(self, name: str, read: Callable[[Any], Any]) -> Any:
+        value = self._facts.get(name, _MISSING)
+        if value is _MISSING:
+            value = self._facts[name] = read(self)
+        return value
+
+    def get_content_type(self) -> str:
+        return self._fact("content type", Message.get_content_type)
+
+    def get_content_maintype(self) -> str:
+        return self._fact("maintype", Message.get_content_maintype)
+
+    def get_content_disposition(self) -> str | None:
+        return self._fact("disposition", Message.get_content_disposition)
+
+    def is_attachment(self) -> bool:
+        return self._fact("attachment", EmailMessage.is_attachment)
+
+    get_all = Message.get_all
+    get_payload = Message.get_payload
+    get_param = Message.get_param
+    get_boundary = Message.get_boundary
+    get_filename = Message.get_filename
+    get_content_charset = Message.get_content_charset
+    get_content_subtype = Message.get_content_subtype
+    walk = Message.walk
+    iter_parts = EmailMessage.iter_parts
+    get_body = EmailMessage.get_body
+    _find_body = EmailMessage._find_body
+    get_content = EmailMessage.get_content
 
 
 _MISSING = object()
@@ -974,7 +1086,7 @@ def _leaves(msg: EmailMessage) -> list[EmailMessage]:
         except Exception:
             children = None
         if isinstance(children, list):
-            stack.extend(reversed([c for c in children if isinstance(c, EmailMessage)]))
+            stack.extend(reversed([c for c in children if isinstance(c, EmailMessage | _Split)]))
         else:
             leaves.append(part)
     return leaves
