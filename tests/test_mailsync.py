@@ -31,6 +31,7 @@ from services.crm import records
 from services.firm import firms
 from services.mail import store as message_store
 from services.mail import sync_engine
+from services.mail.imap import ImapSession
 from services.mail.parse import (
     parse_message,
     sanitize_html,
@@ -42,7 +43,7 @@ from services.shared.pubsub import InProcessBus, Subscription, firm_channel
 from services.shared.scope import FirmScope
 from tests.support.api import PASSWORD as STAFF_PASSWORD
 from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
-from tests.support.mail import add_mailbox, mail
+from tests.support.mail import add_mailbox, mail, when_asked_for
 
 JANE = "Jane.Doe@Client.example"  # as typed in the CRM; mail uses other cases too
 BOB = "bob@client.example"
@@ -448,21 +449,21 @@ async def test_the_server_stopping_mid_sync_fails_then_a_new_sync_recovers(
     for i in range(3):
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Message {i}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
-    store = message_store.store_messages
-    calls = 0
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
-        nonlocal calls
-        calls += 1
+    def server_gone() -> None:  # as the second message is asked for
+        imap.stop()
+        imap.end_sessions(mailbox.username)
+
+    when_asked_for(monkeypatch, sync_engine.PARTICIPANT_FIELDS, 2, server_gone)
+    store = message_store.store_messages
+
+    async def checked_store(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
         outcome = await store(*args, **kwargs)
         during = await Mailbox.get(pk=mailbox.pk)
         assert during.sync_status == SyncStatus.SYNCING and during.lease_until is not None
-        if calls == 1:  # the server goes away after the first message is stored
-            imap.stop()
-            imap.end_sessions(mailbox.username)
         return outcome
 
-    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
+    monkeypatch.setattr(message_store, "store_messages", checked_store)
     try:
         failed = await sync(world, mailbox)
         assert failed.status == SyncStatus.FAILED
@@ -607,14 +608,9 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
         imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     stop = asyncio.Event()
-    store = message_store.store_messages
-
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
-        stored = await store(*args, **kwargs)
-        stop.set()  # the process is shutting down
-        return stored
-
-    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
+    # The process is shutting down as the second batch is asked for (the first is stored
+    # meanwhile): that FETCH is abandoned, the store finishes.
+    when_asked_for(monkeypatch, sync_engine.PARTICIPANT_FIELDS, 2, stop.set)
     result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
 
     assert (result.status, result.error, result.stored) == (SyncStatus.IDLE, None, 1)
@@ -622,8 +618,120 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
     assert (row.sync_status, row.lease_until) == (SyncStatus.IDLE, None)
     inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
     assert inbox.last_uid == 1  # the next pass goes on from there
+    assert (await sync(world, mailbox)).stored == 2
+
+
+async def test_a_batch_is_stored_while_the_next_is_read_and_stores_keep_their_order(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    body_fetches = 0
+    fetched = asyncio.Event()
+    fetch = ImapSession.fetch
+
+    async def watched_fetch(self: ImapSession, uids: Any, parts: str) -> Any:
+        nonlocal body_fetches
+        if parts == sync_engine.MESSAGE_FIELDS:
+            body_fetches += 1
+            fetched.set()
+        return await fetch(self, uids, parts)
+
+    store = message_store.store_messages
+    order: list[list[str]] = []
+
+    async def store_once_the_next_is_asked_for(*args: Any, **kwargs: Any) -> Any:
+        order.append([parsed.subject for parsed, _ in args[1]])
+        batch = len(order)
+        # The next batch's bodies are asked for while this one waits to be stored (reading
+        # one batch after the other would wait here for good).
+        while batch < 3 and body_fetches <= batch:
+            fetched.clear()
+            await asyncio.wait_for(fetched.wait(), 10)
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(ImapSession, "fetch", watched_fetch)
+    monkeypatch.setattr(message_store, "store_messages", store_once_the_next_is_asked_for)
+    result = await sync(world, mailbox)
+    assert (result.status, result.error, result.stored) == (SyncStatus.IDLE, None, 3)
+    assert order == [["Letter 0"], ["Letter 1"], ["Letter 2"]]
+    assert [m.subject for m in await stored(world)] == ["Letter 0", "Letter 1", "Letter 2"]
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 3
+
+
+async def test_a_pass_cancelled_while_a_store_is_in_flight_stores_nothing_of_it(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(2):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    storing, cancelled = asyncio.Event(), asyncio.Event()
+    store = message_store.store_messages
+
+    async def store_slowly(*args: Any, **kwargs: Any) -> Any:
+        storing.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(message_store, "store_messages", store_slowly)
+    task = asyncio.create_task(sync(world, mailbox))
+    await asyncio.wait_for(storing.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()  # with the pass, not left running on its own
+    assert await stored(world) == []
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 0  # the cursor stands before the store that did not finish
+    await mailbox.refresh_from_db()
+    assert (mailbox.sync_status, mailbox.lease_until) == (SyncStatus.FAILED, None)
     monkeypatch.setattr(message_store, "store_messages", store)
     assert (await sync(world, mailbox)).stored == 2
+
+
+async def test_a_pass_failing_while_a_store_is_in_flight_lets_it_finish(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(3):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
+    store = message_store.store_messages
+
+    async def store_slowly(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)  # the second batch's read fails meanwhile
+        return await store(*args, **kwargs)
+
+    looked_up = message_store.synced_accounts
+    calls = 0
+
+    async def failing_second(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug in the second batch")
+        return await looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(message_store, "store_messages", store_slowly)
+    monkeypatch.setattr(message_store, "synced_accounts", failing_second)
+    failed = await sync(world, mailbox)
+    assert failed.status == SyncStatus.FAILED
+    assert "RuntimeError: a bug in the second batch" in (failed.error or "")
+    # The first batch's store was through before the error when it ran in the pass's task.
+    assert [m.subject for m in await stored(world)] == ["Letter 0"]
+    monkeypatch.setattr(message_store, "store_messages", store)
+    monkeypatch.setattr(message_store, "synced_accounts", looked_up)
+    again = await sync(world, mailbox)
+    assert (again.status, again.error) == (SyncStatus.IDLE, None)
+    assert [m.subject for m in await stored(world)] == ["Letter 0", "Letter 1", "Letter 2"]
 
 
 async def test_a_message_stored_meanwhile_by_another_pass_sends_the_fetch_one_by_one(

@@ -33,7 +33,15 @@ from tests.support import server
 from tests.support.api import Firm, eventually
 from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401  (the `imap` fixture)
 from tests.support.login import invitee
-from tests.support.mail import ANNA, CONNECT, add_mailbox, imap_user, mail, mailbox_input
+from tests.support.mail import (
+    ANNA,
+    CONNECT,
+    add_mailbox,
+    imap_user,
+    mail,
+    mailbox_input,
+    when_asked_for,
+)
 from tests.support.smtp import SmtpServer, smtp_fixture  # noqa: F401  (the `smtp` fixture)
 from tests.support.worker import start_worker
 
@@ -186,19 +194,12 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
     for n in range(3):
         imap.append(mailbox.username, mail(to=mailbox.address, subject=f"Before {n}"))
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
-    store = message_store.store_messages
-    stopped = False
 
-    async def store_then_stop(*args: Any, **kwargs: Any) -> list[message_store.StoreOutcome]:
-        nonlocal stopped
-        outcome = await store(*args, **kwargs)
-        if not stopped:  # the server goes away after the first message is stored
-            stopped = True
-            imap.stop()
-            imap.end_sessions(mailbox.username)
-        return outcome
+    def server_gone() -> None:  # as the second message is asked for
+        imap.stop()
+        imap.end_sessions(mailbox.username)
 
-    monkeypatch.setattr(message_store, "store_messages", store_then_stop)
+    when_asked_for(monkeypatch, sync_engine.PARTICIPANT_FIELDS, 2, server_gone)
     try:
         async with running(loop_settings(settings)) as task:
 
@@ -217,7 +218,6 @@ async def test_the_server_stopping_mid_sync_fails_then_the_loop_reconnects(
 
             # Mail delivered while the server is down, then the server comes back.
             imap.deliver_to_maildir(mailbox.username, mail(to=mailbox.address, subject="Meanwhile"))
-            monkeypatch.setattr(message_store, "store_messages", store)
             imap.start()
 
             async def recovered() -> bool:

@@ -36,7 +36,9 @@ What is read, and how:
 
 What is kept, and how, is services/mail/store's: the new messages of one downloaded chunk are
 written in one transaction (`store.store_messages`), and an event per message goes out on
-the bus after the commit (services/mail/events). A sync pass auto-saves attachments for mail
+the bus after the commit (services/mail/events). A chunk is stored while the next one is
+downloaded and parsed, so the database's work overlaps the server's and the parsing; one
+store runs at a time, in the order the chunks were read. A sync pass auto-saves attachments for mail
 sent since the mailbox was connected; so the first pass of a new mailbox, a rescan and a
 history import (earlier mail) keep attachments but save none into Documents.
 
@@ -51,9 +53,11 @@ one) or does not answer its FETCH in time is logged into again, at most MAX_HANG
 pass, and the message it hangs up on (or times out on) again gets the failure.
 Failures of the pass: a connection lost without BYE, a login or server failure, or the
 database failing (its connection, not one message's data) end the pass with the mailbox
-FAILED and a readable `last_error` (never the password). The cursor moves after every batch,
-and after each stored chunk of a batch the pass could not finish, so the next pass takes up
-after what was stored; a message stored twice over is found again by its key, never doubled.
+FAILED and a readable `last_error` (never the password). The cursor moves once a batch's
+last chunk is stored, and after each stored chunk of a batch the pass could not finish (the
+store in flight finishes first, unless the pass itself is cancelled), so the next pass takes
+up after what was stored; a message stored twice over is found again by its key, never
+doubled.
 
 Progress: Mailbox.sync_done (UIDs read) and sync_total (UIDs to read, known folder by folder)
 are written with each lease renewal, so after every batch at no extra statement.
@@ -132,6 +136,7 @@ RENEW_AFTER = LEASE_SECONDS / 4
 MAX_ERROR = 1000  # characters of last_error
 PARSE_IN_THREAD_BYTES = 256 * 1024
 BODY_BATCH_BYTES = 16 * 1024 * 1024  # whole messages per round trip (at least one)
+YIELD_EVERY = 20  # messages parsed between turns of the event loop
 READ_BYTES = 4 * 1024 * 1024  # a message of unknown size is read this much at a time
 MAX_HANGUPS = 10  # per pass: logins again after the server hung up (or timed out) on one
 # Header reads are partial: a message of header lines alone (a million To: lines) is never
@@ -285,6 +290,7 @@ async def import_history(
             start = 0
             while start < len(uids):
                 start += await pass_.batch(uids[start : start + FETCH_BATCH])
+                await pass_.settle()  # the batch's messages are counted
                 if progress is not None:
                     await progress(result)
 
@@ -328,6 +334,12 @@ async def _run(
         pass_.login = login
         try:
             await work(pass_)
+        except (MailSyncError, SyncStopped):
+            await pass_.settle()  # what was read is stored before the pass ends
+            raise
+        except BaseException as exc:
+            await pass_.abandon(cancel=isinstance(exc, asyncio.CancelledError))
+            raise
         finally:
             await pass_.session.close()  # (the last one, when it logged in again)
     except SyncStopped:  # stopping: not a failure (the cursor stands after what was stored)
@@ -447,6 +459,7 @@ class _Pass:
         self.auto_save_since = auto_save_since
         self.lease: _Held | None = None  # a sync pass's claim on the mailbox
         self.renewed = time.monotonic()  # when the lease was last renewed
+        self.renewing = asyncio.Lock()  # one renewal at a time: each needs the last one's token
         self.stop: asyncio.Event | None = None
         # The selected folder (failures are recorded against it), and the highest UID of it
         # below which every message of the pass is handled (stored, not wanted, or failed).
@@ -459,14 +472,20 @@ class _Pass:
         # The DSNs of the batch in hand, told by their Content-Type in the header step, so a
         # message's headers are looked at for it once (again only when they came cut short).
         self.dsns: set[int] = set()
+        # A unit's store runs while the next unit is read (the database's work and the IMAP
+        # server's overlap with parsing); `settle` waits for it. The cursor of the batch it
+        # ends moves once it is through.
+        self.storing: _Storing | None = None
+        self.due: tuple[MailboxFolder, int] | None = None
 
     async def hold(self) -> None:
         """A sync pass renews its lease (and shows its progress): it stops here (_LeaseLost)
         once another process took the mailbox over or the mailbox was disconnected. A history
         import has no lease."""
         if self.lease is not None:
-            self.lease.token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
-            self.renewed = time.monotonic()
+            async with self.renewing:  # a store in flight renews it too
+                token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
+                self.lease.token, self.renewed = token, time.monotonic()
 
     async def keep(self) -> None:
         """Renews the lease when it was last renewed RENEW_AFTER ago (or longer)."""
@@ -522,6 +541,7 @@ class _Pass:
             start = 0
             while start < len(retry):
                 start += await self.batch(retry[start : start + FETCH_BATCH])
+            await self.settle()
             await skips.cleared(
                 self.mailbox.pk,
                 name,
@@ -532,14 +552,18 @@ class _Pass:
             start = 0
             while start < len(uids):
                 if self.stop is not None and self.stop.is_set():
+                    await self.settle()
                     self.result.stopped = True  # not through the mailbox: no last_synced_at
                     return  # the cursor stands after what was stored
                 start += await self.batch(uids[start : start + FETCH_BATCH])
-                self.reached = uids[start - 1]
-                await self.advance(cursor, self.reached)
+                self.due = (cursor, uids[start - 1])
+                if self.storing is None:
+                    await self.settle()  # nothing in flight: the cursor moves now
+            await self.settle()
         except (MailSyncError, SyncStopped):
-            # The server went away or the process is stopping mid-batch: the cursor moves
-            # past the chunks of the batch that were stored, and no further.
+            # The server went away or the process is stopping mid-batch: the store in flight
+            # finishes, and the cursor moves past the chunks that were stored, no further.
+            await self.settle()
             if reading_new and self.reached > cursor.last_uid:
                 cursor.last_uid = self.reached
                 await cursor.save(update_fields=["last_uid"])
@@ -603,9 +627,44 @@ class _Pass:
                 items = await self.unknown_size(unit[0], synced, unit[0] in unclear)
             else:
                 items = await self.whole(unit, synced, unclear)
-            await self.store(items)
-            self.reached = max(self.reached, unit[-1])
+            await self.settle()  # one store at a time, in order
+            self.storing = _Storing(asyncio.create_task(self.store(items)), unit[-1])
         return taken
+
+    async def settle(self) -> None:
+        """Waits for the store in flight: the UIDs up to its unit's end are then handled, and
+        the cursor due at the end of its batch moves (with the lease renewed)."""
+        storing, self.storing = self.storing, None
+        due, self.due = self.due, None  # not moved if the store fails
+        if storing is not None:
+            try:
+                await storing.task
+            except asyncio.CancelledError:
+                storing.task.cancel()  # cancelled, as it was when it ran in the pass's task
+                storing.task.add_done_callback(_retrieved)
+                raise
+            self.reached = max(self.reached, storing.last_uid)
+        if due is not None:
+            cursor, self.reached = due
+            await self.advance(cursor, self.reached)
+
+    async def abandon(self, *, cancel: bool) -> None:
+        """The pass ends on another error than the server's or a stop: the store in flight
+        is cancelled with a cancelled pass (its transaction rolls back, the cursor stands
+        before it), else waited for, as it was through before any later error when stores
+        ran in the pass's own task. Its own failure is logged; the pass's error is told."""
+        storing, self.storing = self.storing, None
+        if storing is None:
+            return
+        if cancel:
+            storing.task.cancel()
+        await asyncio.wait([storing.task])
+        if not storing.task.cancelled() and storing.task.exception() is not None:
+            log.warning(
+                "mailbox %s: a store ended with the pass: %r",
+                self.mailbox.pk,
+                storing.task.exception(),
+            )
 
     async def fetch(self, uids: Sequence[int], parts: str) -> Fetched:
         """UID FETCH of `parts`; a UID that comes back without data (the server refused it,
@@ -682,10 +741,12 @@ class _Pass:
         """Downloads messages of known size, under the limit, in one round trip."""
         bodies = (await self.fetch(uids, MESSAGE_FIELDS)).data
         items: list[_Item] = []
-        for uid in uids:
+        for n, uid in enumerate(uids, 1):
             raw = bodies.pop(uid, None)  # let go of each message once it is parsed
             if raw is None:
                 continue  # failed (recorded) or expunged meanwhile
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the store in flight (and the API) go on meanwhile
             item = await self.message(uid, raw, synced, uid in unclear)
             if item is not None:
                 items.append(item)
@@ -859,6 +920,20 @@ class _Pass:
             self.result.skipped += 1
             return None
         return _Item(uid, parsed, account_ids)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Takes a cancelled store's outcome (no "exception never retrieved" in the log)."""
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(frozen=True)
+class _Storing:
+    """The store of a unit, running while the next unit is read."""
+
+    task: asyncio.Task[None]
+    last_uid: int
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@ mailbox rows pointing at it, and connectMailbox input for the test servers."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import NamedTuple
 
+import pytest
+
 from models import Mailbox
 from portico.settings import Settings
+from services.mail.imap import Fetched, ImapSession
 from services.shared import crypto
 from tests.support.imap import PASSWORD, ImapServer
 from tests.support.smtp import SmtpServer
@@ -137,3 +140,24 @@ def mailbox_input(
     }
     values.update(changes)
     return values
+
+
+def when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, parts: str, nth: int, action: Callable[[], None]
+) -> None:
+    """Runs `action` when a sync pass asks for `parts` (sync_engine.PARTICIPANT_FIELDS, the
+    header step; MESSAGE_FIELDS, the bodies) the `nth` time (1: the first), before the FETCH
+    goes out. A batch is read while the one before it is stored, so a fault meant for "the
+    next batch" is set here, where that batch starts, not by the store of the one before."""
+    fetch = ImapSession.fetch
+    asked = 0
+
+    async def watched(self: ImapSession, uids: Sequence[int], asked_parts: str) -> Fetched:
+        nonlocal asked
+        if asked_parts == parts:
+            asked += 1
+            if asked == nth:
+                action()
+        return await fetch(self, uids, asked_parts)
+
+    monkeypatch.setattr(ImapSession, "fetch", watched)
