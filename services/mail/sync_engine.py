@@ -38,9 +38,9 @@ What is kept, and how, is services/mail/store's: the new messages of one downloa
 written in one transaction (`store.store_messages`), and an event per message goes out on
 the bus after the commit (services/mail/events). A chunk is stored while the next one is
 downloaded and parsed, so the database's work overlaps the server's and the parsing; one
-store runs at a time, in the order the chunks were read. A sync pass auto-saves attachments for mail
-sent since the mailbox was connected; so the first pass of a new mailbox, a rescan and a
-history import (earlier mail) keep attachments but save none into Documents.
+store runs at a time, in the order the chunks were read. A sync pass auto-saves attachments
+for mail sent since the mailbox was connected; so the first pass of a new mailbox, a rescan
+and a history import (earlier mail) keep attachments but save none into Documents.
 
 Failures of one message (services/mail/skips): the server refuses to FETCH it (NO or BAD, or
 sends nothing for a UID it still has; in a batch, each missing UID is asked for alone to find
