@@ -1,7 +1,8 @@
 """services/mail/mime_split against the feedparser it stands in for: wherever `split` answers,
 its tree is the feedparser's (headers, payloads, parts) and `parse_message` reads the same from
 it, on mail built by the email package, on line soup made to hit boundary and header edge
-cases, and on damaged copies of both."""
+cases, and on damaged copies of both. Wherever services/mail/quick_parse answers, on the same
+mail, its answer is `parse_message`'s."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from services.mail import mime_split, parse
+from services.mail import mime_split, parse, quick_parse
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 # The feedparser with Portico's header readers and plain EmailMessages (not parse._Part).
@@ -59,6 +60,16 @@ def _same_as_feedparser(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> bool:
         patch.setattr(parse, "raw_data_manager", None)
         assert parse.parse_message(raw, NOW, max_attachment_bytes=64) == fast, raw
         assert parse.parse_participants(raw) == participants, raw
+    return True
+
+
+def _read_plain_as_parse(raw: bytes) -> bool:
+    """Asserts that quick_parse's answer, when there is one, is parse_message's; True if it
+    answered."""
+    quick = quick_parse.read_plain(raw, NOW, max_attachment_bytes=64)
+    if quick is None:
+        return False
+    assert quick == parse.parse_message(raw, NOW, max_attachment_bytes=64), raw
     return True
 
 
@@ -120,20 +131,26 @@ def test_mail_as_clients_write_it_splits_as_the_feedparser_reads_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rnd = random.Random(14)
-    answered = 0
+    answered = quick = 0
     for _ in range(400):
-        answered += _same_as_feedparser(_mail(rnd), monkeypatch)
+        raw = _mail(rnd)
+        answered += _same_as_feedparser(raw, monkeypatch)
+        quick += _read_plain_as_parse(raw)
     assert answered >= 300  # CRLF mail without forwarded messages: nearly all of it
+    assert quick >= 280  # all of it here: attachments are read by parse's own functions
 
 
 def test_damaged_mail_splits_as_the_feedparser_reads_it_or_not_at_all(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rnd = random.Random(15)
-    answered = 0
+    answered = quick = 0
     for _ in range(800):
-        answered += _same_as_feedparser(_damaged(_mail(rnd), rnd), monkeypatch)
+        raw = _damaged(_mail(rnd), rnd)
+        answered += _same_as_feedparser(raw, monkeypatch)
+        quick += _read_plain_as_parse(raw)
     assert answered >= 100  # damage in a body leaves the message plain
+    assert quick >= 150
 
 
 # Line soup: headers, boundary lines of nested multiparts (prefixes of each other, with
@@ -228,6 +245,7 @@ def test_line_soup_and_nested_multiparts_split_as_the_feedparser_reads_them(
     raw: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _same_as_feedparser(raw, monkeypatch)
+    _read_plain_as_parse(raw)
 
 
 @pytest.mark.parametrize(
@@ -259,6 +277,40 @@ def test_edge_cases_split_as_the_feedparser_reads_them(
     raw: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert _same_as_feedparser(raw, monkeypatch)
+    _read_plain_as_parse(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # multipart/related without `start`: its first part is the body; a text part after
+        # it is found only by walking the whole message.
+        b'Content-Type: multipart/related; boundary="r"\r\n\r\n--r\r\n'
+        b"Content-Type: text/html\r\n\r\n<p>first</p>\r\n--r\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>second</p>\r\n--r\r\n"
+        b"Content-Type: text/plain\r\n\r\nwalked to\r\n--r--\r\n",
+        # A text part with a name is an attachment, not a body.
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b'Content-Type: text/plain; name="notes.txt"\r\n\r\nfile\r\n--m\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nbody\r\n--m--\r\n",
+        # Boundaries as get_boundary reads them: trailing blanks dropped, <> taken off.
+        b'Content-Type: multipart/mixed; boundary="m "\r\n\r\n--m\r\n\r\none\r\n'
+        b"--m\r\nContent-Type: text/html\r\n\r\n<p>two</p>\r\n--m--\r\n",
+        b'Content-Type: multipart/alternative; boundary="<a>"\r\n\r\n--a\r\n\r\none\r\n'
+        b"--a\r\nContent-Type: text/html\r\n\r\n<p>two</p>\r\n--a--\r\n",
+        # Bodies made storable: a NUL taken out, undeclared 8-bit text read as UTF-8.
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nnul=00here\r\n",
+        b"Content-Type: text/html\r\n\r\n<p>Gr\xc3\xbc\xc3\x9fe</p>\r\n",
+        b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8g\r\nd29ybGQ=\r\n",
+        b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8g\r\nd\r\n",  # kept as sent
+    ],
+)
+def test_quick_parse_reads_the_common_shapes_as_parse_does(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _same_as_feedparser(raw, monkeypatch)
+    assert _read_plain_as_parse(raw)
 
 
 @pytest.mark.parametrize(
@@ -277,6 +329,7 @@ def test_edge_cases_split_as_the_feedparser_reads_them(
 )
 def test_what_split_does_not_copy_is_left_to_the_feedparser(raw: bytes) -> None:
     assert mime_split.split(raw, parse._POLICY) is None
+    assert quick_parse.read_plain(raw, NOW) is None
     assert parse.parse_message(raw, NOW) == parse.parse_message(raw, NOW)  # never raises
 
 

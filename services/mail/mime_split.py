@@ -31,7 +31,7 @@ from typing import Any
 _FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)\r\n")
 
 
-class _NotPlain(Exception):
+class NotPlain(Exception):
     """The feedparser reads this message in a way `split` does not copy."""
 
 
@@ -40,30 +40,31 @@ def split(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None)
     when the message is not in the plain forms above. Its parts are made by `factory`
     (policy.message_factory unless given: parse.py gives its own read-only kind)."""
     text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
-    if not _crlf_only(text):
+    if not crlf_only(text):
         return None
     try:
         make = factory or policy.message_factory
         return _part(text, 0, len(text), policy, make, inside_multipart=False)
-    except (_NotPlain, RecursionError):  # nesting the feedparser, without recursion, reads
+    except (NotPlain, RecursionError):  # nesting the feedparser, without recursion, reads
         return None
 
 
 def split_headers(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None) -> Any:
     """As `split`, for `parsebytes(raw, headersonly=True)`: the headers, the rest as text."""
     text = raw.decode("ascii", "surrogateescape")
-    if not _crlf_only(text):
+    if not crlf_only(text):
         return None
     msg = (factory or policy.message_factory)(policy=policy)
     try:
-        body = _headers(text, 0, len(text), msg)
-    except _NotPlain:
+        pairs, body = read_headers(text, 0, len(text))
+    except NotPlain:
         return None
+    msg._headers.extend(pairs)
     msg.set_payload(text[body:])
     return msg
 
 
-def _crlf_only(text: str) -> bool:
+def crlf_only(text: str) -> bool:
     """No CR or LF outside a CRLF (the feedparser ends lines there too)."""
     crlf = text.count("\r\n")
     return text.count("\r") == crlf and text.count("\n") == crlf
@@ -81,44 +82,50 @@ def _part(
     """The message or part in text[start:end] (`end`: where the feedparser's stream for it
     ends, the next boundary line of its multipart, or the end of the text)."""
     msg = make(policy=policy)
-    body = _headers(text, start, end, msg)
+    pairs, body = read_headers(text, start, end)
+    msg._headers.extend(pairs)
     maintype = msg.get_content_maintype()
     if maintype == "message":
-        raise _NotPlain
+        raise NotPlain
     if maintype == "multipart":
         _multipart(msg, text, body, end, policy, make)
         return msg
-    payload = text[body:end]
-    if inside_multipart and payload.endswith("\r\n"):
-        payload = payload[:-2]  # RFC 2046: the line break before a boundary belongs to it
-    msg.set_payload(payload)
+    msg.set_payload(leaf_payload(text, body, end, inside_multipart=inside_multipart))
     return msg
 
 
-def _headers(text: str, start: int, end: int, msg: Any) -> int:
-    """Sets the header lines from `start` on as (name, value) pairs, as the feedparser's
-    `header_source_parse` makes them (the value keeps its folds); where the body starts."""
+def leaf_payload(text: str, body: int, end: int, *, inside_multipart: bool) -> str:
+    """The payload of a part that is no multipart, its body text[body:end]."""
+    payload = text[body:end]
+    if inside_multipart and payload.endswith("\r\n"):
+        payload = payload[:-2]  # RFC 2046: the line break before a boundary belongs to it
+    return payload
+
+
+def read_headers(text: str, start: int, end: int) -> tuple[list[tuple[str, str]], int]:
+    """The header lines from `start` on as (name, value) pairs, as the feedparser's
+    `header_source_parse` makes them (the value keeps its folds), and where the body starts."""
     if text.startswith("\r\n", start) and start + 2 <= end:
-        return start + 2  # no headers: the blank line comes first
+        return [], start + 2  # no headers: the blank line comes first
     blank = text.find("\r\n\r\n", start, end)
     if blank == -1:
-        raise _NotPlain  # no blank line before the part ends
+        raise NotPlain  # no blank line before the part ends
     block_end = blank + 2
     if not text.isascii() and not text[start:block_end].isascii():
-        raise _NotPlain
+        raise NotPlain
     # One match per field: its first line and its continuation lines, back to back from
     # `start` to the blank line; anything else (a first line that continues nothing, a body
     # line without the blank line, "From " of mbox) leaves a gap.
-    pairs = msg._headers
+    pairs: list[tuple[str, str]] = []
     at = start
     for field in _FIELD.finditer(text, start, block_end):
         if field.start() != at:
-            raise _NotPlain
+            raise NotPlain
         pairs.append((field.group(1), field.group(2)))
         at = field.end()
     if at != block_end:
-        raise _NotPlain
-    return blank + 4
+        raise NotPlain
+    return pairs, blank + 4
 
 
 def _multipart(
@@ -127,24 +134,32 @@ def _multipart(
     """The parts of the multipart `msg` whose body is text[start:end], attached in order."""
     boundary = msg.get_boundary()
     if not boundary or msg.get_content_type() == "multipart/digest":
-        raise _NotPlain
+        raise NotPlain
+    for part_start, part_end in part_spans(text, boundary, start, end):
+        msg.attach(_part(text, part_start, part_end, policy, make, inside_multipart=True))
+
+
+def part_spans(text: str, boundary: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Where each part of a multipart with this boundary starts and ends (its next boundary
+    line), the multipart's body being text[start:end]."""
     if "\r" in boundary or "\n" in boundary:
-        raise _NotPlain  # (RFC 2231 %0D%0A) the feedparser, line by line, never matches it
+        raise NotPlain  # (RFC 2231 %0D%0A) the feedparser, line by line, never matches it
     separator = "--" + boundary
     found = _boundary_line(text, separator, start, end)
     if found is None or found[1]:
-        raise _NotPlain  # no opening boundary line: the feedparser keeps it all as text
+        raise NotPlain  # no opening boundary line: the feedparser keeps it all as text
+    spans: list[tuple[int, int]] = []
     pos = found[2]
     while True:
         if _is_boundary_line(text, separator, pos) is not None:
-            raise _NotPlain  # boundary lines one after another: the feedparser skips them
+            raise NotPlain  # boundary lines one after another: the feedparser skips them
         found = _boundary_line(text, separator, pos, end)
         if found is None:
-            raise _NotPlain  # no closing boundary line
+            raise NotPlain  # no closing boundary line
         line_start, closing, after = found
-        msg.attach(_part(text, pos, line_start, policy, make, inside_multipart=True))
+        spans.append((pos, line_start))
         if closing:
-            return
+            return spans
         pos = after
 
 

@@ -120,10 +120,24 @@ def parse_message(
 ) -> ParsedMessage:
     """Everything Portico keeps of one message; never raises for a malformed message.
 
-    Attachments bigger than `max_attachment_bytes` (when given) are listed without content."""
+    Attachments bigger than `max_attachment_bytes` (when given) are listed without content.
+    The email package's reading of any message (services/mail/quick_parse.py reads the
+    common shapes of mail faster, to the same answer)."""
     msg: Any = mime_split.split(raw, _POLICY, _Split)
     if msg is None:
         msg = _PARSER.parsebytes(raw)
+    text_body, html_body = _bodies(msg)
+    return parsed_message(msg, now, text_body, html_body, _attachments(msg, max_attachment_bytes))
+
+
+def parsed_message(
+    msg: Any,
+    now: datetime | None,
+    text_body: str | None,
+    html_body: str | None,
+    attachments: list[ParsedAttachment],
+) -> ParsedMessage:
+    """The message whose headers `msg` holds, with these bodies and attachments."""
     from_addresses = addresses(msg, "From")
     subject = _header(msg, "Subject")[:MAX_SUBJECT_CHARS]
     date_raw = _header(msg, "Date")
@@ -137,7 +151,6 @@ def parse_message(
         sender = from_addresses[0] if from_addresses else _header(msg, "From").strip()
         digest = hashlib.sha256(f"{date_part}\n{sender}\n{subject}".encode()).hexdigest()
         message_id = f"sha256:{digest}"
-    text_body, html_body = _bodies(msg)
     return ParsedMessage(
         message_id=message_id[:MAX_MESSAGE_ID],
         message_key=message_key(message_id),
@@ -151,7 +164,7 @@ def parse_message(
         in_reply_to=_MSG_ID.findall(_header(msg, "In-Reply-To"))[:MAX_REFERENCES],
         references=_MSG_ID.findall(_header(msg, "References"))[:MAX_REFERENCES],
         from_addresses=from_addresses,
-        attachments=_attachments(msg, max_attachment_bytes),
+        attachments=attachments,
         authentication_results=authentication_results(msg),
     )
 

@@ -108,7 +108,8 @@ from services.mail.imap import (
     SyncStopped,
 )
 from services.mail.mailboxes import mailbox_password
-from services.mail.parse import ParsedMessage, parse_message, parse_participants
+from services.mail.parse import ParsedMessage, parse_participants
+from services.mail.quick_parse import parse_message
 from services.outbound.transport import scrub
 from services.shared.errors import ErrorCode, input_error
 from services.shared.leases import lease_token
