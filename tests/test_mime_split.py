@@ -380,9 +380,10 @@ def test_a_part_reads_its_headers_anew_under_another_policy() -> None:
 
 
 def test_readings_kept_between_messages_answer_as_reading_anew() -> None:
-    """Header values, MIME parameters and address fields read once are kept for the next
-    message (parse._READ, _PARAMS_READ, _ADDRESSES_READ): a message parsed with all of them
-    forgotten reads the same as one parsed after other mail filled them."""
+    """Header values, MIME parameters, address fields and parts' headers read once are kept
+    for the next message (parse._READ, _PARAMS_READ, _ADDRESSES_READ, _ZONES,
+    quick_parse._LEAVES_READ): a message parsed with all of them forgotten reads the same as
+    one parsed after other mail filled them."""
     rnd = random.Random(16)
     corpus = [_mail(rnd) for _ in range(150)]
     corpus += [_damaged(raw, rnd) for raw in corpus[:150]]
@@ -391,9 +392,30 @@ def test_readings_kept_between_messages_answer_as_reading_anew() -> None:
         b"From: a@x.example\r\nTo: p@y.example\r\nTo: q%d@y.example\r\n\r\nx\r\n" % n
         for n in range(3)
     ]
+    # Parts' headers alike but for their case or order, and a part like a body but named.
+    corpus += [
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n%s\r\n\r\nt\r\n--m--\r\n' % part
+        for part in (
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64",
+            b"content-type: text/plain\r\nContent-Transfer-Encoding: base64",
+            b"Content-Transfer-Encoding: base64\r\nContent-Type: text/plain",
+            b'Content-Type: text/plain; name="t.txt"\r\nContent-Transfer-Encoding: base64',
+        )
+    ]
     warm = [parse.parse_message(raw, NOW) for raw in corpus]
-    assert parse._ADDRESSES_READ and parse._PARAMS_READ  # they were used
-    for raw, answer in zip(corpus, warm, strict=True):
-        for kept in (parse._READ, parse._PARAMS_READ, parse._ADDRESSES_READ):
+    quick_warm = [quick_parse.parse_message(raw, NOW) for raw in corpus]
+    assert parse._ADDRESSES_READ and parse._PARAMS_READ and quick_parse._LEAVES_READ  # used
+    kept_readings = (
+        parse._READ,
+        parse._PARAMS_READ,
+        parse._ADDRESSES_READ,
+        parse._ZONES,
+        quick_parse._LEAVES_READ,
+    )
+    for raw, answer, quick in zip(corpus, warm, quick_warm, strict=True):
+        for kept in kept_readings:
             kept.clear()
         assert parse.parse_message(raw, NOW) == answer, raw
+        for kept in kept_readings:
+            kept.clear()
+        assert quick_parse.parse_message(raw, NOW) == quick == answer, raw

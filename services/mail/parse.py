@@ -483,6 +483,7 @@ _DATE = re.compile(
     r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"
 )
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS, 1)}
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -494,22 +495,33 @@ def _rfc5322_date(value: str) -> tuple[datetime, str] | None:
     if match is None:
         return None
     day, month, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
-    # As email._parseaddr reads the zone: -0000 is "no zone known" (a naive datetime).
+    zone, zone_text = _ZONES.get(sign + zone_h + zone_m) or _zone(sign, zone_h, zone_m)
+    when = datetime(
+        int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute), int(second), tzinfo=zone
+    )
+    weekday = _WEEKDAYS[when.weekday()]
+    if len(day) == 2 and value.startswith(weekday) and value.endswith(zone_text):
+        return when, value  # written as format_datetime writes it
+    text = f"{weekday}, {when.day:02d} {month} {year} {hour}:{minute}:{second} {zone_text}"
+    return when, text
+
+
+def _zone(sign: str, zone_h: str, zone_m: str) -> tuple[timezone | None, str]:
+    """The time zone of an offset as email._parseaddr reads it (-0000: none known, a naive
+    datetime), and the offset as format_datetime writes it back; kept (20,000 at most)."""
     offset = int(zone_h) * 3600 + int(zone_m) * 60
-    fields = (int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute))
     if offset == 0 and sign == "-":
-        when = datetime(*fields, int(second))
-        zone = "-0000"
+        read: tuple[timezone | None, str] = (None, "-0000")
     else:
         seconds = -offset if sign == "-" else offset
-        when = datetime(*fields, int(second), tzinfo=timezone(timedelta(seconds=seconds)))
         hours, minutes = divmod(abs(seconds) // 60, 60)
-        zone = f"{'-' if seconds < 0 else '+'}{hours:02d}{minutes:02d}"
-    text = (
-        f"{_WEEKDAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} "
-        f"{when.year:04d} {when.hour:02d}:{when.minute:02d}:{when.second:02d} {zone}"
-    )
-    return when, text
+        zone = timezone(timedelta(seconds=seconds))  # ValueError: a day or more
+        read = (zone, f"{'-' if seconds < 0 else '+'}{hours:02d}{minutes:02d}")
+    _ZONES[sign + zone_h + zone_m] = read
+    return read
+
+
+_ZONES: dict[str, tuple[timezone | None, str]] = {}
 
 
 _PLAIN_READERS = {

@@ -35,6 +35,10 @@ from services.mail.parse import ParsedAttachment, ParsedMessage
 
 _MAX_DEPTH = 8  # multiparts nested deeper are read by `parse` (mail clients nest 3 at most)
 _MAX_PARTS = 100  # parts of a message read here; more are read by `parse`
+# What parts' headers (all of them, in order) are read as: the same few in most mail.
+_LEAVES_READ: dict[tuple[tuple[str, str], ...], tuple[str, str, str] | tuple[()]] = {}
+_KEPT = 1_000  # readings kept, all forgotten when full
+_KEPT_CHARS = 2_000  # parts with longer headers are read each time
 _UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")  # get_payload reads these its own way
 
 
@@ -114,6 +118,11 @@ class _Reader:
         self.parts += 1
         if self.parts > _MAX_PARTS:
             raise NotPlain
+        key = tuple(pairs) if depth else None  # a part's headers: the same few in most mail
+        known = _LEAVES_READ.get(key) if key is not None else None
+        if known is not None:
+            payload = mime_split.leaf_payload(self.text, body, end, inside_multipart=True)
+            return _Text(*known, payload) if known else _split_part(pairs, payload)
         fields = {name.lower(): (name, value) for name, value in reversed(pairs)}
         content_type = fields.get("content-type")
         value = _read(*content_type) if content_type is not None else None
@@ -124,16 +133,12 @@ class _Reader:
         if maintype == "multipart":
             return self._multipart(fields, value, subtype, body, end, depth)
         payload = mime_split.leaf_payload(self.text, body, end, inside_multipart=inside_multipart)
-        if maintype == "text" and subtype in ("plain", "html") and _unnamed(fields, value):
-            params = _params(value)
-            if params is not None:
-                return _Text(
-                    subtype,
-                    _param(params, "charset", "ASCII"),
-                    _transfer_encoding(fields),
-                    payload,
-                )
-        return _split_part(pairs, payload)
+        reading = _leaf(fields, value, maintype, subtype)
+        if key is not None and sum(len(n) + len(v) for n, v in pairs) <= _KEPT_CHARS:
+            if len(_LEAVES_READ) >= _KEPT:
+                _LEAVES_READ.clear()
+            _LEAVES_READ[key] = reading
+        return _Text(*reading, payload) if reading else _split_part(pairs, payload)
 
     def _multipart(
         self,
@@ -160,6 +165,18 @@ class _Reader:
             pairs, part_body = mime_split.read_headers(self.text, start, stop)
             parts.append(self._part(pairs, part_body, stop, depth + 1, inside_multipart=True))
         return _Multipart(subtype, parts)
+
+
+def _leaf(
+    fields: dict[str, tuple[str, str]], content_type: Any, maintype: str, subtype: str
+) -> tuple[str, str, str] | tuple[()]:
+    """What a `_Text` holds of a part that is no multipart (subtype, charset, transfer
+    encoding), or () when parse's functions read it (`_split_part`)."""
+    if maintype == "text" and subtype in ("plain", "html") and _unnamed(fields, content_type):
+        params = _params(content_type)
+        if params is not None:
+            return subtype, _param(params, "charset", "ASCII"), _transfer_encoding(fields)
+    return ()
 
 
 def _unnamed(fields: dict[str, tuple[str, str]], content_type: Any) -> bool:
