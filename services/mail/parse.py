@@ -224,8 +224,7 @@ def _header(msg: EmailMessage, name: str) -> str:
 
 def addresses(msg: EmailMessage, name: str) -> list[str]:
     """Bare lower-cased addresses of every `name` header; the malformed ones are left out."""
-    wanted = name.lower()
-    raw = [v for k, v in msg.raw_items() if k.lower() == wanted]
+    raw = _raw_values(msg, name.lower())
     key = tuple(raw) if all(type(v) is str for v in raw) else None
     known = _ADDRESSES_READ.get(key) if key is not None else None
     if known is not None:
@@ -249,6 +248,13 @@ def addresses(msg: EmailMessage, name: str) -> list[str]:
     except Exception:
         found = [address for _, address in getaddresses([str(v) for v in raw])]
     return _unique(a for a in (_bare(v) for v in found) if a)
+
+
+def _raw_values(msg: Any, wanted: str) -> list[Any]:
+    """The values of every header named `wanted` (lower-case), in order, as stored."""
+    if type(msg) is _Split:
+        return msg._by_name().get(wanted, [])
+    return [v for k, v in msg.raw_items() if k.lower() == wanted]
 
 
 def _bare(address: str) -> str | None:
@@ -621,6 +627,7 @@ class _Split:
     tests/test_mime_split.py compares every parse of a split tree with the email package's."""
 
     __slots__ = (
+        "_all",
         "_defects",
         "_facts",
         "_first",
@@ -636,6 +643,7 @@ class _Split:
         self._headers: list[tuple[str, Any]] = []
         self._payload: Any = None
         self._first: dict[str, tuple[str, Any]] | None = None  # the first field of each name
+        self._all: dict[str, list[Any]] | None = None  # every value of each name, in order
         self._read: dict[str, Any] = {}  # header values as the policy reads them
         self._params: dict[str, Any] = {}
         self._facts: dict[str, Any] = {}  # content type, disposition, ...
@@ -660,6 +668,13 @@ class _Split:
         if self._first is None:
             self._first = {k.lower(): (k, v) for k, v in reversed(self._headers)}
         return self._first
+
+    def _by_name(self) -> dict[str, list[Any]]:
+        if self._all is None:
+            self._all = {}
+            for name, value in self._headers:
+                self._all.setdefault(name.lower(), []).append(value)
+        return self._all
 
     def raw_items(self) -> Iterator[tuple[str, Any]]:
         return iter(self._headers)
@@ -799,8 +814,8 @@ def authentication_results(msg: EmailMessage) -> list[tuple[str, str | None]]:
     """(authserv-id, dmarc result) of each Authentication-Results header, topmost first; a
     header whose authserv-id cannot be read is left out."""
     found: list[tuple[str, str | None]] = []
-    for name, value in msg.raw_items():
-        if name.lower() != "authentication-results" or not isinstance(value, str):
+    for value in _raw_values(msg, "authentication-results"):
+        if not isinstance(value, str):
             continue
         read = _authentication_result(_unfold(value))
         if read is not None:

@@ -106,6 +106,13 @@ class _Reader:
         self.headers = _split_part(pairs, None)
         return self._part(pairs, body, len(self.text), 0, inside_multipart=False)
 
+    def _fields(self, pairs: list[tuple[str, str]], depth: int) -> dict[str, tuple[str, str]]:
+        """The first (name, value) of each header name (lower-cased)."""
+        fields = {name.lower(): (name, value) for name, value in reversed(pairs)}
+        if not depth:
+            self.headers._first = fields  # as parse._Split would make them, kept for it
+        return fields
+
     def _part(
         self,
         pairs: list[tuple[str, str]],
@@ -123,7 +130,7 @@ class _Reader:
         if known is not None:
             payload = mime_split.leaf_payload(self.text, body, end, inside_multipart=True)
             return _Text(*known, payload) if known else _split_part(pairs, payload)
-        fields = {name.lower(): (name, value) for name, value in reversed(pairs)}
+        fields = self._fields(pairs, depth)
         content_type = fields.get("content-type")
         value = _read(*content_type) if content_type is not None else None
         ctype = _content_type(value)
