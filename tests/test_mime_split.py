@@ -271,6 +271,10 @@ def test_line_soup_and_nested_multiparts_split_as_the_feedparser_reads_them(
         b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
         b"Content-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nfile\r\n"
         b"--m\r\nContent-Type: text/plain\r\n\r\nbody\r\n--m--\r\n",
+        # Lone CRs and LFs in payloads, kept there as the feedparser keeps them.
+        b"Subject: lone line ends\r\n\r\none\ntwo\rthree\n\n",
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n\r\na\nb\rc\r\r\n'
+        b"--m\r\n\r\nd--m\n\r\n--m--\r\n",
     ],
 )
 def test_edge_cases_split_as_the_feedparser_reads_them(
@@ -322,6 +326,14 @@ def test_quick_parse_reads_the_common_shapes_as_parse_does(
         b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n',
         b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
         b"Subject: no blank line",
+        # A boundary line after a lone LF or CR, or ended by one: the feedparser's lines.
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n\r\na\n--m\r\n'
+        b"\r\nb\r\n--m--\r\n",
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n\r\na\r--m\r\n'
+        b"\r\nb\r\n--m--\r\n",
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n\r\na\r\n--m \n'
+        b"\r\nb\r\n--m--\r\n",
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n\r\na\r\n--m--\r',
         # A boundary holding CRLF (RFC 2231): the feedparser, line by line, never matches it.
         b"Content-Type: multipart/mixed; boundary*=us-ascii''a%0D%0AX-Y%3A%20z\r\n\r\n"
         b"--a\r\nX-Y: z\r\nContent-Type: text/plain\r\n\r\nhidden\r\n--a\r\nX-Y: z--\r\n",

@@ -6,8 +6,11 @@ synced mail (services/mail/parse.py). `split` builds the same `EmailMessage` tre
 searching the text for header ends and boundary lines, when the message keeps to the forms
 whose reading by the feedparser is simple to state:
 
-- every line ends in CRLF (as IMAP delivers mail) or is the last one;
-- header lines are ASCII `Name: value` lines or their continuations, ended by a blank line;
+- header lines are ASCII `Name: value` lines or their continuations, each ended by CRLF, and
+  a blank line (CRLF) ends them;
+- within a multipart, a line that starts with its boundary starts after a CRLF (or the
+  multipart's own start), and a boundary line ends in CRLF or the end of the message: the
+  feedparser also ends a line at a lone CR or LF, which is kept where a payload holds it;
 - a multipart has a boundary, its first boundary line opens a part, no two boundary lines
   follow each other, and its closing boundary line is there;
 - no part is message/* (a forwarded message, a delivery report) or in multipart/digest.
@@ -40,8 +43,6 @@ def split(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None)
     when the message is not in the plain forms above. Its parts are made by `factory`
     (policy.message_factory unless given: parse.py gives its own read-only kind)."""
     text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
-    if not crlf_only(text):
-        return None
     try:
         make = factory or policy.message_factory
         return _part(text, 0, len(text), policy, make, inside_multipart=False)
@@ -52,8 +53,6 @@ def split(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None)
 def split_headers(raw: bytes, policy: Policy, factory: Callable[..., Any] | None = None) -> Any:
     """As `split`, for `parsebytes(raw, headersonly=True)`: the headers, the rest as text."""
     text = raw.decode("ascii", "surrogateescape")
-    if not crlf_only(text):
-        return None
     msg = (factory or policy.message_factory)(policy=policy)
     try:
         pairs, body = read_headers(text, 0, len(text))
@@ -62,12 +61,6 @@ def split_headers(raw: bytes, policy: Policy, factory: Callable[..., Any] | None
     msg._headers.extend(pairs)
     msg.set_payload(text[body:])
     return msg
-
-
-def crlf_only(text: str) -> bool:
-    """No CR or LF outside a CRLF (the feedparser ends lines there too)."""
-    crlf = text.count("\r\n")
-    return text.count("\r") == crlf and text.count("\n") == crlf
 
 
 def _part(
@@ -145,6 +138,10 @@ def part_spans(text: str, boundary: str, start: int, end: int) -> list[tuple[int
     if "\r" in boundary or "\n" in boundary:
         raise NotPlain  # (RFC 2231 %0D%0A) the feedparser, line by line, never matches it
     separator = "--" + boundary
+    if text.count("\r" + separator, start, end) or text.count(
+        "\n" + separator, start, end
+    ) != text.count("\r\n" + separator, start, end):
+        raise NotPlain  # it follows a lone CR or LF: the feedparser's line, not split's
     found = _boundary_line(text, separator, start, end)
     if found is None or found[1]:
         raise NotPlain  # no opening boundary line: the feedparser keeps it all as text
@@ -193,4 +190,6 @@ def _is_boundary_line(text: str, separator: str, at: int) -> bool | None:
         at += 1
     if at == len(text) or text.startswith("\r\n", at):
         return closing
+    if text[at] in "\r\n":
+        raise NotPlain  # a boundary line to the feedparser, ended by a lone CR or LF
     return None

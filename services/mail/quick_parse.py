@@ -57,8 +57,6 @@ def read_plain(
 ) -> ParsedMessage | None:
     """`parse.parse_message`'s answer for a message in the shapes above, else None."""
     text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
-    if not mime_split.crlf_only(text):
-        return None
     try:
         reader = _Reader(text)
         root = reader.root()
