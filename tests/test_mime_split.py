@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
@@ -282,6 +283,44 @@ def test_edge_cases_split_as_the_feedparser_reads_them(
 ) -> None:
     assert _same_as_feedparser(raw, monkeypatch)
     _read_plain_as_parse(raw)
+
+
+@st.composite
+def multipart_types(draw: st.DrawFn) -> str:
+    """Content-Type values of multiparts: the plain form quick_parse reads itself, in any
+    case and spacing, folded or not, and near misses (other characters, other parameters)."""
+    blank = st.sampled_from(["", " ", "\t", "  "])
+    subtype = draw(st.sampled_from(["mixed", "Alternative", "RELATED", "digest", "x-y", "a_b"]))
+    plain_chars, other_chars = st.sampled_from("aZ09'()+_,./:=-"), st.sampled_from('? "\\<>;')
+    boundary = draw(
+        st.one_of(
+            st.text(plain_chars, min_size=1, max_size=12),
+            st.text(st.one_of(plain_chars, other_chars), max_size=12),
+        )
+    )
+    name = draw(st.sampled_from(["boundary"] * 4 + ["Boundary", "boundary*", "start"]))
+    fold = draw(st.sampled_from(["", "\r\n ", "\r\n\t"]))  # a header line continued
+    tail = draw(st.sampled_from([""] * 4 + ['; start="<a@b>"', ";", "; charset=x"]))
+    return (
+        f"{draw(blank)}multipart/{subtype}{draw(blank)};{fold}{draw(blank)}"
+        f'{name}="{boundary}"{draw(blank)}{tail}'
+    )
+
+
+@hypothesis_settings(max_examples=1500, deadline=None)
+@given(value=multipart_types())
+def test_plain_multipart_types_read_as_the_email_package_reads_them(value: str) -> None:
+    """quick_parse's own reading of a plain multipart Content-Type (its subtype and boundary)
+    is the email package's (get_content_subtype, get_boundary, no start)."""
+    plain = quick_parse.plain_multipart(value)
+    if plain is None:
+        return
+    msg = BytesParser(policy=email_policy.default).parsebytes(
+        f"Content-Type: {value}\r\n\r\n".encode()
+    )
+    assert msg.get_content_maintype() == "multipart", value
+    assert plain == (msg.get_content_subtype(), msg.get_boundary()), value
+    assert msg.get_param("start") is None
 
 
 @pytest.mark.parametrize(

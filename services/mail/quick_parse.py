@@ -22,6 +22,7 @@ damaged mail; bench/parse.py times both.
 from __future__ import annotations
 
 import quopri
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from email._encoded_words import decode_b
@@ -39,6 +40,13 @@ _MAX_PARTS = 100  # parts of a message read here; more are read by `parse`
 _LEAVES_READ: dict[tuple[tuple[str, str], ...], tuple[str, str, str] | tuple[()]] = {}
 _KEPT = 1_000  # readings kept, all forgotten when full
 _KEPT_CHARS = 2_000  # parts with longer headers are read each time
+# The Content-Type nearly every multipart carries: its type and a quoted boundary alone (of
+# RFC 2046's characters but space and "?"), folded or not. Read here as the general path
+# reads it (the type lower-cased, the boundary as it is; tests/test_mime_split.py).
+_PLAIN_MULTIPART = re.compile(
+    r"[ \t]*multipart/([A-Za-z0-9-]+)[ \t]*;[ \t]*(?:\r\n[ \t]+)?"
+    r'boundary="([0-9A-Za-z\'()+_,./:=-]+)"[ \t]*'
+)
 _UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")  # get_payload reads these its own way
 
 
@@ -130,13 +138,23 @@ class _Reader:
             return _Text(*known, payload) if known else _split_part(pairs, payload)
         fields = self._fields(pairs, depth)
         content_type = fields.get("content-type")
+        plain = plain_multipart(content_type[1]) if content_type is not None else None
+        if plain is not None:
+            return self._multipart(fields, *plain, None, body, end, depth)
         value = _read(*content_type) if content_type is not None else None
         ctype = _content_type(value)
         maintype, subtype = ctype.split("/")
         if maintype == "message":
             raise NotPlain  # a forwarded message or a report: parse reads it
         if maintype == "multipart":
-            return self._multipart(fields, value, subtype, body, end, depth)
+            params = _params(value)
+            if params is None:
+                raise NotPlain
+            boundary = _param(params, "boundary", None)  # as Message.get_boundary
+            if boundary is not None:
+                boundary = collapse_rfc2231_value(boundary).rstrip()
+            start = _param(params, "start", None)
+            return self._multipart(fields, subtype, boundary, start, body, end, depth)
         payload = mime_split.leaf_payload(self.text, body, end, inside_multipart=inside_multipart)
         reading = _leaf(fields, value, maintype, subtype)
         if key is not None and sum(len(n) + len(v) for n, v in pairs) <= _KEPT_CHARS:
@@ -148,28 +166,35 @@ class _Reader:
     def _multipart(
         self,
         fields: dict[str, tuple[str, str]],
-        value: Any,
         subtype: str,
+        boundary: str | None,
+        start: Any,
         body: int,
         end: int,
         depth: int,
     ) -> _Multipart:
-        params = _params(value)
-        if params is None or depth >= _MAX_DEPTH or "content-disposition" in fields:
+        """A multipart of this subtype, boundary and `start` parameter."""
+        if depth >= _MAX_DEPTH or "content-disposition" in fields:
             raise NotPlain
         if subtype == "digest":
             raise NotPlain  # its parts default to message/rfc822
-        if subtype == "related" and _param(params, "start", None):
+        if subtype == "related" and start:
             raise NotPlain  # the part `start` names is the body: parse finds it
-        boundary = _param(params, "boundary", None)  # as Message.get_boundary
-        boundary = collapse_rfc2231_value(boundary).rstrip() if boundary is not None else None
         if not boundary:
             raise NotPlain
         parts = []
-        for start, stop in mime_split.part_spans(self.text, boundary, body, end):
-            pairs, part_body = mime_split.read_headers(self.text, start, stop)
+        for first, stop in mime_split.part_spans(self.text, boundary, body, end):
+            pairs, part_body = mime_split.read_headers(self.text, first, stop)
             parts.append(self._part(pairs, part_body, stop, depth + 1, inside_multipart=True))
         return _Multipart(subtype, parts)
+
+
+def plain_multipart(content_type: str) -> tuple[str, str] | None:
+    """The subtype and boundary of a multipart whose Content-Type is `content_type`, as
+    the general path below reads them, when it is in the plain form (`_PLAIN_MULTIPART`:
+    no other parameter, so no `start` either); else None."""
+    plain = _PLAIN_MULTIPART.fullmatch(content_type)
+    return (plain.group(1).lower(), plain.group(2)) if plain is not None else None
 
 
 def _leaf(
