@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from email._encoded_words import decode_b
 from email.message import _splitparam, _unquotevalue
-from email.utils import _has_surrogates, collapse_rfc2231_value
+from email.utils import collapse_rfc2231_value
 from typing import Any
 
 from services.mail import mime_split, parse
@@ -342,11 +342,9 @@ def _walk(part: _Node) -> Iterator[_Node]:
 
 def _text(part: _Text) -> str:
     """parse._part_text of such a part: `get_text_content`, then made storable and cut."""
-    payload = part.payload
-    if _has_surrogates(payload):
-        raw = payload.encode("ascii", "surrogateescape")
-    else:
-        raw = payload.encode("ascii")  # ASCII: the message was decoded as ASCII
+    # get_payload's bytes: ASCII as it is, undeclared 8-bit bytes as they came (the message
+    # was decoded as ASCII with surrogateescape, so no other character is there).
+    raw = part.payload.encode("ascii", "surrogateescape")
     encoding = part.transfer_encoding
     if encoding == "quoted-printable":
         content = quopri.decodestring(raw)
