@@ -9,7 +9,7 @@ multipart/related. `read_plain` reads such a message in one pass: its parts are 
 for it (`Message.get_content_type`, `get_param`, `get_payload(decode=True)`,
 `contentmanager.get_text_content`), written out once. Anything else is left to `parse`:
 
-- a part the reader does not state simply is an `parse._Split` read by `parse`'s own functions
+- a part the reader does not state simply is a `parse._Split`, read by `parse`'s own functions
   (attachments, a body with a file name or a Content-Disposition);
 - a message `mime_split` leaves to the feedparser, a forwarded message, a header the plain
   readers do not read, a multipart/related with a `start`, an unknown charset: None, and
