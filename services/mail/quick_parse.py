@@ -35,7 +35,7 @@ from services.mail.mime_split import NotPlain
 from services.mail.parse import ParsedAttachment, ParsedMessage
 
 _MAX_DEPTH = 8  # multiparts nested deeper are read by `parse` (mail clients nest 3 at most)
-_MAX_PARTS = 100  # parts of a message read here; more are read by `parse`
+_MAX_PARTS = 100  # parts of a message read here; more go to `parse` (which looks at MAX_PARTS)
 # What parts' headers (all of them, in order) are read as: the same few in most mail.
 _LEAVES_READ: dict[tuple[tuple[str, str], ...], tuple[str, str, str] | tuple[()]] = {}
 _KEPT = 1_000  # readings kept, all forgotten when full
@@ -96,7 +96,7 @@ class _Multipart:
         self.parts = parts
 
 
-_Node = _Text | _Multipart | Any  # Any: a `parse._Split`, read by parse's functions
+_Node = Any  # a _Text, a _Multipart, or a `parse._Split` read by parse's functions
 
 
 class _Reader:
@@ -112,11 +112,12 @@ class _Reader:
         self.headers = _split_part(pairs, None)
         return self._part(pairs, body, len(self.text), 0, inside_multipart=False)
 
-    def _fields(self, pairs: list[tuple[str, str]], depth: int) -> dict[str, tuple[str, str]]:
-        """The first (name, value) of each header name (lower-cased)."""
+    def _first_fields(self, pairs: list[tuple[str, str]], depth: int) -> dict[str, tuple[str, str]]:
+        """The first (name, value) of each header name (lower-cased). The message's own are
+        handed to its headers' `parse._Split` too, which would make the same."""
         fields = {name.lower(): (name, value) for name, value in reversed(pairs)}
         if not depth:
-            self.headers._first = fields  # as parse._Split would make them, kept for it
+            self.headers._first = fields
         return fields
 
     def _part(
@@ -136,7 +137,7 @@ class _Reader:
         if known is not None:
             payload = mime_split.leaf_payload(self.text, body, end, inside_multipart=True)
             return _Text(*known, payload) if known else _split_part(pairs, payload)
-        fields = self._fields(pairs, depth)
+        fields = self._first_fields(pairs, depth)
         content_type = fields.get("content-type")
         plain = plain_multipart(content_type[1]) if content_type is not None else None
         if plain is not None:
@@ -191,7 +192,7 @@ class _Reader:
 
 def plain_multipart(content_type: str) -> tuple[str, str] | None:
     """The subtype and boundary of a multipart whose Content-Type is `content_type`, as
-    the general path below reads them, when it is in the plain form (`_PLAIN_MULTIPART`:
+    `_Reader._part` reads them otherwise, when it is in the plain form (`_PLAIN_MULTIPART`:
     no other parameter, so no `start` either); else None."""
     plain = _PLAIN_MULTIPART.fullmatch(content_type)
     return (plain.group(1).lower(), plain.group(2)) if plain is not None else None
@@ -235,7 +236,8 @@ def _content_type(value: Any) -> str:
 
 def _params(value: Any) -> tuple[tuple[str, str], ...] | None:
     """The parameters `Message.get_param` reads from this Content-Type, where the plain header
-    reader knew them (None: parse reads them); a part without one has the type alone."""
+    reader knew them (None: parse reads them); none for a part without a Content-Type
+    (`_param` then gives the default)."""
     if value is None:
         return ()
     return value.__dict__.get("_params") if type(value) is parse._Plain else None
