@@ -98,6 +98,14 @@ async def sync(world: World, mailbox: Mailbox, bus: InProcessBus | None = None):
     return result
 
 
+async def mailbox_with_letters(world: World, imap: ImapServer, count: int) -> Mailbox:
+    """A connected mailbox whose INBOX holds `count` letters from JANE ("Letter 0" on)."""
+    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
+    for n in range(count):
+        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    return mailbox
+
+
 async def stored(world: World) -> list[Message]:
     return await world.scope.query(Message).order_by("id")
 
@@ -574,9 +582,7 @@ async def test_one_fetch_stores_a_thread_together_and_a_repeated_message_once(
 async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_alone(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(3):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 3)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     store = message_store.store_messages
     taken: list[datetime] = []
@@ -603,9 +609,7 @@ async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_al
 async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(3):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 3)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     stop = asyncio.Event()
     # The process is shutting down as the second batch is asked for (the first is stored
@@ -624,9 +628,7 @@ async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(
 async def test_a_batch_is_stored_while_the_next_is_read_and_stores_keep_their_order(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(3):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 3)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     body_fetches = 0
     fetched = asyncio.Event()
@@ -665,9 +667,7 @@ async def test_a_batch_is_stored_while_the_next_is_read_and_stores_keep_their_or
 async def test_a_pass_cancelled_while_a_store_is_in_flight_stores_nothing_of_it(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(2):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 2)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     storing, cancelled = asyncio.Event(), asyncio.Event()
     store = message_store.store_messages
@@ -700,9 +700,7 @@ async def test_a_pass_cancelled_while_a_store_is_in_flight_stores_nothing_of_it(
 async def test_a_pass_failing_while_a_store_is_in_flight_lets_it_finish(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(3):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 3)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 1)
     store = message_store.store_messages
 

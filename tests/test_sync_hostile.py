@@ -52,6 +52,7 @@ from tests.test_mailsync import (
     JANE,
     STRANGER,
     World,
+    mailbox_with_letters,
     stored,
     sync,
     world_fixture,  # noqa: F401  (the `world` fixture)
@@ -91,9 +92,7 @@ async def through_proxy(mailbox: Mailbox, proxy: ImapProxy) -> None:
 async def test_a_message_the_server_will_not_fetch_is_retried_then_skipped_and_shown(
     world: World, imap: ImapServer, client: Any
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(3):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 3)
     maildir_file(imap, mailbox.username, "Letter 1").chmod(
         0
     )  # Dovecot (user dovecot) cannot read it: FETCH fails, then it hangs up
@@ -147,9 +146,7 @@ async def test_a_message_the_server_will_not_fetch_is_retried_then_skipped_and_s
 async def test_a_message_that_fails_to_parse_or_store_is_found_and_the_rest_is_stored(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(5):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 5)
     parse = sync_engine.parse_message
     store = message_store._store_new
 
@@ -878,9 +875,7 @@ async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
 async def test_a_stop_between_batches_is_no_sync_of_the_mailbox(
     world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
-    for n in range(5):
-        imap.append(mailbox.username, mail(JANE, mailbox.address, f"Letter {n}"))
+    mailbox = await mailbox_with_letters(world, imap, 5)
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 2)
     stop = asyncio.Event()
     store = message_store.store_messages
