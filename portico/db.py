@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 from tortoise.migrations.api import migrate as tortoise_migrate
@@ -34,6 +35,13 @@ APP_LABEL = "portico"
 POSTGRES_TIMEOUTS = {"timeout": "5", "command_timeout": "60"}
 
 
+# Tortoise's engines, and Portico's in their place.
+OWN_ENGINES = {
+    "tortoise.backends.sqlite": "portico.db_clients.sqlite",
+    "tortoise.backends.asyncpg": "portico.db_clients.asyncpg",
+}
+
+
 def with_timeouts(database_url: str) -> str:
     """`database_url`, a PostgreSQL one given POSTGRES_TIMEOUTS where it names none."""
     parts = urlsplit(database_url)
@@ -44,16 +52,27 @@ def with_timeouts(database_url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode({**query, **missing})))
 
 
+def connection_config(database_url: str) -> dict[str, Any]:
+    """Tortoise's reading of the URL, on Portico's clients (portico/db_clients)."""
+    config = expand_db_url(with_timeouts(database_url))
+    config["engine"] = OWN_ENGINES.get(config["engine"], config["engine"])
+    return config
+
+
+def apps_config() -> dict[str, Any]:
+    return {
+        APP_LABEL: {
+            "models": MODEL_MODULES,
+            "migrations": "models.migrations",
+            "default_connection": "default",
+        }
+    }
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": with_timeouts(database_url)},
-        "apps": {
-            APP_LABEL: {
-                "models": MODEL_MODULES,
-                "migrations": "models.migrations",
-                "default_connection": "default",
-            }
-        },
+        "connections": {"default": connection_config(database_url)},
+        "apps": apps_config(),
         "use_tz": True,
         "timezone": "UTC",
     }
@@ -103,7 +122,6 @@ async def ping() -> None:
 
 async def pending_migrations() -> list[str]:
     """Names of migrations not yet applied on the initialised connection."""
-    config = tortoise_config("")["apps"]
-    executor = MigrationExecutor(get_connection("default"), config)
+    executor = MigrationExecutor(get_connection("default"), apps_config())
     plan = await executor.plan(None)
     return [f"{step.migration.app_label}.{step.migration.name}" for step in plan]

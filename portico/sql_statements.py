@@ -22,6 +22,8 @@ from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.backends.base_postgres.client import BasePostgresClient
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from portico.db_clients.sqlite import SqliteClient as OwnSqliteClient
+
 # The methods that send one statement (execute_many: one statement, many rows). None calls
 # another of them, so a statement is never counted twice.
 METHODS = (
@@ -33,6 +35,7 @@ METHODS = (
 )
 CLIENTS: tuple[type, ...] = (
     SqliteClient,
+    OwnSqliteClient,
     SqliteTransactionWrapper,
     BasePostgresClient,
     AsyncpgDBClient,
