@@ -4,8 +4,10 @@ secret in any log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ from schema import ids
 from services.firm import signin
 from services.shared import passwords
 from services.shared.pubsub import firm_channel
-from tests.support.api import PASSWORD, Api, add_staff
+from tests.support.api import PASSWORD, Api, add_staff, eventually
 from tests.support.crm_ops import CREATE_ACCOUNT, CREATE_CONTACT, UPDATE_ACCOUNT, new_account
 from tests.support.websocket import (
     LEGACY_WS,
@@ -256,6 +258,57 @@ async def test_over_long_sign_in_input_costs_one_argon2_verification(
     assert payload == {"errors": [{"code": "INVALID_CREDENTIALS"}], "token": None}
     [verified] = argon2_verifications
     assert 0 < verified <= passwords.MAX_PASSWORD_LENGTH
+
+
+async def test_sign_ins_cancelled_by_their_client_keep_argon2_to_four_at_once(
+    acme, settings, monkeypatch
+):
+    """A stranger cannot run more argon2 at once by cancelling sign-ins over a WebSocket:
+    `complete` cancels the operation, not its verification's thread, so the slot stays taken
+    until that thread ends (before, each cancellation freed a slot for one more)."""
+    let_go = threading.Event()
+    counting = threading.Lock()
+    running, most = [0], [0]
+    real = PasswordHasher.verify
+
+    def held(hasher: PasswordHasher, password_hash: str | bytes, password: str | bytes) -> bool:
+        with counting:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            let_go.wait(10)
+            return real(hasher, password_hash, password)
+        finally:
+            with counting:
+                running[0] -= 1
+
+    def sign_in(who: str) -> dict[str, Any]:
+        return {"firm": "acme", "email": f"{who}@acme.example", "password": "wrong-password-1"}
+
+    monkeypatch.setattr(PasswordHasher, "verify", held)
+    try:
+        async with serving(settings) as live, socket(live.url) as sock:
+            for n in range(4):
+                await sock.subscribe(f"cancelled-{n}", STAFF_SIGN_IN, sign_in(f"nobody{n}"))
+            await eventually(lambda: running[0] == 4, "four verifications hold the slots")
+            for n in range(4):
+                await sock.send({"id": f"cancelled-{n}", "type": "complete"})
+            for n in range(4):
+                await sock.subscribe(f"later-{n}", STAFF_SIGN_IN, sign_in(f"other{n}"))
+            await asyncio.sleep(0.5)  # time enough for a freed slot to start one
+            assert running[0] == 4
+            let_go.set()
+            answers = {}
+            while len(answers) < 4:
+                message = await sock.receive()
+                if message["type"] == "next":
+                    answers[message["id"]] = message["payload"]["data"]["staffSignIn"]
+    finally:
+        let_go.set()
+    assert answers == {
+        f"later-{n}": {"errors": [{"code": "INVALID_CREDENTIALS"}], "token": None} for n in range(4)
+    }
+    assert most[0] == 4
 
 
 async def test_an_over_long_password_is_never_cut_to_fit(acme, anon):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -11,6 +13,8 @@ from services.shared.errors import ErrorCode, input_error
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
+
+T = TypeVar("T")
 
 _hasher = PasswordHasher()
 # At most this many argon2 computations at once per process (each takes 64 MiB and a core).
@@ -33,15 +37,32 @@ def check_strength(password: str, *field: str) -> None:
 
 
 async def hash_password(password: str) -> str:
-    # argon2 is ~0.1 s of CPU; in a thread (cffi releases the GIL) the event loop keeps serving.
-    async with _argon2_slots:
-        return await asyncio.to_thread(_hasher.hash, password)
+    return await _in_a_slot(_hasher.hash, password)
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
     """True when the password matches; always spends one argon2 verification."""
-    async with _argon2_slots:
-        return await asyncio.to_thread(_verify, password_hash, password)
+    return await _in_a_slot(_verify, password_hash, password)
+
+
+async def _in_a_slot(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a thread (argon2 is ~0.1 s of CPU, and cffi releases the GIL), in one
+    of the slots until the thread ends: a caller cancelled meanwhile (a WebSocket operation
+    completed by its client) cannot stop the thread, so it must not free the slot for more."""
+    await _argon2_slots.acquire()
+    try:
+        running = asyncio.get_running_loop().run_in_executor(None, work, *args)
+    except BaseException:
+        _argon2_slots.release()
+        raise
+    running.add_done_callback(_slot_freed)
+    return await asyncio.shield(running)
+
+
+def _slot_freed(running: asyncio.Future[Any]) -> None:
+    _argon2_slots.release()
+    if not running.cancelled():
+        running.exception()  # read here too: a cancelled caller no longer does
 
 
 def _verify(password_hash: str | None, password: str) -> bool:
