@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tortoise.exceptions import OperationalError
 
 from models import (
     Account,
@@ -695,6 +696,49 @@ async def test_a_pass_cancelled_while_a_store_is_in_flight_stores_nothing_of_it(
     assert (mailbox.sync_status, mailbox.lease_until) == (SyncStatus.FAILED, None)
     monkeypatch.setattr(message_store, "store_messages", store)
     assert (await sync(world, mailbox)).stored == 2
+
+
+@pytest.mark.parametrize("fault", ["cancelled", "failed"])
+async def test_a_pass_stopped_while_its_cursor_moves_hands_the_mailbox_back(
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The cursor moves in one transaction with a lease renewal. Cancelled there (a worker's
+    stop after its grace) or failing there (the database), the renewal rolls back with it,
+    and the pass still hands the mailbox back with its error, so the next pass starts at
+    once (before, it had kept the renewal's value, matched no row, and left the mailbox
+    SYNCING until the lease ran out)."""
+    mailbox = await mailbox_with_letters(world, imap, 2)
+    moving = asyncio.Event()
+    save = MailboxFolder.save
+
+    async def stuck_save(self: MailboxFolder, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("update_fields") == ["last_uid"]:
+            moving.set()
+            if fault == "failed":
+                raise OperationalError("disk I/O error")
+            await asyncio.Event().wait()
+        await save(self, *args, **kwargs)
+
+    monkeypatch.setattr(MailboxFolder, "save", stuck_save)
+    task = asyncio.create_task(sync(world, mailbox))
+    await asyncio.wait_for(moving.wait(), 10)
+    if fault == "cancelled":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        error = "The sync was interrupted."
+    else:
+        assert (await task).status == SyncStatus.FAILED
+        error = "Unexpected error: OperationalError: disk I/O error"
+    await mailbox.refresh_from_db()
+    assert (mailbox.sync_status, mailbox.lease_until) == (SyncStatus.FAILED, None)
+    assert mailbox.last_error == error
+    inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
+    assert inbox.last_uid == 0  # rolled back with the renewal
+    monkeypatch.setattr(MailboxFolder, "save", save)
+    again = await sync(world, mailbox)
+    assert (again.status, again.busy) == (SyncStatus.IDLE, False)
+    assert [m.subject for m in await stored(world)] == ["Letter 0", "Letter 1"]
 
 
 async def test_a_pass_failing_while_a_store_is_in_flight_lets_it_finish(

@@ -214,7 +214,7 @@ async def sync_mailbox(
         result.status = current.sync_status if current else mailbox.sync_status
         result.busy = True
         return result
-    held = _Held(lease)
+    held = _Held([lease])
 
     async def folders(pass_: _Pass) -> None:
         pass_.lease, pass_.stop = held, stop
@@ -243,9 +243,9 @@ async def sync_mailbox(
         result.status = SyncStatus.SYNCING
         return result  # the row is the new holder's now: left alone
     except asyncio.CancelledError:
-        await _finish(scope, mailbox, held.token, result, "The sync was interrupted.")
+        await _finish(scope, mailbox, held.tokens, result, "The sync was interrupted.")
         raise
-    await _finish(scope, mailbox, held.token, result, result.error)
+    await _finish(scope, mailbox, held.tokens, result, result.error)
     log.info(
         "mail sync of mailbox %s: %s (%d new, %d stored, %d linked, %d skipped, %d unreadable)",
         mailbox.pk,
@@ -354,9 +354,12 @@ async def _run(
 
 @dataclass
 class _Held:
-    """A pass's claim on its mailbox: the lease value, renewed after every batch."""
+    """A pass's claim on its mailbox: the lease values its row may hold, renewed after every
+    batch. A renewal's value joins them before it is written, and stays alone once it is
+    known committed: a renewal cancelled, or rolled back with its transaction, leaves both
+    possible, and the next renewal or the release takes either (each is this pass's own)."""
 
-    token: datetime
+    tokens: list[datetime]
 
 
 class _LeaseLost(BaseException):
@@ -380,15 +383,14 @@ async def _claim(scope: FirmScope, mailbox: Mailbox) -> datetime | None:
     return lease
 
 
-async def _renew(
-    scope: FirmScope, mailbox: Mailbox, lease: datetime, result: SyncResult
-) -> datetime:
+async def _renew(scope: FirmScope, mailbox: Mailbox, lease: _Held, result: SyncResult) -> datetime:
     """A fresh lease, only while this pass still holds the mailbox; the pass's progress is
     written with it (read so far, of the total known so far)."""
     renewed = lease_token(_now(), LEASE_SECONDS)
+    lease.tokens.append(renewed)
     held = (
         await scope.query(Mailbox)
-        .filter(id=mailbox.pk, lease_until=lease)
+        .filter(id=mailbox.pk, lease_until__in=lease.tokens)
         .update(lease_until=renewed, sync_done=result.fetched, sync_total=result.total)
     )
     if not held:
@@ -397,7 +399,11 @@ async def _renew(
 
 
 async def _finish(
-    scope: FirmScope, mailbox: Mailbox, lease: datetime, result: SyncResult, error: str | None
+    scope: FirmScope,
+    mailbox: Mailbox,
+    lease: list[datetime],
+    result: SyncResult,
+    error: str | None,
 ) -> None:
     values: dict[str, object] = {"lease_until": None}
     if error is None and result.stopped:
@@ -408,7 +414,7 @@ async def _finish(
     else:
         result.error = error[:MAX_ERROR]
         values.update(sync_status=SyncStatus.FAILED, last_error=result.error)
-    held = await scope.query(Mailbox).filter(id=mailbox.pk, lease_until=lease).update(**values)
+    held = await scope.query(Mailbox).filter(id=mailbox.pk, lease_until__in=lease).update(**values)
     if held:
         for name, value in values.items():
             setattr(mailbox, name, value)
@@ -485,8 +491,14 @@ class _Pass:
         import has no lease."""
         if self.lease is not None:
             async with self.renewing:  # a store in flight renews it too
-                token = await _renew(self.scope, self.mailbox, self.lease.token, self.result)
-                self.lease.token, self.renewed = token, time.monotonic()
+                self.lease_committed(
+                    await _renew(self.scope, self.mailbox, self.lease, self.result)
+                )
+
+    def lease_committed(self, renewed: datetime) -> None:
+        """The renewal that wrote `renewed` is committed."""
+        assert self.lease is not None
+        self.lease.tokens, self.renewed = [renewed], time.monotonic()
 
     async def keep(self) -> None:
         """Renews the lease when it was last renewed RENEW_AFTER ago (or longer)."""
@@ -497,10 +509,15 @@ class _Pass:
         """After a batch: the lease renewed and the cursor moved in one transaction (one
         commit, not two). A refused renewal (_LeaseLost) rolls the cursor back with it, as
         the pass no longer holds the mailbox."""
-        async with in_transaction():
-            await self.hold()
+        if self.lease is None:
             cursor.last_uid = last_uid
             await cursor.save(update_fields=["last_uid"])
+            return
+        async with self.renewing, in_transaction():
+            renewed = await _renew(self.scope, self.mailbox, self.lease, self.result)
+            cursor.last_uid = last_uid
+            await cursor.save(update_fields=["last_uid"])
+        self.lease_committed(renewed)  # not before: rolled back, the row still holds the last one
 
     async def select(self, name: str) -> int | None:
         """Selects the folder; its UIDNEXT."""
