@@ -25,10 +25,12 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from tortoise.exceptions import OperationalError
 
 from models import DeliveryStatus, Firm, OutboundEmail
 from portico.settings import Settings
 from portico.worker import run_worker
+from services.loops import delivery
 from services.loops.delivery import deliver_due, retry_delay
 from services.outbound import outbox
 from services.outbound.outbox import Bodies
@@ -192,6 +194,36 @@ async def test_connections_are_reused_and_outcomes_written_in_batches(settings, 
         (DeliveryStatus.SENT, 1, None)
     }
     assert all(row.sent_at is not None for row in sent)
+
+
+async def test_sent_outcomes_whose_write_fails_are_kept_for_the_next_write(
+    settings, server, firm, monkeypatch
+):
+    """The batch of SENT outcomes fails to be written (the database, for a moment): its rows
+    are written by the round's last flush, not dropped (they would have stayed leased, and
+    gone out again once the lease ran out)."""
+    mail = mail_settings(settings, server, mail_send_concurrency=1)
+    rows = await queue(mail, firm, delivery.FLUSH_ROWS)
+    record_sent = delivery._record_sent
+    failed: list[int] = []
+
+    async def failing_once(rows: list[OutboundEmail], *args: Any) -> None:
+        if not failed:
+            failed.append(len(rows))
+            raise OperationalError("the database went away")
+        await record_sent(rows, *args)
+
+    monkeypatch.setattr(delivery, "_record_sent", failing_once)
+    transport = transport_for(mail)
+    with pytest.raises(ExceptionGroup) as raised:  # the runner's error, as before
+        await deliver_due(mail, transport)
+    assert raised.group_contains(OperationalError)
+    assert failed == [delivery.FLUSH_ROWS]
+    await transport.aclose()
+    assert ids(server) == Counter({row.message_id: 1 for row in rows})
+    assert {(row.status, row.attempts, row.lease_until) for row in await OutboundEmail.all()} == {
+        (DeliveryStatus.SENT, 1, None)
+    }
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced(settings, firm):

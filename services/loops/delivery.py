@@ -318,9 +318,11 @@ class _Sending:
                 if wait <= 0:
                     try:
                         await self._flush()
-                    except Exception:  # the runners' own flushes and the final one go on
+                    except Exception:  # kept: tried again after a while, and at the end
                         log.exception("could not record sent mail")
-                    continue
+                        wait = self.flush_after
+                    else:
+                        continue
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -354,9 +356,17 @@ class _Sending:
             await _release(group, lease)
 
     async def _flush(self) -> None:
-        rows, self.sent = self.sent, []
-        for lease, group in _by_lease(rows).items():
-            await _record_sent(group, lease, self.now or _utcnow())
+        rows, self.sent, first_sent = self.sent, [], self.first_sent
+        groups = list(_by_lease(rows).items())
+        for done, (lease, group) in enumerate(groups):
+            try:
+                await _record_sent(group, lease, self.now or _utcnow())
+            except BaseException:
+                # Kept for the next flush (the final one at least): dropped, they would stay
+                # leased, and go out again once the lease ran out.
+                self.sent[:0] = [row for _, kept in groups[done:] for row in kept]
+                self.first_sent = first_sent
+                raise
 
     async def _deliver_one(self, row: OutboundEmail) -> None:
         settings, now = self.settings, self.now
