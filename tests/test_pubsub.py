@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from portico.settings import Settings
 from services.shared.pubsub import (
@@ -345,6 +346,44 @@ async def test_redis_idle_connection_stays_up_between_pings(
         assert bus.reconnects == 0 and bus.connected
         await bus.publish(channel, {"n": 1})
         assert await receive(sub) == {"n": 1}
+
+
+async def test_a_subscriber_cancelled_while_it_subscribes_never_enters(
+    redis_buses: MakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber (a fanout group whose last member left, a completed operation) cancelled
+    while its SUBSCRIBE is written ends there, whenever the write finishes: redis-py writes
+    under asyncio.wait_for, which on Python 3.11 drops a cancellation that comes in the turn
+    the write finishes, and the task used to enter and listen for good."""
+    bus = redis_buses()
+    async with bus.subscribe(unique_channel()):  # the listener is connected
+        writing = asyncio.Event()
+        subscribe = PubSub.subscribe
+
+        async def watched(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            return await subscribe(self, *args, **kwargs)
+
+        monkeypatch.setattr(PubSub, "subscribe", watched)
+        entered = []
+        for turns in range(6):  # the cancellation before, as and after the write finishes
+            channel = unique_channel()
+            writing.clear()
+
+            async def listen(channel: str = channel) -> None:
+                async with bus.subscribe(channel) as sub:
+                    entered.append(channel)
+                    await anext(sub)
+
+            task = asyncio.create_task(listen())
+            await asyncio.wait_for(writing.wait(), 5)
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done and task.cancelled(), f"after {turns} turns: still listening"
+            assert bus.subscriber_count(channel) == 0
+    assert entered == []
 
 
 async def test_redis_subscription_churn_leaves_the_right_state(

@@ -372,6 +372,12 @@ class RedisBus:
             # Entered only once Redis confirms the SUBSCRIBE: an event published anywhere
             # after this point reaches this subscriber.
             await self._wait_confirmed(channel)
+            # On Python 3.11 asyncio.wait_for (redis-py's writes, the wait above) returns
+            # what finished in the turn it was cancelled and drops the cancellation: a
+            # subscriber cancelled meanwhile (an operation completed) must not enter.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             yield sub
         finally:
             self._subs.remove(sub)
