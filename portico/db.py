@@ -100,6 +100,13 @@ async def init_db(database_url: str) -> None:
     # would send SQLite's "?" to PostgreSQL afterwards.
     EXECUTOR_CACHE.clear()
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+    connection = get_connection("default")
+    if connection.capabilities.dialect == "sqlite":
+        # Opened now, not by the process's first statement: Tortoise opens it holding the
+        # connection's lock outside any `try`, then sets its PRAGMAs one by one, so that
+        # statement cancelled kept the lock, or a connection without foreign keys, for good.
+        # (PostgreSQL's pool stays lazy: a database down at start is a 503, not a crash.)
+        await connection.create_connection(with_db=True)
 
 
 async def close_db() -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -238,3 +241,48 @@ async def test_a_mutation_whose_socket_closes_at_begin_leaves_the_api_serving(
             assert renamed["contact"]["firstName"] == f"Anna {round_}"
         contact = (await api.data(CONTACT, {"id": anna["id"]}))["contact"]
     assert contact == {"firstName": f"Anna {ROUNDS - 1}", "lastName": "Miller"}
+
+
+FIRST_STATEMENT = """
+import asyncio, sys
+from tortoise import Tortoise
+from models import Firm
+from portico import db
+
+async def main(url):
+    await db.migrate(url)
+    for turns in (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128):
+        await db.init_db(url)
+        first = asyncio.ensure_future(Firm.all().count())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        async with asyncio.timeout(5):
+            await Firm.all().count()
+            connection = Tortoise.get_connection("default")
+            [row] = await connection.execute_query_dict("PRAGMA foreign_keys")
+        print(turns, row["foreign_keys"], flush=True)
+        await db.close_db()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_process_whose_first_statement_is_cancelled_keeps_a_whole_sqlite_connection(
+    tmp_path: Path,
+) -> None:
+    """SQLite's connection is opened when the database is set up, not by the process's first
+    statement (a WebSocket operation, a pass): cancelled while it opened the connection,
+    that statement kept its lock, or a connection whose foreign keys were never turned on."""
+    url = f"sqlite://{tmp_path / 'first.sqlite3'}"
+    ran = subprocess.run(
+        [sys.executable, "-c", FIRST_STATEMENT, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    lines = ran.stdout.split()
+    assert len(lines) == 2 * 13 and set(lines[1::2]) == {"1"}, ran.stdout
