@@ -349,5 +349,4 @@ class _Claim:
 class _Stopped(BaseException):
     """Ends an import from its progress callback, between two batches. A BaseException, as
     CancelledError is: the import's own error handling (which records failures) lets it by.
-    Stopping is cooperative because cancelling a write midway can leave SQLite's connection
-    lock taken (Tortoise acquires it before BEGIN)."""
+    An import stops between batches, each stored whole."""

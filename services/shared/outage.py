@@ -93,8 +93,7 @@ async def renew_connections() -> None:
 
 
 async def in_own_task(work: Coroutine[Any, Any, T], name: str) -> T:
-    """`work` run in a task of its own, for a loop's round: when BEGIN fails (the database
-    restarted under a pooled connection) tortoise leaves that transaction as the current one
-    of the task that ran it, and every later transaction of that task would nest in it (a
-    savepoint on a connection back in the pool) until the process restarts."""
+    """`work` run in a task of its own, for a loop's round: whatever a failed round leaves in
+    its context (Tortoise's current transaction, before portico/db_clients reset it when
+    BEGIN fails) ends with it, and the loop's next round starts clean."""
     return await asyncio.create_task(work, name=name)
