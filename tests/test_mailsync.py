@@ -8,6 +8,7 @@ tests/test_mail_parse.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import imaplib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -605,6 +606,22 @@ async def test_a_pass_that_ran_past_its_lease_stops_and_leaves_the_new_holder_al
     assert (row.sync_status, row.lease_until) == (SyncStatus.SYNCING, taken[0])  # untouched
     inbox = await MailboxFolder.get(mailbox_id=mailbox.pk, role="INBOX")
     assert inbox.last_uid == 0  # the cursor is the new holder's to move
+
+
+async def test_a_pass_stopped_before_its_first_command_makes_none(
+    world: World, imap: ImapServer, recwarn: pytest.WarningsRecorder
+) -> None:
+    """The process is shutting down as the pass logs in: it ends before LIST, with nothing
+    stored, and the command it did not send was never made (made and dropped, it was a
+    coroutine never awaited: Python's RuntimeWarning)."""
+    mailbox = await mailbox_with_letters(world, imap, 1)
+    stop = asyncio.Event()
+    stop.set()
+    result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
+    assert (result.stopped, result.error, result.stored) == (True, None, 0)
+    gc.collect()
+    assert [str(w.message) for w in recwarn if "never awaited" in str(w.message)] == []
+    assert (await sync(world, mailbox)).stored == 1
 
 
 async def test_stop_ends_a_pass_between_batches_with_the_cursor_after_them(

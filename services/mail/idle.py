@@ -52,7 +52,7 @@ class IdleWatcher(ImapSession):
 
     async def examine_inbox(self) -> tuple[int | None, int | None]:
         """EXAMINE INBOX: its UIDVALIDITY and UIDNEXT (None when not given)."""
-        response = await self.call("EXAMINE", self.client.examine("INBOX"))
+        response = await self.call("EXAMINE", lambda: self.client.examine("INBOX"))
         if response.result != "OK":
             raise MailSyncError(f"{self.where} refused EXAMINE INBOX")
         # EXAMINE selects the folder read only (RFC 3501), but aioimaplib tracks only SELECT
@@ -67,7 +67,9 @@ class IdleWatcher(ImapSession):
         while not queue.empty():  # pushes left over from the last IDLE were handled by a pass
             queue.get_nowait()
         # aioimaplib's own IDLE timer is set past ours: this method decides when IDLE ends.
-        idle = await self.call("IDLE", self.client.idle_start(timeout=seconds + IMAP_TIMEOUT))
+        idle = await self.call(
+            "IDLE", lambda: self.client.idle_start(timeout=seconds + IMAP_TIMEOUT)
+        )
         deadline = asyncio.get_running_loop().time() + seconds
         log.debug("%s: IDLE on INBOX for up to %g s", label, seconds)
         try:

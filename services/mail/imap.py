@@ -36,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Self, TypeVar
 
 import aioimaplib
@@ -121,19 +122,19 @@ _EMPTY_SECTION = re.compile(rb'BODY\[[^\]]*\](?:<\d+>)? (?:""|NIL)')
 
 
 async def guarded(
-    command: Awaitable[T],
+    command: Callable[[], Awaitable[T]],
     lost: asyncio.Event,
     where: str,
     what: str,
     stop: asyncio.Event | None = None,
 ) -> T:
-    """The IMAP command's answer, or MailSyncError as soon as the connection drops (`lost` is
-    set by the protocol), the server does not answer in time, or the command fails;
-    SyncStopped as soon as `stop` is set."""
-    task = asyncio.ensure_future(command)
+    """The answer of the IMAP command `command()` makes, or MailSyncError as soon as the
+    connection drops (`lost` is set by the protocol), the server does not answer in time, or
+    the command fails; SyncStopped as soon as `stop` is set (before: the command is not
+    made, as a command made and never run is a coroutine never awaited)."""
     if stop is not None and stop.is_set():
-        task.cancel()
         raise SyncStopped
+    task = asyncio.ensure_future(command())
     waits = {asyncio.ensure_future(lost.wait())}
     if stop is not None:
         waits.add(asyncio.ensure_future(stop.wait()))
@@ -370,7 +371,7 @@ class ImapSession:
             raise MailSyncError(str(exc)) from None
         return cls(client, str(server))
 
-    async def call(self, what: str, command: Awaitable[T]) -> T:
+    async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
         try:
             return await guarded(command, self.lost, self.where, what, self.stop)
         except (SyncStopped, ServerTimedOut):
@@ -386,8 +387,10 @@ class ImapSession:
             "LIST-EXTENDED"
         ):
             args += ["RETURN", "(SPECIAL-USE)"]
-        command = self.client.protocol.simple_command("LIST", *args)
-        response = await self.call("LIST", asyncio.wait_for(command, IMAP_TIMEOUT))
+        protocol = self.client.protocol
+        response = await self.call(
+            "LIST", lambda: asyncio.wait_for(protocol.simple_command("LIST", *args), IMAP_TIMEOUT)
+        )
         if response.result != "OK":
             raise MailSyncError(f"The IMAP server {self.where} refused LIST: {_text(response)}")
         listed = _list_entries(response.lines)
@@ -399,7 +402,9 @@ class ImapSession:
 
     async def select(self, name: str) -> tuple[int | None, int | None]:
         """Selects the folder; its UIDVALIDITY and UIDNEXT (None when not given)."""
-        response = await self.call(f"SELECT {name}", self.client.select(aioimaplib.quoted(name)))
+        response = await self.call(
+            f"SELECT {name}", lambda: self.client.select(aioimaplib.quoted(name))
+        )
         if response.result != "OK":
             raise MailSyncError(
                 f"The IMAP server {self.where} refused to open {name}: {_text(response)}"
@@ -407,8 +412,9 @@ class ImapSession:
         return folder_status(response)
 
     async def uids_after(self, last_uid: int) -> list[int]:
-        command = self.client.uid_search("UID", f"{last_uid + 1}:*", charset=None)
-        response = await self.call("UID SEARCH", command)
+        response = await self.call(
+            "UID SEARCH", lambda: self.client.uid_search("UID", f"{last_uid + 1}:*", charset=None)
+        )
         if response.result != "OK":
             raise MailSyncError(f"The IMAP server {self.where} refused SEARCH: {_text(response)}")
         uids: set[int] = set()
@@ -427,8 +433,10 @@ class ImapSession:
             ascii_only = address.isascii()
             value = aioimaplib.quoted(address)  # UTF-8 in a quoted string where not ASCII
             criteria = ("OR", "FROM", value, "OR", "TO", value, "CC", value)
-            command = self.client.uid_search(*criteria, charset=None if ascii_only else "UTF-8")
-            response = await self.call("UID SEARCH", command)
+            charset = None if ascii_only else "UTF-8"
+            response = await self.call(
+                "UID SEARCH", partial(self.client.uid_search, *criteria, charset=charset)
+            )
             if response.result != "OK":
                 found.refused[address] = (
                     f"The IMAP server {self.where} refused to search for {address}: "
@@ -443,8 +451,9 @@ class ImapSession:
 
     async def uid_exists(self, uid: int) -> bool:
         """Whether the selected folder still holds `uid` (not expunged meanwhile)."""
-        command = self.client.uid_search("UID", str(uid), charset=None)
-        response = await self.call("UID SEARCH", command)
+        response = await self.call(
+            "UID SEARCH", lambda: self.client.uid_search("UID", str(uid), charset=None)
+        )
         if response.result != "OK":
             return True  # cannot tell: counted as there, so a failure is not taken for gone
         for line in response.lines[:-1]:
@@ -459,7 +468,7 @@ class ImapSession:
         sort out by UID; a lost connection or a timeout raises MailSyncError."""
         message_set = ",".join(str(u) for u in uids)
         try:
-            response = await self.call("UID FETCH", self._uid_fetch(message_set, parts))
+            response = await self.call("UID FETCH", lambda: self._uid_fetch(message_set, parts))
         except MailSyncError:
             # A server going down says so too ("Server shutting down."): no message's fault.
             if (

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
+from functools import partial
 
 import aioimaplib
 from tortoise.transactions import in_transaction
@@ -270,7 +271,7 @@ async def file_sent_copy(settings: Settings, mailbox: Mailbox, message: EmailMes
                     return True
                 response = await session.call(
                     "APPEND",
-                    session.client.append(raw, aioimaplib.quoted(folder), flags="\\Seen"),
+                    partial(session.client.append, raw, aioimaplib.quoted(folder), flags="\\Seen"),
                 )
             finally:
                 await session.close()
@@ -305,13 +306,15 @@ async def _already_filed(session: ImapSession, folder: str, message_id: str) -> 
     if not _MESSAGE_ID.fullmatch(message_id):
         return False  # nothing a search could match exactly
     opened = await session.call(
-        f"SELECT {folder}", session.client.select(aioimaplib.quoted(folder))
+        f"SELECT {folder}", partial(session.client.select, aioimaplib.quoted(folder))
     )
     if opened.result != "OK":
         log.warning("could not open %s to look for %s: %s", folder, message_id, opened.result)
         return False
     criteria = ("HEADER", "Message-ID", aioimaplib.quoted(message_id))
-    found = await session.call("UID SEARCH", session.client.uid_search(*criteria, charset=None))
+    found = await session.call(
+        "UID SEARCH", partial(session.client.uid_search, *criteria, charset=None)
+    )
     if found.result != "OK":
         log.warning("could not search %s for %s: %s", folder, message_id, found.result)
         return False
