@@ -53,14 +53,19 @@ class BeginHold:
 
         monkeypatch.setattr(wrapper, "begin", begin)
 
-    async def cancel_at_begin(self, started: Callable[[], Awaitable[None]]) -> None:
-        """Starts what `started` does, cancels it once its transaction began, and waits
-        until it has ended."""
+    async def until_begun(self, started: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Starts what `started` does; its task, once a transaction began (and is held)."""
         self.begun.clear()
         self.armed = True
         task = asyncio.create_task(started())
         async with asyncio.timeout(SECONDS):
             await self.begun.wait()
+        return task
+
+    async def cancel_at_begin(self, started: Callable[[], Awaitable[None]]) -> None:
+        """Starts what `started` does, cancels it once its transaction began, and waits
+        until it has ended."""
+        task = await self.until_begun(started)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -227,11 +232,7 @@ async def test_a_mutation_whose_socket_closes_at_begin_leaves_the_api_serving(
                     await sock.subscribe("1", UPDATE_CONTACT, variables)
                     await asyncio.Event().wait()  # the server's side is what is cancelled
 
-                hold.begun.clear()
-                hold.armed = True
-                client_side = asyncio.create_task(rename())
-                async with asyncio.timeout(SECONDS):
-                    await hold.begun.wait()
+                client_side = await hold.until_begun(rename)
                 client_side.cancel()
             # The socket is closed: its operation was cancelled while it held BEGIN.
             async with asyncio.timeout(SECONDS):
