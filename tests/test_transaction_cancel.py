@@ -71,6 +71,48 @@ class BeginHold:
             await task
 
 
+async def test_a_task_cancelled_twice_as_its_transaction_ends_goes_on_outside_it(
+    clean_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled in a transaction, then again while its connection goes back to the pool: a
+    task that handles the cancellation and goes on (a sync pass recording why it stopped)
+    is outside the transaction, not on a connection already given back."""
+    if clean_db.backend != "postgres":
+        pytest.skip("a pool's release that can be waited for: PostgreSQL's")
+    inside, releasing, let_go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    release = asyncpg.Pool.release
+
+    async def slow_release(pool: asyncpg.Pool, *args: Any, **kwargs: Any) -> None:
+        async def gated() -> None:
+            releasing.set()
+            await let_go.wait()
+            await release(pool, *args, **kwargs)
+
+        await asyncio.shield(gated())  # as asyncpg's own: the release goes on when cancelled
+
+    async def work() -> int:
+        try:
+            async with in_transaction():
+                await Firm.create(name="Cancelled", slug="cancelled")
+                inside.set()
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return await Firm.all().count()  # the cancellation handled: work goes on
+        raise AssertionError("not cancelled")
+
+    task = asyncio.create_task(work())
+    async with asyncio.timeout(SECONDS):
+        await inside.wait()
+    monkeypatch.setattr(asyncpg.Pool, "release", slow_release)
+    task.cancel()
+    async with asyncio.timeout(SECONDS):
+        await releasing.wait()
+    task.cancel()
+    let_go.set()
+    async with asyncio.timeout(SECONDS):
+        assert await task == 0  # rolled back, and counted on a connection of its own
+
+
 async def committed_slugs(database: Database) -> set[str]:
     """The firms' slugs as a connection of its own sees them: only what was committed."""
     if database.backend == "postgres":
