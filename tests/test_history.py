@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tortoise.queryset import UpdateQuery
 
 from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
 from portico.settings import Settings
@@ -318,6 +319,46 @@ async def test_several_addresses_of_one_mailbox_share_one_login(acme, settings, 
         BOB: ("DONE", 4, 1),
     }
     assert (await inbox(acme.api))["From Bob"] == ["Doe Family"]
+
+
+async def test_a_round_cancelled_as_it_renews_its_lease_puts_the_import_back(
+    acme, settings, imap, monkeypatch
+):
+    """The worker stops (cancels the round) just as a lease renewal was written, before it
+    returned: the rows hold the new value, and the release must still find them, so the
+    import waits PENDING for the next round, not RUNNING until the lease runs out."""
+    o = await office(acme, imap, settings)
+    with imaplib.IMAP4(imap.host, imap.port) as server:
+        server.login(o.user, PASSWORD)
+        for n in range(80):  # two batches: a renewal after the first
+            raw = mail(JANE.lower(), o.user, f"Old {n}")
+            server.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+        server.logout()
+    await acme.api.data(SYNC, {"id": o.mailbox_id})
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+
+    renewed = asyncio.Event()
+    execute = UpdateQuery._execute
+
+    async def held_after_renewal(query: UpdateQuery) -> int:
+        updated = await execute(query)
+        if query.model is HistoryImport and "found" in query.update_kwargs:
+            renewed.set()
+            await asyncio.Event().wait()  # written; the round is cancelled before it returns
+        return updated
+
+    monkeypatch.setattr(UpdateQuery, "_execute", held_after_renewal)
+    round_ = asyncio.create_task(history.run_due_imports(settings))
+    await asyncio.wait_for(renewed.wait(), 30)
+    round_.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await round_
+    monkeypatch.setattr(UpdateQuery, "_execute", execute)
+    [waiting] = await HistoryImport.all()
+    assert (waiting.status, waiting.lease_until) == (HistoryStatus.PENDING, None)
+    assert await history.run_due_imports(settings) == 1
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert done["status"] == "DONE"
 
 
 async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap, monkeypatch):

@@ -217,7 +217,10 @@ class _Claim:
     def __init__(self, mailbox_id: int, rows: list[HistoryImport], lease: datetime) -> None:
         self.mailbox_id = mailbox_id
         self.rows = rows
-        self.lease = lease
+        # The lease values the rows may hold: a renewal's joins before it is written, and
+        # stays alone once it returned; cancelled meanwhile, either may be the rows' (the
+        # release after a cancellation must still find them).
+        self.leases = [lease]
         self.imported: dict[str, int] = {row.address_normalized: 0 for row in rows}
         self.held = True  # False once another process has taken the rows over
         self.stop: asyncio.Event | None = None
@@ -285,7 +288,8 @@ class _Claim:
 
     async def _save(self, result: sync_engine.SyncResult) -> None:
         lease = _new_lease(_now())
-        renewed = await HistoryImport.filter(id__in=self.ids, lease_until=self.lease).update(
+        self.leases.append(lease)
+        renewed = await HistoryImport.filter(id__in=self.ids, lease_until__in=self.leases).update(
             lease_until=lease, found=result.total
         )
         if not renewed:
@@ -297,9 +301,9 @@ class _Claim:
                 raise _Stopped
             log.warning("history imports %s were taken over by another process", self.ids)
             return
-        self.lease = lease
+        self.leases = [lease]
         for row in self.rows:
-            await HistoryImport.filter(id=row.pk, lease_until=self.lease).update(
+            await HistoryImport.filter(id=row.pk, lease_until=lease).update(
                 imported=row.imported + self.imported[row.address_normalized]
             )
 
@@ -327,7 +331,7 @@ class _Claim:
         for row in self.rows:
             if row.address_normalized not in only:
                 continue
-            await HistoryImport.filter(id=row.pk, lease_until=self.lease).update(
+            await HistoryImport.filter(id=row.pk, lease_until__in=self.leases).update(
                 status=status,
                 found=found,
                 imported=row.imported + self.imported[row.address_normalized],
@@ -342,7 +346,7 @@ class _Claim:
         """Stopped midway: the rows wait for the next round (what was stored stays)."""
         if self.held:
             await HistoryImport.filter(
-                id__in=self.ids, lease_until=self.lease, status=HistoryStatus.RUNNING
+                id__in=self.ids, lease_until__in=self.leases, status=HistoryStatus.RUNNING
             ).update(status=HistoryStatus.PENDING, lease_until=None)
 
 
