@@ -44,6 +44,7 @@ from services.shared.errors import InputError
 from services.shared.pubsub import InProcessBus, Subscription, firm_channel
 from services.shared.scope import FirmScope
 from tests.support.api import PASSWORD as STAFF_PASSWORD
+from tests.support.api import eventually
 from tests.support.imap import PASSWORD, ImapServer, imap_fixture  # noqa: F401
 from tests.support.mail import add_mailbox, mail, when_asked_for
 
@@ -619,6 +620,14 @@ async def test_a_pass_stopped_before_its_first_command_makes_none(
     stop.set()
     result = await sync_engine.sync_mailbox(world.scope, mailbox, world.settings, stop=stop)
     assert (result.stopped, result.error, result.stored) == (True, None, 0)
+
+    # Nothing was abandoned: the pass said LOGOUT, as after any pass (Dovecot logs how the
+    # session ended once it has closed it).
+    def session_log() -> str:
+        return (imap.folder / "dovecot.log").read_text().rsplit("Login: user=", 1)[1]
+
+    await eventually(lambda: "Disconnected:" in session_log(), "Dovecot logs the session's end")
+    assert "Disconnected: Logged out" in session_log(), session_log()
     gc.collect()
     assert [str(w.message) for w in recwarn if "never awaited" in str(w.message)] == []
     assert (await sync(world, mailbox)).stored == 1

@@ -364,8 +364,10 @@ class _Sending:
             except BaseException:
                 # Kept for the next flush (the final one at least): dropped, they would stay
                 # leased, and go out again once the lease ran out.
-                self.sent[:0] = [row for _, kept in groups[done:] for row in kept]
-                self.first_sent = first_sent
+                kept = [row for _, rest in groups[done:] for row in rest]
+                # Older than any row sent since: the next flush is due by theirs.
+                self.first_sent = min(first_sent, self.first_sent) if self.sent else first_sent
+                self.sent[:0] = kept
                 raise
 
     async def _deliver_one(self, row: OutboundEmail) -> None:

@@ -372,6 +372,8 @@ class ImapSession:
         return cls(client, str(server))
 
     async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        if self.stop is not None and self.stop.is_set():
+            raise SyncStopped  # before any command: nothing abandoned, LOGOUT as usual
         try:
             return await guarded(command, self.lost, self.where, what, self.stop)
         except (SyncStopped, ServerTimedOut):

@@ -401,7 +401,7 @@ async def _renew(scope: FirmScope, mailbox: Mailbox, lease: _Held, result: SyncR
 async def _finish(
     scope: FirmScope,
     mailbox: Mailbox,
-    lease: list[datetime],
+    tokens: list[datetime],
     result: SyncResult,
     error: str | None,
 ) -> None:
@@ -414,7 +414,7 @@ async def _finish(
     else:
         result.error = error[:MAX_ERROR]
         values.update(sync_status=SyncStatus.FAILED, last_error=result.error)
-    held = await scope.query(Mailbox).filter(id=mailbox.pk, lease_until__in=lease).update(**values)
+    held = await scope.query(Mailbox).filter(id=mailbox.pk, lease_until__in=tokens).update(**values)
     if held:
         for name, value in values.items():
             setattr(mailbox, name, value)
