@@ -384,10 +384,10 @@ async def _claim(scope: FirmScope, mailbox: Mailbox) -> datetime | None:
 
 
 async def _renew(scope: FirmScope, mailbox: Mailbox, lease: _Held, result: SyncResult) -> datetime:
-    """A fresh lease, only while this pass still holds the mailbox; the pass's progress is
-    written with it (read so far, of the total known so far)."""
+    """A fresh lease value, only while this pass still holds the mailbox; the pass's progress
+    is written with it (read so far, of the total known so far)."""
     renewed = lease_token(_now(), LEASE_SECONDS)
-    lease.tokens.append(renewed)
+    lease.tokens.append(renewed)  # known to be the row's only once committed
     held = (
         await scope.query(Mailbox)
         .filter(id=mailbox.pk, lease_until__in=lease.tokens)
@@ -509,13 +509,12 @@ class _Pass:
         """After a batch: the lease renewed and the cursor moved in one transaction (one
         commit, not two). A refused renewal (_LeaseLost) rolls the cursor back with it, as
         the pass no longer holds the mailbox."""
+        cursor.last_uid = last_uid
         if self.lease is None:
-            cursor.last_uid = last_uid
             await cursor.save(update_fields=["last_uid"])
             return
         async with self.renewing, in_transaction():
             renewed = await _renew(self.scope, self.mailbox, self.lease, self.result)
-            cursor.last_uid = last_uid
             await cursor.save(update_fields=["last_uid"])
         self.lease_committed(renewed)  # not before: rolled back, the row still holds the last one
 
