@@ -321,21 +321,30 @@ async def test_several_addresses_of_one_mailbox_share_one_login(acme, settings, 
     assert (await inbox(acme.api))["From Bob"] == ["Doe Family"]
 
 
+async def office_with_old_mail(
+    acme: Firm, imap: ImapServer, settings: Settings, count: int
+) -> Office:
+    """The office with `count` old letters from Jane in its mailbox, synced; then EMAIL SYNC
+    is turned on for her, and her history import waits."""
+    o = await office(acme, imap, settings)
+    with imaplib.IMAP4(imap.host, imap.port) as server:
+        server.login(o.user, PASSWORD)
+        for n in range(count):
+            raw = mail(JANE.lower(), o.user, f"Old {n}")
+            server.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
+        server.logout()
+    await acme.api.data(SYNC, {"id": o.mailbox_id})
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    return o
+
+
 async def test_a_round_cancelled_as_it_renews_its_lease_puts_the_import_back(
     acme, settings, imap, monkeypatch
 ):
     """The worker stops (cancels the round) just as a lease renewal was written, before it
     returned: the rows hold the new value, and the release must still find them, so the
     import waits PENDING for the next round, not RUNNING until the lease runs out."""
-    o = await office(acme, imap, settings)
-    with imaplib.IMAP4(imap.host, imap.port) as server:
-        server.login(o.user, PASSWORD)
-        for n in range(80):  # two batches: a renewal after the first
-            raw = mail(JANE.lower(), o.user, f"Old {n}")
-            server.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
-        server.logout()
-    await acme.api.data(SYNC, {"id": o.mailbox_id})
-    await email_sync(acme.api, o.jane["Doe Family"], True)
+    o = await office_with_old_mail(acme, imap, settings, 80)  # two batches: one renewal
 
     renewed = asyncio.Event()
     execute = UpdateQuery._execute
@@ -362,15 +371,7 @@ async def test_a_round_cancelled_as_it_renews_its_lease_puts_the_import_back(
 
 
 async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap, monkeypatch):
-    o = await office(acme, imap, settings)
-    with imaplib.IMAP4(imap.host, imap.port) as server:
-        server.login(o.user, PASSWORD)
-        for n in range(120):  # three batches
-            raw = mail(JANE.lower(), o.user, f"Old {n}")
-            server.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw)
-        server.logout()
-    await acme.api.data(SYNC, {"id": o.mailbox_id})
-    await email_sync(acme.api, o.jane["Doe Family"], True)
+    o = await office_with_old_mail(acme, imap, settings, 120)  # three batches
 
     stop = asyncio.Event()
     store = message_store.store_messages
