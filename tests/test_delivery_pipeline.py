@@ -226,6 +226,59 @@ async def test_sent_outcomes_whose_write_fails_are_kept_for_the_next_write(
     }
 
 
+class RefusesFirstClient(Server):
+    """451 at RCPT TO for client0@example.com: a temporary failure, for that row alone."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address == "client0@example.com":
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_a_runner_whose_outcome_write_fails_lets_the_other_sends_finish(
+    settings, firm, monkeypatch
+):
+    """One runner cannot write its row's outcome (the database, for a moment) while another
+    runner's message is in DATA. That send finishes and its SENT is written: cancelled, it
+    would have left a message the server may have kept with its row leased, to go out again.
+    The rows not started go back to the queue at once, and the round fails."""
+    server = RefusesFirstClient()
+    server.start()
+    server.slow(0.5)
+    mail = mail_settings(settings, server, mail_send_concurrency=2)
+    rows = await queue(mail, firm, 4)
+    record = delivery._record
+
+    async def failing_for_the_refused(row: OutboundEmail, *args: Any, **changes: Any) -> bool:
+        if row.pk != rows[0].pk:
+            return await record(row, *args, **changes)
+        deadline = time.monotonic() + 5
+        while server.in_data == 0:  # the other runner's message is in DATA
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(delivery, "_record", failing_for_the_refused)
+    transport = transport_for(mail)
+    try:
+        with pytest.raises(ExceptionGroup) as raised:
+            await deliver_due(mail, transport)
+    finally:
+        await transport.aclose()
+        server.stop()
+    assert raised.group_contains(OperationalError)
+    assert ids(server) == Counter({rows[1].message_id: 1})
+    after = {row.pk: row for row in await OutboundEmail.all()}
+    assert (after[rows[1].pk].status, after[rows[1].pk].lease_until) == (DeliveryStatus.SENT, None)
+    for row in rows[2:]:  # not started: due at once, no attempt counted
+        assert (after[row.pk].status, after[row.pk].attempts) == (DeliveryStatus.QUEUED, 0)
+        assert after[row.pk].lease_until is None
+    assert after[rows[0].pk].lease_until is not None  # its outcome unwritten: sent after the lease
+
+
 async def test_a_connection_the_server_closed_while_idle_is_replaced(settings, firm):
     server = Server(timeout=0.3)  # aiosmtpd hangs up after 0.3 s without a command
     server.start()

@@ -29,7 +29,9 @@ above).
 Stopping (SIGTERM sets `stop`): the rows of the claim not yet started are handed back at
 once (lease cleared, due now, no attempt counted); the sends under way finish, each within
 the SMTP timeout (at most a quarter of the lease), their outcomes are written, and then the
-worker closes its connections.
+worker closes its connections. A runner's error (the database, most likely) ends the round
+in the same way, then fails it: the other runners are not cancelled mid-send, since a
+message the server may have kept, its row still leased, would go out again.
 
 The classic duplicate: a server that takes the whole DATA and drops the connection (or
 times out) before its final reply may have kept the message. Portico cannot know, so that
@@ -240,6 +242,7 @@ class _Sending:
         self.flush_after = min(FLUSH_SECONDS, settings.mail_lease_seconds / 8)
         self.wake = asyncio.Event()  # a first row in `sent`, or the end of the sending
         self.done = False
+        self.failed = False  # a runner failed (the database, most likely): the round ends
 
     async def add(self, claim: Claim) -> None:
         self.routes.update(await _mailbox_routes(self.settings, claim.rows, self.mailboxes))
@@ -257,9 +260,14 @@ class _Sending:
         watcher = asyncio.create_task(self._release_on_stop()) if self.stop else None
         timer = asyncio.create_task(self._flush_on_time())
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(self.settings.mail_send_concurrency):
-                    group.create_task(self._runner())
+            # Not a TaskGroup: one runner's error must not cancel the others mid-send (a
+            # message the server may have kept, its row still leased: sent again later).
+            # They finish their sends and start no more (`failed`); then the round fails.
+            runners = [self._runner() for _ in range(self.settings.mail_send_concurrency)]
+            outcomes = await asyncio.gather(*runners, return_exceptions=True)
+            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if errors:
+                raise BaseExceptionGroup("mail delivery runners failed", errors)
         finally:
             self.done = True
             self.wake.set()
@@ -276,9 +284,16 @@ class _Sending:
         return self.stop is not None and self.stop.is_set()
 
     async def _runner(self) -> None:
+        try:
+            await self._send_pending()
+        except Exception:
+            self.failed = True  # the other runners finish their sends and start no more
+            raise
+
+    async def _send_pending(self) -> None:
         concurrency = self.settings.mail_send_concurrency
         while True:
-            if self._stopping():
+            if self._stopping() or self.failed:
                 await self._hand_back(list(self.pending))
                 return
             if self.refill and not self.claiming and len(self.pending) <= concurrency:
