@@ -130,10 +130,8 @@ async def guarded(
 ) -> T:
     """The answer of the IMAP command `command()` makes, or MailSyncError as soon as the
     connection drops (`lost` is set by the protocol), the server does not answer in time, or
-    the command fails; SyncStopped as soon as `stop` is set (before: the command is not
-    made, as a command made and never run is a coroutine never awaited)."""
-    if stop is not None and stop.is_set():
-        raise SyncStopped
+    the command fails; SyncStopped as soon as `stop` is set. The caller checks `stop` before:
+    the command is made here, once, since a coroutine made and never awaited is a warning."""
     task = asyncio.ensure_future(command())
     waits = {asyncio.ensure_future(lost.wait())}
     if stop is not None:
