@@ -279,7 +279,7 @@ def big_mail(sender: str, to: str, subject: str, size: int) -> bytes:
 
 
 async def test_a_message_over_the_size_limit_keeps_its_headers_only(
-    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+    world: World, imap: ImapServer, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     small = with_settings(world, sync_max_message_bytes=100_000)
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
@@ -304,6 +304,15 @@ async def test_a_message_over_the_size_limit_keeps_its_headers_only(
     assert sync_engine.HEADER_FIELDS in asked
     # The big one was never asked for whole (the small one alone was).
     assert asked.count(sync_engine.MESSAGE_FIELDS) == 1
+    # The firm sees why in the inbox.
+    api = await api_for(client, world.owner)
+    edges = (await api.data("{ inbox(first: 10) { edges { node { subject contentSkipped } } } }"))[
+        "inbox"
+    ]["edges"]
+    assert {e["node"]["subject"]: e["node"]["contentSkipped"] for e in edges} == {
+        "Huge scan": "larger than 97.7 KB: body and attachments not stored",
+        "Small note": None,
+    }
 
 
 async def test_a_message_of_unknown_size_is_read_in_bounded_parts(
