@@ -7,8 +7,8 @@
   send is a temporary failure, retried later with the same Message-ID: the recipient gets
   it twice (at least once, as the delivery module documents);
 - at most PORTICO_MAIL_SEND_CONCURRENCY sends at once; SENT outcomes written in batches;
-- stop (SIGTERM) mid-batch: sends under way finish, rows not started are handed back at
-  once; none lost, none sent twice;
+- stop (SIGTERM) mid-batch, in process and to a `portico worker` process: sends under way
+  finish, rows not started are handed back at once; none lost, none sent twice;
 - the platform's mail written directly (services/outbound/wire) reads as build_message's.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ from services.outbound.wire import WireMessage, build_wire
 from services.shared.leases import lease_token
 from tests.support.smtp import SmtpServer, free_port
 from tests.support.sqlcount import count_sql
+from tests.support.worker import start_worker
 
 DAY = 24 * 3600
 
@@ -414,6 +416,58 @@ async def test_stop_mid_batch_loses_nothing_and_sends_nothing_twice(settings, se
     await transport.aclose()
     assert ids(server) == Counter({row.message_id: 1 for row in rows})
     assert {row.status for row in await OutboundEmail.all()} == {DeliveryStatus.SENT}
+
+
+async def test_sigterm_to_a_portico_worker_mid_batch_loses_nothing(
+    settings, server, firm, tmp_path
+):
+    """The same as a real process: SIGTERM to `portico worker` while three sends are in DATA.
+    It exits 0 once they have finished (within the SMTP timeout), having handed the other rows
+    back; the next worker sends those, each message once in all."""
+    server.slow(1.0)
+    secret = "sigterm-secret"
+    mail = mail_settings(settings, server, secret_key=secret)
+    rows = await queue(mail, firm, 12)
+    log = tmp_path / "worker.log"
+    worker = start_worker(
+        log,
+        database_url=mail.resolved_database_url,
+        secret_key=secret,  # the key the bodies were encrypted with
+        var_dir=tmp_path / "var",
+        smtp_url=server.url,
+        mail_send_concurrency=3,
+        worker_poll_seconds=0.2,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while server.in_data < 3:  # three sends under way, the other nine not started
+            assert worker.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            await asyncio.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        code = await asyncio.to_thread(worker.wait, 30)
+        stopped_after = time.monotonic() - stopping
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert code == 0, log.read_text(errors="replace")  # a clean stop
+    assert stopped_after < 5.0  # the sends under way (1 s each) finished; none started after
+    after = {row.pk: row for row in await OutboundEmail.all()}
+    sent = {pk for pk, row in after.items() if row.status == DeliveryStatus.SENT}
+    assert len(sent) == 3 and ids(server) == Counter({after[pk].message_id: 1 for pk in sent})
+    for pk, row in after.items():
+        assert row.lease_until is None  # handed back, not left to its lease
+        if pk not in sent:
+            assert (row.status, row.attempts) == (DeliveryStatus.QUEUED, 0)
+
+    server.slow(0)
+    transport = transport_for(mail)
+    while await deliver_due(mail, transport):
+        pass
+    await transport.aclose()
+    assert ids(server) == Counter({row.message_id: 1 for row in rows})
 
 
 async def test_a_stop_hands_back_every_unstarted_row_at_once(settings, server, firm):
