@@ -22,7 +22,7 @@ from tortoise.queryset import UpdateQuery
 from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccount
 from portico.settings import Settings
 from schema import ids
-from services.mail import history
+from services.mail import history, sync_engine
 from services.mail import store as message_store
 from services.shared import crypto
 from tests.support.api import Api, Firm, add_staff, api_for
@@ -344,7 +344,7 @@ async def test_a_round_cancelled_as_it_renews_its_lease_puts_the_import_back(
     """The worker stops (cancels the round) just as a lease renewal was written, before it
     returned: the rows hold the new value, and the release must still find them, so the
     import waits PENDING for the next round, not RUNNING until the lease runs out."""
-    o = await office_with_old_mail(acme, imap, settings, 80)  # two batches: one renewal
+    o = await office_with_old_mail(acme, imap, settings, 80)  # INBOX, then Sent: renewals
 
     renewed = asyncio.Event()
     execute = UpdateQuery._execute
@@ -371,7 +371,7 @@ async def test_a_round_cancelled_as_it_renews_its_lease_puts_the_import_back(
 
 
 async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, imap, monkeypatch):
-    o = await office_with_old_mail(acme, imap, settings, 120)  # three batches
+    o = await office_with_old_mail(acme, imap, settings, 120)  # 122 in INBOX, 1 in Sent
 
     stop = asyncio.Event()
     store = message_store.store_messages
@@ -392,6 +392,32 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
     [done] = (await imports(acme.api))[o.user]["historyImports"]
     assert (done["status"], done["found"], done["imported"]) == ("DONE", 123, 123)
     assert await Message.all().count() == 123
+
+
+async def test_progress_is_shown_while_the_import_runs(acme, settings, imap, monkeypatch):
+    """As each batch is stored, the mailbox shows the import RUNNING with everything it found
+    and what it has imported so far, growing batch by batch."""
+    o = await office_with_old_mail(acme, imap, settings, 120)  # 122 in INBOX, 1 in Sent
+    monkeypatch.setattr(sync_engine, "FETCH_BATCH", 50)
+    store = message_store.store_messages
+    seen: list[tuple[str, int, int]] = []
+
+    async def watched(*args, **kwargs):
+        [running] = (await imports(acme.api))[o.user]["historyImports"]
+        seen.append((running["status"], running["found"], running["imported"]))
+        return await store(*args, **kwargs)
+
+    monkeypatch.setattr(message_store, "store_messages", watched)
+    assert await history.run_due_imports(settings) == 1
+    # INBOX in batches of 50, 50 and 22, then Sent: what it found is shown from the start.
+    assert seen == [
+        ("RUNNING", 122, 0),
+        ("RUNNING", 122, 50),
+        ("RUNNING", 122, 100),
+        ("RUNNING", 123, 122),
+    ]
+    [done] = (await imports(acme.api))[o.user]["historyImports"]
+    assert (done["status"], done["found"], done["imported"]) == ("DONE", 123, 123)
 
 
 # Non-ASCII addresses (issue 14) -------------------------------------------------------------

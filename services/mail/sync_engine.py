@@ -273,7 +273,8 @@ async def import_history(
     """Earlier mail of `addresses` (EMAIL SYNC just turned on) from INBOX and Sent of
     `mailbox`: IMAP SEARCH on FROM, TO and CC, then the same reads and storing as a sync pass.
     Folder cursors are left alone, and it runs beside a sync pass of the same mailbox (a
-    message both store is found again by its key). `progress` is awaited after every batch.
+    message both store is found again by its key). `progress` is awaited after each
+    folder's search and after every batch.
     Failures are reported in the result (`error`), not raised and not set on the mailbox; an
     address the server refused to search is reported in `address_errors` alone."""
     _check_firm(scope, mailbox)
@@ -288,6 +289,8 @@ async def import_history(
                 result.address_errors.setdefault(address, reason)
             uids = found.uids
             result.total += len(uids)
+            if progress is not None and uids:
+                await progress(result)  # the import's size, shown before its first batch
             start = 0
             while start < len(uids):
                 start += await pass_.batch(uids[start : start + FETCH_BATCH])
