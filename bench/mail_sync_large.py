@@ -1,6 +1,6 @@
 """EMAIL SYNC of a large mailbox: peak memory and time of a first sync of 50,000 messages.
 
-    python -m bench.mail_sync_large [MESSAGES] [--postgres]
+    python -m bench.mail_sync_large [MESSAGES] [--postgres] [--history]
 
 Starts a throwaway Dovecot (tests/support/imap.py), writes MESSAGES (default 50,000) small
 client messages straight into the user's Maildir (cur/, as a delivery agent would: seconds,
@@ -10,6 +10,10 @@ PORTICO_BENCH_POSTGRES) in a child process of its own, so its peak resident memo
 is the sync's alone. Reported: RSS before the pass, peak RSS, time, messages stored, and the
 mailbox's progress (syncProgress) as sampled during the pass. Goal (issue 14): peak under
 300 MB. Never part of `make test`.
+
+--history times a history import of the same mail instead: EMAIL SYNC turned on for the
+50 client addresses of a mailbox never synced, then one round of `run_due_imports` (the 50
+imports share one login); progress is what the run found and what its imports imported.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from pathlib import Path
 import asyncpg
 
 from bench.data import bulk_accounts
-from models import Mailbox, Message
+from models import HistoryImport, HistoryStatus, Mailbox, Message
 from portico import db
 from portico.settings import Settings
 from services.firm import firms
-from services.mail import sync_engine
+from services.mail import history, sync_engine
 from services.mail.mailboxes import encrypt_password
 from services.shared.scope import FirmScope
 from tests.support.imap import PASSWORD, ImapServer, running_dovecot
@@ -89,8 +93,11 @@ def memory_mb(field: str) -> float:
     return 0.0
 
 
-async def child(url: str, host: str, port: int, count: int, var_dir: str) -> dict[str, object]:
-    """In the child process: the database, the firm, then one timed sync pass."""
+async def child(
+    url: str, host: str, port: int, count: int, var_dir: str, history_import: bool
+) -> dict[str, object]:
+    """In the child process: the database, the firm, then one timed sync pass (or history
+    import)."""
     logging.disable(logging.INFO)
     await db.migrate(url)
     await db.init_db(url)
@@ -117,35 +124,50 @@ async def child(url: str, host: str, port: int, count: int, var_dir: str) -> dic
         samples: list[tuple[float, int, int | None]] = []
         started = time.perf_counter()
 
+        scope = FirmScope(firm.pk)
+        if history_import:
+            addresses = [f"c{c}@clients.example" for c in range(CLIENTS)]
+            assert await history.queue(scope, addresses) == CLIENTS
+
+        async def progress() -> tuple[int | None, int | None]:
+            if history_import:
+                rows = await HistoryImport.all().values_list("found", "imported")
+                # `found` is the whole run's on each row (one login for all 50 addresses).
+                return max(found for found, _ in rows), sum(done for _, done in rows)
+            row = await Mailbox.get(pk=mailbox.pk)
+            return row.sync_done, row.sync_total
+
         async def sample() -> None:
             while True:
                 await asyncio.sleep(5)
-                row = await Mailbox.get(pk=mailbox.pk)
-                samples.append(
-                    (round(time.perf_counter() - started, 1), row.sync_done, row.sync_total)
-                )
+                samples.append((round(time.perf_counter() - started, 1), *await progress()))
 
         sampler = asyncio.create_task(sample())
-        result = await sync_engine.sync_mailbox(FirmScope(firm.pk), mailbox, settings)
+        if history_import:
+            assert await history.run_due_imports(settings) == CLIENTS
+            error = await HistoryImport.exclude(status=HistoryStatus.DONE).first()
+        else:
+            error = (await sync_engine.sync_mailbox(scope, mailbox, settings)).error
         seconds = time.perf_counter() - started
         sampler.cancel()
         stored = await Message.all().count()
-        assert result.error is None and stored == count, (result, stored)
+        assert error is None and stored == count, (error, stored)
         return {
             "rss_before_mb": round(before, 1),
             "peak_rss_mb": round(memory_mb("VmHWM"), 1),
             "seconds": round(seconds, 1),
             "stored": stored,
             "progress_samples": samples[:6],
+            "final_progress": await progress(),
         }
     finally:
         await db.close_db()
 
 
-def run_child(url: str, server: ImapServer, count: int) -> dict[str, object]:
+def run_child(url: str, server: ImapServer, count: int, history_import: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as var_dir:
         args = [sys.executable, "-m", "bench.mail_sync_large", "--child", url]
-        args += [server.host, str(server.port), str(count), var_dir]
+        args += [server.host, str(server.port), str(count), var_dir, str(int(history_import))]
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -164,7 +186,7 @@ async def drop_postgres(name: str) -> None:
     await admin.close()
 
 
-def main(count: int, postgres: bool) -> None:
+def main(count: int, postgres: bool, history_import: bool) -> None:
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     with running_dovecot(binary) as server:
         started = time.perf_counter()
@@ -172,28 +194,35 @@ def main(count: int, postgres: bool) -> None:
         print(f"(wrote {count} messages into Dovecot in {time.perf_counter() - started:.1f} s)")
         results: dict[str, dict[str, object]] = {}
         with tempfile.TemporaryDirectory() as folder:
-            results["SQLite"] = run_child(f"sqlite://{Path(folder) / 'b.sqlite3'}", server, count)
+            sqlite = f"sqlite://{Path(folder) / 'b.sqlite3'}"
+            results["SQLite"] = run_child(sqlite, server, count, history_import)
         if postgres:
             url, name = asyncio.run(postgres_url())
             try:
-                results["PostgreSQL"] = run_child(url, server, count)
+                results["PostgreSQL"] = run_child(url, server, count, history_import)
             finally:
                 asyncio.run(drop_postgres(name))
-    print(f"mail sync of a large mailbox: first sync of {count} messages, one pass")
+    what = f"history import of {CLIENTS} addresses" if history_import else "first sync"
+    print(f"mail sync of a large mailbox: {what}, {count} messages, one pass")
     for backend, r in results.items():
         print(f"  {backend}")
         print(f"    time           {r['seconds']:8.1f} s  ({count / r['seconds']:.0f} msg/s)")
         print(f"    RSS before     {r['rss_before_mb']:8.1f} MB  (interpreter, app, database)")
         verdict = "under" if r["peak_rss_mb"] < GOAL_MB else "OVER"
         print(f"    peak RSS       {r['peak_rss_mb']:8.1f} MB  ({verdict} the {GOAL_MB} MB goal)")
-        print(f"    progress       {r['progress_samples']}  (seconds, done, total)")
+        order = "found, imported" if history_import else "done, total"
+        print(f"    progress       {r['progress_samples']}  (seconds, {order})")
+        print(f"    at the end     {r['final_progress']}")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        url, host, port, count, var_dir = sys.argv[2:7]
-        outcome = asyncio.run(child(url, host, int(port), int(count), var_dir))
+        url, host, port, count, var_dir, history_import = sys.argv[2:8]
+        outcome = asyncio.run(
+            child(url, host, int(port), int(count), var_dir, history_import == "1")
+        )
         print(json.dumps(outcome))
     else:
         numbers = [a for a in sys.argv[1:] if a.isdigit()]
-        main(int(numbers[0]) if numbers else 50_000, "--postgres" in sys.argv)
+        count = int(numbers[0]) if numbers else 50_000
+        main(count, "--postgres" in sys.argv, "--history" in sys.argv)

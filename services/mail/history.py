@@ -15,7 +15,8 @@ Running (`run_due_imports`, from the background loop of `portico serve` / `porti
   outcome are written only while the row still holds it;
 - their addresses are imported in one IMAP login per mailbox and round; an address whose
   EMAIL SYNC is off everywhere by then is finished at once (nothing of it would be kept);
-- progress (found, imported) is written after every batch, renewing the lease;
+- progress (found, imported) is written once each folder is searched and after every
+  batch, renewing the lease;
 - `stop` set mid-import ends it after the current batch and puts the imports back to PENDING
   for the next round or another process (so does cancelling the task, as far as the database
   still answers): what was stored stays, and is found again by its key.
