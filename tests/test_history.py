@@ -23,7 +23,9 @@ from models import HistoryImport, HistoryStatus, Mailbox, Message, MessageAccoun
 from portico.settings import Settings
 from schema import ids
 from services.mail import history, sync_engine
+from services.mail import imap as imap_session
 from services.mail import store as message_store
+from services.mail.imap import ImapSession
 from services.shared import crypto
 from tests.support.api import Api, Firm, add_staff, api_for
 from tests.support.crm_ops import UPDATE_EMAIL, new_account, new_contact
@@ -453,12 +455,56 @@ async def test_a_non_ascii_address_is_searched_with_charset_utf8(acme, settings,
         assert await history.run_due_imports(settings) == 1
     # Dovecot would read the 8-bit string without CHARSET too; a strict server would not.
     searches = [line for line in proxy.sent_lines if b" SEARCH " in line]
-    assert any(b"SEARCH CHARSET UTF-8 OR FROM" in line for line in searches)
+    assert any(b"SEARCH CHARSET UTF-8 (OR (OR (FROM " in line for line in searches)
     assert all(JUERGEN.encode() in line for line in searches)
     [done] = (await imports(acme.api))[o.user]["historyImports"]
     assert (done["address"], done["status"], done["lastError"]) == (JUERGEN, "DONE", None)
     assert (done["found"], done["imported"]) == (1, 1)
     assert (await inbox(acme.api))["Grüße"] == ["Doe Family"]
+
+
+async def test_a_group_search_finds_what_one_search_per_address_finds(
+    acme, settings, imap, monkeypatch
+):
+    """Up to SEARCH_GROUP addresses are searched in one SEARCH (ORs in a balanced tree):
+    the same UIDs as one SEARCH for each address, the way it was done before."""
+    o, _ = await with_juergen(acme, imap, settings)
+    mailbox = await Mailbox.get(username=o.user)
+    addresses = [JANE.lower(), BOB, JUERGEN, "nobody@nowhere.example"]
+    found: dict[int, list[int]] = {}
+    for group in (25, 2, 1):
+        monkeypatch.setattr(imap_session, "SEARCH_GROUP", group)
+        session = await ImapSession.open(mailbox, PASSWORD, settings)
+        try:
+            await session.select("INBOX")
+            searched = await session.search_participants(addresses)
+        finally:
+            await session.close()
+        assert searched.refused == {}
+        found[group] = searched.uids
+    assert found[25] == found[2] == found[1] and len(found[1]) == 4  # not the stranger's own
+
+
+async def test_a_refused_group_search_is_searched_again_address_by_address(acme, settings, imap):
+    """The server refuses the SEARCH of a group (here because of Bob's part of it): each
+    address is searched alone, so Jane's import is done and Bob's alone fails."""
+    from tests.support.imap_proxy import imap_proxy
+
+    o = await office(acme, imap, settings)
+    await email_sync(acme.api, o.jane["Doe Family"], True)
+    await email_sync(acme.api, o.bob, True)
+    async with imap_proxy(imap.host, imap.port) as proxy:
+        proxy.rewrite = [(f'(FROM "{BOB}")'.encode(), f'(FROM "{BOB}" NOSUCHKEY)'.encode())]
+        await Mailbox.all().update(imap_host=proxy.host, imap_port=proxy.port)
+        assert await history.run_due_imports(settings) == 2
+    searches = [line for line in proxy.sent_lines if b" SEARCH " in line]
+    both = [line for line in searches if BOB.encode() in line and JANE.lower().encode() in line]
+    assert both and len(searches) == 2 * 3  # INBOX and Sent: both at once, then each alone
+    found = {i["address"]: i for i in (await imports(acme.api))[o.user]["historyImports"]}
+    assert (found[JANE.lower()]["status"], found[JANE.lower()]["imported"]) == ("DONE", 3)
+    assert found[BOB]["status"] == "FAILED"
+    assert f"refused to search for {BOB}" in found[BOB]["lastError"]
+    assert set(await inbox(acme.api)) == {"From Jane", "Jane in copy", "To Jane"}
 
 
 async def test_an_address_the_server_refuses_to_search_fails_alone(acme, settings, imap):

@@ -12,8 +12,9 @@ Reading what a server may refuse message by message (issue 14): `fetch` returns 
 came back with the server's refusal (NO or BAD) instead of raising, so the sync can tell the
 one message that fails from the rest, and ServerHungUp when the server said BYE and hung up
 during it (what Dovecot does when it cannot read a message).
-History searches use `CHARSET UTF-8` for a non-ASCII address, in a quoted UTF-8 string, and
-report a refused address on its own (`search_participants`). RFC 3501 wants a literal for
+History searches take up to SEARCH_GROUP addresses a SEARCH (one read of the folder for all),
+use `CHARSET UTF-8` for non-ASCII addresses, in quoted UTF-8 strings, and report a refused
+address on its own (`search_participants`). RFC 3501 wants a literal for
 8-bit text; aioimaplib cannot send one in SEARCH: it answers the server's continuation
 request only for APPEND, and refuses CR or LF in any argument, so not even a LITERAL+
 (`{n+}` CRLF text) literal goes through. Dovecot and most servers read the quoted string.
@@ -58,6 +59,7 @@ _AIOIMAPLIB_LOG = logging.getLogger(aioimaplib.__name__ + ".aioimaplib")  # its 
 
 IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
 LATE_ANSWER_SECONDS = 0.2  # an answer that came with the connection's end is still read
+SEARCH_GROUP = 25  # addresses a history SEARCH: 75 keys, ORs 7 levels deep
 
 INBOX = "INBOX"
 SENT = "SENT"
@@ -101,6 +103,18 @@ class Fetched:
     # UIDs answered with an empty section instead of a literal (`BODY[]<n> ""`: a part asked
     # past the message's end), told apart from a UID the server sent nothing for.
     empty: set[int] = field(default_factory=set)
+
+
+def _any_participant(addresses: Sequence[str]) -> str:
+    """A SEARCH key for mail with any of `addresses` in From, To or Cc: ORs nested as a
+    balanced tree, so many addresses stay a few levels deep."""
+    keys = [
+        f"({field} {aioimaplib.quoted(a)})" for a in addresses for field in ("FROM", "TO", "CC")
+    ]
+    while len(keys) > 1:
+        pairs = [f"(OR {keys[i]} {keys[i + 1]})" for i in range(0, len(keys) - 1, 2)]
+        keys = pairs + keys[len(pairs) * 2 :]
+    return keys[0]
 
 
 @dataclass
@@ -424,28 +438,34 @@ class ImapSession:
         return sorted(uids)
 
     async def search_participants(self, addresses: Sequence[str]) -> Searched:
-        """UIDs in the selected folder with any of `addresses` in From, To or Cc. An address
-        the server refuses to search (NO or BAD, e.g. no CHARSET UTF-8 for a non-ASCII one)
-        is reported in `refused` and does not keep the others from being searched."""
+        """UIDs in the selected folder with any of `addresses` in From, To or Cc. Up to
+        SEARCH_GROUP addresses a SEARCH (the server reads the folder once for all of them);
+        a group the server refuses (NO or BAD, e.g. no CHARSET UTF-8 for a non-ASCII
+        address) is searched again address by address, so one refused address is reported
+        in `refused` alone and does not keep the others from being searched."""
         found = Searched()
         uids: set[int] = set()
-        for address in addresses:
-            ascii_only = address.isascii()
-            value = aioimaplib.quoted(address)  # UTF-8 in a quoted string where not ASCII
-            criteria = ("OR", "FROM", value, "OR", "TO", value, "CC", value)
-            charset = None if ascii_only else "UTF-8"
+        plain = [a for a in addresses if a.isascii()]
+        wide = [a for a in addresses if not a.isascii()]  # UTF-8 in a quoted string
+        groups = [(plain[i : i + SEARCH_GROUP], None) for i in range(0, len(plain), SEARCH_GROUP)]
+        groups += [(wide[i : i + SEARCH_GROUP], "UTF-8") for i in range(0, len(wide), SEARCH_GROUP)]
+        while groups:
+            group, charset = groups.pop()
+            criteria = _any_participant(group)
             response = await self.call(
-                "UID SEARCH", partial(self.client.uid_search, *criteria, charset=charset)
+                "UID SEARCH", partial(self.client.uid_search, criteria, charset=charset)
             )
-            if response.result != "OK":
-                found.refused[address] = (
-                    f"The IMAP server {self.where} refused to search for {address}: "
+            if response.result == "OK":
+                for line in response.lines[:-1]:
+                    if isinstance(line, bytes):
+                        uids.update(int(u) for u in re.findall(rb"\d+", line))
+            elif len(group) > 1:
+                groups.extend(([address], charset) for address in group)
+            else:
+                found.refused[group[0]] = (
+                    f"The IMAP server {self.where} refused to search for {group[0]}: "
                     f"{_text(response)}"
                 )
-                continue
-            for line in response.lines[:-1]:
-                if isinstance(line, bytes):
-                    uids.update(int(u) for u in re.findall(rb"\d+", line))
         found.uids = sorted(uids)
         return found
 
