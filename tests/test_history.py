@@ -397,29 +397,34 @@ async def test_a_stopped_round_leaves_the_import_for_the_next(acme, settings, im
 
 
 async def test_progress_is_shown_while_the_import_runs(acme, settings, imap, monkeypatch):
-    """As each batch is stored, the mailbox shows the import RUNNING with everything it found
-    and what it has imported so far, growing batch by batch."""
-    o = await office_with_old_mail(acme, imap, settings, 120)  # 122 in INBOX, 1 in Sent
+    """As each batch is stored, the mailbox shows the imports RUNNING with what the run
+    found and what each address has imported so far, growing batch by batch."""
+    o = await office_with_old_mail(acme, imap, settings, 120)  # Jane: 122 in INBOX, 1 in Sent
+    await email_sync(acme.api, o.bob, True)  # Bob: 1 in INBOX, among Jane's first letters
     monkeypatch.setattr(sync_engine, "FETCH_BATCH", 50)
     store = message_store.store_messages
-    seen: list[tuple[str, int, int]] = []
+    seen: list[dict[str, tuple[str, int, int]]] = []
 
     async def watched(*args, **kwargs):
-        [running] = (await imports(acme.api))[o.user]["historyImports"]
-        seen.append((running["status"], running["found"], running["imported"]))
+        rows = (await imports(acme.api))[o.user]["historyImports"]
+        seen.append({i["address"]: (i["status"], i["found"], i["imported"]) for i in rows})
         return await store(*args, **kwargs)
 
     monkeypatch.setattr(message_store, "store_messages", watched)
-    assert await history.run_due_imports(settings) == 1
-    # INBOX in batches of 50, 50 and 22, then Sent: what it found is shown from the start.
+    assert await history.run_due_imports(settings) == 2
+    jane = JANE.lower()
+    # INBOX's 123 in batches of 50, 50 and 23, then Sent's 1: found is shown from the start.
     assert seen == [
-        ("RUNNING", 122, 0),
-        ("RUNNING", 122, 50),
-        ("RUNNING", 122, 100),
-        ("RUNNING", 123, 122),
+        {jane: ("RUNNING", 123, 0), BOB: ("RUNNING", 123, 0)},
+        {jane: ("RUNNING", 123, 49), BOB: ("RUNNING", 123, 1)},
+        {jane: ("RUNNING", 123, 99), BOB: ("RUNNING", 123, 1)},
+        {jane: ("RUNNING", 124, 122), BOB: ("RUNNING", 124, 1)},
     ]
-    [done] = (await imports(acme.api))[o.user]["historyImports"]
-    assert (done["status"], done["found"], done["imported"]) == ("DONE", 123, 123)
+    done = {i["address"]: i for i in (await imports(acme.api))[o.user]["historyImports"]}
+    assert {a: (i["status"], i["found"], i["imported"]) for a, i in done.items()} == {
+        jane: ("DONE", 124, 123),
+        BOB: ("DONE", 124, 1),
+    }
 
 
 # Non-ASCII addresses (issue 14) -------------------------------------------------------------

@@ -47,7 +47,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from tortoise.expressions import F, Q
+from tortoise.expressions import Case, F, Q, When
 from tortoise.functions import Count, Max
 
 from models import HistoryImport, HistoryStatus, Mailbox, Message
@@ -290,8 +290,13 @@ class _Claim:
     async def _save(self, result: sync_engine.SyncResult) -> None:
         lease = _new_lease(_now())
         self.leases.append(lease)
+        # Each row's own count, in the same statement: one UPDATE a batch, however many rows.
+        imported = Case(
+            *(When(id=row.pk, then=self._imported(row)) for row in self.rows),
+            default=F("imported"),
+        )
         renewed = await HistoryImport.filter(id__in=self.ids, lease_until__in=self.leases).update(
-            lease_until=lease, found=result.total
+            lease_until=lease, found=result.total, imported=imported
         )
         if not renewed:
             self.held = False
@@ -303,10 +308,10 @@ class _Claim:
             log.warning("history imports %s were taken over by another process", self.ids)
             return
         self.leases = [lease]
-        for row in self.rows:
-            await HistoryImport.filter(id=row.pk, lease_until=lease).update(
-                imported=row.imported + self.imported[row.address_normalized]
-            )
+
+    def _imported(self, row: HistoryImport) -> int:
+        """The row's count over all its runs: earlier runs' and this one's so far."""
+        return row.imported + self.imported[row.address_normalized]
 
     async def _count(self, result: sync_engine.SyncResult) -> None:
         """Adds the messages stored or linked since the last call to their addresses (taken
@@ -335,7 +340,7 @@ class _Claim:
             await HistoryImport.filter(id=row.pk, lease_until__in=self.leases).update(
                 status=status,
                 found=found,
-                imported=row.imported + self.imported[row.address_normalized],
+                imported=self._imported(row),
                 last_error=error,
                 lease_until=None,
                 finished_at=now,
