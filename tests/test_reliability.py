@@ -216,3 +216,24 @@ async def test_a_permanent_refusal_fails_with_the_reason_in_the_api(acme, settin
         "sentAt": None,
     }
     assert smtp.messages == [] and smtp.data_commands == 0
+
+
+async def test_temporary_refusals_end_failed_with_the_last_reason_in_the_api(acme, settings, smtp):
+    """A server that answers 4xx every time: retried with the growing wait, each attempt
+    shown, then FAILED after the last allowed attempt with the server's last words."""
+    [account_id] = await notify_accounts(acme.api, 1)
+    await notify_event(acme.api, account_id, "Your tax return is filed")
+    mail = mail_settings(settings, smtp, mail_max_attempts=3)
+    transport = transport_for(mail)
+    now = datetime.now(UTC)
+    for attempt in (1, 2, 3):
+        smtp.refuse_rcpt(f"451 4.2.0 mailbox busy (try {attempt})")
+        assert await deliver_due(mail, transport, now=now) == 1
+        assert await deliver_due(mail, transport, now=now) == 0  # not due again at once
+        [shown] = await deliveries(acme.api, account_id)
+        status = "FAILED" if attempt == 3 else "QUEUED"
+        assert (shown["status"], shown["attempts"]) == (status, attempt)
+        assert shown["lastError"] == f"451 4.2.0 mailbox busy (try {attempt})"
+        now += timedelta(seconds=mail.mail_retry_max_seconds * (1 + JITTER))  # past any wait
+    assert await deliver_due(mail, transport, now=now + timedelta(days=30)) == 0  # final
+    assert smtp.messages == []
