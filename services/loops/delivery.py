@@ -265,9 +265,10 @@ class _Sending:
             # They finish their sends and start no more (`failed`); then the round fails.
             runners = [self._runner() for _ in range(self.settings.mail_send_concurrency)]
             outcomes = await asyncio.gather(*runners, return_exceptions=True)
-            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
             if errors:
-                raise BaseExceptionGroup("mail delivery runners failed", errors)
+                await self._try_hand_back()  # when every runner failed, none did
+                raise ExceptionGroup("mail delivery runners failed", errors)
         finally:
             self.done = True
             self.wake.set()
@@ -356,9 +357,13 @@ class _Sending:
     async def _release_on_stop(self) -> None:
         assert self.stop is not None
         await self.stop.wait()
+        await self._try_hand_back()
+
+    async def _try_hand_back(self) -> None:
+        """Hands back the rows not started; if the database refuses, their lease runs out."""
         try:
             await self._hand_back(list(self.pending))
-        except Exception:  # their lease runs out instead
+        except Exception:
             log.exception("could not hand back the mail not yet sent")
 
     async def _hand_back(self, rows: list[OutboundEmail]) -> None:
