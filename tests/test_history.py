@@ -490,6 +490,22 @@ async def test_a_group_search_finds_what_one_search_per_address_finds(
     assert found[25] == found[2] == found[1] and len(found[1]) == 4  # not the stranger's own
 
 
+def test_search_groups_keep_every_address_once_within_both_limits():
+    long = [f"{'x' * 230}{n}@example.com" for n in range(12)]
+    short = [f"c{n}@clients.example" for n in range(30)]
+    wide = [JUERGEN, "zoë@müller.example"]
+    groups = imap_session._search_groups([*long, *wide, *short])
+    assert sorted(a for group, _ in groups for a in group) == sorted([*long, *wide, *short])
+    for group, charset in groups:
+        assert len(group) <= imap_session.SEARCH_GROUP
+        assert sum(len(a.encode()) for a in group) <= imap_session.SEARCH_GROUP_BYTES
+        assert charset == (None if all(a.isascii() for a in group) else "UTF-8")
+        # The whole command line, tag and all, stays within what servers must take.
+        line = f"A0001 UID SEARCH CHARSET UTF-8 {imap_session._any_participant(group)}\r\n"
+        assert len(line.encode()) <= 8192
+    assert [len(group) for group, _ in groups] == [8, 4 + 21, 9, 2]
+
+
 async def test_a_refused_group_search_is_searched_again_address_by_address(acme, settings, imap):
     """The server refuses the SEARCH of a group (here because of Bob's part of it): each
     address is searched alone, so Jane's import is done and Bob's alone fails."""

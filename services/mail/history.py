@@ -17,16 +17,17 @@ Running (`run_due_imports`, from the background loop of `portico serve` / `porti
   EMAIL SYNC is off everywhere by then is finished at once (nothing of it would be kept);
 - progress (found, imported) is written once each folder is searched and after every
   batch, renewing the lease;
-- `stop` set mid-import ends it after the current batch and puts the imports back to PENDING
-  for the next round or another process (so does cancelling the task, as far as the database
-  still answers): what was stored stays, and is found again by its key.
+- `stop` set mid-import ends it after the current batch (or search) and puts the imports back
+  to PENDING for the next round or another process (so does cancelling the task, as far as
+  the database still answers): what was stored stays, and is found again by its key.
 - a mailbox disconnected mid-import (its imports are deleted with it) ends the import at
   its next progress write, after the current batch.
 
 Counts: `found` is what the server matched in the import's last run (for every address of
 that run when several of one mailbox were imported together; known once a folder is searched,
 so it shows the import's size while it runs), `imported` the messages with that address
-stored or newly linked to an account, over all runs. Both are written after every batch.
+stored or newly linked to an account, over all runs. Both are written after each folder's
+search and after every batch.
 
 Addresses are isolated: a non-ASCII address is searched with CHARSET UTF-8, and an address the
 server refuses to search (no UTF-8 search, say) fails alone with the server's words as its
@@ -62,7 +63,7 @@ LEASE_SECONDS = 120  # renewed after every batch: a killed worker holds the impo
 RELEASE_SECONDS = 5.0  # putting rows back when cancelled: the process is going away
 RETRY_AFTER = timedelta(minutes=15)
 GIVE_UP_AFTER = timedelta(days=7)
-MAX_ADDRESSES_PER_LOGIN = 200  # one SEARCH per address: keeps one run within its lease
+MAX_ADDRESSES_PER_LOGIN = 200  # 8 SEARCHes a folder at most: keeps one run within its lease
 UNFINISHED = (HistoryStatus.PENDING, HistoryStatus.RUNNING)
 
 
@@ -279,8 +280,8 @@ class _Claim:
         return len(self.rows)
 
     async def _progress(self, result: sync_engine.SyncResult) -> None:
-        """After every batch: counts shown on the mailbox, the lease renewed, and the end of
-        the import when `stop` is set."""
+        """After each folder's search and every batch: counts shown on the mailbox, the lease
+        renewed, and the end of the import when `stop` is set."""
         await self._count(result)
         if self.held:
             await self._save(result)
@@ -357,6 +358,6 @@ class _Claim:
 
 
 class _Stopped(BaseException):
-    """Ends an import from its progress callback, between two batches. A BaseException, as
-    CancelledError is: the import's own error handling (which records failures) lets it by.
-    An import stops between batches, each stored whole."""
+    """Ends an import from its progress callback, between two batches (or a search and a
+    batch). A BaseException, as CancelledError is: the import's own error handling (which
+    records failures) lets it by. An import stops between batches, each stored whole."""

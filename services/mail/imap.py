@@ -59,7 +59,10 @@ _AIOIMAPLIB_LOG = logging.getLogger(aioimaplib.__name__ + ".aioimaplib")  # its 
 
 IMAP_TIMEOUT = 30.0  # seconds without an answer before a command counts as failed
 LATE_ANSWER_SECONDS = 0.2  # an answer that came with the connection's end is still read
-SEARCH_GROUP = 25  # addresses a history SEARCH: 75 keys, ORs 7 levels deep
+SEARCH_GROUP = 25  # addresses a history SEARCH at most: 75 keys, ORs 7 levels deep
+# and at most this much of their text: each is written 3 times, and the command stays under
+# the 8,192 octets a server is asked to take in a line (RFC 7162, section 4)
+SEARCH_GROUP_BYTES = 2_000
 
 INBOX = "INBOX"
 SENT = "SENT"
@@ -103,6 +106,28 @@ class Fetched:
     # UIDs answered with an empty section instead of a literal (`BODY[]<n> ""`: a part asked
     # past the message's end), told apart from a UID the server sent nothing for.
     empty: set[int] = field(default_factory=set)
+
+
+def _search_groups(addresses: Sequence[str]) -> list[tuple[list[str], str | None]]:
+    """`addresses` in groups of one SEARCH each, with their charset: ASCII ones with none,
+    the others with UTF-8 (in quoted strings). A group holds at most SEARCH_GROUP addresses
+    and SEARCH_GROUP_BYTES of them."""
+    groups: list[tuple[list[str], str | None]] = []
+    for charset in (None, "UTF-8"):
+        group: list[str] = []
+        size = 0
+        for address in addresses:
+            if address.isascii() != (charset is None):
+                continue
+            length = len(address.encode())
+            if group and (len(group) == SEARCH_GROUP or size + length > SEARCH_GROUP_BYTES):
+                groups.append((group, charset))
+                group, size = [], 0
+            group.append(address)
+            size += length
+        if group:
+            groups.append((group, charset))
+    return groups
 
 
 def _any_participant(addresses: Sequence[str]) -> str:
@@ -445,10 +470,7 @@ class ImapSession:
         in `refused` alone and does not keep the others from being searched."""
         found = Searched()
         uids: set[int] = set()
-        plain = [a for a in addresses if a.isascii()]
-        wide = [a for a in addresses if not a.isascii()]  # UTF-8 in a quoted string
-        groups = [(plain[i : i + SEARCH_GROUP], None) for i in range(0, len(plain), SEARCH_GROUP)]
-        groups += [(wide[i : i + SEARCH_GROUP], "UTF-8") for i in range(0, len(wide), SEARCH_GROUP)]
+        groups = _search_groups(addresses)
         while groups:
             group, charset = groups.pop()
             criteria = _any_participant(group)
