@@ -240,6 +240,19 @@ class RefusesFirstClient(Server):
         return "250 OK"
 
 
+async def round_failing_with_the_database(mail: Settings, server: Server) -> None:
+    """A round of deliver_due, which must fail with the database's error; then the server
+    is stopped."""
+    transport = transport_for(mail)
+    try:
+        with pytest.raises(ExceptionGroup) as raised:
+            await deliver_due(mail, transport)
+    finally:
+        await transport.aclose()
+        server.stop()
+    assert raised.group_contains(OperationalError)
+
+
 async def test_a_runner_whose_outcome_write_fails_lets_the_other_sends_finish(
     settings, firm, monkeypatch
 ):
@@ -264,14 +277,7 @@ async def test_a_runner_whose_outcome_write_fails_lets_the_other_sends_finish(
         raise OperationalError("the database went away")
 
     monkeypatch.setattr(delivery, "_record", failing_for_the_refused)
-    transport = transport_for(mail)
-    try:
-        with pytest.raises(ExceptionGroup) as raised:
-            await deliver_due(mail, transport)
-    finally:
-        await transport.aclose()
-        server.stop()
-    assert raised.group_contains(OperationalError)
+    await round_failing_with_the_database(mail, server)
     assert ids(server) == Counter({rows[1].message_id: 1})
     after = {row.pk: row for row in await OutboundEmail.all()}
     assert (after[rows[1].pk].status, after[rows[1].pk].lease_until) == (DeliveryStatus.SENT, None)
@@ -296,14 +302,8 @@ async def test_rows_not_started_go_back_when_the_only_runner_fails(settings, fir
         return await record(row, *args, **changes)
 
     monkeypatch.setattr(delivery, "_record", failing_for_the_refused)
-    transport = transport_for(mail)
-    try:
-        with pytest.raises(ExceptionGroup) as raised:
-            await deliver_due(mail, transport)
-    finally:
-        await transport.aclose()
-        server.stop()
-    assert raised.group_contains(OperationalError) and server.messages == []
+    await round_failing_with_the_database(mail, server)
+    assert server.messages == []
     after = {row.pk: row for row in await OutboundEmail.all()}
     for row in rows[1:]:  # not started: due at once, no attempt counted
         assert (after[row.pk].attempts, after[row.pk].lease_until) == (0, None)
@@ -408,6 +408,30 @@ async def test_at_most_the_configured_sends_run_at_once(settings, server, firm):
     assert len(ids(server)) == 9
 
 
+async def three_sent_the_rest_sent_next(
+    mail: Settings, server: Server, rows: list[OutboundEmail]
+) -> None:
+    """After a stop with three sends under way: those three were sent once and are SENT,
+    the others are back in the queue, due at once and unattempted. The next worker sends
+    the rest; each message arrives once in all."""
+    after = {row.pk: row for row in await OutboundEmail.all()}
+    sent = {pk for pk, row in after.items() if row.status == DeliveryStatus.SENT}
+    assert len(sent) == 3 and ids(server) == Counter({after[pk].message_id: 1 for pk in sent})
+    for pk, row in after.items():
+        assert row.lease_until is None  # handed back, not left to its lease
+        if pk not in sent:
+            assert row.status == DeliveryStatus.QUEUED and row.attempts == 0
+            assert row.next_attempt_at <= datetime.now(UTC)  # due at once for any worker
+
+    server.slow(0)
+    transport = transport_for(mail)
+    while await deliver_due(mail, transport):
+        pass
+    await transport.aclose()
+    assert ids(server) == Counter({row.message_id: 1 for row in rows})
+    assert {row.status for row in await OutboundEmail.all()} == {DeliveryStatus.SENT}
+
+
 async def test_stop_mid_batch_loses_nothing_and_sends_nothing_twice(settings, server, firm):
     server.slow(1.0)
     mail = mail_settings(settings, server, mail_send_concurrency=3, worker_poll_seconds=30)
@@ -427,23 +451,7 @@ async def test_stop_mid_batch_loses_nothing_and_sends_nothing_twice(settings, se
     await asyncio.wait_for(worker, 5)
     assert time.monotonic() - stopping < 2.0  # the sends under way finish; no more start
 
-    after = {row.pk: row for row in await OutboundEmail.all()}
-    sent = {pk for pk, row in after.items() if row.status == DeliveryStatus.SENT}
-    assert len(sent) == 3 and ids(server) == Counter({after[pk].message_id: 1 for pk in sent})
-    for pk, row in after.items():
-        assert row.lease_until is None
-        if pk not in sent:
-            assert row.status == DeliveryStatus.QUEUED and row.attempts == 0
-            assert row.next_attempt_at <= datetime.now(UTC)  # due at once for any worker
-
-    # The next worker sends the rest; each message arrives once in all.
-    server.slow(0)
-    transport = transport_for(mail)
-    while await deliver_due(mail, transport):
-        pass
-    await transport.aclose()
-    assert ids(server) == Counter({row.message_id: 1 for row in rows})
-    assert {row.status for row in await OutboundEmail.all()} == {DeliveryStatus.SENT}
+    await three_sent_the_rest_sent_next(mail, server, rows)
 
 
 async def test_sigterm_to_a_portico_worker_mid_batch_loses_nothing(
@@ -482,20 +490,7 @@ async def test_sigterm_to_a_portico_worker_mid_batch_loses_nothing(
             worker.wait()
     assert code == 0, log.read_text(errors="replace")  # a clean stop
     assert stopped_after < 15.0  # the sends under way (1 s each) finished, not the lease
-    after = {row.pk: row for row in await OutboundEmail.all()}
-    sent = {pk for pk, row in after.items() if row.status == DeliveryStatus.SENT}
-    assert len(sent) == 3 and ids(server) == Counter({after[pk].message_id: 1 for pk in sent})
-    for pk, row in after.items():
-        assert row.lease_until is None  # handed back, not left to its lease
-        if pk not in sent:
-            assert (row.status, row.attempts) == (DeliveryStatus.QUEUED, 0)
-
-    server.slow(0)
-    transport = transport_for(mail)
-    while await deliver_due(mail, transport):
-        pass
-    await transport.aclose()
-    assert ids(server) == Counter({row.message_id: 1 for row in rows})
+    await three_sent_the_rest_sent_next(mail, server, rows)
 
 
 async def test_a_stop_hands_back_every_unstarted_row_at_once(settings, server, firm):
