@@ -3,6 +3,7 @@ httpx, and helpers to make firms and sign in through the API."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -51,6 +52,18 @@ def compiled_matches_stock() -> Iterator[None]:
     found = list(compiled_executor.MISMATCHES)
     compiled_executor.MISMATCHES.clear()
     assert not found, f"the compiled path answered differently: {found[:3]}"
+
+
+@pytest.fixture(autouse=True)
+def log_levels_restored() -> Iterator[None]:
+    """A test leaves the root and Tortoise loggers' levels as it found them. One left at
+    DEBUG made every later statement log its parameters (a mass mailing's, 1.2 GB a
+    statement, kept by pytest's log capture) and the suite slow and huge."""
+    names = ("", "tortoise", "tortoise.db_client")
+    before = {name: logging.getLogger(name or None).level for name in names}
+    yield
+    after = {name: logging.getLogger(name or None).level for name in names}
+    assert after == before, f"log levels changed by the test: {before} -> {after}"
 
 
 @pytest.fixture(scope="session")

@@ -350,11 +350,11 @@ OTHER_SECRET = "swordfish-variable-secret"
 @pytest.fixture
 def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Captures every logger at DEBUG (tortoise's db_client included), levels restored."""
-    names = [None, *logging.root.manager.loggerDict]
+    caplog.set_level(logging.DEBUG)  # the root logger: caplog puts its level back
+    names = list(logging.root.manager.loggerDict)
     levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.DEBUG)
-    caplog.set_level(logging.DEBUG)
     try:
         yield caplog
     finally:
