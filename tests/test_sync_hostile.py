@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import imaplib
 import re
+import signal
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -834,11 +835,13 @@ async def test_a_bounce_fails_only_a_sent_row_to_the_recipient_it_names(world: W
     assert await bounces.apply(world.scope, named) == 0  # done: not failed twice
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["shut-down", "killed"])
 async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
-    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch
+    world: World, imap: ImapServer, monkeypatch: pytest.MonkeyPatch, how: signal.Signals
 ) -> None:
-    # The Dovecot process serving the pass is killed while it writes a large answer: no
-    # message's fault, so no failure is recorded; the next pass stores the rest, each once.
+    # The Dovecot process serving the pass is stopped (BYE first) or killed (no word) while
+    # it writes a large answer: no message's fault, so no failure is recorded; the next pass
+    # stores the rest, each once.
     mailbox = await add_mailbox(world.scope.firm_id, imap, world.settings)
     # A batch's answer (30 x 300 KB) is more than Dovecot's send buffer holds (up to 4 MB).
     await fill(imap, mailbox.username, 60, size=300_000)
@@ -863,7 +866,7 @@ async def test_the_dovecot_session_killed_mid_fetch_blames_no_message(
         running = asyncio.create_task(sync(world, mailbox))
         await asyncio.wait_for(first_stored.wait(), 30)
         await asyncio.wait_for(proxy.body_fetch_seen.wait(), 30)
-        await asyncio.to_thread(imap.end_sessions, mailbox.username)  # mid-FETCH
+        await asyncio.to_thread(imap.end_sessions, mailbox.username, how)  # mid-FETCH
         proxy.release.set()
         failed = await asyncio.wait_for(running, 30)
     monkeypatch.setattr(message_store, "store_messages", store)

@@ -130,8 +130,9 @@ class ImapServer:
                         pids.append(int(entry.name))
         return pids
 
-    def end_sessions(self, user: str) -> None:
-        """Ends the server's processes still serving `user`, as a shutdown does.
+    def end_sessions(self, user: str, how: signal.Signals = signal.SIGTERM) -> None:
+        """Ends the server's processes still serving `user`: as a shutdown does (SIGTERM:
+        Dovecot says BYE first), or as a crash does (SIGKILL: the connection just ends).
 
         Stopping Dovecot's master closes the listener at once, but a session already open is
         served for a few more seconds; its process is stopped here so the test does not wait
@@ -141,7 +142,7 @@ class ImapServer:
         assert pids, f"no Dovecot process serves {user}"
         for pid in pids:
             with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, how)
         deadline = time.monotonic() + 10
         while any(Path(f"/proc/{pid}").exists() for pid in pids):
             assert time.monotonic() < deadline, "the Dovecot session did not end"
