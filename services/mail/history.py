@@ -63,7 +63,7 @@ LEASE_SECONDS = 120  # renewed after every batch: a killed worker holds the impo
 RELEASE_SECONDS = 5.0  # putting rows back when cancelled: the process is going away
 RETRY_AFTER = timedelta(minutes=15)
 GIVE_UP_AFTER = timedelta(days=7)
-MAX_ADDRESSES_PER_LOGIN = 200  # 8 SEARCHes a folder at most: keeps one run within its lease
+MAX_ADDRESSES_PER_LOGIN = 200  # a few grouped SEARCHes a folder: keeps a run within its lease
 UNFINISHED = (HistoryStatus.PENDING, HistoryStatus.RUNNING)
 
 
