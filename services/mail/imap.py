@@ -108,6 +108,15 @@ class Fetched:
     empty: set[int] = field(default_factory=set)
 
 
+def _searched_uids(response: aioimaplib.Response) -> set[int]:
+    """The UIDs of a UID SEARCH answer (its untagged lines)."""
+    uids: set[int] = set()
+    for line in response.lines[:-1]:
+        if isinstance(line, bytes):
+            uids.update(int(u) for u in re.findall(rb"\d+", line))
+    return uids
+
+
 def _search_groups(addresses: Sequence[str]) -> list[tuple[list[str], str | None]]:
     """`addresses` in groups of one SEARCH each, with their charset: ASCII ones with none,
     the others with UTF-8 (in quoted strings). A group holds at most SEARCH_GROUP addresses
@@ -456,11 +465,7 @@ class ImapSession:
         )
         if response.result != "OK":
             raise MailSyncError(f"The IMAP server {self.where} refused SEARCH: {_text(response)}")
-        uids: set[int] = set()
-        for line in response.lines[:-1]:
-            if isinstance(line, bytes):
-                uids.update(int(u) for u in re.findall(rb"\d+", line))
-        return sorted(uids)
+        return sorted(_searched_uids(response))
 
     async def search_participants(self, addresses: Sequence[str]) -> Searched:
         """UIDs in the selected folder with any of `addresses` in From, To or Cc. Up to
@@ -478,9 +483,7 @@ class ImapSession:
                 "UID SEARCH", partial(self.client.uid_search, criteria, charset=charset)
             )
             if response.result == "OK":
-                for line in response.lines[:-1]:
-                    if isinstance(line, bytes):
-                        uids.update(int(u) for u in re.findall(rb"\d+", line))
+                uids |= _searched_uids(response)
             elif len(group) > 1:
                 groups.extend(([address], charset) for address in group)
             else:
@@ -498,10 +501,7 @@ class ImapSession:
         )
         if response.result != "OK":
             return True  # cannot tell: counted as there, so a failure is not taken for gone
-        for line in response.lines[:-1]:
-            if isinstance(line, bytes) and uid in {int(u) for u in re.findall(rb"\d+", line)}:
-                return True
-        return False
+        return uid in _searched_uids(response)
 
     async def fetch(self, uids: Sequence[int], parts: str) -> Fetched:
         """UID FETCH of `parts` (one literal per message): the literal of each UID, and the
